@@ -1,0 +1,68 @@
+"""callstate: keep a voice agent's session state alive across barge-ins, handoffs and drops."""
+
+from __future__ import annotations
+
+from .errors import (
+    CallstateError,
+    CodecError,
+    ConfigError,
+    ConflictError,
+    HandoffError,
+    HandoffFormatError,
+    HandoffStateError,
+    PayloadTooLarge,
+    SessionClosed,
+    SessionError,
+    SessionExpired,
+    SessionFrozen,
+    SessionNotFound,
+    StaleEpochError,
+    StorageError,
+    TokenError,
+    ToolArgumentsError,
+    ToolError,
+    UnknownTool,
+    VersionError,
+)
+from .events import Event, decode_event, encode_event
+from .keeper import Keeper
+from .session import Session
+from .state import SessionState, ToolCall, fold
+from .storage import MemoryStore, Store, open_store
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CallstateError",
+    "CodecError",
+    "ConfigError",
+    "ConflictError",
+    "Event",
+    "HandoffError",
+    "HandoffFormatError",
+    "HandoffStateError",
+    "Keeper",
+    "MemoryStore",
+    "PayloadTooLarge",
+    "Session",
+    "SessionClosed",
+    "SessionError",
+    "SessionExpired",
+    "SessionFrozen",
+    "SessionNotFound",
+    "SessionState",
+    "StaleEpochError",
+    "StorageError",
+    "Store",
+    "TokenError",
+    "ToolArgumentsError",
+    "ToolCall",
+    "ToolError",
+    "UnknownTool",
+    "VersionError",
+    "__version__",
+    "decode_event",
+    "encode_event",
+    "fold",
+    "open_store",
+]

@@ -1,0 +1,300 @@
+"""Session events: frozen, tagged msgspec structs and their one codec.
+
+Every change to a session is one of these, appended to the session's journal with a
+gap-free ``seq``. Schema rules: new fields get defaults, a field's type never
+changes, a removed tag stays decodable. Every encoded event carries ``v``, the
+format version it was written with.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import msgspec
+
+from .errors import CodecError, VersionError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "AgentFinished",
+    "AgentProgress",
+    "AgentStarted",
+    "Event",
+    "HandoffAccepted",
+    "HandoffOffered",
+    "HandoffReclaimed",
+    "Interrupted",
+    "LinkLost",
+    "LinkRestored",
+    "OutboxDropped",
+    "SessionEnded",
+    "SessionExpiredEvent",
+    "SessionResumed",
+    "SessionStarted",
+    "ToolCancelled",
+    "ToolDelivery",
+    "ToolFailed",
+    "ToolInDoubt",
+    "ToolProgress",
+    "ToolRequested",
+    "ToolStarted",
+    "ToolSucceeded",
+    "UserPartial",
+    "UserTurn",
+    "UserdataPatch",
+    "decode_event",
+    "decode_events",
+    "encode_event",
+]
+
+FORMAT_VERSION: Final = 1
+
+Effect = Literal["read", "write"]
+OnInterrupt = Literal["complete", "cancel"]
+Delivery = Literal["held", "delivered", "discarded", "announced", "compensated"]
+
+
+class _Base(
+    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=False
+):
+    """Fields every event has: ``seq`` in the journal, wall-clock ``at``, format ``v``."""
+
+    seq: int = 0
+    at: float = 0.0
+    v: int = FORMAT_VERSION
+
+
+# -- session lifecycle -------------------------------------------------------------
+
+
+class SessionStarted(_Base, frozen=True, tag="session.started"):
+    session_id: str
+    agent: str
+    caller: str | None = None
+    epoch: int = 1
+    userdata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+
+
+class SessionResumed(_Base, frozen=True, tag="session.resumed"):
+    epoch: int
+    gap_s: float = 0.0
+    via: Literal["resume", "takeover", "handoff"] = "resume"
+    owner: str = ""
+
+
+class SessionEnded(_Base, frozen=True, tag="session.ended"):
+    reason: str = "ended"
+
+
+class SessionExpiredEvent(_Base, frozen=True, tag="session.expired"):
+    reason: str = "resume window passed"
+
+
+# -- user and agent speech ------------------------------------------------------------
+
+
+class UserPartial(_Base, frozen=True, tag="user.partial"):
+    text: str
+
+
+class UserTurn(_Base, frozen=True, tag="user.turn"):
+    text: str
+
+
+class AgentStarted(_Base, frozen=True, tag="agent.started"):
+    utterance_id: str
+    text: str = ""
+
+
+class AgentProgress(_Base, frozen=True, tag="agent.progress"):
+    utterance_id: str
+    spoken_text: str
+    text: str | None = None  # the utterance's full text when it grew while streaming
+
+
+class AgentFinished(_Base, frozen=True, tag="agent.finished"):
+    utterance_id: str
+    text: str | None = None  # final full text, when it differs from what started
+
+
+class Interrupted(_Base, frozen=True, tag="agent.interrupted"):
+    utterance_id: str | None = None
+    heard_text: str = ""
+    unspoken_text: str = ""
+    audio_end_ms: int | None = None
+    overtaken: list[str] = []  # call ids in flight when the caller barged in
+
+
+# -- tool calls ------------------------------------------------------------------------
+
+
+class ToolRequested(_Base, frozen=True, tag="tool.requested"):
+    call_id: str
+    name: str
+    args: dict[str, Any] = {}
+    effect: Effect = "read"
+    idempotent: bool = False
+    on_interrupt: OnInterrupt = "complete"
+    compensate: str | None = None
+    timeout_s: float | None = None
+    utterance_id: str | None = None  # the generation that asked for the call
+    turn: int = 0  # user turns seen when the call was requested
+
+
+class ToolStarted(_Base, frozen=True, tag="tool.started"):
+    call_id: str
+    attempt: int = 1
+    idempotency_key: str = ""
+
+
+class ToolProgress(_Base, frozen=True, tag="tool.progress"):
+    call_id: str
+    data: dict[str, Any] = {}
+
+
+class ToolSucceeded(_Base, frozen=True, tag="tool.succeeded"):
+    call_id: str
+    result: Any = None
+
+
+class ToolFailed(_Base, frozen=True, tag="tool.failed"):
+    call_id: str
+    error: str
+    error_type: str = ""
+
+
+class ToolCancelled(_Base, frozen=True, tag="tool.cancelled"):
+    call_id: str
+    reason: str = ""
+
+
+class ToolInDoubt(_Base, frozen=True, tag="tool.in_doubt"):
+    call_id: str
+    resolution: Literal["rerun", "unknown"] = "unknown"
+
+
+class ToolDelivery(_Base, frozen=True, tag="tool.delivery"):
+    call_id: str
+    decision: Delivery
+    reason: str = ""
+
+
+# -- app state, link, handoff ----------------------------------------------------------
+
+
+class UserdataPatch(_Base, frozen=True, tag="userdata.patch"):
+    set: dict[str, Any] = {}
+    unset: list[str] = []
+
+
+class LinkLost(_Base, frozen=True, tag="link.lost"):
+    reason: str = ""
+
+
+class LinkRestored(_Base, frozen=True, tag="link.restored"):
+    gap_s: float = 0.0
+    flushed: int = 0
+    dropped: int = 0
+
+
+class OutboxDropped(_Base, frozen=True, tag="link.outbox_dropped"):
+    count: int = 1
+
+
+class HandoffOffered(_Base, frozen=True, tag="handoff.offered"):
+    package_id: str
+    to_agent: str
+    reason: str = ""
+
+
+class HandoffAccepted(_Base, frozen=True, tag="handoff.accepted"):
+    package_id: str
+    agent: str
+    epoch: int
+    from_agent: str = ""
+
+
+class HandoffReclaimed(_Base, frozen=True, tag="handoff.reclaimed"):
+    package_id: str
+    epoch: int
+
+
+Event = (
+    SessionStarted
+    | SessionResumed
+    | SessionEnded
+    | SessionExpiredEvent
+    | UserPartial
+    | UserTurn
+    | AgentStarted
+    | AgentProgress
+    | AgentFinished
+    | Interrupted
+    | ToolRequested
+    | ToolStarted
+    | ToolProgress
+    | ToolSucceeded
+    | ToolFailed
+    | ToolCancelled
+    | ToolInDoubt
+    | ToolDelivery
+    | UserdataPatch
+    | LinkLost
+    | LinkRestored
+    | OutboxDropped
+    | HandoffOffered
+    | HandoffAccepted
+    | HandoffReclaimed
+)
+
+EVENT_TYPES: Final[tuple[type[Event], ...]] = Event.__args__
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+_list_decoder = msgspec.json.Decoder(list[Event])
+
+
+def encode_event(event: Event) -> bytes:
+    """Encode one event to its stored JSON form."""
+    return _encoder.encode(event)
+
+
+def _check_version(event: Event) -> Event:
+    if event.v > FORMAT_VERSION:
+        msg = (
+            f"event format version {event.v} at `$.v` is newer than this callstate "
+            f"understands ({FORMAT_VERSION}); upgrade callstate to read it"
+        )
+        raise VersionError(msg)
+    return event
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Decode one stored event.
+
+    Raises:
+        CodecError: the bytes are not a known event; the message names the field.
+        VersionError: the event was written by a newer format version.
+    """
+    try:
+        event = _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        msg = f"undecodable event: {exc}"
+        raise CodecError(msg) from exc
+    return _check_version(event)
+
+
+def decode_events(data: bytes | str) -> list[Event]:
+    """Decode a JSON array of events (as written by :func:`encode_events`)."""
+    try:
+        events = _list_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        msg = f"undecodable event list: {exc}"
+        raise CodecError(msg) from exc
+    return [_check_version(e) for e in events]
+
+
+def encode_events(events: list[Event]) -> bytes:
+    """Encode events as one JSON array."""
+    return _encoder.encode(events)

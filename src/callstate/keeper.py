@@ -1,0 +1,296 @@
+"""Keeper: starts, resumes and ends sessions; runs the flusher and the lease heartbeat."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from . import events as ev
+from ._clock import Clock, SystemClock
+from ._flush import Flusher
+from .errors import ConfigError, SessionNotFound, StaleEpochError
+from .events import decode_event
+from .session import Session
+from .state import SessionState, apply, decode_state
+from .storage import open_store
+from .storage.base import Batch, Loaded, SessionRecord, Store
+
+if TYPE_CHECKING:
+    from .tools import ToolRegistry
+
+__all__ = ["Keeper", "restore_state"]
+
+
+def restore_state(loaded: Loaded) -> SessionState:
+    """Rebuild a session's state from its snapshot and the events after it."""
+    state = decode_state(loaded.snapshot) if loaded.snapshot is not None else SessionState()
+    for raw in loaded.events:
+        apply(state, decode_event(raw))
+    return state
+
+
+def _secrets(secret: bytes | str | Sequence[bytes | str] | None) -> list[bytes]:
+    if secret is None:
+        return []
+    items = [secret] if isinstance(secret, bytes | str) else list(secret)
+    out = []
+    for i, s in enumerate(items):
+        b = s.encode() if isinstance(s, str) else s
+        if not isinstance(b, bytes) or len(b) < 16:
+            msg = f"secret[{i}] must be at least 16 bytes, got {len(b) if isinstance(b, bytes) else type(b).__name__}"
+            raise ConfigError(msg)
+        out.append(b)
+    return out
+
+
+class Keeper:
+    """Owns sessions for one process: the entry point of callstate.
+
+    Args:
+        store: a store URL (``sqlite:///path``, ``memory://``, ``redis://…``,
+            ``postgresql://…``) or a ``Store``.
+        secret: key(s) that sign resume tokens and handoff packages; the first signs,
+            all verify (rotation).
+        tools: the ``ToolRegistry`` tool calls run through.
+        resume_window: seconds after the last interaction a session stays resumable.
+        lease_ttl: seconds an owner's lease lasts without a heartbeat.
+        snapshot_every: events between snapshots.
+        flush_timeout: seconds ``flush()`` waits on a failing store before raising.
+        clock: time source (``callstate.testing.FakeClock`` in tests).
+        owner: this keeper's owner id in leases (random by default).
+    """
+
+    def __init__(
+        self,
+        store: str | Store = "sqlite:///callstate.db",
+        *,
+        secret: bytes | str | Sequence[bytes | str] | None = None,
+        tools: ToolRegistry | None = None,
+        resume_window: float = 600.0,
+        lease_ttl: float = 15.0,
+        snapshot_every: int = 100,
+        flush_timeout: float = 10.0,
+        clock: Clock | None = None,
+        owner: str | None = None,
+    ) -> None:
+        if resume_window <= 0:
+            msg = f"resume_window must be > 0 seconds, got {resume_window!r}"
+            raise ConfigError(msg)
+        if lease_ttl <= 0:
+            msg = f"lease_ttl must be > 0 seconds, got {lease_ttl!r}"
+            raise ConfigError(msg)
+        if snapshot_every < 1:
+            msg = f"snapshot_every must be >= 1, got {snapshot_every!r}"
+            raise ConfigError(msg)
+        self.store: Store = open_store(store) if isinstance(store, str) else store
+        self.secrets = _secrets(secret)
+        self.tools = tools
+        self.resume_window = float(resume_window)
+        self.lease_ttl = float(lease_ttl)
+        self.clock: Clock = clock or SystemClock()
+        self.owner = owner or uuid.uuid4().hex
+        self._flusher = Flusher(self.store, snapshot_every=snapshot_every, timeout=flush_timeout)
+        self._live: dict[str, Session] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._open = False
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Open the store and start the flusher and heartbeat."""
+        if self._open:
+            return
+        await self.store.open()
+        self._flusher.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._heartbeat(), name="callstate-heartbeat"))
+        self._open = True
+
+    async def close(self) -> None:
+        """Flush every live session, release their leases, stop tasks, close the store."""
+        if not self._open:
+            return
+        for s in list(self._live.values()):
+            with contextlib.suppress(Exception):
+                await s.close()
+        for t in self._tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        await self._flusher.stop()
+        await self.store.close()
+        self._open = False
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def start(
+        self,
+        *,
+        agent: str = "agent",
+        caller: str | None = None,
+        session_id: str | None = None,
+        userdata: dict[str, Any] | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> Session:
+        """Start a new session at epoch 1; it is durable when this returns.
+
+        Raises:
+            ConflictError: ``session_id`` is already taken.
+        """
+        sid = session_id or uuid.uuid4().hex
+        now = self.clock.now()
+        started = ev.SessionStarted(
+            seq=1,
+            at=now,
+            session_id=sid,
+            agent=agent,
+            caller=caller,
+            epoch=1,
+            userdata=dict(userdata or {}),
+            metadata=dict(metadata or {}),
+        )
+        state = apply(SessionState(), started)
+        record = SessionRecord(
+            session_id=sid,
+            epoch=1,
+            agent=agent,
+            caller_hash=self._caller_hash(caller),
+            created_at=now,
+            last_interaction_at=now,
+            lease_owner=self.owner,
+            lease_until=now + self.lease_ttl,
+        )
+        first = Batch(
+            session_id=sid,
+            epoch=1,
+            first_seq=1,
+            events=[ev.encode_event(started)],
+            agent=agent,
+            last_interaction_at=now,
+        )
+        await self.store.create(record, first)
+        session = Session(self, state)
+        self._adopt(session)
+        await self._on_started(session)
+        return session
+
+    async def load(self, session_id: str) -> SessionState:
+        """Read a session's state as stored, without taking ownership.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        return restore_state(await self.store.load(session_id))
+
+    async def resume(self, session_id: str, *, via: str = "resume") -> Session:
+        """Take ownership of a stored session at epoch+1 and return its live handle.
+
+        Everything flushed before is restored; the previous owner is fenced.
+
+        Raises:
+            SessionNotFound: no such session.
+            StaleEpochError: another owner took the session at the same moment.
+        """
+        rec = await self.store.get(session_id)
+        if rec is None:
+            msg = f"session {session_id!r} not found in the store"
+            raise SessionNotFound(msg, session_id=session_id)
+        return await self._take_over(rec, via=via)
+
+    async def _take_over(self, rec: SessionRecord, *, via: str) -> Session:
+        now = self.clock.now()
+        # claim before loading: once claimed, the old owner can append nothing more
+        epoch = await self.store.claim(rec.session_id, rec.epoch, self.owner, now + self.lease_ttl)
+        state = restore_state(await self.store.load(rec.session_id))
+        old = self._live.get(rec.session_id)
+        if old is not None:
+            old._fence(self._fenced_error(rec.session_id, old.state.epoch, epoch))
+        session = Session(self, state)
+        session._snapshot_seq = rec.snapshot_seq
+        gap = max(0.0, now - state.last_interaction_at)
+        session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=self.owner)
+        self._adopt(session)
+        await session.flush()
+        await self._after_resume(session, gap=gap, via=via)
+        return session
+
+    @staticmethod
+    def _fenced_error(session_id: str, epoch: int, current: int) -> StaleEpochError:
+        msg = f"session {session_id!r} was taken over at epoch {current}; this handle (epoch {epoch}) is fenced"
+        return StaleEpochError(msg, session_id=session_id, epoch=epoch, current_epoch=current)
+
+    def live(self) -> list[Session]:
+        """Sessions this keeper currently owns."""
+        return list(self._live.values())
+
+    # -- internals shared with Session -------------------------------------------------
+
+    def _caller_hash(self, caller: str | None) -> str | None:
+        if caller is None:
+            return None
+        import hashlib
+        import hmac
+
+        key = self.secrets[0] if self.secrets else b"callstate-caller-index"
+        return hmac.new(key, caller.encode(), hashlib.sha256).hexdigest()
+
+    def _adopt(self, session: Session) -> None:
+        self._live[session.id] = session
+
+    async def _on_started(self, session: Session) -> None:
+        """Hook run after a session starts (caller index)."""
+        caller_hash = self._caller_hash(session.state.caller)
+        if caller_hash is not None:
+            await self.store.index_caller(caller_hash, session.id, session.state.started_at)
+
+    async def _on_ended(self, session: Session) -> None:
+        """Hook run after a session's end is durable (archive)."""
+
+    async def _after_resume(self, session: Session, *, gap: float, via: str) -> None:
+        """Hook run once a resumed session is owned and durable (in-doubt calls, plan)."""
+
+    async def _release(self, session: Session) -> None:
+        if self._live.get(session.id) is session:
+            del self._live[session.id]
+            if session._error is None:
+                with contextlib.suppress(Exception):
+                    await self.store.release_lease(session.id, self.owner)
+
+    async def _heartbeat(self) -> None:
+        interval = self.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = [sid for sid, s in self._live.items() if s._error is None]
+            if not ids:
+                continue
+            try:
+                held = set(
+                    await self.store.renew_leases(
+                        self.owner, ids, self.clock.now() + self.lease_ttl
+                    )
+                )
+            except Exception:  # a failing store must not kill the heartbeat
+                continue
+            for sid in ids:
+                if sid not in held and sid in self._live:
+                    s = self._live[sid]
+                    rec = await self.store.get(sid)
+                    if rec is not None and rec.epoch > s.state.epoch:
+                        s._fence(self._fenced_error(sid, s.state.epoch, rec.epoch))

@@ -1,0 +1,354 @@
+"""SessionState and the fold: the live state of a session is a pure fold of its events.
+
+``apply(state, event)`` advances a state by one event in place (the hot path owns its
+state and must not copy it per event); ``fold(events, base)`` never touches ``base``.
+Folding a snapshot of any prefix and then the tail equals folding everything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Final, Literal
+
+import msgspec
+
+from . import events as ev
+from .errors import CodecError, VersionError
+
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "TERMINAL",
+    "Item",
+    "SessionState",
+    "ToolCall",
+    "apply",
+    "decode_state",
+    "encode_state",
+    "fold",
+]
+
+SNAPSHOT_VERSION: Final = 1
+
+CallStatus = Literal[
+    "requested", "started", "succeeded", "failed", "cancelled", "in_doubt", "unknown"
+]
+#: Statuses after which a call never changes outcome again.
+TERMINAL: Final = frozenset({"succeeded", "failed", "cancelled", "unknown"})
+SessionStatus = Literal["active", "ended", "expired", "offered", "handed_off"]
+
+
+class Item(msgspec.Struct, kw_only=True):
+    """One entry of the conversation, in order.
+
+    ``kind`` is ``user``, ``assistant`` or ``call`` (a tool call requested at this
+    point; its details live in ``SessionState.calls[id]``).
+    """
+
+    kind: Literal["user", "assistant", "call"]
+    id: str = ""
+    text: str = ""
+    at: float = 0.0
+    spoken: str = ""  # assistant: what the caller has heard so far
+    done: bool = False  # assistant: finished or interrupted
+    interrupted: bool = False
+    unspoken: str = ""  # assistant: the rest, kept aside after a barge-in
+
+
+class ToolCall(msgspec.Struct, kw_only=True):
+    """One tool call and everything known about it."""
+
+    call_id: str
+    name: str
+    args: dict[str, Any] = {}
+    effect: ev.Effect = "read"
+    idempotent: bool = False
+    on_interrupt: ev.OnInterrupt = "complete"
+    compensate: str | None = None
+    timeout_s: float | None = None
+    utterance_id: str | None = None
+    turn: int = 0
+    status: CallStatus = "requested"
+    attempts: int = 0
+    idempotency_key: str = ""
+    progress: dict[str, Any] = {}
+    result: Any = None
+    error: str | None = None
+    error_type: str = ""
+    overtaken: bool = False
+    in_doubt: bool = False  # a crash left this call between start and result
+    resolution: Literal["rerun", "unknown"] | None = None
+    delivery: ev.Delivery | None = None
+    requested_at: float = 0.0
+    finished_at: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        """True once the call has its one final outcome."""
+        return self.status in TERMINAL
+
+
+class SessionState(msgspec.Struct, kw_only=True):
+    """The live state of one session: plain data, a fold of its journal."""
+
+    session_id: str = ""
+    agent: str = ""
+    caller: str | None = None
+    epoch: int = 0
+    seq: int = 0
+    status: SessionStatus = "active"
+    started_at: float = 0.0
+    last_interaction_at: float = 0.0
+    ended_at: float | None = None
+    end_reason: str | None = None
+    items: list[Item] = []
+    calls: dict[str, ToolCall] = {}
+    partial: str = ""  # the caller's unfinished utterance
+    turn: int = 0  # final user turns so far
+    current_utterance: str | None = None
+    unspoken: str = ""  # unspoken rest of the last interrupted utterance
+    userdata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    on_hold: bool = False
+    link_lost_at: float | None = None
+    outbox_dropped: int = 0
+    pending_handoff: str | None = None
+    handoff_to: str | None = None
+    resumes: int = 0
+    v: int = SNAPSHOT_VERSION
+
+    @property
+    def in_flight(self) -> list[ToolCall]:
+        """Calls without a final outcome yet."""
+        return [c for c in self.calls.values() if c.status not in TERMINAL]
+
+    @property
+    def owed(self) -> list[ToolCall]:
+        """Completed calls whose spoken delivery is held for the caller."""
+        return [c for c in self.calls.values() if c.delivery == "held"]
+
+
+def _find(state: SessionState, kind: str, item_id: str | None) -> Item | None:
+    if item_id is None:
+        return None
+    for item in reversed(state.items):
+        if item.kind == kind and item.id == item_id:
+            return item
+    return None
+
+
+def _interaction(state: SessionState, at: float) -> None:
+    if at > state.last_interaction_at:
+        state.last_interaction_at = at
+
+
+def _call(state: SessionState, call_id: str) -> ToolCall | None:
+    return state.calls.get(call_id)
+
+
+def apply(state: SessionState, event: ev.Event) -> SessionState:
+    """Advance ``state`` by one event, in place, and return it."""
+    state.seq = event.seq
+    match event:
+        case ev.UserPartial(text=text):
+            state.partial = text
+            _interaction(state, event.at)
+        case ev.UserTurn(text=text):
+            state.items.append(Item(kind="user", text=text, at=event.at, done=True))
+            state.partial = ""
+            state.turn += 1
+            _interaction(state, event.at)
+        case ev.AgentStarted(utterance_id=uid, text=text):
+            state.items.append(Item(kind="assistant", id=uid, text=text, at=event.at))
+            state.current_utterance = uid
+            state.unspoken = ""
+            _interaction(state, event.at)
+        case ev.AgentProgress(utterance_id=uid, spoken_text=spoken, text=text):
+            item = _find(state, "assistant", uid)
+            if item is not None:
+                item.spoken = spoken
+                if text is not None:
+                    item.text = text
+            _interaction(state, event.at)
+        case ev.AgentFinished(utterance_id=uid, text=text):
+            item = _find(state, "assistant", uid)
+            if item is not None:
+                if text is not None:
+                    item.text = text
+                item.spoken = item.text
+                item.done = True
+            if state.current_utterance == uid:
+                state.current_utterance = None
+            _interaction(state, event.at)
+        case ev.Interrupted():
+            item = _find(state, "assistant", event.utterance_id)
+            if item is not None:
+                item.text = event.heard_text
+                item.spoken = event.heard_text
+                item.unspoken = event.unspoken_text
+                item.interrupted = True
+                item.done = True
+            if event.utterance_id is not None and state.current_utterance == event.utterance_id:
+                state.current_utterance = None
+            state.unspoken = event.unspoken_text
+            for call_id in event.overtaken:
+                call = _call(state, call_id)
+                if call is not None:
+                    call.overtaken = True
+            _interaction(state, event.at)
+        case ev.ToolRequested():
+            state.calls[event.call_id] = ToolCall(
+                call_id=event.call_id,
+                name=event.name,
+                args=dict(event.args),
+                effect=event.effect,
+                idempotent=event.idempotent,
+                on_interrupt=event.on_interrupt,
+                compensate=event.compensate,
+                timeout_s=event.timeout_s,
+                utterance_id=event.utterance_id,
+                turn=event.turn,
+                requested_at=event.at,
+            )
+            state.items.append(Item(kind="call", id=event.call_id, at=event.at, done=True))
+            _interaction(state, event.at)
+        case ev.ToolStarted(call_id=cid):
+            call = _call(state, cid)
+            if call is not None:
+                call.status = "started"
+                call.attempts = event.attempt
+                call.idempotency_key = event.idempotency_key
+        case ev.ToolProgress(call_id=cid, data=data):
+            call = _call(state, cid)
+            if call is not None:
+                call.progress = {**call.progress, **data}
+        case ev.ToolSucceeded(call_id=cid):
+            call = _call(state, cid)
+            if call is not None:
+                call.status = "succeeded"
+                call.result = event.result
+                call.finished_at = event.at
+        case ev.ToolFailed(call_id=cid):
+            call = _call(state, cid)
+            if call is not None:
+                call.status = "failed"
+                call.error = event.error
+                call.error_type = event.error_type
+                call.finished_at = event.at
+        case ev.ToolCancelled(call_id=cid):
+            call = _call(state, cid)
+            if call is not None:
+                call.status = "cancelled"
+                call.error = event.reason or None
+                call.finished_at = event.at
+        case ev.ToolInDoubt(call_id=cid, resolution=resolution):
+            call = _call(state, cid)
+            if call is not None:
+                call.in_doubt = True
+                call.resolution = resolution
+                if resolution == "unknown":
+                    call.status = "unknown"
+                    call.finished_at = event.at
+                else:
+                    call.status = "in_doubt"
+        case ev.ToolDelivery(call_id=cid, decision=decision):
+            call = _call(state, cid)
+            if call is not None:
+                call.delivery = decision
+        case ev.UserdataPatch():
+            data = dict(state.userdata)
+            data.update(event.set)
+            for key in event.unset:
+                data.pop(key, None)
+            state.userdata = data
+        case ev.LinkLost():
+            state.on_hold = True
+            state.link_lost_at = event.at
+        case ev.LinkRestored():
+            state.on_hold = False
+            state.link_lost_at = None
+        case ev.OutboxDropped(count=count):
+            state.outbox_dropped += count
+        case ev.SessionStarted():
+            state.session_id = event.session_id
+            state.agent = event.agent
+            state.caller = event.caller
+            state.epoch = event.epoch
+            state.started_at = event.at
+            state.last_interaction_at = event.at
+            state.userdata = dict(event.userdata)
+            state.metadata = dict(event.metadata)
+            state.status = "active"
+        case ev.SessionResumed():
+            state.epoch = event.epoch
+            state.status = "active"
+            state.resumes += 1
+            state.ended_at = None
+            state.end_reason = None
+            state.on_hold = False
+            state.link_lost_at = None
+            _interaction(state, event.at)
+        case ev.SessionEnded(reason=reason):
+            state.status = "ended"
+            state.ended_at = event.at
+            state.end_reason = reason
+            state.current_utterance = None
+        case ev.SessionExpiredEvent(reason=reason):
+            state.status = "expired"
+            state.ended_at = state.ended_at or event.at
+            state.end_reason = state.end_reason or reason
+        case ev.HandoffOffered(package_id=pid, to_agent=to_agent):
+            state.status = "offered"
+            state.pending_handoff = pid
+            state.handoff_to = to_agent
+        case ev.HandoffAccepted():
+            state.status = "active"
+            state.agent = event.agent
+            state.epoch = event.epoch
+            state.pending_handoff = None
+            state.handoff_to = None
+        case ev.HandoffReclaimed():
+            state.status = "active"
+            state.epoch = event.epoch
+            state.pending_handoff = None
+            state.handoff_to = None
+    return state
+
+
+def copy_state(state: SessionState) -> SessionState:
+    """A deep copy of ``state`` (through the snapshot codec, so it is exact)."""
+    return _state_decoder.decode(_state_encoder.encode(state))
+
+
+def fold(events: Iterable[ev.Event], base: SessionState | None = None) -> SessionState:
+    """Fold ``events`` onto a copy of ``base`` (or an empty state); ``base`` is untouched."""
+    state = SessionState() if base is None else copy_state(base)
+    for event in events:
+        apply(state, event)
+    return state
+
+
+_state_encoder = msgspec.json.Encoder()
+_state_decoder = msgspec.json.Decoder(SessionState)
+
+
+def encode_state(state: SessionState) -> bytes:
+    """Encode a snapshot of ``state``."""
+    return _state_encoder.encode(state)
+
+
+def decode_state(data: bytes | str) -> SessionState:
+    """Decode a snapshot written by :func:`encode_state`.
+
+    Raises:
+        CodecError: the bytes are not a snapshot; the message names the field.
+        VersionError: the snapshot was written by a newer format version.
+    """
+    try:
+        state = _state_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        msg = f"undecodable snapshot: {exc}"
+        raise CodecError(msg) from exc
+    if state.v > SNAPSHOT_VERSION:
+        msg = f"snapshot format version {state.v} at `$.v` is newer than {SNAPSHOT_VERSION}"
+        raise VersionError(msg)
+    return state

@@ -1,0 +1,284 @@
+"""The async ``Store`` protocol every backend implements, and the records it moves.
+
+A store holds, per session, a row of metadata (epoch, seq, lease, status), a journal of
+encoded events with gap-free ``seq``, and at most one snapshot; beside them a keyed-hash
+caller index, an insert-only archive, follow-ups, handoff packages and a migrations
+table. Every backend passes ``callstate.testing.conformance``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import msgspec
+
+from ..errors import CallstateError
+
+__all__ = [
+    "ArchiveRow",
+    "Batch",
+    "FollowUp",
+    "Loaded",
+    "PackageRow",
+    "SessionRecord",
+    "Store",
+]
+
+
+class SessionRecord(msgspec.Struct, kw_only=True):
+    """What a store keeps about one session besides its journal."""
+
+    session_id: str
+    epoch: int
+    seq: int = 0
+    agent: str = ""
+    status: str = "active"
+    caller_hash: str | None = None
+    created_at: float = 0.0
+    last_interaction_at: float = 0.0
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+    snapshot_seq: int = 0
+
+
+class Batch(msgspec.Struct, kw_only=True):
+    """Events of one session to append atomically, with the session's new metadata.
+
+    ``events[i]`` is the encoded event with ``seq == first_seq + i``. The append is
+    accepted only if ``epoch`` equals the stored epoch and ``first_seq`` follows the
+    stored ``seq``. ``snapshot`` (if set) is the encoded state at ``snapshot_seq``.
+    """
+
+    session_id: str
+    epoch: int
+    first_seq: int
+    events: list[bytes]
+    agent: str = ""
+    status: str = "active"
+    last_interaction_at: float = 0.0
+    snapshot: bytes | None = None
+    snapshot_seq: int = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.events) - 1
+
+
+class Loaded(msgspec.Struct, kw_only=True):
+    """A session as stored: metadata, latest snapshot, and the events after it."""
+
+    record: SessionRecord
+    snapshot: bytes | None
+    events: list[bytes]
+
+
+class ArchiveRow(msgspec.Struct, kw_only=True):
+    """One archived call: indexable columns plus the encoded ``ArchiveRecord``."""
+
+    record_id: str
+    session_id: str
+    caller_hash: str | None
+    ended_at: float
+    outcome: str
+    data: bytes
+
+
+class FollowUp(msgspec.Struct, kw_only=True):
+    """A post-call job due at ``due_at`` unless cancelled by a reconnect."""
+
+    followup_id: str
+    session_id: str
+    due_at: float
+    payload: bytes
+    status: str = "pending"  # pending | claimed | done | cancelled
+    claimed_by: str | None = None
+    claimed_until: float = 0.0
+
+
+class PackageRow(msgspec.Struct, kw_only=True):
+    """A stored handoff package and where it stands."""
+
+    package_id: str
+    session_id: str
+    data: bytes
+    status: str = "offered"  # offered | accepted | reclaimed
+    created_at: float = 0.0
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Async storage for sessions. All methods are safe to call concurrently."""
+
+    url: str
+
+    async def open(self) -> None:
+        """Connect and run pending migrations."""
+
+    async def close(self) -> None:
+        """Release connections; further calls fail."""
+
+    async def schema_version(self) -> int:
+        """The highest migration applied."""
+
+    # -- sessions and journal --------------------------------------------------------
+
+    async def create(self, record: SessionRecord, first: Batch) -> None:
+        """Insert a new session with its first events.
+
+        Raises:
+            ConflictError: a session with this id already exists.
+        """
+
+    async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
+        """Group commit: append each batch atomically, all in one round trip.
+
+        Returns one entry per batch: ``None`` when written, else the error that
+        refused it (``StaleEpochError``, ``SessionNotFound``, ``ConflictError``); a
+        refused batch writes nothing and does not affect the others.
+
+        Raises:
+            StorageError: the store could not be reached; nothing was acknowledged.
+        """
+
+    async def load(self, session_id: str) -> Loaded:
+        """The session's record, latest snapshot and the events after it.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+
+    async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:
+        """Encoded events with ``seq > after_seq``, in order (the full journal by default)."""
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        """The session's record, or None."""
+
+    async def list_sessions(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        lease_before: float | None = None,
+        interaction_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[SessionRecord]:
+        """Sessions matching every given filter, newest interaction first."""
+
+    async def claim(
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+    ) -> int:
+        """Take ownership: set epoch to ``expected_epoch + 1`` and the lease, atomically.
+
+        Raises:
+            SessionNotFound: no such session.
+            StaleEpochError: the stored epoch is not ``expected_epoch``.
+        """
+
+    async def renew_leases(self, owner: str, session_ids: Sequence[str], until: float) -> list[str]:
+        """Extend ``owner``'s leases; returns the ids whose lease ``owner`` still holds."""
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        """Drop ``owner``'s lease on the session, if it holds it."""
+
+    async def purge(self, session_id: str) -> None:
+        """Delete the session's resume state (record, journal, snapshot, caller entries).
+
+        The archive, follow-ups and packages are kept.
+        """
+
+    # -- caller index ----------------------------------------------------------------
+
+    async def index_caller(self, caller_hash: str, session_id: str, at: float) -> None:
+        """Record that ``session_id`` belongs to the caller (keyed hash, never clear)."""
+
+    async def lookup_caller(self, caller_hash: str) -> list[tuple[str, float]]:
+        """The caller's sessions as ``(session_id, at)``, most recent first."""
+
+    # -- archive (insert-only) -------------------------------------------------------
+
+    async def archive_insert(self, row: ArchiveRow) -> None:
+        """Insert one archive row.
+
+        Raises:
+            ConflictError: a row with this ``record_id`` exists; it is left as it was.
+        """
+
+    async def archive_get(self, record_id: str) -> ArchiveRow | None:
+        """One archive row, or None."""
+
+    async def archive_list(
+        self,
+        *,
+        session_id: str | None = None,
+        caller_hash: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[ArchiveRow]:
+        """Archive rows matching every given filter, newest first."""
+
+    # -- follow-ups ------------------------------------------------------------------
+
+    async def followup_put(self, followup: FollowUp) -> None:
+        """Schedule a follow-up (replacing a pending one with the same id)."""
+
+    async def followup_cancel(self, session_id: str) -> int:
+        """Cancel the session's pending follow-ups; returns how many."""
+
+    async def followup_claim(
+        self, now: float, owner: str, claim_for: float, limit: int = 10
+    ) -> list[FollowUp]:
+        """Atomically claim due follow-ups (pending, or claimed with a lapsed claim)."""
+
+    async def followup_done(self, followup_id: str, owner: str) -> bool:
+        """Mark a claimed follow-up done; False if ``owner`` no longer holds the claim."""
+
+    # -- handoff packages ------------------------------------------------------------
+
+    async def package_put(self, row: PackageRow) -> None:
+        """Store an offered package.
+
+        Raises:
+            ConflictError: a package with this id exists.
+        """
+
+    async def package_get(self, package_id: str) -> PackageRow | None:
+        """A stored package, or None."""
+
+    async def package_transition(self, package_id: str, from_status: str, to_status: str) -> bool:
+        """Move a package from ``from_status`` to ``to_status`` atomically; False if it was not there."""
+
+
+def check_batch(
+    session_id: str, stored_epoch: int | None, stored_seq: int, batch: Batch
+) -> CallstateError | None:
+    """Why a batch may not be appended to a session in this state, or None if it may."""
+    from ..errors import ConflictError, SessionNotFound, StaleEpochError
+
+    if stored_epoch is None:
+        msg = f"session {session_id!r} not found in the store"
+        return SessionNotFound(msg, session_id=session_id)
+    if batch.epoch != stored_epoch:
+        msg = (
+            f"session {session_id!r} is owned at epoch {stored_epoch}; "
+            f"this writer holds epoch {batch.epoch} and is fenced"
+        )
+        return StaleEpochError(
+            msg, session_id=session_id, epoch=batch.epoch, current_epoch=stored_epoch
+        )
+    if batch.first_seq != stored_seq + 1:
+        msg = (
+            f"session {session_id!r}: batch starts at seq {batch.first_seq} "
+            f"but the journal ends at {stored_seq}"
+        )
+        return ConflictError(msg)
+    return None
+
+
+def stale_claim(session_id: str, expected: int, current: int) -> CallstateError:
+    """The error for a claim that lost the race for a session."""
+    from ..errors import StaleEpochError
+
+    msg = (
+        f"session {session_id!r} is at epoch {current}, not {expected}: another owner took it first"
+    )
+    return StaleEpochError(msg, session_id=session_id, epoch=expected, current_epoch=current)

@@ -1,0 +1,279 @@
+"""An in-process store: the reference backend, first to pass the conformance suite."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from ..errors import CallstateError, ConflictError, SessionNotFound, StorageError
+from .base import (
+    ArchiveRow,
+    Batch,
+    FollowUp,
+    Loaded,
+    PackageRow,
+    SessionRecord,
+    check_batch,
+    stale_claim,
+)
+
+__all__ = ["MemoryStore"]
+
+_MIGRATIONS = 1
+
+
+class MemoryStore:
+    """Keeps everything in dicts; nothing survives the process. For tests and demos."""
+
+    def __init__(self, url: str = "memory://") -> None:
+        self.url = url
+        self._open = False
+        self._sessions: dict[str, SessionRecord] = {}
+        self._events: dict[str, list[bytes]] = {}  # index i holds seq i + 1
+        self._snapshots: dict[str, bytes] = {}
+        self._callers: dict[str, dict[str, float]] = {}
+        self._archive: dict[str, ArchiveRow] = {}
+        self._followups: dict[str, FollowUp] = {}
+        self._packages: dict[str, PackageRow] = {}
+        self._migrations: list[int] = []
+
+    def _check_open(self) -> None:
+        if not self._open:
+            msg = f"store {self.url!r} is not open; call `await store.open()` first"
+            raise StorageError(msg)
+
+    async def open(self) -> None:
+        if not self._migrations:
+            self._migrations = list(range(1, _MIGRATIONS + 1))
+        self._open = True
+
+    async def close(self) -> None:
+        self._open = False
+
+    async def schema_version(self) -> int:
+        self._check_open()
+        return max(self._migrations, default=0)
+
+    async def create(self, record: SessionRecord, first: Batch) -> None:
+        self._check_open()
+        if record.session_id in self._sessions:
+            msg = f"session {record.session_id!r} already exists"
+            raise ConflictError(msg)
+        if first.first_seq != 1:
+            msg = f"a new session's first batch starts at seq 1, not {first.first_seq}"
+            raise ConflictError(msg)
+        self._sessions[record.session_id] = msgspec.structs.replace(
+            record, seq=first.last_seq, epoch=first.epoch
+        )
+        self._events[record.session_id] = list(first.events)
+        self._apply_meta(first)
+
+    def _apply_meta(self, batch: Batch) -> None:
+        rec = self._sessions[batch.session_id]
+        rec.seq = batch.last_seq
+        rec.agent = batch.agent or rec.agent
+        rec.status = batch.status
+        rec.last_interaction_at = max(rec.last_interaction_at, batch.last_interaction_at)
+        if batch.snapshot is not None:
+            self._snapshots[batch.session_id] = batch.snapshot
+            rec.snapshot_seq = batch.snapshot_seq
+
+    async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
+        self._check_open()
+        results: list[CallstateError | None] = []
+        for batch in batches:
+            rec = self._sessions.get(batch.session_id)
+            error = check_batch(
+                batch.session_id,
+                None if rec is None else rec.epoch,
+                0 if rec is None else rec.seq,
+                batch,
+            )
+            if error is None:
+                self._events[batch.session_id].extend(batch.events)
+                self._apply_meta(batch)
+            results.append(error)
+        return results
+
+    def _record(self, session_id: str) -> SessionRecord:
+        rec = self._sessions.get(session_id)
+        if rec is None:
+            msg = f"session {session_id!r} not found in the store"
+            raise SessionNotFound(msg, session_id=session_id)
+        return rec
+
+    async def load(self, session_id: str) -> Loaded:
+        self._check_open()
+        rec = self._record(session_id)
+        return Loaded(
+            record=msgspec.structs.replace(rec),
+            snapshot=self._snapshots.get(session_id),
+            events=self._events[session_id][rec.snapshot_seq :],
+        )
+
+    async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:
+        self._check_open()
+        self._record(session_id)
+        return self._events[session_id][after_seq:]
+
+    async def get(self, session_id: str) -> SessionRecord | None:
+        self._check_open()
+        rec = self._sessions.get(session_id)
+        return None if rec is None else msgspec.structs.replace(rec)
+
+    async def list_sessions(
+        self,
+        *,
+        statuses: Sequence[str] | None = None,
+        lease_before: float | None = None,
+        interaction_before: float | None = None,
+        limit: int = 1000,
+    ) -> list[SessionRecord]:
+        self._check_open()
+        rows = [
+            msgspec.structs.replace(r)
+            for r in self._sessions.values()
+            if (statuses is None or r.status in statuses)
+            and (lease_before is None or r.lease_until < lease_before)
+            and (interaction_before is None or r.last_interaction_at < interaction_before)
+        ]
+        rows.sort(key=lambda r: r.last_interaction_at, reverse=True)
+        return rows[:limit]
+
+    async def claim(
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+    ) -> int:
+        self._check_open()
+        rec = self._record(session_id)
+        if rec.epoch != expected_epoch:
+            raise stale_claim(session_id, expected_epoch, rec.epoch)
+        rec.epoch += 1
+        rec.lease_owner = owner
+        rec.lease_until = lease_until
+        return rec.epoch
+
+    async def renew_leases(self, owner: str, session_ids: Sequence[str], until: float) -> list[str]:
+        self._check_open()
+        held = []
+        for sid in session_ids:
+            rec = self._sessions.get(sid)
+            if rec is not None and rec.lease_owner == owner:
+                rec.lease_until = until
+                held.append(sid)
+        return held
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        self._check_open()
+        rec = self._sessions.get(session_id)
+        if rec is not None and rec.lease_owner == owner:
+            rec.lease_owner = None
+            rec.lease_until = 0.0
+
+    async def purge(self, session_id: str) -> None:
+        self._check_open()
+        self._sessions.pop(session_id, None)
+        self._events.pop(session_id, None)
+        self._snapshots.pop(session_id, None)
+        for entries in self._callers.values():
+            entries.pop(session_id, None)
+
+    async def index_caller(self, caller_hash: str, session_id: str, at: float) -> None:
+        self._check_open()
+        self._callers.setdefault(caller_hash, {})[session_id] = at
+
+    async def lookup_caller(self, caller_hash: str) -> list[tuple[str, float]]:
+        self._check_open()
+        entries = self._callers.get(caller_hash, {})
+        return sorted(entries.items(), key=lambda kv: kv[1], reverse=True)
+
+    async def archive_insert(self, row: ArchiveRow) -> None:
+        self._check_open()
+        if row.record_id in self._archive:
+            msg = f"archive record {row.record_id!r} already exists; archive rows are never overwritten"
+            raise ConflictError(msg)
+        self._archive[row.record_id] = msgspec.structs.replace(row)
+
+    async def archive_get(self, record_id: str) -> ArchiveRow | None:
+        self._check_open()
+        row = self._archive.get(record_id)
+        return None if row is None else msgspec.structs.replace(row)
+
+    async def archive_list(
+        self,
+        *,
+        session_id: str | None = None,
+        caller_hash: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[ArchiveRow]:
+        self._check_open()
+        rows = [
+            msgspec.structs.replace(r)
+            for r in self._archive.values()
+            if (session_id is None or r.session_id == session_id)
+            and (caller_hash is None or r.caller_hash == caller_hash)
+            and (since is None or r.ended_at >= since)
+        ]
+        rows.sort(key=lambda r: r.ended_at, reverse=True)
+        return rows[:limit]
+
+    async def followup_put(self, followup: FollowUp) -> None:
+        self._check_open()
+        existing = self._followups.get(followup.followup_id)
+        if existing is None or existing.status == "pending":
+            self._followups[followup.followup_id] = msgspec.structs.replace(followup)
+
+    async def followup_cancel(self, session_id: str) -> int:
+        self._check_open()
+        count = 0
+        for f in self._followups.values():
+            if f.session_id == session_id and f.status == "pending":
+                f.status = "cancelled"
+                count += 1
+        return count
+
+    async def followup_claim(
+        self, now: float, owner: str, claim_for: float, limit: int = 10
+    ) -> list[FollowUp]:
+        self._check_open()
+        claimed: list[FollowUp] = []
+        for f in sorted(self._followups.values(), key=lambda f: f.due_at):
+            if len(claimed) >= limit:
+                break
+            due = f.status == "pending" and f.due_at <= now
+            lapsed = f.status == "claimed" and f.claimed_until <= now
+            if due or lapsed:
+                f.status = "claimed"
+                f.claimed_by = owner
+                f.claimed_until = now + claim_for
+                claimed.append(msgspec.structs.replace(f))
+        return claimed
+
+    async def followup_done(self, followup_id: str, owner: str) -> bool:
+        self._check_open()
+        f = self._followups.get(followup_id)
+        if f is None or f.status != "claimed" or f.claimed_by != owner:
+            return False
+        f.status = "done"
+        return True
+
+    async def package_put(self, row: PackageRow) -> None:
+        self._check_open()
+        if row.package_id in self._packages:
+            msg = f"handoff package {row.package_id!r} already exists"
+            raise ConflictError(msg)
+        self._packages[row.package_id] = msgspec.structs.replace(row)
+
+    async def package_get(self, package_id: str) -> PackageRow | None:
+        self._check_open()
+        row = self._packages.get(package_id)
+        return None if row is None else msgspec.structs.replace(row)
+
+    async def package_transition(self, package_id: str, from_status: str, to_status: str) -> bool:
+        self._check_open()
+        row = self._packages.get(package_id)
+        if row is None or row.status != from_status:
+            return False
+        row.status = to_status
+        return True

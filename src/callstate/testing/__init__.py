@@ -1,0 +1,7 @@
+"""Test helpers shipped with callstate: a fake clock, a capturing sink, the store suite."""
+
+from __future__ import annotations
+
+from .clock import FakeClock
+
+__all__ = ["FakeClock"]
