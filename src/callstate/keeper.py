@@ -14,6 +14,7 @@ from ._clock import Clock, SystemClock
 from ._flush import Flusher
 from .errors import ConfigError, SessionNotFound, StaleEpochError
 from .events import decode_event
+from .observe import Observer, RecoveryEvent, RecoveryKind
 from .session import Session
 from .state import SessionState, apply, decode_state
 from .storage import open_store
@@ -95,6 +96,7 @@ class Keeper:
         self.owner = owner or uuid.uuid4().hex
         self._flusher = Flusher(self.store, snapshot_every=snapshot_every, timeout=flush_timeout)
         self._live: dict[str, Session] = {}
+        self.observer = Observer()
         self._tasks: list[asyncio.Task[None]] = []
         self._open = False
 
@@ -106,6 +108,7 @@ class Keeper:
             return
         await self.store.open()
         self._flusher.start()
+        self.observer.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._heartbeat(), name="callstate-heartbeat"))
         self._open = True
@@ -123,6 +126,7 @@ class Keeper:
                 await t
         self._tasks.clear()
         await self._flusher.stop()
+        await self.observer.stop()
         await self.store.close()
         self._open = False
 
@@ -228,6 +232,7 @@ class Keeper:
         session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=self.owner)
         self._adopt(session)
         await session.flush()
+        self._emit("session.resumed", session.id, gap_s=gap, via=via, epoch=epoch)
         await self._after_resume(session, gap=gap, via=via)
         return session
 
@@ -241,6 +246,27 @@ class Keeper:
         return list(self._live.values())
 
     # -- internals shared with Session -------------------------------------------------
+
+    def _emit(
+        self,
+        kind: RecoveryKind,
+        session_id: str,
+        *,
+        call_id: str | None = None,
+        latency_ms: float | None = None,
+        **data: Any,
+    ) -> None:
+        """Emit a ``RecoveryEvent`` to the sinks (never blocks, never raises)."""
+        self.observer.emit(
+            RecoveryEvent(
+                kind=kind,
+                session_id=session_id,
+                at=self.clock.now(),
+                call_id=call_id,
+                latency_ms=latency_ms,
+                data=data,
+            )
+        )
 
     def _caller_hash(self, caller: str | None) -> str | None:
         if caller is None:
