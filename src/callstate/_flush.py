@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
-from .errors import CallstateError, StorageError
+from .errors import CodecError, StorageError
 from .events import encode_event
 from .state import encode_state
 from .storage.base import Batch, Store
@@ -67,6 +67,9 @@ class Flusher:
         try:
             await asyncio.wait_for(asyncio.shield(fut), self._timeout)
         except TimeoutError:
+            # the events stay queued and land when the store recovers; only this wait ends
+            fut.cancel()
+            session._waiters = [(s, f) for s, f in session._waiters if f is not fut]
             msg = (
                 f"session {session.id!r}: events up to seq {seq} not durable after "
                 f"{self._timeout:.1f}s; the store is failing ({self._last_error!r})"
@@ -78,11 +81,16 @@ class Flusher:
         if not pending:
             return None
         state = session.state
+        try:
+            encoded = [encode_event(e) for e in pending]
+        except CodecError as exc:  # a value was mutated into something unencodable
+            session._fence(exc)
+            return None
         batch = Batch(
             session_id=state.session_id,
             epoch=state.epoch,
             first_seq=pending[0].seq,
-            events=[encode_event(e) for e in pending],
+            events=encoded,
             agent=state.agent,
             status=state.status,
             last_interaction_at=state.last_interaction_at,
@@ -111,7 +119,11 @@ class Flusher:
                 continue
             try:
                 results = await self._store.append([b for _, b in work])
-            except CallstateError as exc:  # the store is down: keep everything queued
+                if len(results) != len(work):
+                    msg = f"store returned {len(results)} results for {len(work)} batches"
+                    raise StorageError(msg)
+            except Exception as exc:  # the store is down: keep everything queued
+                # any failure, typed or not, must not kill the one task all sessions share
                 self._last_error = exc
                 for s, _ in work:
                     self._dirty[id(s)] = s

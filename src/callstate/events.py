@@ -15,6 +15,7 @@ import msgspec
 from .errors import CodecError, VersionError
 
 __all__ = [
+    "EVENT_TYPES",
     "FORMAT_VERSION",
     "AgentFinished",
     "AgentProgress",
@@ -42,9 +43,12 @@ __all__ = [
     "UserPartial",
     "UserTurn",
     "UserdataPatch",
+    "check_event",
     "decode_event",
     "decode_events",
     "encode_event",
+    "encode_events",
+    "newer_version",
 ]
 
 FORMAT_VERSION: Final = 1
@@ -255,9 +259,75 @@ _decoder = msgspec.json.Decoder(Event)
 _list_decoder = msgspec.json.Decoder(list[Event])
 
 
+class _Versioned(msgspec.Struct):
+    """Just the ``v`` of a record, to tell "newer format" from "garbage"."""
+
+    v: int = FORMAT_VERSION
+
+
+_probe = msgspec.json.Decoder(_Versioned | list[_Versioned])
+
+
+def newer_version(data: bytes | str, current: int) -> int | None:
+    """The ``v`` of a record (or the highest in a list) if it is newer than ``current``."""
+    try:
+        probe = _probe.decode(data)
+    except msgspec.DecodeError:
+        return None
+    versions = [p.v for p in probe] if isinstance(probe, list) else [probe.v]
+    newest = max(versions, default=current)
+    return newest if newest > current else None
+
+
+def _field_value(event: Event, message: str) -> str:
+    """`` (value: …)`` for a top-level field named in a msgspec error message, else ``""``."""
+    marker = "at `$."
+    if marker not in message:
+        return ""
+    name = message.rsplit(marker, 1)[1].split("`", 1)[0]
+    if not name.isidentifier() or not hasattr(event, name):
+        return ""
+    return f" (value: {getattr(event, name)!r:.80})"
+
+
 def encode_event(event: Event) -> bytes:
-    """Encode one event to its stored JSON form."""
-    return _encoder.encode(event)
+    """Encode one event to its stored JSON form.
+
+    Raises:
+        CodecError: a field holds a value JSON cannot carry; the message names it.
+    """
+    try:
+        return _encoder.encode(event)
+    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+        tag = type(event).__struct_config__.tag
+        for name in event.__struct_fields__:
+            try:
+                _encoder.encode(getattr(event, name))
+            except (TypeError, ValueError, msgspec.EncodeError):
+                msg = f"event {tag!r}: field `$.{name}` cannot be encoded: {exc}"
+                raise CodecError(msg) from exc
+        msg = f"event {tag!r} cannot be encoded: {exc}"
+        raise CodecError(msg) from exc
+
+
+def check_event(event: Event) -> bytes:
+    """Encode ``event`` and check it decodes back as written; returns the encoding.
+
+    This is what keeps an ill-typed value (``user_said(123)``) out of the journal,
+    where it would make the session impossible to restore.
+
+    Raises:
+        CodecError: a field has the wrong type or cannot be encoded; the message
+            names the field and the value.
+    """
+    data = encode_event(event)
+    try:
+        _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        tag = type(event).__struct_config__.tag
+        msg = f"event {tag!r} is ill-typed: {exc}{_field_value(event, str(exc))}"
+        raise CodecError(msg) from exc
+    return data
 
 
 def _check_version(event: Event) -> Event:
@@ -270,6 +340,17 @@ def _check_version(event: Event) -> Event:
     return event
 
 
+def _newer(data: bytes | str, exc: msgspec.DecodeError) -> VersionError | None:
+    newer = newer_version(data, FORMAT_VERSION)
+    if newer is None:
+        return None
+    msg = (
+        f"event format version {newer} at `$.v` is newer than this callstate "
+        f"understands ({FORMAT_VERSION}); upgrade callstate to read it ({exc})"
+    )
+    return VersionError(msg)
+
+
 def decode_event(data: bytes | str) -> Event:
     """Decode one stored event.
 
@@ -280,21 +361,37 @@ def decode_event(data: bytes | str) -> Event:
     try:
         event = _decoder.decode(data)
     except msgspec.DecodeError as exc:
+        # a newer writer may add tags or fields this version cannot read: say so
+        version_error = _newer(data, exc)
+        if version_error is not None:
+            raise version_error from exc
         msg = f"undecodable event: {exc}"
         raise CodecError(msg) from exc
     return _check_version(event)
 
 
 def decode_events(data: bytes | str) -> list[Event]:
-    """Decode a JSON array of events (as written by :func:`encode_events`)."""
+    """Decode a JSON array of events (as written by :func:`encode_events`).
+
+    Raises:
+        CodecError: an element is not a known event; the message names its index and field.
+        VersionError: an event was written by a newer format version.
+    """
     try:
         events = _list_decoder.decode(data)
     except msgspec.DecodeError as exc:
+        version_error = _newer(data, exc)
+        if version_error is not None:
+            raise version_error from exc
         msg = f"undecodable event list: {exc}"
         raise CodecError(msg) from exc
     return [_check_version(e) for e in events]
 
 
 def encode_events(events: list[Event]) -> bytes:
-    """Encode events as one JSON array."""
-    return _encoder.encode(events)
+    """Encode events as one JSON array.
+
+    Raises:
+        CodecError: an event holds a value JSON cannot carry.
+    """
+    return b"[" + b",".join(encode_event(e) for e in events) + b"]"

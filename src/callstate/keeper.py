@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Self
 from . import events as ev
 from ._clock import Clock, SystemClock
 from ._flush import Flusher
-from .errors import ConfigError, SessionNotFound, StaleEpochError
+from .errors import CodecError, ConfigError, SessionNotFound, StaleEpochError
 from .events import decode_event
 from .observe import Observer, RecoveryEvent, RecoveryKind
 from .session import Session
@@ -27,17 +27,46 @@ __all__ = ["Keeper", "restore_state"]
 
 
 def restore_state(loaded: Loaded) -> SessionState:
-    """Rebuild a session's state from its snapshot and the events after it."""
-    state = decode_state(loaded.snapshot) if loaded.snapshot is not None else SessionState()
+    """Rebuild a session's state from its snapshot and the events after it.
+
+    Raises:
+        CodecError: the snapshot or an event does not decode, or the journal skips a
+            seq; the message names the session and the seq. Nothing stored is changed.
+        VersionError: a record was written by a newer format version.
+    """
+    sid = loaded.record.session_id
+    state = SessionState()
+    if loaded.snapshot is not None:
+        try:
+            state = decode_state(loaded.snapshot)
+        except CodecError as exc:
+            seq = loaded.record.snapshot_seq
+            msg = f"session {sid!r}: snapshot at seq {seq} cannot be read: {exc}"
+            raise type(exc)(msg) from exc  # a VersionError stays a VersionError
     for raw in loaded.events:
-        apply(state, decode_event(raw))
+        expected = state.seq + 1
+        try:
+            event = decode_event(raw)
+        except CodecError as exc:
+            msg = f"session {sid!r}: event at seq {expected} cannot be read: {exc}"
+            raise type(exc)(msg) from exc
+        if event.seq != expected:
+            msg = f"session {sid!r}: the journal holds seq {event.seq} where seq {expected} belongs"
+            raise CodecError(msg)
+        apply(state, event)
     return state
 
 
 def _secrets(secret: bytes | str | Sequence[bytes | str] | None) -> list[bytes]:
     if secret is None:
         return []
-    items = [secret] if isinstance(secret, bytes | str) else list(secret)
+    if isinstance(secret, bytes | str):
+        items: list[object] = [secret]
+    elif isinstance(secret, Sequence):
+        items = list(secret)
+    else:
+        msg = f"secret must be bytes, str or a sequence of them, got {type(secret).__name__}"
+        raise ConfigError(msg)
     out = []
     for i, s in enumerate(items):
         b = s.encode() if isinstance(s, str) else s
@@ -78,14 +107,17 @@ class Keeper:
         clock: Clock | None = None,
         owner: str | None = None,
     ) -> None:
-        if resume_window <= 0:
-            msg = f"resume_window must be > 0 seconds, got {resume_window!r}"
-            raise ConfigError(msg)
-        if lease_ttl <= 0:
-            msg = f"lease_ttl must be > 0 seconds, got {lease_ttl!r}"
-            raise ConfigError(msg)
-        if snapshot_every < 1:
-            msg = f"snapshot_every must be >= 1, got {snapshot_every!r}"
+        # `not x > 0` also refuses NaN, which compares false to everything
+        for name, value in (
+            ("resume_window", resume_window),
+            ("lease_ttl", lease_ttl),
+            ("flush_timeout", flush_timeout),
+        ):
+            if not value > 0:
+                msg = f"{name} must be > 0 seconds, got {value!r}"
+                raise ConfigError(msg)
+        if not isinstance(store, str | Store):
+            msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
         self.store: Store = open_store(store) if isinstance(store, str) else store
         self.secrets = _secrets(secret)

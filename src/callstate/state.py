@@ -346,6 +346,11 @@ def decode_state(data: bytes | str) -> SessionState:
     try:
         state = _state_decoder.decode(data)
     except msgspec.DecodeError as exc:
+        newer = ev.newer_version(data, SNAPSHOT_VERSION)
+        if newer is not None:  # a newer writer changed the layout: say so, not "garbage"
+            msg = f"snapshot format version {newer} at `$.v` is newer than {SNAPSHOT_VERSION}"
+            msg = f"{msg}: {exc}"
+            raise VersionError(msg) from exc
         msg = f"undecodable snapshot: {exc}"
         raise CodecError(msg) from exc
     if state.v > SNAPSHOT_VERSION:

@@ -115,7 +115,7 @@ class MemoryStore:
     async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:
         self._check_open()
         self._record(session_id)
-        return self._events[session_id][after_seq:]
+        return self._events[session_id][max(after_seq, 0) :]  # a negative index would wrap
 
     async def get(self, session_id: str) -> SessionRecord | None:
         self._check_open()

@@ -203,9 +203,13 @@ class SQLiteStore:
         return result
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
-        )
+        try:
+            conn = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:  # e.g. a missing directory
+            msg = f"sqlite store {self.path!r} cannot be opened: {exc}"
+            raise StorageError(msg) from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -351,6 +355,23 @@ class SQLiteStore:
             ),
         )
 
+    @classmethod
+    def _append_isolated(cls, c: sqlite3.Connection, b: Batch) -> CallstateError | None:
+        """Append one batch inside a savepoint, so a refused batch leaves no half of itself."""
+        c.execute("SAVEPOINT batch")
+        error: CallstateError | None = None
+        try:
+            cls._append_one(c, b)
+        except sqlite3.IntegrityError as exc:
+            c.execute("ROLLBACK TO batch")
+            msg = (
+                f"session {b.session_id!r}: batch of seq {b.first_seq}..{b.last_seq} "
+                f"refused by the database: {exc}"
+            )
+            error = ConflictError(msg)
+        c.execute("RELEASE batch")
+        return error
+
     async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
         if not batches:
             return []
@@ -365,7 +386,7 @@ class SQLiteStore:
                     b.session_id, None if row is None else row[0], 0 if row is None else row[1], b
                 )
                 if error is None:
-                    self._append_one(c, b)
+                    error = self._append_isolated(c, b)
                 results.append(error)
             return results
 
@@ -539,6 +560,8 @@ class SQLiteStore:
                     ),
                 )
             except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise  # a NULL or other bad value: a StorageError, not a clash
                 msg = f"archive record {row.record_id!r} already exists; archive rows are never overwritten"
                 raise ConflictError(msg) from exc
 
@@ -666,6 +689,8 @@ class SQLiteStore:
                     (row.package_id, row.session_id, row.data, row.status, row.created_at),
                 )
             except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise  # a NULL or other bad value: a StorageError, not a clash
                 msg = f"handoff package {row.package_id!r} already exists"
                 raise ConflictError(msg) from exc
 

@@ -1,0 +1,260 @@
+"""SQLiteStore: the conformance suite plus what only a SQLite file can show."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from callstate import ConfigError, ConflictError, StaleEpochError, StorageError, open_store
+from callstate.events import UserTurn, encode_event
+from callstate.storage.base import ArchiveRow, Batch, SessionRecord
+from callstate.storage.sqlite import MIGRATIONS, SQLiteStore
+from callstate.testing.conformance import StoreConformance
+
+
+class TestSQLiteStore(StoreConformance):
+    """The embedded default passes the whole suite on a real file."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+        s = SQLiteStore(f"sqlite:///{tmp_path}/conformance.db")
+        await s.open()
+        yield s
+        await s.close()
+
+
+def _turn(seq: int) -> bytes:
+    return encode_event(UserTurn(seq=seq, at=float(seq), text=f"turn {seq}"))
+
+
+async def _session(store: SQLiteStore, sid: str, events: int = 1) -> None:
+    first = Batch(
+        session_id=sid, epoch=1, first_seq=1, events=[_turn(s) for s in range(1, events + 1)]
+    )
+    await store.create(SessionRecord(session_id=sid, epoch=1), first)
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    """An opened SQLite store on a fresh file."""
+    s = SQLiteStore(f"sqlite:///{tmp_path}/cs.db")
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _raw(store: SQLiteStore) -> sqlite3.Connection:
+    """A second, plain connection to the store's file (what an operator's tool would use)."""
+    return sqlite3.connect(store.path, isolation_level=None)
+
+
+async def test_archive_refuses_raw_update_and_delete(store: SQLiteStore) -> None:
+    """Triggers refuse UPDATE and DELETE on the archive even from raw SQL; the row survives."""
+    row = ArchiveRow(
+        record_id="r1",
+        session_id="s",
+        caller_hash=None,
+        ended_at=1.0,
+        outcome="completed",
+        data=b"orig",
+    )
+    await store.archive_insert(row)
+    conn = _raw(store)
+    try:
+        with pytest.raises(sqlite3.IntegrityError, match="insert-only"):
+            conn.execute("UPDATE archive SET data = x'00' WHERE record_id = 'r1'")
+        with pytest.raises(sqlite3.IntegrityError, match="insert-only"):
+            conn.execute("DELETE FROM archive")
+    finally:
+        conn.close()
+    assert row == await store.archive_get("r1")
+
+
+async def test_wal_and_full_sync_by_default(store: SQLiteStore) -> None:
+    """A default store runs in WAL mode with synchronous=FULL (2) on its connection."""
+    mode = await store._run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+    sync = await store._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+    busy = await store._run(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+    assert ("wal", 2, 5000) == (mode, sync, busy)
+
+
+async def test_synchronous_normal_on_request(tmp_path: Path) -> None:
+    """``synchronous="NORMAL"`` and a custom busy timeout reach the connection."""
+    s = SQLiteStore(f"sqlite:///{tmp_path}/n.db", synchronous="NORMAL", busy_timeout=0.25)
+    await s.open()
+    try:
+        sync = await s._run(lambda c: c.execute("PRAGMA synchronous").fetchone()[0])
+        busy = await s._run(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+        assert (1, 250) == (sync, busy)
+    finally:
+        await s.close()
+
+
+async def test_file_that_is_not_a_database(tmp_path: Path) -> None:
+    """Opening a file that is not SQLite raises StorageError naming the path; the file is kept."""
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"these are my notes, not a database " * 100)
+    store = SQLiteStore(f"sqlite:///{path}")
+    with pytest.raises(StorageError, match=r"notes\.txt"):
+        await store.open()
+    assert b"these are my notes, not a database " * 100 == path.read_bytes()
+
+
+async def test_missing_directory(tmp_path: Path) -> None:
+    """A path in a directory that does not exist raises StorageError naming the path."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/no/such/dir/cs.db")
+    with pytest.raises(StorageError, match="no/such/dir"):
+        await store.open()
+
+
+async def test_newer_schema_version_is_refused(tmp_path: Path) -> None:
+    """A database migrated by a newer callstate raises StorageError naming both versions."""
+    url = f"sqlite:///{tmp_path}/cs.db"
+    s = SQLiteStore(url)
+    await s.open()
+    await s.close()
+    newest = max(v for v, _ in MIGRATIONS)
+    conn = sqlite3.connect(tmp_path / "cs.db", isolation_level=None)
+    conn.execute("INSERT INTO callstate_migrations VALUES (?, 0)", (newest + 1,))
+    conn.close()
+    with pytest.raises(StorageError, match=f"version {newest + 1} is newer"):
+        await SQLiteStore(url).open()
+
+
+async def test_migrations_are_recorded_once(tmp_path: Path) -> None:
+    """Each migration is recorded in the migrations table once, however often the file is opened."""
+    url = f"sqlite:///{tmp_path}/cs.db"
+    for _ in range(3):
+        s = SQLiteStore(url)
+        await s.open()
+        assert max(v for v, _ in MIGRATIONS) == await s.schema_version()
+        await s.close()
+    conn = sqlite3.connect(tmp_path / "cs.db")
+    versions = [
+        r[0] for r in conn.execute("SELECT version FROM callstate_migrations ORDER BY version")
+    ]
+    conn.close()
+    assert [v for v, _ in MIGRATIONS] == versions
+
+
+async def test_two_stores_on_one_file_share_and_fence(tmp_path: Path) -> None:
+    """Two stores on one file see each other's writes, and a claim in one fences the other."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    a, b = SQLiteStore(url), SQLiteStore(url)
+    await a.open()
+    await b.open()
+    try:
+        await _session(a, "s1", events=2)
+        assert [_turn(1), _turn(2)] == await b.read_events("s1")
+        assert 2 == await b.claim("s1", 1, "owner-b", 99.0)
+        with pytest.raises(StaleEpochError):
+            await a.claim("s1", 1, "owner-a", 99.0)
+        stale = await a.append([Batch(session_id="s1", epoch=1, first_seq=3, events=[_turn(3)])])
+        assert isinstance(stale[0], StaleEpochError)
+        assert [None] == await b.append(
+            [Batch(session_id="s1", epoch=2, first_seq=3, events=[_turn(3)])]
+        )
+        assert [_turn(1), _turn(2), _turn(3)] == await a.read_events("s1")
+        rec = await a.get("s1")
+        assert rec is not None
+        assert (2, 3, "owner-b") == (rec.epoch, rec.seq, rec.lease_owner)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_racing_claims_across_two_stores(tmp_path: Path) -> None:
+    """Claims racing through two stores on one file: exactly one wins in total."""
+    url = f"sqlite:///{tmp_path}/shared.db"
+    a, b = SQLiteStore(url), SQLiteStore(url)
+    await a.open()
+    await b.open()
+    try:
+        await _session(a, "s1")
+        claims = [(a if i % 2 else b).claim("s1", 1, f"o{i}", 9.0) for i in range(10)]
+        results = await asyncio.gather(*claims, return_exceptions=True)
+        assert [2] == [r for r in results if r == 2]
+        assert all(isinstance(r, StaleEpochError) for r in results if r != 2)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_database_refusing_a_batch_leaves_no_half_of_it(store: SQLiteStore) -> None:
+    """A batch the database refuses midway writes none of its rows; the group's others land."""
+    await _session(store, "bad", events=1)
+    await _session(store, "good", events=1)
+    conn = _raw(store)
+    # a stray row at seq 3 makes the batch 2..4 fail on its second insert
+    conn.execute("INSERT INTO events VALUES ('bad', 3, 1, x'7b7d')")
+    conn.close()
+    results = await store.append(
+        [
+            Batch(session_id="bad", epoch=1, first_seq=2, events=[_turn(2), _turn(3), _turn(4)]),
+            Batch(session_id="good", epoch=1, first_seq=2, events=[_turn(2), _turn(3)]),
+        ]
+    )
+    assert isinstance(results[0], ConflictError)
+    assert "'bad'" in str(results[0])
+    assert results[1] is None
+    assert [_turn(1), b"{}"] == await store.read_events("bad")
+    rec = await store.get("bad")
+    assert rec is not None
+    assert 1 == rec.seq
+    assert [_turn(1), _turn(2), _turn(3)] == await store.read_events("good")
+
+
+async def test_null_value_is_a_storage_error_not_a_conflict(store: SQLiteStore) -> None:
+    """An archive row with a missing required value is a StorageError, not a duplicate-id clash."""
+    row = ArchiveRow(
+        record_id="r1", session_id="s", caller_hash=None, ended_at=1.0, outcome=None, data=b"x"
+    )  # type: ignore[arg-type]
+    with pytest.raises(StorageError) as exc:
+        await store.archive_insert(row)
+    assert not isinstance(exc.value, ConflictError)
+    assert await store.archive_get("r1") is None
+
+
+async def test_in_memory_database() -> None:
+    """``sqlite:///:memory:`` opens a private in-memory database that works like a file."""
+    s = open_store("sqlite:///:memory:")
+    assert isinstance(s, SQLiteStore)
+    await s.open()
+    try:
+        await _session(s, "s1", events=2)
+        assert [_turn(1), _turn(2)] == await s.read_events("s1")
+    finally:
+        await s.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "field"),
+    [
+        ("sqlite://relative.db", "sqlite url"),
+        ("sqlite:///", "names no file"),
+        ("postgresql:///x.db", "sqlite url"),
+    ],
+)
+def test_bad_sqlite_url(url: str, field: str) -> None:
+    """A malformed sqlite URL raises ConfigError naming the URL."""
+    with pytest.raises(ConfigError, match=field) as exc:
+        SQLiteStore(url)
+    assert url in str(exc.value)
+
+
+def test_bad_synchronous_mode() -> None:
+    """An unknown ``synchronous`` mode raises ConfigError naming the value."""
+    with pytest.raises(ConfigError, match="'OFF'"):
+        SQLiteStore("sqlite:///x.db", synchronous="OFF")  # type: ignore[arg-type]
+
+
+async def test_closed_store_names_itself(tmp_path: Path) -> None:
+    """A call on a store that was never opened raises StorageError naming its URL."""
+    url = f"sqlite:///{tmp_path}/cs.db"
+    with pytest.raises(StorageError, match="not open") as exc:
+        await SQLiteStore(url).get("s1")
+    assert url in str(exc.value)
