@@ -1,0 +1,7 @@
+"""``python -m callstate``: the same as the ``callstate`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+raise SystemExit(main())
