@@ -1,0 +1,110 @@
+"""Smoke runs of the benchmark scripts with tiny sizes, so they keep working.
+
+Only the presence and shape of each metric line is checked, never a timing.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+METRIC = re.compile(r"^([a-z0-9_]+) (\S+)$")
+
+
+def run_bench(script: str, *args: str) -> dict[str, str]:
+    """Run ``bench/<script>`` and return its ``name value`` lines as a dict."""
+    result = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stderr
+    lines = result.stdout.splitlines()
+    assert [] == [line for line in lines if not METRIC.match(line)]
+    return dict(line.split(" ", 1) for line in lines)
+
+
+def _number(text: str) -> float:
+    return float(text)
+
+
+@pytest.mark.parametrize("store", ["memory://", "sqlite"])
+def test_bench_core_prints_every_metric(store: str, tmp_path: Path) -> None:
+    """bench_core.py prints one parseable line per metric for the store it is given."""
+    url = f"sqlite:///{tmp_path}/bench.db" if store == "sqlite" else store
+    metrics = run_bench(
+        "bench_core.py",
+        "--store",
+        url,
+        "--record-events",
+        "200",
+        "--flush-rounds",
+        "5",
+        "--batch",
+        "20",
+        "--sessions",
+        "5",
+        "--turns",
+        "2",
+        "--restore-sizes",
+        "10,30",
+        "--restore-rounds",
+        "2",
+    )
+    expected = {
+        "store",
+        "record_events",
+        "record_mean_us",
+        "record_p50_us",
+        "record_p99_us",
+        "flush_one_p50_ms",
+        "flush_one_p99_ms",
+        "flush_batch_events",
+        "flush_batch_p50_ms",
+        "flush_batch_p99_ms",
+        "sustained_sessions",
+        "sustained_events",
+        "sustained_events_per_s",
+        "sustained_flush_p50_ms",
+        "sustained_flush_p99_ms",
+    } | {
+        f"{kind}_{n}_{unit}"
+        for n in (10, 30)
+        for kind, unit in (("restore", "events"), ("load", "ms"), ("restore", "ms"))
+    }
+    assert expected == set(metrics)
+    assert store.partition(":")[0] == metrics["store"]
+    assert "5" == metrics["sustained_sessions"]
+    assert 5 * 2 * 7 == int(metrics["sustained_events"])
+    for name in expected - {"store"}:
+        assert 0 <= _number(metrics[name]), name
+
+
+def test_sqlite_driver_prints_both_drivers(tmp_path: Path) -> None:
+    """sqlite_driver.py prints commit latency and batch throughput for each driver."""
+    metrics = run_bench(
+        "sqlite_driver.py",
+        "--rounds",
+        "5",
+        "--batch",
+        "10",
+        "--batches",
+        "3",
+        "--dir",
+        str(tmp_path),
+    )
+    expected = {
+        f"{driver}_{metric}"
+        for driver in ("thread", "queue", "aiosqlite")
+        for metric in ("commit_one_p50_ms", "commit_one_p99_ms", "batch_events_per_s")
+    }
+    assert expected == set(metrics)
+    assert all(_number(v) > 0 for v in metrics.values())
+    assert [] == list(tmp_path.iterdir())
