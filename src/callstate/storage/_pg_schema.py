@@ -1,0 +1,89 @@
+"""Versioned schema migrations of the PostgreSQL store (``{schema}`` is the quoted schema)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["MIGRATIONS"]
+
+#: Each runs once, in order, in one transaction, under an advisory lock per schema.
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
+    (
+        1,
+        """
+        CREATE TABLE {schema}.sessions (
+            session_id text PRIMARY KEY,
+            epoch bigint NOT NULL,
+            seq bigint NOT NULL,
+            agent text NOT NULL,
+            status text NOT NULL,
+            caller_hash text,
+            created_at double precision NOT NULL,
+            last_interaction_at double precision NOT NULL,
+            lease_owner text,
+            lease_until double precision NOT NULL DEFAULT 0,
+            snapshot_seq bigint NOT NULL DEFAULT 0
+        );
+        CREATE INDEX sessions_interaction ON {schema}.sessions (last_interaction_at);
+        CREATE INDEX sessions_lease ON {schema}.sessions (lease_until);
+        CREATE TABLE {schema}.events (
+            session_id text NOT NULL,
+            seq bigint NOT NULL,
+            epoch bigint NOT NULL,
+            data bytea NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        );
+        CREATE TABLE {schema}.snapshots (
+            session_id text PRIMARY KEY,
+            seq bigint NOT NULL,
+            data bytea NOT NULL
+        );
+        CREATE TABLE {schema}.callers (
+            caller_hash text NOT NULL,
+            session_id text NOT NULL,
+            at double precision NOT NULL,
+            PRIMARY KEY (caller_hash, session_id)
+        );
+        CREATE INDEX callers_session ON {schema}.callers (session_id);
+        CREATE TABLE {schema}.archive (
+            record_id text PRIMARY KEY,
+            session_id text NOT NULL,
+            caller_hash text,
+            ended_at double precision NOT NULL,
+            outcome text NOT NULL,
+            data bytea NOT NULL
+        );
+        CREATE INDEX archive_session ON {schema}.archive (session_id, ended_at);
+        CREATE INDEX archive_caller ON {schema}.archive (caller_hash, ended_at);
+        CREATE INDEX archive_ended ON {schema}.archive (ended_at);
+        CREATE FUNCTION {schema}.archive_insert_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION 'callstate archive is insert-only: % refused on %', TG_OP, TG_TABLE_NAME
+                USING ERRCODE = 'integrity_constraint_violation';
+        END $$;
+        CREATE TRIGGER archive_no_update_delete BEFORE UPDATE OR DELETE ON {schema}.archive
+            FOR EACH ROW EXECUTE FUNCTION {schema}.archive_insert_only();
+        CREATE TRIGGER archive_no_truncate BEFORE TRUNCATE ON {schema}.archive
+            FOR EACH STATEMENT EXECUTE FUNCTION {schema}.archive_insert_only();
+        CREATE TABLE {schema}.followups (
+            followup_id text PRIMARY KEY,
+            session_id text NOT NULL,
+            due_at double precision NOT NULL,
+            payload bytea NOT NULL,
+            status text NOT NULL,
+            claimed_by text,
+            claimed_until double precision NOT NULL DEFAULT 0
+        );
+        CREATE INDEX followups_due ON {schema}.followups (status, due_at);
+        CREATE INDEX followups_session ON {schema}.followups (session_id);
+        CREATE TABLE {schema}.packages (
+            package_id text PRIMARY KEY,
+            session_id text NOT NULL,
+            data bytea NOT NULL,
+            status text NOT NULL,
+            created_at double precision NOT NULL,
+            transition_id text
+        );
+        """,
+    ),
+)

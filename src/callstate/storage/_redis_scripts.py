@@ -1,0 +1,310 @@
+"""Lua scripts of the Redis store; each touches the keys of one hash slot only.
+
+Scripts run atomically on the server, so every check-then-write below is race-free
+across processes. Numbers that must keep full precision (timestamps) travel as strings
+and are only compared in Lua (``tonumber`` parses them exactly), never re-formatted.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["SCRIPTS"]
+
+# Pushes ARGV[from..to] onto list KEYS[2] in chunks (Lua's unpack has a stack limit).
+_PUSH = """
+local function push(key, from, to)
+  local i = from
+  while i <= to do
+    local j = math.min(i + 999, to)
+    redis.call('RPUSH', key, unpack(ARGV, i, j))
+    i = j + 1
+  end
+end
+"""
+
+# KEYS: meta, events, snapshot.
+# ARGV: epoch, first_seq, last_seq, agent, status, last_interaction_at, snapshot_seq,
+#       has_snapshot, snapshot, doubt_lo, doubt_hi, event...
+# [doubt_lo, doubt_hi] is the seq range this writer may have committed without seeing
+# the reply (0, 0 when none); only there may the batch overlap the stored journal.
+# Returns {code, stored_epoch, stored_seq}: 0 written, 1 not found, 2 stale epoch,
+# 3 seq conflict, 4 already stored (a retried batch whose first reply was lost).
+APPEND: Final = (
+    _PUSH
+    + """
+local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'last_interaction_at')
+if not stored[1] then return {1, 0, 0} end
+local epoch, seq = tonumber(stored[1]), tonumber(stored[2])
+if epoch ~= tonumber(ARGV[1]) then return {2, epoch, seq} end
+local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
+local skip = 0
+if first ~= seq + 1 then
+  local upto = math.min(seq, last)
+  if first > seq + 1 or first < tonumber(ARGV[10]) or upto > tonumber(ARGV[11]) then
+    return {3, epoch, seq}
+  end
+  -- Only this writer holds this epoch, so equal bytes at equal seqs inside its range of
+  -- doubt are its own unacknowledged commit: accept them without writing them twice.
+  local have = redis.call('LRANGE', KEYS[2], first - 1, upto - 1)
+  if #have ~= upto - first + 1 then return {3, epoch, seq} end
+  for i = 1, #have do
+    if have[i] ~= ARGV[11 + i] then return {3, epoch, seq} end
+  end
+  skip = #have
+  if upto == last then return {4, epoch, seq} end
+end
+push(KEYS[2], 12 + skip, #ARGV)
+redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'status', ARGV[5])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'agent', ARGV[4]) end
+if tonumber(ARGV[6]) > tonumber(stored[3]) then
+  redis.call('HSET', KEYS[1], 'last_interaction_at', ARGV[6])
+end
+if ARGV[8] == '1' then
+  redis.call('SET', KEYS[3], ARGV[9])
+  redis.call('HSET', KEYS[1], 'snapshot_seq', ARGV[7])
+end
+return {0, epoch, last}
+"""
+)
+
+# KEYS: meta, events, snapshot. ARGV: retrying ('1'/'0'), has_snapshot, snapshot,
+# n_fields, field, value, ..., event...
+# Returns 1 created, 0 exists, 2 exists and equals this create (a retried create).
+CREATE: Final = (
+    _PUSH
+    + """
+local nf = tonumber(ARGV[4])
+local ev0 = 5 + 2 * nf
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[1] ~= '1' then return 0 end
+  local have = redis.call('LRANGE', KEYS[2], 0, #ARGV - ev0)
+  if #have ~= #ARGV - ev0 + 1 then return 0 end
+  for i = 1, #have do
+    if have[i] ~= ARGV[ev0 + i - 1] then return 0 end
+  end
+  return 2
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('HSET', KEYS[1], unpack(ARGV, 5, ev0 - 1))
+push(KEYS[2], ev0, #ARGV)
+if ARGV[2] == '1' then redis.call('SET', KEYS[3], ARGV[3]) end
+return 1
+"""
+)
+
+# KEYS: meta, events, snapshot. Returns {meta fields..., {snapshot?}, {events...}} or {}.
+LOAD: Final = """
+local meta = redis.call('HGETALL', KEYS[1])
+if #meta == 0 then return {} end
+local from = tonumber(redis.call('HGET', KEYS[1], 'snapshot_seq') or '0')
+local snap = redis.call('GET', KEYS[3])
+local snaps = {}
+if snap then snaps[1] = snap else from = 0 end
+return {meta, snaps, redis.call('LRANGE', KEYS[2], from, -1)}
+"""
+
+# KEYS: meta, events. ARGV: after_seq. Returns {found, {events...}}.
+READ_EVENTS: Final = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}} end
+return {1, redis.call('LRANGE', KEYS[2], tonumber(ARGV[1]), -1)}
+"""
+
+# KEYS: meta. ARGV: expected_epoch, owner, lease_until. Returns {code, epoch}:
+# 0 claimed (epoch is the new one), 1 not found, 2 stale (epoch is the stored one).
+CLAIM: Final = """
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then return {1, 0} end
+if tonumber(epoch) ~= tonumber(ARGV[1]) then return {2, tonumber(epoch)} end
+local new = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_until', ARGV[3])
+return {0, new}
+"""
+
+# KEYS: meta. ARGV: owner, until. Returns 1 if the owner holds the lease (renewed).
+RENEW: Final = """
+if redis.call('HGET', KEYS[1], 'lease_owner') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'lease_until', ARGV[2])
+return 1
+"""
+
+# KEYS: meta. ARGV: owner.
+RELEASE: Final = """
+if redis.call('HGET', KEYS[1], 'lease_owner') == ARGV[1] then
+  redis.call('HDEL', KEYS[1], 'lease_owner')
+  redis.call('HSET', KEYS[1], 'lease_until', '0')
+end
+return 0
+"""
+
+# KEYS: meta, events, snapshot, callers. Returns the caller hashes the session was under.
+PURGE: Final = """
+local callers = redis.call('SMEMBERS', KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return callers
+"""
+
+# KEYS: record, by-time, by-session, [by-caller]. ARGV: retrying, field, value, ...
+# Returns 1 inserted, 0 exists, 2 exists with these exact fields (a retried insert).
+ARCHIVE_INSERT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[1] ~= '1' then return 0 end
+  for i = 2, #ARGV, 2 do
+    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+  end
+  return 2
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local id = redis.call('HGET', KEYS[1], 'record_id')
+local at = redis.call('HGET', KEYS[1], 'ended_at')
+for i = 2, #KEYS do redis.call('ZADD', KEYS[i], at, id) end
+return 1
+"""
+
+# KEYS: index (by-time, by-session or by-caller). ARGV: record key prefix, min score
+# ('-inf' or a time), limit, session filter ('' = any), caller filter ('' = any).
+ARCHIVE_LIST: Final = """
+local out, offset, limit = {}, 0, tonumber(ARGV[3])
+while #out < limit do
+  local ids = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', ARGV[2], 'LIMIT', offset, 200)
+  if #ids == 0 then break end
+  offset = offset + #ids
+  for _, id in ipairs(ids) do
+    local row = redis.call('HGETALL', ARGV[1] .. id)
+    local f = {}
+    for i = 1, #row, 2 do f[row[i]] = row[i + 1] end
+    if #row > 0 and (ARGV[4] == '' or f['session_id'] == ARGV[4])
+        and (ARGV[5] == '' or f['caller_hash'] == ARGV[5]) then
+      out[#out + 1] = row
+      if #out >= limit then break end
+    end
+  end
+end
+return out
+"""
+
+# KEYS: followup, due index, claimed index, session set. ARGV: session-set key prefix,
+# field, value, ... Replaces a pending follow-up whole. Returns 1 stored, 0 kept (it is
+# no longer pending).
+FOLLOWUP_PUT: Final = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if status and status ~= 'pending' then return 0 end
+local old = redis.call('HGET', KEYS[1], 'session_id')
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+local f = redis.call('HMGET', KEYS[1], 'followup_id', 'session_id', 'status', 'due_at',
+                     'claimed_until')
+if old and old ~= f[2] then redis.call('SREM', ARGV[1] .. old, f[1]) end
+redis.call('SADD', KEYS[4], f[1])
+redis.call('ZREM', KEYS[2], f[1])
+redis.call('ZREM', KEYS[3], f[1])
+if f[3] == 'pending' then
+  redis.call('ZADD', KEYS[2], f[4], f[1])
+elseif f[3] == 'claimed' then
+  redis.call('ZADD', KEYS[3], f[5], f[1])
+end
+return 1
+"""
+
+# KEYS: session set, due index. ARGV: followup key prefix. Returns how many cancelled.
+FOLLOWUP_CANCEL: Final = """
+local n = 0
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local key = ARGV[1] .. id
+  if redis.call('HGET', key, 'status') == 'pending' then
+    redis.call('HSET', key, 'status', 'cancelled')
+    redis.call('ZREM', KEYS[2], id)
+    n = n + 1
+  end
+end
+return n
+"""
+
+# KEYS: due index, claimed index. ARGV: followup key prefix, now, owner, claimed_until,
+# limit, retrying. Due pending and lapsed claims are claimed in due order; a retry also
+# returns what this very call (same owner and claimed_until) claimed before its reply
+# was lost. Returns {{id, session_id, due_at, payload}, ...}.
+FOLLOWUP_CLAIM: Final = """
+local limit = tonumber(ARGV[5])
+local picked, seen = {}, {}
+local function gather(ids)
+  for _, id in ipairs(ids) do
+    if not seen[id] then
+      seen[id] = true
+      picked[#picked + 1] = {id, tonumber(redis.call('HGET', ARGV[1] .. id, 'due_at'))}
+    end
+  end
+end
+gather(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, limit))
+gather(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, limit))
+if ARGV[6] == '1' then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], ARGV[4])) do
+    if redis.call('HGET', ARGV[1] .. id, 'claimed_by') == ARGV[3] then gather({id}) end
+  end
+end
+table.sort(picked, function(a, b) return a[2] < b[2] end)
+local out = {}
+for i = 1, math.min(limit, #picked) do
+  local id, key = picked[i][1], ARGV[1] .. picked[i][1]
+  redis.call('HSET', key, 'status', 'claimed', 'claimed_by', ARGV[3], 'claimed_until', ARGV[4])
+  redis.call('ZREM', KEYS[1], id)
+  redis.call('ZADD', KEYS[2], ARGV[4], id)
+  local f = redis.call('HMGET', key, 'session_id', 'due_at', 'payload')
+  out[i] = {id, f[1], f[2], f[3]}
+end
+return out
+"""
+
+# KEYS: followup, claimed index. ARGV: owner, retrying. Returns 1 done, 0 not held.
+FOLLOWUP_DONE: Final = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'claimed_by', 'followup_id')
+if f[2] ~= ARGV[1] then return 0 end
+if f[1] == 'done' and ARGV[2] == '1' then return 1 end
+if f[1] ~= 'claimed' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'done')
+redis.call('ZREM', KEYS[2], f[3])
+return 1
+"""
+
+# KEYS: package. ARGV: retrying, field, value, ... Returns 1 stored, 0 exists, 2 retried.
+PACKAGE_PUT: Final = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[1] ~= '1' then return 0 end
+  for i = 2, #ARGV, 2 do
+    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
+  end
+  return 2
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 2))
+return 1
+"""
+
+# KEYS: package. ARGV: from, to, transition id. Returns 1 moved (now or by this very
+# call before its reply was lost), 0 not in ``from``.
+PACKAGE_TRANSITION: Final = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'transition_id')
+if f[1] == ARGV[2] and f[2] == ARGV[3] then return 1 end
+if not f[1] or f[1] ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'transition_id', ARGV[3])
+return 1
+"""
+
+#: Every script by name.
+SCRIPTS: Final[dict[str, str]] = {
+    "append": APPEND,
+    "create": CREATE,
+    "load": LOAD,
+    "read_events": READ_EVENTS,
+    "claim": CLAIM,
+    "renew": RENEW,
+    "release": RELEASE,
+    "purge": PURGE,
+    "archive_insert": ARCHIVE_INSERT,
+    "archive_list": ARCHIVE_LIST,
+    "followup_put": FOLLOWUP_PUT,
+    "followup_cancel": FOLLOWUP_CANCEL,
+    "followup_claim": FOLLOWUP_CLAIM,
+    "followup_done": FOLLOWUP_DONE,
+    "package_put": PACKAGE_PUT,
+    "package_transition": PACKAGE_TRANSITION,
+}

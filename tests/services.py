@@ -1,0 +1,239 @@
+"""Reach the Redis and PostgreSQL servers tests need, or skip (fail under CI) saying why.
+
+``CALLSTATE_REQUIRE_SERVICES=1`` turns every "server unreachable" skip into a failure.
+``CALLSTATE_TEST_REDIS`` / ``CALLSTATE_TEST_POSTGRES`` point the tests at other servers.
+Every test run works under its own key prefix or schema and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+REDIS_URL = os.environ.get("CALLSTATE_TEST_REDIS", "redis://127.0.0.1:6379/0")
+POSTGRES_URL = os.environ.get("CALLSTATE_TEST_POSTGRES", "postgresql://127.0.0.1:5432/test")
+
+_HOW = {
+    "redis": (
+        f"Redis at {REDIS_URL} is unreachable: install and start it "
+        "(`apt-get install redis-server && redis-server --daemonize yes`) "
+        "or point CALLSTATE_TEST_REDIS at one"
+    ),
+    "postgres": (
+        f"PostgreSQL at {POSTGRES_URL} is unreachable: install and start it "
+        "(`apt-get install postgresql`, a database named `test` with trust auth) "
+        "or point CALLSTATE_TEST_POSTGRES at one"
+    ),
+    "redis-server": "the `redis-server` binary is not on PATH: `apt-get install redis-server`",
+}
+
+
+def required() -> bool:
+    """True when tests must fail, not skip, if a server is missing."""
+    return os.environ.get("CALLSTATE_REQUIRE_SERVICES") == "1"
+
+
+def missing(what: str, detail: str = "") -> None:
+    """Skip the test (or fail it under CALLSTATE_REQUIRE_SERVICES=1) because ``what`` is missing."""
+    msg = _HOW[what] + (f" ({detail})" if detail else "")
+    if required():
+        pytest.fail(msg)
+    pytest.skip(msg)
+
+
+def _reachable(url: str, default_port: int) -> str:
+    parts = urlsplit(url)
+    try:
+        with socket.create_connection(
+            (parts.hostname or "127.0.0.1", parts.port or default_port), 2
+        ):
+            return ""
+    except OSError as exc:
+        return str(exc)
+
+
+def redis_url() -> str:
+    """The Redis URL to test against; skips or fails when nothing listens there."""
+    error = _reachable(REDIS_URL, 6379)
+    if error:
+        missing("redis", error)
+    return REDIS_URL
+
+
+def postgres_url() -> str:
+    """The PostgreSQL URL to test against; skips or fails when nothing listens there."""
+    error = _reachable(POSTGRES_URL, 5432)
+    if error:
+        missing("postgres", error)
+    return POSTGRES_URL
+
+
+def unique(kind: str) -> str:
+    """A fresh prefix/schema name for one test run: ``cs_test_<kind>_<random>``."""
+    return f"cs_test_{kind}_{uuid.uuid4().hex[:12]}"
+
+
+async def drop_redis_prefix(url: str, prefix: str) -> None:
+    """Delete every key under ``prefix:``."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        batch = []
+        async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                await client.delete(*batch)
+                batch.clear()
+        if batch:
+            await client.delete(*batch)
+    finally:
+        await client.aclose()
+
+
+async def drop_pg_schema(url: str, schema: str) -> None:
+    """Drop ``schema`` and everything in it."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@contextlib.asynccontextmanager
+async def redis_admin(url: str) -> AsyncIterator[object]:
+    """A raw redis-py client on ``url`` (for CLIENT KILL and checks), closed afterwards."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.Redis.from_url(url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    """A ``redis-server`` of this test alone, on a free port, with its data in ``dir``.
+
+    Fault tests stop and restart it; the shared server other tests use is never touched.
+    """
+
+    def __init__(self, dir: Path, *, appendonly: bool = False, appendfsync: str = "always") -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            missing("redis-server")
+        self.binary = str(binary)
+        self.dir = dir
+        self.port = free_port()
+        self.appendonly = appendonly
+        self.appendfsync = appendfsync
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        """Start the server and wait until it answers."""
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        args += ["--dir", str(self.dir), "--appendonly", "yes" if self.appendonly else "no"]
+        args += ["--appendfsync", self.appendfsync, "--daemonize", "no", "--logfile", ""]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                msg = f"redis-server on port {self.port} did not start"
+                raise RuntimeError(msg)
+            time.sleep(0.02)
+
+    def kill(self) -> None:
+        """SIGKILL the server: no shutdown, no final fsync (a crash)."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+
+@contextlib.contextmanager
+def private_redis(**options: object) -> Iterator[PrivateRedis]:
+    """Run a :class:`PrivateRedis` for the duration of the block."""
+    with tempfile.TemporaryDirectory(prefix="cs-redis-") as tmp:
+        server = PrivateRedis(Path(tmp), **options)  # type: ignore[arg-type]
+        server.start()
+        try:
+            yield server
+        finally:
+            server.kill()
+
+
+class TcpProxy:
+    """A loopback TCP forwarder the test can cut (connections refused) and restore.
+
+    It sits between a store and a real server to stage a network outage of any length
+    without stopping the shared server.
+    """
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._links: set[asyncio.StreamWriter] = set()
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+
+    async def cut(self) -> None:
+        """Stop listening and drop every open connection."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._links):
+            w.transport.abort()
+        self._links.clear()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(*self.target)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._links.update((writer, up_writer))
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            try:
+                while data := await src.read(65536):
+                    dst.write(data)
+                    await dst.drain()
+            except (OSError, asyncio.CancelledError):
+                pass
+            finally:
+                dst.transport.abort()
+                self._links.discard(dst)
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
