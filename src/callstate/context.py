@@ -1,12 +1,16 @@
 """SessionState → OpenAI-format chat messages (shared by sessions, handoff and adapters).
 
 Assistant text appears as the caller heard it. Every assistant ``tool_calls`` entry is
-followed by exactly one ``tool`` message carrying that call's outcome.
+followed by exactly one ``tool`` message carrying that call's outcome (``running`` while
+it has none), at the point the call was requested: a result that lands after a barge-in
+is in the context at once. A result whose spoken delivery was held or decided after a
+barge-in says so (``delivery``, and a ``delivery_note`` telling the model to wait, to
+tell the caller, or to let it go).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import msgspec
 
@@ -15,6 +19,15 @@ from .state import SessionState, ToolCall
 __all__ = ["build_messages", "call_output"]
 
 _json = msgspec.json.Encoder()
+
+#: What the model is told to do with a result, per spoken-delivery decision.
+DELIVERY_NOTES: Final = {
+    "held": "the caller interrupted; do not voice this until they finish their turn",
+    "delivered": "share this result with the caller now",
+    "discarded": "the caller moved on; do not bring this up unless they ask",
+    "announced": "this changed something: tell the caller what was done",
+    "compensated": "the caller contradicted this; it was undone, tell them so",
+}
 
 
 def call_output(call: ToolCall) -> str:
@@ -34,6 +47,9 @@ def call_output(call: ToolCall) -> str:
             }
         case _:
             payload = {"status": "running"}
+    if call.delivery is not None:
+        payload["delivery"] = call.delivery
+        payload["delivery_note"] = DELIVERY_NOTES[call.delivery]
     return _json.encode(payload).decode()
 
 
@@ -45,6 +61,7 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
     pending_calls: list[ToolCall] = []
 
     def close_calls() -> None:
+    seen: set[str] = set()  # one tool_calls entry (and one result) per call id
         if not pending_calls:
             return
         messages.append(
@@ -68,13 +85,14 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
     for item in state.items:
         if item.kind == "call":
             call = state.calls.get(item.id)
-            if call is not None:
+            if call is not None and call.call_id not in seen:
+                seen.add(call.call_id)
                 pending_calls.append(call)
             continue
         close_calls()
         if item.kind == "user":
             messages.append({"role": "user", "content": item.text})
-        elif item.text:
+        elif item.kind == "assistant" and item.text:
             messages.append({"role": "assistant", "content": item.text})
     close_calls()
     return messages

@@ -75,6 +75,9 @@ class ToolCall(msgspec.Struct, kw_only=True):
     error: str | None = None
     error_type: str = ""
     overtaken: bool = False
+    overtaken_at: float | None = None  # when the barge-in that overtook it happened
+    overtaken_turn: int = 0  # user turns seen at that barge-in
+    compensates: str | None = None  # the call this one undoes
     in_doubt: bool = False  # a crash left this call between start and result
     resolution: Literal["rerun", "unknown"] | None = None
     delivery: ev.Delivery | None = None
@@ -240,6 +243,8 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 call.status = "cancelled"
                 call.error = event.reason or None
                 call.finished_at = event.at
+                    call.overtaken_at = event.at
+                    call.overtaken_turn = state.turn
         case ev.ToolInDoubt(call_id=cid, resolution=resolution):
             call = _call(state, cid)
             if call is not None:
@@ -253,6 +258,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
         case ev.ToolDelivery(call_id=cid, decision=decision):
             call = _call(state, cid)
             if call is not None:
+                compensates=event.compensates,
                 call.delivery = decision
         case ev.UserdataPatch():
             data = dict(state.userdata)
