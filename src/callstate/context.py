@@ -59,9 +59,9 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
     if system:
         messages.append({"role": "system", "content": system})
     pending_calls: list[ToolCall] = []
+    seen: set[str] = set()  # one tool_calls entry (and one result) per call id
 
     def close_calls() -> None:
-    seen: set[str] = set()  # one tool_calls entry (and one result) per call id
         if not pending_calls:
             return
         messages.append(

@@ -144,8 +144,8 @@ class ToolRequested(_Base, frozen=True, tag="tool.requested"):
     timeout_s: float | None = None
     utterance_id: str | None = None  # the generation that asked for the call
     turn: int = 0  # user turns seen when the call was requested
-
     compensates: str | None = None  # the call this one undoes (a compensating call)
+
 
 class ToolStarted(_Base, frozen=True, tag="tool.started"):
     call_id: str

@@ -197,6 +197,8 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 call = _call(state, call_id)
                 if call is not None:
                     call.overtaken = True
+                    call.overtaken_at = event.at
+                    call.overtaken_turn = state.turn
             _interaction(state, event.at)
         case ev.ToolRequested():
             state.calls[event.call_id] = ToolCall(
@@ -210,6 +212,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 timeout_s=event.timeout_s,
                 utterance_id=event.utterance_id,
                 turn=event.turn,
+                compensates=event.compensates,
                 requested_at=event.at,
             )
             state.items.append(Item(kind="call", id=event.call_id, at=event.at, done=True))
@@ -243,8 +246,6 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 call.status = "cancelled"
                 call.error = event.reason or None
                 call.finished_at = event.at
-                    call.overtaken_at = event.at
-                    call.overtaken_turn = state.turn
         case ev.ToolInDoubt(call_id=cid, resolution=resolution):
             call = _call(state, cid)
             if call is not None:
@@ -258,7 +259,6 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
         case ev.ToolDelivery(call_id=cid, decision=decision):
             call = _call(state, cid)
             if call is not None:
-                compensates=event.compensates,
                 call.delivery = decision
         case ev.UserdataPatch():
             data = dict(state.userdata)
