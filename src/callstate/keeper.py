@@ -116,6 +116,9 @@ class Keeper:
             if not value > 0:
                 msg = f"{name} must be > 0 seconds, got {value!r}"
                 raise ConfigError(msg)
+        if snapshot_every < 1:
+            msg = f"snapshot_every must be >= 1, got {snapshot_every!r}"
+            raise ConfigError(msg)
         if not isinstance(store, str | Store):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
