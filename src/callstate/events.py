@@ -89,6 +89,7 @@ class SessionResumed(_Base, frozen=True, tag="session.resumed"):
 
 class SessionEnded(_Base, frozen=True, tag="session.ended"):
     reason: str = "ended"
+    failed: bool = False  # the call ended in failure (archive outcome `failed`)
 
 
 class SessionExpiredEvent(_Base, frozen=True, tag="session.expired"):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import time
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -12,13 +15,24 @@ from typing import TYPE_CHECKING, Any, Self
 from . import events as ev
 from ._clock import Clock, SystemClock
 from ._flush import Flusher
-from .errors import CodecError, ConfigError, SessionNotFound, StaleEpochError
+from .archive import Archive, ArchiveRecord, FollowUpFn, FollowUps, archive_ended, closing_record
+from .errors import CodecError, ConfigError, StaleEpochError
 from .events import decode_event
-from .observe import Observer, RecoveryEvent, RecoveryKind
+from .observe import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
+from .recovery import (
+    Preflight,
+    check_resumable,
+    continue_run,
+    find_caller_session,
+    preflight,
+    session_token,
+)
 from .session import Session
 from .state import SessionState, apply, decode_state
 from .storage import open_store
 from .storage.base import Batch, Loaded, SessionRecord, Store
+from .sweep import SweepResult
+from .sweep import sweep as sweep_pass
 
 if TYPE_CHECKING:
     from .tools import ToolRegistry
@@ -92,6 +106,13 @@ class Keeper:
         flush_timeout: seconds ``flush()`` waits on a failing store before raising.
         clock: time source (``callstate.testing.FakeClock`` in tests).
         owner: this keeper's owner id in leases (random by default).
+        sinks: callables given every ``RecoveryEvent`` (see ``add_sink``, ``events``).
+        outbox_limit: messages ``session.outbox`` holds while the link is down.
+        sweep_every: seconds between background sweeps (``None`` or 0: never; call
+            ``sweep()`` yourself).
+        token_ttl: seconds a resume token is valid (the resume window applies too).
+        purge_after: seconds after a session expires before its resume state is
+            deleted (the archive stays forever).
     """
 
     def __init__(
@@ -106,6 +127,11 @@ class Keeper:
         flush_timeout: float = 10.0,
         clock: Clock | None = None,
         owner: str | None = None,
+        sinks: Sequence[Sink] | None = None,
+        outbox_limit: int = 256,
+        sweep_every: float | None = 30.0,
+        token_ttl: float = 86_400.0,
+        purge_after: float = 0.0,
     ) -> None:
         # `not x > 0` also refuses NaN, which compares false to everything
         for name, value in (
@@ -131,7 +157,30 @@ class Keeper:
         self.owner = owner or uuid.uuid4().hex
         self._flusher = Flusher(self.store, snapshot_every=snapshot_every, timeout=flush_timeout)
         self._live: dict[str, Session] = {}
-        self.observer = Observer()
+        self.observer = Observer(list(sinks or []))
+        if outbox_limit < 1:
+            msg = f"outbox_limit must be >= 1, got {outbox_limit!r}"
+            raise ConfigError(msg)
+        if sweep_every is not None and sweep_every < 0:
+            msg = f"sweep_every must be >= 0 seconds or None, got {sweep_every!r}"
+            raise ConfigError(msg)
+        if not token_ttl > 0:
+            msg = f"token_ttl must be > 0 seconds, got {token_ttl!r}"
+            raise ConfigError(msg)
+        if not purge_after >= 0:
+            msg = f"purge_after must be >= 0 seconds, got {purge_after!r}"
+            raise ConfigError(msg)
+        self.outbox_limit = int(outbox_limit)
+        self.sweep_every = float(sweep_every or 0.0)
+        self.token_ttl = float(token_ttl)
+        self.purge_after = float(purge_after)
+        #: the call archive: ``await keeper.archive.list(...)`` / ``get(record_id)``
+        self.archive = Archive(self)
+        self.followups = FollowUps(self)
+        self.sweep_errors = 0
+        self._stale_reported: set[tuple[str, int]] = set()
+        #: session id -> the record of the run a takeover just ended, until step 2 stores it
+        self._closing_runs: dict[str, ArchiveRecord] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._open = False
 
@@ -146,6 +195,8 @@ class Keeper:
         self.observer.start()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._heartbeat(), name="callstate-heartbeat"))
+        if self.sweep_every > 0:
+            self._tasks.append(loop.create_task(self._sweeper(), name="callstate-sweeper"))
         self._open = True
 
     async def close(self) -> None:
@@ -193,6 +244,9 @@ class Keeper:
         Raises:
             ConflictError: ``session_id`` is already taken.
         """
+        if session_id is not None and session_id.startswith("cs1."):
+            msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
+            raise ConfigError(msg)
         sid = session_id or uuid.uuid4().hex
         now = self.clock.now()
         started = ev.SessionStarted(
@@ -238,20 +292,104 @@ class Keeper:
         """
         return restore_state(await self.store.load(session_id))
 
-    async def resume(self, session_id: str, *, via: str = "resume") -> Session:
+    async def resume(
+        self, token_or_id: str, *, caller: str | None = None, via: str = "resume"
+    ) -> Session:
         """Take ownership of a stored session at epoch+1 and return its live handle.
 
-        Everything flushed before is restored; the previous owner is fenced.
+        ``token_or_id`` is a resume token (``session.resume_token()``, verified first)
+        or a session id (for trusted server code). Everything flushed before is
+        restored, the previous owner is fenced, pending follow-ups are cancelled, and
+        ``session.recovery`` holds the ``RecoveryPlan``. A token issued at any earlier
+        epoch still works while the window is open; a caller-bound token given with
+        ``caller=`` must match it.
 
         Raises:
+            TokenError: the token is malformed, tampered, signed by an unknown key or
+                bound to another caller.
+            SessionExpired: the resume window (or the token) has expired; the session
+                is expired and archived if it was not yet.
             SessionNotFound: no such session.
             StaleEpochError: another owner took the session at the same moment.
         """
-        rec = await self.store.get(session_id)
+        t0 = time.perf_counter()
+        rec, claims = await check_resumable(self, token_or_id, caller=caller)
+        session = await self._take_over(rec, via=via)
+        self._resumed(session, t0, via=via, channel="token" if claims else "id")
+        return session
+
+    async def preflight(self, token_or_id: str, *, caller: str | None = None) -> Preflight:
+        """Check a token (or session id) without taking ownership: one store read.
+
+        Returns a ``Preflight`` whose ``status`` is ``resumable``, ``expired``,
+        ``unknown`` or ``invalid`` (with the reason), plus the agent and expiry.
+        """
+        return await preflight(self, token_or_id, caller=caller)
+
+    async def resume_caller(self, caller: str) -> Session | None:
+        """Resume the caller's most recently active resumable session, or return None.
+
+        For phone calls: the caller index holds keyed hashes, never the caller id.
+        """
+        t0 = time.perf_counter()
+        rec = await find_caller_session(self, caller)
         if rec is None:
-            msg = f"session {session_id!r} not found in the store"
-            raise SessionNotFound(msg, session_id=session_id)
-        return await self._take_over(rec, via=via)
+            return None
+        session = await self._take_over(rec, via="resume")
+        self._resumed(session, t0, via="resume", channel="caller")
+        return session
+
+    async def sweep(self) -> SweepResult:
+        """Report stale sessions, expire and purge old ones, run due follow-ups.
+
+        Runs every ``sweep_every`` seconds in the background; see ``callstate.sweep``.
+        """
+        return await sweep_pass(self)
+
+    def on_call_complete(
+        self,
+        fn: FollowUpFn,
+        *,
+        grace: float = 300.0,
+        name: str | None = None,
+    ) -> str:
+        """Run ``fn(record)`` once per call, ``grace`` seconds after it ends or expires,
+        unless the caller reconnects first. ``fn`` may be async.
+
+        Follow-ups are stored, so they survive a restart; every keeper sharing the
+        store should register the same callbacks (by ``name``, default the function's
+        qualified name). Returns the name.
+        """
+        return self.followups.register(fn, grace=grace, name=name)
+
+    def events(self) -> EventStream:
+        """``async for ev in keeper.events()``: every ``RecoveryEvent`` from now on."""
+        return self.observer.stream()
+
+    def add_sink(self, sink: Sink) -> None:
+        """Give every later ``RecoveryEvent`` to ``sink`` too (sync or async callable)."""
+        self.observer.sinks.append(sink)
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Stop giving events to ``sink``."""
+        with contextlib.suppress(ValueError):
+            self.observer.sinks.remove(sink)
+
+    def stats(self) -> Stats:
+        """Recovery event counts by kind, sink errors, and time-to-recover percentiles."""
+        return self.observer.stats()
+
+    def _resumed(self, session: Session, t0: float, *, via: str, channel: str) -> None:
+        plan = session.recovery
+        self._emit(
+            "session.resumed",
+            session.id,
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+            gap_s=plan.gap_s if plan is not None else None,
+            via=via,
+            channel=channel,
+            epoch=session.state.epoch,
+        )
 
     async def _take_over(self, rec: SessionRecord, *, via: str) -> Session:
         now = self.clock.now()
@@ -264,10 +402,12 @@ class Keeper:
         session = Session(self, state)
         session._snapshot_seq = rec.snapshot_seq
         gap = max(0.0, now - state.last_interaction_at)
+        closing = closing_record(state, now)  # the run this takeover ends, if not archived
+        if closing is not None:
+            self._closing_runs[rec.session_id] = closing
         session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=self.owner)
         self._adopt(session)
         await session.flush()
-        self._emit("session.resumed", session.id, gap_s=gap, via=via, epoch=epoch)
         await self._after_resume(session, gap=gap, via=via)
         return session
 
@@ -312,6 +452,22 @@ class Keeper:
         key = self.secrets[0] if self.secrets else b"callstate-caller-index"
         return hmac.new(key, caller.encode(), hashlib.sha256).hexdigest()
 
+    def _caller_hashes(self, caller: str) -> list[str]:
+        """The caller's keyed hash under every configured secret (rotation)."""
+        keys = self.secrets or [b"callstate-caller-index"]
+        return [hmac.new(k, caller.encode(), hashlib.sha256).hexdigest() for k in keys]
+
+    def _issue_token(self, session: Session, *, ttl: float | None, bind_caller: bool) -> str:
+        return session_token(self, session, ttl=ttl, bind_caller=bind_caller)
+
+    async def _sweeper(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_every)
+            try:
+                await self.sweep()
+            except Exception:  # a failing store must not kill the sweeper
+                self.sweep_errors += 1
+
     def _adopt(self, session: Session) -> None:
         self._live[session.id] = session
 
@@ -323,9 +479,14 @@ class Keeper:
 
     async def _on_ended(self, session: Session) -> None:
         """Hook run after a session's end is durable (archive)."""
+        await archive_ended(self, session)
 
     async def _after_resume(self, session: Session, *, gap: float, via: str) -> None:
         """Hook run once a resumed session is owned and durable (in-doubt calls, plan)."""
+
+        # step 2: the recovery plan (a pure function of the state and step 1's decisions);
+        # also archives the run this takeover ended and cancels pending follow-ups
+        await continue_run(self, session, gap=gap, via=via)
 
     async def _release(self, session: Session) -> None:
         if self._live.get(session.id) is session:

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from . import events as ev
 from .context import build_messages
 from .errors import CallstateError, SessionClosed, SessionFrozen
+from .outbox import Outbox, lose_link, restore_link
 from .state import SessionState, apply
 
 if TYPE_CHECKING:
     from .keeper import Keeper
+    from .recovery import RecoveryPlan
 
 __all__ = ["Session"]
 
@@ -29,7 +31,10 @@ class Session:
     def __init__(self, keeper: Keeper, state: SessionState) -> None:
         self._keeper = keeper
         self.state = state
-        self.recovery: Any = None  # a RecoveryPlan on resumed sessions
+        self.recovery: RecoveryPlan | None = None  # set on resumed sessions
+        #: outgoing messages, held back while the link is down (see ``connection_lost``)
+        self.outbox = Outbox(self, keeper.outbox_limit)
+        self._end_failed = False
         self._pending: list[ev.Event] = []
         self._durable_seq = state.seq
         self._snapshot_seq = 0
@@ -132,6 +137,45 @@ class Session:
         """The conversation as OpenAI-format chat messages, as the caller heard it."""
         return build_messages(self.state, system=system)
 
+    # -- continuity --------------------------------------------------------------------
+
+    @property
+    def on_hold(self) -> bool:
+        """True while the link is down: the agent must not speak."""
+        return self.state.on_hold
+
+    def connection_lost(self, reason: str = "") -> None:
+        """The link dropped: put the session on hold; ``outbox`` queues until it is back.
+
+        Calling it again while on hold does nothing.
+        """
+        lose_link(self, reason)
+
+    def connection_restored(self) -> float | None:
+        """The link is back: send what ``outbox`` held, in order, and record the gap.
+
+        Returns:
+            The gap in seconds, or None when the session was not on hold.
+        """
+        return restore_link(self)
+
+    def resume_token(self, *, ttl: float | None = None, bind_caller: bool = True) -> str:
+        """A signed, URL-safe token that resumes this session (see ``Keeper.resume``).
+
+        It carries the session id, this epoch, an expiry (``ttl`` seconds, default
+        ``Keeper(token_ttl=...)``) and, unless ``bind_caller`` is false, a keyed hash of
+        the caller. Each resume should hand the client a fresh one.
+
+        Raises:
+            ConfigError: the keeper has no ``secret`` to sign with.
+        """
+        return self._keeper._issue_token(self, ttl=ttl, bind_caller=bind_caller)
+
+    async def fail(self, reason: str = "failed", **end_options: Any) -> None:
+        """End the call as failed: like ``end``, archived with outcome ``failed``."""
+        self._end_failed = True
+        await self.end(reason, **end_options)
+
     # -- durability --------------------------------------------------------------------
 
     async def flush(self) -> None:
@@ -150,7 +194,7 @@ class Session:
 
         The session stays resumable within the resume window.
         """
-        self._record(ev.SessionEnded, reason=reason)
+        self._record(ev.SessionEnded, reason=reason, failed=self._end_failed)
         await self.flush()
         await self._keeper._on_ended(self)
         await self._release()

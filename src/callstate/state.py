@@ -117,6 +117,13 @@ class SessionState(msgspec.Struct, kw_only=True):
     pending_handoff: str | None = None
     handoff_to: str | None = None
     resumes: int = 0
+    # the current run (start/resume/handoff → end/expiry): one archive record each
+    run_seq: int = 0  # seq of the event that began it
+    run_items: int = 0  # len(items) when it began
+    run_started_at: float = 0.0
+    run_via: str = ""  # start | resume | takeover | handoff | reclaim
+    end_failed: bool = False
+    recovery_log: list[ev.Event] = []  # link, barge-in, tool and ownership decisions
     v: int = SNAPSHOT_VERSION
 
     @property
@@ -146,6 +153,44 @@ def _interaction(state: SessionState, at: float) -> None:
 
 def _call(state: SessionState, call_id: str) -> ToolCall | None:
     return state.calls.get(call_id)
+
+
+#: Events kept in ``SessionState.recovery_log``: what the archive reports per call.
+_LOGGED: Final = (
+    ev.Interrupted,
+    ev.ToolInDoubt,
+    ev.ToolDelivery,
+    ev.ToolCancelled,
+    ev.LinkLost,
+    ev.LinkRestored,
+    ev.OutboxDropped,
+    ev.SessionResumed,
+    ev.SessionExpiredEvent,
+    ev.HandoffOffered,
+    ev.HandoffAccepted,
+    ev.HandoffReclaimed,
+)
+_RUN_VIA: Final = {
+    ev.SessionStarted: "start",
+    ev.HandoffAccepted: "handoff",
+    ev.HandoffReclaimed: "reclaim",
+}
+
+
+def _track(state: SessionState, event: ev.Event) -> None:
+    """Archive book-keeping: the recovery log and where the current run began."""
+    if isinstance(event, _LOGGED):
+        state.recovery_log.append(event)
+    if isinstance(event, ev.SessionEnded):
+        state.end_failed = event.failed
+    elif isinstance(
+        event, ev.SessionStarted | ev.SessionResumed | ev.HandoffAccepted | ev.HandoffReclaimed
+    ):
+        state.run_seq = event.seq
+        state.run_items = len(state.items)
+        state.run_started_at = event.at
+        state.run_via = event.via if isinstance(event, ev.SessionResumed) else _RUN_VIA[type(event)]
+        state.end_failed = False
 
 
 def apply(state: SessionState, event: ev.Event) -> SessionState:
@@ -317,6 +362,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             state.epoch = event.epoch
             state.pending_handoff = None
             state.handoff_to = None
+    _track(state, event)
     return state
 
 

@@ -1,0 +1,464 @@
+"""The call archive: one insert-only ``ArchiveRecord`` per call, and post-call follow-ups.
+
+A *call* is one continuous ownership run of a session: from its start (or a resume,
+takeover or accepted handoff) to its end, expiry, or the next owner taking over. Its
+record id is ``"{session_id}:{epoch}"`` (the run's epoch), so two calls never share an
+id and a retried write can never land twice: the store refuses a second insert.
+
+Outcomes: ``completed`` (ended normally), ``recovered`` (ended, in a run that began
+with a resume), ``superseded`` (another owner took over or a handoff was accepted
+before it ended), ``abandoned`` (expired without an end), ``failed`` (ended with
+``failed=True``). Who writes the record: the owner ending the call; the keeper taking
+the session over (``superseded``); the sweep expiring it (``abandoned``).
+
+Follow-ups (``keeper.on_call_complete(fn, grace=...)``) are stored next to the
+archive, so they survive restarts: one per record and callback, due ``grace`` seconds
+after the call closed, cancelled when the caller reconnects first, and claimed
+atomically so that of several keepers sweeping one store exactly one runs each. A
+keeper killed while a callback runs leaves its claim to lapse, after which another
+keeper runs it again: callbacks that must never repeat can key on ``record.record_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import msgspec
+
+from . import events as ev
+from .errors import CodecError, ConfigError, ConflictError, VersionError
+from .observe import RecoveryEvent, RecoveryKind
+from .state import Item, SessionState, ToolCall
+from .storage.base import ArchiveRow, FollowUp
+
+if TYPE_CHECKING:
+    from .keeper import Keeper
+    from .session import Session
+
+__all__ = [
+    "ARCHIVE_VERSION",
+    "Archive",
+    "ArchiveRecord",
+    "FollowUpFn",
+    "FollowUps",
+    "Outcome",
+    "Timings",
+    "archive_ended",
+    "build_record",
+    "closing_record",
+    "decode_record",
+    "encode_record",
+    "ended_outcome",
+]
+
+ARCHIVE_VERSION: Final = 1
+#: Seconds a keeper holds a claimed follow-up before another may run it.
+FOLLOWUP_CLAIM_S: Final = 600.0
+
+Outcome = Literal["completed", "recovered", "superseded", "abandoned", "failed"]
+
+
+class Timings(msgspec.Struct, frozen=True, kw_only=True):
+    """When the call ran. ``gap_s`` is the drop the run began with (0 for a fresh
+    start); ``link_down_s`` the total time the link was lost during the run."""
+
+    session_started_at: float
+    started_at: float
+    ended_at: float
+    closed_at: float
+    duration_s: float
+    gap_s: float = 0.0
+    link_down_s: float = 0.0
+
+
+class ArchiveRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One archived call: transcript, tool ledger, recovery events, timings, outcome.
+
+    ``transcript`` holds the conversation items of this run only (a continuation's
+    earlier part is in the previous call's record); ``tools`` the calls this run
+    requested, resolved or still had open.
+    """
+
+    record_id: str
+    session_id: str
+    epoch: int
+    outcome: Outcome
+    agent: str
+    timings: Timings
+    caller: str | None = None
+    via: str = "start"
+    end_reason: str | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+    transcript: list[Item] = []
+    tools: list[ToolCall] = []
+    recovery: list[RecoveryEvent] = []
+    userdata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    v: int = ARCHIVE_VERSION
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ArchiveRecord)
+
+
+def encode_record(record: ArchiveRecord) -> bytes:
+    """Encode a record to its stored JSON form."""
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes | str) -> ArchiveRecord:
+    """Decode a stored record.
+
+    Raises:
+        CodecError: the bytes are not an archive record; the message names the field.
+        VersionError: the record was written by a newer format version.
+    """
+    newer = ev.newer_version(data, ARCHIVE_VERSION)
+    if newer is not None:
+        msg = f"archive record format version {newer} at `$.v` is newer than {ARCHIVE_VERSION}; upgrade callstate to read it"
+        raise VersionError(msg)
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        msg = f"undecodable archive record: {exc}"
+        raise CodecError(msg) from exc
+
+
+# -- building a record (pure) --------------------------------------------------------
+
+
+def ended_outcome(state: SessionState) -> Outcome:
+    """The outcome of a run that ended with ``SessionEnded``."""
+    if state.end_failed:
+        return "failed"
+    return "recovered" if state.run_via in ("resume", "takeover") else "completed"
+
+
+def _recovery_event(session_id: str, e: ev.Event) -> RecoveryEvent | None:
+    kind: RecoveryKind
+    call_id: str | None = None
+    latency: float | None = None
+    data: dict[str, Any] = {"seq": e.seq}
+    match e:
+        case ev.Interrupted():
+            kind = "interrupt.reconciled"
+            data.update(heard=e.heard_text, unspoken=e.unspoken_text, overtaken=list(e.overtaken))
+        case ev.ToolInDoubt():
+            kind, call_id = "tool.in_doubt", e.call_id
+            data["resolution"] = e.resolution
+        case ev.ToolDelivery():
+            kind, call_id = f"result.{e.decision}", e.call_id  # type: ignore[assignment]
+            data["reason"] = e.reason
+        case ev.ToolCancelled():
+            kind, call_id = "tool.cancelled", e.call_id
+            data["reason"] = e.reason
+        case ev.LinkLost():
+            kind = "link.lost"
+            data["reason"] = e.reason
+        case ev.LinkRestored():
+            kind, latency = "link.restored", e.gap_s * 1000.0
+            data.update(gap_s=e.gap_s, flushed=e.flushed, dropped=e.dropped)
+        case ev.OutboxDropped():
+            kind = "outbox.dropped"
+            data["count"] = e.count
+        case ev.SessionResumed():
+            kind = "session.resumed"
+            data.update(via=e.via, gap_s=e.gap_s, epoch=e.epoch)
+        case ev.SessionExpiredEvent():
+            kind = "session.expired"
+        case ev.HandoffOffered():
+            kind = "handoff.offered"
+            data.update(package_id=e.package_id, to_agent=e.to_agent)
+        case ev.HandoffAccepted():
+            kind = "handoff.accepted"
+            data.update(package_id=e.package_id, agent=e.agent, epoch=e.epoch)
+        case ev.HandoffReclaimed():
+            kind = "handoff.reclaimed"
+            data.update(package_id=e.package_id, epoch=e.epoch)
+        case _:
+            return None
+    return RecoveryEvent(
+        kind=kind, session_id=session_id, at=e.at, call_id=call_id, latency_ms=latency, data=data
+    )
+
+
+def _touched_calls(run_log: list[ev.Event]) -> set[str]:
+    ids: set[str] = set()
+    for e in run_log:
+        if isinstance(e, ev.Interrupted):
+            ids.update(e.overtaken)
+        elif isinstance(e, ev.ToolInDoubt | ev.ToolDelivery | ev.ToolCancelled):
+            ids.add(e.call_id)
+    return ids
+
+
+def build_record(state: SessionState, *, outcome: Outcome, closed_at: float) -> ArchiveRecord:
+    """The archive record of ``state``'s current run, as ``outcome``. Pure: no I/O.
+
+    Call it with the state as the run left it (before a takeover or expiry event).
+    """
+    run_log = [e for e in state.recovery_log if e.seq >= state.run_seq]
+    transcript = state.items[state.run_items :]
+    call_ids = {i.id for i in transcript if i.kind == "call"} | _touched_calls(run_log)
+    call_ids.update(c.call_id for c in state.in_flight)
+    tools = [c for c in state.calls.values() if c.call_id in call_ids]
+    ended_at = state.ended_at if state.status == "ended" and state.ended_at else None
+    if ended_at is None:
+        ended_at = max(state.last_interaction_at, state.run_started_at)
+    gap = next((e.gap_s for e in run_log if isinstance(e, ev.SessionResumed)), 0.0)
+    link_down = sum(e.gap_s for e in run_log if isinstance(e, ev.LinkRestored))
+    recovery = [r for e in run_log if (r := _recovery_event(state.session_id, e)) is not None]
+    return ArchiveRecord(
+        record_id=f"{state.session_id}:{state.epoch}",
+        session_id=state.session_id,
+        epoch=state.epoch,
+        outcome=outcome,
+        agent=state.agent,
+        caller=state.caller,
+        via=state.run_via or "start",
+        end_reason=state.end_reason if state.status == "ended" else None,
+        first_seq=state.run_seq,
+        last_seq=state.seq,
+        timings=Timings(
+            session_started_at=state.started_at,
+            started_at=state.run_started_at,
+            ended_at=ended_at,
+            closed_at=closed_at,
+            duration_s=max(0.0, ended_at - state.run_started_at),
+            gap_s=gap,
+            link_down_s=link_down,
+        ),
+        transcript=[msgspec.structs.replace(i) for i in transcript],
+        tools=[msgspec.structs.replace(c) for c in tools],
+        recovery=recovery,
+        userdata=dict(state.userdata),
+        metadata=dict(state.metadata),
+    )
+
+
+def closing_record(state: SessionState, now: float) -> ArchiveRecord | None:
+    """The ``superseded`` record of the run a takeover ends, or None when that run
+    already ended (and was archived then). Call it before the new ownership event."""
+    if state.status not in ("active", "offered"):
+        return None
+    return build_record(state, outcome="superseded", closed_at=now)
+
+
+async def archive_ended(keeper: Keeper, session: Session) -> bool:
+    """Archive the call ``session`` just ended and schedule its follow-ups.
+
+    Returns False when the record already existed (a retried end).
+    """
+    state = session.state
+    record = build_record(state, outcome=ended_outcome(state), closed_at=keeper.clock.now())
+    if not await keeper.archive.insert(record):
+        return False
+    await keeper.followups.schedule(record)
+    return True
+
+
+# -- the archive, as a keeper sees it --------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Archive has a method named `list`, which shadows the builtin in its signatures
+_Records = list[ArchiveRecord]
+_Paths = list[Path]
+
+
+class Archive:
+    """``keeper.archive``: read and export archived calls (writes are internal)."""
+
+    def __init__(self, keeper: Keeper) -> None:
+        self._keeper = keeper
+
+    async def insert(self, record: ArchiveRecord) -> bool:
+        """Insert ``record`` once; False when a record with its id already exists."""
+        row = ArchiveRow(
+            record_id=record.record_id,
+            session_id=record.session_id,
+            caller_hash=self._keeper._caller_hash(record.caller),
+            ended_at=record.timings.ended_at,
+            outcome=record.outcome,
+            data=encode_record(record),
+        )
+        try:
+            await self._keeper.store.archive_insert(row)
+        except ConflictError:  # already archived (a retry or a racing keeper): keep the first
+            return False
+        return True
+
+    async def get(self, record_id: str) -> ArchiveRecord | None:
+        """One record by id (``"{session_id}:{epoch}"``), or None."""
+        row = await self._keeper.store.archive_get(record_id)
+        return None if row is None else decode_record(row.data)
+
+    async def list(
+        self,
+        *,
+        session_id: str | None = None,
+        caller: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> _Records:
+        """Records matching every given filter, newest first.
+
+        ``caller`` is matched through its keyed hash under every configured secret.
+        """
+        if limit < 1:
+            msg = f"limit must be >= 1, got {limit!r}"
+            raise ConfigError(msg)
+        hashes: list[str | None] = [None]
+        if caller is not None:
+            hashes = list(self._keeper._caller_hashes(caller))
+        rows: dict[str, ArchiveRow] = {}
+        for h in hashes:
+            for row in await self._keeper.store.archive_list(
+                session_id=session_id, caller_hash=h, since=since, limit=limit
+            ):
+                rows[row.record_id] = row
+        ordered = sorted(rows.values(), key=lambda r: (r.ended_at, r.record_id), reverse=True)
+        return [decode_record(r.data) for r in ordered[:limit]]
+
+    async def export(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        session_id: str | None = None,
+        caller: str | None = None,
+        since: float | None = None,
+        limit: int = 10_000,
+    ) -> _Paths:
+        """Write one pretty JSON file per record into ``directory``; returns the paths."""
+        records = await self.list(session_id=session_id, caller=caller, since=since, limit=limit)
+        return await asyncio.to_thread(_write_files, Path(directory), records)
+
+
+def _write_files(out: Path, records: _Records) -> _Paths:
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for record in records:
+        stem = _UNSAFE.sub("_", record.record_id.replace(":", ".")) or "record"
+        path = out / f"{stem}.json"
+        n = 2
+        while path in paths:  # two ids that sanitise alike
+            path = out / f"{stem}-{n}.json"
+            n += 1
+        path.write_bytes(msgspec.json.format(encode_record(record), indent=2) + b"\n")
+        paths.append(path)
+    return paths
+
+
+# -- follow-ups ------------------------------------------------------------------------
+
+
+class _Payload(msgspec.Struct, frozen=True, kw_only=True):
+    record_id: str
+    name: str
+    v: int = 1
+
+
+#: ``fn(record)`` run after a call; may return an awaitable.
+FollowUpFn = Callable[[ArchiveRecord], Any]
+
+
+class _Callback(msgspec.Struct, frozen=True):
+    fn: FollowUpFn
+    grace: float
+
+
+_payload_decoder = msgspec.json.Decoder(_Payload)
+
+
+class FollowUps:
+    """Post-call callbacks: registered in process, scheduled and claimed in the store."""
+
+    def __init__(self, keeper: Keeper) -> None:
+        self._keeper = keeper
+        self.callbacks: dict[str, _Callback] = {}
+        self.errors = 0
+
+    def register(self, fn: FollowUpFn, *, grace: float, name: str | None = None) -> str:
+        """Register ``fn`` under ``name`` (default: its qualified name); returns the name."""
+        if not callable(fn):
+            msg = f"on_call_complete needs a callable, got {type(fn).__name__}"
+            raise ConfigError(msg)
+        if not grace >= 0:
+            msg = f"grace must be >= 0 seconds, got {grace!r}"
+            raise ConfigError(msg)
+        key = name or f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
+        self.callbacks[key] = _Callback(fn, float(grace))
+        return key
+
+    async def schedule(self, record: ArchiveRecord) -> int:
+        """Store one pending follow-up per registered callback for ``record``."""
+        for name, cb in self.callbacks.items():
+            await self._keeper.store.followup_put(
+                FollowUp(
+                    followup_id=f"{record.record_id}|{name}",
+                    session_id=record.session_id,
+                    due_at=record.timings.closed_at + cb.grace,
+                    payload=_encoder.encode(_Payload(record_id=record.record_id, name=name)),
+                )
+            )
+        return len(self.callbacks)
+
+    async def cancel(self, session_id: str) -> int:
+        """Cancel the session's pending follow-ups (the caller reconnected)."""
+        count = await self._keeper.store.followup_cancel(session_id)
+        if count:
+            self._keeper._emit("followup.cancelled", session_id, count=count)
+        return count
+
+    async def run_due(self, now: float, *, batch: int = 20) -> int:
+        """Claim and run every follow-up due at ``now``; returns how many ran."""
+        keeper = self._keeper
+        ran = 0
+        while True:
+            claimed = await keeper.store.followup_claim(now, keeper.owner, FOLLOWUP_CLAIM_S, batch)
+            for f in claimed:
+                ran += await self._run_one(f)
+            if len(claimed) < batch:
+                return ran
+
+    async def _run_one(self, f: FollowUp) -> int:
+        keeper = self._keeper
+        try:
+            payload = _payload_decoder.decode(f.payload)
+        except msgspec.DecodeError:  # unreadable: retire it rather than claim it forever
+            self.errors += 1
+            await keeper.store.followup_done(f.followup_id, keeper.owner)
+            return 0
+        cb = self.callbacks.get(payload.name)
+        if cb is None:
+            return 0  # not registered here: the claim lapses and a keeper that has it runs it
+        record = await keeper.archive.get(payload.record_id)
+        if record is None:
+            await keeper.store.followup_done(f.followup_id, keeper.owner)
+            return 0
+        t0 = time.perf_counter()
+        error: str | None = None
+        try:
+            result = cb.fn(record)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as exc:  # a failing callback is counted and reported, never retried
+            self.errors += 1
+            error = f"{type(exc).__name__}: {exc}"
+        await keeper.store.followup_done(f.followup_id, keeper.owner)
+        keeper._emit(
+            "followup.run",
+            f.session_id,
+            latency_ms=(time.perf_counter() - t0) * 1000.0,
+            record_id=payload.record_id,
+            name=payload.name,
+            ok=error is None,
+            error=error,
+        )
+        return 1
