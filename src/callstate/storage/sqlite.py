@@ -7,11 +7,9 @@ take the lock up front (``BEGIN IMMEDIATE``) and wait up to ``busy_timeout``.
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Literal, TypeVar
 
 from ..errors import (
@@ -21,6 +19,7 @@ from ..errors import (
     SessionNotFound,
     StorageError,
 )
+from ._worker import Worker
 from .base import (
     ArchiveRow,
     Batch,
@@ -170,12 +169,12 @@ class SQLiteStore:
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._worker: Worker | None = None
 
     # -- plumbing ----------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-        if self._executor is None or self._conn is None:
+        if self._worker is None or self._conn is None:
             msg = f"store {self.url!r} is not open; call `await store.open()` first"
             raise StorageError(msg)
         conn = self._conn
@@ -189,7 +188,7 @@ class SQLiteStore:
                 msg = f"sqlite store {self.path!r}: {exc}"
                 raise StorageError(msg) from exc
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        return await self._worker.submit(call)
 
     @staticmethod
     def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
@@ -266,23 +265,24 @@ class SQLiteStore:
     async def open(self) -> None:
         if self._conn is not None:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="callstate-sqlite")
-        loop = asyncio.get_running_loop()
+        self._worker = Worker("callstate-sqlite")
         try:
-            self._conn = await loop.run_in_executor(self._executor, self._connect)
+            self._conn = await self._worker.submit(self._connect)
         except BaseException:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            self._worker.stop()
+            self._worker = None
             raise
 
     async def close(self) -> None:
-        if self._conn is None or self._executor is None:
+        if self._conn is None or self._worker is None:
             return
-        conn, executor = self._conn, self._executor
-        await asyncio.get_running_loop().run_in_executor(executor, conn.close)
-        executor.shutdown(wait=True)
-        self._conn = None
-        self._executor = None
+        conn, worker = self._conn, self._worker
+        try:
+            await worker.submit(conn.close)
+        finally:
+            worker.stop()
+            self._conn = None
+            self._worker = None
 
     async def schema_version(self) -> int:
         row = await self._run(
