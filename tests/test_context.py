@@ -58,7 +58,12 @@ def test_interrupted_text_appears_as_heard_and_calls_pair_with_results() -> None
         (ev.ToolStarted, {"call_id": "c1"}),
         (
             ev.Interrupted,
-            {"utterance_id": "u1", "heard_text": "Sure,", "unspoken_text": "moving it", "overtaken": ["c1"]},
+            {
+                "utterance_id": "u1",
+                "heard_text": "Sure,",
+                "unspoken_text": "moving it",
+                "overtaken": ["c1"],
+            },
         ),
         (ev.ToolSucceeded, {"call_id": "c1", "result": {"moved": True}}),
         (ev.ToolDelivery, {"call_id": "c1", "decision": "held"}),
@@ -136,7 +141,10 @@ def _script(ops: list[tuple[str, Any]]) -> SessionState:
             specs.append((ev.AgentStarted, {"utterance_id": utterance[0], "text": arg}))
         elif kind == "progress" and utterance is not None:
             specs.append(
-                (ev.AgentProgress, {"utterance_id": utterance[0], "spoken_text": utterance[1][:arg]})
+                (
+                    ev.AgentProgress,
+                    {"utterance_id": utterance[0], "spoken_text": utterance[1][:arg]},
+                )
             )
         elif kind == "finish" and utterance is not None:
             specs.append((ev.AgentFinished, {"utterance_id": utterance[0]}))
@@ -158,7 +166,10 @@ def _script(ops: list[tuple[str, Any]]) -> SessionState:
         elif kind == "request":
             calls.append(f"c{len(calls)}")
             specs.append(
-                (ev.ToolRequested, {"call_id": calls[-1], "name": "t", "effect": arg, "args": {"n": 1}})
+                (
+                    ev.ToolRequested,
+                    {"call_id": calls[-1], "name": "t", "effect": arg, "args": {"n": 1}},
+                )
             )
         elif kind == "start" and calls:
             specs.append((ev.ToolStarted, {"call_id": calls[arg % len(calls)]}))

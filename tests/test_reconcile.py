@@ -127,7 +127,9 @@ def test_a_read_is_superseded_if_any_later_turn_says_something() -> None:
 @given(
     effect=st.sampled_from(["read", "write"]),
     status=st.sampled_from(["succeeded", "failed", "unknown"]),
-    turns=st.lists(st.sampled_from(["", "okay", "go on", "no wait", "what time is it?"]), max_size=3),
+    turns=st.lists(
+        st.sampled_from(["", "okay", "go on", "no wait", "what time is it?"]), max_size=3
+    ),
 )
 def test_held_decisions_properties(effect: str, status: str, turns: list[str]) -> None:
     """One decision per held call once a turn ended; writes never discarded; pure."""

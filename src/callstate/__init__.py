@@ -29,6 +29,7 @@ from .keeper import Keeper
 from .session import Session
 from .state import SessionState, ToolCall, fold
 from .storage import MemoryStore, Store, open_store
+from .tools import ToolContext, ToolOutcome, ToolRegistry
 
 __version__ = "0.1.0"
 
@@ -57,7 +58,10 @@ __all__ = [
     "TokenError",
     "ToolArgumentsError",
     "ToolCall",
+    "ToolContext",
     "ToolError",
+    "ToolOutcome",
+    "ToolRegistry",
     "UnknownTool",
     "VersionError",
     "__version__",

@@ -35,7 +35,8 @@ from .sweep import SweepResult
 from .sweep import sweep as sweep_pass
 
 if TYPE_CHECKING:
-    from .tools import ToolRegistry
+    from ._guard import _Run
+    from .tools import ToolOutcome, ToolRegistry
 
 __all__ = ["Keeper", "restore_state"]
 
@@ -182,6 +183,8 @@ class Keeper:
         #: session id -> the record of the run a takeover just ended, until step 2 stores it
         self._closing_runs: dict[str, ArchiveRecord] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._tool_runs: dict[tuple[str, str], _Run] = {}  # tool calls running here
+        self._late_results: dict[str, dict[str, ToolOutcome]] = {}  # outcomes awaiting a handle
         self._open = False
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -482,7 +485,15 @@ class Keeper:
         await archive_ended(self, session)
 
     async def _after_resume(self, session: Session, *, gap: float, via: str) -> None:
-        """Hook run once a resumed session is owned and durable (in-doubt calls, plan)."""
+        """Hook run once a resumed session is owned and durable (in-doubt calls, plan).
+
+        Step 1 resolves the tool calls a crash left without an outcome and stores the
+        decisions on ``session.in_doubt`` (a list of ``reconcile.InDoubtDecision``) for
+        the recovery plan; re-runs are started in the background.
+        """
+        from ._tool_recovery import recover_in_doubt
+
+        session.in_doubt = await recover_in_doubt(session, via=via)
 
         # step 2: the recovery plan (a pure function of the state and step 1's decisions);
         # also archives the run this takeover ended and cancels pending follow-ups

@@ -10,15 +10,18 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from . import _barge_in, _guard, _tool_recovery
 from . import events as ev
 from .context import build_messages
 from .errors import CallstateError, SessionClosed, SessionFrozen
 from .outbox import Outbox, lose_link, restore_link
+from .reconcile import InDoubtDecision
 from .state import SessionState, apply
 
 if TYPE_CHECKING:
     from .keeper import Keeper
     from .recovery import RecoveryPlan
+    from .tools import ToolOutcome
 
 __all__ = ["Session"]
 
@@ -41,6 +44,8 @@ class Session:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._error: CallstateError | None = None
         self._closed = False
+        #: on a resumed session, how each call a crash left without an outcome was resolved
+        self.in_doubt: list[InDoubtDecision] = []
 
     # -- identity ----------------------------------------------------------------------
 
@@ -98,8 +103,10 @@ class Session:
         self._record(ev.UserPartial, text=text)
 
     def user_said(self, text: str) -> None:
-        """Record a final user turn."""
+        """Record a final user turn; results held since a barge-in are then reconciled."""
         self._record(ev.UserTurn, text=text)
+        if self.state.owed:
+            _guard.reconcile_held(self)
 
     def agent_started(self, text: str = "", *, utterance_id: str | None = None) -> str:
         """Record the start of an agent utterance; returns its id."""
@@ -130,6 +137,83 @@ class Session:
     def remove_userdata(self, *keys: str) -> None:
         """Remove keys from the session's app state."""
         self._record(ev.UserdataPatch, unset=list(keys))
+
+    # -- tool calls and barge-in -------------------------------------------------------
+
+    async def run_tool(
+        self,
+        name: str,
+        args: dict[str, Any] | None = None,
+        *,
+        call_id: str | None = None,
+        utterance_id: str | None = None,
+    ) -> ToolOutcome:
+        """Run a registered tool through the guard and return how it ended.
+
+        The intent is durable before the tool starts; a repeated ``call_id`` returns the
+        recorded outcome (``deduplicated=True``) without running the tool again. A write
+        (or a cancellable read) asked for by a generation the caller interrupted before
+        the call started is not run and ends ``cancelled``. An unknown tool name or
+        arguments that do not fit end ``failed`` (the model must see that).
+
+        Args:
+            name: the registered tool.
+            args: keyword arguments for the tool (JSON-serialisable).
+            call_id: the model's call id (default: a fresh one).
+            utterance_id: the agent utterance (generation) that asked for the call
+                (default: the one under way since the caller last spoke).
+
+        Raises:
+            ToolArgumentsError: ``args``/``call_id`` malformed, or a ``call_id`` reused
+                for another tool; nothing is recorded.
+            PayloadTooLarge: ``args`` over the registry's size cap.
+            SessionClosed: the handle may not record.
+            StaleEpochError: the session was taken over before the intent was durable.
+        """
+        return await _guard.run_tool(self, name, args, call_id=call_id, utterance_id=utterance_id)
+
+    def interrupt(
+        self,
+        *,
+        heard_text: str | None = None,
+        audio_end_ms: int | None = None,
+        utterance_id: str | None = None,
+    ) -> list[str]:
+        """Record a barge-in: truncate the current utterance to what the caller heard.
+
+        The unheard rest is kept as ``state.unspoken``. Calls in flight are marked
+        overtaken: their results enter the context when they land, but their spoken
+        delivery is held until the caller's turn ends. Running calls of tools with
+        ``on_interrupt="cancel"`` are cancelled.
+
+        Args:
+            heard_text: what the caller heard (default: the last ``agent_progress``).
+            audio_end_ms: where playback stopped, for adapters that truncate audio.
+            utterance_id: the utterance cut off (default: the current one).
+
+        Returns:
+            The ids of the calls overtaken.
+        """
+        return _barge_in.interrupt(
+            self, heard_text=heard_text, audio_end_ms=audio_end_ms, utterance_id=utterance_id
+        )
+
+    async def contradict(self, call_id: str, *, reason: str = "") -> ToolOutcome:
+        """The caller contradicted a write: undo it with its ``compensate`` tool.
+
+        Waits for the write if it is still running. The compensating call runs through
+        the guard (call id ``<call_id>~undo``); once it succeeds the write's delivery is
+        ``compensated``.
+
+        Returns:
+            The compensating call's outcome.
+
+        Raises:
+            ToolError: the call is unknown, a read, did not succeed, or has no
+                ``compensate`` tool (then the caller must be told what was done).
+            UnknownTool: the compensate tool is not registered.
+        """
+        return await _barge_in.contradict(self, call_id, reason)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -189,11 +273,15 @@ class Session:
             raise self._error
         await self._keeper._flusher.wait_durable(self, self.state.seq)
 
-    async def end(self, reason: str = "ended") -> None:
+    async def end(self, reason: str = "ended", *, tool_grace: float = 5.0) -> None:
         """End the call: record it, flush, archive it, and release the lease.
 
+        Tool calls still running get ``tool_grace`` seconds to finish, then are
+        cancelled; no call is left without an outcome (see ``settle_calls``).
         The session stays resumable within the resume window.
         """
+        self._check_writable()
+        await _tool_recovery.settle_calls(self, grace=tool_grace)
         self._record(ev.SessionEnded, reason=reason, failed=self._end_failed)
         await self.flush()
         await self._keeper._on_ended(self)
@@ -203,6 +291,7 @@ class Session:
         """Flush and let go of this handle without ending the call (e.g. on shutdown)."""
         if self._closed:
             return
+        await _tool_recovery.release_runs(self)  # their calls stay in doubt until resumed
         try:
             if self._error is None:
                 await self.flush()
