@@ -58,6 +58,8 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
     messages: list[dict[str, Any]] = []
     if system:
         messages.append({"role": "system", "content": system})
+    if state.summary:  # what a handoff trimmed away, summarized
+        messages.append({"role": "system", "content": state.summary})
     pending_calls: list[ToolCall] = []
     seen: set[str] = set()  # one tool_calls entry (and one result) per call id
 
@@ -82,7 +84,7 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
             messages.append({"role": "tool", "tool_call_id": c.call_id, "content": call_output(c)})
         pending_calls.clear()
 
-    for item in state.items:
+    for item in state.items[state.summarized :]:  # the rest is in state.summary
         if item.kind == "call":
             call = state.calls.get(item.id)
             if call is not None and call.call_id not in seen:

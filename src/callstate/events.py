@@ -219,6 +219,8 @@ class HandoffAccepted(_Base, frozen=True, tag="handoff.accepted"):
     agent: str
     epoch: int
     from_agent: str = ""
+    trimmed: int = 0  # the session's first N items are summarized in the target's context
+    summary: str = ""  # the summary standing in for them
 
 
 class HandoffReclaimed(_Base, frozen=True, tag="handoff.reclaimed"):

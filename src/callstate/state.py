@@ -124,6 +124,8 @@ class SessionState(msgspec.Struct, kw_only=True):
     run_via: str = ""  # start | resume | takeover | handoff | reclaim
     end_failed: bool = False
     recovery_log: list[ev.Event] = []  # link, barge-in, tool and ownership decisions
+    summarized: int = 0  # the first N items are replaced by ``summary`` in the context
+    summary: str = ""  # stands in for the items a handoff trimmed from the context
     v: int = SNAPSHOT_VERSION
 
     @property
@@ -357,6 +359,9 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             state.epoch = event.epoch
             state.pending_handoff = None
             state.handoff_to = None
+            if event.trimmed > state.summarized:  # the items stay; only the context drops them
+                state.summarized = event.trimmed
+                state.summary = event.summary
         case ev.HandoffReclaimed():
             state.status = "active"
             state.epoch = event.epoch

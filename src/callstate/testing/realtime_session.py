@@ -1,0 +1,449 @@
+"""One loopback Realtime session: the conversation a real session keeps, and its rules.
+
+See :mod:`callstate.testing.realtime_server` for the server that holds these.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import TYPE_CHECKING, Annotated, Any, get_args
+
+import pydantic
+from openai._models import BaseModel
+from openai.types.realtime import (
+    ConversationItemAdded,
+    ConversationItemDeletedEvent,
+    ConversationItemDone,
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    ConversationItemTruncatedEvent,
+    InputAudioBufferClearedEvent,
+    InputAudioBufferCommittedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    InputAudioBufferSpeechStoppedEvent,
+    RealtimeClientEvent,
+    RealtimeConversationItemUserMessage,
+    RealtimeSessionCreateRequest,
+    SessionUpdatedEvent,
+)
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from .realtime_script import (
+    BYTES_PER_MS,
+    Say,
+    Step,
+    assistant_item,
+    error_event,
+    next_id,
+    play,
+    response_done,
+    wire,
+)
+
+if TYPE_CHECKING:
+    from .realtime_server import RealtimeServer
+
+__all__ = ["ServerSession", "validate_client_event"]
+
+_CLIENT_UNION: Any = Annotated[
+    get_args(RealtimeClientEvent)[0], pydantic.Field(discriminator="type")
+]
+
+_CLIENT_EVENT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(_CLIENT_UNION)
+
+
+def _unknown_param(value: Any, path: str) -> str | None:
+    """The first field the models do not define, anywhere inside ``value``."""
+    if isinstance(value, pydantic.BaseModel):
+        extra = next(iter(value.model_extra or {}), None)
+        if extra is not None:
+            return f"{path}.{extra}".lstrip(".")
+        for name in type(value).model_fields:
+            found = _unknown_param(getattr(value, name), f"{path}.{name}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            found = _unknown_param(v, f"{path}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in patch.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+class _Reject(Exception):
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.param = code, message, param
+
+
+def validate_client_event(data: Any) -> str | None:
+    """Check one decoded client event against the ``openai.types.realtime`` models.
+
+    Returns:
+        ``None`` when valid, else the problem, naming the parameter.
+    """
+    try:
+        model = _CLIENT_EVENT.validate_python(data)
+    except pydantic.ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or "type"
+        return f"Invalid '{param}': {err['msg']}."
+    unknown = _unknown_param(model, "")
+    return f"Unknown parameter: '{unknown}'." if unknown else None
+
+
+class ServerSession:
+    """One websocket connection: one fresh Realtime session and its conversation."""
+
+    def __init__(self, server: RealtimeServer, ws: ServerConnection) -> None:
+        self.server = server
+        self.ws = ws
+        self.id = next_id("sess")
+        self.config: dict[str, Any] = {"type": "realtime", "output_modalities": ["audio"]}
+        self.items: list[dict[str, Any]] = []
+        self.audio_ms: dict[str, int] = {}
+        self.transcripts: dict[str, str] = {}
+        self.call_ids: set[str] = set()
+        self.received: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.responses: list[dict[str, Any]] = []
+        self.truncated: dict[str, int] = {}
+        self.active: str | None = None
+        self.streaming: str | None = None
+        self.closed = False
+        self._task: asyncio.Task[None] | None = None
+        self._input_bytes = 0
+
+    # -- sending ---------------------------------------------------------------------
+
+    async def send(self, event: BaseModel) -> None:
+        """Send one server event (a model) to this session's client."""
+        data = event.model_dump(exclude_none=True)
+        kind = data["type"]
+        if kind == "response.output_item.added":
+            self._add_item(data["item"])
+            if data["item"].get("type") == "message":
+                self.streaming = data["item"]["id"]
+        elif kind == "response.output_audio_transcript.delta":
+            self.transcripts[data["item_id"]] = (
+                self.transcripts.get(data["item_id"], "") + data["delta"]
+            )
+        elif kind == "response.output_item.done":
+            self._replace_item(data["item"])
+            self.streaming = None
+        elif kind == "error":
+            self.errors.append(data["error"])
+        if self.closed:
+            return
+        try:
+            await self.ws.send(wire(event))
+        except ConnectionClosed:
+            self.closed = True
+        self.server.notify()
+
+    async def reject(
+        self, code: str, message: str, param: str | None, event_id: str | None
+    ) -> None:
+        await self.send(error_event(code, message, param=param, event_id=event_id))
+
+    # -- conversation ----------------------------------------------------------------
+
+    def _add_item(self, item: dict[str, Any], after: str | None = None) -> None:
+        if item.get("type") == "function_call" and item.get("call_id"):
+            self.call_ids.add(item["call_id"])
+        if after is None:
+            self.items.append(item)
+        else:
+            idx = 0 if after == "root" else [i["id"] for i in self.items].index(after) + 1
+            self.items.insert(idx, item)
+
+    def _replace_item(self, item: dict[str, Any]) -> None:
+        for n, it in enumerate(self.items):
+            if it.get("id") == item.get("id"):
+                self.items[n] = item
+
+    def _on_audio(self, item_id: str, ms: int) -> None:
+        self.audio_ms[item_id] = self.audio_ms.get(item_id, 0) + ms
+
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        """The conversation item with this id, if the session has it."""
+        return next((i for i in self.items if i.get("id") == item_id), None)
+
+    # -- client events ---------------------------------------------------------------
+
+    async def handle(self, raw: str | bytes) -> None:
+        event_id: str | None = None
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            await self.reject(
+                "invalid_json", f"We could not parse the JSON body: {exc}", None, None
+            )
+            return
+        if isinstance(data, dict) and isinstance(data.get("event_id"), str):
+            event_id = data["event_id"]
+        problem = validate_client_event(data)
+        if problem is not None:
+            self.server.malformed.append(data)
+            code = "unknown_parameter" if problem.startswith("Unknown") else "invalid_value"
+            param = problem.split("'")[1]
+            await self.reject(code, problem, param, event_id)
+            return
+        self.received.append(data)
+        self.server.received.append(data)
+        try:
+            await getattr(self, "_on_" + data["type"].replace(".", "_"))(data)
+        except _Reject as exc:
+            await self.reject(exc.code, exc.message, exc.param, event_id)
+        self.server.notify()
+
+    async def _on_session_update(self, data: dict[str, Any]) -> None:
+        self.config = _merge(self.config, data["session"])
+        await self.send(
+            SessionUpdatedEvent(
+                type="session.updated",
+                event_id=next_id("event"),
+                session=RealtimeSessionCreateRequest.model_validate({**self.config, "id": self.id}),
+            )
+        )
+
+    async def _on_conversation_item_create(self, data: dict[str, Any]) -> None:
+        item = dict(data["item"])
+        kind = item["type"]
+        if kind == "function_call_output" and item["call_id"] not in self.call_ids:
+            msg = f"Tool call ID '{item['call_id']}' not found in conversation."
+            raise _Reject("invalid_tool_call_id", msg, "item.call_id")
+        if kind == "function_call":
+            if not item.get("call_id"):
+                raise _Reject(
+                    "missing_required_parameter",
+                    "Missing required parameter: 'item.call_id'.",
+                    "item.call_id",
+                )
+            if item["call_id"] in self.call_ids:
+                msg = f"Duplicate tool call ID '{item['call_id']}' in conversation."
+                raise _Reject("invalid_value", msg, "item.call_id")
+        if item.get("role") == "assistant":
+            for n, part in enumerate(item.get("content", [])):
+                if part.get("type") != "output_text":
+                    msg = "Assistant messages can only be created with 'output_text' content."
+                    raise _Reject("invalid_value", msg, f"item.content[{n}].type")
+        if "id" in item and (len(item["id"]) > 32 or self.item(item["id"]) is not None):
+            raise _Reject("invalid_value", f"Invalid 'item.id': {item['id']!r}.", "item.id")
+        after = data.get("previous_item_id")
+        if after is not None and after != "root" and self.item(after) is None:
+            msg = f"Previous item with id '{after}' not found."
+            raise _Reject("invalid_value", msg, "previous_item_id")
+        item.setdefault("id", next_id("item"))
+        item["object"], item["status"] = "realtime.item", "completed"
+        self._add_item(item, after)
+        prev = self.items[self.items.index(item) - 1]["id"] if self.items.index(item) else None
+        body = {"event_id": next_id("event"), "item": item, "previous_item_id": prev}
+        await self.send(
+            ConversationItemAdded.model_validate({**body, "type": "conversation.item.added"})
+        )
+        body["event_id"] = next_id("event")
+        await self.send(
+            ConversationItemDone.model_validate({**body, "type": "conversation.item.done"})
+        )
+
+    async def _on_conversation_item_truncate(self, data: dict[str, Any]) -> None:
+        item_id, end = data["item_id"], data["audio_end_ms"]
+        item = self.item(item_id)
+        if item is None or item.get("role") != "assistant":
+            raise _Reject("invalid_value", f"Item with id '{item_id}' not found.", "item_id")
+        if data["content_index"] != 0:
+            raise _Reject("invalid_value", "Invalid 'content_index'.", "content_index")
+        have = self.audio_ms.get(item_id, 0)
+        if end > have:
+            msg = f"Audio content of {have}ms is already shorter than {end}ms"
+            raise _Reject("invalid_value", msg, "audio_end_ms")
+        self.truncated[item_id] = end
+        self.transcripts[item_id] = ""
+        await self.send(
+            ConversationItemTruncatedEvent(
+                type="conversation.item.truncated",
+                event_id=next_id("event"),
+                item_id=item_id,
+                content_index=0,
+                audio_end_ms=end,
+            )
+        )
+
+    async def _on_conversation_item_delete(self, data: dict[str, Any]) -> None:
+        item = self.item(data["item_id"])
+        if item is None:
+            raise _Reject(
+                "invalid_value", f"Item with id '{data['item_id']}' not found.", "item_id"
+            )
+        self.items.remove(item)
+        await self.send(
+            ConversationItemDeletedEvent(
+                type="conversation.item.deleted", event_id=next_id("event"), item_id=item["id"]
+            )
+        )
+
+    async def _on_conversation_item_retrieve(self, data: dict[str, Any]) -> None:
+        raise _Reject("invalid_value", "conversation.item.retrieve is not scripted here.", "type")
+
+    async def _on_response_create(self, data: dict[str, Any]) -> None:
+        if self.active is not None:
+            msg = (
+                f"Conversation already has an active response in progress: {self.active}. "
+                "Wait until the response is finished before creating a new one."
+            )
+            raise _Reject("conversation_already_has_active_response", msg, None)
+        self.responses.append(data)
+        self.start_response()
+
+    async def _on_response_cancel(self, data: dict[str, Any]) -> None:
+        if self.active is None:
+            raise _Reject(
+                "response_cancel_not_active", "Cancellation failed: no active response found.", None
+            )
+        await self.cancel_active("client_cancelled")
+
+    async def _on_input_audio_buffer_append(self, data: dict[str, Any]) -> None:
+        self._input_bytes += len(data["audio"]) * 3 // 4
+
+    async def _on_input_audio_buffer_clear(self, data: dict[str, Any]) -> None:
+        self._input_bytes = 0
+        await self.send(
+            InputAudioBufferClearedEvent(
+                type="input_audio_buffer.cleared", event_id=next_id("event")
+            )
+        )
+
+    async def _on_input_audio_buffer_commit(self, data: dict[str, Any]) -> None:
+        if self._input_bytes < 100 * BYTES_PER_MS:
+            msg = "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio."
+            raise _Reject("input_audio_buffer_commit_empty", msg, None)
+        self._input_bytes = 0
+        await self._user_item(None)
+
+    async def _on_output_audio_buffer_clear(self, data: dict[str, Any]) -> None:
+        raise _Reject(
+            "invalid_value", "output_audio_buffer.clear is only supported for WebRTC.", "type"
+        )
+
+    # -- server-side turns ---------------------------------------------------------------
+
+    def start_response(self) -> None:
+        """Play the next scripted step as a response (a default short answer if none)."""
+        step: Step = self.server.script.popleft() if self.server.script else Say("Okay.", 200, 1)
+        rid = self.active = next_id("resp")
+
+        async def run() -> None:
+            try:
+                await play(step, rid, self.send, self._on_audio, self.server.gate)
+            finally:
+                if self.active == rid:
+                    self.active = None
+                self.server.notify()
+
+        self._task = asyncio.get_running_loop().create_task(run())
+
+    async def cancel_active(self, reason: str) -> None:
+        """End the active response early, as a barge-in or ``response.cancel`` does."""
+        rid, task = self.active, self._task
+        if rid is None or task is None:
+            return
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        if self.streaming is not None:
+            done = assistant_item(
+                self.streaming, self.transcripts.get(self.streaming, ""), status="incomplete"
+            )
+            self._replace_item(done.model_dump(exclude_none=True))
+            self.streaming = None
+        self.active = None
+        await self.send(response_done(rid, "cancelled", reason))
+
+    async def _user_item(self, transcript: str | None) -> str:
+        item_id = next_id("item")
+        part: dict[str, Any] = {"type": "input_audio"}
+        user = RealtimeConversationItemUserMessage.model_validate(
+            {
+                "type": "message",
+                "role": "user",
+                "id": item_id,
+                "object": "realtime.item",
+                "status": "completed",
+                "content": [part],
+            }
+        )
+        prev = self.items[-1]["id"] if self.items else None
+        await self.send(
+            InputAudioBufferCommittedEvent(
+                type="input_audio_buffer.committed",
+                event_id=next_id("event"),
+                item_id=item_id,
+                previous_item_id=prev,
+            )
+        )
+        self._add_item(user.model_dump(exclude_none=True))
+        await self.send(
+            ConversationItemAdded(
+                type="conversation.item.added",
+                event_id=next_id("event"),
+                item=user,
+                previous_item_id=prev,
+            )
+        )
+        await self.send(
+            ConversationItemDone(
+                type="conversation.item.done",
+                event_id=next_id("event"),
+                item=user,
+                previous_item_id=prev,
+            )
+        )
+        if transcript is not None:
+            await self.send(
+                ConversationItemInputAudioTranscriptionCompletedEvent.model_validate(
+                    {
+                        "type": "conversation.item.input_audio_transcription.completed",
+                        "event_id": next_id("event"),
+                        "item_id": item_id,
+                        "content_index": 0,
+                        "transcript": transcript,
+                        "usage": {"type": "duration", "seconds": 1.0},
+                    }
+                )
+            )
+        return item_id
+
+    async def speech_started(self) -> str:
+        item_id = next_id("item")
+        await self.send(
+            InputAudioBufferSpeechStartedEvent(
+                type="input_audio_buffer.speech_started",
+                event_id=next_id("event"),
+                audio_start_ms=0,
+                item_id=item_id,
+            )
+        )
+        # server VAD's default interrupt_response: the caller's speech cancels the answer
+        await self.cancel_active("turn_detected")
+        return item_id
+
+    async def speech_done(self, text: str, *, respond: bool) -> None:
+        await self.send(
+            InputAudioBufferSpeechStoppedEvent(
+                type="input_audio_buffer.speech_stopped",
+                event_id=next_id("event"),
+                audio_end_ms=1000,
+                item_id=next_id("item"),
+            )
+        )
+        await self._user_item(text)
+        if respond and self.active is None:
+            self.start_response()
