@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -123,11 +124,22 @@ async def redis_admin(url: str) -> AsyncIterator[object]:
         await client.aclose()
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_port(*, also_plus: int | None = None) -> int:
+    """A TCP port nothing listens on right now (nor on ``port + also_plus``, if given)."""
+    if also_plus is None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    for port in random.sample(range(20000, 65535 - also_plus), 200):
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + also_plus))
+                return port
+        except OSError:
+            continue
+    msg = f"no free port pair (port, port + {also_plus})"
+    raise RuntimeError(msg)
 
 
 class PrivateRedis:
@@ -136,15 +148,23 @@ class PrivateRedis:
     Fault tests stop and restart it; the shared server other tests use is never touched.
     """
 
-    def __init__(self, dir: Path, *, appendonly: bool = False, appendfsync: str = "always") -> None:
+    def __init__(
+        self,
+        dir: Path,
+        *,
+        appendonly: bool = False,
+        appendfsync: str = "always",
+        cluster: bool = False,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             missing("redis-server")
         self.binary = str(binary)
         self.dir = dir
-        self.port = free_port()
+        self.port = free_port(also_plus=10000 if cluster else None)  # cluster bus: port + 10000
         self.appendonly = appendonly
         self.appendfsync = appendfsync
+        self.cluster = cluster
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -156,6 +176,8 @@ class PrivateRedis:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
         args += ["--dir", str(self.dir), "--appendonly", "yes" if self.appendonly else "no"]
         args += ["--appendfsync", self.appendfsync, "--daemonize", "no", "--logfile", ""]
+        if self.cluster:
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:
@@ -163,11 +185,31 @@ class PrivateRedis:
                 with socket.create_connection(("127.0.0.1", self.port), 0.2) as s:
                     s.sendall(b"PING\r\n")
                     if s.recv(64).startswith(b"+PONG"):
-                        return
+                        break
             except OSError:
                 pass
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 msg = f"redis-server on port {self.port} did not start"
+                raise RuntimeError(msg)
+            time.sleep(0.02)
+        if self.cluster:
+            self._serve_all_slots()
+
+    def _cli(self, *args: str) -> str:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            missing("redis-server", "redis-cli is missing")
+        cmd = [str(cli), "-p", str(self.port), *args]
+        return subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+
+    def _serve_all_slots(self) -> None:
+        """Make this node a one-node cluster owning every slot, and wait until it is up."""
+        if "cluster_state:ok" not in self._cli("CLUSTER", "INFO"):
+            self._cli("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        deadline = time.monotonic() + 10
+        while "cluster_state:ok" not in self._cli("CLUSTER", "INFO"):
+            if time.monotonic() > deadline:
+                msg = f"redis cluster node on port {self.port} did not come up"
                 raise RuntimeError(msg)
             time.sleep(0.02)
 
@@ -203,6 +245,9 @@ class TcpProxy:
         self.port = free_port()
         self._server: asyncio.Server | None = None
         self._links: set[asyncio.StreamWriter] = set()
+        self._lose_reply = False
+        #: Replies swallowed so far by :meth:`lose_next_reply`.
+        self.lost = 0
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
@@ -217,6 +262,14 @@ class TcpProxy:
             w.transport.abort()
         self._links.clear()
 
+    def lose_next_reply(self) -> None:
+        """Let the next request reach the server, then drop its reply and the connection.
+
+        The client sees a broken connection after the server has done the work: the
+        one fault that makes a retry meet its own earlier write.
+        """
+        self._lose_reply = True
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             up_reader, up_writer = await asyncio.open_connection(*self.target)
@@ -225,15 +278,20 @@ class TcpProxy:
             return
         self._links.update((writer, up_writer))
 
-        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, replies: bool) -> None:
             try:
                 while data := await src.read(65536):
+                    if replies and self._lose_reply:
+                        self._lose_reply = False
+                        self.lost += 1
+                        break
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
                 pass
             finally:
-                dst.transport.abort()
-                self._links.discard(dst)
+                for w in (writer, up_writer):
+                    w.transport.abort()
+                    self._links.discard(w)
 
-        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+        await asyncio.gather(pump(reader, up_writer, False), pump(up_reader, writer, True))

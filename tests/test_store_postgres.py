@@ -2,27 +2,201 @@
 
 from __future__ import annotations
 
+import asyncio
+import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
+import psycopg
 import pytest
 
-from callstate.storage.postgres import PostgresStore
+import callstate
+from callstate import ConfigError, StorageError
+from callstate.storage.base import ArchiveRow, Batch, SessionRecord
+from callstate.storage.postgres import MIGRATIONS, PostgresStore
+from callstate.testing import FakeClock
 from callstate.testing.conformance import StoreConformance
 from services import drop_pg_schema, postgres_url, unique
 
 pytestmark = pytest.mark.services
 
 
+@pytest.fixture
+async def pg_store() -> AsyncIterator[PostgresStore]:
+    """An opened PostgresStore in a fresh schema of the `test` database, dropped afterwards."""
+    url, schema = postgres_url(), unique("pg")
+    s = PostgresStore(url, schema=schema)
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+        await drop_pg_schema(url, schema)
+
+
 class TestPostgresConformance(StoreConformance):
     """Every Store behaviour, against the PostgreSQL server."""
 
     @pytest.fixture
-    async def store(self) -> AsyncIterator[PostgresStore]:
-        url, schema = postgres_url(), unique("pg")
-        s = PostgresStore(url, schema=schema)
-        await s.open()
-        try:
-            yield s
-        finally:
+    async def store(self, pg_store: PostgresStore) -> PostgresStore:
+        return pg_store
+
+
+async def _sql(url: str, query: str, params: Any = None) -> list[Any]:
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        cur = await conn.execute(query.encode(), params)
+        return await cur.fetchall() if cur.description else []
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "UPDATE {s}.archive SET outcome = 'failed'",
+        "DELETE FROM {s}.archive",
+        "TRUNCATE {s}.archive",
+    ],
+)
+async def test_archive_refuses_update_delete_and_truncate(
+    pg_store: PostgresStore, statement: str
+) -> None:
+    """Raw SQL cannot change or remove an archive row: the triggers refuse; the row stays."""
+    row = ArchiveRow(
+        record_id="r1",
+        session_id="s1",
+        caller_hash=None,
+        ended_at=1.0,
+        outcome="completed",
+        data=b"x",
+    )
+    await pg_store.archive_insert(row)
+    with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="insert-only"):
+        await _sql(pg_store.url, statement.replace("{s}", f'"{pg_store.schema}"'))
+    assert row == await pg_store.archive_get("r1")
+
+
+async def test_migrations_are_recorded_and_run_once_under_racing_opens() -> None:
+    """Eight stores opening one fresh schema at once: each migration applied exactly once."""
+    url, schema = postgres_url(), unique("mig")
+    stores = [PostgresStore(url, schema=schema) for _ in range(8)]
+    try:
+        await asyncio.gather(*(s.open() for s in stores))
+        rows = await _sql(
+            url, f'SELECT version FROM "{schema}".callstate_migrations ORDER BY version'
+        )
+        assert [(v,) for v, _ in MIGRATIONS] == rows
+        assert [max(v for v, _ in MIGRATIONS)] * 8 == [await s.schema_version() for s in stores]
+    finally:
+        for s in stores:
             await s.close()
-            await drop_pg_schema(url, schema)
+        await drop_pg_schema(url, schema)
+
+
+async def test_newer_schema_version_is_refused(pg_store: PostgresStore) -> None:
+    """A schema migrated by a newer callstate makes open() raise StorageError naming the version."""
+    await _sql(pg_store.url, f'INSERT INTO "{pg_store.schema}".callstate_migrations VALUES (99, 0)')
+    newer = PostgresStore(pg_store.url, schema=pg_store.schema)
+    with pytest.raises(StorageError, match="version 99"):
+        await newer.open()
+
+
+async def test_schemas_keep_stores_apart(pg_store: PostgresStore) -> None:
+    """Two stores in different schemas of one database never see each other's sessions."""
+    other = PostgresStore(pg_store.url, schema=unique("other"))
+    await other.open()
+    try:
+        await pg_store.create(
+            SessionRecord(session_id="same-id", epoch=1),
+            Batch(session_id="same-id", epoch=1, first_seq=1, events=[b"e"]),
+        )
+        assert await other.get("same-id") is None
+        assert [] == await other.list_sessions()
+    finally:
+        await other.close()
+        await drop_pg_schema(other.url, other.schema)
+
+
+async def test_url_selects_the_postgres_store_and_its_schema() -> None:
+    """open_store routes postgresql:// (and postgres://) to PostgresStore, ?schema= included."""
+    url, schema = postgres_url(), unique("url")
+    store = callstate.open_store(f"{url}?schema={schema}")
+    assert isinstance(store, PostgresStore)
+    assert schema == store.schema
+    assert isinstance(
+        callstate.open_store(url.replace("postgresql://", "postgres://")), PostgresStore
+    )
+    await store.open()
+    try:
+        tables = await _sql(
+            url,
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+            [schema],
+        )
+        assert {"sessions", "events", "archive", "followups", "callstate_migrations"} <= {
+            t for (t,) in tables
+        }
+    finally:
+        await store.close()
+        await drop_pg_schema(url, schema)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"schema": "bad-name; drop"}, "schema"),
+        ({"retry_for": 0}, "retry_for"),
+        ({"pool_size": 0}, "pool_size"),
+    ],
+)
+def test_bad_options_raise_config_error_naming_them(options: dict[str, Any], field: str) -> None:
+    """An invalid option raises ConfigError naming the option and its value."""
+    with pytest.raises(ConfigError) as exc:
+        PostgresStore("postgresql://127.0.0.1/test", **options)
+    assert field in str(exc.value)
+    assert repr(next(iter(options.values()))) in str(exc.value)
+
+
+def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without psycopg installed, opening a postgresql:// store names `callstate[postgres]`."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    monkeypatch.delitem(sys.modules, "callstate.storage.postgres", raising=False)
+    with pytest.raises(ImportError, match=r"pip install callstate\[postgres\]"):
+        callstate.open_store("postgresql://127.0.0.1/test")
+
+
+async def test_events_carry_the_epoch_that_wrote_them(pg_store: PostgresStore) -> None:
+    """Each stored event row records its writer's epoch, rising along seq after a claim."""
+    sid = "s1"
+    await pg_store.create(
+        SessionRecord(session_id=sid, epoch=1),
+        Batch(session_id=sid, epoch=1, first_seq=1, events=[b"a"]),
+    )
+    epoch = await pg_store.claim(sid, 1, "b", 10.0)
+    assert [None] == await pg_store.append(
+        [Batch(session_id=sid, epoch=epoch, first_seq=2, events=[b"b", b"c"])]
+    )
+    rows = await _sql(
+        pg_store.url,
+        f'SELECT seq, epoch FROM "{pg_store.schema}".events WHERE session_id = %s ORDER BY seq',
+        [sid],
+    )
+    assert [(1, 1), (2, 2), (3, 2)] == rows
+
+
+async def test_keeper_on_a_postgres_url_resumes_across_keepers() -> None:
+    """Switching the backend is one URL: a second keeper resumes what the first flushed."""
+    url, schema = postgres_url(), unique("keeper")
+    clock = FakeClock()
+    try:
+        async with callstate.Keeper(f"{url}?schema={schema}", clock=clock) as a:
+            s = await a.start(agent="triage")
+            s.user_said("move my booking")
+            await s.flush()
+            async with callstate.Keeper(f"{url}?schema={schema}", clock=clock) as b:
+                s2 = await b.resume(s.id)
+                assert 2 == s2.state.epoch
+                assert [{"role": "user", "content": "move my booking"}] == s2.context()
+                s.user_said("stale write")
+                with pytest.raises(callstate.StaleEpochError):
+                    await s.flush()
+    finally:
+        await drop_pg_schema(url, schema)

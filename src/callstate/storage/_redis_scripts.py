@@ -29,7 +29,8 @@ end
 # [doubt_lo, doubt_hi] is the seq range this writer may have committed without seeing
 # the reply (0, 0 when none); only there may the batch overlap the stored journal.
 # Returns {code, stored_epoch, stored_seq}: 0 written, 1 not found, 2 stale epoch,
-# 3 seq conflict, 4 already stored (a retried batch whose first reply was lost).
+# 3 seq conflict, 4 already stored by an attempt whose reply was lost, 5 partly so (the
+# rest is written now).
 APPEND: Final = (
     _PUSH
     + """
@@ -54,6 +55,8 @@ if first ~= seq + 1 then
   skip = #have
   if upto == last then return {4, epoch, seq} end
 end
+local code = 0
+if skip > 0 then code = 5 end
 push(KEYS[2], 12 + skip, #ARGV)
 redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'status', ARGV[5])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'agent', ARGV[4]) end
@@ -64,7 +67,7 @@ if ARGV[8] == '1' then
   redis.call('SET', KEYS[3], ARGV[9])
   redis.call('HSET', KEYS[1], 'snapshot_seq', ARGV[7])
 end
-return {0, epoch, last}
+return {code, epoch, last}
 """
 )
 

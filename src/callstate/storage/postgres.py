@@ -159,6 +159,8 @@ class PostgresStore:
         self.application_name = f"callstate-{uuid.uuid4().hex[:12]}"
         #: Attempts repeated after a connection failure, since open.
         self.retries = 0
+        #: Batches found already (partly) stored by an attempt whose reply was lost.
+        self.replayed = 0
         self._pool: AsyncConnectionPool[_Conn] | None = None
         self._doubt: dict[str, tuple[int, int, int]] = {}  # sid -> (epoch, lo, hi)
         self._s = f'"{self.schema}"'
@@ -406,6 +408,7 @@ class PostgresStore:
                     elif epoch == b.epoch and b.first_seq <= seq:
                         skip = await self._overlap(conn, b, seq, *self._doubt_range(b, retrying))
                         if skip is not None:
+                            self.replayed += 1
                             if skip < len(b.events):
                                 resumed.append((i, skip))
                             continue

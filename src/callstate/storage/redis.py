@@ -181,6 +181,8 @@ class RedisStore:
         self.client_name = f"callstate-{uuid.uuid4().hex[:12]}"
         #: Attempts repeated after a connection failure, since open.
         self.retries = 0
+        #: Batches found already (partly) stored by an attempt whose reply was lost.
+        self.replayed = 0
         self._client: Any = None
         self._doubt: dict[str, tuple[int, int, int]] = {}  # sid -> (epoch, lo, hi)
         p = self.prefix
@@ -405,7 +407,8 @@ class RedisStore:
         out: list[CallstateError | None] = []
         for b, (code, epoch, seq) in zip(batches, results, strict=True):
             self._doubt.pop(b.session_id, None)
-            if code in (0, 4):
+            if code in (0, 4, 5):
+                self.replayed += code != 0
                 out.append(None)
             else:
                 out.append(
