@@ -13,6 +13,7 @@ import callstate
 import callstate.testing
 
 EXPECTED = [
+    "ArchiveRecord",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -24,6 +25,9 @@ EXPECTED = [
     "Keeper",
     "MemoryStore",
     "PayloadTooLarge",
+    "Preflight",
+    "RecoveryEvent",
+    "RecoveryPlan",
     "Session",
     "SessionClosed",
     "SessionError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .archive import ArchiveRecord
 from .errors import (
     CallstateError,
     CodecError,
@@ -26,6 +27,8 @@ from .errors import (
 )
 from .events import Event, decode_event, encode_event
 from .keeper import Keeper
+from .observe import RecoveryEvent
+from .recovery import Preflight, RecoveryPlan
 from .session import Session
 from .state import SessionState, ToolCall, fold
 from .storage import MemoryStore, Store, open_store
@@ -34,6 +37,7 @@ from .tools import ToolContext, ToolOutcome, ToolRegistry
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArchiveRecord",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -45,6 +49,9 @@ __all__ = [
     "Keeper",
     "MemoryStore",
     "PayloadTooLarge",
+    "Preflight",
+    "RecoveryEvent",
+    "RecoveryPlan",
     "Session",
     "SessionClosed",
     "SessionError",

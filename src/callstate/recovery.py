@@ -24,7 +24,8 @@ import msgspec
 
 from .context import build_messages
 from .errors import ConfigError, SessionExpired, SessionNotFound, TokenError
-from .state import SessionState, ToolCall
+from .reconcile import InDoubtDecision
+from .state import SessionState
 from .tokens import TokenClaims, is_token, issue_token, verify_token
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ __all__ = [
 ]
 
 PreflightStatus = Literal["resumable", "expired", "unknown", "invalid"]
-Resolution = Literal["rerun", "unknown", "unresolved"]
+Resolution = Literal["rerun", "start", "unknown", "cancel", "unresolved"]
 
 _QUOTE_CHARS: Final = 120
 _CLOSING: Final = "Do not greet the caller again; continue from where the conversation stopped."
@@ -72,9 +73,11 @@ class Preflight(msgspec.Struct, frozen=True, kw_only=True):
 class InDoubtCall(msgspec.Struct, frozen=True, kw_only=True):
     """A tool call the drop left between start and result, and how it was resolved.
 
-    ``resolution`` is ``rerun`` (run again, ``status`` says how that went),
-    ``unknown`` (a write that must not run twice: verify with the caller) or
-    ``unresolved`` (nothing decided it yet).
+    ``resolution`` is the in-doubt decision (``reconcile.InDoubtDecision.action``):
+    ``rerun`` (run again with the same idempotency key), ``start`` (it never
+    started, so it starts now), ``unknown`` (a write that must not run twice: verify
+    with the caller), ``cancel`` (never started and must not), or ``unresolved``
+    (nothing decided it). ``status`` is the call's status when the plan was made.
     """
 
     call_id: str
@@ -145,21 +148,11 @@ def _unspoken(state: SessionState) -> tuple[str, bool]:
     return state.unspoken, False
 
 
-def _resolution(entry: object, call: ToolCall) -> Resolution:
-    for attr in ("resolution", "decision"):
-        value = getattr(entry, attr, None)
-        if value in ("rerun", "unknown"):
-            return value  # type: ignore[no-any-return]
-    return call.resolution or "unresolved"
-
-
-def _in_doubt(state: SessionState, resolutions: Iterable[object]) -> list[InDoubtCall]:
+def _in_doubt(state: SessionState, decisions: Iterable[InDoubtDecision]) -> list[InDoubtCall]:
     seen: dict[str, Resolution] = {}
-    for entry in resolutions:
-        call_id = getattr(entry, "call_id", None)
-        call = state.calls.get(call_id) if isinstance(call_id, str) else None
-        if call is not None:
-            seen[call.call_id] = _resolution(entry, call)
+    for d in decisions:
+        if d.call_id in state.calls:
+            seen[d.call_id] = d.action
     if not seen:  # nothing resolved them: every call still open is in doubt
         for call in state.in_flight:
             seen[call.call_id] = call.resolution or "unresolved"
@@ -227,8 +220,13 @@ def resume_note(
                 f"{c.name} may or may not have gone through: verify with the caller "
                 "before doing it again."
             )
-        elif c.resolution == "rerun":
-            sentences.append(f"{c.name} was interrupted by the drop and run again: {c.status}.")
+        elif c.resolution in ("rerun", "start"):
+            done = c.status in ("succeeded", "failed", "cancelled")
+            how = "was cut off by the drop and" if c.resolution == "rerun" else "had not started;"
+            then = f"ran again: {c.status}" if done else "is running again; its result will follow"
+            sentences.append(f"{c.name} {how} {then}.")
+        elif c.resolution == "cancel":
+            sentences.append(f"{c.name} had not started and was cancelled.")
         else:
             sentences.append(f"{c.name} was still running; its outcome is not known yet.")
     if owed:
@@ -242,7 +240,7 @@ def resume_note(
 
 
 def plan(
-    state: SessionState, *, gap_s: float, via: str, resolutions: Iterable[object] = ()
+    state: SessionState, *, gap_s: float, via: str, resolutions: Iterable[InDoubtDecision] = ()
 ) -> RecoveryPlan:
     """Build the ``RecoveryPlan`` for a session just taken over. Pure: no I/O.
 
@@ -250,9 +248,8 @@ def plan(
         state: the session's state after the takeover (and in-doubt resolution).
         gap_s: seconds between the last interaction and the takeover.
         via: how it was taken over (``resume``, ``takeover``, ``handoff``).
-        resolutions: what in-doubt resolution decided, one entry per call with a
-            ``call_id`` and a ``resolution`` of ``rerun`` or ``unknown``. When empty,
-            every call still open counts as in doubt and unresolved.
+        resolutions: what in-doubt resolution decided (``session.in_doubt``, step 1 of
+            the takeover). When empty, every call still open counts as unresolved.
     """
     unspoken, cut_by_drop = _unspoken(state)
     in_doubt = _in_doubt(state, resolutions)
@@ -427,6 +424,6 @@ async def continue_run(keeper: Keeper, session: Session, *, gap: float, via: str
     if closing is not None:
         await keeper.archive.insert(closing)
     await keeper.followups.cancel(session.id)
-    session.recovery = plan(
-        session.state, gap_s=gap, via=via, resolutions=getattr(session, "in_doubt", ())
-    )
+    # step 1 (tool recovery) leaves its decisions on ``session.in_doubt``
+    decisions = getattr(session, "in_doubt", ())
+    session.recovery = plan(session.state, gap_s=gap, via=via, resolutions=decisions)

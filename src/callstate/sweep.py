@@ -87,16 +87,16 @@ async def expire_session(keeper: Keeper, rec: SessionRecord, now: float) -> bool
     # an ended call was archived when it ended; inserting again heals a lost write
     if await keeper.archive.insert(record):
         await keeper.followups.schedule(record)
-    keeper._emit(
+    await store.release_lease(rec.session_id, keeper.owner)
+    if keeper.purge_after <= 0:
+        await store.purge(rec.session_id)
+    keeper._emit(  # last: a reader sees the expiry complete
         "session.expired",
         rec.session_id,
         outcome=record.outcome,
         record_id=record.record_id,
         idle_s=now - state.last_interaction_at,
     )
-    await store.release_lease(rec.session_id, keeper.owner)
-    if keeper.purge_after <= 0:
-        await store.purge(rec.session_id)
     return True
 
 

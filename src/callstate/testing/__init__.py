@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from .clock import FakeClock
+from .sinks import CapturingSink
 
-__all__ = ["FakeClock"]
+__all__ = ["CapturingSink", "FakeClock"]
