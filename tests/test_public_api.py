@@ -21,6 +21,7 @@ EXPECTED = [
     "Event",
     "HandoffError",
     "HandoffFormatError",
+    "HandoffPackage",
     "HandoffStateError",
     "Keeper",
     "MemoryStore",

@@ -26,6 +26,7 @@ from .errors import (
     VersionError,
 )
 from .events import Event, decode_event, encode_event
+from .handoff import HandoffPackage
 from .keeper import Keeper
 from .observe import RecoveryEvent
 from .recovery import Preflight, RecoveryPlan
@@ -45,6 +46,7 @@ __all__ = [
     "Event",
     "HandoffError",
     "HandoffFormatError",
+    "HandoffPackage",
     "HandoffStateError",
     "Keeper",
     "MemoryStore",

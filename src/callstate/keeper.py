@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -18,6 +18,7 @@ from ._flush import Flusher
 from .archive import Archive, ArchiveRecord, FollowUpFn, FollowUps, archive_ended, closing_record
 from .errors import CodecError, ConfigError, StaleEpochError
 from .events import decode_event
+from .handoff import DEFAULT_MAX_BYTES
 from .observe import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
 from .recovery import (
     Preflight,
@@ -36,6 +37,8 @@ from .sweep import sweep as sweep_pass
 
 if TYPE_CHECKING:
     from ._guard import _Run
+    from ._handoff_flow import Summarize
+    from .handoff import HandoffPackage
     from .tools import ToolOutcome, ToolRegistry
 
 __all__ = ["Keeper", "restore_state"]
@@ -114,6 +117,11 @@ class Keeper:
         token_ttl: seconds a resume token is valid (the resume window applies too).
         purge_after: seconds after a session expires before its resume state is
             deleted (the archive stays forever).
+        handoff_timeout: seconds an offered handoff stays open before the source may
+            ``reclaim`` it.
+        summarize: ``summarize(messages) -> str`` (or awaitable) that replaces the
+            conversation a handoff's ``max_items`` trims (default: a plain summary).
+        handoff_max_bytes: largest handoff package offered or accepted.
     """
 
     def __init__(
@@ -133,12 +141,16 @@ class Keeper:
         sweep_every: float | None = 30.0,
         token_ttl: float = 86_400.0,
         purge_after: float = 0.0,
+        handoff_timeout: float = 30.0,
+        summarize: Summarize | None = None,
+        handoff_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
         # `not x > 0` also refuses NaN, which compares false to everything
         for name, value in (
             ("resume_window", resume_window),
             ("lease_ttl", lease_ttl),
             ("flush_timeout", flush_timeout),
+            ("handoff_timeout", handoff_timeout),
         ):
             if not value > 0:
                 msg = f"{name} must be > 0 seconds, got {value!r}"
@@ -156,6 +168,12 @@ class Keeper:
         self.lease_ttl = float(lease_ttl)
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or uuid.uuid4().hex
+        if handoff_max_bytes < 1:
+            msg = f"handoff_max_bytes must be >= 1, got {handoff_max_bytes!r}"
+            raise ConfigError(msg)
+        self.handoff_timeout = float(handoff_timeout)
+        self.summarize = summarize
+        self.handoff_max_bytes = int(handoff_max_bytes)
         self._flusher = Flusher(self.store, snapshot_every=snapshot_every, timeout=flush_timeout)
         self._live: dict[str, Session] = {}
         self.observer = Observer(list(sinks or []))
@@ -394,7 +412,18 @@ class Keeper:
             epoch=session.state.epoch,
         )
 
-    async def _take_over(self, rec: SessionRecord, *, via: str) -> Session:
+    async def _take_over(
+        self,
+        rec: SessionRecord,
+        *,
+        via: str,
+        mark: Callable[[Session, int], None] | None = None,
+    ) -> Session:
+        """Claim ``rec`` at epoch+1, restore it and record the new ownership.
+
+        ``mark(session, epoch)`` records the ownership event instead of
+        ``SessionResumed`` (a handoff's accept or reclaim).
+        """
         now = self.clock.now()
         # claim before loading: once claimed, the old owner can append nothing more
         epoch = await self.store.claim(rec.session_id, rec.epoch, self.owner, now + self.lease_ttl)
@@ -408,6 +437,12 @@ class Keeper:
         closing = closing_record(state, now)  # the run this takeover ends, if not archived
         if closing is not None:
             self._closing_runs[rec.session_id] = closing
+        if mark is not None:
+            mark(session, epoch)
+            self._adopt(session)
+            await session.flush()
+            await self._after_resume(session, gap=gap, via=via)
+            return session
         session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=self.owner)
         self._adopt(session)
         await session.flush()
@@ -422,6 +457,61 @@ class Keeper:
     def live(self) -> list[Session]:
         """Sessions this keeper currently owns."""
         return list(self._live.values())
+
+    # -- handoff -----------------------------------------------------------------------
+
+    async def accept(
+        self,
+        package: HandoffPackage | bytes | bytearray | memoryview | str,
+        *,
+        agent: str | None = None,
+    ) -> Session:
+        """Accept an offered handoff (the package, its bytes or its id): exactly once.
+
+        The returned session is owned here at the offer's epoch+1 with
+        ``state.agent`` the package's target; the source is fenced. Results of
+        calls still running in the source land in it as they complete.
+
+        Args:
+            agent: the accepting agent; it must be the package's target (a check,
+                never an override).
+
+        Raises:
+            HandoffFormatError: the bytes do not verify (see ``HandoffPackage.from_bytes``).
+            HandoffStateError: unknown package, already accepted or reclaimed, the
+                session moved on since the offer, or ``agent`` is not the target.
+        """
+        from ._handoff_flow import accept
+
+        return await accept(self, package, agent=agent)
+
+    async def reclaim(
+        self,
+        package: HandoffPackage | bytes | bytearray | memoryview | str,
+        *,
+        handoff_timeout: float | None = None,
+    ) -> Session:
+        """Take back an offer nobody accepted in time (default: the keeper's ``handoff_timeout``).
+
+        The source agent owns the session again at epoch+1; the package can no longer
+        be accepted.
+
+        Raises:
+            HandoffStateError: the offer is still open, or was already accepted or reclaimed.
+        """
+        from ._handoff_flow import reclaim
+
+        return await reclaim(self, package, handoff_timeout=handoff_timeout)
+
+    async def collect_late_results(self) -> int:
+        """Record now any stored outcome of calls that finished in an earlier owner.
+
+        The keeper also polls for them on its own while it owns such calls. Returns
+        how many landed.
+        """
+        from ._handoff_flow import collect_all
+
+        return await collect_all(self)
 
     # -- internals shared with Session -------------------------------------------------
 

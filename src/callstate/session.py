@@ -19,6 +19,8 @@ from .reconcile import InDoubtDecision
 from .state import SessionState, apply
 
 if TYPE_CHECKING:
+    from ._handoff_flow import Summarize
+    from .handoff import HandoffPackage
     from .keeper import Keeper
     from .recovery import RecoveryPlan
     from .tools import ToolOutcome
@@ -215,6 +217,52 @@ class Session:
         """
         return await _barge_in.contradict(self, call_id, reason)
 
+    # -- handoff -----------------------------------------------------------------------
+
+    async def handoff(
+        self,
+        *,
+        to: str,
+        reason: str = "",
+        summary: str | None = None,
+        max_items: int | None = None,
+        summarize: Summarize | None = None,
+    ) -> HandoffPackage:
+        """Offer the session to agent ``to``: freeze this handle and store a signed package.
+
+        From the moment this is called the handle records nothing more (its recording
+        methods and ``flush`` raise ``SessionFrozen``). The returned package is durable
+        in the store: ``keeper.accept(package_id)`` works from any process sharing the
+        store and secret. Calls still running complete, and their outcomes land in
+        whoever owns the session next. Unaccepted, it can be taken back with
+        ``keeper.reclaim`` after the keeper's ``handoff_timeout``.
+
+        Args:
+            to: the target agent.
+            reason: why the call is handed over.
+            summary: a note from this agent to the target, carried in the package.
+            max_items: keep only about this many newest conversation items; the rest
+                is replaced by one summary (a tool call is never cut from its result).
+            summarize: ``summarize(messages) -> str`` (or awaitable) for the trimmed
+                part; default the keeper's ``summarize``, else a plain summary.
+
+        Raises:
+            SessionFrozen / SessionClosed / StaleEpochError: the handle may not record.
+            ConfigError: the keeper has no ``secret`` to sign with.
+            PayloadTooLarge: the package is over the keeper's ``handoff_max_bytes``.
+            HandoffError: a bad argument; the offer is withdrawn on any failure.
+        """
+        from ._handoff_flow import offer
+
+        return await offer(
+            self,
+            to=to,
+            reason=reason,
+            summary=summary,
+            max_items=max_items,
+            summarize=summarize,
+        )
+
     # -- reading -----------------------------------------------------------------------
 
     def context(self, *, system: str | None = None) -> list[dict[str, Any]]:
@@ -267,10 +315,14 @@ class Session:
 
         Raises:
             StaleEpochError: a newer owner took the session; this handle is fenced.
+            SessionFrozen: the session was offered to another agent (the offer itself
+                was made durable by ``handoff``).
             StorageError: the store stayed unreachable past the keeper's flush timeout.
         """
         if self._error is not None:
             raise self._error
+        if self.state.status == "offered":
+            self._check_writable()  # raises SessionFrozen
         await self._keeper._flusher.wait_durable(self, self.state.seq)
 
     async def end(self, reason: str = "ended", *, tool_grace: float = 5.0) -> None:
@@ -293,8 +345,8 @@ class Session:
             return
         await _tool_recovery.release_runs(self)  # their calls stay in doubt until resumed
         try:
-            if self._error is None:
-                await self.flush()
+            if self._error is None and self.state.status != "offered":
+                await self.flush()  # an offered handle's events were made durable by handoff
         finally:
             await self._release()
 

@@ -1,0 +1,325 @@
+"""Offer, accept and reclaim a handoff: freezing, exactly-once acceptance, fencing.
+
+This is the I/O side of :mod:`callstate.handoff`, driven by ``Session.handoff``,
+``Keeper.accept`` and ``Keeper.reclaim``.
+
+**Fencing.** Offering records ``HandoffOffered`` (the session is frozen from that
+moment: its recording methods and ``flush`` raise ``SessionFrozen``), waits until the
+offer is durable, then stores the signed package. A failure on the way withdraws the
+offer (``HandoffReclaimed`` at the same epoch), so the session is never left frozen
+by an offer nobody can see.
+
+**Exactly once.** Accept and reclaim each first move the stored package out of
+``offered`` (``accepted`` or ``reclaimed``); only one of them can. The winner then
+claims the session from the epoch the package was offered at (``epoch + 1``) and
+records ``HandoffAccepted`` or ``HandoffReclaimed``. The claim is conditional on that
+epoch, so it succeeds at most once too.
+
+**A crash between the two steps** leaves the package moved but the session still at
+the offer's epoch, frozen. It stays ownable: repeating the same accept (or reclaim)
+finds the package already in its own target status with the session still at the
+offer's epoch, and carries on with the claim; ``keeper.resume(session_id)`` takes it
+over in any case.
+
+**Late results** of calls still running at the offer: see :mod:`callstate._handoff_late`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from . import events as ev
+from ._handoff_late import collect, collect_all, hand_over, watch
+from .context import build_messages
+from .errors import (
+    ConfigError,
+    HandoffError,
+    HandoffFormatError,
+    HandoffStateError,
+    PayloadTooLarge,
+    StaleEpochError,
+)
+from .handoff import HandoffPackage, build_payload, default_summarize, trim_point
+from .state import SessionState
+from .storage.base import PackageRow
+
+if TYPE_CHECKING:
+    from .keeper import Keeper
+    from .session import Session
+
+__all__ = ["Summarize", "accept", "collect", "collect_all", "hand_over", "offer", "reclaim"]
+
+#: ``summarize(messages) -> str`` (or an awaitable of it): the trimmed part, summarized.
+Summarize = Callable[[list[dict[str, Any]]], "str | Awaitable[str]"]
+
+
+def _keys(keeper: Keeper) -> list[bytes]:
+    if not keeper.secrets:
+        msg = "handoff packages are signed: create the Keeper with secret=..."
+        raise ConfigError(msg)
+    return keeper.secrets
+
+
+# -- offer ---------------------------------------------------------------------------------
+
+
+async def offer(
+    session: Session,
+    *,
+    to: str,
+    reason: str = "",
+    summary: str | None = None,
+    max_items: int | None = None,
+    summarize: Summarize | None = None,
+) -> HandoffPackage:
+    """Freeze ``session``, store its signed package for agent ``to``, and return it."""
+    keeper = session.keeper
+    keys = _keys(keeper)
+    if not isinstance(to, str) or not to:
+        msg = f"handoff `to` must name the target agent, got {to!r}"
+        raise HandoffError(msg)
+    if max_items is not None and (
+        isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0
+    ):
+        msg = f"handoff `max_items` must be None or an int >= 0, got {max_items!r}"
+        raise HandoffError(msg)
+    session._check_writable()
+    state = session.state
+    package_id = uuid.uuid4().hex
+    now = keeper.clock.now()
+    # frozen from here on: nothing else can change the state the package is built from
+    session._append(ev.HandoffOffered, package_id=package_id, to_agent=to, reason=reason)
+    try:
+        # count from the items the context still shows (an earlier handoff may have trimmed)
+        cut = state.summarized + trim_point(state.items[state.summarized :], state.calls, max_items)
+        earlier = state.summary
+        if cut > state.summarized:
+            earlier = await _summarize(state, cut, summarize or keeper.summarize)
+        payload = build_payload(
+            state,
+            package_id=package_id,
+            to=to,
+            created_at=now,
+            reason=reason,
+            summary=summary,
+            trimmed=cut,
+            earlier=earlier,
+        )
+        package = HandoffPackage(payload)
+        data = package.to_bytes(keys)
+        if len(data) > keeper.handoff_max_bytes:
+            msg = (
+                f"handoff package for session {session.id!r} is {len(data)} bytes, over "
+                f"handoff_max_bytes={keeper.handoff_max_bytes}; pass max_items= to trim it"
+            )
+            raise PayloadTooLarge(msg)
+        # the offer is durable before the package exists, so a stored package always
+        # refers to a frozen session
+        await keeper._flusher.wait_durable(session, state.seq)
+        row = PackageRow(
+            package_id=package_id,
+            session_id=session.id,
+            data=data,
+            status="offered",
+            created_at=now,
+        )
+        await keeper.store.package_put(row)
+    except BaseException:
+        _withdraw(session, package_id)
+        raise
+    keeper._emit(
+        "handoff.offered",
+        session.id,
+        package_id=package_id,
+        to_agent=to,
+        from_agent=state.agent,
+        bytes=len(data),
+        trimmed=cut,
+    )
+    return package
+
+
+async def _summarize(state: SessionState, cut: int, hook: Summarize | None) -> str:
+    """Summarize what the context shows before item ``cut`` (an earlier summary included)."""
+    trimmed = SessionState(
+        items=state.items[:cut],
+        calls=state.calls,
+        summary=state.summary,
+        summarized=state.summarized,
+    )
+    text: Any = (hook or default_summarize)(build_messages(trimmed))
+    if inspect.isawaitable(text):
+        text = await text
+    if not isinstance(text, str):
+        msg = f"summarize must return a str, got {type(text).__name__}"
+        raise HandoffError(msg)
+    return text
+
+
+def _withdraw(session: Session, package_id: str) -> None:
+    """Unfreeze after a failed offer; the flusher lands it behind the offer."""
+    if session.state.pending_handoff == package_id:
+        session._append(ev.HandoffReclaimed, package_id=package_id, epoch=session.state.epoch)
+
+
+# -- accept and reclaim --------------------------------------------------------------------
+
+
+async def _load(
+    keeper: Keeper, ref: HandoffPackage | bytes | bytearray | memoryview | str
+) -> tuple[HandoffPackage, PackageRow]:
+    """The stored package ``ref`` names, verified; the stored copy is authoritative."""
+    keys = _keys(keeper)
+    given: bytes | None = None
+    if isinstance(ref, HandoffPackage):
+        package_id = ref.package_id
+    elif isinstance(ref, bytes | bytearray | memoryview):
+        given = bytes(ref)
+        package_id = HandoffPackage.from_bytes(
+            given, secret=keys, max_bytes=keeper.handoff_max_bytes
+        ).package_id
+    elif isinstance(ref, str):
+        package_id = ref
+    else:
+        msg = f"expected a HandoffPackage, its bytes or a package id, got {type(ref).__name__}"
+        raise HandoffFormatError(msg)
+    row = await keeper.store.package_get(package_id)
+    if row is None or row.status not in ("offered", "accepted", "reclaimed"):
+        msg = f"handoff package {package_id!r:.80} is unknown to the store"
+        raise HandoffStateError(msg)
+    package = HandoffPackage.from_bytes(row.data, secret=keys, max_bytes=keeper.handoff_max_bytes)
+    if package.package_id != package_id or package.session_id != row.session_id:
+        msg = f"stored handoff package {package_id!r} does not match its row (session {row.session_id!r})"
+        raise HandoffFormatError(msg)
+    if given is not None and given != row.data:
+        msg = f"handoff package {package_id!r}: the bytes given differ from the stored offer"
+        raise HandoffFormatError(msg)
+    return package, row
+
+
+async def _move(keeper: Keeper, package: HandoffPackage, to_status: str) -> None:
+    """Move the package out of ``offered`` (or find an interrupted move of our own)."""
+    store = keeper.store
+    pid, sid = package.package_id, package.session_id
+    if not await store.package_transition(pid, "offered", to_status):
+        row = await store.package_get(pid)
+        status = row.status if row is not None else "gone"
+        rec = await store.get(sid)
+        interrupted = (
+            status == to_status
+            and rec is not None
+            and rec.epoch == package.epoch
+            and rec.status == "offered"
+        )
+        if not interrupted:
+            msg = f"handoff package {pid!r} was already {status}; it cannot be {to_status} again"
+            raise HandoffStateError(msg)
+
+
+async def _claim(
+    keeper: Keeper, package: HandoffPackage, mark: Callable[[Session, int], None], via: str
+) -> Session:
+    sid = package.session_id
+    rec = await keeper.store.get(sid)
+    if rec is None or rec.epoch != package.epoch or rec.status != "offered":
+        where = "gone" if rec is None else f"at epoch {rec.epoch}, {rec.status}"
+        msg = (
+            f"session {sid!r} is {where}, no longer as offered in handoff package "
+            f"{package.package_id!r} (epoch {package.epoch}); it moved on without it"
+        )
+        raise HandoffStateError(msg)
+    try:
+        session = await keeper._take_over(rec, via=via, mark=mark)
+    except StaleEpochError as exc:
+        msg = f"handoff package {package.package_id!r}: session {sid!r} was taken first ({exc})"
+        raise HandoffStateError(msg) from exc
+    watch(keeper)
+    await collect(keeper, session)
+    return session
+
+
+def _check_offer(session: Session, package: HandoffPackage) -> None:
+    if session.state.pending_handoff != package.package_id:
+        msg = (
+            f"session {session.id!r} holds no open offer of package {package.package_id!r} "
+            f"(pending: {session.state.pending_handoff!r})"
+        )
+        raise HandoffStateError(msg)
+
+
+async def accept(
+    keeper: Keeper,
+    ref: HandoffPackage | bytes | bytearray | memoryview | str,
+    *,
+    agent: str | None = None,
+) -> Session:
+    """Accept a package exactly once: the target owns the session at ``epoch + 1``."""
+    package, _ = await _load(keeper, ref)
+    if agent is not None and agent != package.target_agent:
+        msg = (
+            f"handoff package {package.package_id!r} was offered to agent "
+            f"{package.target_agent!r}, not to {agent!r}"
+        )
+        raise HandoffStateError(msg)
+    await _move(keeper, package, "accepted")
+
+    def mark(session: Session, epoch: int) -> None:
+        _check_offer(session, package)
+        session._append(
+            ev.HandoffAccepted,
+            package_id=package.package_id,
+            agent=package.target_agent,
+            epoch=epoch,
+            from_agent=package.source_agent,
+            trimmed=package.payload.trimmed,
+            summary=package.payload.earlier,
+        )
+
+    session = await _claim(keeper, package, mark, "handoff")
+    keeper._emit(
+        "handoff.accepted",
+        session.id,
+        package_id=package.package_id,
+        agent=package.target_agent,
+        from_agent=package.source_agent,
+        epoch=session.state.epoch,
+        latency_ms=max(0.0, keeper.clock.now() - package.created_at) * 1000,
+    )
+    return session
+
+
+async def reclaim(
+    keeper: Keeper,
+    ref: HandoffPackage | bytes | bytearray | memoryview | str,
+    *,
+    handoff_timeout: float | None = None,
+) -> Session:
+    """Take back a package nobody accepted within ``handoff_timeout`` s (source, epoch+1)."""
+    package, row = await _load(keeper, ref)
+    wait = keeper.handoff_timeout if handoff_timeout is None else float(handoff_timeout)
+    due = package.created_at + wait
+    now = keeper.clock.now()
+    if row.status == "offered" and now < due:
+        msg = (
+            f"handoff package {package.package_id!r} is still open to agent "
+            f"{package.target_agent!r} for {due - now:.1f}s (timeout {wait:g}s)"
+        )
+        raise HandoffStateError(msg)
+    await _move(keeper, package, "reclaimed")
+
+    def mark(session: Session, epoch: int) -> None:
+        _check_offer(session, package)
+        session._append(ev.HandoffReclaimed, package_id=package.package_id, epoch=epoch)
+
+    session = await _claim(keeper, package, mark, "reclaim")
+    keeper._emit(
+        "handoff.reclaimed",
+        session.id,
+        package_id=package.package_id,
+        agent=package.source_agent,
+        epoch=session.state.epoch,
+    )
+    return session

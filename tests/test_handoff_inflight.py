@@ -1,0 +1,175 @@
+"""Calls in flight at a handoff complete into the new owner; owed results move with it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import callstate
+from callstate import events as ev
+from callstate.testing import FakeClock
+
+SECRET = b"handoff-flow-secret-0123456789ab"
+
+
+@dataclass
+class Gate:
+    """A real tool that runs until the test opens its gate."""
+
+    started: asyncio.Event
+    release: asyncio.Event
+
+
+@dataclass
+class Pair:
+    a: callstate.Keeper  # the source agent's process
+    b: callstate.Keeper  # the target agent's process
+    clock: FakeClock
+    gate: Gate
+
+
+def _registry(gate: Gate) -> callstate.ToolRegistry:
+    tools = callstate.ToolRegistry()
+
+    @tools.tool(effect="write", idempotent=True)
+    async def move_booking(booking_id: str) -> dict[str, str]:
+        gate.started.set()
+        await gate.release.wait()
+        return {"moved": booking_id}
+
+    @tools.tool
+    async def lookup(booking_id: str) -> dict[str, str]:
+        return {"booking": booking_id, "time": "19:00"}
+
+    return tools
+
+
+@pytest.fixture
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    """Two keepers with real tools, each with its own connection to one SQLite file."""
+    clock = FakeClock()
+    gate = Gate(asyncio.Event(), asyncio.Event())
+    url = f"sqlite:///{tmp_path}/cs.db"
+    a = callstate.Keeper(url, secret=SECRET, clock=clock, tools=_registry(gate))
+    b = callstate.Keeper(url, secret=SECRET, clock=clock, tools=_registry(gate))
+    async with a, b:
+        yield Pair(a, b, clock, gate)
+        gate.release.set()  # let any tool still waiting finish before the keepers close
+
+
+async def _conversation(k: callstate.Keeper) -> callstate.Session:
+    s = await k.start(agent="triage", caller="+15551234567")
+    s.user_said("I have a billing question about booking B1")
+    await s.run_tool("lookup", {"booking_id": "B1"}, call_id="c0")
+    u = s.agent_started("It is at seven; I'll pass you to billing")
+    s.agent_finished(u)
+    await s.flush()
+    return s
+
+
+async def _journal(k: callstate.Keeper, sid: str) -> list[ev.Event]:
+    return [ev.decode_event(raw) for raw in await k.store.read_events(sid)]
+
+
+async def test_trimming_keeps_a_call_still_running(pair: Pair) -> None:
+    """A call in flight at the offer is never trimmed away, whatever max_items says."""
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    s.user_said("how long will it take")
+    s.user_said("hello?")
+    pkg = await s.handoff(to="billing", max_items=1)
+    assert "c1" == pkg.items[0]["id"]
+    assert ["c1"] == pkg.in_flight
+    pair.gate.release.set()
+    await task
+
+
+# -- calls in flight and owed results ---------------------------------------------------------
+
+
+async def test_in_flight_call_completes_into_the_target_in_another_keeper(pair: Pair) -> None:
+    """A tool running at the offer finishes; its result lands in the target, owed (held) there."""
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    pkg = await s.handoff(to="billing")
+    assert ["c1"] == pkg.in_flight
+    t = await pair.b.accept(pkg.to_bytes())
+    assert "started" == t.state.calls["c1"].status
+    pair.gate.release.set()
+    outcome = await task
+    assert ("succeeded", {"moved": "B1"}) == (outcome.status, outcome.result)
+    await pair.b.collect_late_results()
+    call = t.state.calls["c1"]
+    assert ("succeeded", {"moved": "B1"}, "held") == (call.status, call.result, call.delivery)
+    assert ["c1"] == [c.call_id for c in t.state.owed]
+    tool_msgs = [m for m in t.context() if m.get("tool_call_id") == "c1"]
+    assert '"moved":"B1"' in tool_msgs[0]["content"]
+    stored = await pair.a.load(s.id)
+    assert ("succeeded", "held") == (stored.calls["c1"].status, stored.calls["c1"].delivery)
+    # the obligation moved: the target announces the write once the caller has spoken
+    t.user_said("okay")
+    assert "announced" == t.state.calls["c1"].delivery
+
+
+async def test_in_flight_call_lands_at_once_when_this_keeper_accepted(pair: Pair) -> None:
+    """Accepted in the same keeper, the late result is recorded in the target immediately."""
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    pkg = await s.handoff(to="billing")
+    t = await pair.a.accept(pkg)
+    pair.gate.release.set()
+    await task
+    assert ("succeeded", "held") == (t.state.calls["c1"].status, t.state.calls["c1"].delivery)
+    journal = await _journal(pair.b, s.id)
+    assert 1 == sum(isinstance(e, ev.ToolSucceeded) and e.call_id == "c1" for e in journal)
+
+
+async def test_result_finished_before_accept_lands_on_accept(pair: Pair) -> None:
+    """A call that finishes while the offer is open is recorded by the accept itself."""
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    pkg = await s.handoff(to="billing")
+    pair.gate.release.set()
+    await task
+    t = await pair.b.accept(pkg)
+    assert ("succeeded", "held") == (t.state.calls["c1"].status, t.state.calls["c1"].delivery)
+
+
+async def test_in_flight_call_lands_in_the_source_after_a_reclaim(pair: Pair) -> None:
+    """Reclaimed, the source's own late result lands in its new handle."""
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    pkg = await s.handoff(to="billing")
+    pair.clock.advance(pair.a.handoff_timeout)
+    r = await pair.a.reclaim(pkg)
+    pair.gate.release.set()
+    await task
+    assert "succeeded" == r.state.calls["c1"].status
+
+
+async def test_held_result_moves_with_the_session(pair: Pair) -> None:
+    """A result held by a barge-in before the offer is still owed by the target."""
+    s = await _conversation(pair.a)
+    u = s.agent_started("Moving your booking now")
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    s.agent_progress(u, spoken_text="Moving")
+    s.interrupt(heard_text="Moving")
+    pair.gate.release.set()
+    await task
+    assert "held" == s.state.calls["c1"].delivery
+    pkg = await s.handoff(to="billing")
+    assert (["c1"], []) == (pkg.held, pkg.in_flight)
+    t = await pair.b.accept(pkg)
+    assert ["c1"] == [c.call_id for c in t.state.owed]
+    t.user_said("wait, what happened?")
+    assert "announced" == t.state.calls["c1"].delivery
