@@ -1,0 +1,1 @@
+"""Adapter tests: each drives its real framework offline."""
