@@ -37,7 +37,7 @@ TERMINAL: Final = frozenset({"succeeded", "failed", "cancelled", "unknown"})
 SessionStatus = Literal["active", "ended", "expired", "offered", "handed_off"]
 
 
-class Item(msgspec.Struct, kw_only=True):
+class Item(msgspec.Struct, kw_only=True, gc=False):  # only str/float/bool: no cycles
     """One entry of the conversation, in order.
 
     ``kind`` is ``user``, ``assistant`` or ``call`` (a tool call requested at this
