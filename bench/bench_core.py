@@ -38,20 +38,37 @@ AGENT_REPLIES = (
     "There is a window table at eight, and I've noted the request on your booking.",
     "Done: the confirmation is on its way to the email address on your booking.",
 )
+BENCHMARKS = ("record", "flush", "sustained", "restore")
 PROGRESS_STEPS = 3  # TTS word-timing updates per agent utterance
 
 
-def record_turn(s: callstate.Session, i: int) -> int:
-    """Record one realistic conversational turn; returns the number of events recorded."""
+def record_turn(s: callstate.Session, i: int, samples: list[int] | None = None) -> int:
+    """Record one realistic conversational turn; returns the number of events recorded.
+
+    With ``samples``, the duration of each recording call (ns) is appended to it.
+    """
     user = USER_TURNS[i % len(USER_TURNS)]
     reply = AGENT_REPLIES[i % len(AGENT_REPLIES)]
+    clock = time.perf_counter_ns
+    t0 = clock()
     s.user_partial(user[:20])
+    t1 = clock()
     s.user_said(user)
+    t2 = clock()
     uid = s.agent_started(reply)
+    t3 = clock()
+    times = [t1 - t0, t2 - t1, t3 - t2]
     for step in range(1, PROGRESS_STEPS + 1):
-        s.agent_progress(uid, spoken_text=reply[: len(reply) * step // (PROGRESS_STEPS + 1)])
+        spoken = reply[: len(reply) * step // (PROGRESS_STEPS + 1)]
+        t0 = clock()
+        s.agent_progress(uid, spoken_text=spoken)
+        times.append(clock() - t0)
+    t0 = clock()
     s.agent_finished(uid)
-    return 4 + PROGRESS_STEPS
+    times.append(clock() - t0)
+    if samples is not None:
+        samples += times
+    return len(times)
 
 
 def pct(samples: Sequence[float], p: float) -> float:
@@ -67,33 +84,14 @@ def emit(name: str, value: float) -> None:
 
 
 async def bench_record(keeper: callstate.Keeper, events: int) -> None:
-    """Time each hot-path recording call; flushing happens between turns, untimed."""
+    """Time each hot-path recording call: 10 sessions, each flushed after its turn."""
     sessions = [await keeper.start(agent="bench") for _ in range(10)]
-    samples: list[float] = []
-    clock = time.perf_counter_ns
+    samples: list[int] = []
     turn = 0
     while len(samples) < events:
-        s = sessions[turn % len(sessions)]
-        user = USER_TURNS[turn % len(USER_TURNS)]
-        reply = AGENT_REPLIES[turn % len(AGENT_REPLIES)]
-        t0 = clock()
-        s.user_partial(user[:20])
-        t1 = clock()
-        s.user_said(user)
-        t2 = clock()
-        uid = s.agent_started(reply)
-        t3 = clock()
-        samples += (t1 - t0, t2 - t1, t3 - t2)
-        for step in range(1, PROGRESS_STEPS + 1):
-            spoken = reply[: len(reply) * step // (PROGRESS_STEPS + 1)]
-            t0 = clock()
-            s.agent_progress(uid, spoken_text=spoken)
-            samples.append(clock() - t0)
-        t0 = clock()
-        s.agent_finished(uid)
-        samples.append(clock() - t0)
+        record_turn(sessions[turn % len(sessions)], turn, samples)
         turn += 1
-        if turn % len(sessions) == 0:
+        if turn % len(sessions) == 0:  # untimed: every session's turn is made durable
             await asyncio.gather(*(x.flush() for x in sessions))
     await asyncio.gather(*(x.close() for x in sessions))
     us = [ns / 1000 for ns in samples]
@@ -104,7 +102,11 @@ async def bench_record(keeper: callstate.Keeper, events: int) -> None:
 
 
 async def bench_flush(keeper: callstate.Keeper, rounds: int, batch: int) -> None:
-    """Durable latency of flushing one event, then of a batch of ``batch`` events."""
+    """Durable latency of flushing one event, then of a batch of ``batch`` events.
+
+    Each batch goes to a new session, so batches include a snapshot of a short call
+    rather than of one ever-growing session.
+    """
     s = await keeper.start(agent="bench")
     one: list[float] = []
     for i in range(rounds):
@@ -112,15 +114,17 @@ async def bench_flush(keeper: callstate.Keeper, rounds: int, batch: int) -> None
         t0 = time.perf_counter()
         await s.flush()
         one.append((time.perf_counter() - t0) * 1000)
+    await s.close()
     many: list[float] = []
     for i in range(rounds):
+        s = await keeper.start(agent="bench")
         n = 0
         while n < batch:
-            n += record_turn(s, i)
+            n += record_turn(s, i + n)
         t0 = time.perf_counter()
         await s.flush()
         many.append((time.perf_counter() - t0) * 1000)
-    await s.close()
+        await s.close()
     emit("flush_one_p50_ms", pct(one, 50))
     emit("flush_one_p99_ms", pct(one, 99))
     emit("flush_batch_events", batch)
@@ -132,11 +136,12 @@ async def bench_sustained(keeper: callstate.Keeper, sessions: int, turns: int) -
     """Many concurrent sessions, each recording turns and awaiting durability after each."""
     live = [await keeper.start(agent="bench") for _ in range(sessions)]
     turn_ms: list[float] = []
+    record_ns: list[int] = []
 
     async def call(s: callstate.Session) -> int:
         n = 0
         for i in range(turns):
-            n += record_turn(s, i)
+            n += record_turn(s, i, record_ns)
             t0 = time.perf_counter()
             await s.flush()
             turn_ms.append((time.perf_counter() - t0) * 1000)
@@ -151,6 +156,7 @@ async def bench_sustained(keeper: callstate.Keeper, sessions: int, turns: int) -
     emit("sustained_events_per_s", sum(counts) / elapsed)
     emit("sustained_flush_p50_ms", pct(turn_ms, 50))
     emit("sustained_flush_p99_ms", pct(turn_ms, 99))
+    emit("sustained_record_p99_us", pct(record_ns, 99) / 1000)
 
 
 async def bench_restore(keeper: callstate.Keeper, sizes: Sequence[int], rounds: int) -> None:
@@ -164,7 +170,8 @@ async def bench_restore(keeper: callstate.Keeper, sizes: Sequence[int], rounds: 
             if i % 4 == 0:
                 await s.flush()
         await s.close()
-        sid = s.id
+        sid, length = s.id, s.state.seq
+        del s
         resume_ms: list[float] = []
         load_ms: list[float] = []
         for _ in range(rounds):
@@ -178,7 +185,8 @@ async def bench_restore(keeper: callstate.Keeper, sizes: Sequence[int], rounds: 
                 msg = f"restore of {sid} lost turns: {r.state.turn} != {state.turn}"
                 raise RuntimeError(msg)
             await r.close()
-        emit(f"restore_{size}_events", state.seq)
+            del state, r  # freed here, not inside the next round's timing
+        emit(f"restore_{size}_events", length)
         emit(f"load_{size}_ms", statistics.median(load_ms))
         emit(f"restore_{size}_ms", statistics.median(resume_ms))
 
@@ -189,10 +197,14 @@ async def run(args: argparse.Namespace) -> None:
     keeper = callstate.Keeper(store, snapshot_every=args.snapshot_every)
     emit("store", args.store.partition("://")[0])
     async with keeper:
-        await bench_record(keeper, args.record_events)
-        await bench_flush(keeper, args.flush_rounds, args.batch)
-        await bench_sustained(keeper, args.sessions, args.turns)
-        await bench_restore(keeper, args.restore_sizes, args.restore_rounds)
+        if "record" in args.only:
+            await bench_record(keeper, args.record_events)
+        if "flush" in args.only:
+            await bench_flush(keeper, args.flush_rounds, args.batch)
+        if "sustained" in args.only:
+            await bench_sustained(keeper, args.sessions, args.turns)
+        if "restore" in args.only:
+            await bench_restore(keeper, args.restore_sizes, args.restore_rounds)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -212,6 +224,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--restore-rounds", type=int, default=20)
     parser.add_argument("--snapshot-every", type=int, default=100)
+    parser.add_argument(
+        "--only",
+        type=lambda v: set(v.split(",")),
+        default=set(BENCHMARKS),
+        help=f"comma-separated subset of {','.join(BENCHMARKS)}",
+    )
     args = parser.parse_args(argv)
     if args.store is None:
         args.store = f"sqlite:///{Path(tempfile.mkdtemp(prefix='callstate-bench-')) / 'bench.db'}"

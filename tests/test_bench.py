@@ -74,6 +74,7 @@ def test_bench_core_prints_every_metric(store: str, tmp_path: Path) -> None:
         "sustained_events_per_s",
         "sustained_flush_p50_ms",
         "sustained_flush_p99_ms",
+        "sustained_record_p99_us",
     } | {
         f"{kind}_{n}_{unit}"
         for n in (10, 30)
