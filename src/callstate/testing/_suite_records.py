@@ -1,0 +1,236 @@
+"""Store conformance, part three: the insert-only archive, follow-ups and packages."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+import pytest
+
+from ..errors import ConflictError
+from ..storage.base import ArchiveRow, FollowUp, PackageRow, Store
+from ._suite_base import T0, Suite, new_id
+
+__all__ = ["RecordsSuite"]
+
+
+class RecordsSuite(Suite):
+    """Store conformance, part three."""
+
+    # -- archive -----------------------------------------------------------------------------
+
+    async def test_archive_insert_and_get(self, store: Store) -> None:
+        """An archive row reads back exactly, binary data included; an unknown id is None."""
+        row = ArchiveRow(
+            record_id=new_id("rec"),
+            session_id="s1",
+            caller_hash=None,
+            ended_at=T0 + 0.25,
+            outcome="recovered",
+            data=b"\x00\xff binary \x80",
+        )
+        await store.archive_insert(row)
+        assert row == await store.archive_get(row.record_id)
+        assert await store.archive_get("nope") is None
+
+    async def test_archive_is_insert_only(self, store: Store) -> None:
+        """A second row with an existing record_id raises ConflictError; the first is unchanged."""
+        rid = new_id("rec")
+        first = ArchiveRow(
+            record_id=rid,
+            session_id="s1",
+            caller_hash="h",
+            ended_at=T0,
+            outcome="completed",
+            data=b"1",
+        )
+        await store.archive_insert(first)
+        second = ArchiveRow(
+            record_id=rid,
+            session_id="s2",
+            caller_hash=None,
+            ended_at=T0 + 9,
+            outcome="failed",
+            data=b"2",
+        )
+        with pytest.raises(ConflictError):
+            await store.archive_insert(second)
+        assert first == await store.archive_get(rid)
+        assert [first] == await store.archive_list()
+
+    async def test_racing_archive_inserts_keep_exactly_one(self, store: Store) -> None:
+        """Concurrent inserts of one record_id: one lands, the others get ConflictError."""
+        rid = new_id("rec")
+
+        async def insert(i: int) -> None:
+            row = ArchiveRow(
+                record_id=rid,
+                session_id="s",
+                caller_hash=None,
+                ended_at=T0,
+                outcome="completed",
+                data=f"{i}".encode(),
+            )
+            await store.archive_insert(row)
+
+        results = await asyncio.gather(
+            *(insert(i) for i in range(self.racers)), return_exceptions=True
+        )
+        winners = [i for i, r in enumerate(results) if r is None]
+        assert 1 == len(winners)
+        assert all(isinstance(r, ConflictError) for r in results if r is not None)
+        row = await store.archive_get(rid)
+        assert row is not None
+        assert f"{winners[0]}".encode() == row.data
+
+    async def test_archive_list_filters_and_order(self, store: Store) -> None:
+        """archive_list applies every filter given (``since`` inclusive), newest first."""
+
+        def row(n: int, sid: str, caller: str | None, ended: float) -> ArchiveRow:
+            return ArchiveRow(
+                record_id=f"r{n}",
+                session_id=sid,
+                caller_hash=caller,
+                ended_at=ended,
+                outcome="completed",
+                data=b"%d" % n,
+            )
+
+        rows = [
+            row(1, "s1", "h1", T0 + 1),
+            row(2, "s1", "h1", T0 + 4),
+            row(3, "s2", "h1", T0 + 2),
+            row(4, "s3", None, T0 + 3),
+        ]
+        for r in rows:
+            await store.archive_insert(r)
+
+        async def ids(**kw: object) -> list[str]:
+            return [r.record_id for r in await store.archive_list(**kw)]  # type: ignore[arg-type]
+
+        assert ["r2", "r4", "r3", "r1"] == await ids()
+        assert ["r2", "r1"] == await ids(session_id="s1")
+        assert ["r2", "r3", "r1"] == await ids(caller_hash="h1")
+        assert ["r2", "r4", "r3"] == await ids(since=T0 + 2)
+        assert ["r3"] == await ids(caller_hash="h1", since=T0 + 2, session_id="s2")
+        assert ["r2", "r4"] == await ids(limit=2)
+        assert [] == await ids(session_id="nope")
+
+    # -- follow-ups ----------------------------------------------------------------------------
+
+    @staticmethod
+    def _followup(session_id: str, due: float, payload: bytes = b"job") -> FollowUp:
+        return FollowUp(followup_id=new_id("f"), session_id=session_id, due_at=due, payload=payload)
+
+    async def test_followup_claimed_only_when_due(self, store: Store) -> None:
+        """A follow-up is not claimable before ``due_at`` and is claimable from then on."""
+        f = self._followup("s1", T0 + 10, b"\x01payload")
+        await store.followup_put(f)
+        assert [] == await store.followup_claim(T0 + 9.5, "w1", 30)
+        claimed = await store.followup_claim(T0 + 10, "w1", 30)
+        expected = msgspec.structs.replace(
+            f, status="claimed", claimed_by="w1", claimed_until=T0 + 40
+        )
+        assert [expected] == claimed
+
+    async def test_followup_claimed_exactly_once(self, store: Store) -> None:
+        """Racing claimers: every due follow-up goes to exactly one of them."""
+        made = [self._followup(f"s{i}", T0 + i) for i in range(10)]
+        for f in made:
+            await store.followup_put(f)
+        batches = await asyncio.gather(
+            *(store.followup_claim(T0 + 20, f"w{i}", 30, limit=3) for i in range(self.racers))
+        )
+        claimed = [f.followup_id for batch in batches for f in batch]
+        assert sorted(f.followup_id for f in made) == sorted(claimed)
+        assert [] == await store.followup_claim(T0 + 20, "late", 30)
+
+    async def test_followup_claim_order_and_limit(self, store: Store) -> None:
+        """followup_claim takes the earliest due first, at most ``limit`` at a time."""
+        made = [self._followup("s", T0 + d) for d in (5, 1, 3)]
+        for f in made:
+            await store.followup_put(f)
+        first = await store.followup_claim(T0 + 10, "w", 30, limit=2)
+        assert [T0 + 1, T0 + 3] == [f.due_at for f in first]
+        rest = await store.followup_claim(T0 + 10, "w", 30, limit=2)
+        assert [T0 + 5] == [f.due_at for f in rest]
+
+    async def test_lapsed_followup_claim_can_be_reclaimed(self, store: Store) -> None:
+        """A claim that lapsed goes to the next claimer; the first owner can no longer finish it."""
+        f = self._followup("s1", T0)
+        await store.followup_put(f)
+        assert 1 == len(await store.followup_claim(T0, "w1", 30))
+        assert [] == await store.followup_claim(T0 + 29, "w2", 30)
+        again = await store.followup_claim(T0 + 30, "w2", 30)
+        assert [(f.followup_id, "w2", T0 + 60)] == [
+            (g.followup_id, g.claimed_by, g.claimed_until) for g in again
+        ]
+        assert not await store.followup_done(f.followup_id, "w1")
+        assert await store.followup_done(f.followup_id, "w2")
+
+    async def test_followup_done_only_by_its_owner_and_once(self, store: Store) -> None:
+        """done by a non-owner (or of an unknown id) is False; once done it is never claimed."""
+        f = self._followup("s1", T0)
+        await store.followup_put(f)
+        await store.followup_claim(T0, "w1", 30)
+        assert not await store.followup_done(f.followup_id, "w2")
+        assert not await store.followup_done("nope", "w1")
+        assert await store.followup_done(f.followup_id, "w1")
+        assert not await store.followup_done(f.followup_id, "w1")
+        assert [] == await store.followup_claim(T0 + 1_000, "w3", 30)
+
+    async def test_followup_cancel(self, store: Store) -> None:
+        """cancel stops the session's pending follow-ups, returns how many, and spares others."""
+        a1, a2 = self._followup("sa", T0), self._followup("sa", T0 + 1)
+        b = self._followup("sb", T0)
+        for f in (a1, a2, b):
+            await store.followup_put(f)
+        assert 2 == await store.followup_cancel("sa")
+        assert 0 == await store.followup_cancel("sa")
+        assert 0 == await store.followup_cancel("nope")
+        claimed = await store.followup_claim(T0 + 10, "w", 30)
+        assert [b.followup_id] == [f.followup_id for f in claimed]
+        assert 0 == await store.followup_cancel("sb")  # claimed, no longer pending
+
+    async def test_followup_put_replaces_a_pending_one(self, store: Store) -> None:
+        """Putting a pending follow-up again moves its due time and payload."""
+        f = self._followup("s", T0 + 5, b"old")
+        await store.followup_put(f)
+        await store.followup_put(msgspec.structs.replace(f, due_at=T0 + 50, payload=b"new"))
+        assert [] == await store.followup_claim(T0 + 10, "w", 30)
+        claimed = await store.followup_claim(T0 + 50, "w", 30)
+        assert [(T0 + 50, b"new")] == [(g.due_at, g.payload) for g in claimed]
+
+    # -- handoff packages ----------------------------------------------------------------------
+
+    async def test_package_put_get(self, store: Store) -> None:
+        """A stored package reads back exactly; an unknown id is None."""
+        row = PackageRow(package_id=new_id("p"), session_id="s1", data=b"\x00signed", created_at=T0)
+        await store.package_put(row)
+        assert row == await store.package_get(row.package_id)
+        assert await store.package_get("nope") is None
+
+    async def test_package_duplicate_raises_conflict(self, store: Store) -> None:
+        """A second package with an existing id raises ConflictError; the first is unchanged."""
+        row = PackageRow(package_id=new_id("p"), session_id="s1", data=b"one", created_at=T0)
+        await store.package_put(row)
+        with pytest.raises(ConflictError):
+            await store.package_put(msgspec.structs.replace(row, data=b"two", session_id="s2"))
+        assert row == await store.package_get(row.package_id)
+
+    async def test_package_transition_succeeds_once(self, store: Store) -> None:
+        """Racing transitions offered→accepted: exactly one succeeds; a wrong from-status fails."""
+        row = PackageRow(package_id=new_id("p"), session_id="s1", data=b"pkg", created_at=T0)
+        await store.package_put(row)
+        results = await asyncio.gather(
+            *(
+                store.package_transition(row.package_id, "offered", "accepted")
+                for _ in range(self.racers)
+            )
+        )
+        assert 1 == results.count(True)
+        assert not await store.package_transition(row.package_id, "offered", "reclaimed")
+        assert not await store.package_transition("nope", "offered", "accepted")
+        stored = await store.package_get(row.package_id)
+        assert stored is not None
+        assert "accepted" == stored.status
