@@ -27,7 +27,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import events as ev
 from ._timeline import messages_table
 from .cli import command, print_session, store_url
 from .keeper import Keeper
@@ -129,21 +128,6 @@ def _emit(kind: str, **data: Any) -> None:
     sys.stdout.buffer.flush()
 
 
-def _barge_in(s: Session, utterance_id: str, audio_end_ms: int) -> None:
-    """The caller talks over the agent after it said ``HEARD``."""
-    interrupt = getattr(s, "interrupt", None)
-    if callable(interrupt):
-        interrupt(heard_text=HEARD, audio_end_ms=audio_end_ms)
-    else:  # sessions without the reconciler record the bare event
-        s._record(
-            ev.Interrupted,
-            utterance_id=utterance_id,
-            heard_text=HEARD,
-            unspoken_text=UNSPOKEN,
-            audio_end_ms=audio_end_ms,
-        )
-
-
 async def run_child(args: argparse.Namespace) -> int:
     """The agent process: first half of the call, a flush, then wait to be killed."""
     async with Keeper(store_url(args.db), secret=DEMO_SECRET) as keeper:
@@ -155,7 +139,7 @@ async def run_child(args: argparse.Namespace) -> int:
         _emit("say", who="agent", text=f"{HEARD} {UNSPOKEN}")
         s.agent_progress(uid, spoken_text=HEARD.split(";")[0][:28])
         s.agent_progress(uid, spoken_text=HEARD)
-        _barge_in(s, uid, audio_end_ms=2350)
+        s.interrupt(heard_text=HEARD, audio_end_ms=2350)  # the caller talks over the agent
         item = next(i for i in s.state.items if i.id == uid)
         _emit("say", who="barge-in", text=f"the caller talks over the agent after “{item.text}”")
         s.user_said(USER_2)
