@@ -55,6 +55,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "ended_outcome",
+    "write_records",
 ]
 
 ARCHIVE_VERSION: Final = 1
@@ -337,10 +338,11 @@ class Archive:
     ) -> _Paths:
         """Write one pretty JSON file per record into ``directory``; returns the paths."""
         records = await self.list(session_id=session_id, caller=caller, since=since, limit=limit)
-        return await asyncio.to_thread(_write_files, Path(directory), records)
+        return await asyncio.to_thread(write_records, Path(directory), records)
 
 
-def _write_files(out: Path, records: _Records) -> _Paths:
+def write_records(out: Path, records: _Records) -> _Paths:
+    """Write one pretty JSON file per record into ``out`` (blocking; run it in a thread)."""
     out.mkdir(parents=True, exist_ok=True)
     paths: list[Path] = []
     for record in records:

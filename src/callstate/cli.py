@@ -68,7 +68,11 @@ class Command:
 COMMANDS: dict[str, Command] = {}
 
 #: Modules imported before the parser is built, so their ``@command``\ s register.
-COMMAND_MODULES: list[str] = ["callstate._demo"]
+COMMAND_MODULES: list[str] = [
+    "callstate._demo",
+    "callstate._continuity_demo",  # demo scenes: token, caller id, follow-up, expiry
+    "callstate._archive_cli",
+]
 
 DEFAULT_DB = "callstate.db"
 

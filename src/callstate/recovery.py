@@ -175,7 +175,8 @@ def _in_doubt(state: SessionState, decisions: Iterable[InDoubtDecision]) -> list
 
 
 def _quote(text: str) -> str:
-    text = " ".join(text.split())
+    # the note's own punctuation follows the quote, so drop a trailing stop or comma
+    text = " ".join(text.split()).rstrip(".,;:")
     if len(text) > _QUOTE_CHARS:
         text = text[: _QUOTE_CHARS - 1].rstrip() + "…"
     return f"“{text}”"

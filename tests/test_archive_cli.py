@@ -1,0 +1,139 @@
+"""``callstate archive list | show | export`` and the demo's continuity scenes, run as
+the real command in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import callstate
+from callstate.testing import FakeClock
+
+CALLER = "+15551234567"
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "callstate", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> Path:
+    """A database with a completed call, a resumed one and an abandoned one."""
+    path = tmp_path / "cs.db"
+    clock = FakeClock()
+    async with callstate.Keeper(f"sqlite:///{path}", secret=b"s" * 32, clock=clock) as k:
+        done = await k.start(caller=CALLER, agent="triage", session_id="call-done")
+        done.user_said("what time do you open")
+        await done.end(reason="caller_hangup")
+        dropped = await k.start(caller="+15550000000", agent="billing", session_id="call-drop")
+        dropped.user_said("my card was charged twice")
+        await dropped.flush()
+        resumed = await k.resume(dropped.resume_token())
+        resumed.user_said("still there?")
+        await resumed.end(reason="caller_hangup")
+        left = await k.start(agent="web", session_id="call-left")
+        await left.close()
+        clock.advance(601)
+        await k.sweep()
+    return path
+
+
+def test_archive_list_shows_every_call_with_its_outcome(db: Path) -> None:
+    """archive list prints one row per call with outcome and agent."""
+    result = _cli("archive", "list", "--db", str(db), cwd=db.parent)
+    assert 0 == result.returncode, result.stderr
+    rows = {}
+    for line in result.stdout.splitlines():
+        parts = line.split()
+        if parts and parts[0].startswith("call-"):
+            rows[parts[0]] = parts[1:3]
+    assert {
+        "call-done:1": ["completed", "triage"],
+        "call-drop:1": ["superseded", "billing"],
+        "call-drop:2": ["recovered", "billing"],
+        "call-left:1": ["abandoned", "web"],
+    } == rows
+    assert "\x1b[" not in result.stdout
+
+
+def test_archive_list_filters(db: Path) -> None:
+    """--caller, --session and --outcome narrow the list."""
+    by_caller = _cli("archive", "list", "--db", str(db), "--caller", CALLER, cwd=db.parent)
+    by_outcome = _cli("archive", "list", "--db", str(db), "--outcome", "abandoned", cwd=db.parent)
+    by_session = _cli("archive", "list", "--db", str(db), "--session", "call-drop", cwd=db.parent)
+    assert ("call-done:1" in by_caller.stdout, "call-drop" in by_caller.stdout) == (True, False)
+    assert ("call-left:1" in by_outcome.stdout, "call-done" in by_outcome.stdout) == (True, False)
+    assert 2 == by_session.stdout.count("call-drop:")
+
+
+def test_archive_show_prints_transcript_and_recovery(db: Path) -> None:
+    """archive show (by a unique prefix) prints facts, transcript and recovery events."""
+    result = _cli("archive", "show", "call-drop:2", "--db", str(db), cwd=db.parent)
+    assert 0 == result.returncode, result.stderr
+    out = result.stdout
+    assert "recovered" in out
+    assert "still there?" in out
+    assert "session.resumed" in out
+    assert "my card was charged twice" not in out  # that part is call-drop:1's record
+    prefix = _cli("archive", "show", "call-do", "--db", str(db), cwd=db.parent)
+    assert "what time do you open" in prefix.stdout
+
+
+def test_archive_show_unknown_record_fails_naming_it(db: Path) -> None:
+    """An unknown record id exits 1 with an error naming it."""
+    result = _cli("archive", "show", "nope", "--db", str(db), cwd=db.parent)
+    assert 1 == result.returncode
+    assert "archive record 'nope' matches no record" in result.stderr
+
+
+def test_archive_export_writes_one_json_file_per_call(db: Path, tmp_path: Path) -> None:
+    """archive export DIR writes one JSON file per call, each a full record."""
+    out_dir = tmp_path / "export"
+    result = _cli("archive", "export", str(out_dir), "--db", str(db), cwd=db.parent)
+    assert 0 == result.returncode, result.stderr
+    files = sorted(p.name for p in out_dir.iterdir())
+    assert ["call-done.1.json", "call-drop.1.json", "call-drop.2.json", "call-left.1.json"] == files
+    record = json.loads((out_dir / "call-done.1.json").read_text())
+    assert ("completed", "what time do you open") == (
+        record["outcome"],
+        record["transcript"][0]["text"],
+    )
+
+
+def test_archive_commands_never_create_a_database(tmp_path: Path) -> None:
+    """Reading the archive of a missing file fails and creates nothing."""
+    result = _cli("archive", "list", "--db", "missing.db", cwd=tmp_path)
+    assert 1 == result.returncode
+    assert [] == list(tmp_path.iterdir())
+
+
+def test_demo_shows_token_caller_follow_up_and_expiry(tmp_path: Path) -> None:
+    """The demo resumes a reloaded page by token, a phone caller by caller id, runs the
+    follow-ups after their grace, expires a silent caller, and archives every call."""
+    demo = _cli("demo", "--db", "demo.db", cwd=tmp_path)
+    assert 0 == demo.returncode, demo.stdout + demo.stderr
+    out = demo.stdout
+    assert "problem:" not in out
+    assert "keeper.resume(token) → epoch 2, gap 3 s" in out
+    assert "while you were saying “and arrives on Friday before noon”" in out
+    assert "keeper.resume_caller(…)" in out
+    assert "follow-up is cancelled" in out
+    assert 2 == out.count("summary of ")
+    assert "SessionExpired" in out
+    listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path).stdout
+    for outcome in ("completed", "superseded", "recovered", "abandoned"):
+        assert outcome in listed
