@@ -81,7 +81,9 @@ def default_summarize(messages: list[dict[str, Any]], *, limit: int = 1200) -> s
         parts.append("the agent said " + "; ".join(answered))
     if tools:
         parts.append("tools run: " + ", ".join(tools))
-    text = ". ".join(parts) + "." if parts else ""
+    # the first part follows a colon; the others start sentences of their own
+    text = ". ".join(p if i == 0 else p[0].upper() + p[1:] for i, p in enumerate(parts))
+    text = f"{text}." if text else ""
     if prior:
         text = " ".join([*prior, f"Then: {text}" if text else ""]).strip()
     else:

@@ -187,9 +187,10 @@ def secret_list(secret: bytes | str | Sequence[bytes | str]) -> list[bytes]:
 
 
 def decode_envelope(data: bytes) -> _Envelope:
+    """The envelope, once its format version is known to be ours; the payload stays raw."""
     try:
         head = _head_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except ValueError as exc:  # msgspec.DecodeError, or bad UTF-8 in a key
         raise fail(f"not a JSON object (truncated or malformed): {exc}") from None
     except RecursionError:
         raise fail("not a JSON object: nested too deeply") from None
@@ -202,7 +203,7 @@ def decode_envelope(data: bytes) -> _Envelope:
         raise HandoffFormatError(msg)
     try:
         envelope = _envelope_decoder.decode(data)
-    except msgspec.DecodeError as exc:
+    except ValueError as exc:  # msgspec.DecodeError, or bad UTF-8 in a key
         if "missing required field `sig`" in str(exc):
             raise fail("unsigned: missing `sig`") from None
         raise fail(f"envelope: {exc}") from None
@@ -214,6 +215,7 @@ def decode_envelope(data: bytes) -> _Envelope:
 
 
 def decode_sig(text: str) -> bytes:
+    """The MAC bytes of a base64url ``sig``."""
     try:
         sig = unb64(text)
     except (binascii.Error, ValueError):
@@ -224,9 +226,10 @@ def decode_sig(text: str) -> bytes:
 
 
 def decode_payload(body: bytes) -> PackagePayload:
+    """The payload, decoded strictly and cross-checked (only after the MAC verified)."""
     try:
         payload = _payload_decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except ValueError as exc:  # msgspec.DecodeError, or bad UTF-8 in a key
         detail = str(exc).replace("`$", "`$.payload")
         raise fail(detail) from None
     except RecursionError:
@@ -284,6 +287,10 @@ def verify(
         raise fail(f"expected bytes, got {type(data).__name__}")
     if len(data) > max_bytes:
         raise fail(f"size {len(data)} bytes is over the max_bytes cap of {max_bytes}")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise fail(f"not UTF-8 JSON (bad byte at offset {exc.start})") from None
     envelope = decode_envelope(data)
     body = bytes(envelope.payload)
     candidates = [k for k in keys if key_id(k) == envelope.kid] or keys

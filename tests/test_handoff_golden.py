@@ -1,0 +1,111 @@
+"""Golden handoff packages of format version 1: they keep decoding, to the same content.
+
+``tests/golden/handoff_v1_*.json`` were written once by this callstate version (signed
+with ``GOLDEN_SECRET``) and are never regenerated: a change that stops them decoding,
+or changes what they decode to, breaks packages already in flight between versions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import callstate
+from callstate.handoff import HandoffPackage
+
+GOLDEN = Path(__file__).parent / "golden"
+GOLDEN_SECRET = b"callstate-golden-handoff-key-v1!"
+
+
+def _load(name: str) -> tuple[bytes, HandoffPackage]:
+    data = (GOLDEN / name).read_bytes()
+    return data, HandoffPackage.from_bytes(data, secret=GOLDEN_SECRET)
+
+
+def test_basic_v1_package_decodes_to_its_content() -> None:
+    """handoff_v1_basic.json: routing, ledger, owed and in-flight calls, partials, userdata."""
+    _, pkg = _load("handoff_v1_basic.json")
+    assert (1, "pkg-golden-basic", "sess-golden-1", "triage", "billing", 1) == (
+        pkg.version,
+        pkg.package_id,
+        pkg.session_id,
+        pkg.source_agent,
+        pkg.target_agent,
+        pkg.epoch,
+    )
+    assert (
+        "billing question",
+        "Caller wants booking B1 at 20:00 and has an invoice question.",
+    ) == (
+        pkg.reason,
+        pkg.summary,
+    )
+    assert 1700000013.0 == pkg.created_at
+    ledger = {c["call_id"]: c for c in pkg.ledger}
+    assert {
+        "c-read": ("succeeded", None),
+        "c-fail": ("failed", None),
+        "c-write": ("started", None),
+        "c-held": ("succeeded", "held"),
+        "c-doubt": ("unknown", None),
+    } == {cid: (c["status"], c["delivery"]) for cid, c in ledger.items()}
+    assert (["c-write"], ["c-held"], ["c-doubt"]) == (pkg.in_flight, pkg.held, pkg.in_doubt)
+    write = ledger["c-write"]
+    assert ("write", True, "undo_move", "k-write", True) == (
+        write["effect"],
+        write["idempotent"],
+        write["compensate"],
+        write["idempotency_key"],
+        write["overtaken"],
+    )
+    assert ({"slots": ["20:00", "21:00"]}, {"page": 1}, 5.0) == (
+        ledger["c-read"]["result"],
+        ledger["c-read"]["progress"],
+        ledger["c-read"]["timeout_s"],
+    )
+    assert ("TimeoutError: upstream", "TimeoutError") == (
+        ledger["c-fail"]["error"],
+        ledger["c-fail"]["error_type"],
+    )
+    assert ("and also my last invoice was", " to eight o'clock now") == (pkg.partial, pkg.unspoken)
+    assert {"intent": "billing", "limits": {"refund": 50.5}, "plan": "pro"} == pkg.userdata
+    assert {"role": "user", "content": "Hi, I need to move booking B1 to eight"} == pkg.messages[0]
+    assert {"role": "assistant", "content": "Moving booking B1"} == pkg.messages[6]
+    assert ["c-write", "c-held", "c-doubt"] == [c["id"] for c in pkg.messages[7]["tool_calls"]]
+    assert 9 == len(pkg.items)
+    state = pkg.to_state()
+    assert ("billing", "+15551234567", {"channel": "phone"}) == (
+        state.agent,
+        state.caller,
+        state.metadata,
+    )
+
+
+def test_trimmed_v1_package_decodes_to_its_content() -> None:
+    """handoff_v1_trimmed.json: six items summarized, the calls still running kept."""
+    _, pkg = _load("handoff_v1_trimmed.json")
+    assert (6, 3) == (pkg.payload.trimmed, len(pkg.items))
+    assert [
+        "Earlier in this call: the caller said "
+        '"Hi, I need to move booking B1 to eight"; "Eight is fine". The agent said '
+        '"Sure, let me check availability"; "Moving booking B1". Tools run: '
+        "check_availability (succeeded), lookup_invoice (failed).",
+    ] == [m["content"] for m in pkg.messages if m["role"] == "system"]
+    assert ["c-write", "c-held", "c-doubt"] == [i["id"] for i in pkg.items]
+    assert ["c-write"] == pkg.in_flight
+
+
+@pytest.mark.parametrize("name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json"])
+def test_golden_packages_reencode_byte_for_byte(name: str) -> None:
+    """Decoding and re-signing a golden package reproduces its exact bytes."""
+    data, pkg = _load(name)
+    assert data == HandoffPackage(pkg.payload).to_bytes(GOLDEN_SECRET)
+
+
+@pytest.mark.parametrize("name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json"])
+def test_golden_packages_still_refuse_other_secrets(name: str) -> None:
+    """A golden package does not verify with another secret."""
+    data = (GOLDEN / name).read_bytes()
+    with pytest.raises(callstate.HandoffFormatError, match="signature"):
+        HandoffPackage.from_bytes(data, secret=b"not-the-golden-secret-0123456789")
