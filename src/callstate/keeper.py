@@ -31,7 +31,7 @@ from .recovery import (
 from .session import Session
 from .state import SessionState, apply, decode_state
 from .storage import open_store
-from .storage.base import Batch, Loaded, SessionRecord, Store
+from .storage.base import Batch, Loaded, SessionRecord, Store, stale_claim
 from .sweep import SweepResult
 from .sweep import sweep as sweep_pass
 
@@ -314,7 +314,12 @@ class Keeper:
         return restore_state(await self.store.load(session_id))
 
     async def resume(
-        self, token_or_id: str, *, caller: str | None = None, via: str = "resume"
+        self,
+        token_or_id: str,
+        *,
+        caller: str | None = None,
+        via: str = "resume",
+        expected_epoch: int | None = None,
     ) -> Session:
         """Take ownership of a stored session at epoch+1 and return its live handle.
 
@@ -323,7 +328,9 @@ class Keeper:
         restored, the previous owner is fenced, pending follow-ups are cancelled, and
         ``session.recovery`` holds the ``RecoveryPlan``. A token issued at any earlier
         epoch still works while the window is open; a caller-bound token given with
-        ``caller=`` must match it.
+        ``caller=`` must match it. With ``expected_epoch`` (the epoch the caller last
+        saw, e.g. a dispatcher's) the session is taken only if it is still at that
+        epoch: of several workers told to resume it at once, exactly one wins.
 
         Raises:
             TokenError: the token is malformed, tampered, signed by an unknown key or
@@ -335,6 +342,8 @@ class Keeper:
         """
         t0 = time.perf_counter()
         rec, claims = await check_resumable(self, token_or_id, caller=caller)
+        if expected_epoch is not None and expected_epoch != rec.epoch:
+            raise stale_claim(rec.session_id, expected_epoch, rec.epoch)
         session = await self._take_over(rec, via=via)
         self._resumed(session, t0, via=via, channel="token" if claims else "id")
         return session
