@@ -1,0 +1,215 @@
+"""The SQLite store's side tables: caller index, insert-only archive, follow-ups, packages."""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..errors import ConflictError
+from ._sqlite_base import SQLiteBase
+from ._sqlite_schema import archive_row
+from .base import ArchiveRow, FollowUp, PackageRow
+
+__all__ = ["SQLiteRecords"]
+
+
+class SQLiteRecords(SQLiteBase):
+    """Everything of ``SQLiteStore`` that is not a session or its journal."""
+
+    # -- caller index --------------------------------------------------------------------
+
+    async def index_caller(self, caller_hash: str, session_id: str, at: float) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO callers (caller_hash, session_id, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (caller_hash, session_id) DO UPDATE SET at = excluded.at",
+                (caller_hash, session_id, at),
+            )
+        )
+
+    async def lookup_caller(self, caller_hash: str) -> list[tuple[str, float]]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT session_id, at FROM callers WHERE caller_hash = ? ORDER BY at DESC",
+                (caller_hash,),
+            ).fetchall()
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    # -- archive -------------------------------------------------------------------------
+
+    async def archive_insert(self, row: ArchiveRow) -> None:
+        def txn(c: sqlite3.Connection) -> None:
+            try:
+                c.execute(
+                    "INSERT INTO archive (record_id, session_id, caller_hash, ended_at, outcome, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        row.record_id,
+                        row.session_id,
+                        row.caller_hash,
+                        row.ended_at,
+                        row.outcome,
+                        row.data,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise  # a NULL or other bad value: a StorageError, not a clash
+                msg = f"archive record {row.record_id!r} already exists; archive rows are never overwritten"
+                raise ConflictError(msg) from exc
+
+        await self._run(txn)
+
+    async def archive_get(self, record_id: str) -> ArchiveRow | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT record_id, session_id, caller_hash, ended_at, outcome, data "
+                "FROM archive WHERE record_id = ?",
+                (record_id,),
+            ).fetchone()
+        )
+        return None if row is None else archive_row(row)
+
+    async def archive_list(
+        self,
+        *,
+        session_id: str | None = None,
+        caller_hash: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[ArchiveRow]:
+        where: list[str] = ["1"]
+        args: list[object] = []
+        for col, val, op in (
+            ("session_id", session_id, "="),
+            ("caller_hash", caller_hash, "="),
+            ("ended_at", since, ">="),
+        ):
+            if val is not None:
+                where.append(f"{col} {op} ?")
+                args.append(val)
+        sql = (
+            "SELECT record_id, session_id, caller_hash, ended_at, outcome, data FROM archive "
+            f"WHERE {' AND '.join(where)} ORDER BY ended_at DESC LIMIT ?"
+        )
+        rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
+        return [archive_row(r) for r in rows]
+
+    # -- follow-ups ----------------------------------------------------------------------
+
+    async def followup_put(self, followup: FollowUp) -> None:
+        f = followup
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO followups (followup_id, session_id, due_at, payload, status, "
+                "claimed_by, claimed_until) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (followup_id) DO UPDATE SET due_at = excluded.due_at, "
+                "payload = excluded.payload WHERE followups.status = 'pending'",
+                (
+                    f.followup_id,
+                    f.session_id,
+                    f.due_at,
+                    f.payload,
+                    f.status,
+                    f.claimed_by,
+                    f.claimed_until,
+                ),
+            )
+        )
+
+    async def followup_cancel(self, session_id: str) -> int:
+        return await self._run(
+            lambda c: (
+                c.execute(
+                    "UPDATE followups SET status = 'cancelled' WHERE session_id = ? AND status = 'pending'",
+                    (session_id,),
+                ).rowcount
+            )
+        )
+
+    async def followup_claim(
+        self, now: float, owner: str, claim_for: float, limit: int = 10
+    ) -> list[FollowUp]:
+        def txn(c: sqlite3.Connection) -> list[FollowUp]:
+            rows = c.execute(
+                "SELECT followup_id, session_id, due_at, payload FROM followups "
+                "WHERE (status = 'pending' AND due_at <= ?) "
+                "OR (status = 'claimed' AND claimed_until <= ?) ORDER BY due_at LIMIT ?",
+                (now, now, limit),
+            ).fetchall()
+            out = []
+            for r in rows:
+                c.execute(
+                    "UPDATE followups SET status = 'claimed', claimed_by = ?, claimed_until = ? "
+                    "WHERE followup_id = ?",
+                    (owner, now + claim_for, r[0]),
+                )
+                out.append(
+                    FollowUp(
+                        followup_id=r[0],
+                        session_id=r[1],
+                        due_at=r[2],
+                        payload=r[3],
+                        status="claimed",
+                        claimed_by=owner,
+                        claimed_until=now + claim_for,
+                    )
+                )
+            return out
+
+        return await self._run(lambda c: self._write(c, txn))
+
+    async def followup_done(self, followup_id: str, owner: str) -> bool:
+        count = await self._run(
+            lambda c: (
+                c.execute(
+                    "UPDATE followups SET status = 'done' "
+                    "WHERE followup_id = ? AND status = 'claimed' AND claimed_by = ?",
+                    (followup_id, owner),
+                ).rowcount
+            )
+        )
+        return bool(count)
+
+    # -- handoff packages ------------------------------------------------------------------
+
+    async def package_put(self, row: PackageRow) -> None:
+        def txn(c: sqlite3.Connection) -> None:
+            try:
+                c.execute(
+                    "INSERT INTO packages (package_id, session_id, data, status, created_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (row.package_id, row.session_id, row.data, row.status, row.created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                    raise  # a NULL or other bad value: a StorageError, not a clash
+                msg = f"handoff package {row.package_id!r} already exists"
+                raise ConflictError(msg) from exc
+
+        await self._run(txn)
+
+    async def package_get(self, package_id: str) -> PackageRow | None:
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT package_id, session_id, data, status, created_at FROM packages "
+                "WHERE package_id = ?",
+                (package_id,),
+            ).fetchone()
+        )
+        if row is None:
+            return None
+        return PackageRow(
+            package_id=row[0], session_id=row[1], data=row[2], status=row[3], created_at=row[4]
+        )
+
+    async def package_transition(self, package_id: str, from_status: str, to_status: str) -> bool:
+        count = await self._run(
+            lambda c: (
+                c.execute(
+                    "UPDATE packages SET status = ? WHERE package_id = ? AND status = ?",
+                    (to_status, package_id, from_status),
+                ).rowcount
+            )
+        )
+        return bool(count)

@@ -1,0 +1,155 @@
+"""The SQLite store's schema: versioned migrations and row converters."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Any, Final
+
+from ..errors import StorageError
+from .base import ArchiveRow, SessionRecord
+
+__all__ = ["MIGRATIONS", "SESSION_COLS", "archive_row", "migrate", "session_row"]
+
+#: Versioned schema migrations; each runs once, in order, inside a transaction.
+MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
+    (
+        1,
+        """
+        CREATE TABLE sessions (
+            session_id TEXT PRIMARY KEY,
+            epoch INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            agent TEXT NOT NULL,
+            status TEXT NOT NULL,
+            caller_hash TEXT,
+            created_at REAL NOT NULL,
+            last_interaction_at REAL NOT NULL,
+            lease_owner TEXT,
+            lease_until REAL NOT NULL DEFAULT 0,
+            snapshot_seq INTEGER NOT NULL DEFAULT 0
+        ) WITHOUT ROWID;
+        CREATE INDEX sessions_interaction ON sessions (last_interaction_at);
+        CREATE TABLE events (
+            session_id TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            epoch INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (session_id, seq)
+        ) WITHOUT ROWID;
+        CREATE TABLE snapshots (
+            session_id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            data BLOB NOT NULL
+        ) WITHOUT ROWID;
+        CREATE TABLE callers (
+            caller_hash TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            at REAL NOT NULL,
+            PRIMARY KEY (caller_hash, session_id)
+        ) WITHOUT ROWID;
+        CREATE TABLE archive (
+            record_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            caller_hash TEXT,
+            ended_at REAL NOT NULL,
+            outcome TEXT NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE INDEX archive_session ON archive (session_id);
+        CREATE INDEX archive_caller ON archive (caller_hash);
+        CREATE INDEX archive_ended ON archive (ended_at);
+        CREATE TRIGGER archive_no_update BEFORE UPDATE ON archive
+            BEGIN SELECT RAISE(ABORT, 'callstate archive is insert-only'); END;
+        CREATE TRIGGER archive_no_delete BEFORE DELETE ON archive
+            BEGIN SELECT RAISE(ABORT, 'callstate archive is insert-only'); END;
+        CREATE TABLE followups (
+            followup_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            due_at REAL NOT NULL,
+            payload BLOB NOT NULL,
+            status TEXT NOT NULL,
+            claimed_by TEXT,
+            claimed_until REAL NOT NULL DEFAULT 0
+        );
+        CREATE INDEX followups_due ON followups (status, due_at);
+        CREATE TABLE packages (
+            package_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            data BLOB NOT NULL,
+            status TEXT NOT NULL,
+            created_at REAL NOT NULL
+        );
+        """,
+    ),
+)
+
+SESSION_COLS = (
+    "session_id, epoch, seq, agent, status, caller_hash, created_at, "
+    "last_interaction_at, lease_owner, lease_until, snapshot_seq"
+)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every migration not yet in ``callstate_migrations``, each in its own transaction.
+
+    Raises:
+        StorageError: the database was migrated by a newer callstate.
+    """
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS callstate_migrations "
+        "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    done = {r[0] for r in conn.execute("SELECT version FROM callstate_migrations")}
+    newest = max((v for v, _ in MIGRATIONS), default=0)
+    if done and max(done) > newest:
+        msg = (
+            f"database schema version {max(done)} is newer than this callstate "
+            f"supports ({newest}); upgrade callstate"
+        )
+        raise StorageError(msg)
+    for version, script in MIGRATIONS:
+        if version in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute(
+                "SELECT 1 FROM callstate_migrations WHERE version = ?", (version,)
+            ).fetchone():
+                conn.rollback()  # another process migrated first
+                continue
+            for stmt in script.split(";\n"):  # trigger bodies hold "; " inline
+                if stmt.strip():
+                    conn.execute(stmt)
+            conn.execute("INSERT INTO callstate_migrations VALUES (?, ?)", (version, time.time()))
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+
+
+def session_row(row: tuple[Any, ...]) -> SessionRecord:
+    return SessionRecord(
+        session_id=row[0],
+        epoch=row[1],
+        seq=row[2],
+        agent=row[3],
+        status=row[4],
+        caller_hash=row[5],
+        created_at=row[6],
+        last_interaction_at=row[7],
+        lease_owner=row[8],
+        lease_until=row[9],
+        snapshot_seq=row[10],
+    )
+
+
+def archive_row(row: tuple[Any, ...]) -> ArchiveRow:
+    return ArchiveRow(
+        record_id=row[0],
+        session_id=row[1],
+        caller_hash=row[2],
+        ended_at=row[3],
+        outcome=row[4],
+        data=row[5],
+    )
