@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 import callstate
-from callstate.archive import build_record, decode_record, encode_record
+from callstate.archive import build_record, decode_record, encode_record, superseded_records
 from callstate.errors import CodecError, VersionError
 from callstate.state import fold
 from callstate.testing import FakeClock
@@ -162,16 +162,60 @@ async def test_export_writes_one_json_file_per_call(
 
 
 async def test_takeover_record_carries_the_tool_ledger_and_recovery(
-    keeper: callstate.Keeper,
+    keeper: callstate.Keeper, clock: FakeClock
 ) -> None:
-    """The superseded record lists the run's tool calls and link events."""
+    """The superseded record lists the run's link events and is closed at the takeover."""
     s = await keeper.start()
     s.connection_lost()
     s.connection_restored()
     await s.flush()
-    await keeper.resume(s.id)
-    (record,) = await keeper.archive.list(session_id=s.id)
-    assert ["link.lost", "link.restored"] == [e.kind for e in record.recovery]
+    clock.advance(7)
+    s2 = await keeper.resume(s.id)
+    assert [] == await keeper.archive.list(session_id=s.id)  # a takeover writes nothing
+    await s2.end()
+    record = await keeper.archive.get(f"{s.id}:1")
+    assert record is not None
+    assert ("superseded", ["link.lost", "link.restored"]) == (
+        record.outcome,
+        [e.kind for e in record.recovery],
+    )
+    assert s2.state.run_started_at == record.timings.closed_at
+
+
+async def test_superseded_runs_are_archived_when_the_session_expires(
+    url: str, clock: FakeClock
+) -> None:
+    """After a takeover whose new owner dies, expiry archives both runs: the first as
+    superseded, the second as abandoned."""
+    async with callstate.Keeper(url, clock=clock, owner="a") as a:
+        s = await a.start()
+        s.user_said("first run")
+        await s.flush()
+        async with callstate.Keeper(url, clock=clock, owner="b") as b:
+            taken = await b.resume(s.id, via="takeover")
+            taken.user_said("second run")
+            await taken.flush()
+            b._live.clear()  # b dies without closing: nothing more reaches the store
+        clock.advance(601)
+        await a.sweep()
+        records = sorted(await a.archive.list(session_id=s.id), key=lambda r: r.epoch)
+    assert [("superseded", ["first run"]), ("abandoned", ["second run"])] == [
+        (r.outcome, [i.text for i in r.transcript]) for r in records
+    ]
+
+
+def test_superseded_records_are_rebuilt_deterministically() -> None:
+    """Rebuilding from the journal twice gives the same records, closed at the takeover."""
+    events = make_archive_golden.golden_events()
+    first = superseded_records(events, before_seq=len(events) + 1)
+    again = superseded_records(events, before_seq=len(events) + 1)
+    assert first == again
+    ((rec),) = first
+    assert ("golden-session:1", 1_700_000_011.0, 4) == (
+        rec.record_id,
+        rec.timings.closed_at,
+        rec.last_seq,
+    )
 
 
 def test_golden_v1_record_still_decodes() -> None:

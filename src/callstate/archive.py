@@ -8,8 +8,11 @@ id and a retried write can never land twice: the store refuses a second insert.
 Outcomes: ``completed`` (ended normally), ``recovered`` (ended, in a run that began
 with a resume), ``superseded`` (another owner took over or a handoff was accepted
 before it ended), ``abandoned`` (expired without an end), ``failed`` (ended with
-``failed=True``). Who writes the record: the owner ending the call; the keeper taking
-the session over (``superseded``); the sweep expiring it (``abandoned``).
+``failed=True``). Who writes the records: the owner ending the call, or whoever
+expires it (``abandoned``). A takeover writes nothing, so resuming stays fast: the
+records of runs it superseded are rebuilt from the journal (which is kept until the
+session is purged) when the session next ends or expires, each closed at the time of
+the takeover that ended it, so whichever keeper writes one writes the same record.
 
 Follow-ups (``keeper.on_call_complete(fn, grace=...)``) are stored next to the
 archive, so they survive restarts: one per record and callback, due ``grace`` seconds
@@ -25,7 +28,7 @@ import asyncio
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -34,7 +37,7 @@ import msgspec
 from . import events as ev
 from .errors import CodecError, ConfigError, ConflictError, VersionError
 from .observe import RecoveryEvent, RecoveryKind
-from .state import Item, SessionState, ToolCall
+from .state import Item, SessionState, ToolCall, apply
 from .storage.base import ArchiveRow, FollowUp
 
 if TYPE_CHECKING:
@@ -50,11 +53,12 @@ __all__ = [
     "Outcome",
     "Timings",
     "archive_ended",
+    "archive_run",
     "build_record",
-    "closing_record",
     "decode_record",
     "encode_record",
     "ended_outcome",
+    "superseded_records",
     "write_records",
 ]
 
@@ -244,25 +248,56 @@ def build_record(state: SessionState, *, outcome: Outcome, closed_at: float) -> 
     )
 
 
-def closing_record(state: SessionState, now: float) -> ArchiveRecord | None:
-    """The ``superseded`` record of the run a takeover ends, or None when that run
-    already ended (and was archived then). Call it before the new ownership event."""
-    if state.status not in ("active", "offered"):
-        return None
-    return build_record(state, outcome="superseded", closed_at=now)
+#: Events that begin a new run; the run before one of them, if it never ended, was
+#: superseded by it.
+_TAKEOVERS: Final = (ev.SessionResumed, ev.HandoffAccepted, ev.HandoffReclaimed)
 
 
-async def archive_ended(keeper: Keeper, session: Session) -> bool:
-    """Archive the call ``session`` just ended and schedule its follow-ups.
+def superseded_records(events: Iterable[ev.Event], *, before_seq: int) -> list[ArchiveRecord]:
+    """The ``superseded`` records of every run before ``before_seq`` that a takeover
+    closed without an end. Pure: a fold of the journal.
 
-    Returns False when the record already existed (a retried end).
+    Each is built from the state just before the takeover, closed at the takeover's
+    time, so any keeper rebuilding it at any later moment gets the same record.
     """
-    state = session.state
-    record = build_record(state, outcome=ended_outcome(state), closed_at=keeper.clock.now())
+    state = SessionState()
+    out: list[ArchiveRecord] = []
+    for e in events:
+        if e.seq >= before_seq:
+            break
+        if isinstance(e, _TAKEOVERS) and state.seq and state.status in ("active", "offered"):
+            out.append(build_record(state, outcome="superseded", closed_at=e.at))
+        apply(state, e)
+    return out
+
+
+def _was_taken_over(state: SessionState) -> bool:
+    """Whether the session had runs before this one (only the first begins at start)."""
+    return state.run_via not in ("", "start")
+
+
+async def archive_run(keeper: Keeper, state: SessionState, record: ArchiveRecord) -> bool:
+    """Insert the record of the run that just closed, and before it the records of
+    earlier runs a takeover superseded (rebuilt from the journal: a takeover writes
+    nothing to the archive, so a resume stays fast and a crash loses no record).
+    Schedules follow-ups for ``record`` when it was new. Returns whether it was.
+    """
+    if _was_taken_over(state):
+        raw = await keeper.store.read_events(state.session_id)
+        events = (ev.decode_event(r) for r in raw)
+        for earlier in superseded_records(events, before_seq=state.run_seq + 1):
+            await keeper.archive.insert(earlier)
     if not await keeper.archive.insert(record):
         return False
     await keeper.followups.schedule(record)
     return True
+
+
+async def archive_ended(keeper: Keeper, session: Session) -> bool:
+    """Archive the call ``session`` just ended (see :func:`archive_run`)."""
+    state = session.state
+    record = build_record(state, outcome=ended_outcome(state), closed_at=keeper.clock.now())
+    return await archive_run(keeper, state, record)
 
 
 # -- the archive, as a keeper sees it --------------------------------------------------

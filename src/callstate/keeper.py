@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Self
 from . import events as ev
 from ._clock import Clock, SystemClock
 from ._flush import Flusher
-from .archive import Archive, ArchiveRecord, FollowUpFn, FollowUps, archive_ended, closing_record
+from .archive import Archive, FollowUpFn, FollowUps, archive_ended
 from .errors import CodecError, ConfigError, StaleEpochError
 from .events import decode_event
 from .handoff import DEFAULT_MAX_BYTES
@@ -198,8 +198,6 @@ class Keeper:
         self.followups = FollowUps(self)
         self.sweep_errors = 0
         self._stale_reported: set[tuple[str, int]] = set()
-        #: session id -> the record of the run a takeover just ended, until step 2 stores it
-        self._closing_runs: dict[str, ArchiveRecord] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._tool_runs: dict[tuple[str, str], _Run] = {}  # tool calls running here
         self._late_results: dict[str, dict[str, ToolOutcome]] = {}  # outcomes awaiting a handle
@@ -443,9 +441,6 @@ class Keeper:
         session = Session(self, state)
         session._snapshot_seq = rec.snapshot_seq
         gap = max(0.0, now - state.last_interaction_at)
-        closing = closing_record(state, now)  # the run this takeover ends, if not archived
-        if closing is not None:
-            self._closing_runs[rec.session_id] = closing
         if mark is not None:
             mark(session, epoch)
             self._adopt(session)

@@ -419,11 +419,9 @@ def session_token(
 
 async def continue_run(keeper: Keeper, session: Session, *, gap: float, via: str) -> None:
     """Step 2 of a takeover, once the session is owned, durable and its in-doubt calls
-    resolved (``session.in_doubt``, step 1): archive the run the takeover ended, cancel
-    the follow-ups a reconnect makes moot, and attach the ``RecoveryPlan``."""
-    closing = keeper._closing_runs.pop(session.id, None)
-    if closing is not None:
-        await keeper.archive.insert(closing)
+    resolved (``session.in_doubt``, step 1): cancel the follow-ups a reconnect makes
+    moot and attach the ``RecoveryPlan``. (The run the takeover ended is archived
+    later, from the journal: see :mod:`callstate.archive`.)"""
     await keeper.followups.cancel(session.id)
     # step 1 (tool recovery) leaves its decisions on ``session.in_doubt``
     decisions = getattr(session, "in_doubt", ())

@@ -9,7 +9,8 @@ awaited directly. One pass:
    which claims epoch+1 and so fences the old owner;
 3. expires sessions past ``last_interaction_at + resume_window``: claims them
    (epoch+1, fencing a zombie owner), appends ``SessionExpiredEvent``, writes the
-   call's archive record (``abandoned`` when it never ended), schedules follow-ups;
+   call's archive record (``abandoned`` when it never ended) and those of runs a
+   takeover superseded, schedules follow-ups;
 4. purges the resume state (journal, snapshot, caller index) of expired sessions
    ``purge_after`` seconds after their window closed; with the default of 0 that
    happens in the same pass that expires them. The archive is never purged;
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from . import events as ev
-from .archive import build_record, ended_outcome
+from .archive import archive_run, build_record, ended_outcome
 from .errors import SessionNotFound, StaleEpochError
 from .storage.base import Batch, SessionRecord
 
@@ -85,8 +86,7 @@ async def expire_session(keeper: Keeper, rec: SessionRecord, now: float) -> bool
     if error is not None:
         return False
     # an ended call was archived when it ended; inserting again heals a lost write
-    if await keeper.archive.insert(record):
-        await keeper.followups.schedule(record)
+    await archive_run(keeper, state, record)
     await store.release_lease(rec.session_id, keeper.owner)
     if keeper.purge_after <= 0:
         await store.purge(rec.session_id)
