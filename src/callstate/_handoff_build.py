@@ -11,7 +11,6 @@ from ._handoff_wire import PackageCall, PackageItem, PackageMessage, PackagePayl
 from .context import build_messages
 from .state import TERMINAL, Item, SessionState, ToolCall
 
-_item_fields: Final = frozenset(PackageItem.__struct_fields__)
 _call_fields: Final = frozenset(PackageCall.__struct_fields__)
 
 
@@ -92,9 +91,16 @@ def default_summarize(messages: list[dict[str, Any]], *, limit: int = 1200) -> s
 
 
 def _package_item(item: Item) -> PackageItem:
-    fields = {k: getattr(item, k) for k in _item_fields}
-    fields["spoken"] = None if item.spoken == item.text else item.spoken
-    return PackageItem(**fields)
+    return PackageItem(
+        kind=item.kind,
+        id=item.id,
+        text=item.text,
+        at=item.at,
+        spoken=None if item.spoken == item.text else item.spoken,
+        done=item.done,
+        interrupted=item.interrupted,
+        unspoken=item.unspoken,
+    )
 
 
 def _package_call(call: ToolCall) -> PackageCall:

@@ -173,14 +173,14 @@ async def _load(
 ) -> tuple[HandoffPackage, PackageRow]:
     """The stored package ``ref`` names, verified; the stored copy is authoritative."""
     keys = _keys(keeper)
-    given: bytes | None = None
+    verified: HandoffPackage | None = None  # verified here with this keeper's keys
     if isinstance(ref, HandoffPackage):
         package_id = ref.package_id
     elif isinstance(ref, bytes | bytearray | memoryview):
-        given = bytes(ref)
-        package_id = HandoffPackage.from_bytes(
-            given, secret=keys, max_bytes=keeper.handoff_max_bytes
-        ).package_id
+        verified = HandoffPackage.from_bytes(
+            bytes(ref), secret=keys, max_bytes=keeper.handoff_max_bytes
+        )
+        package_id = verified.package_id
     elif isinstance(ref, str):
         package_id = ref
     else:
@@ -190,12 +190,14 @@ async def _load(
     if row is None or row.status not in ("offered", "accepted", "reclaimed"):
         msg = f"handoff package {package_id!r:.80} is unknown to the store"
         raise HandoffStateError(msg)
-    package = HandoffPackage.from_bytes(row.data, secret=keys, max_bytes=keeper.handoff_max_bytes)
+    if verified is not None and verified.to_bytes() != row.data:
+        msg = f"handoff package {package_id!r}: the bytes given differ from the stored offer"
+        raise HandoffFormatError(msg)
+    package = verified or HandoffPackage.from_bytes(
+        row.data, secret=keys, max_bytes=keeper.handoff_max_bytes
+    )
     if package.package_id != package_id or package.session_id != row.session_id:
         msg = f"stored handoff package {package_id!r} does not match its row (session {row.session_id!r})"
-        raise HandoffFormatError(msg)
-    if given is not None and given != row.data:
-        msg = f"handoff package {package_id!r}: the bytes given differ from the stored offer"
         raise HandoffFormatError(msg)
     return package, row
 

@@ -66,9 +66,11 @@ class HandoffPackage:
 
     version: Final = HANDOFF_VERSION
 
-    def __init__(self, payload: PackagePayload, *, data: bytes | None = None) -> None:
+    def __init__(self, payload: PackagePayload) -> None:
         self.payload = payload
-        self._data = data
+        # the signed bytes of exactly this payload: set only by to_bytes(secret) and
+        # from_bytes, so they always match it
+        self._data: bytes | None = None
 
     # -- identity and routing --------------------------------------------------------------
 
@@ -235,7 +237,9 @@ class HandoffPackage:
             HandoffError: ``secret`` is empty.
         """
         raw, payload = verify(data, secret_list(secret), max_bytes)
-        return cls(payload, data=raw)
+        package = cls(payload)
+        package._data = raw
+        return package
 
     # -- dunder ------------------------------------------------------------------------
 
