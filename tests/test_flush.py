@@ -227,3 +227,19 @@ async def test_a_closed_keeper_refuses_recording() -> None:
         s.user_said("too late")
     assert s.id == exc.value.session_id
     assert 2 == s.durable_seq
+
+
+async def test_an_unencodable_snapshot_is_skipped_not_fatal() -> None:
+    """State changed behind the journal's back cannot be snapshotted; the events still land."""
+    store = MemoryStore()
+    async with Keeper(store, clock=FakeClock(), snapshot_every=1) as keeper:
+        s = await keeper.start()
+        s.state.userdata["handle"] = object()  # not through update_userdata: never journaled
+        s.user_said("lands anyway")
+        await s.flush()
+        other = await keeper.start()
+        other.user_said("the flusher is still alive")
+        await other.flush()
+        assert ["lands anyway"] == await _texts(store, s.id)
+        assert ["the flusher is still alive"] == await _texts(store, other.id)
+        assert (await store.load(s.id)).snapshot is None

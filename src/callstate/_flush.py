@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from .errors import CodecError, StorageError
 from .events import encode_event
 from .state import encode_state
@@ -97,8 +99,11 @@ class Flusher:
         )
         # pending always ends at state.seq, so the snapshot matches the batch's end
         if state.seq - session._snapshot_seq >= self._snapshot_every:
-            batch.snapshot = encode_state(state)
-            batch.snapshot_seq = state.seq
+            try:
+                batch.snapshot = encode_state(state)
+                batch.snapshot_seq = state.seq
+            except (TypeError, ValueError, msgspec.EncodeError):
+                pass  # state changed behind the journal's back; the events still land
         return batch
 
     async def _run(self) -> None:
