@@ -94,7 +94,8 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
         close_calls()
         if item.kind == "user":
             messages.append({"role": "user", "content": item.text})
-        elif item.kind == "assistant" and item.text:
-            messages.append({"role": "assistant", "content": item.text})
+        elif item.kind == "assistant" and (heard := item.text if item.done else item.spoken):
+            # an utterance still playing (or cut off by a drop) counts as far as it was heard
+            messages.append({"role": "assistant", "content": heard})
     close_calls()
     return messages
