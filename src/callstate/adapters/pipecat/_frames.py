@@ -27,7 +27,9 @@ from pipecat.frames.frames import (
     LLMContextUserTurnFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
+    LLMMessagesAppendFrame,
     OutputAudioRawFrame,
+    StartFrame,
     TTSStoppedFrame,
     TTSTextFrame,
 )
@@ -66,11 +68,23 @@ class CallstateProcessor(FrameProcessor):
         self._recovery = recovery
         self._detached: dict[str, _Detached] = {}
         self._announced: set[str] = set()
+        self._watch: asyncio.Task[None] | None = None
+
+    async def cleanup(self) -> None:
+        """Stop watching calls when the pipeline ends (the calls themselves run on)."""
+        await super().cleanup()
+        if self._watch is not None:
+            await self.cancel_task(self._watch)
+            self._watch = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Record what the frame says about speech, then pass it on (or hold it back)."""
         await super().process_frame(frame, direction)
         r = self._recovery
+        if isinstance(frame, StartFrame) and self._watch is None:
+            await self.push_frame(frame, direction)
+            self._watch = self.create_task(r._watch(), "callstate-watch")
+            return
         if direction is _DOWN:
             if isinstance(frame, OutputAudioRawFrame):
                 r._played_audio(frame)
@@ -93,6 +107,12 @@ class CallstateProcessor(FrameProcessor):
             ):
                 return  # the call runs on in the guard: its real outcome follows
         await self.push_frame(frame, direction)
+
+    async def append(self, note: str, *, run_llm: bool) -> None:
+        """Write a system note into the context, safe from interruptions."""
+        frame = LLMMessagesAppendFrame([{"role": "system", "content": note}], run_llm=run_llm)
+        frame.interruptible = False
+        await self.push_frame(frame, _DOWN)
 
     # -- calls Pipecat cancelled ------------------------------------------------------------
 

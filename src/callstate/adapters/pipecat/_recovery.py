@@ -80,6 +80,16 @@ def _note(call: ToolCall) -> str | None:
     return None
 
 
+def _landed_note(call: ToolCall) -> str:
+    """A system note for a call this pipeline did not start, whose outcome just landed."""
+    what = f"{call.name} (call {call.call_id}), started before this pipeline took the call,"
+    if call.delivery == "held":
+        return f"{what} has finished: {call_output(call)}"
+    return (
+        f"{what} has finished: {call_output(call)}. The caller has not heard this yet; tell them."
+    )
+
+
 @dataclass(slots=True, eq=False)
 class _Utterance:
     """One agent response (or one spoken ``TTSSpeakFrame``) and how much of it played."""
@@ -149,7 +159,7 @@ class PipecatRecovery:
         self._starts: dict[int, _Utterance] = {}  # LLMFullResponseStartFrame id -> response
         self._utts: dict[str, _Utterance] = {}  # uid -> response with calls still open
         self._call_utt: dict[str, str] = {}  # tool call id -> uid of the response that asked
-        self._ran: set[str] = set()  # call ids run through this adapter
+        self._known: set[str] = set()  # call ids run or watched by this adapter
         self._noted: set[str] = set()  # call ids whose delivery note was written
         self._seen: deque[int] = deque(maxlen=_SEEN_FRAMES)
         self._last_turn_ts = -1
@@ -175,7 +185,7 @@ class PipecatRecovery:
     def _handler(self, name: str) -> Any:
         async def handle(params: FunctionCallParams) -> None:
             call_id = params.tool_call_id
-            self._ran.add(call_id)
+            self._known.add(call_id)
             run = asyncio.ensure_future(
                 self.session.run_tool(
                     name,
@@ -220,6 +230,52 @@ class PipecatRecovery:
         utt = self._utts.get(uid) if uid is not None else None
         if utt is not None:
             self._maybe_finish(utt)
+
+    # -- calls this pipeline did not start -------------------------------------------------
+
+    async def _watch(self) -> None:
+        """Land the outcomes of calls open when this pipeline took the session over.
+
+        In-doubt calls a resume re-runs here are awaited through the guard (a repeated
+        call id waits for the running call); calls still running in a handoff's source
+        land in this session later, announced by a ``result.held`` event.
+        """
+        pending = {c.call_id for c in self.session.state.in_flight} - self._known
+        if not pending:
+            return
+        self._known |= pending
+        stream = self.session.keeper.events()  # subscribed before looking, so none is missed
+        try:
+            await asyncio.gather(*(self._await_here(cid) for cid in sorted(pending)))
+            left = {cid for cid in pending if self._call(cid) is None}
+            while left:
+                for cid in sorted(left):
+                    call = self._call(cid)
+                    if call is not None:
+                        left.discard(cid)
+                        await self._landed(call)
+                if left:
+                    await anext(stream)  # something happened: look again
+        finally:
+            await stream.aclose()
+
+    def _call(self, call_id: str) -> ToolCall | None:
+        """The call, once it has its outcome."""
+        call = self.session.state.calls.get(call_id)
+        return call if call is not None and call.terminal else None
+
+    async def _await_here(self, call_id: str) -> None:
+        call = self.session.state.calls[call_id]
+        try:
+            await self.session.run_tool(call.name, dict(call.args), call_id=call_id)
+        except CallstateError:
+            return  # this handle may no longer record; the outcome lands on the next one
+        landed = self._call(call_id)
+        if landed is not None:
+            await self._landed(landed)
+
+    async def _landed(self, call: ToolCall) -> None:
+        await self.processor.append(_landed_note(call), run_llm=call.delivery != "held")
 
     # -- the LLM's frames ------------------------------------------------------------------
 
@@ -369,7 +425,7 @@ class PipecatRecovery:
     def _write_notes(self, context: LLMContext) -> None:
         """Tell the model, before it runs, which held results it must (not) voice."""
         for call in self.session.state.calls.values():
-            if call.call_id in self._noted or call.call_id not in self._ran:
+            if call.call_id in self._noted or call.call_id not in self._known:
                 continue
             note = _note(call)
             if note is not None:
