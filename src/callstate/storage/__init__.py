@@ -30,12 +30,12 @@ def open_store(url: str, **options: object) -> Store:
 
             return SQLiteStore(url, **options)  # type: ignore[arg-type]
         case "redis" | "rediss":
-            from .redis import RedisStore  # type: ignore[import-not-found,unused-ignore]
+            from .redis import RedisStore
 
-            return RedisStore(url, **options)  # type: ignore[no-any-return,unused-ignore]
+            return RedisStore(url, **options)  # type: ignore[arg-type]
         case "postgresql" | "postgres":
-            from .postgres import PostgresStore  # type: ignore[import-not-found,unused-ignore]
+            from .postgres import PostgresStore
 
-            return PostgresStore(url, **options)  # type: ignore[no-any-return,unused-ignore]
+            return PostgresStore(url, **options)  # type: ignore[arg-type]
     msg = f"unknown store scheme {scheme!r} in {url!r}; use memory, sqlite, redis or postgresql"
     raise ConfigError(msg)

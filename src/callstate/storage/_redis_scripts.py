@@ -11,7 +11,7 @@ from typing import Final
 
 __all__ = ["SCRIPTS"]
 
-# Pushes ARGV[from..to] onto list KEYS[2] in chunks (Lua's unpack has a stack limit).
+# Pushes ARGV[from..to] onto a list in chunks (Lua's unpack has a stack limit).
 _PUSH = """
 local function push(key, from, to)
   local i = from
@@ -23,51 +23,70 @@ local function push(key, from, to)
 end
 """
 
-# KEYS: meta, events, snapshot.
-# ARGV: epoch, first_seq, last_seq, agent, status, last_interaction_at, snapshot_seq,
-#       has_snapshot, snapshot, doubt_lo, doubt_hi, event...
+# Appends one batch b = {epoch, first_seq, last_seq, agent, status, last_interaction_at
+# (a string), snapshot_seq, has_snapshot, snapshot, doubt_lo, doubt_hi, {event, ...}}
+# (msgpack-decoded) to the session whose meta, events and snapshot keys are given.
 # [doubt_lo, doubt_hi] is the seq range this writer may have committed without seeing
 # the reply (0, 0 when none); only there may the batch overlap the stored journal.
-# Returns {code, stored_epoch, stored_seq}: 0 written, 1 not found, 2 stale epoch,
-# 3 seq conflict, 4 already stored by an attempt whose reply was lost, 5 partly so (the
-# rest is written now).
+# Returns 0 written, 4 already stored by an attempt whose reply was lost, 5 partly so
+# (the rest written now), or {code, stored_epoch, stored_seq} with code 1 not found,
+# 2 stale epoch, 3 seq conflict.
+_APPEND_ONE = """
+local function append_one(meta, evkey, snapkey, b)
+  local stored = redis.call('HMGET', meta, 'epoch', 'seq', 'last_interaction_at')
+  if not stored[1] then return {1, 0, 0} end
+  local epoch, seq = tonumber(stored[1]), tonumber(stored[2])
+  if epoch ~= b[1] then return {2, epoch, seq} end
+  local first, last, events = b[2], b[3], b[12]
+  local skip, code = 0, 0
+  if first ~= seq + 1 then
+    local upto = math.min(seq, last)
+    if first > seq + 1 or first < b[10] or upto > b[11] then return {3, epoch, seq} end
+    -- Only this writer holds this epoch, so equal bytes at equal seqs inside its range
+    -- of doubt are its own unacknowledged commit: accept them, never write them twice.
+    local have = redis.call('LRANGE', evkey, first - 1, upto - 1)
+    if #have ~= upto - first + 1 then return {3, epoch, seq} end
+    for i = 1, #have do
+      if have[i] ~= events[i] then return {3, epoch, seq} end
+    end
+    skip, code = #have, 5
+    if upto == last then return 4 end
+  end
+  local i = skip + 1
+  while i <= #events do
+    local j = math.min(i + 999, #events)
+    redis.call('RPUSH', evkey, unpack(events, i, j))
+    i = j + 1
+  end
+  redis.call('HSET', meta, 'seq', last, 'status', b[5])
+  if b[4] ~= '' then redis.call('HSET', meta, 'agent', b[4]) end
+  if tonumber(b[6]) > tonumber(stored[3]) then
+    redis.call('HSET', meta, 'last_interaction_at', b[6])
+  end
+  if b[8] == 1 then
+    redis.call('SET', snapkey, b[9])
+    redis.call('HSET', meta, 'snapshot_seq', b[7])
+  end
+  return code
+end
+"""
+
+# KEYS: meta, events, snapshot of one session. ARGV: the msgpack-encoded batch.
 APPEND: Final = (
-    _PUSH
+    _APPEND_ONE + "return append_one(KEYS[1], KEYS[2], KEYS[3], cmsgpack.unpack(ARGV[1]))"
+)
+
+# KEYS: meta, events, snapshot of each session in turn. ARGV: the msgpack-encoded list
+# of their batches. One script for a whole group commit (keys of many slots: standalone
+# Redis only). Returns one result per batch, as ``append_one``.
+APPEND_MANY: Final = (
+    _APPEND_ONE
     + """
-local stored = redis.call('HMGET', KEYS[1], 'epoch', 'seq', 'last_interaction_at')
-if not stored[1] then return {1, 0, 0} end
-local epoch, seq = tonumber(stored[1]), tonumber(stored[2])
-if epoch ~= tonumber(ARGV[1]) then return {2, epoch, seq} end
-local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
-local skip = 0
-if first ~= seq + 1 then
-  local upto = math.min(seq, last)
-  if first > seq + 1 or first < tonumber(ARGV[10]) or upto > tonumber(ARGV[11]) then
-    return {3, epoch, seq}
-  end
-  -- Only this writer holds this epoch, so equal bytes at equal seqs inside its range of
-  -- doubt are its own unacknowledged commit: accept them without writing them twice.
-  local have = redis.call('LRANGE', KEYS[2], first - 1, upto - 1)
-  if #have ~= upto - first + 1 then return {3, epoch, seq} end
-  for i = 1, #have do
-    if have[i] ~= ARGV[11 + i] then return {3, epoch, seq} end
-  end
-  skip = #have
-  if upto == last then return {4, epoch, seq} end
+local out = {}
+for i, b in ipairs(cmsgpack.unpack(ARGV[1])) do
+  out[i] = append_one(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], b)
 end
-local code = 0
-if skip > 0 then code = 5 end
-push(KEYS[2], 12 + skip, #ARGV)
-redis.call('HSET', KEYS[1], 'seq', ARGV[3], 'status', ARGV[5])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'agent', ARGV[4]) end
-if tonumber(ARGV[6]) > tonumber(stored[3]) then
-  redis.call('HSET', KEYS[1], 'last_interaction_at', ARGV[6])
-end
-if ARGV[8] == '1' then
-  redis.call('SET', KEYS[3], ARGV[9])
-  redis.call('HSET', KEYS[1], 'snapshot_seq', ARGV[7])
-end
-return {code, epoch, last}
+return out
 """
 )
 
@@ -223,46 +242,46 @@ end
 return n
 """
 
-# KEYS: due index, claimed index. ARGV: followup key prefix, now, owner, claimed_until,
-# limit, retrying. Due pending and lapsed claims are claimed in due order; a retry also
-# returns what this very call (same owner and claimed_until) claimed before its reply
-# was lost. Returns {{id, session_id, due_at, payload}, ...}.
+# KEYS: due index, claimed index. ARGV: retrying, followup key prefix, now, owner,
+# claimed_until, limit. Due pending and lapsed claims are claimed in due order; a retry
+# also returns what this very call (same owner and claimed_until) claimed before its
+# reply was lost. Returns {{id, session_id, due_at, payload}, ...}.
 FOLLOWUP_CLAIM: Final = """
-local limit = tonumber(ARGV[5])
+local limit = tonumber(ARGV[6])
 local picked, seen = {}, {}
 local function gather(ids)
   for _, id in ipairs(ids) do
     if not seen[id] then
       seen[id] = true
-      picked[#picked + 1] = {id, tonumber(redis.call('HGET', ARGV[1] .. id, 'due_at'))}
+      picked[#picked + 1] = {id, tonumber(redis.call('HGET', ARGV[2] .. id, 'due_at'))}
     end
   end
 end
-gather(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, limit))
-gather(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[2], 'LIMIT', 0, limit))
-if ARGV[6] == '1' then
-  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[4], ARGV[4])) do
-    if redis.call('HGET', ARGV[1] .. id, 'claimed_by') == ARGV[3] then gather({id}) end
+gather(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[3], 'LIMIT', 0, limit))
+gather(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[3], 'LIMIT', 0, limit))
+if ARGV[1] == '1' then
+  for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], ARGV[5], ARGV[5])) do
+    if redis.call('HGET', ARGV[2] .. id, 'claimed_by') == ARGV[4] then gather({id}) end
   end
 end
 table.sort(picked, function(a, b) return a[2] < b[2] end)
 local out = {}
 for i = 1, math.min(limit, #picked) do
-  local id, key = picked[i][1], ARGV[1] .. picked[i][1]
-  redis.call('HSET', key, 'status', 'claimed', 'claimed_by', ARGV[3], 'claimed_until', ARGV[4])
+  local id, key = picked[i][1], ARGV[2] .. picked[i][1]
+  redis.call('HSET', key, 'status', 'claimed', 'claimed_by', ARGV[4], 'claimed_until', ARGV[5])
   redis.call('ZREM', KEYS[1], id)
-  redis.call('ZADD', KEYS[2], ARGV[4], id)
+  redis.call('ZADD', KEYS[2], ARGV[5], id)
   local f = redis.call('HMGET', key, 'session_id', 'due_at', 'payload')
   out[i] = {id, f[1], f[2], f[3]}
 end
 return out
 """
 
-# KEYS: followup, claimed index. ARGV: owner, retrying. Returns 1 done, 0 not held.
+# KEYS: followup, claimed index. ARGV: retrying, owner. Returns 1 done, 0 not held.
 FOLLOWUP_DONE: Final = """
 local f = redis.call('HMGET', KEYS[1], 'status', 'claimed_by', 'followup_id')
-if f[2] ~= ARGV[1] then return 0 end
-if f[1] == 'done' and ARGV[2] == '1' then return 1 end
+if f[2] ~= ARGV[2] then return 0 end
+if f[1] == 'done' and ARGV[1] == '1' then return 1 end
 if f[1] ~= 'claimed' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'done')
 redis.call('ZREM', KEYS[2], f[3])
@@ -295,6 +314,7 @@ return 1
 #: Every script by name.
 SCRIPTS: Final[dict[str, str]] = {
     "append": APPEND,
+    "append_many": APPEND_MANY,
     "create": CREATE,
     "load": LOAD,
     "read_events": READ_EVENTS,

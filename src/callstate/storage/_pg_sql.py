@@ -1,0 +1,170 @@
+"""The PostgreSQL store's statements; ``{s}`` stands for the quoted schema.
+
+Every write that must be atomic is one statement (data-modifying CTEs), so it is one
+transaction and one round trip under autocommit.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["ARCHIVE_COLS", "SESSION_COLS", "STATEMENTS"]
+
+SESSION_COLS: Final = (
+    "session_id, epoch, seq, agent, status, caller_hash, created_at, "
+    "last_interaction_at, lease_owner, lease_until, snapshot_seq"
+)
+ARCHIVE_COLS: Final = "record_id, session_id, caller_hash, ended_at, outcome, data"
+_X_COLS: Final = ", ".join("x." + c.strip() for c in SESSION_COLS.split(","))
+
+STATEMENTS: Final[dict[str, str]] = {
+    # The group commit. ``ok`` is the conditional update: a batch lands only if its row
+    # still has its epoch and ends right before it (or, after ``skip`` events already
+    # stored by an attempt whose reply was lost, right before the rest). The events and
+    # snapshots of the sessions it matched are inserted in the same statement.
+    "append": """
+        WITH b AS (
+            SELECT * FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::int8[], %b::int8[],
+                                 %b::text[], %b::text[], %b::float8[], %b::int8[])
+                AS b(session_id, epoch, first_seq, last_seq, skip, agent, status, lia, snap_seq)
+        ), ok AS (
+            UPDATE {s}.sessions AS s SET seq = b.last_seq,
+                agent = CASE WHEN b.agent = '' THEN s.agent ELSE b.agent END,
+                status = b.status,
+                last_interaction_at = greatest(s.last_interaction_at, b.lia),
+                snapshot_seq = CASE WHEN b.snap_seq > 0 THEN b.snap_seq ELSE s.snapshot_seq END
+            FROM b WHERE s.session_id = b.session_id AND s.epoch = b.epoch
+                AND s.seq = b.first_seq - 1 + b.skip
+            RETURNING s.session_id
+        ), ev AS (
+            INSERT INTO {s}.events (session_id, seq, epoch, data)
+            SELECT e.session_id, e.seq, e.epoch, e.data
+            FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::bytea[])
+                AS e(session_id, seq, epoch, data)
+            JOIN ok USING (session_id)
+        ), sn AS (
+            INSERT INTO {s}.snapshots (session_id, seq, data)
+            SELECT x.session_id, x.seq, x.data
+            FROM unnest(%b::text[], %b::int8[], %b::bytea[]) AS x(session_id, seq, data)
+            JOIN ok USING (session_id)
+            ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq, data = excluded.data
+        )
+        SELECT session_id FROM ok
+    """,
+    "append_check": "SELECT session_id, epoch, seq FROM {s}.sessions WHERE session_id = ANY(%s)",
+    "stored_events": (
+        "SELECT data FROM {s}.events WHERE session_id = %s AND seq BETWEEN %s AND %s ORDER BY seq"
+    ),
+    "create": f"""
+        WITH s AS (
+            INSERT INTO {{s}}.sessions ({SESSION_COLS}) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+            ON CONFLICT (session_id) DO NOTHING RETURNING session_id
+        ), e AS (
+            INSERT INTO {{s}}.events (session_id, seq, epoch, data)
+            SELECT s.session_id, e.seq, %s, e.data
+            FROM s, unnest(%b::int8[], %b::bytea[]) AS e(seq, data)
+        ), x AS (
+            INSERT INTO {{s}}.snapshots (session_id, seq, data)
+            SELECT s.session_id, %s, d FROM s, unnest(%b::bytea[]) AS d
+        )
+        SELECT count(*) FROM s
+    """,
+    "created_events": (
+        "SELECT e.data FROM {s}.sessions x JOIN {s}.events e USING (session_id) "
+        "WHERE x.session_id = %s AND x.epoch = %s ORDER BY e.seq LIMIT %s"
+    ),
+    "load": f"""
+        SELECT {_X_COLS}, sn.data,
+            coalesce((SELECT array_agg(e.data ORDER BY e.seq) FROM {{s}}.events e
+                      WHERE e.session_id = x.session_id AND e.seq > coalesce(sn.seq, 0)), '{{}}')
+        FROM {{s}}.sessions x LEFT JOIN {{s}}.snapshots sn USING (session_id)
+        WHERE x.session_id = %s
+    """,
+    "read_events": """
+        SELECT coalesce((SELECT array_agg(e.data ORDER BY e.seq) FROM {s}.events e
+                         WHERE e.session_id = x.session_id AND e.seq > %s), '{}')
+        FROM {s}.sessions x WHERE x.session_id = %s
+    """,
+    "get": f"SELECT {SESSION_COLS} FROM {{s}}.sessions WHERE session_id = %s",
+    "list_sessions": f"SELECT {SESSION_COLS} FROM {{s}}.sessions WHERE ",
+    # the subselect reads the statement's snapshot: the stored epoch when the update missed
+    "claim": """
+        WITH u AS (
+            UPDATE {s}.sessions SET epoch = epoch + 1, lease_owner = %s, lease_until = %s
+            WHERE session_id = %s AND epoch = %s RETURNING epoch
+        )
+        SELECT (SELECT epoch FROM u), (SELECT epoch FROM {s}.sessions WHERE session_id = %s)
+    """,
+    "renew_leases": (
+        "UPDATE {s}.sessions SET lease_until = %s "
+        "WHERE session_id = ANY(%s) AND lease_owner = %s RETURNING session_id"
+    ),
+    "release_lease": (
+        "UPDATE {s}.sessions SET lease_owner = NULL, lease_until = 0 "
+        "WHERE session_id = %s AND lease_owner = %s"
+    ),
+    "purge": """
+        WITH e AS (DELETE FROM {s}.events WHERE session_id = %(sid)s),
+             x AS (DELETE FROM {s}.snapshots WHERE session_id = %(sid)s),
+             c AS (DELETE FROM {s}.callers WHERE session_id = %(sid)s)
+        DELETE FROM {s}.sessions WHERE session_id = %(sid)s
+    """,
+    "index_caller": (
+        "INSERT INTO {s}.callers (caller_hash, session_id, at) VALUES (%s, %s, %s) "
+        "ON CONFLICT (caller_hash, session_id) DO UPDATE SET at = excluded.at"
+    ),
+    "lookup_caller": (
+        "SELECT session_id, at FROM {s}.callers WHERE caller_hash = %s ORDER BY at DESC"
+    ),
+    "archive_insert": (
+        f"INSERT INTO {{s}}.archive ({ARCHIVE_COLS}) VALUES (%s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (record_id) DO NOTHING RETURNING record_id"
+    ),
+    "archive_get": f"SELECT {ARCHIVE_COLS} FROM {{s}}.archive WHERE record_id = %s",
+    "archive_list": f"SELECT {ARCHIVE_COLS} FROM {{s}}.archive WHERE ",
+    # a pending follow-up is replaced whole; one past pending is left as it is
+    "followup_put": (
+        "INSERT INTO {s}.followups (followup_id, session_id, due_at, payload, status, "
+        "claimed_by, claimed_until) VALUES (%s, %s, %s, %s, %s, %s, %s) "
+        "ON CONFLICT (followup_id) DO UPDATE SET session_id = excluded.session_id, "
+        "due_at = excluded.due_at, payload = excluded.payload, status = excluded.status, "
+        "claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until "
+        "WHERE followups.status = 'pending'"
+    ),
+    "followup_cancel": (
+        "UPDATE {s}.followups SET status = 'cancelled' "
+        "WHERE session_id = %s AND status = 'pending' RETURNING 1"
+    ),
+    # SKIP LOCKED: racing claimers each take different rows instead of queueing; a retry
+    # also takes back what this very call claimed before its reply was lost
+    "followup_claim": """
+        UPDATE {s}.followups f SET status = 'claimed', claimed_by = %(owner)s,
+            claimed_until = %(until)s
+        FROM (SELECT followup_id FROM {s}.followups
+              WHERE (status = 'pending' AND due_at <= %(now)s)
+                 OR (status = 'claimed' AND claimed_until <= %(now)s)
+                 OR (%(retrying)s AND status = 'claimed' AND claimed_by = %(owner)s
+                     AND claimed_until = %(until)s)
+              ORDER BY due_at LIMIT %(limit)s FOR UPDATE SKIP LOCKED) c
+        WHERE f.followup_id = c.followup_id
+        RETURNING f.followup_id, f.session_id, f.due_at, f.payload
+    """,
+    "followup_done": (
+        "UPDATE {s}.followups SET status = 'done' WHERE followup_id = %s "
+        "AND claimed_by = %s AND (status = 'claimed' OR (%s AND status = 'done')) RETURNING 1"
+    ),
+    "package_put": (
+        "INSERT INTO {s}.packages (package_id, session_id, data, status, created_at) "
+        "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (package_id) DO NOTHING RETURNING 1"
+    ),
+    "package_get": (
+        "SELECT package_id, session_id, data, status, created_at FROM {s}.packages "
+        "WHERE package_id = %s"
+    ),
+    # the transition id lets a retry recognise its own earlier transition
+    "package_transition": (
+        "UPDATE {s}.packages SET status = %(to)s, transition_id = %(nonce)s "
+        "WHERE package_id = %(id)s AND (status = %(from)s "
+        "OR (status = %(to)s AND transition_id = %(nonce)s)) RETURNING 1"
+    ),
+}

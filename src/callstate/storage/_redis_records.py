@@ -1,0 +1,140 @@
+"""The Redis store's fleet-wide records: caller index, archive, follow-ups, packages.
+
+The archive and the follow-ups each live under one hash tag (``{archive}``,
+``{followups}``), so a record with its indexes, or a whole claim of follow-ups, is one
+atomic script on one Cluster slot. Caller sets and packages are tagged per caller /
+per package.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from ..errors import ConflictError
+from ._redis_base import RedisBase
+from ._redis_codec import archive_fields, archive_row, fmt, package_row, pairs
+from .base import ArchiveRow, FollowUp, PackageRow
+
+__all__ = ["RedisRecords"]
+
+
+class RedisRecords(RedisBase):
+    """Caller index, insert-only archive, follow-ups and handoff packages in Redis."""
+
+    # -- caller index --------------------------------------------------------------------
+
+    async def index_caller(self, caller_hash: str, session_id: str, at: float) -> None:
+        async def op(_: bool) -> None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.zadd(self._caller_key(caller_hash), {session_id: at})
+            pipe.sadd(self._skeys(session_id)[3], caller_hash)  # so purge can find it
+            await pipe.execute()
+
+        await self._run("index_caller", op)
+
+    async def lookup_caller(self, caller_hash: str) -> list[tuple[str, float]]:
+        key = self._caller_key(caller_hash)
+        rows = await self._run(
+            "lookup_caller", lambda _: self._client.zrevrange(key, 0, -1, withscores=True)
+        )
+        return [(m.decode(), float(s)) for m, s in rows]
+
+    # -- archive (insert-only) -------------------------------------------------------
+
+    async def archive_insert(self, row: ArchiveRow) -> None:
+        a = self._arch
+        keys = [a + "rec:" + row.record_id, a + "time", a + "sess:" + row.session_id]
+        if row.caller_hash is not None:
+            keys.append(a + "caller:" + row.caller_hash)
+        fields = archive_fields(row)
+        if not await self._script("archive_insert", "archive_insert", keys, *fields, flag=True):
+            msg = f"archive record {row.record_id!r} already exists; archive rows are never overwritten"
+            raise ConflictError(msg)
+
+    async def archive_get(self, record_id: str) -> ArchiveRow | None:
+        row = await self._hash("archive_get", self._arch + "rec:" + record_id)
+        return archive_row(row) if row else None
+
+    async def archive_list(
+        self,
+        *,
+        session_id: str | None = None,
+        caller_hash: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> list[ArchiveRow]:
+        if limit <= 0:
+            return []
+        a = self._arch
+        if session_id is not None:
+            index = a + "sess:" + session_id
+        elif caller_hash is not None:
+            index = a + "caller:" + caller_hash
+        else:
+            index = a + "time"
+        args = [a + "rec:", "-inf" if since is None else fmt(since), limit]
+        rows = await self._script(
+            "archive_list", "archive_list", [index], *args, session_id or "", caller_hash or ""
+        )
+        return [archive_row(pairs(r)) for r in rows]
+
+    # -- follow-ups ------------------------------------------------------------------
+
+    async def followup_put(self, followup: FollowUp) -> None:
+        f, fu = followup, self._fu
+        fields: list[Any] = ["followup_id", f.followup_id, "session_id", f.session_id]
+        fields += ["status", f.status, "due_at", fmt(f.due_at), "payload", f.payload]
+        fields += ["claimed_until", fmt(f.claimed_until)]
+        if f.claimed_by is not None:
+            fields += ["claimed_by", f.claimed_by]
+        keys = [fu + "f:" + f.followup_id, fu + "due", fu + "claimed", fu + "sess:" + f.session_id]
+        await self._script("followup_put", "followup_put", keys, fu + "sess:", *fields)
+
+    async def followup_cancel(self, session_id: str) -> int:
+        keys = [self._fu + "sess:" + session_id, self._fu + "due"]
+        return int(await self._script("followup_cancel", "followup_cancel", keys, self._fu + "f:"))
+
+    async def followup_claim(
+        self, now: float, owner: str, claim_for: float, limit: int = 10
+    ) -> list[FollowUp]:
+        until = fmt(now + claim_for)
+        keys = [self._fu + "due", self._fu + "claimed"]
+        args = [self._fu + "f:", fmt(now), owner, until, max(limit, 0)]
+        rows = await self._script("followup_claim", "followup_claim", keys, *args, flag=True)
+        return [
+            FollowUp(
+                followup_id=fid.decode(),
+                session_id=sid.decode(),
+                due_at=float(due),
+                payload=payload,
+                status="claimed",
+                claimed_by=owner,
+                claimed_until=float(until),
+            )
+            for fid, sid, due, payload in rows
+        ]
+
+    async def followup_done(self, followup_id: str, owner: str) -> bool:
+        keys = [self._fu + "f:" + followup_id, self._fu + "claimed"]
+        return bool(await self._script("followup_done", "followup_done", keys, owner, flag=True))
+
+    # -- handoff packages ------------------------------------------------------------
+
+    async def package_put(self, row: PackageRow) -> None:
+        fields: list[Any] = ["package_id", row.package_id, "session_id", row.session_id]
+        fields += ["data", row.data, "status", row.status, "created_at", fmt(row.created_at)]
+        key = self._pkg_key(row.package_id)
+        if not await self._script("package_put", "package_put", [key], *fields, flag=True):
+            msg = f"handoff package {row.package_id!r} already exists"
+            raise ConflictError(msg)
+
+    async def package_get(self, package_id: str) -> PackageRow | None:
+        row = await self._hash("package_get", self._pkg_key(package_id))
+        return package_row(row) if row else None
+
+    async def package_transition(self, package_id: str, from_status: str, to_status: str) -> bool:
+        nonce = uuid.uuid4().hex  # lets a retry recognise its own earlier transition
+        key = self._pkg_key(package_id)
+        args = [from_status, to_status, nonce]
+        return bool(await self._script("package_transition", "package_transition", [key], *args))
