@@ -11,7 +11,7 @@ import pytest
 
 import callstate
 from callstate import events as ev
-from callstate.testing import FakeClock
+from callstate.testing import CapturingSink, FakeClock
 
 SECRET = b"handoff-flow-secret-0123456789ab"
 
@@ -173,3 +173,50 @@ async def test_held_result_moves_with_the_session(pair: Pair) -> None:
     assert ["c1"] == [c.call_id for c in t.state.owed]
     t.user_said("wait, what happened?")
     assert "announced" == t.state.calls["c1"].delivery
+
+
+async def test_result_crosses_a_chain_of_handoffs(pair: Pair, tmp_path: Path) -> None:
+    """A→B→C while a tool runs in A: its result lands in C, the current owner, owed there."""
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    first = await s.handoff(to="billing", max_items=2)
+    b = await pair.b.accept(first)
+    b.user_said("and my invoice?")
+    second = await b.handoff(to="disputes", max_items=2)
+    assert ["c1"] == second.in_flight
+    async with callstate.Keeper(f"sqlite:///{tmp_path}/cs.db", secret=SECRET) as c_keeper:
+        c = await c_keeper.accept(second, agent="disputes")
+        assert (3, "disputes") == (c.state.epoch, c.state.agent)
+        assert second.messages == c.context()
+        assert c.context()[0]["content"].startswith("Earlier in this call:")
+        pair.gate.release.set()
+        await task
+        await c_keeper.collect_late_results()
+        # the caller spoke since the write was asked for: C must announce it now
+        assert ("succeeded", "announced") == (
+            c.state.calls["c1"].status,
+            c.state.calls["c1"].delivery,
+        )
+        with pytest.raises(callstate.SessionFrozen):
+            b.user_said("stale")
+
+
+async def test_handoff_decisions_are_observable(pair: Pair) -> None:
+    """Offer, accept and reclaim each emit a RecoveryEvent with the package id."""
+    sink_a, sink_b = CapturingSink(), CapturingSink()
+    pair.a.add_sink(sink_a)
+    pair.b.add_sink(sink_b)
+    s = await _conversation(pair.a)
+    first = await s.handoff(to="billing")
+    t = await pair.b.accept(first)
+    second = await t.handoff(to="triage")
+    pair.clock.advance(pair.b.handoff_timeout)
+    await pair.b.reclaim(second)
+    await sink_a.wait_for("handoff.offered")
+    await sink_b.wait_for("handoff.reclaimed")
+    assert [first.package_id] == [e.data["package_id"] for e in sink_a.of("handoff.offered")]
+    assert [(first.package_id, "billing")] == [
+        (e.data["package_id"], e.data["agent"]) for e in sink_b.of("handoff.accepted")
+    ]
+    assert [second.package_id] == [e.data["package_id"] for e in sink_b.of("handoff.reclaimed")]
