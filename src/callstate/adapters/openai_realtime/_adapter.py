@@ -102,6 +102,7 @@ class RealtimeAdapter(Continuity):
         self._pending_create: str | None = None
         self._speaking = False
         self._open: str | None = None
+        self._streaming: set[str] = set()  # assistant items whose output is not done yet
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -114,7 +115,8 @@ class RealtimeAdapter(Continuity):
             note = getattr(recovery, "resume_note", "") or ""
             await self._replay_into("resume", note=note, gap=getattr(recovery, "gap_s", 0.0))
         elif self.config:
-            await self._send_internal({"type": "session.update", "session": self.config})
+            session = {"type": "realtime", **self.config}
+            await self._send_internal({"type": "session.update", "session": session})
             self._swallow_updates += 1
         return self
 
@@ -181,13 +183,21 @@ class RealtimeAdapter(Continuity):
             except (ConnectionClosed, StopAsyncIteration, WebSocketConnectionClosedError) as exc:
                 if self._closing:
                     raise ConnectionClosed(None, None) from exc
-                rcvd = getattr(getattr(exc, "__cause__", None) or exc, "rcvd", None)
-                await self._restore("drop", close_code=rcvd.code if rcvd is not None else 1000)
+                await self._restore("drop", close_code=self._close_code(exc))
                 continue
             out = await self._on_event(event)
             await self._sync_outputs()
             if out is not None:
                 return out
+
+    def _close_code(self, exc: BaseException) -> int:
+        """The close code of a drop: from the close frame, else 1006 (no frame: abnormal)."""
+        if isinstance(exc, StopAsyncIteration):  # the SDK ends iteration on a clean close
+            ws = getattr(self.connection, "_connection", None)
+            return int(getattr(ws, "close_code", None) or 1000)
+        closed = exc if isinstance(exc, ConnectionClosed) else exc.__cause__
+        rcvd = getattr(closed, "rcvd", None)
+        return int(rcvd.code) if rcvd is not None else 1006
 
     def source_of(self, error: Any) -> dict[str, Any] | None:
         """The client event an ``error`` server event answers (matched by ``event_id``)."""
@@ -233,6 +243,7 @@ class RealtimeAdapter(Continuity):
         elif t == "response.output_item.added" and ev.item.type == "message":
             self._finish_open()
             self._open = ev.item.id
+            self._streaming.add(ev.item.id)
             self._texts[ev.item.id] = ""
             self._audio[ev.item.id] = 0
             s.agent_started("", utterance_id=ev.item.id)
@@ -246,6 +257,8 @@ class RealtimeAdapter(Continuity):
         elif t == "response.output_audio.delta":
             per = bytes_per_ms(self.config)
             self._audio[ev.item_id] = self._audio.get(ev.item_id, 0) + delta_ms(ev.delta, per)
+        elif t == "response.output_item.done":
+            self._streaming.discard(ev.item.id)
         elif t == "response.function_call_arguments.done":
             self._calls.add(ev.call_id)
             if self.run_tools:

@@ -18,7 +18,7 @@ from callstate.session import Session
 
 from ._api import ResumedEvent
 from ._audio import heard_text
-from ._replay import merge_config, replay
+from ._replay import cut_note, merge_config, replay
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -62,6 +62,7 @@ class Continuity:
     _pending_create: str | None
     _speaking: bool
     _open: str | None
+    _streaming: set[str]
     _marker: int
     _want: int | None
     _want_event: dict[str, Any] | None
@@ -116,6 +117,8 @@ class Continuity:
         lost_at = s.state.link_lost_at
         gap = max(0.0, s.keeper.clock.now() - lost_at) if lost_at is not None else 0.0
         note = plan(s.state, gap_s=gap, via="resume").resume_note
+        if cut is not None:
+            note = f"{note} {cut_note(self._state_item(cut))}"
         self.restore_stats = stats
         await self._replay_into(
             reason, note=note, gap=gap, stats=stats, close_code=close_code, old_id=old_id, cut=cut
@@ -135,6 +138,9 @@ class Continuity:
         played = self.playback() if self.playback is not None else None
         if played is not None:
             heard = heard_text(text, played, self._audio.get(uid, 0))
+        if uid not in self._streaming and heard == text:
+            self._finish_open()  # it had all arrived and played: nothing was cut
+            return None
         if heard != item.spoken or text != item.text:
             self.callstate.agent_progress(uid, spoken_text=heard, text=text)
         return uid
@@ -212,13 +218,15 @@ class Continuity:
         Returns:
             The accepted session, now ``adapter.callstate``.
         """
+        self._finish_open()  # the old handle freezes with the offer
         package = await self.callstate.handoff(to=to, reason=reason, summary=summary)
         accepted = await self.callstate.keeper.accept(package)
-        self._finish_open()
         self.callstate = accepted
         if config:
             self.config = merge_config(self.config, config)
-            await self._send_internal({"type": "session.update", "session": config})
+            session = {"type": self.config.get("type", "realtime"), **config}
+            await self._send_internal({"type": "session.update", "session": session})
+            self._swallow_updates += 1
         note = getattr(accepted.recovery, "resume_note", "") or ""
         if note:
             part = {"type": "input_text", "text": note}

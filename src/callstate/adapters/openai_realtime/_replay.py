@@ -20,7 +20,7 @@ import msgspec
 from callstate.context import call_output
 from callstate.state import SessionState, ToolCall
 
-__all__ = ["VOICE_NOTE", "Replay", "function_output", "merge_config", "replay"]
+__all__ = ["VOICE_NOTE", "Replay", "cut_note", "function_output", "merge_config", "replay"]
 
 #: Appended to every resume note: text-only history must not turn the agent into a chatbot.
 VOICE_NOTE: Final = "Keep answering the caller by voice (spoken audio), as before."
@@ -55,6 +55,14 @@ def function_output(call: ToolCall) -> str:
     return call_output(call)
 
 
+def cut_note(item: Any) -> str:
+    """Tell the model its last answer was cut off by the drop, and where."""
+    heard = getattr(item, "spoken", "") if item is not None else ""
+    if heard:
+        return f"Your last answer was cut off after “{heard}”: finish it briefly."
+    return "Your last answer was cut off before the caller heard any of it: give it again."
+
+
 def _message(role: str, kind: str, text: str) -> dict[str, Any]:
     return {"type": "message", "role": role, "content": [{"type": kind, "text": text}]}
 
@@ -76,7 +84,7 @@ def replay(
     """
     out = Replay()
     if config:
-        out.events.append({"type": "session.update", "session": config})
+        out.events.append({"type": "session.update", "session": {"type": "realtime", **config}})
 
     def add(item: dict[str, Any]) -> None:
         item_id = f"{prefix}{len(out.item_ids)}"
