@@ -67,6 +67,10 @@ def for_type(t: mi.Type) -> st.SearchStrategy[Any]:
             return st.lists(for_type(item), max_size=3)
         case mi.DictType(key_type=key, value_type=value):
             return st.dictionaries(for_type(key), for_type(value), max_size=3)
+        case mi.VarTupleType(item_type=item):
+            return st.lists(for_type(item), max_size=3).map(tuple)
+        case mi.StructType(cls=cls, fields=fields):
+            return st.builds(cls, **{f.name: for_type(f.type) for f in fields})
         case mi.AnyType():
             return JSON_VALUES
     msg = f"no strategy for field type {t!r}: teach for_type about it"
