@@ -160,8 +160,7 @@ def _rows(path: Path, sql: str, *args: object) -> list[tuple[object, ...]]:
 
 
 async def test_corrupt_event_row_names_session_and_seq(tmp_path: Path) -> None:
-    """A garbage event row makes load and resume raise CodecError naming session and seq;
-    the other session still loads and no stored row changes."""
+    """A garbage event row: CodecError naming session and seq; other sessions load; rows unchanged."""
     path = tmp_path / "cs.db"
     url = f"sqlite:///{path}"
     clock = FakeClock()
@@ -259,8 +258,7 @@ async def test_unknown_session_is_named() -> None:
 
 
 async def test_ill_typed_recording_is_refused_and_stores_nothing(tmp_path: Path) -> None:
-    """Recording a wrong-typed value raises CodecError naming field and value; state and
-    journal stay as they were, and the session keeps working."""
+    """A wrong-typed value raises CodecError naming field and value, and changes nothing."""
     url = f"sqlite:///{tmp_path}/cs.db"
     async with Keeper(url, clock=FakeClock()) as keeper:
         s = await keeper.start(agent="triage")

@@ -140,8 +140,7 @@ async def test_a_fenced_session_does_not_block_the_others(tmp_path: Path) -> Non
 async def test_outage_raises_after_the_timeout_and_events_land_on_recovery(
     faulty: FaultyStore,
 ) -> None:
-    """With the store down, flush raises StorageError after flush_timeout; the events stay
-    queued and land, in order, once the store is back."""
+    """Store down: flush raises StorageError after flush_timeout; queued events land on recovery."""
     async with Keeper(faulty, clock=FakeClock(), flush_timeout=0.2) as keeper:
         s = await keeper.start()
         faulty.failing = True
