@@ -13,6 +13,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ..errors import ConfigError, StorageError
+from ._pg_codec import register
 from ._pg_schema import MIGRATIONS
 from ._pg_sql import STATEMENTS
 from ._retry import InDoubt, Retrying
@@ -104,6 +105,7 @@ class PostgresBase:
             max_size=self.pool_size,
             open=False,
             timeout=self.retry_for,
+            configure=self._configure,
             kwargs={
                 "autocommit": True,
                 "application_name": self.application_name,
@@ -116,6 +118,10 @@ class PostgresBase:
         except BaseException:
             await self.close()
             raise
+
+    @staticmethod
+    async def _configure(conn: Conn) -> None:
+        register(conn.adapters)  # the group commit's pre-packed arrays
 
     async def close(self) -> None:
         pool, self._pool = self._pool, None

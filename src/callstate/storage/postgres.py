@@ -26,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from ..errors import CallstateError, ConflictError, SessionNotFound, StorageError
 from ._pg_base import Conn
+from ._pg_codec import bytea_array, float8_array, int8_array, text_array
 from ._pg_records import PostgresRecords
 from ._pg_schema import MIGRATIONS
 from .base import Batch, Loaded, SessionRecord, check_batch, stale_claim
@@ -103,23 +104,37 @@ class PostgresStore(PostgresRecords):
 
     async def _append_round(self, conn: Conn, batches: Sequence[tuple[Batch, int]]) -> set[str]:
         """Append each ``(batch, skip)``, its first ``skip`` events already stored; the ids that landed."""
-        cols: list[list[Any]] = [[] for _ in range(9)]
-        ev: list[list[Any]] = [[], [], [], []]
-        sn: list[list[Any]] = [[], [], []]
+        sids = [b.session_id for b, _ in batches]
+        snaps = [b for b, _ in batches if b.snapshot is not None]
+        ev_sids: list[str] = []
+        ev_seqs: list[int] = []
+        ev_epochs: list[int] = []
+        ev_data: list[bytes] = []
         for b, skip in batches:
-            values = (b.session_id, b.epoch, b.first_seq, b.last_seq, skip, b.agent, b.status)
-            for col, v in zip(cols, (*values, b.last_interaction_at, 0), strict=True):
-                col.append(v)
             n = len(b.events) - skip
-            ev[0] += [b.session_id] * n
-            ev[1] += range(b.first_seq + skip, b.last_seq + 1)
-            ev[2] += [b.epoch] * n
-            ev[3] += b.events[skip:]
-            if b.snapshot is not None:
-                cols[8][-1] = b.snapshot_seq
-                for col, v in zip(sn, (b.session_id, b.snapshot_seq, b.snapshot), strict=True):
-                    col.append(v)
-        cur = await conn.execute(self._sql["append"], [*cols, *ev, *sn])
+            ev_sids += [b.session_id] * n
+            ev_seqs += range(b.first_seq + skip, b.last_seq + 1)
+            ev_epochs += [b.epoch] * n
+            ev_data += b.events[skip:]
+        params = [
+            text_array(sids),
+            int8_array([b.epoch for b, _ in batches]),
+            int8_array([b.first_seq for b, _ in batches]),
+            int8_array([b.last_seq for b, _ in batches]),
+            int8_array([skip for _, skip in batches]),
+            text_array([b.agent for b, _ in batches]),
+            text_array([b.status for b, _ in batches]),
+            float8_array([b.last_interaction_at for b, _ in batches]),
+            int8_array([b.snapshot_seq if b.snapshot is not None else 0 for b, _ in batches]),
+            text_array(ev_sids),
+            int8_array(ev_seqs),
+            int8_array(ev_epochs),
+            bytea_array(ev_data),
+            text_array([b.session_id for b in snaps]),
+            int8_array([b.snapshot_seq for b in snaps]),
+            bytea_array([b.snapshot or b"" for b in snaps]),
+        ]
+        cur = await conn.execute(self._sql["append"], params)
         return {r[0] for r in await cur.fetchall()}
 
     async def _stored_prefix(
