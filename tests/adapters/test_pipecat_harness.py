@@ -36,6 +36,7 @@ from pipecat.frames.frames import (
     EndFrame,
     Frame,
     FunctionCallFromLLM,
+    InputAudioRawFrame,
     InterimTranscriptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -57,7 +58,9 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
+from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
+from pipecat.transports.base_input import BaseInputTransport
 from pipecat.transports.base_output import BaseOutputTransport
 from pipecat.transports.base_transport import TransportParams
 from pipecat.turns.user_start import ExternalUserTurnStartStrategy
@@ -102,6 +105,46 @@ class UserSource(FrameProcessor):
         """One whole caller turn."""
         await self.start_speaking()
         await self.finish(text, interims=interims)
+
+
+class Microphone(BaseInputTransport):
+    """An input transport with no device: the test speaks into it, 20 ms at a time."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        params = TransportParams(audio_in_enabled=True, audio_in_sample_rate=SAMPLE_RATE)
+        super().__init__(params, **kwargs)
+
+    async def start(self, frame: StartFrame) -> None:
+        await super().start(frame)
+        await self.set_transport_ready(frame)
+
+    async def speak(self, pcm: bytes, *, then_silence_ms: int = 800) -> None:
+        """Feed 16 kHz 16-bit mono audio, then silence, as a microphone would."""
+        audio = pcm + bytes(SAMPLE_RATE * 2 * then_silence_ms // 1000)
+        chunk = SAMPLE_RATE * 2 * 20 // 1000
+        for i in range(0, len(audio), chunk):
+            await self.push_audio_frame(InputAudioRawFrame(audio[i : i + chunk], SAMPLE_RATE, 1))
+            await asyncio.sleep(0)  # let the VAD keep up, chunk by chunk
+
+
+class ScriptedSTT(SegmentedSTTService):
+    """Transcribes each speech segment the VAD cut out with the next scripted text.
+
+    The segmenting is Pipecat's own (VAD start to VAD stop); only the words are given.
+    """
+
+    def __init__(self, transcripts: Sequence[str], **kwargs: Any) -> None:
+        super().__init__(trailing_silence_secs=0.0, **kwargs)
+        self.transcripts = list(transcripts)
+        self.segments_ms: list[int] = []  # how much audio each segment held
+
+    @property
+    def wants_wav_segments(self) -> bool:
+        return False
+
+    async def run_stt(self, audio: bytes) -> AsyncIterator[Frame]:
+        self.segments_ms.append(len(audio) * 1000 // (2 * self.sample_rate))
+        yield TranscriptionFrame(self.transcripts.pop(0), "caller", "now")
 
 
 # -- the model --------------------------------------------------------------------------
@@ -289,6 +332,7 @@ class Bot:
         tts: TTSService | None = None,
         user_params: LLMUserAggregatorParams | None = None,
         source: FrameProcessor | None = None,
+        stt: FrameProcessor | None = None,
         run_in_parallel: bool = True,
         async_functions: Sequence[str] = (),
         adapter: bool = True,
@@ -309,7 +353,8 @@ class Bot:
         self.llm = ScriptedLLM(replies, run_in_parallel=run_in_parallel)
         self.playback = Playback()
         self.output = PacedOutput(self.playback)
-        self.user = source if source is not None else UserSource()
+        self.user: Any = source if source is not None else UserSource()
+        self.stt = stt
         self.tts = tts or ToneTTS()
         self.recovery = (
             PipecatRecovery(session, self.llm, async_functions=async_functions) if adapter else None
@@ -319,8 +364,9 @@ class Bot:
         observers: list[BaseObserver] = [self.watch]
         if self.recovery is not None:
             observers.append(self.recovery.observer)
+        front = [self.user] if stt is None else [self.user, stt]
         self.pipeline = Pipeline(
-            [self.user, self.aggregators.user(), self.llm, self.tts, self.output, *middle,
+            [*front, self.aggregators.user(), self.llm, self.tts, self.output, *middle,
              self.aggregators.assistant()]
         )  # fmt: skip
         self.worker = PipelineWorker(
