@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -217,3 +218,36 @@ async def test_resume_emits_time_to_recover(keeper: callstate.Keeper) -> None:
     assert 1 == stats.counts["session.resumed"]
     assert 1 == stats.time_to_recover.count
     assert stats.time_to_recover.p99 is not None
+
+
+async def test_the_plan_reports_how_in_doubt_calls_were_resolved(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A write left running by a dead worker is resolved on resume (never re-run, so
+    unknown) and the plan and note ask the agent to verify it with the caller."""
+    url = f"sqlite:///{tmp_path}/cs.db"
+    tools = callstate.ToolRegistry()
+    gate, started = asyncio.Event(), asyncio.Event()
+
+    @tools.tool(effect="write")
+    async def charge_card(amount: int) -> dict[str, int]:
+        started.set()  # the guard runs the tool only once its intent is durable
+        await gate.wait()
+        return {"charged": amount}
+
+    async with callstate.Keeper(url, secret=SECRET, clock=clock, tools=tools) as a:
+        s = await a.start(caller=CALLER)
+        run = asyncio.create_task(s.run_tool("charge_card", {"amount": 40}, call_id="c1"))
+        await asyncio.wait_for(started.wait(), timeout=10)
+        async with callstate.Keeper(url, secret=SECRET, clock=clock, tools=tools) as b:
+            s2 = await b.resume(s.resume_token())
+            plan = s2.recovery
+        gate.set()
+        await asyncio.gather(run, return_exceptions=True)
+    assert plan is not None
+    assert [("c1", "charge_card", "unknown")] == [
+        (c.call_id, c.name, c.resolution) for c in plan.in_doubt
+    ]
+    assert "charge_card may or may not have gone through: verify with the caller" in (
+        plan.resume_note
+    )

@@ -7,9 +7,12 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 
+import msgspec
 import pytest
 
 import callstate
+from callstate.events import SessionExpiredEvent, decode_event
+from callstate.sweep import expire_session
 from callstate.testing import FakeClock
 
 MakeKeeper = Callable[..., callstate.Keeper]
@@ -158,3 +161,24 @@ async def test_the_sweep_runs_periodically(keepers: MakeKeeper, clock: FakeClock
     clock.advance(601)
     await asyncio.wait_for(expired.wait(), timeout=10)
     assert await k.store.get(s.id) is None
+
+
+async def test_a_listing_taken_mid_expiry_does_not_expire_twice(
+    keepers: MakeKeeper, clock: FakeClock
+) -> None:
+    """A keeper holding a listing made while another was expiring the session (claimed,
+    not yet marked expired) leaves it alone: one expiry event, one record."""
+    a, b = keepers(purge_after=3600), keepers(purge_after=3600)
+    await a.open()
+    await b.open()
+    s = await a.start()
+    await s.close()
+    clock.advance(601)
+    assert [s.id] == (await a.sweep()).expired
+    done = await b.store.get(s.id)
+    assert done is not None
+    mid_expiry = msgspec.structs.replace(done, status="active")  # as listed before the append
+    assert not await expire_session(b, mid_expiry, clock.now())
+    journal = [decode_event(r) for r in await b.store.read_events(s.id)]
+    assert 1 == sum(isinstance(e, SessionExpiredEvent) for e in journal)
+    assert 1 == len(await b.archive.list(session_id=s.id))

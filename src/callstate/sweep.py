@@ -64,8 +64,8 @@ async def expire_session(keeper: Keeper, rec: SessionRecord, now: float) -> bool
     if old is not None:  # a handle of ours idled past the window: it is fenced too
         old._fence(keeper._fenced_error(rec.session_id, old.state.epoch, epoch))
     state = restore_state(await store.load(rec.session_id))
-    if now <= state.last_interaction_at + keeper.resume_window:
-        # it saw activity between the listing and the claim: leave it resumable
+    if state.status == "expired" or now <= state.last_interaction_at + keeper.resume_window:
+        # another keeper expired it after our listing, or it saw activity since: leave it
         await store.release_lease(rec.session_id, keeper.owner)
         return False
     if state.status == "ended":
