@@ -260,3 +260,24 @@ async def test_wait_aof_needs_a_server_that_has_it(redis_store: RedisStore) -> N
         await _fill(store, "s")
         assert [b"e2"] == (await store.load("s")).events
         await store.close()
+
+
+async def test_corrupt_stored_field_raises_codec_error_naming_it(redis_store: RedisStore) -> None:
+    """A tampered meta hash (epoch 'abc') reads as CodecError naming field and value; nothing is written."""
+    await _fill(redis_store, "s1")
+    client = aioredis.Redis.from_url(redis_store.url)
+    try:
+        meta_key = f"{redis_store.prefix}:{{%s1}}:meta"
+        await client.hset(meta_key, "epoch", "abc")
+        before = await client.hgetall(meta_key)
+        with pytest.raises(callstate.CodecError, match=r"`epoch` = b'abc'"):
+            await redis_store.get("s1")
+        with pytest.raises(callstate.CodecError, match="epoch"):
+            await redis_store.load("s1")
+        batch = Batch(session_id="s1", epoch=1, first_seq=3, events=[b"e3"])
+        (error,) = await redis_store.append([batch])
+        assert isinstance(error, callstate.CodecError)
+        assert before == await client.hgetall(meta_key)
+        assert [b"e1", b"e2"] == await redis_store.read_events("s1")
+    finally:
+        await client.aclose()

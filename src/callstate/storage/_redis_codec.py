@@ -8,9 +8,11 @@ msgpack's *str* type, because the cmsgpack of Redis' Lua predates the bin types.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TypeVar
 
 import msgspec
 
+from ..errors import CodecError
 from .base import ArchiveRow, Batch, PackageRow, SessionRecord
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 _msgpack = msgspec.msgpack.Encoder().encode
+_V = TypeVar("_V", int, float, str)
 
 
 def tag(value: str) -> str:
@@ -67,20 +70,41 @@ def session_fields(record: SessionRecord, first: Batch) -> list[str | bytes]:
     return [x for kv in fields.items() for x in kv]
 
 
+def _read(
+    where: str, row: dict[bytes, bytes], field: str, kind: type[_V], default: _V | None = None
+) -> _V:
+    """One stored field as ``kind``; a missing or malformed one is a ``CodecError``."""
+    raw = row.get(field.encode())
+    try:
+        if raw is None:
+            if default is None:
+                raise KeyError(field)
+            return default
+        return kind(raw.decode())
+    except (KeyError, ValueError, UnicodeDecodeError) as exc:
+        msg = f"{where}: stored field `{field}` = {raw!r} is not a valid {kind.__name__}"
+        raise CodecError(msg) from exc
+
+
 def session_record(sid: str, meta: dict[bytes, bytes]) -> SessionRecord:
-    """A session's meta hash as a ``SessionRecord``."""
+    """A session's meta hash as a ``SessionRecord``.
+
+    Raises:
+        CodecError: a field is missing or malformed (the message names it).
+    """
+    where = f"redis session {sid!r}"
     return SessionRecord(
         session_id=sid,
-        epoch=int(meta[b"epoch"]),
-        seq=int(meta[b"seq"]),
-        agent=meta.get(b"agent", b"").decode(),
-        status=meta.get(b"status", b"active").decode(),
+        epoch=_read(where, meta, "epoch", int),
+        seq=_read(where, meta, "seq", int),
+        agent=_read(where, meta, "agent", str, ""),
+        status=_read(where, meta, "status", str, "active"),
         caller_hash=_str(meta.get(b"caller_hash")),
-        created_at=float(meta.get(b"created_at", b"0")),
-        last_interaction_at=float(meta.get(b"last_interaction_at", b"0")),
+        created_at=_read(where, meta, "created_at", float, 0.0),
+        last_interaction_at=_read(where, meta, "last_interaction_at", float, 0.0),
         lease_owner=_str(meta.get(b"lease_owner")),
-        lease_until=float(meta.get(b"lease_until", b"0")),
-        snapshot_seq=int(meta.get(b"snapshot_seq", b"0")),
+        lease_until=_read(where, meta, "lease_until", float, 0.0),
+        snapshot_seq=_read(where, meta, "snapshot_seq", int, 0),
     )
 
 
@@ -94,25 +118,35 @@ def archive_fields(row: ArchiveRow) -> list[str | bytes]:
 
 
 def archive_row(row: dict[bytes, bytes]) -> ArchiveRow:
-    """An archive record's hash as an ``ArchiveRow``."""
+    """An archive record's hash as an ``ArchiveRow``.
+
+    Raises:
+        CodecError: a field is missing or malformed (the message names it).
+    """
+    where = f"redis archive record {row.get(b'record_id')!r}"
     return ArchiveRow(
-        record_id=row[b"record_id"].decode(),
-        session_id=row[b"session_id"].decode(),
+        record_id=_read(where, row, "record_id", str),
+        session_id=_read(where, row, "session_id", str),
         caller_hash=_str(row.get(b"caller_hash")),
-        ended_at=float(row[b"ended_at"]),
-        outcome=row[b"outcome"].decode(),
-        data=row[b"data"],
+        ended_at=_read(where, row, "ended_at", float),
+        outcome=_read(where, row, "outcome", str),
+        data=row.get(b"data", b""),
     )
 
 
 def package_row(row: dict[bytes, bytes]) -> PackageRow:
-    """A package's hash as a ``PackageRow``."""
+    """A package's hash as a ``PackageRow``.
+
+    Raises:
+        CodecError: a field is missing or malformed (the message names it).
+    """
+    where = f"redis package {row.get(b'package_id')!r}"
     return PackageRow(
-        package_id=row[b"package_id"].decode(),
-        session_id=row[b"session_id"].decode(),
-        data=row[b"data"],
-        status=row[b"status"].decode(),
-        created_at=float(row[b"created_at"]),
+        package_id=_read(where, row, "package_id", str),
+        session_id=_read(where, row, "session_id", str),
+        data=row.get(b"data", b""),
+        status=_read(where, row, "status", str),
+        created_at=_read(where, row, "created_at", float, 0.0),
     )
 
 

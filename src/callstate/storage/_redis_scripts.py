@@ -30,12 +30,13 @@ end
 # the reply (0, 0 when none); only there may the batch overlap the stored journal.
 # Returns 0 written, 4 already stored by an attempt whose reply was lost, 5 partly so
 # (the rest written now), or {code, stored_epoch, stored_seq} with code 1 not found,
-# 2 stale epoch, 3 seq conflict.
+# 2 stale epoch, 3 seq conflict, 6 the stored meta is not numbers (tampered with).
 _APPEND_ONE = """
 local function append_one(meta, evkey, snapkey, b)
   local stored = redis.call('HMGET', meta, 'epoch', 'seq', 'last_interaction_at')
   if not stored[1] then return {1, 0, 0} end
-  local epoch, seq = tonumber(stored[1]), tonumber(stored[2])
+  local epoch, seq, lia = tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])
+  if not (epoch and seq and lia) then return {6, 0, 0} end
   if epoch ~= b[1] then return {2, epoch, seq} end
   local first, last, events = b[2], b[3], b[12]
   local skip, code = 0, 0
@@ -60,7 +61,7 @@ local function append_one(meta, evkey, snapkey, b)
   end
   redis.call('HSET', meta, 'seq', last, 'status', b[5])
   if b[4] ~= '' then redis.call('HSET', meta, 'agent', b[4]) end
-  if tonumber(b[6]) > tonumber(stored[3]) then
+  if tonumber(b[6]) > lia then
     redis.call('HSET', meta, 'last_interaction_at', b[6])
   end
   if b[8] == 1 then

@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(msg) from exc
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import CallstateError, ConflictError, SessionNotFound, StorageError
+from ..errors import CallstateError, CodecError, ConflictError, SessionNotFound, StorageError
 from ._redis_base import LAYOUT_VERSION
 from ._redis_codec import fmt, pack_batch, pack_batches, pairs, session_fields, session_record
 from ._redis_records import RedisRecords
@@ -135,6 +135,10 @@ class RedisStore(RedisRecords):
                 out.append(None)
                 continue
             code, epoch, seq = result
+            if code == 6:
+                msg = f"redis session {b.session_id!r}: stored epoch/seq/last_interaction_at are not numbers"
+                out.append(CodecError(msg))
+                continue
             error = check_batch(b.session_id, None if code == 1 else epoch, seq, b)
             out.append(error or ConflictError(f"session {b.session_id!r}: batch raced a writer"))
         return out
