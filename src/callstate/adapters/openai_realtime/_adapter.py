@@ -97,6 +97,8 @@ class RealtimeAdapter(Continuity):
         self._texts: dict[str, str] = {}
         self._partials: dict[str, str] = {}
         self._replayed: set[str] = set()
+        self._awaiting: set[str] = set()  # replayed items not acknowledged yet
+        self._resumed: Any = None  # the ResumedEvent, yielded once the replay is acknowledged
         self._swallow_updates = 0
         self._active: str | None = None
         self._pending_create: str | None = None
@@ -215,8 +217,7 @@ class RealtimeAdapter(Continuity):
             return None
         if t in ("conversation.item.added", "conversation.item.done", "conversation.item.created"):
             if ev.item.id in self._replayed:
-                if self.restore_stats is not None and self.restore_stats.first_ack_at is None:
-                    self.restore_stats.first_ack_at = time.perf_counter()
+                self._acknowledged(ev.item.id)
                 return None
         elif t == "input_audio_buffer.speech_started":
             self._marker += 1
@@ -271,8 +272,21 @@ class RealtimeAdapter(Continuity):
             return await self._on_error(ev)
         return ev
 
+    def _acknowledged(self, item_id: str) -> None:
+        """A replayed item is in the new session (or was refused): resumed once all are."""
+        stats = self.restore_stats
+        if stats is not None and stats.first_ack_at is None:
+            stats.first_ack_at = time.perf_counter()
+        self._awaiting.discard(item_id)
+        if not self._awaiting and self._resumed is not None:
+            self._ready.append(self._resumed)
+            self._resumed = None
+
     async def _on_error(self, ev: Any) -> Any:
         code, eid = ev.error.code, ev.error.event_id
+        source = self._sent.get(eid) if eid else None
+        if source is not None and (source.get("item") or {}).get("id") in self._awaiting:
+            self._acknowledged(source["item"]["id"])
         if code == "session_expired":
             await self._restore("session_expired")
             return None

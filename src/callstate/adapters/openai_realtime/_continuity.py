@@ -57,6 +57,8 @@ class Continuity:
     _texts: dict[str, str]
     _audio: dict[str, int]
     _replayed: set[str]
+    _awaiting: set[str]
+    _resumed: Any
     _swallow_updates: int
     _active: str | None
     _pending_create: str | None
@@ -162,6 +164,7 @@ class Continuity:
         rep = replay(s.state, config=self.config, note=note, prefix=f"cs{self._rt}i")
         self._calls, self._answered = set(rep.calls), set(rep.answered)
         self._replayed = set(rep.item_ids)
+        self._awaiting = set(rep.item_ids)
         if self.config:
             self._swallow_updates += 1
         if stats is not None:
@@ -184,16 +187,14 @@ class Continuity:
             await self._raw_send(event)
         if rep.needs_answer or cut is not None:
             self._want, self._want_event = self._marker, None
-        self._ready.append(
-            ResumedEvent(
-                reason=reason,
-                old_session_id=old_id,
-                new_session_id=self.realtime_session_id,
-                replayed=len(rep.item_ids),
-                outputs=sorted(rep.answered),
-                close_code=close_code,
-                gap_s=gap,
-            )
+        self._resumed = ResumedEvent(
+            reason=reason,
+            old_session_id=old_id,
+            new_session_id=self.realtime_session_id,
+            replayed=len(rep.item_ids),
+            outputs=sorted(rep.answered),
+            close_code=close_code,
+            gap_s=gap,
         )
         await self._sync_outputs()
         await self._try_response()
