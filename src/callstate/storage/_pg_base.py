@@ -180,7 +180,7 @@ class PostgresBase:
         """Rows of one statement (none for a statement that returns none)."""
 
         async def op(conn: Conn, _: bool) -> list[Any]:
-            cur = await conn.execute(sql, params)
+            cur = await conn.execute(sql, params, binary=True)  # bytea as is, not hex
             return await cur.fetchall() if cur.description else []
 
         return await self._run(what, op)

@@ -43,12 +43,12 @@ class PostgresRecords(PostgresBase):
         """
 
         async def op(conn: Conn, retrying: bool) -> bool:
-            cur = await conn.execute(self._sql[what], insert)
+            cur = await conn.execute(self._sql[what], insert, binary=True)
             if await cur.fetchone() is not None:
                 return True
             if not retrying:
                 return False
-            cur = await conn.execute(self._sql[get], [key])
+            cur = await conn.execute(self._sql[get], [key], binary=True)
             stored = await cur.fetchone()
             return stored is not None and same(stored)
 
@@ -126,7 +126,9 @@ class PostgresRecords(PostgresBase):
         params = {"owner": owner, "until": until, "now": now, "limit": max(limit, 0)}
 
         async def op(conn: Conn, retrying: bool) -> list[Any]:
-            cur = await conn.execute(self._sql["followup_claim"], {**params, "retrying": retrying})
+            cur = await conn.execute(
+                self._sql["followup_claim"], {**params, "retrying": retrying}, binary=True
+            )
             return await cur.fetchall()
 
         rows = sorted(await self._run("followup_claim", op), key=lambda r: r[2])
@@ -145,7 +147,9 @@ class PostgresRecords(PostgresBase):
 
     async def followup_done(self, followup_id: str, owner: str) -> bool:
         async def op(conn: Conn, retrying: bool) -> bool:
-            cur = await conn.execute(self._sql["followup_done"], [followup_id, owner, retrying])
+            cur = await conn.execute(
+                self._sql["followup_done"], [followup_id, owner, retrying], binary=True
+            )
             return await cur.fetchone() is not None
 
         return await self._run("followup_done", op)

@@ -87,7 +87,7 @@ class PostgresStore(PostgresRecords):
         params = [*row, first.epoch, seqs, first.events, first.snapshot_seq, snap]
 
         async def op(conn: Conn, retrying: bool) -> bool:
-            cur = await conn.execute(self._sql["create"], params)
+            cur = await conn.execute(self._sql["create"], params, binary=True)
             created = await cur.fetchone()
             if created and created[0]:
                 return True
@@ -95,7 +95,9 @@ class PostgresStore(PostgresRecords):
                 return False
             # a retried create whose first reply was lost: is what is stored ours?
             limit = len(first.events) + 1
-            cur = await conn.execute(self._sql["created_events"], [sid, first.epoch, limit])
+            cur = await conn.execute(
+                self._sql["created_events"], [sid, first.epoch, limit], binary=True
+            )
             return [bytes(r[0]) for r in await cur.fetchall()] == list(first.events)
 
         if not await self._run("create", op):
@@ -134,7 +136,7 @@ class PostgresStore(PostgresRecords):
             int8_array([b.snapshot_seq for b in snaps]),
             bytea_array([b.snapshot or b"" for b in snaps]),
         ]
-        cur = await conn.execute(self._sql["append"], params)
+        cur = await conn.execute(self._sql["append"], params, binary=True)
         return {r[0] for r in await cur.fetchall()}
 
     async def _stored_prefix(
@@ -144,7 +146,9 @@ class PostgresStore(PostgresRecords):
         upto = min(seq, b.last_seq)
         if not (doubt[0] <= b.first_seq <= upto <= doubt[1]):
             return None
-        cur = await conn.execute(self._sql["stored_events"], [b.session_id, b.first_seq, upto])
+        cur = await conn.execute(
+            self._sql["stored_events"], [b.session_id, b.first_seq, upto], binary=True
+        )
         have = [bytes(r[0]) for r in await cur.fetchall()]
         return len(have) if have and have == list(b.events[: len(have)]) else None
 
@@ -152,7 +156,9 @@ class PostgresStore(PostgresRecords):
         self, conn: Conn, failed: list[Batch], retrying: bool
     ) -> list[CallstateError | None]:
         """Why each batch the conditional update missed was refused, or None if it is stored."""
-        cur = await conn.execute(self._sql["append_check"], [[b.session_id for b in failed]])
+        cur = await conn.execute(
+            self._sql["append_check"], [[b.session_id for b in failed]], binary=True
+        )
         stored = {r[0]: (r[1], r[2]) for r in await cur.fetchall()}
         out: list[CallstateError | None] = []
         rest: list[tuple[Batch, int]] = []
