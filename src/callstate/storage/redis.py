@@ -15,8 +15,7 @@ Key layout, for the key prefix ``P`` (no braces in it)::
 
 ``{sid}`` is the session id as a hash tag (behind a ``%``, with ``%``, ``{`` and ``}``
 percent-escaped so any id makes a valid tag). Everything about one session shares it,
-so every per-session script
-runs inside one Cluster slot. The archive and the follow-ups each live in one slot of
+so every per-session script runs inside one Cluster slot. The archive and the follow-ups each live in one slot of
 their own, so inserting a record with its indexes and claiming follow-ups are single
 atomic scripts too; the global listings (``P:sessions``, caller sets) are written in the
 same round trip but outside those scripts, and readers check every entry they list.
