@@ -33,7 +33,7 @@ instruction to keep answering by voice, answers calls that completed during the 
 flushes the outbox, and yields a ``ResumedEvent`` (``type == "callstate.resumed"``).
 
 Hooks used: ``AsyncOpenAI.realtime.connect(model=..., **options).enter()``, the
-connection's async iterator (which honours ``on_reconnecting``), ``send(dict)`` and
+connection's async iterator (which honours ``on_reconnecting``), ``send_raw(json)`` and
 ``close()``; ``openai.types.realtime`` server event models; callstate's
 ``Session.user_partial/user_said/agent_started/agent_progress/agent_finished``,
 ``run_tool``, ``interrupt``, ``connection_lost/connection_restored``, ``outbox``,

@@ -325,7 +325,8 @@ class RealtimeAdapter(Continuity):
             msg = "use the adapter as an async context manager (async with connect(...))"
             raise RuntimeError(msg)
         try:
-            await self.connection.send(event)  # type: ignore[arg-type]
+            # events are plain JSON already: skip the SDK's per-event TypedDict transform
+            await self.connection.send_raw(json.dumps(event))
         except ConnectionClosed:
             # the receive loop sees the close and restores; audio waits in the outbox
             if event["type"].startswith("input_audio_buffer."):
