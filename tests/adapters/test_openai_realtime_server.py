@@ -157,3 +157,26 @@ def test_bench_prints_its_metrics() -> None:
         "realtime_replay_sent_p50",
         "realtime_replay_sent_p95",
     ] == names
+
+
+def test_readme_example_is_the_example_file_and_runs() -> None:
+    """The README's Realtime example is examples/openai_realtime_agent.py, which resumes a drop."""
+    root = Path(__file__).resolve().parents[2]
+    example = (root / "examples" / "openai_realtime_agent.py").read_text()
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## OpenAI Realtime") :]
+    block = section[
+        section.index("```python\n") + 10 : section.index("```\n", section.index("```python"))
+    ]
+    assert example[example.index("import asyncio") :] == block
+    out = subprocess.run(
+        [sys.executable, str(root / "examples" / "openai_realtime_agent.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert "resumed (drop): 4 items replayed" == lines[0]
+    assert "agent: Done: your booking is now at eight." == lines[1]
+    assert lines[-2].startswith('tool | {"status":"succeeded"')
