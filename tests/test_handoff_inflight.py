@@ -22,6 +22,7 @@ class Gate:
 
     started: asyncio.Event
     release: asyncio.Event
+    runs: list[str]  # booking ids the write was run for
 
 
 @dataclass
@@ -37,6 +38,7 @@ def _registry(gate: Gate) -> callstate.ToolRegistry:
 
     @tools.tool(effect="write", idempotent=True)
     async def move_booking(booking_id: str) -> dict[str, str]:
+        gate.runs.append(booking_id)
         gate.started.set()
         await gate.release.wait()
         return {"moved": booking_id}
@@ -52,7 +54,7 @@ def _registry(gate: Gate) -> callstate.ToolRegistry:
 async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
     """Two keepers with real tools, each with its own connection to one SQLite file."""
     clock = FakeClock()
-    gate = Gate(asyncio.Event(), asyncio.Event())
+    gate = Gate(asyncio.Event(), asyncio.Event(), [])
     url = f"sqlite:///{tmp_path}/cs.db"
     a = callstate.Keeper(url, secret=SECRET, clock=clock, tools=_registry(gate))
     b = callstate.Keeper(url, secret=SECRET, clock=clock, tools=_registry(gate))
@@ -220,3 +222,20 @@ async def test_handoff_decisions_are_observable(pair: Pair) -> None:
         (e.data["package_id"], e.data["agent"]) for e in sink_b.of("handoff.accepted")
     ]
     assert [second.package_id] == [e.data["package_id"] for e in sink_b.of("handoff.reclaimed")]
+
+
+@pytest.mark.parametrize("how", ["reclaim", "resume"])
+async def test_stored_result_lands_before_in_doubt_resolution(pair: Pair, how: str) -> None:
+    """Taken over elsewhere after the source finished, the stored result lands; no re-run."""
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    pkg = await s.handoff(to="billing")
+    pair.gate.release.set()
+    await task  # finished in A after the offer: stored for the next owner
+    pair.clock.advance(pair.a.handoff_timeout)
+    r = await (pair.b.reclaim(pkg) if how == "reclaim" else pair.b.resume(s.id))
+    call = r.state.calls["c1"]
+    assert ("succeeded", {"moved": "B1"}, False) == (call.status, call.result, call.in_doubt)
+    assert ["B1"] == pair.gate.runs  # the write ran once, in A
+    assert [] == [d.call_id for d in r.in_doubt]

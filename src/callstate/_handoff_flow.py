@@ -238,8 +238,7 @@ async def _claim(
     except StaleEpochError as exc:
         msg = f"handoff package {package.package_id!r}: session {sid!r} was taken first ({exc})"
         raise HandoffStateError(msg) from exc
-    watch(keeper)
-    await collect(keeper, session)
+    watch(keeper)  # the takeover landed what was stored; the rest is polled for
     return session
 
 

@@ -443,13 +443,15 @@ class Keeper:
         gap = max(0.0, now - state.last_interaction_at)
         if mark is not None:
             mark(session, epoch)
-            self._adopt(session)
-            await session.flush()
-            await self._after_resume(session, gap=gap, via=via)
-            return session
-        session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=self.owner)
+        else:
+            session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=self.owner)
         self._adopt(session)
         await session.flush()
+        if session.state.in_flight:
+            # outcomes a handoff's source stored meanwhile land before in-doubt resolution
+            from ._handoff_late import collect
+
+            await collect(self, session)
         await self._after_resume(session, gap=gap, via=via)
         return session
 
