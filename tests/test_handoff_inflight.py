@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,3 +240,58 @@ async def test_stored_result_lands_before_in_doubt_resolution(pair: Pair, how: s
     assert ("succeeded", {"moved": "B1"}, False) == (call.status, call.result, call.in_doubt)
     assert ["B1"] == pair.gate.runs  # the write ran once, in A
     assert [] == [d.call_id for d in r.in_doubt]
+
+
+class OutageStore:
+    """A real SQLite store whose named methods fail while listed in ``failing``."""
+
+    def __init__(self, inner: callstate.Store) -> None:
+        self.inner = inner
+        self.failing: set[str] = set()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not callable(attr):
+            return attr
+
+        async def call(*args: Any, **kw: Any) -> Any:
+            if name in self.failing:
+                raise callstate.StorageError(f"injected outage in {name}")
+            return await attr(*args, **kw)
+
+        return call
+
+
+async def test_store_outage_while_collecting_leaves_the_result_for_later(
+    pair: Pair, tmp_path: Path
+) -> None:
+    """A failing store makes collect land nothing and raise nothing; it lands once back."""
+    flaky = OutageStore(callstate.open_store(f"sqlite:///{tmp_path}/cs.db"))
+    s = await _conversation(pair.a)
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    pkg = await s.handoff(to="billing")
+    async with callstate.Keeper(flaky, secret=SECRET, clock=pair.clock) as c:
+        t = await c.accept(pkg)
+        pair.gate.release.set()
+        await task
+        flaky.failing.add("package_get")
+        assert 0 == await c.collect_late_results()
+        assert "started" == t.state.calls["c1"].status
+        flaky.failing.clear()
+        await c.collect_late_results()
+        assert "succeeded" == t.state.calls["c1"].status
+
+
+async def test_store_outage_during_offer_withdraws_it(pair: Pair, tmp_path: Path) -> None:
+    """If the package cannot be stored, handoff raises StorageError and the session records again."""
+    flaky = OutageStore(callstate.open_store(f"sqlite:///{tmp_path}/cs.db"))
+    async with callstate.Keeper(flaky, secret=SECRET, clock=pair.clock) as k:
+        s = await k.start(agent="triage")
+        flaky.failing.add("package_put")
+        with pytest.raises(callstate.StorageError, match="injected outage"):
+            await s.handoff(to="billing")
+        flaky.failing.clear()
+        s.user_said("still with me?")
+        await s.flush()
+        assert ("active", None) == (s.state.status, s.state.pending_handoff)

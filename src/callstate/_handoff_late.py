@@ -17,7 +17,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from . import events as ev
-from .errors import CallstateError, CodecError, ConflictError
+from .errors import CallstateError, CodecError, ConflictError, StorageError
 from .state import ToolCall
 from .storage.base import PackageRow
 
@@ -109,9 +109,14 @@ def _to_outcome(event: ev.Event, call: ToolCall) -> ToolOutcome | None:
 async def collect(keeper: Keeper, session: Session) -> int:
     """Record in ``session`` every stored late outcome of its in-flight calls.
 
-    Each lands through the guard, its spoken delivery ``held``: the caller has not
-    heard it from this agent. A session that is itself frozen or fenced leaves them
-    for whoever owns it next. Returns how many landed.
+    Each lands through the guard with its spoken delivery ``held`` (the caller has not
+    heard it from this agent), decided at once if the caller has spoken since the
+    call was asked for. A session that is itself frozen or fenced leaves them for
+    whoever owns it next; so does a failing store (a later collect finds them).
+    Returns how many landed.
+
+    Raises:
+        StaleEpochError: the session was taken over meanwhile.
     """
     from ._guard import land_late  # the guard imports much of the package
 
@@ -120,22 +125,25 @@ async def collect(keeper: Keeper, session: Session) -> int:
         if session._error is not None or session._closed or session.state.status != "active":
             break
         rid = late_id(session.id, call.call_id)
-        row = await keeper.store.package_get(rid)
-        if row is None or row.status != "pending":
-            continue
         try:
-            event = ev.decode_event(row.data)
-        except CodecError:
-            continue  # not ours to repair; the call stays in flight
-        outcome = _to_outcome(event, call)
-        if outcome is None or getattr(event, "call_id", None) != call.call_id:
-            continue
-        if land_late(keeper, session.id, outcome):
-            await session.flush()
-            landed += 1
-        elif not session.state.calls[call.call_id].terminal:
-            continue  # the handle could not take it: leave it stored
-        await keeper.store.package_transition(rid, "pending", "applied")
+            row = await keeper.store.package_get(rid)
+            if row is None or row.status != "pending":
+                continue
+            try:
+                event = ev.decode_event(row.data)
+            except CodecError:
+                continue  # not ours to repair; the call stays in flight
+            outcome = _to_outcome(event, call)
+            if outcome is None or getattr(event, "call_id", None) != call.call_id:
+                continue
+            if land_late(keeper, session.id, outcome):
+                landed += 1
+                await session.flush()
+            elif not session.state.calls[call.call_id].terminal:
+                continue  # the handle could not take it: leave it stored
+            await keeper.store.package_transition(rid, "pending", "applied")
+        except StorageError:
+            break  # recorded outcomes stay queued; stored ones stay pending for later
     return landed
 
 
