@@ -1,0 +1,417 @@
+"""LiveKitRecovery: what one LiveKit ``AgentSession`` feeds into a callstate ``Session``.
+
+Hooks (livekit-agents 1.8), each recording in the order LiveKit acts:
+
+- session events: ``conversation_item_added`` (user turns as committed, assistant
+  messages as stored: truncated with ``interrupted=True`` after a barge-in, and
+  ``AgentHandoff`` items, emitted before the new agent's activity starts),
+  ``user_input_transcribed`` (interim transcripts), ``speech_created`` (each speech
+  handle, watched for its interruption), ``function_tools_executed``,
+  ``tool_execution_updated``, ``agent_state_changed`` and ``close``;
+- a ``TextOutput`` placed first in ``session.output.transcription``: what reaches the
+  output is what the caller heard (text arrives there as it is released; with audio
+  and TTS-aligned transcripts, as it plays);
+- each agent's ``llm_node``, wrapped on the instance: the final user turn is recorded
+  before inference (LiveKit emits it only once the reply is scheduled), notes on held
+  results the reconciler decided are written into the turn's context, and the text
+  the model generates is kept as the utterance's full text;
+- a speech handle's interruption future (``SpeechHandle._interrupt_fut``; the public
+  API has no interruption callback): a barge-in is recorded the moment LiveKit takes
+  it, before the tools it overtakes finish, so their results are held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from typing import Any
+
+from livekit.agents import Agent, AgentSession, llm
+from livekit.agents.voice import io
+from livekit.agents.voice.events import (
+    AgentStateChangedEvent,
+    CloseEvent,
+    ConversationItemAddedEvent,
+    EventTypes,
+    FunctionToolsExecutedEvent,
+    SpeechCreatedEvent,
+    ToolExecutionUpdatedEvent,
+    UserInputTranscribedEvent,
+)
+from livekit.agents.voice.speech_handle import SpeechHandle
+
+from ...context import call_output
+from ...errors import CallstateError
+from ...session import Session
+from ...state import ToolCall
+from ...tools import ToolOutcome
+from ._context import AgentFactory, chat_context, handoff_messages
+from ._tools import _ATTACHED
+
+__all__ = ["LiveKitRecovery", "attach", "delivery_note"]
+
+log = logging.getLogger("callstate.adapters.livekit")
+
+
+def delivery_note(call: ToolCall) -> str:
+    """A system note telling the model what to do with a result whose delivery was decided."""
+    return (
+        f"The caller interrupted while {call.name} (call {call.call_id}) ran and has not "
+        f"heard how it ended: {call_output(call)}"
+    )
+
+
+class _Tap(io.TextOutput):
+    """First in the transcription chain: records what reaches the output as heard."""
+
+    def __init__(self, recovery: LiveKitRecovery, next_in_chain: io.TextOutput | None) -> None:
+        super().__init__(label="callstate", next_in_chain=next_in_chain)
+        self._recovery = recovery
+
+    async def capture_text(self, text: str) -> None:
+        if self.next_in_chain is not None:
+            await self.next_in_chain.capture_text(text)  # heard once the output took it
+        await self._recovery._wait_ready()
+        self._recovery._heard_text(text)
+
+    def flush(self) -> None:
+        if self.next_in_chain is not None:
+            self.next_in_chain.flush()
+
+
+class LiveKitRecovery:
+    """Records a LiveKit ``AgentSession`` into a callstate session. Create with :func:`attach`.
+
+    Attributes:
+        session: the callstate session currently recorded into (a new handle after a
+            handoff is accepted).
+        errors: callstate errors raised while recording (a fenced or frozen handle),
+            kept here instead of breaking LiveKit's event loop.
+    """
+
+    def __init__(
+        self,
+        agent_session: AgentSession[Any],
+        session: Session,
+        *,
+        agents: Mapping[str, AgentFactory] | None = None,
+        end_on_close: bool = True,
+    ) -> None:
+        self.agent_session = agent_session
+        self.session = session
+        self.agents = dict(agents or {})
+        self.errors: list[CallstateError] = []
+        self._end_on_close = end_on_close
+        self._uid: str | None = None  # the agent utterance under way
+        self._cut = False  # that utterance was cut by a barge-in
+        self._heard = ""
+        self._generated = ""
+        self._known: set[str] = set()  # chat item ids already recorded (or seeded)
+        self._noted = {c.call_id for c in session.state.calls.values() if c.delivery}
+        self._wrapped: set[int] = set()
+        self._ready: asyncio.Future[None] | None = None  # a handoff being accepted
+        self._deferred: list[Callable[[], Any]] = []
+        self._userdata: dict[str, Any] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        hooks: list[tuple[EventTypes, Callable[[Any], None]]] = [
+            ("conversation_item_added", self._on_item),
+            ("user_input_transcribed", self._on_transcript),
+            ("speech_created", self._on_speech),
+            ("function_tools_executed", self._on_tools_executed),
+            ("tool_execution_updated", self._on_tool_update),
+            ("agent_state_changed", self._on_state),
+            ("close", self._on_close),
+        ]
+        for event, handler in hooks:
+            agent_session.on(event, handler)
+        _ATTACHED[agent_session] = self
+        self._mark_known(agent_session.history.items)
+        if agent_session._agent is not None:  # attached after start
+            self._wrap(agent_session.current_agent)
+        self._ensure_tap()
+
+    # -- the guard -------------------------------------------------------------------------
+
+    async def run_tool(self, name: str, args: dict[str, Any], *, call_id: str) -> ToolOutcome:
+        """Run a registered tool through the guard on the current callstate session."""
+        await self._wait_ready()
+        return await self.session.run_tool(name, args, call_id=call_id)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _wait_ready(self) -> None:
+        if self._ready is not None:
+            await asyncio.shield(self._ready)
+
+    def _rec(self, fn: Callable[[], Any]) -> None:
+        """Record now, or once a pending handoff is accepted; keep errors, never raise."""
+        if self._ready is not None and not self._ready.done():
+            self._deferred.append(fn)
+            return
+        try:
+            fn()
+        except CallstateError as exc:
+            log.warning("callstate could not record: %s", exc)
+            self.errors.append(exc)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _mark_known(self, items: Iterable[llm.ChatItem]) -> None:
+        self._known.update(item.id for item in items)
+
+    def _ensure_tap(self) -> None:
+        out = self.agent_session.output
+        if not isinstance(out.transcription, _Tap):
+            out.transcription = _Tap(self, out.transcription)
+
+    # -- agent utterances ------------------------------------------------------------------
+
+    def _start(self) -> str:
+        if self._cut:  # the cut utterance never got a message: nothing of it played
+            self._reset()
+        if self._uid is None:
+            self._uid = self.session.agent_started("")
+        return self._uid
+
+    def _reset(self) -> None:
+        self._uid, self._cut, self._heard, self._generated = None, False, "", ""
+
+    def _heard_text(self, text: str) -> None:
+        def record() -> None:
+            uid = self._start()
+            self._heard += text
+            full = self._generated if len(self._generated) >= len(self._heard) else self._heard
+            self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=full.strip())
+
+        if not self._cut:
+            self._rec(record)
+
+    def _generated_text(self, text: str) -> None:
+        def record() -> None:
+            uid = self._start()
+            self._generated = text
+            self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=text.strip())
+
+        if text.strip():
+            self._rec(record)
+
+    def _assistant(self, msg: llm.ChatMessage) -> None:
+        text = (msg.text_content or "").strip()
+        if self._cut:
+            self._reset()  # recorded at the barge-in, with what had reached the output
+            return
+        if self._uid is None and not text:
+            return
+        uid = self._start()
+        if msg.interrupted:
+            self.session.interrupt(heard_text=text, utterance_id=uid)
+        else:
+            self.session.agent_finished(uid, text=text)
+        self._reset()
+
+    def _on_interrupt(self, _fut: asyncio.Future[None]) -> None:
+        """LiveKit took a barge-in: truncate to what was heard, overtake running calls."""
+
+        def record() -> None:
+            if self._uid is not None and not self._cut:
+                self.session.interrupt(heard_text=self._heard.strip(), utterance_id=self._uid)
+                self._cut = True
+            elif self.session.state.in_flight:
+                self.session.interrupt()
+
+        self._rec(record)
+
+    # -- the caller ------------------------------------------------------------------------
+
+    def _user(self, msg: llm.ChatMessage) -> None:
+        if msg.id in self._known:
+            return
+        self._known.add(msg.id)
+        text = (msg.text_content or "").strip()
+        if text:
+            self._rec(lambda: self.session.user_said(text))
+
+    # -- the agents' llm_node --------------------------------------------------------------
+
+    def _wrap(self, agent: Agent) -> None:
+        if id(agent) in self._wrapped:
+            return
+        self._wrapped.add(id(agent))
+        inner = agent.llm_node  # bound to the agent: a subclass's override is kept
+
+        async def llm_node(
+            chat_ctx: llm.ChatContext, tools: list[Any], model_settings: Any
+        ) -> AsyncIterable[Any]:
+            await self._wait_ready()
+            users = [i for i in chat_ctx.items if isinstance(i, llm.ChatMessage)]
+            users = [m for m in users if m.role == "user"]
+            if users:
+                self._user(users[-1])  # LiveKit emits it only once this reply is scheduled
+            self._rec(lambda: self._write_notes(chat_ctx))
+            out: Any = inner(chat_ctx, tools, model_settings)
+            if asyncio.iscoroutine(out):
+                out = await out
+            if isinstance(out, str):
+                self._generated_text(out)
+                yield out
+                return
+            if out is None:
+                return
+            text = ""
+            async for chunk in out:
+                piece = chunk if isinstance(chunk, str) else None
+                if isinstance(chunk, llm.ChatChunk) and chunk.delta is not None:
+                    piece = chunk.delta.content
+                if piece:
+                    text += piece
+                    self._generated_text(text)
+                yield chunk
+
+        agent.llm_node = llm_node  # type: ignore[method-assign]
+
+    def _write_notes(self, chat_ctx: llm.ChatContext) -> None:
+        """Tell the model, before it runs, what to do with results the reconciler decided."""
+        for call in self.session.state.calls.values():
+            if call.delivery in (None, "held") or call.call_id in self._noted:
+                continue
+            self._noted.add(call.call_id)
+            chat_ctx.add_message(role="system", content=delivery_note(call))
+
+    # -- handoff ---------------------------------------------------------------------------
+
+    def _handoff(self, item: llm.AgentHandoff) -> None:
+        new = self.agent_session.current_agent
+        self._wrap(new)
+        if item.old_agent_id is None or new.id == self.session.state.agent:
+            return
+        self._sync_userdata()
+        seeded = chat_context(handoff_messages(self.session))
+        self._mark_known(seeded.items)
+        # the new activity has not started: set the context as update_chat_ctx does, but
+        # keep calls of tools this agent lacks (exclude_invalid_function_calls=False)
+        new._chat_ctx = seeded
+        self._ready = asyncio.get_running_loop().create_future()
+        self._spawn(self._transfer(new.id, self._ready))
+
+    async def _transfer(self, target: str, ready: asyncio.Future[None]) -> None:
+        """Offer the session to ``target`` and accept it here: epoch+1, source fenced."""
+        try:
+            pkg = await self.session.handoff(to=target, reason="livekit agent handoff")
+            self.session = await self.session.keeper.accept(pkg.to_bytes())
+        except CallstateError as exc:
+            log.warning("callstate handoff to %r failed: %s", target, exc)
+            self.errors.append(exc)
+        finally:
+            ready.set_result(None)
+            self._ready = None
+            deferred, self._deferred = self._deferred, []
+            for fn in deferred:
+                self._rec(fn)
+
+    # -- userdata --------------------------------------------------------------------------
+
+    def _sync_userdata(self) -> None:
+        data = _plain_userdata(self.agent_session._userdata)
+        if data is None or data == self._userdata:
+            return
+        before = self._userdata if self._userdata is not None else self.session.state.userdata
+        changed = {k: v for k, v in data.items() if k not in before or before[k] != v}
+        gone = [k for k in before if k not in data]
+        self._userdata = dict(data)
+
+        def record() -> None:
+            if changed:
+                self.session.update_userdata(changed)
+            if gone:
+                self.session.remove_userdata(*gone)
+
+        self._rec(record)
+
+    # -- session events --------------------------------------------------------------------
+
+    def _on_item(self, ev: ConversationItemAddedEvent) -> None:
+        item = ev.item
+        if isinstance(item, llm.AgentHandoff):
+            self._handoff(item)
+        elif isinstance(item, llm.ChatMessage) and item.role == "user":
+            self._user(item)
+        elif isinstance(item, llm.ChatMessage) and item.role == "assistant":
+            self._rec(lambda: self._assistant(item))
+        self._sync_userdata()
+
+    def _on_transcript(self, ev: UserInputTranscribedEvent) -> None:
+        if not ev.is_final and ev.transcript.strip():
+            self._rec(lambda: self.session.user_partial(ev.transcript))
+
+    def _on_speech(self, ev: SpeechCreatedEvent) -> None:
+        self._ensure_tap()  # RoomIO may have replaced the chain at start
+        handle: SpeechHandle = ev.speech_handle
+        fut = getattr(handle, "_interrupt_fut", None)
+        if isinstance(fut, asyncio.Future):
+            fut.add_done_callback(self._on_interrupt)
+
+    def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
+        self._sync_userdata()
+
+    def _on_tool_update(self, ev: ToolExecutionUpdatedEvent) -> None:
+        self._sync_userdata()  # a tool may have changed userdata
+
+    def _on_state(self, ev: AgentStateChangedEvent) -> None:
+        self._sync_userdata()
+
+    def _on_close(self, ev: CloseEvent) -> None:
+        self._sync_userdata()
+        if self._end_on_close:
+            self._spawn(self._end(str(ev.reason.value)))
+
+    async def _end(self, reason: str) -> None:
+        await self._wait_ready()
+        try:
+            await self.session.end(reason=reason)
+        except CallstateError as exc:
+            self.errors.append(exc)
+
+    async def wait_idle(self) -> None:
+        """Wait for handoffs being accepted and the end of the call to be recorded."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _plain_userdata(value: Any) -> dict[str, Any] | None:
+    """LiveKit userdata as a dict (a dict, a dataclass or a pydantic model), else None."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        out = dump()
+        return out if isinstance(out, dict) else None
+    return None
+
+
+def attach(
+    agent_session: AgentSession[Any],
+    session: Session,
+    *,
+    agents: Mapping[str, AgentFactory] | None = None,
+    end_on_close: bool = True,
+) -> LiveKitRecovery:
+    """Record ``agent_session`` into the callstate ``session``: one call, before or after start.
+
+    Args:
+        agent_session: the LiveKit session.
+        session: the callstate session (started, resumed or accepted).
+        agents: factories of the LiveKit agents by callstate agent name (their
+            ``Agent.id``), used to rebuild the current agent on a resume.
+        end_on_close: end the callstate call when the LiveKit session closes.
+
+    Returns:
+        The :class:`LiveKitRecovery` recording it; tools from ``guarded_tools`` find it.
+    """
+    return LiveKitRecovery(agent_session, session, agents=agents, end_on_close=end_on_close)
