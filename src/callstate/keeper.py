@@ -15,19 +15,20 @@ from typing import TYPE_CHECKING, Any, Self
 from . import events as ev
 from ._clock import Clock, SystemClock
 from ._flush import Flusher
-from .archive import Archive, FollowUpFn, FollowUps, archive_ended
-from .errors import CodecError, ConfigError, StaleEpochError
-from .events import decode_event
-from .handoff import DEFAULT_MAX_BYTES
-from .observe import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
-from .recovery import (
-    Preflight,
+from ._resume import (
     check_resumable,
     continue_run,
     find_caller_session,
     preflight,
     session_token,
 )
+from .archive import Archive, archive_ended
+from .errors import CodecError, ConfigError, StaleEpochError
+from .events import decode_event
+from .handoff import DEFAULT_MAX_BYTES
+from .followups import FollowUpFn, FollowUps
+from .observe import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
+from .recovery import Preflight
 from .session import Session
 from .state import SessionState, apply, decode_state
 from .storage import open_store
