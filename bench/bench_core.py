@@ -87,18 +87,25 @@ async def bench_record(keeper: callstate.Keeper, events: int) -> None:
     """Time each hot-path recording call: 10 sessions, each flushed after its turn."""
     sessions = [await keeper.start(agent="bench") for _ in range(10)]
     samples: list[int] = []
+    after_wait: list[int] = []  # indexes of the first call after each awaited flush
     turn = 0
     while len(samples) < events:
+        if turn and turn % len(sessions) == 0:
+            after_wait.append(len(samples))
         record_turn(sessions[turn % len(sessions)], turn, samples)
         turn += 1
         if turn % len(sessions) == 0:  # untimed: every session's turn is made durable
             await asyncio.gather(*(x.flush() for x in sessions))
     await asyncio.gather(*(x.close() for x in sessions))
     us = [ns / 1000 for ns in samples]
+    firsts = set(after_wait)
     emit("record_events", len(us))
     emit("record_mean_us", statistics.fmean(us))
     emit("record_p50_us", pct(us, 50))
     emit("record_p99_us", pct(us, 99))
+    # the tail's source: the first call after the process slept through a flush
+    emit("record_after_wait_p50_us", pct([us[i] for i in firsts], 50))
+    emit("record_steady_p99_us", pct([u for i, u in enumerate(us) if i not in firsts], 99))
 
 
 async def bench_flush(keeper: callstate.Keeper, rounds: int, batch: int) -> None:

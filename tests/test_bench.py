@@ -64,6 +64,8 @@ def test_bench_core_prints_every_metric(store: str, tmp_path: Path) -> None:
         "record_mean_us",
         "record_p50_us",
         "record_p99_us",
+        "record_after_wait_p50_us",
+        "record_steady_p99_us",
         "flush_one_p50_ms",
         "flush_one_p99_ms",
         "flush_batch_events",
