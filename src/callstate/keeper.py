@@ -25,8 +25,8 @@ from ._resume import (
 from .archive import Archive, archive_ended
 from .errors import CodecError, ConfigError, StaleEpochError
 from .events import decode_event
-from .handoff import DEFAULT_MAX_BYTES
 from .followups import FollowUpFn, FollowUps
+from .handoff import DEFAULT_MAX_BYTES
 from .observe import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
 from .recovery import Preflight
 from .session import Session
