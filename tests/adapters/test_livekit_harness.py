@@ -148,7 +148,11 @@ def items_of(seen: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
 
 
 def system_texts(seen: list[dict[str, Any]]) -> list[str]:
-    return ["".join(i["content"]) for i in seen if i["type"] == "message" and i["role"] == "system"]
+    return [
+        "".join(c for c in i["content"] if isinstance(c, str))
+        for i in seen
+        if i["type"] == "message" and i["role"] == "system"
+    ]
 
 
 class Call:

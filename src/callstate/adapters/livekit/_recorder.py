@@ -30,6 +30,7 @@ from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.voice import io
+from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
     CloseEvent,
@@ -38,6 +39,7 @@ from livekit.agents.voice.events import (
     FunctionToolsExecutedEvent,
     SpeechCreatedEvent,
     ToolExecutionUpdatedEvent,
+    ToolReplyUpdated,
     UserInputTranscribedEvent,
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
@@ -108,6 +110,7 @@ class LiveKitRecovery:
         self._cut = False  # that utterance was cut by a barge-in
         self._heard = ""
         self._generated = ""
+        self._speech: str | None = None  # the speech handle that utterance belongs to
         self._known: set[str] = set()  # chat item ids already recorded (or seeded)
         self._noted = {c.call_id for c in session.state.calls.values() if c.delivery}
         self._wrapped: set[int] = set()
@@ -115,6 +118,10 @@ class LiveKitRecovery:
         self._deferred: list[Callable[[], Any]] = []
         self._userdata: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._speeches: dict[str, SpeechHandle] = {}  # speech id -> handle, until done
+        self._muted: set[str] = set()  # speech ids this adapter interrupted itself
+        #: deferred replies stopped because they would voice a held result
+        self.suppressed: list[str] = []
         hooks: list[tuple[EventTypes, Callable[[Any], None]]] = [
             ("conversation_item_added", self._on_item),
             ("user_input_transcribed", self._on_transcript),
@@ -171,19 +178,27 @@ class LiveKitRecovery:
 
     # -- agent utterances ------------------------------------------------------------------
 
-    def _start(self) -> str:
+    def _start(self, speech: str | None) -> str:
+        if self._uid is not None and speech is not None and speech != self._speech:
+            if not self._cut:  # another speech began: what this one got out is all of it
+                self.session.agent_finished(self._uid, text=self._heard.strip())
+            self._reset()
         if self._cut:  # the cut utterance never got a message: nothing of it played
             self._reset()
         if self._uid is None:
             self._uid = self.session.agent_started("")
+            self._speech = speech
         return self._uid
 
     def _reset(self) -> None:
         self._uid, self._cut, self._heard, self._generated = None, False, "", ""
+        self._speech = None
 
     def _heard_text(self, text: str) -> None:
+        speech = _current_speech()
+
         def record() -> None:
-            uid = self._start()
+            uid = self._start(speech)
             self._heard += text
             full = self._generated if len(self._generated) >= len(self._heard) else self._heard
             self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=full.strip())
@@ -192,33 +207,45 @@ class LiveKitRecovery:
             self._rec(record)
 
     def _generated_text(self, text: str) -> None:
+        handle = _SpeechHandleContextVar.get(None)
+        if handle is not None and handle.interrupted:
+            return  # generated after a barge-in: none of it will be spoken
+        speech = handle.id if handle is not None else None
+
         def record() -> None:
-            uid = self._start()
+            uid = self._start(speech)
             self._generated = text
             self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=text.strip())
 
         if text.strip():
             self._rec(record)
 
-    def _assistant(self, msg: llm.ChatMessage) -> None:
+    def _assistant(self, msg: llm.ChatMessage, speech: str | None) -> None:
         text = (msg.text_content or "").strip()
-        if self._cut:
+        if self._cut and (speech is None or speech == self._speech):
             self._reset()  # recorded at the barge-in, with what had reached the output
             return
         if self._uid is None and not text:
             return
-        uid = self._start()
+        uid = self._start(speech)
         if msg.interrupted:
             self.session.interrupt(heard_text=text, utterance_id=uid)
         else:
             self.session.agent_finished(uid, text=text)
         self._reset()
 
-    def _on_interrupt(self, _fut: asyncio.Future[None]) -> None:
+    def _on_interrupt(self, speech_id: str) -> None:
         """LiveKit took a barge-in: truncate to what was heard, overtake running calls."""
+        muted = speech_id in self._muted  # a deferred reply stopped here, not a barge-in
 
         def record() -> None:
-            if self._uid is not None and not self._cut:
+            mine = self._uid is not None and not self._cut and self._speech in (None, speech_id)
+            if muted:
+                if mine and self._uid is not None:  # its generation, unheard
+                    self.session.agent_finished(self._uid, text=self._heard.strip())
+                    self._cut = True
+                return
+            if mine and self._uid is not None:
                 self.session.interrupt(heard_text=self._heard.strip(), utterance_id=self._uid)
                 self._cut = True
             elif self.session.state.in_flight:
@@ -341,7 +368,8 @@ class LiveKitRecovery:
         elif isinstance(item, llm.ChatMessage) and item.role == "user":
             self._user(item)
         elif isinstance(item, llm.ChatMessage) and item.role == "assistant":
-            self._rec(lambda: self._assistant(item))
+            speech = _current_speech()
+            self._rec(lambda: self._assistant(item, speech))
         self._sync_userdata()
 
     def _on_transcript(self, ev: UserInputTranscribedEvent) -> None:
@@ -351,15 +379,44 @@ class LiveKitRecovery:
     def _on_speech(self, ev: SpeechCreatedEvent) -> None:
         self._ensure_tap()  # RoomIO may have replaced the chain at start
         handle: SpeechHandle = ev.speech_handle
+        self._speeches[handle.id] = handle
+        handle.add_done_callback(self._speech_done)
         fut = getattr(handle, "_interrupt_fut", None)
         if isinstance(fut, asyncio.Future):
-            fut.add_done_callback(self._on_interrupt)
+            fut.add_done_callback(lambda _f: self._on_interrupt(handle.id))
+
+    def _speech_done(self, handle: SpeechHandle) -> None:
+        self._speeches.pop(handle.id, None)
 
     def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
         self._sync_userdata()
 
     def _on_tool_update(self, ev: ToolExecutionUpdatedEvent) -> None:
         self._sync_userdata()  # a tool may have changed userdata
+        update = ev.update
+        if isinstance(update, ToolReplyUpdated) and update.status == "scheduled":
+            self._hold_deferred_reply(update)
+
+    def _hold_deferred_reply(self, update: ToolReplyUpdated) -> None:
+        """Stop a deferred reply that would voice a result held since a barge-in.
+
+        A tool that outlived LiveKit's interruption timeout answers later in a reply of
+        its own; while callstate holds the result (the caller's turn has not ended) that
+        reply would talk over the caller, so it is stopped and the result is delivered,
+        discarded or announced on the caller's next turn, as the reconciler decides.
+        """
+        calls = self.session.state.calls
+        held = [
+            cid
+            for uid in update.update_ids
+            if (cid := uid.removesuffix("_final").split("_update_")[0]) in calls
+            and calls[cid].delivery == "held"
+        ]
+        handle = self._speeches.get(update.speech_id)
+        if held and handle is not None and not handle.done():
+            self._muted.add(handle.id)
+            self.suppressed.append(handle.id)
+            handle.interrupt(force=True)
 
     def _on_state(self, ev: AgentStateChangedEvent) -> None:
         self._sync_userdata()
@@ -380,6 +437,12 @@ class LiveKitRecovery:
         """Wait for handoffs being accepted and the end of the call to be recorded."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+
+def _current_speech() -> str | None:
+    """The id of the speech whose task is running (LiveKit sets it for each speech task)."""
+    handle = _SpeechHandleContextVar.get(None)
+    return handle.id if handle is not None else None
 
 
 def _plain_userdata(value: Any) -> dict[str, Any] | None:

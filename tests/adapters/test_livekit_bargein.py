@@ -1,0 +1,145 @@
+"""Barge-ins on a real LiveKit ``AgentSession`` while a write runs, through ``session.interrupt()``.
+
+Each one leaves LiveKit with a tool output nobody heard (or, past the interruption
+timeout, a deferred reply that would talk over the caller); callstate holds the result
+and has it announced on the caller's next turn.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from livekit.agents import llm
+from livekit.agents.voice import speech_handle
+
+from .test_livekit_harness import BOOKING, Call, Reply, items_of, system_texts, until
+
+MOVE = [
+    Reply(["Sure, ", "I'm moving ", "it now."], [("c1", "move_booking", BOOKING)]),
+    Reply(["Done: your table is at eight."]),
+]
+MOVED = {"booking_id": "B1", "time": "20:00", "moved": True}
+
+
+def outputs(call: Call, call_id: str) -> list[llm.FunctionCallOutput]:
+    return [
+        i
+        for i in call.lk.history.items
+        if isinstance(i, llm.FunctionCallOutput) and i.call_id == call_id
+    ]
+
+
+def assistant_texts(call: Call) -> list[tuple[str, bool]]:
+    return [
+        (i.text_content or "", i.interrupted)
+        for i in call.lk.history.items
+        if isinstance(i, llm.ChatMessage) and i.role == "assistant"
+    ]
+
+
+def announced(seen: list[dict[str, Any]]) -> list[str]:
+    return [t for t in system_texts(seen) if "move_booking (call c1)" in t]
+
+
+async def next_turn_announces(call: Call) -> None:
+    """The caller's next turn: the reconciler announces the write, the model is told."""
+    await call.lk.run(user_input="okay")
+    assert "announced" == call.cs.state.calls["c1"].delivery
+    notes = announced(call.llm.seen[-1])
+    assert 1 == len(notes)
+    assert "announced" == json.loads(notes[0].split("how it ended: ", 1)[1])["delivery"]
+    assert ("assistant", "Done: your table is at eight.") == (
+        call.cs.state.items[-1].kind,
+        call.cs.state.items[-1].text,
+    )
+
+
+async def test_barge_in_during_the_pre_tool_speech() -> None:
+    """Cut off mid-sentence: the heard part is kept, the write is held, then announced."""
+    async with Call(MOVE) as call:
+        call.output.open_for = 1  # the caller hears "Sure, " and then talks over the rest
+        run = call.lk.run(user_input="move my booking to eight")
+        await until(lambda: call.tools.ran == ["move_booking"] and call.output.waiting)
+        done = call.lk.interrupt()
+        await until(lambda: call.cs.state.calls["c1"].overtaken)
+        assert [("Sure, I'm moving ", True)] == assistant_texts(call)  # LiveKit's truncation
+        call.output.release()
+        call.tools.release["move_booking"].set()
+        await done
+        await run
+        # LiveKit: the result is in the history, asked for no reply, and nobody voiced it
+        [out] = outputs(call, "c1")
+        assert False is out.reply_required
+        assert call.lk.history.items[-1] is out
+        assert 1 == len(call.llm.seen)
+        cut = next(i for i in call.cs.state.items if i.kind == "assistant")
+        assert ("Sure,", True, "I'm moving it now.") == (cut.text, cut.interrupted, cut.unspoken)
+        assert ("succeeded", "held", MOVED) == (
+            call.cs.state.calls["c1"].status,
+            call.cs.state.calls["c1"].delivery,
+            call.cs.state.calls["c1"].result,
+        )
+        await next_turn_announces(call)
+
+
+async def test_barge_in_after_the_pre_tool_speech_while_the_tool_runs() -> None:
+    """The reply LiveKit skips after a barge-in during the tool is owed and announced."""
+    async with Call(MOVE) as call:
+        run = call.lk.run(user_input="move my booking to eight")
+        await until(
+            lambda: (
+                call.tools.ran == ["move_booking"]
+                and [("Sure, I'm moving it now.", False)] == assistant_texts(call)
+            )
+        )
+        done = call.lk.interrupt()
+        await until(lambda: call.cs.state.calls["c1"].overtaken)
+        call.tools.release["move_booking"].set()
+        await done
+        await run
+        [out] = outputs(call, "c1")
+        assert True is out.reply_required  # asked for a reply ...
+        assert call.lk.history.items[-1] is out  # ... that never came
+        assert 1 == len(call.llm.seen)
+        assert "held" == call.cs.state.calls["c1"].delivery
+        await next_turn_announces(call)
+
+
+async def test_tool_outliving_the_interruption_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A deferred reply that would voice a held result is stopped; the next turn announces it."""
+    monkeypatch.setattr(speech_handle, "INTERRUPTION_TIMEOUT", 3600.0)  # fired by the test
+    handles: list[speech_handle.SpeechHandle] = []
+    replies = [MOVE[0], Reply(["Your booking moved to eight."]), MOVE[1]]
+    async with Call(replies) as call:
+        call.lk.on("speech_created", lambda ev: handles.append(ev.speech_handle))
+        call.output.open_for = 1
+        run = call.lk.run(user_input="move my booking to eight")
+        await until(lambda: call.tools.ran == ["move_booking"] and call.output.waiting)
+        done = call.lk.interrupt()
+        await until(lambda: [("Sure, I'm moving ", True)] == assistant_texts(call))
+        call.output.release()
+        # LiveKit's own timeout callback, fired now instead of 5 s later
+        timer = handles[0]._interrupt_timeout_handle
+        assert timer is not None
+        fire, args = timer._callback, timer._args
+        timer.cancel()
+        fire(*args)
+        await until(lambda: 1 == len(outputs(call, "c1")))
+        assert "in progress" in str(outputs(call, "c1")[0].output)  # LiveKit's placeholder
+        call.tools.release["move_booking"].set()
+        await done
+        await run
+        await until(lambda: 1 == len(call.recovery.suppressed))
+        await until(lambda: handles[-1].done())
+        final = outputs(call, "c1_final")
+        assert 1 == len(final)  # the deferred result is in LiveKit's history ...
+        assert [("Sure, I'm moving ", True)] == assistant_texts(call)  # ... but not voiced
+        assert [handles[-1].id] == call.recovery.suppressed
+        assert "held" == call.cs.state.calls["c1"].delivery
+        assert ["user", "assistant", "call"] == [i.kind for i in call.cs.state.items]
+        await next_turn_announces(call)
+        assert MOVED == call.cs.state.calls["c1"].result
+        seen_outputs = items_of(call.llm.seen[-1], "function_call_output")
+        assert ["c1", "c1_final"] == [o["call_id"] for o in seen_outputs]
