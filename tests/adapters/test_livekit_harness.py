@@ -158,8 +158,15 @@ def system_texts(seen: list[dict[str, Any]]) -> list[str]:
 class Call:
     """A keeper, a callstate session and an attached ``AgentSession``."""
 
-    def __init__(self, replies: list[Reply], *, store: str = "memory://") -> None:
+    def __init__(
+        self,
+        replies: list[Reply],
+        *,
+        store: str = "memory://",
+        agent: Callable[[Tools], Agent] | None = None,
+    ) -> None:
         self.tools = Tools()
+        self.agent = agent if agent is not None else Booker
         self.clock = FakeClock()
         self.keeper = Keeper(store, tools=self.tools.registry, secret=SECRET, clock=self.clock)
         self.llm = ScriptedLLM(replies)
@@ -171,7 +178,7 @@ class Call:
         await self.keeper.open()
         self.cs = await self.keeper.start(caller="+15551234567", agent="booker")
         self.recovery = attach(self.lk, self.cs)
-        await self.lk.start(Booker(self.tools))
+        await self.lk.start(self.agent(self.tools))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
