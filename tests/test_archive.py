@@ -218,6 +218,23 @@ def test_superseded_records_are_rebuilt_deterministically() -> None:
     )
 
 
+async def test_an_accepted_handoff_supersedes_the_source_run(keeper: callstate.Keeper) -> None:
+    """After a handoff, the source agent's run is archived as superseded and the
+    target's as completed, each with its own part of the conversation."""
+    s = await keeper.start(caller=CALLER, agent="triage")
+    s.user_said("I have a billing question")
+    pkg = await s.handoff(to="billing", reason="billing question")
+    target = await keeper.accept(pkg.to_bytes())
+    target.user_said("I was charged twice")
+    await target.end(reason="caller_hangup")
+    records = sorted(await keeper.archive.list(session_id=s.id), key=lambda r: r.epoch)
+    assert [
+        ("superseded", "triage", ["I have a billing question"]),
+        ("completed", "billing", ["I was charged twice"]),
+    ] == [(r.outcome, r.agent, [i.text for i in r.transcript]) for r in records]
+    assert ["handoff.offered"] == [e.kind for e in records[0].recovery]
+
+
 def test_golden_v1_record_still_decodes() -> None:
     """archive_v1.json decodes to the record v1 wrote, and round-trips unchanged."""
     raw = (GOLDEN / "archive_v1.json").read_bytes()
