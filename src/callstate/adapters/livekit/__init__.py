@@ -34,7 +34,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     raise ImportError(msg) from exc
 
 from ._context import AgentFactory, chat_context, context_messages, seed_agent
-from ._recorder import LiveKitRecovery, attach, delivery_note
+from ._hooks import delivery_note
+from ._recorder import LiveKitRecovery, attach
 from ._restore import restore
 from ._tools import guarded_tools, recovery_for
 

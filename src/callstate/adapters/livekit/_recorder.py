@@ -23,13 +23,11 @@ Hooks (livekit-agents 1.8), each recording in the order LiveKit acts:
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
-from livekit.agents.voice import io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 from livekit.agents.voice.events import (
     AgentStateChangedEvent,
@@ -44,43 +42,16 @@ from livekit.agents.voice.events import (
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
 
-from ...context import call_output
 from ...errors import CallstateError
 from ...session import Session
-from ...state import ToolCall
 from ...tools import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
+from ._hooks import Tap, current_speech, delivery_note, plain_userdata
 from ._tools import _ATTACHED
 
-__all__ = ["LiveKitRecovery", "attach", "delivery_note"]
+__all__ = ["LiveKitRecovery", "attach"]
 
 log = logging.getLogger("callstate.adapters.livekit")
-
-
-def delivery_note(call: ToolCall) -> str:
-    """A system note telling the model what to do with a result whose delivery was decided."""
-    return (
-        f"The caller interrupted while {call.name} (call {call.call_id}) ran and has not "
-        f"heard how it ended: {call_output(call)}"
-    )
-
-
-class _Tap(io.TextOutput):
-    """First in the transcription chain: records what reaches the output as heard."""
-
-    def __init__(self, recovery: LiveKitRecovery, next_in_chain: io.TextOutput | None) -> None:
-        super().__init__(label="callstate", next_in_chain=next_in_chain)
-        self._recovery = recovery
-
-    async def capture_text(self, text: str) -> None:
-        if self.next_in_chain is not None:
-            await self.next_in_chain.capture_text(text)  # heard once the output took it
-        await self._recovery._wait_ready()
-        self._recovery._heard_text(text)
-
-    def flush(self) -> None:
-        if self.next_in_chain is not None:
-            self.next_in_chain.flush()
 
 
 class LiveKitRecovery:
@@ -173,8 +144,8 @@ class LiveKitRecovery:
 
     def _ensure_tap(self) -> None:
         out = self.agent_session.output
-        if not isinstance(out.transcription, _Tap):
-            out.transcription = _Tap(self, out.transcription)
+        if not isinstance(out.transcription, Tap):
+            out.transcription = Tap(self, out.transcription)
 
     # -- agent utterances ------------------------------------------------------------------
 
@@ -195,7 +166,7 @@ class LiveKitRecovery:
         self._speech = None
 
     def _heard_text(self, text: str) -> None:
-        speech = _current_speech()
+        speech = current_speech()
 
         def record() -> None:
             uid = self._start(speech)
@@ -343,7 +314,7 @@ class LiveKitRecovery:
     # -- userdata --------------------------------------------------------------------------
 
     def _sync_userdata(self) -> None:
-        data = _plain_userdata(self.agent_session._userdata)
+        data = plain_userdata(self.agent_session._userdata)
         if data is None or data == self._userdata:
             return
         before = self._userdata if self._userdata is not None else self.session.state.userdata
@@ -368,7 +339,7 @@ class LiveKitRecovery:
         elif isinstance(item, llm.ChatMessage) and item.role == "user":
             self._user(item)
         elif isinstance(item, llm.ChatMessage) and item.role == "assistant":
-            speech = _current_speech()
+            speech = current_speech()
             self._rec(lambda: self._assistant(item, speech))
         self._sync_userdata()
 
@@ -437,25 +408,6 @@ class LiveKitRecovery:
         """Wait for handoffs being accepted and the end of the call to be recorded."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-def _current_speech() -> str | None:
-    """The id of the speech whose task is running (LiveKit sets it for each speech task)."""
-    handle = _SpeechHandleContextVar.get(None)
-    return handle.id if handle is not None else None
-
-
-def _plain_userdata(value: Any) -> dict[str, Any] | None:
-    """LiveKit userdata as a dict (a dict, a dataclass or a pydantic model), else None."""
-    if isinstance(value, Mapping):
-        return dict(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    dump = getattr(value, "model_dump", None)
-    if callable(dump):
-        out = dump()
-        return out if isinstance(out, dict) else None
-    return None
 
 
 def attach(

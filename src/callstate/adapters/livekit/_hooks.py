@@ -1,0 +1,69 @@
+"""The small pieces ``LiveKitRecovery`` plugs into LiveKit with.
+
+A ``TextOutput`` placed first in the transcription chain (what reaches the output is
+what the caller heard), the speech whose task is running (LiveKit keeps it in a context
+variable for every speech task, so text, messages and interruptions can be told apart
+by speech), userdata as plain data, and the note a decided result gets.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from livekit.agents.voice import io
+from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
+
+from ...context import call_output
+from ...state import ToolCall
+
+if TYPE_CHECKING:
+    from ._recorder import LiveKitRecovery
+
+__all__ = ["Tap", "current_speech", "delivery_note", "plain_userdata"]
+
+
+def delivery_note(call: ToolCall) -> str:
+    """A system note telling the model what to do with a result whose delivery was decided."""
+    return (
+        f"The caller interrupted while {call.name} (call {call.call_id}) ran and has not "
+        f"heard how it ended: {call_output(call)}"
+    )
+
+
+class Tap(io.TextOutput):
+    """First in the transcription chain: records what reaches the output as heard."""
+
+    def __init__(self, recovery: LiveKitRecovery, next_in_chain: io.TextOutput | None) -> None:
+        super().__init__(label="callstate", next_in_chain=next_in_chain)
+        self._recovery = recovery
+
+    async def capture_text(self, text: str) -> None:
+        if self.next_in_chain is not None:
+            await self.next_in_chain.capture_text(text)  # heard once the output took it
+        await self._recovery._wait_ready()
+        self._recovery._heard_text(text)
+
+    def flush(self) -> None:
+        if self.next_in_chain is not None:
+            self.next_in_chain.flush()
+
+
+def current_speech() -> str | None:
+    """The id of the speech whose task is running (LiveKit sets it for each speech task)."""
+    handle = _SpeechHandleContextVar.get(None)
+    return handle.id if handle is not None else None
+
+
+def plain_userdata(value: Any) -> dict[str, Any] | None:
+    """LiveKit userdata as a dict (a dict, a dataclass or a pydantic model), else None."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    dump = getattr(value, "model_dump", None)
+    if callable(dump):
+        out = dump()
+        return out if isinstance(out, dict) else None
+    return None
