@@ -143,3 +143,34 @@ async def test_tool_outliving_the_interruption_timeout(monkeypatch: pytest.Monke
         assert MOVED == call.cs.state.calls["c1"].result
         seen_outputs = items_of(call.llm.seen[-1], "function_call_output")
         assert ["c1", "c1_final"] == [o["call_id"] for o in seen_outputs]
+
+
+CHECK = [Reply(["Let me look."], [("r1", "check_availability", {"date": "mon"})])]
+
+
+async def interrupted_read(call: Call) -> None:
+    """A read overtaken by a barge-in after its speech: its result is held."""
+    run = call.lk.run(user_input="is monday free")
+    await until(lambda: call.tools.ran == ["check_availability"])
+    await until(lambda: [("Let me look.", False)] == assistant_texts(call))
+    done = call.lk.interrupt()
+    await until(lambda: call.cs.state.calls["r1"].overtaken)
+    call.tools.release["check_availability"].set()
+    await done
+    await run
+    assert "held" == call.cs.state.calls["r1"].delivery
+
+
+@pytest.mark.parametrize(
+    ("said", "decision"), [("uh-huh, go on", "delivered"), ("what about tuesday?", "discarded")]
+)
+async def test_a_held_read_is_delivered_or_dropped_as_the_next_turn_decides(
+    said: str, decision: str
+) -> None:
+    """A backchannel gets the read delivered; a new question drops it; the model is told."""
+    async with Call([*CHECK, Reply(["Right."])]) as call:
+        await interrupted_read(call)
+        await call.lk.run(user_input=said)
+        assert decision == call.cs.state.calls["r1"].delivery
+        [note] = [t for t in system_texts(call.llm.seen[-1]) if "check_availability" in t]
+        assert decision == json.loads(note.split("how it ended: ", 1)[1])["delivery"]
