@@ -195,6 +195,14 @@ async def test_unknown_session_is_reported_as_unknown(keeper: callstate.Keeper) 
         await keeper.resume("nope")
 
 
+@pytest.mark.parametrize("bad", ["", None, 42])
+async def test_garbage_input_is_a_token_error(keeper: callstate.Keeper, bad: object) -> None:
+    """Empty or non-string input is refused by resume and called invalid by preflight."""
+    with pytest.raises(TokenError, match="token_or_id"):
+        await keeper.resume(bad)  # type: ignore[arg-type]
+    assert "invalid" == (await keeper.preflight(bad)).status  # type: ignore[arg-type]
+
+
 async def test_tokens_need_a_secret(tmp_path: Path) -> None:
     """Without a secret resume_token raises ConfigError saying what to configure."""
     async with callstate.Keeper(f"sqlite:///{tmp_path}/cs.db") as k:

@@ -42,6 +42,9 @@ async def check_resumable(
         SessionExpired: the token or the session's resume window has expired.
         SessionNotFound: no such session (and none was ever archived).
     """
+    if not isinstance(token_or_id, str) or not token_or_id:
+        msg = f"token_or_id must be a resume token or a session id, got {token_or_id!r:.60}"
+        raise TokenError(msg)
     now = keeper.clock.now()
     claims: TokenClaims | None = None
     if is_token(token_or_id):
