@@ -48,6 +48,8 @@ __all__ = [
     "main",
     "make_console",
     "open_db",
+    "print_session",
+    "store_url",
 ]
 
 Runner = Callable[[argparse.Namespace, Console], Awaitable[int]]
@@ -163,7 +165,7 @@ def _configure_inspect(p: argparse.ArgumentParser) -> None:
 
 
 @command("inspect", "print one session's timeline", configure=_configure_inspect)
-async def inspect(args: argparse.Namespace, out: Console) -> int:
+async def run_inspect(args: argparse.Namespace, out: Console) -> int:
     """``callstate inspect SESSION``."""
     store = await open_db(args.db)
     try:
@@ -178,7 +180,7 @@ def _configure_sessions(p: argparse.ArgumentParser) -> None:
 
 
 @command("sessions", "list sessions, most recent first", configure=_configure_sessions)
-async def sessions(args: argparse.Namespace, out: Console) -> int:
+async def run_sessions(args: argparse.Namespace, out: Console) -> int:
     """``callstate sessions``."""
     from rich import box
     from rich.table import Table
