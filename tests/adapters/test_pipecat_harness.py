@@ -362,11 +362,9 @@ class Bot:
         middle = [self.recovery.processor] if self.recovery is not None else []
         self.watch = Watch()
         observers: list[BaseObserver] = [self.watch]
-        if self.recovery is not None:
-            observers.append(self.recovery.observer)
         front = [self.user] if stt is None else [self.user, stt]
         self.pipeline = Pipeline(
-            [*front, self.aggregators.user(), self.llm, self.tts, self.output, *middle,
+            [*front, self.aggregators.user(), self.llm, *middle, self.tts, self.output,
              self.aggregators.assistant()]
         )  # fmt: skip
         self.worker = PipelineWorker(

@@ -1,14 +1,15 @@
-"""The processor and the observer a Pipecat pipeline carries for callstate.
+"""The processor a Pipecat pipeline carries for callstate, right after the LLM.
 
-``CallstateProcessor`` sits right after the output transport, so it sees the frames the
-transport releases as their audio plays: played text, played audio, the end of each
-response. It also mends the function-call frames on their way to the assistant
-aggregator: a call Pipecat cancelled on a barge-in keeps running in the guard, so its
+It mends the function-call frames on their way to the assistant aggregator: a call
+Pipecat cancelled on a barge-in keeps running in the guard, so its
 ``FunctionCallCancelFrame`` is held back and a ``FunctionCallResultFrame`` carrying the
-real outcome is pushed in its place once the call ends.
+real outcome is pushed in its place once the call ends (never ``"CANCELLED"``, never a
+call left ``"IN_PROGRESS"``). It also writes notes into the context
+(``LLMMessagesAppendFrame``, uninterruptible) for results of calls this pipeline did
+not start.
 
-``CallstateObserver`` sees what never reaches the LLM: interim transcripts (the user
-aggregator consumes them) and, as a backstop, the user turns the aggregator wrote.
+It processes frames inline (direct mode): no queue and no task of its own. Placed
+right after the LLM it sees the LLM's frames only, not the audio.
 """
 
 from __future__ import annotations
@@ -18,22 +19,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipecat.frames.frames import (
+    CancelFrame,
+    EndFrame,
     Frame,
+    FrameProcessorPauseFrame,
+    FrameProcessorPauseUrgentFrame,
+    FrameProcessorResumeFrame,
+    FrameProcessorResumeUrgentFrame,
     FunctionCallCancelFrame,
     FunctionCallInProgressFrame,
     FunctionCallResultFrame,
-    InterimTranscriptionFrame,
+    FunctionCallsStartedFrame,
     InterruptionFrame,
-    LLMContextUserTurnFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMMessagesAppendFrame,
-    OutputAudioRawFrame,
+    LLMTextFrame,
     StartFrame,
-    TTSStoppedFrame,
-    TTSTextFrame,
 )
-from pipecat.observers.base_observer import BaseObserver, FramePushed
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from ...tools import ToolOutcome
@@ -41,9 +44,28 @@ from ...tools import ToolOutcome
 if TYPE_CHECKING:
     from ._recovery import PipecatRecovery
 
-__all__ = ["CallstateObserver", "CallstateProcessor"]
+__all__ = ["CallstateProcessor"]
 
 _DOWN = FrameDirection.DOWNSTREAM
+
+#: Frames this processor acts on, or that a processor's own lifecycle needs; every other
+#: frame (audio above all) is handed straight on, as if the processor were not there.
+_HANDLED: tuple[type[Frame], ...] = (
+    StartFrame,
+    EndFrame,
+    CancelFrame,
+    InterruptionFrame,
+    FrameProcessorPauseFrame,
+    FrameProcessorPauseUrgentFrame,
+    FrameProcessorResumeFrame,
+    FrameProcessorResumeUrgentFrame,
+    FunctionCallCancelFrame,
+    FunctionCallInProgressFrame,
+    FunctionCallsStartedFrame,
+    LLMFullResponseStartFrame,
+    LLMFullResponseEndFrame,
+    LLMTextFrame,
+)
 
 
 @dataclass(slots=True)
@@ -57,10 +79,10 @@ class _Detached:
 
 
 class CallstateProcessor(FrameProcessor):
-    """Records speech as played and keeps tool results from being lost on a barge-in.
+    """Keeps tool results from being lost on a barge-in.
 
-    Place it right after ``transport.output()``, before the assistant aggregator.
-    It processes frames inline (direct mode), in the order the transport releases them.
+    Place it right after the LLM service (anywhere between the LLM and the assistant
+    aggregator works; right after the LLM the fewest frames pass through it).
     """
 
     def __init__(self, recovery: PipecatRecovery, **kwargs: Any) -> None:
@@ -69,6 +91,25 @@ class CallstateProcessor(FrameProcessor):
         self._detached: dict[str, _Detached] = {}
         self._announced: set[str] = set()
         self._watch: asyncio.Task[None] | None = None
+        self._handled: dict[type, bool] = {}
+
+    async def queue_frame(
+        self, frame: Frame, direction: FrameDirection = _DOWN, callback: Any = None
+    ) -> None:
+        """Hand a frame this processor has no business with straight to its neighbour.
+
+        Every frame an LLM pushes passes here, the caller's audio included; going
+        through the whole processing path would cost each of them a hop of bookkeeping.
+        """
+        cls = type(frame)
+        handled = self._handled.get(cls)
+        if handled is None:
+            handled = self._handled[cls] = issubclass(cls, _HANDLED)
+        neighbour = self.next if direction is _DOWN else self.previous
+        if handled or callback is not None or neighbour is None:
+            await super().queue_frame(frame, direction, callback)
+        else:
+            await neighbour.queue_frame(frame, direction)
 
     async def cleanup(self) -> None:
         """Stop watching calls when the pipeline ends (the calls themselves run on)."""
@@ -78,34 +119,21 @@ class CallstateProcessor(FrameProcessor):
             self._watch = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        """Record what the frame says about speech, then pass it on (or hold it back)."""
+        """Pass the frame on, or hold back the cancellation of a call that runs on."""
         await super().process_frame(frame, direction)
-        r = self._recovery
-        if isinstance(frame, StartFrame) and self._watch is None:
-            await self.push_frame(frame, direction)
-            self._watch = self.create_task(r._watch(), "callstate-watch")
-            return
         if direction is _DOWN:
-            if isinstance(frame, OutputAudioRawFrame):
-                r._played_audio(frame)
-            elif isinstance(frame, TTSTextFrame):
-                r._played_text(frame)
-            elif isinstance(frame, LLMFullResponseStartFrame):
-                r._playing_started(frame)
-            elif isinstance(frame, LLMFullResponseEndFrame):
-                r._playing_ended()
-            elif isinstance(frame, TTSStoppedFrame):
-                r._speech_stopped()
-            elif isinstance(frame, InterruptionFrame):
-                r._barge_in(frame, at_output=True)
-            elif isinstance(frame, FunctionCallInProgressFrame):
+            if self.previous is self._recovery.llm:
+                self._recovery.llm_out(self, frame)  # the LLM's responses, in its order
+            if isinstance(frame, FunctionCallInProgressFrame):
                 await self.push_frame(frame, direction)
                 await self._announce(frame.tool_call_id)
                 return
-            elif (
-                isinstance(frame, FunctionCallCancelFrame) and frame.tool_call_id in self._detached
-            ):
+            if isinstance(frame, FunctionCallCancelFrame) and frame.tool_call_id in self._detached:
                 return  # the call runs on in the guard: its real outcome follows
+            if isinstance(frame, StartFrame) and self._watch is None:
+                await self.push_frame(frame, direction)
+                self._watch = self.create_task(self._recovery._watch(), "callstate-watch")
+                return
         await self.push_frame(frame, direction)
 
     async def append(self, note: str, *, run_llm: bool) -> None:
@@ -153,17 +181,3 @@ class CallstateProcessor(FrameProcessor):
             run_llm=run_llm,
         )
         await self.push_frame(frame, _DOWN)
-
-
-class CallstateObserver(BaseObserver):
-    """Records interim transcripts, which the user aggregator consumes before the LLM."""
-
-    def __init__(self, recovery: PipecatRecovery) -> None:
-        super().__init__(observe_every_push=False)
-        self._recovery = recovery
-
-    async def on_push_frame(self, data: FramePushed) -> None:
-        """Record interim transcripts and, as a backstop, user turns written to the context."""
-        frame = data.frame
-        if isinstance(frame, InterimTranscriptionFrame | LLMContextUserTurnFrame):
-            self._recovery._observed(frame, data.timestamp)

@@ -1,24 +1,33 @@
 """PipecatRecovery: the state a Pipecat pipeline feeds into one callstate ``Session``.
 
-The LLM service is tapped with its synchronous frame events, so what it sees is
-recorded in pipeline order, before the service acts on it:
+Pipecat 1.14 hooks used, all public:
 
-- ``on_before_process_frame``: ``InterruptionFrame`` (the barge-in is recorded before
-  Pipecat cancels the function calls it overtakes), ``LLMContextUserTurnFrame`` (the
-  final user turn, as the user aggregator wrote it to the context) and
-  ``LLMContextFrame`` (where notes on held tool results are written before inference);
-- ``on_before_push_frame``: ``LLMFullResponseStartFrame`` / ``LLMTextFrame`` /
-  ``LLMFullResponseEndFrame`` (each response is one agent utterance, its text as
-  generated) and ``FunctionCallsStartedFrame`` (which response asked for which call).
+- the LLM service's synchronous ``on_before_process_frame`` event: ``InterruptionFrame``
+  (the barge-in is recorded before Pipecat cancels the calls it overtakes),
+  ``LLMContextUserTurnFrame`` (the final user turn, as the user aggregator wrote it to
+  the context), ``LLMContextFrame`` (notes on held tool results are written into the
+  context right before inference) and ``StartFrame`` (to find the user aggregator and
+  the output transport);
+- its ``on_before_push_frame`` event: ``LLMFullResponseStartFrame`` / ``LLMTextFrame``
+  / ``LLMFullResponseEndFrame`` (each response is one agent utterance, with its text as
+  generated) and ``FunctionCallsStartedFrame`` (which response asked for which call);
+- the ``LLMUserAggregator``'s ``on_before_process_frame``: ``InterimTranscriptionFrame``,
+  which it consumes, so it never reaches the LLM;
+- the output transport's ``on_before_push_frame``: it pushes ``TTSTextFrame`` and each
+  audio chunk as they play, so these are the words and the milliseconds the caller
+  heard; ``LLMFullResponseEndFrame`` once a response played out; ``InterruptionFrame``;
+- ``LLMService.register_function``: every tool runs through the guard;
+- ``CallstateProcessor`` right after the LLM (see ``_frames.py``).
+
+A sync event handler runs inline, in pipeline order, and never blocks: each one only
+folds events into the session (the hot path does no I/O).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 from pipecat.frames.frames import (
     Frame,
@@ -32,21 +41,55 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     OutputAudioRawFrame,
+    StartFrame,
+    TTSStoppedFrame,
     TTSTextFrame,
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregator
+from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams, LLMService
+from pipecat.transports.base_output import BaseOutputTransport
 
 from ...context import call_output
-from ...errors import CallstateError, ConfigError
+from ...errors import CallstateError, ConfigError, SessionClosed
 from ...session import Session
 from ...state import ToolCall
 from ...tools import ToolOutcome
-from ._frames import CallstateObserver, CallstateProcessor
+from ._frames import CallstateProcessor
+from ._speech import Speech
 
 __all__ = ["PipecatRecovery", "result_payload"]
 
-_SEEN_FRAMES = 64  # barge-ins and user turns remembered, to record each once
+_HOPS = 32  # how far from the LLM to look for the user aggregator and the output
+
+Handler = Callable[[Any], None]
+
+
+def dispatch(table: Sequence[tuple[type[Frame], Handler]]) -> Callable[[object, Frame], None]:
+    """An event handler calling the handler for a frame's class, found once per class.
+
+    Event handlers run for every frame that passes a processor (audio included), so
+    each costs one dict lookup for the frames it does not care about. It is a plain
+    function: Pipecat inspects every handler it calls, and a function is quickest.
+    Other errors reach Pipecat, which logs them (a fenced session raises
+    ``StaleEpochError``: another process owns the call now).
+    """
+    cache: dict[type, Handler | None] = {}
+
+    def handle(_processor: object, frame: Frame) -> None:
+        cls = type(frame)
+        try:
+            handler = cache[cls]
+        except KeyError:
+            handler = cache[cls] = next((h for t, h in table if issubclass(cls, t)), None)
+        if handler is not None:
+            try:
+                handler(frame)
+            except SessionClosed:
+                return  # handed over or closed: this pipeline has nothing more to record
+
+    return handle
 
 
 def result_payload(outcome: ToolOutcome) -> Any:
@@ -90,45 +133,17 @@ def _landed_note(call: ToolCall) -> str:
     )
 
 
-@dataclass(slots=True, eq=False)
-class _Utterance:
-    """One agent response (or one spoken ``TTSSpeakFrame``) and how much of it played."""
-
-    uid: str
-    kind: Literal["llm", "speak"]
-    generated: list[str] = field(default_factory=list)
-    played: list[tuple[str, bool]] = field(default_factory=list)  # (text, spaces included)
-    audio_ms: float = 0.0
-    speech_done: bool = False
-    calls: list[str] = field(default_factory=list)
-    closed: bool = False
-    recorded: tuple[str, str] = ("", "")  # (text, heard) last written to the session
-
-    def text(self) -> str:
-        if self.kind == "speak":
-            return self.heard()
-        return "".join(self.generated).strip()
-
-    def heard(self) -> str:
-        out = ""
-        for text, spaced in self.played:
-            if out and not spaced and not out[-1].isspace() and not text[:1].isspace():
-                out += " "
-            out += text
-        return out.strip()
-
-
 class PipecatRecovery:
     """Adds callstate recovery to a Pipecat pipeline.
 
     Registers every tool of the keeper's ``ToolRegistry`` on ``llm`` through the guard
-    and taps the LLM's frame events. Put :attr:`processor` right after
-    ``transport.output()`` and :attr:`observer` in the worker's observers::
+    and taps the frame events of the LLM, of the user aggregator before it and of the
+    output transport after it. Put :attr:`processor` right after the LLM::
 
         recovery = PipecatRecovery(session, llm)
-        pipeline = Pipeline([transport.input(), stt, aggregators.user(), llm, tts,
-                             transport.output(), recovery.processor, aggregators.assistant()])
-        worker = PipelineWorker(pipeline, observers=[recovery.observer])
+        pipeline = Pipeline([transport.input(), stt, aggregators.user(), llm,
+                             recovery.processor, tts, transport.output(),
+                             aggregators.assistant()])
 
     Args:
         session: the live callstate session this pipeline speaks for.
@@ -136,10 +151,14 @@ class PipecatRecovery:
         functions: tool names to register (default: every tool in the registry).
         async_functions: tools registered with ``cancel_on_interruption=False``: the
             model carries on while they run (Pipecat's asynchronous function calls).
+        user_aggregator: the ``LLMUserAggregator`` whose transcripts to record
+            (default: the first one upstream of ``llm`` when the pipeline starts).
+        output: the output transport whose playback to record (default: the first
+            ``BaseOutputTransport`` downstream of ``llm`` when the pipeline starts).
 
     Raises:
-        ConfigError: the keeper has no ``ToolRegistry`` but ``functions`` names tools,
-            or a name is not registered.
+        ConfigError: a name in ``functions`` or ``async_functions`` is not a tool in the
+            keeper's registry.
     """
 
     def __init__(
@@ -149,23 +168,80 @@ class PipecatRecovery:
         *,
         functions: Iterable[str] | None = None,
         async_functions: Iterable[str] = (),
+        user_aggregator: LLMUserAggregator | None = None,
+        output: BaseOutputTransport | None = None,
     ) -> None:
         self.session = session
         self.llm = llm
+        self.speech = Speech(session)
         self.processor = CallstateProcessor(self)
-        self.observer = CallstateObserver(self)
-        self._utt: _Utterance | None = None  # the response being generated or played
-        self._playing: _Utterance | None = None  # the response the transport is releasing
-        self._starts: dict[int, _Utterance] = {}  # LLMFullResponseStartFrame id -> response
-        self._utts: dict[str, _Utterance] = {}  # uid -> response with calls still open
-        self._call_utt: dict[str, str] = {}  # tool call id -> uid of the response that asked
+        self.user_aggregator: LLMUserAggregator | None = None
+        self.output: BaseOutputTransport | None = None
         self._known: set[str] = set()  # call ids run or watched by this adapter
         self._noted: set[str] = set()  # call ids whose delivery note was written
-        self._seen: deque[int] = deque(maxlen=_SEEN_FRAMES)
-        self._last_turn_ts = -1
+        sp = self.speech
+        self.llm_out = dispatch(
+            [
+                (LLMTextFrame, sp.generated),
+                (LLMFullResponseStartFrame, sp.response_started),
+                (FunctionCallsStartedFrame, sp.calls_started),
+                (LLMFullResponseEndFrame, sp.response_generated),
+            ]
+        )
         self._register(functions, set(async_functions))
-        llm.add_event_handler("on_before_process_frame", self._llm_in)
-        llm.add_event_handler("on_before_push_frame", self._llm_out)
+        llm.add_event_handler(
+            "on_before_process_frame",
+            dispatch(
+                [
+                    (InterruptionFrame, sp.barge_in),
+                    (LLMContextFrame, self._write_notes),
+                    (LLMContextUserTurnFrame, self._user_turn),
+                    (StartFrame, self._find_neighbours),
+                ]
+            ),
+        )
+        if user_aggregator is not None:
+            self._tap(user_aggregator)
+        if output is not None:
+            self._tap(output)
+
+    def _tap(self, processor: FrameProcessor) -> None:
+        if isinstance(processor, LLMUserAggregator) and self.user_aggregator is None:
+            self.user_aggregator = processor
+            processor.add_event_handler(
+                "on_before_process_frame", dispatch([(InterimTranscriptionFrame, self._interim)])
+            )
+        elif isinstance(processor, BaseOutputTransport) and self.output is None:
+            self.output = processor
+            sp = self.speech
+            processor.add_event_handler(
+                "on_before_push_frame",
+                dispatch(
+                    [
+                        (OutputAudioRawFrame, sp.played_audio),
+                        (TTSTextFrame, sp.played_text),
+                        (LLMFullResponseStartFrame, sp.playing_started),
+                        (LLMFullResponseEndFrame, sp.playing_ended),
+                        (TTSStoppedFrame, sp.speech_stopped),
+                        (InterruptionFrame, lambda f: sp.barge_in(f, at_output=True)),
+                    ]
+                ),
+            )
+
+    def _find_neighbours(self, _frame: Frame) -> None:
+        """Tap the first user aggregator upstream and the first output transport downstream."""
+        for attr in ("previous", "next"):
+            node: FrameProcessor | None = getattr(self.llm, attr)
+            for _ in range(_HOPS):
+                if node is None:
+                    break
+                if isinstance(node, LLMUserAggregator | BaseOutputTransport):
+                    self._tap(node)
+                    break
+                node = getattr(node, attr)
+        if self.processor.previous is not self.llm:
+            # not right after the LLM: read the LLM's responses from its pushes instead
+            self.llm.add_event_handler("on_before_push_frame", self.llm_out)
 
     # -- function handlers through the guard --------------------------------------------
 
@@ -191,7 +267,7 @@ class PipecatRecovery:
                     name,
                     dict(params.arguments),
                     call_id=call_id,
-                    utterance_id=self._call_utt.get(call_id),
+                    utterance_id=self.speech.call_utterance.get(call_id),
                 )
             )
             try:
@@ -226,10 +302,7 @@ class PipecatRecovery:
         return result_payload(run.result()), self._run_llm(call_id) is not False
 
     def _call_ended(self, call_id: str) -> None:
-        uid = self._call_utt.get(call_id)
-        utt = self._utts.get(uid) if uid is not None else None
-        if utt is not None:
-            self._maybe_finish(utt)
+        self.speech.call_ended(call_id)
 
     # -- calls this pipeline did not start -------------------------------------------------
 
@@ -277,153 +350,19 @@ class PipecatRecovery:
     async def _landed(self, call: ToolCall) -> None:
         await self.processor.append(_landed_note(call), run_llm=call.delivery != "held")
 
-    # -- the LLM's frames ------------------------------------------------------------------
-
-    def _llm_in(self, _llm: object, frame: Frame) -> None:
-        if isinstance(frame, InterruptionFrame):
-            self._barge_in(frame)
-        elif isinstance(frame, LLMContextUserTurnFrame):
-            self._user_turn(frame)
-        elif isinstance(frame, LLMContextFrame):
-            self._write_notes(frame.context)
-
-    def _llm_out(self, _llm: object, frame: Frame) -> None:
-        if isinstance(frame, LLMTextFrame):
-            if self._utt is not None and not self._utt.closed and frame.skip_tts is not True:
-                self._utt.generated.append(frame.text)
-        elif isinstance(frame, LLMFullResponseStartFrame):
-            self._response_started(frame)
-        elif isinstance(frame, FunctionCallsStartedFrame):
-            utt = self._utt
-            for fc in frame.function_calls:
-                if utt is not None and fc.tool_call_id not in self._call_utt:
-                    self._call_utt[fc.tool_call_id] = utt.uid
-                    utt.calls.append(fc.tool_call_id)
-        elif isinstance(frame, LLMFullResponseEndFrame) and self._utt is not None:
-            self._record_text(self._utt)
-
-    def _response_started(self, frame: LLMFullResponseStartFrame) -> None:
-        if self._utt is not None:
-            self._finish(self._utt)  # a new response: the last one is over
-        utt = _Utterance(uid=self.session.agent_started(""), kind="llm")
-        self._utt = utt
-        self._utts[utt.uid] = utt
-        self._starts[frame.id] = utt
-
-    # -- speech as played ------------------------------------------------------------------
-
-    def _playing_started(self, frame: LLMFullResponseStartFrame) -> None:
-        self._playing = self._starts.pop(frame.id, None)
-
-    def _played_text(self, frame: TTSTextFrame) -> None:
-        utt = self._playing
-        if utt is None:
-            if self._utt is None or self._utt.closed:
-                # speech with no LLM response around it (a TTSSpeakFrame)
-                self._utt = _Utterance(uid=self.session.agent_started(""), kind="speak")
-            utt = self._utt
-        if utt.closed:
-            return  # released after the barge-in was recorded
-        utt.played.append((frame.text, frame.includes_inter_frame_spaces))
-        self._record_text(utt)
-
-    def _played_audio(self, frame: OutputAudioRawFrame) -> None:
-        utt = self._playing or self._utt
-        if utt is not None and not utt.closed and frame.sample_rate > 0:
-            samples = len(frame.audio) / (2 * max(1, frame.num_channels))
-            utt.audio_ms += samples * 1000.0 / frame.sample_rate
-
-    def _playing_ended(self) -> None:
-        utt, self._playing = self._playing, None
-        if utt is not None:
-            utt.speech_done = True
-            self._maybe_finish(utt)
-
-    def _speech_stopped(self) -> None:
-        if self._playing is None and self._utt is not None and self._utt.kind == "speak":
-            self._utt.speech_done = True
-            self._maybe_finish(self._utt)
-
-    def _record_text(self, utt: _Utterance) -> None:
-        now = (utt.text(), utt.heard())
-        if now != utt.recorded and not utt.closed:
-            utt.recorded = now
-            self.session.agent_progress(utt.uid, spoken_text=now[1], text=now[0])
-
-    def _maybe_finish(self, utt: _Utterance) -> None:
-        """Finish a response once it has played out and the calls it asked for ended."""
-        calls = self.session.state.calls
-        if utt.speech_done and all(
-            (c := calls.get(cid)) is None or c.terminal for cid in utt.calls
-        ):
-            self._finish(utt)
-
-    def _finish(self, utt: _Utterance) -> None:
-        self._utts.pop(utt.uid, None)
-        if self._utt is utt:
-            self._utt = None
-        if utt.closed:
-            return
-        utt.closed = True
-        self.session.agent_finished(utt.uid, text=utt.text() or None)
-
-    # -- the caller ------------------------------------------------------------------------
-
-    def _once(self, frame: Frame) -> bool:
-        """True the first time a frame (or its broadcast sibling) is seen."""
-        key = min(frame.id, frame.broadcast_sibling_id or frame.id)
-        if key in self._seen:
-            return False
-        self._seen.append(key)
-        return True
-
-    def _barge_in(self, frame: InterruptionFrame, *, at_output: bool = False) -> None:
-        """Record a barge-in: truncate the response to what played, overtake open calls.
-
-        Recorded where it is seen first: at the LLM, before Pipecat cancels the calls it
-        overtakes (``at_output`` is the fallback for one the LLM never saw).
-        """
-        if at_output:
-            # everything the transport released before this frame has been seen
-            self._playing = None
-            self._starts = {k: u for k, u in self._starts.items() if not u.closed}
-        if not self._once(frame):
-            return
-        utt = self._utt if self._utt is not None and not self._utt.closed else None
-        if utt is None:
-            if self.session.state.in_flight:
-                self.session.interrupt()
-            return
-        self._record_text(utt)
-        utt.closed = True
-        self._utt = None
-        self._utts.pop(utt.uid, None)
-        self.session.interrupt(
-            heard_text=utt.heard(), audio_end_ms=round(utt.audio_ms), utterance_id=utt.uid
-        )
+    # -- the caller and the model ------------------------------------------------------------
 
     def _user_turn(self, frame: LLMContextUserTurnFrame) -> None:
-        if self._once(frame) and frame.text.strip():
-            self._last_turn_ts = self.llm.get_clock().get_time()
+        if frame.text.strip():
             self.session.user_said(frame.text)
 
-    def _observed(self, frame: Frame, pushed_at: int) -> None:
-        """What the observer saw; errors stay here (they would end the observer's task)."""
-        try:
-            if isinstance(frame, LLMContextUserTurnFrame):
-                self._user_turn(frame)  # a backstop: the LLM normally records it first
-            elif (
-                isinstance(frame, InterimTranscriptionFrame)
-                # an interim pushed before the last final turn was recorded is part of it
-                and pushed_at > self._last_turn_ts
-                and frame.text.strip()
-            ):
-                self.session.user_partial(frame.text)
-        except CallstateError:
-            return  # a handle that may no longer record: nothing to keep
+    def _interim(self, frame: InterimTranscriptionFrame) -> None:
+        if frame.text.strip():
+            self.session.user_partial(frame.text)
 
-    def _write_notes(self, context: LLMContext) -> None:
+    def _write_notes(self, frame: LLMContextFrame) -> None:
         """Tell the model, before it runs, which held results it must (not) voice."""
+        context: LLMContext = frame.context
         for call in self.session.state.calls.values():
             if call.call_id in self._noted or call.call_id not in self._known:
                 continue
