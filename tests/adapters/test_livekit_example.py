@@ -42,3 +42,29 @@ def test_import_without_livekit_names_the_extra() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "pip install callstate[livekit]" in out.stdout
+
+
+def test_bench_livekit_prints_every_metric() -> None:
+    """bench/bench_livekit.py runs with tiny sizes and prints one ``name value`` per metric."""
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bench_livekit.py"),
+            "--turns",
+            "2",
+            "--history",
+            "4",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    names = [line.split(" ", 1)[0] for line in out.stdout.splitlines()]
+    assert [
+        "turn_plain_p50_ms",
+        "turn_attached_p50_ms",
+        "tool_turn_attached_p50_ms",
+        "restore_ms",
+    ] == names
+    assert all(float(line.split(" ", 1)[1]) > 0 for line in out.stdout.splitlines())
