@@ -174,3 +174,24 @@ async def test_a_held_read_is_delivered_or_dropped_as_the_next_turn_decides(
         assert decision == call.cs.state.calls["r1"].delivery
         [note] = [t for t in system_texts(call.llm.seen[-1]) if "check_availability" in t]
         assert decision == json.loads(note.split("how it ended: ", 1)[1])["delivery"]
+
+
+async def test_barge_in_before_anything_played_keeps_nothing_as_heard() -> None:
+    """Cut off before the output took a word: callstate keeps nothing of it as heard."""
+    async with Call(MOVE) as call:
+        call.output.open_for = 0
+        run = call.lk.run(user_input="move my booking to eight")
+        await until(lambda: call.tools.ran == ["move_booking"] and call.output.waiting)
+        done = call.lk.interrupt()
+        await until(lambda: call.cs.state.calls["c1"].overtaken)
+        call.output.release()
+        call.tools.release["move_booking"].set()
+        await done
+        await run
+        # LiveKit counts the chunk it was handing to the output as said
+        assert [("Sure, ", True)] == assistant_texts(call)
+        cut = next(i for i in call.cs.state.items if i.kind == "assistant")
+        assert ("", True) == (cut.text, cut.interrupted)
+        assert cut.unspoken.startswith("Sure,")  # kept aside, never put in the context
+        assert [] == [m for m in call.cs.context() if m["role"] == "assistant" and m["content"]]
+        await next_turn_announces(call)
