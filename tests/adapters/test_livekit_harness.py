@@ -242,3 +242,15 @@ async def test_interim_transcripts_and_userdata_are_recorded() -> None:
         call.lk.userdata["party"] = 4
         await call.lk.run(user_input="a table for four")
         assert {"party": 4} == call.cs.state.userdata
+
+
+async def test_a_failed_call_reaches_livekit_as_an_error_output() -> None:
+    """Arguments that do not fit end the call failed; LiveKit's output is marked an error."""
+    replies = [Reply([], [("c1", "check_availability", {"day": "mon"})]), Reply(["Sorry."])]
+    async with Call(replies) as call:
+        await call.lk.run(user_input="is monday free")
+        assert "failed" == call.cs.state.calls["c1"].status
+        assert [] == call.tools.ran
+        [out] = items_of(call.llm.seen[1], "function_call_output")
+        assert True is out["is_error"]
+        assert '"status":"failed"' in out["output"]
