@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
 from typing import Any
 
@@ -84,7 +85,7 @@ class LiveKitRecovery:
         self._speech: str | None = None  # the speech handle that utterance belongs to
         self._known: set[str] = set()  # chat item ids already recorded (or seeded)
         self._noted = {c.call_id for c in session.state.calls.values() if c.delivery}
-        self._wrapped: set[int] = set()
+        self._wrapped: weakref.WeakSet[Agent] = weakref.WeakSet()
         self._ready: asyncio.Future[None] | None = None  # a handoff being accepted
         self._deferred: list[Callable[[], Any]] = []
         self._userdata: dict[str, Any] | None = None
@@ -237,9 +238,9 @@ class LiveKitRecovery:
     # -- the agents' llm_node --------------------------------------------------------------
 
     def _wrap(self, agent: Agent) -> None:
-        if id(agent) in self._wrapped:
+        if agent in self._wrapped:
             return
-        self._wrapped.add(id(agent))
+        self._wrapped.add(agent)
         inner = agent.llm_node  # bound to the agent: a subclass's override is kept
 
         async def llm_node(
