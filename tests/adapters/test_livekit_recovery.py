@@ -151,3 +151,51 @@ async def test_a_pipecat_package_seeds_a_livekit_agent() -> None:
         assert "Happy to help." == s2.state.items[-1].text
         await lk.aclose()
         await rec.wait_idle()
+
+
+async def test_an_openai_realtime_package_seeds_a_livekit_agent() -> None:
+    """A call recorded through the OpenAI Realtime adapter continues on a LiveKit agent."""
+    from openai import AsyncOpenAI
+
+    from callstate.adapters.openai_realtime import connect
+    from callstate.testing.realtime_server import Call as RealtimeCall
+    from callstate.testing.realtime_server import RealtimeServer, Say
+
+    tools = Tools()
+    tools.release["move_booking"].set()
+    config = {
+        "type": "realtime",
+        "instructions": "You move restaurant bookings.",
+        "tools": [{"type": "function", "name": "move_booking", "parameters": {"type": "object"}}],
+    }
+    async with (
+        RealtimeServer() as server,
+        Keeper("memory://", tools=tools.registry, secret=SECRET, clock=FakeClock()) as k,
+        AsyncOpenAI(api_key="sk-local", websocket_base_url=server.url) as client,
+    ):
+        s = await k.start(agent="realtime")
+        server.queue(RealtimeCall("move_booking", '{"booking_id": "B1", "time": "20:00"}'))
+        server.queue(Say("Done: your booking is now at eight."))
+        async with connect(client, s, model="gpt-realtime", config=config) as conn:
+            await server.user_speaks("Please move booking B1 to eight tonight.")
+            async for event in conn:
+                if event.type == "response.output_audio_transcript.done":
+                    break
+        pkg = await s.handoff(to="booker", reason="a follow-up")
+        s2 = await k.accept(pkg.to_bytes())
+        llm = ScriptedLLM([Reply(["Anything else about your booking?"])])
+        lk, agent, rec = await restore(s2, {"booker": lambda: Booker(tools)}, llm=llm)
+        lk.output.transcription = GatedOutput()
+        await lk.start(agent)
+        await lk.run(user_input="thanks")
+        seen = llm.seen[0]
+        assert ["Please move booking B1 to eight tonight.", "thanks"] == user_texts(seen)
+        [call] = items_of(seen, "function_call")
+        assert "move_booking" == call["name"]
+        [out] = items_of(seen, "function_call_output")
+        assert '"status":"succeeded"' in out["output"]
+        assert "Done: your booking is now at eight." in [
+            "".join(i["content"]) for i in items_of(seen, "message") if i["role"] == "assistant"
+        ]
+        await lk.aclose()
+        await rec.wait_idle()
