@@ -254,3 +254,20 @@ async def test_a_failed_call_reaches_livekit_as_an_error_output() -> None:
         [out] = items_of(call.llm.seen[1], "function_call_output")
         assert True is out["is_error"]
         assert '"status":"failed"' in out["output"]
+
+
+async def test_attach_after_start_records_the_next_turns() -> None:
+    """Attached to a session already running, the recovery wraps its agent and records."""
+    tools = Tools()
+    async with Keeper("memory://", tools=tools.registry, secret=SECRET, clock=FakeClock()) as k:
+        lk: AgentSession[Any] = AgentSession(llm=ScriptedLLM([Reply(["Hello."])]))
+        await lk.start(Booker(tools))
+        s = await k.start(agent="booker")
+        rec = attach(lk, s)
+        await lk.run(user_input="hi")
+        assert [("user", "hi"), ("assistant", "Hello.")] == [
+            (i.kind, i.text) for i in s.state.items
+        ]
+        await lk.aclose()
+        await rec.wait_idle()
+        assert "ended" == s.state.status

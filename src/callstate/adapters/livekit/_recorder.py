@@ -23,6 +23,7 @@ Hooks (livekit-agents 1.8), each recording in the order LiveKit acts:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterable, Callable, Iterable, Mapping
@@ -107,7 +108,7 @@ class LiveKitRecovery:
             agent_session.on(event, handler)
         _ATTACHED[agent_session] = self
         self._mark_known(agent_session.history.items)
-        if agent_session._agent is not None:  # attached after start
+        with contextlib.suppress(RuntimeError):  # attached after start: wrap the agent now
             self._wrap(agent_session.current_agent)
         self._ensure_tap()
 
@@ -315,7 +316,11 @@ class LiveKitRecovery:
     # -- userdata --------------------------------------------------------------------------
 
     def _sync_userdata(self) -> None:
-        data = plain_userdata(self.agent_session._userdata)
+        try:
+            value = self.agent_session.userdata
+        except ValueError:  # no userdata set
+            return
+        data = plain_userdata(value)
         if data is None or data == self._userdata:
             return
         before = self._userdata if self._userdata is not None else self.session.state.userdata
