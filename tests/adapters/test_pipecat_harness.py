@@ -336,6 +336,7 @@ class Bot:
         run_in_parallel: bool = True,
         async_functions: Sequence[str] = (),
         adapter: bool = True,
+        processor_after_output: bool = False,
     ) -> None:
         self.session = session
         self.context = (
@@ -363,9 +364,10 @@ class Bot:
         self.watch = Watch()
         observers: list[BaseObserver] = [self.watch]
         front = [self.user] if stt is None else [self.user, stt]
+        after_llm, after_output = ([], middle) if processor_after_output else (middle, [])
         self.pipeline = Pipeline(
-            [*front, self.aggregators.user(), self.llm, *middle, self.tts, self.output,
-             self.aggregators.assistant()]
+            [*front, self.aggregators.user(), self.llm, *after_llm, self.tts, self.output,
+             *after_output, self.aggregators.assistant()]
         )  # fmt: skip
         self.worker = PipelineWorker(
             self.pipeline,

@@ -6,6 +6,8 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
+
 from callstate import Keeper, ToolRegistry
 from callstate.testing import FakeClock
 
@@ -61,8 +63,11 @@ def settled(bot: Bot, call_id: str) -> bool:
     return any(m["content"] != "IN_PROGRESS" for m in tool_messages(bot.context.messages, call_id))
 
 
-async def test_barge_in_during_a_sync_function_keeps_its_result() -> None:
-    """A sync call cut off by a barge-in finishes; its result replaces Pipecat's placeholder."""
+@pytest.mark.parametrize("processor_after_output", [False, True])
+async def test_barge_in_during_a_sync_function_keeps_its_result(
+    processor_after_output: bool,
+) -> None:
+    """A sync call cut off by a barge-in finishes and its result replaces the placeholder."""
     tools = Tools()
     async with Keeper("memory://", tools=tools.registry, clock=FakeClock()) as keeper:
         s = await keeper.start()
@@ -70,7 +75,7 @@ async def test_barge_in_during_a_sync_function_keeps_its_result() -> None:
             Reply("Sure, one moment.", calls=[("c1", "move_booking", BOOKING)]),
             Reply("Yes, still for two, and it is moved to eight."),
         ]
-        async with Bot(s, replies) as bot:
+        async with Bot(s, replies, processor_after_output=processor_after_output) as bot:
             await bot.user.say("move my booking to eight")
             await bot.until(lambda: tools.ran == ["move_booking"] and placeholder(bot, "c1"))
             await bot.user.start_speaking()  # the caller talks over the running call

@@ -8,9 +8,11 @@ Pipecat 1.14 hooks used, all public:
   the context), ``LLMContextFrame`` (notes on held tool results are written into the
   context right before inference) and ``StartFrame`` (to find the user aggregator and
   the output transport);
-- its ``on_before_push_frame`` event: ``LLMFullResponseStartFrame`` / ``LLMTextFrame``
-  / ``LLMFullResponseEndFrame`` (each response is one agent utterance, with its text as
-  generated) and ``FunctionCallsStartedFrame`` (which response asked for which call);
+- what the LLM pushes: ``LLMFullResponseStartFrame`` / ``LLMTextFrame`` /
+  ``LLMFullResponseEndFrame`` (each response is one agent utterance, with its text as
+  generated) and ``FunctionCallsStartedFrame`` (which response asked for which call),
+  read by the processor right after the LLM (or, placed elsewhere, from the LLM's
+  ``on_before_push_frame`` event);
 - the ``LLMUserAggregator``'s ``on_before_process_frame``: ``InterimTranscriptionFrame``,
   which it consumes, so it never reaches the LLM;
 - the output transport's ``on_before_push_frame``: it pushes ``TTSTextFrame`` and each
@@ -239,6 +241,9 @@ class PipecatRecovery:
                     self._tap(node)
                     break
                 node = getattr(node, attr)
+        if self.processor.previous is None:
+            msg = "PipecatRecovery.processor is not in the pipeline: put it right after the LLM"
+            raise ConfigError(msg)  # Pipecat logs it; tool results would be lost on barge-ins
         if self.processor.previous is not self.llm:
             # not right after the LLM: read the LLM's responses from its pushes instead
             self.llm.add_event_handler("on_before_push_frame", self.llm_out)
@@ -273,33 +278,33 @@ class PipecatRecovery:
             try:
                 outcome = await asyncio.shield(run)
             except asyncio.CancelledError:
-                # Pipecat gave up on the call (a barge-in, its timeout): the guard has not
+                # Pipecat gave up on the call (a barge-in, its timeout) but the guard did
+                # not: the processor delivers the outcome when the call ends
                 self.processor.detach(call_id, name, params.arguments, run)
                 raise
             self._call_ended(call_id)
-            run_llm = self._run_llm(call_id)
-            props = FunctionCallResultProperties(run_llm=False) if run_llm is False else None
+            props = FunctionCallResultProperties(run_llm=False) if self._held(call_id) else None
             await params.result_callback(result_payload(outcome), properties=props)
 
         handle.__name__ = f"callstate_{name}"
         return handle
 
-    def _run_llm(self, call_id: str) -> bool | None:
-        """False while the result's delivery is held or was discarded, else Pipecat's call."""
+    def _held(self, call_id: str) -> bool:
+        """True while the result's spoken delivery waits for the caller (or was dropped):
+        the model must not run on it now; the caller's turn brings the next inference."""
         call = self.session.state.calls.get(call_id)
-        if call is not None and call.delivery in ("held", "discarded"):
-            return False
-        return None if call is None or not call.overtaken else True
+        return call is not None and call.delivery in ("held", "discarded")
 
     def _late_result(self, call_id: str, run: asyncio.Future[ToolOutcome]) -> tuple[Any, bool]:
         """Payload and ``run_llm`` for the outcome of a detached call."""
         self._call_ended(call_id)
         if run.cancelled():
-            return {"status": "unknown", "error": "the call was cancelled"}, False
+            error = "the call was cut off before its outcome was known"
+            return {"status": "unknown", "error": error}, False
         exc = run.exception()
         if exc is not None:
             return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, True
-        return result_payload(run.result()), self._run_llm(call_id) is not False
+        return result_payload(run.result()), not self._held(call_id)
 
     def _call_ended(self, call_id: str) -> None:
         self.speech.call_ended(call_id)
