@@ -195,3 +195,34 @@ async def test_barge_in_before_anything_played_keeps_nothing_as_heard() -> None:
         assert cut.unspoken.startswith("Sure,")  # kept aside, never put in the context
         assert [] == [m for m in call.cs.context() if m["role"] == "assistant" and m["content"]]
         await next_turn_announces(call)
+
+
+async def test_interruption_timeout_during_the_speech_commits_nothing_in_livekit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """LiveKit drops the whole turn when the timeout cuts the speech; callstate keeps it."""
+    monkeypatch.setattr(speech_handle, "INTERRUPTION_TIMEOUT", 3600.0)  # fired by the test
+    handles: list[speech_handle.SpeechHandle] = []
+    async with Call(MOVE) as call:
+        call.lk.on("speech_created", lambda ev: handles.append(ev.speech_handle))
+        call.output.open_for = 1
+        run = call.lk.run(user_input="move my booking to eight")
+        await until(lambda: call.tools.ran == ["move_booking"] and call.output.waiting)
+        done = call.lk.interrupt()
+        timer = handles[0]._interrupt_timeout_handle
+        assert timer is not None
+        fire, args = timer._callback, timer._args
+        timer.cancel()
+        fire(*args)  # while the speech is still being forwarded
+        await done
+        await run
+        call.output.release()
+        call.tools.release["move_booking"].set()
+        await until(lambda: call.cs.state.calls["c1"].terminal)
+        assert [] == assistant_texts(call)
+        assert [] == [i for i in call.lk.history.items if i.type.startswith("function_call")]
+        assert ("succeeded", "held") == (
+            call.cs.state.calls["c1"].status,
+            call.cs.state.calls["c1"].delivery,
+        )
+        await next_turn_announces(call)

@@ -10,19 +10,31 @@
 A resumed session continues in a new ``AgentSession`` built by ``restore(...)``.
 
 Facts from livekit-agents 1.8.9 this adapter is built on (``voice/agent_activity.py``,
-``voice/generation.py``, ``voice/speech_handle.py``, ``voice/agent.py``): tools run in
-their own tasks and a barge-in never cancels one (``_execute_tools_task`` waits for
-them when its task is cancelled); a barge-in during the pre-tool speech stores the
-assistant message truncated with ``interrupted=True`` (nothing if nothing played) and
-commits the tool outputs with ``reply_required=False``; a barge-in after that speech,
-while the tool runs, commits its output with ``reply_required=True`` but skips the
-reply; a tool outliving ``INTERRUPTION_TIMEOUT`` (5 s) is released with a placeholder
-and its result arrives later as a deferred reply. In each case nothing voices the
-result: here it is held, and on the caller's next turn it is delivered, discarded or
-(a write) announced, as ``callstate.reconcile`` decides. A handoff (a tool returning an
-``Agent``) keeps ``userdata`` and ``session.history`` but starts the new agent's
-``chat_ctx`` empty; ``Agent(chat_ctx=...)`` would drop calls of tools it lacks.
-Hooks used are listed in ``_recorder.py``.
+``voice/generation.py``, ``voice/speech_handle.py``, ``voice/agent.py``,
+``voice/agent_session.py``), each pinned by a test:
+
+- tools run in their own tasks and a barge-in never cancels one
+  (``_execute_tools_task`` waits for them when its own task is cancelled);
+- a barge-in during the pre-tool speech stores the assistant message truncated with
+  ``interrupted=True`` and commits the tool outputs with ``reply_required=False``
+  (``_interrupted_tool_output``); text-only, the chunk being handed to the output when
+  the barge-in came counts as said, and nothing is stored if no text was generated;
+- a barge-in after that speech, while the tool runs, commits its output with
+  ``reply_required=True`` but skips the reply (``not speech_handle.interrupted``);
+- a tool outliving ``INTERRUPTION_TIMEOUT`` (5 s) while the turn waits for it is
+  released with a "still in progress" output, and its result arrives as a
+  ``<call_id>_final`` call and output voiced by a deferred reply; if the timeout fires
+  while the speech is still being forwarded, the turn commits nothing at all;
+- a handoff (a tool returning an ``Agent``) keeps ``userdata`` and ``session.history``
+  but the new agent's ``chat_ctx`` starts empty, and ``Agent(chat_ctx=...)`` drops
+  calls of tools it lacks (``ChatContext.copy(tools=...)``);
+- nothing is persisted; an ``AgentSession`` runs offline with
+  ``session.run(user_input=...)`` and any ``llm.LLM`` subclass.
+
+In each barge-in case nothing voices the result: callstate holds it (stopping a deferred
+reply that would talk over the caller) and on the caller's next turn it is delivered,
+dropped or (a write) announced, as ``callstate.reconcile`` decides. The hooks used are
+listed in ``_recorder.py`` and ``_hooks.py``.
 """
 
 from __future__ import annotations
