@@ -226,3 +226,7 @@ async def test_interruption_timeout_during_the_speech_commits_nothing_in_livekit
             call.cs.state.calls["c1"].delivery,
         )
         await next_turn_announces(call)
+        seen = call.llm.seen[-1]  # the call is put back into the model's context
+        assert ["c1"] == [i["call_id"] for i in items_of(seen, "function_call")]
+        [out] = items_of(seen, "function_call_output")
+        assert MOVED == json.loads(out["output"])["result"]

@@ -9,9 +9,11 @@ by speech), userdata as plain data, and the note a decided result gets.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from livekit.agents import llm
 from livekit.agents.voice import io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 
@@ -21,7 +23,7 @@ from ...state import ToolCall
 if TYPE_CHECKING:
     from ._recorder import LiveKitRecovery
 
-__all__ = ["Tap", "current_speech", "delivery_note", "plain_userdata"]
+__all__ = ["Tap", "call_items", "current_speech", "delivery_note", "plain_userdata"]
 
 
 def delivery_note(call: ToolCall) -> str:
@@ -67,3 +69,17 @@ def plain_userdata(value: Any) -> dict[str, Any] | None:
         out = dump()
         return out if isinstance(out, dict) else None
     return None
+
+
+def call_items(call: ToolCall) -> list[llm.ChatItem]:
+    """A callstate call as LiveKit's function call and output items."""
+    args = json.dumps(call.args, separators=(",", ":"), default=str)
+    return [
+        llm.FunctionCall(call_id=call.call_id, name=call.name, arguments=args),
+        llm.FunctionCallOutput(
+            call_id=call.call_id,
+            name=call.name,
+            output=call_output(call),
+            is_error=call.status == "failed",
+        ),
+    ]

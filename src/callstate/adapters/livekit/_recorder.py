@@ -48,7 +48,7 @@ from ...errors import CallstateError
 from ...session import Session
 from ...tools import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
-from ._hooks import Tap, current_speech, delivery_note, plain_userdata
+from ._hooks import Tap, call_items, current_speech, delivery_note, plain_userdata
 from ._tools import _ATTACHED
 
 __all__ = ["LiveKitRecovery", "attach"]
@@ -275,11 +275,18 @@ class LiveKitRecovery:
         agent.llm_node = llm_node  # type: ignore[method-assign]
 
     def _write_notes(self, chat_ctx: llm.ChatContext) -> None:
-        """Tell the model, before it runs, what to do with results the reconciler decided."""
+        """Tell the model, before it runs, what to do with results the reconciler decided.
+
+        A call LiveKit committed nothing of (its turn was cut by the interruption
+        timeout while still speaking) is put back into this turn's context first.
+        """
+        have = {i.call_id for i in chat_ctx.items if isinstance(i, llm.FunctionCallOutput)}
         for call in self.session.state.calls.values():
             if call.delivery in (None, "held") or call.call_id in self._noted:
                 continue
             self._noted.add(call.call_id)
+            if call.call_id not in have:
+                chat_ctx.items.extend(call_items(call))
             chat_ctx.add_message(role="system", content=delivery_note(call))
 
     # -- handoff ---------------------------------------------------------------------------
