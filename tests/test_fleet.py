@@ -194,6 +194,7 @@ async def backend(
 
 @pytest.fixture
 def fleet_of(backend: tuple[str, dict[str, Any], Store]) -> Iterator[Fleet]:
+    """Four worker processes on the backend's store, stopped afterwards."""
     fleet = Fleet(backend[0], backend[1])
     try:
         yield fleet
