@@ -143,3 +143,37 @@ async def test_a_package_from_any_framework_seeds_a_pipecat_context() -> None:
     assert "four at" in note  # what the caller had started to say
     assert "And what time works?" in note  # what they never heard
     assert context_messages(pkg, system=SYSTEM) == seen
+
+
+async def test_a_call_finished_by_another_process_lands_in_the_new_pipeline(
+    tmp_path: Path,
+) -> None:
+    """A call still running in the handoff's source process lands in the target pipeline."""
+    tools = Tools()
+    url = f"sqlite:///{tmp_path}/calls.db"
+    source = Keeper(url, tools=tools.registry, secret=SECRET, clock=FakeClock())
+    target = Keeper(url, tools=tools.registry, secret=SECRET, clock=FakeClock())
+    async with source, target:
+        s = await source.start(agent="triage")
+        reply = Reply("Moving it now.", calls=[("c1", "move_booking", BOOKING)])
+        async with Bot(s, [reply]) as bot:
+            await bot.user.say("move my booking to eight, then billing please")
+            await bot.until(lambda: tools.ran == ["move_booking"])
+            pkg = await s.handoff(to="billing", reason="billing question")
+        s_b = await target.accept(pkg.to_bytes())
+        replies = [Reply("Billing here."), Reply("Your booking is at eight now.")]
+        async with Bot(s_b, replies, context=seed_context(None, s_b)) as bot_b:
+            await bot_b.worker.queue_frame(LLMRunFrame())
+            await bot_b.until(lambda: len(bot_b.llm.seen) == 1)
+            tools.release["move_booking"].set()  # finishes in the source process
+            await bot_b.until(
+                lambda: any("call c1" in n for n in system_notes(bot_b.context.messages))
+            )
+            await bot_b.user.say("did the booking go through?")
+            await bot_b.until(lambda: len(bot_b.llm.seen) == 2)
+    assert ["move_booking"] == tools.ran
+    call = s_b.state.calls["c1"]
+    assert ("succeeded", "announced") == (call.status, call.delivery)
+    notes = system_notes(bot_b.llm.seen[1])
+    assert any('"moved":true' in n and "has finished" in n for n in notes)
+    assert any("Tell them now what was done" in n for n in notes)

@@ -61,9 +61,9 @@ async def test_a_spoken_barge_in_during_a_tool_call_is_heard_and_reconciled() ->
         ]
         bot = Bot(s, replies, source=mic, stt=stt, tts=EspeakTTS(), user_params=params)
         async with bot:
+            bot.playback.pause_after(1)  # the bot will get as far as "Sure." ...
             await mic.speak(espeak("Move my booking to eight."))
             await bot.until(lambda: s.state.turn == 1)
-            bot.playback.pause_after(1)  # the bot gets as far as "Sure." ...
             await bot.until(
                 lambda: tools.ran == ["move_booking"] and bot.playback.texts_released == 1
             )
