@@ -27,12 +27,14 @@ def test_pyproject_reserves_the_extras_and_the_build() -> None:
 def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
     """A wheel built from the tree has py.typed, the `callstate` command and the extras."""
     build = ["wheel", str(ROOT), "--no-deps", "--no-build-isolation", "--quiet", "-w"]
-    subprocess.run(
+    result = subprocess.run(
         [sys.executable, "-m", "pip", *build, str(tmp_path)],
-        check=True,
+        check=False,
         capture_output=True,
+        text=True,
         timeout=300,
     )
+    assert 0 == result.returncode, result.stderr
     (wheel,) = tmp_path.glob("callstate-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
