@@ -22,8 +22,18 @@ class Tools:
     def __init__(self) -> None:
         self.registry = ToolRegistry()
         self.ran: list[str] = []
-        self.release = {"move_booking": asyncio.Event(), "cancel_booking": asyncio.Event()}
+        self.release = {
+            "move_booking": asyncio.Event(),
+            "cancel_booking": asyncio.Event(),
+            "check_availability": asyncio.Event(),
+        }
         reg = self.registry
+
+        @reg.tool(effect="read")
+        async def check_availability(time: str) -> dict[str, Any]:
+            self.ran.append("check_availability")
+            await self.release["check_availability"].wait()
+            return {"time": time, "available": True}
 
         @reg.tool(effect="write", idempotent=True)
         async def move_booking(booking_id: str, time: str) -> dict[str, Any]:
@@ -214,3 +224,38 @@ async def test_queued_write_of_an_interrupted_generation_never_runs() -> None:
     ]
     assert "succeeded" == s.state.calls["c1"].status
     assert [] == placeholders(final)
+
+
+@pytest.mark.parametrize(
+    ("new_turn", "decision", "note"),
+    [
+        ("okay, go on", "delivered", "give it to them now"),
+        ("actually, do you have parking?", "discarded", "do not bring up its result"),
+    ],
+)
+async def test_a_read_overtaken_by_a_barge_in_is_voiced_as_the_reconciler_decides(
+    new_turn: str, decision: str, note: str
+) -> None:
+    """A held read is delivered after a backchannel and dropped after a new question."""
+    tools = Tools()
+    async with Keeper("memory://", tools=tools.registry, clock=FakeClock()) as keeper:
+        s = await keeper.start()
+        replies = [
+            Reply("Let me check.", calls=[("c1", "check_availability", {"time": "20:00"})]),
+            Reply("Right."),
+        ]
+        async with Bot(s, replies) as bot:
+            await bot.user.say("is eight free?")
+            await bot.until(lambda: tools.ran == ["check_availability"] and placeholder(bot, "c1"))
+            await bot.user.start_speaking()
+            await bot.until(lambda: s.state.calls["c1"].overtaken)
+            tools.release["check_availability"].set()
+            await bot.until(lambda: s.state.calls["c1"].delivery == "held" and settled(bot, "c1"))
+            await bot.user.finish(new_turn)
+            await bot.until(lambda: len(bot.llm.seen) == 2)
+    assert decision == s.state.calls["c1"].delivery
+    seen = bot.llm.seen[1]
+    assert '"available": true' in tool_messages(seen, "c1")[0]["content"]  # the model knows
+    notes = [m["content"] for m in seen if m["role"] == "system" and "(call c1)" in m["content"]]
+    assert 1 == len(notes)
+    assert note in notes[0]

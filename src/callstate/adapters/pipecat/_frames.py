@@ -90,6 +90,9 @@ class CallstateProcessor(FrameProcessor):
         self._recovery = recovery
         self._detached: dict[str, _Detached] = {}
         self._announced: set[str] = set()
+        # calls whose FunctionCallCancelFrame is still to come: it is dropped even when
+        # the outcome went out first (the cancel, a system frame, would overtake it)
+        self._cancel_pending: set[str] = set()
         self._watch: asyncio.Task[None] | None = None
         self._handled: dict[type, bool] = {}
 
@@ -128,8 +131,12 @@ class CallstateProcessor(FrameProcessor):
                 await self.push_frame(frame, direction)
                 await self._announce(frame.tool_call_id)
                 return
-            if isinstance(frame, FunctionCallCancelFrame) and frame.tool_call_id in self._detached:
-                return  # the call runs on in the guard: its real outcome follows
+            if (
+                isinstance(frame, FunctionCallCancelFrame)
+                and frame.tool_call_id in self._cancel_pending
+            ):
+                self._cancel_pending.discard(frame.tool_call_id)
+                return  # the call ran on in the guard: its real outcome is (or will be) sent
             if isinstance(frame, StartFrame) and self._watch is None:
                 await self.push_frame(frame, direction)
                 self._watch = self.create_task(self._recovery._watch(), "callstate-watch")
@@ -148,6 +155,7 @@ class CallstateProcessor(FrameProcessor):
         self, call_id: str, name: str, arguments: Any, run: asyncio.Future[ToolOutcome]
     ) -> None:
         """Take over delivering the outcome of a call whose Pipecat handler was cancelled."""
+        self._cancel_pending.add(call_id)
         self._detached[call_id] = _Detached(
             name=name, arguments=arguments, run=run, announced=call_id in self._announced
         )
