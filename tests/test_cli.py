@@ -238,3 +238,20 @@ def test_a_registered_command_runs_through_main(
         del cli.COMMANDS["hello-test"]
     assert 7 == status
     assert f"hello world from {tmp_path / 'x.db'}" in capsys.readouterr().out
+
+
+async def test_inspect_prints_what_was_said_literally(tmp_path: Path) -> None:
+    """Text that looks like console markup is printed as said; default fields are left out."""
+    said = "[bold]not markup[/bold] and a stray [/red] tag"
+    async with callstate.Keeper(f"sqlite:///{tmp_path}/m.db", clock=FakeClock()) as keeper:
+        s = await keeper.start(agent="[agent]", session_id="markup-call")
+        s.user_said(said)
+        s.update_userdata(tier="gold")
+        await s.close()
+    result = run_cli("inspect", "markup-call", "--db", "m.db", cwd=tmp_path)
+    assert 0 == result.returncode, result.stderr
+    assert f"“{said}”" in result.stdout
+    assert "agent '[agent]'" in result.stdout
+    patch = next(line for line in result.stdout.splitlines() if "userdata.patch" in line)
+    assert 'set={"tier":"gold"}' in patch
+    assert "unset" not in patch

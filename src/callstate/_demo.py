@@ -92,7 +92,7 @@ class DemoRun:
         grid = Table.grid(padding=(0, 2))
         grid.add_column(justify="right", min_width=10, no_wrap=True)
         grid.add_column(overflow="fold")
-        grid.add_row(Text(who, style=style or "bold"), text)
+        grid.add_row(Text(who, style=style or "bold"), Text(text))
         self.out.print(grid)
 
 
@@ -250,7 +250,7 @@ def _compare(run: DemoRun, child: ChildReport, s: Session) -> Table:
     for name in ("", "agent process had flushed", "resumed session has", "note"):
         table.add_column(name, overflow="fold")
     for name, before, after, note in rows:
-        table.add_row(name, before, after, Text(note, style="dim"))
+        table.add_row(name, Text(before), Text(after), Text(note, style="dim"))
     return table
 
 
@@ -293,7 +293,7 @@ async def timeline(run: DemoRun) -> None:
     keeper = _need(run.keeper, "the resuming keeper")
     run.heading("the whole call, as stored")
     await print_session(keeper.store, run.session_id, run.out)
-    run.out.print(f"Look again with: callstate inspect {run.session_id} --db {run.db}")
+    run.out.print(Text(f"Look again with: callstate inspect {run.session_id} --db {run.db}"))
 
 
 def _configure_demo(p: argparse.ArgumentParser) -> None:

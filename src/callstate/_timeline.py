@@ -42,8 +42,15 @@ def _q(text: str) -> str:
 
 def _generic(event: ev.Event) -> str:
     """Every field that differs from its default, for events without a custom line."""
-    raw: dict[str, Any] = msgspec.to_builtins(event)
-    parts = [f"{k}={_json.encode(v).decode()}" for k, v in raw.items() if k not in _BASE_FIELDS]
+    parts = []
+    for f in msgspec.structs.fields(event):
+        value = getattr(event, f.name)
+        if f.name in _BASE_FIELDS:
+            continue
+        default = f.default_factory() if f.default_factory is not msgspec.NODEFAULT else f.default
+        if value == default:
+            continue
+        parts.append(f"{f.name}={_json.encode(value).decode()}")
     return " ".join(parts)
 
 
@@ -102,7 +109,7 @@ def clock_time(at: float) -> str:
 
 def timeline_table(events: Sequence[ev.Event], *, title: str | None = None) -> Table:
     """A table of events: seq, seconds since the first event, tag and what happened."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", expand=False)
+    table = Table(title=Text(title) if title else None, box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("seq", justify="right", style="dim")
     table.add_column("t", justify="right", style="dim")
     table.add_column("event", no_wrap=True)
@@ -115,7 +122,10 @@ def timeline_table(events: Sequence[ev.Event], *, title: str | None = None) -> T
                 table.add_section()
             epoch = event.epoch
         tag, style, detail = describe(event)
-        table.add_row(str(event.seq), f"+{event.at - start:.3f}s", Text(tag, style=style), detail)
+        # Text, not a str: what callers and tools said is never read as console markup
+        table.add_row(
+            str(event.seq), f"+{event.at - start:.3f}s", Text(tag, style=style), Text(detail)
+        )
     return table
 
 
@@ -141,13 +151,13 @@ def state_table(state: SessionState) -> Table:
     if state.unspoken:
         rows.append(("unspoken rest", _q(state.unspoken)))
     for name, value in rows:
-        table.add_row(name, value)
+        table.add_row(name, Text(value))
     return table
 
 
 def messages_table(messages: Sequence[dict[str, Any]], *, title: str | None = None) -> Table:
     """OpenAI-format messages as a role/content table (what a model would be given)."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table = Table(title=Text(title) if title else None, box=box.SIMPLE_HEAD, title_justify="left")
     table.add_column("role", no_wrap=True)
     table.add_column("content", overflow="fold")
     role_styles = {"user": "green", "assistant": "cyan", "tool": "magenta", "system": "dim"}
@@ -159,5 +169,5 @@ def messages_table(messages: Sequence[dict[str, Any]], *, title: str | None = No
                 f"{c['function']['name']}({c['function']['arguments']})" for c in m["tool_calls"]
             )
             content = f"calls {calls}"
-        table.add_row(Text(role, style=role_styles.get(role, "")), str(content))
+        table.add_row(Text(role, style=role_styles.get(role, "")), Text(str(content)))
     return table

@@ -191,17 +191,18 @@ async def run_sessions(args: argparse.Namespace, out: Console) -> int:
     finally:
         await store.close()
     if not records:
-        out.print(f"no sessions in {args.db}")
+        out.print(Text(f"no sessions in {args.db}"))
         return 0
-    table = Table(box=box.SIMPLE_HEAD, title=f"sessions in {args.db}", title_justify="left")
+    title = Text(f"sessions in {args.db}")
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
     for name in ("session", "agent", "status", "epoch", "seq", "last interaction"):
         table.add_column(
             name, no_wrap=True, justify="right" if name in ("epoch", "seq") else "left"
         )
     for r in records:
         table.add_row(
-            r.session_id,
-            r.agent,
+            Text(r.session_id),
+            Text(r.agent),
             r.status,
             str(r.epoch),
             str(r.seq),
