@@ -95,6 +95,7 @@ class CallstateProcessor(FrameProcessor):
         self._cancel_pending: set[str] = set()
         self._watch: asyncio.Task[None] | None = None
         self._handled: dict[type, bool] = {}
+        self._running = True
 
     async def queue_frame(
         self, frame: Frame, direction: FrameDirection = _DOWN, callback: Any = None
@@ -117,6 +118,7 @@ class CallstateProcessor(FrameProcessor):
     async def cleanup(self) -> None:
         """Stop watching calls when the pipeline ends (the calls themselves run on)."""
         await super().cleanup()
+        self._running = False
         if self._watch is not None:
             await self.cancel_task(self._watch)
             self._watch = None
@@ -169,9 +171,14 @@ class CallstateProcessor(FrameProcessor):
             if d.run.done():
                 await self._deliver(call_id)
 
+    def forget(self, call_id: str) -> None:
+        """The call ended with Pipecat still waiting for it: nothing to deliver here."""
+        self._announced.discard(call_id)
+
     def _schedule(self, call_id: str) -> None:
         d = self._detached.get(call_id)
-        if d is not None and d.announced:
+        # once the pipeline is gone the outcome stays in the session (and its next plan)
+        if d is not None and d.announced and self._running:
             self.create_task(self._deliver(call_id), f"callstate-deliver-{call_id}")
 
     async def _deliver(self, call_id: str) -> None:

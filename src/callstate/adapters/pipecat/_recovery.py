@@ -283,6 +283,7 @@ class PipecatRecovery:
                 self.processor.detach(call_id, name, params.arguments, run)
                 raise
             self._call_ended(call_id)
+            self.processor.forget(call_id)
             props = FunctionCallResultProperties(run_llm=False) if self._held(call_id) else None
             await params.result_callback(result_payload(outcome), properties=props)
 
