@@ -2,18 +2,41 @@
 
 ::
 
-    recovery = PipecatRecovery(session, llm)   # tools through the guard, LLM tapped
-    pipeline = Pipeline([transport.input(), stt, aggregators.user(), llm, tts,
-                         transport.output(), recovery.processor, aggregators.assistant()])
+    recovery = PipecatRecovery(session, llm)   # the keeper's tools, through the guard
+    pipeline = Pipeline([transport.input(), stt, aggregators.user(), llm,
+                         recovery.processor, tts, transport.output(), aggregators.assistant()])
 
 A resumed (or accepted) session starts from ``seed_context(context, session)``.
 
-Hooks used (Pipecat 1.14), all public: the synchronous ``on_before_process_frame`` /
-``on_before_push_frame`` events of the LLM service and of the user aggregator,
-``register_function``, and a ``FrameProcessor`` after the output transport (which
-releases ``TTSTextFrame`` as its audio plays). No observer: a Pipecat observer is
-handed every frame at every processor, which would cost more than all the rest.
-See ``_recovery.py`` and ``_frames.py`` for which frames each hook records.
+Hooks used, all public: the synchronous ``on_before_process_frame`` /
+``on_before_push_frame`` events of the LLM service, of the user aggregator and of the
+output transport; ``register_function``; one ``FrameProcessor`` right after the LLM.
+No observer: a Pipecat observer is handed every frame at every processor (through a
+queue and a task of its own), which cost more than all the rest put together.
+``_recovery.py``, ``_speech.py`` and ``_frames.py`` say which frames each one records.
+
+What this relies on, as read in pipecat-ai 1.14.0:
+
+- Processors only ever see ``InterruptionFrame`` (``InterruptionWorkerFrame`` asks the
+  worker to push one). The LLM service cancels the calls registered with
+  ``cancel_on_interruption=True`` (the default) when it processes it, then broadcasts
+  a ``FunctionCallCancelFrame`` (a system frame); a result reported later is refused.
+- The assistant aggregator writes ``"IN_PROGRESS"`` for a sync call when its
+  ``FunctionCallInProgressFrame`` (an uninterruptible control frame, queued behind the
+  reply's audio) arrives and ``"CANCELLED"`` on the cancel frame, but only if the
+  in-progress frame got there first: a barge-in while it still waits behind the audio
+  leaves the call ``"IN_PROGRESS"`` for good. An async call
+  (``cancel_on_interruption=False``) gets an async-tool "started" message instead.
+- With ``run_in_parallel=False`` an interruption cancels only the running call: the
+  sequential runner then starts the next queued one.
+- The output transport pushes a ``TTSTextFrame`` once the audio queued before it has
+  been written (by its clock, at its timestamp, for word-timestamp TTS), and each audio
+  chunk after writing it. The user aggregator consumes ``InterimTranscriptionFrame``
+  and broadcasts ``LLMContextUserTurnFrame`` with each user turn it writes.
+- ``LLMContext`` messages are OpenAI-format dicts. ``interruptible`` is not a
+  constructor argument of ``LLMMessagesAppendFrame``: it is set on the frame.
+- ``PipelineWorker`` / ``WorkerRunner`` replace the deprecated ``PipelineTask`` /
+  ``PipelineRunner``.
 """
 
 from __future__ import annotations
