@@ -9,11 +9,13 @@ Every tool call runs through :func:`run_tool`:
 2. The function runs in its own task (so a barge-in or the end of the session can
    cancel it, and so a caller cancelled by its framework does not take a write down
    with it), under ``timeout_s``.
-3. The terminal event is recorded on the handle that started the call; when that
-   handle was fenced, frozen by a handoff or closed meanwhile, the outcome is handed to
-   ``Keeper._late_result``, which records it on the session's current live handle in
-   this process or parks it until one appears (:func:`land_parked`). A write's outcome
-   is flushed before it is returned: the agent speaks about it next.
+3. The terminal event is recorded on the handle that started the call, even after a
+   barge-in (then its spoken delivery is held). When that handle may no longer record,
+   the outcome is passed on: a session offered to another agent stores it for its next
+   owner (``_handoff_flow.hand_over``); a session taken over in this process gets it on
+   its live handle (:func:`land_late`), or once a handle is adopted here
+   (:func:`land_parked`). A write's outcome is flushed before it is returned: the agent
+   speaks about it next.
 
 A call's task lives in ``Keeper._tool_runs`` keyed by (session id, call id) until its
 outcome has landed; a repeated call id awaits it instead of running the tool twice.
@@ -40,12 +42,16 @@ from .errors import (
     UnknownTool,
 )
 from .observe import RecoveryKind
-from .reconcile import (
-    held_decisions,
-    must_not_run,
-)
+from .reconcile import held_decisions, must_not_run
 from .state import SessionState, ToolCall
-from .tools import ToolContext, ToolOutcome, ToolSpec, encode_payload, idempotency_key
+from .tools import (
+    DEFAULT_MAX_RESULT_BYTES,
+    ToolContext,
+    ToolOutcome,
+    ToolSpec,
+    encode_payload,
+    idempotency_key,
+)
 
 if TYPE_CHECKING:
     from .keeper import Keeper
@@ -89,7 +95,7 @@ class _Terminal:
 
 
 def _limit(keeper: Keeper) -> int:
-    return keeper.tools.max_result_bytes if keeper.tools is not None else 64 * 1024
+    return keeper.tools.max_result_bytes if keeper.tools is not None else DEFAULT_MAX_RESULT_BYTES
 
 
 def _generation(state: SessionState) -> str | None:
