@@ -10,12 +10,9 @@ Every tool call runs through :func:`run_tool`:
    cancel it, and so a caller cancelled by its framework does not take a write down
    with it), under ``timeout_s``.
 3. The terminal event is recorded on the handle that started the call, even after a
-   barge-in (then its spoken delivery is held). When that handle may no longer record,
-   the outcome is passed on: a session offered to another agent stores it for its next
-   owner (``_handoff_flow.hand_over``); a session taken over in this process gets it on
-   its live handle (:func:`land_late`), or once a handle is adopted here
-   (:func:`land_parked`). A write's outcome is flushed before it is returned: the agent
-   speaks about it next.
+   barge-in (then its spoken delivery is held); when that handle may no longer record,
+   the outcome is passed on (see ``_outcomes``). A write's outcome is flushed before
+   it is returned: the agent speaks about it next.
 
 A call's task lives in ``Keeper._tool_runs`` keyed by (session id, call id) until its
 outcome has landed; a repeated call id awaits it instead of running the tool twice.
@@ -32,6 +29,18 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from . import events as ev
+from ._outcomes import (
+    Terminal,
+    after_terminal,
+    cancel_call,
+    hand_over,
+    land_late,
+    land_parked,
+    outcome,
+    reconcile_held,
+    record_terminal,
+    writable,
+)
 from .errors import (
     CallstateError,
     SessionClosed,
@@ -41,8 +50,7 @@ from .errors import (
     ToolError,
     UnknownTool,
 )
-from .observe import RecoveryKind
-from .reconcile import held_decisions, must_not_run
+from .reconcile import must_not_run
 from .state import SessionState, ToolCall
 from .tools import (
     DEFAULT_MAX_RESULT_BYTES,
@@ -67,12 +75,6 @@ __all__ = [
     "run_tool",
 ]
 
-_DECISION_KIND: Final[dict[str, RecoveryKind]] = {
-    "delivered": "result.delivered",
-    "discarded": "result.discarded",
-    "announced": "result.announced",
-}
-
 _MAX_CALL_ID: Final = 256
 
 
@@ -84,14 +86,6 @@ class _Run:
     spec: ToolSpec
     task: asyncio.Task[ToolOutcome]
     cancel_reason: str | None = None  # why the guard cancelled it, if it did
-
-
-@dataclass(frozen=True, slots=True)
-class _Terminal:
-    status: str  # succeeded | failed | cancelled | unknown
-    result: Any = None
-    error: str | None = None
-    error_type: str = ""
 
 
 def _limit(keeper: Keeper) -> int:
@@ -109,18 +103,6 @@ def _generation(state: SessionState) -> str | None:
         if item.kind == "assistant":
             return item.id
     return None
-
-
-def _outcome(call: ToolCall, *, deduplicated: bool = False) -> ToolOutcome:
-    return ToolOutcome.from_call(call, deduplicated=deduplicated)
-
-
-def _writable(session: Session) -> bool:
-    try:
-        session._check_writable()
-    except CallstateError:
-        return False
-    return True
 
 
 # -- running a call -------------------------------------------------------------------
@@ -189,10 +171,10 @@ async def run_tool(
         session._record(
             ev.ToolFailed, call_id=call_id, error=str(problem), error_type=type(problem).__name__
         )
-        return _outcome(call)
+        return outcome(call)
     if must_not_run(call, state):
         cancel_call(session, call, "generation interrupted")
-        return _outcome(call)
+        return outcome(call)
     return await _await(launch(session, spec, call, attempt=1))
 
 
@@ -204,14 +186,9 @@ async def _dedupe(session: Session, call: ToolCall, name: str) -> ToolOutcome:
     keeper._emit("tool.deduplicated", session.id, call_id=call.call_id, status=call.status)
     run = keeper._tool_runs.get((session.id, call.call_id))
     if run is not None and not call.terminal:
-        outcome = await asyncio.shield(run.task)
-        return msgspec.structs.replace(outcome, deduplicated=True)
-    return _outcome(call, deduplicated=True)
-
-
-def cancel_call(session: Session, call: ToolCall, reason: str) -> None:
-    session._record(ev.ToolCancelled, call_id=call.call_id, reason=reason)
-    session.keeper._emit("tool.cancelled", session.id, call_id=call.call_id, reason=reason)
+        ended = await asyncio.shield(run.task)
+        return msgspec.structs.replace(ended, deduplicated=True)
+    return outcome(call, deduplicated=True)
 
 
 def launch(session: Session, spec: ToolSpec, call: ToolCall, *, attempt: int) -> _Run:
@@ -227,7 +204,7 @@ def launch(session: Session, spec: ToolSpec, call: ToolCall, *, attempt: int) ->
         session,
         call,
         limit=_limit(keeper),
-        compensates=_outcome(compensated) if compensated is not None else None,
+        compensates=outcome(compensated) if compensated is not None else None,
     )
     run_key = (session.id, call.call_id)
     started_seq = session.state.seq
@@ -272,7 +249,7 @@ async def _execute(
             why = {"closed": "the session was closed"}.get(reason or "", reason or "cancelled")
             with contextlib.suppress(CallstateError):
                 cancel_call(session, call, f"{why} before the tool started")
-            return _outcome(call)
+            return outcome(call)
         except SessionFrozen:
             # offered to another agent meanwhile: the offer made the start durable with
             # it, so the call runs and its outcome is handed to the next owner
@@ -283,7 +260,7 @@ async def _execute(
                 cancel_call(session, call, f"intent not durable: {exc}")
             raise
         if call.terminal:  # ended while its intent was being flushed
-            return _outcome(call)
+            return outcome(call)
         end = await _call(session, spec, ctx, run_key)
         return await _land(session, ctx.call_id, end)
     finally:
@@ -298,7 +275,7 @@ def _uncancel() -> None:
 
 async def _call(
     session: Session, spec: ToolSpec, ctx: ToolContext, run_key: tuple[str, str]
-) -> _Terminal:
+) -> Terminal:
     """Run the function once and say how it ended (never raises but for ``closed``)."""
     keeper = session.keeper
     kwargs = dict(session.state.calls[ctx.call_id].args)
@@ -315,196 +292,52 @@ async def _call(
             raise  # the process lets go of the session: the call stays in doubt
         _uncancel()
         if spec.effect == "write":  # cut off mid-flight: it may or may not have happened
-            return _Terminal("unknown", error=f"write cut off mid-flight ({reason})")
-        return _Terminal("cancelled", error=reason)
+            return Terminal("unknown", error=f"write cut off mid-flight ({reason})")
+        return Terminal("cancelled", error=reason)
     except Exception as exc:
         if isinstance(exc, TimeoutError) and timer.expired():
             error = f"tool {spec.name!r} timed out after {spec.timeout_s:g}s"
-            return _Terminal("failed", error=error, error_type="TimeoutError")
-        return _Terminal(
+            return Terminal("failed", error=error, error_type="TimeoutError")
+        return Terminal(
             "failed", error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
         )
     return _succeeded(spec, ctx.call_id, value, _limit(keeper))
 
 
-def _succeeded(spec: ToolSpec, call_id: str, value: Any, limit: int) -> _Terminal:
+def _succeeded(spec: ToolSpec, call_id: str, value: Any, limit: int) -> Terminal:
     what = f"result of tool {spec.name!r} (call {call_id!r})"
     try:
         result = encode_payload(value, what=what, limit=limit)
     except CallstateError as exc:
         # the tool ran; only its result cannot be stored. Say so: a write did happen.
         error = f"the tool ran to completion but its result cannot be recorded: {exc}"
-        return _Terminal("failed", error=error, error_type=type(exc).__name__)
-    return _Terminal("succeeded", result=result)
+        return Terminal("failed", error=error, error_type=type(exc).__name__)
+    return Terminal("succeeded", result=result)
 
 
-def _terminal_event(call_id: str, end: _Terminal) -> tuple[type[ev.Event], dict[str, Any]]:
-    if end.status == "succeeded":
-        return ev.ToolSucceeded, {"call_id": call_id, "result": end.result}
-    if end.status == "failed":
-        fields = {"call_id": call_id, "error": end.error or "", "error_type": end.error_type}
-        return ev.ToolFailed, fields
-    if end.status == "cancelled":
-        return ev.ToolCancelled, {"call_id": call_id, "reason": end.error or "cancelled"}
-    return ev.ToolInDoubt, {"call_id": call_id, "resolution": "unknown"}
-
-
-def _record_terminal(session: Session, call: ToolCall, end: _Terminal) -> None:
-    cls, fields = _terminal_event(call.call_id, end)
-    session._record(cls, **fields)
-    if end.status == "cancelled":
-        session.keeper._emit("tool.cancelled", session.id, call_id=call.call_id, reason=end.error)
-    elif end.status == "unknown":
-        session.keeper._emit(
-            "tool.in_doubt", session.id, call_id=call.call_id, resolution="unknown"
-        )
-
-
-async def _land(session: Session, call_id: str, end: _Terminal) -> ToolOutcome:
+async def _land(session: Session, call_id: str, end: Terminal) -> ToolOutcome:
     """Record a call's outcome on ``session``, or hand it to the keeper if it can't."""
     call = session.state.calls[call_id]
     if call.terminal:  # the session's end already settled it
-        return _outcome(call)
-    if not _writable(session):
-        return await _hand_over(session, call, end)
-    _record_terminal(session, call, end)
-    _after_terminal(
-        session, call, held_reason="landed after a barge-in" if call.overtaken else None
-    )
+        return outcome(call)
+    if not writable(session):
+        return await hand_over(session, call, end)
+    record_terminal(session, call, end)
+    after_terminal(session, call, held_reason="landed after a barge-in" if call.overtaken else None)
     if call.effect == "write":
         try:
             await session.flush()  # the agent speaks about a write next: make it durable
         except CallstateError:
             if session._error is not None:  # fenced: the recorded event was dropped
-                return await _hand_over(session, call, end)
+                return await hand_over(session, call, end)
             # the store is down: the outcome stays queued and is written when it is back
-    return _outcome(call)
-
-
-async def _hand_over(session: Session, call: ToolCall, end: _Terminal) -> ToolOutcome:
-    """Pass an outcome on when its own handle may no longer record it.
-
-    A session offered to another agent stores it for whoever owns the session next
-    (``_handoff_flow.hand_over``); otherwise it lands on the session's
-    live handle in this keeper, or waits parked for one (:func:`land_late`).
-    """
-    keeper = session.keeper
-    outcome = ToolOutcome(
-        call_id=call.call_id,
-        name=call.name,
-        status=end.status,  # type: ignore[arg-type]
-        result=end.result,
-        error=end.error,
-        error_type=end.error_type,
-        overtaken=call.overtaken,
-        effect=call.effect,
-        attempt=call.attempts,
-    )
-    cls, fields = _terminal_event(call.call_id, end)
-    event = cls(at=keeper.clock.now(), **fields)
-    stored = False
-    if session.state.pending_handoff is not None and isinstance(
-        event, ev.ToolSucceeded | ev.ToolFailed | ev.ToolCancelled
-    ):
-        from ._handoff_flow import hand_over  # the handoff path imports much of the package
-
-        try:
-            stored = await hand_over(keeper, session, event)
-        except CallstateError:  # the store is failing: keep it in this process
-            stored = False
-    if not stored:
-        land_late(keeper, session.id, outcome)
-    return outcome
-
-
-def _after_terminal(session: Session, call: ToolCall, *, held_reason: str | None) -> None:
-    """Hold the spoken delivery of a result that must wait, and finish compensations."""
-    keeper = session.keeper
-    if held_reason is not None and call.status != "cancelled":
-        session._record(ev.ToolDelivery, call_id=call.call_id, decision="held", reason=held_reason)
-        keeper._emit("result.held", session.id, call_id=call.call_id, reason=held_reason)
-        reconcile_held(session)
-    if call.compensates is not None and call.status == "succeeded":
-        original = session.state.calls.get(call.compensates)
-        if original is not None and original.delivery != "compensated":
-            reason = f"undone by call {call.call_id!r} ({call.name})"
-            session._record(
-                ev.ToolDelivery, call_id=original.call_id, decision="compensated", reason=reason
-            )
-            keeper._emit(
-                "result.compensated", session.id, call_id=original.call_id, undone_by=call.call_id
-            )
-
-
-def land_late(keeper: Keeper, session_id: str, outcome: ToolOutcome) -> bool:
-    """Record an outcome whose own handle could not, on the session's live handle.
-
-    Returns True when it landed; otherwise it stays parked in ``keeper._late_results``
-    until a handle of the session is adopted here (:func:`land_parked`).
-    """
-    keeper._late_results.setdefault(session_id, {})[outcome.call_id] = outcome
-    live = keeper._live.get(session_id)
-    if live is None or not _writable(live):
-        return False
-    return outcome.call_id in land_parked(live)
-
-
-def land_parked(session: Session) -> list[str]:
-    """Record parked late outcomes of ``session``'s calls; returns the call ids landed."""
-    parked = session.keeper._late_results.get(session.id)
-    landed: list[str] = []
-    if not parked or not _writable(session):
-        return landed
-    for call_id, outcome in list(parked.items()):
-        call = session.state.calls.get(call_id)
-        if call is None:
-            continue  # not in this handle's history yet: keep it parked
-        del parked[call_id]
-        if call.terminal:
-            continue
-        end = _Terminal(outcome.status, outcome.result, outcome.error, outcome.error_type)
-        _record_terminal(session, call, end)
-        # the caller on this handle has not heard it: its delivery is owed here
-        _after_terminal(session, call, held_reason="landed after the session changed owner")
-        landed.append(call_id)
-    if not parked:
-        session.keeper._late_results.pop(session.id, None)
-    return landed
+    return outcome(call)
 
 
 async def record_progress(session: Session, call_id: str, data: dict[str, Any]) -> None:
     """Record a checkpoint durably; skipped quietly once the handle may not record."""
-    if not _writable(session):
+    if not writable(session):
         return
     session._record(ev.ToolProgress, call_id=call_id, data=data)
     with contextlib.suppress(StaleEpochError):
         await session.flush()
-
-
-def reconcile_held(session: Session) -> None:
-    """Decide held results whose caller has finished a turn since the barge-in."""
-    keeper = session.keeper
-    rule = keeper.tools.supersedes if keeper.tools is not None else None
-    decisions = held_decisions(session.state, supersedes=rule)
-    if not decisions:
-        return
-    now = keeper.clock.now()
-    first = now
-    for d in decisions:
-        call = session.state.calls[d.call_id]
-        held_since = call.finished_at if call.finished_at is not None else now
-        session._record(ev.ToolDelivery, call_id=d.call_id, decision=d.decision, reason=d.reason)
-        keeper._emit(
-            _DECISION_KIND[d.decision],
-            session.id,
-            call_id=d.call_id,
-            latency_ms=max(0.0, now - held_since) * 1000,
-            reason=d.reason,
-        )
-        first = min(first, call.overtaken_at if call.overtaken_at is not None else held_since)
-    keeper._emit(
-        "interrupt.reconciled",
-        session.id,
-        latency_ms=max(0.0, now - first) * 1000,
-        decisions={d.call_id: d.decision for d in decisions},
-    )

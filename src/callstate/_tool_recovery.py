@@ -7,7 +7,8 @@ import asyncio
 from typing import TYPE_CHECKING, Final
 
 from . import events as ev
-from ._guard import cancel_call, land_parked, launch
+from ._guard import launch
+from ._outcomes import cancel_call, land_parked
 from .reconcile import InDoubtDecision, resolve_in_doubt
 
 if TYPE_CHECKING:
