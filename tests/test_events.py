@@ -309,6 +309,47 @@ def test_check_event_refuses_an_unencodable_value() -> None:
         ev.encode_events([ev.UserdataPatch(seq=2, set={"when": object()})])
 
 
+@pytest.mark.parametrize(
+    ("event", "field"),
+    [
+        (ev.UserTurn(seq=2, at=1.0, text=123), "`$.text`"),  # type: ignore[arg-type]
+        (ev.UserPartial(seq=2, at=1.0, text="lone \ud800"), "`$.text`"),
+        (ev.AgentStarted(seq=2, at=1.0, utterance_id=7, text="hi"), "`$.utterance_id`"),  # type: ignore[arg-type]
+        (ev.AgentProgress(seq=2, at=1.0, utterance_id="u1", spoken_text=None), "`$.spoken_text`"),  # type: ignore[arg-type]
+        (ev.AgentProgress(seq=2, at=1.0, utterance_id="u1", spoken_text="", text=3), "`$.text`"),  # type: ignore[arg-type]
+        (ev.AgentFinished(seq=2, at=1.0, utterance_id="u1", text=["t"]), "`$.text`"),  # type: ignore[arg-type]
+        (ev.UserTurn(seq=2, at=float("nan"), text="hi"), "`$.at`"),
+        (ev.UserTurn(seq="2", at=1.0, text="hi"), "`$.seq`"),  # type: ignore[arg-type]
+    ],
+)
+def test_check_recorded_refuses_what_check_event_refuses(event: Any, field: str) -> None:
+    """check_recorded's cheap path for speech events refuses every value check_event does."""
+    with pytest.raises(CodecError) as exc:
+        ev.check_event(event)
+    assert field in str(exc.value)
+    with pytest.raises(CodecError) as exc2:
+        ev.check_recorded(event)
+    assert str(exc.value) == str(exc2.value)
+
+
+@given(st.text(), st.one_of(st.none(), st.text()))
+@settings(max_examples=200)
+def test_check_recorded_accepts_what_check_event_accepts(text: str, extra: str | None) -> None:
+    """Any speech event check_event accepts, check_recorded accepts too."""
+    for event in (
+        ev.UserTurn(seq=3, at=2.5, text=text),
+        ev.AgentProgress(seq=3, at=2.5, utterance_id=text, spoken_text=text, text=extra),
+        ev.AgentFinished(seq=3, at=2.5, utterance_id=text, text=extra),
+    ):
+        try:
+            ev.check_event(event)
+        except CodecError:
+            with pytest.raises(CodecError):
+                ev.check_recorded(event)
+        else:
+            ev.check_recorded(event)
+
+
 def test_check_event_returns_the_encoding_of_a_good_event() -> None:
     """A well-typed event passes check_event, which returns its stored encoding."""
     event = make_golden.golden_events()[10]

@@ -44,6 +44,7 @@ __all__ = [
     "UserTurn",
     "UserdataPatch",
     "check_event",
+    "check_recorded",
     "decode_event",
     "decode_events",
     "encode_event",
@@ -332,6 +333,61 @@ def check_event(event: Event) -> bytes:
         msg = f"event {tag!r} is ill-typed: {exc}{_field_value(event, str(exc))}"
         raise CodecError(msg) from exc
     return data
+
+
+# speech events hold only strings besides seq/at/v: exact type checks prove they
+# round-trip, so the hot path skips check_event's encode and decode for them
+_TEXT_FIELDS: Final[dict[type, tuple[str, ...]]] = {
+    UserPartial: ("text",),
+    UserTurn: ("text",),
+    AgentStarted: ("utterance_id", "text"),
+    AgentProgress: ("utterance_id", "spoken_text"),
+    AgentFinished: ("utterance_id",),
+}
+_OPTIONAL_TEXT: Final[dict[type, str]] = {AgentProgress: "text", AgentFinished: "text"}
+
+
+def _plain_text(value: object) -> bool:
+    # JSON carries any str but one with lone surrogates; ASCII has none
+    if type(value) is not str:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _speech_ok(event: Event) -> bool:
+    names = _TEXT_FIELDS.get(type(event))
+    if names is None or type(event.seq) is not int or type(event.at) is not float:
+        return False
+    if type(event.v) is not int or event.at - event.at != 0.0:  # JSON has no NaN or inf
+        return False
+    for name in names:
+        if not _plain_text(getattr(event, name)):
+            return False
+    optional = _OPTIONAL_TEXT.get(type(event))
+    if optional is not None:
+        value = getattr(event, optional)
+        return value is None or _plain_text(value)
+    return True
+
+
+def check_recorded(event: Event) -> None:
+    """Refuse an ill-typed event as :func:`check_event` does, cheaply where possible.
+
+    A speech event whose fields have their exact types is accepted without encoding
+    it; every other event goes through :func:`check_event`.
+
+    Raises:
+        CodecError: a field has the wrong type or cannot be encoded; the message
+            names the field and the value.
+    """
+    if not _speech_ok(event):
+        check_event(event)
 
 
 def _check_version(event: Event) -> Event:

@@ -94,7 +94,7 @@ class Session:
         """Like ``_record`` but without the writability check (for fencing bookkeeping)."""
         event = cls(seq=self.state.seq + 1, at=self._keeper.clock.now(), **fields)
         # refuse ill-typed values here: once journaled they would make the session unloadable
-        ev.check_event(event)  # type: ignore[arg-type]
+        ev.check_recorded(event)  # type: ignore[arg-type]
         apply(self.state, event)  # type: ignore[arg-type]
         self._pending.append(event)  # type: ignore[arg-type]
         self._keeper._flusher.mark(self)

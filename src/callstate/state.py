@@ -204,40 +204,67 @@ def _track(state: SessionState, event: ev.Event) -> None:
         state.end_failed = False
 
 
+def _user_partial(state: SessionState, event: ev.UserPartial) -> None:
+    state.partial = event.text
+    _interaction(state, event.at)
+
+
+def _user_turn(state: SessionState, event: ev.UserTurn) -> None:
+    state.items.append(Item(kind="user", text=event.text, at=event.at, done=True))
+    state.partial = ""
+    state.turn += 1
+    _interaction(state, event.at)
+
+
+def _agent_started(state: SessionState, event: ev.AgentStarted) -> None:
+    uid = event.utterance_id
+    state.items.append(Item(kind="assistant", id=uid, text=event.text, at=event.at))
+    state.current_utterance = uid
+    state.unspoken = ""
+    _interaction(state, event.at)
+
+
+def _agent_progress(state: SessionState, event: ev.AgentProgress) -> None:
+    item = _find(state, "assistant", event.utterance_id)
+    if item is not None:
+        item.spoken = event.spoken_text
+        if event.text is not None:
+            item.text = event.text
+    _interaction(state, event.at)
+
+
+def _agent_finished(state: SessionState, event: ev.AgentFinished) -> None:
+    uid = event.utterance_id
+    item = _find(state, "assistant", uid)
+    if item is not None:
+        if event.text is not None:
+            item.text = event.text
+        item.spoken = item.text
+        item.done = True
+    if state.current_utterance == uid:
+        state.current_utterance = None
+    _interaction(state, event.at)
+
+
+# the hot path's speech events, by exact type: one dict lookup instead of walking the
+# match below (a failed class pattern is an isinstance, ~0.06 us each); none is _TRACKED
+_SPEECH: Final[dict[type, Any]] = {
+    ev.UserPartial: _user_partial,
+    ev.UserTurn: _user_turn,
+    ev.AgentStarted: _agent_started,
+    ev.AgentProgress: _agent_progress,
+    ev.AgentFinished: _agent_finished,
+}
+
+
 def apply(state: SessionState, event: ev.Event) -> SessionState:
     """Advance ``state`` by one event, in place, and return it."""
     state.seq = event.seq
+    speech = _SPEECH.get(type(event))
+    if speech is not None:
+        speech(state, event)
+        return state
     match event:
-        case ev.UserPartial(text=text):
-            state.partial = text
-            _interaction(state, event.at)
-        case ev.UserTurn(text=text):
-            state.items.append(Item(kind="user", text=text, at=event.at, done=True))
-            state.partial = ""
-            state.turn += 1
-            _interaction(state, event.at)
-        case ev.AgentStarted(utterance_id=uid, text=text):
-            state.items.append(Item(kind="assistant", id=uid, text=text, at=event.at))
-            state.current_utterance = uid
-            state.unspoken = ""
-            _interaction(state, event.at)
-        case ev.AgentProgress(utterance_id=uid, spoken_text=spoken, text=text):
-            item = _find(state, "assistant", uid)
-            if item is not None:
-                item.spoken = spoken
-                if text is not None:
-                    item.text = text
-            _interaction(state, event.at)
-        case ev.AgentFinished(utterance_id=uid, text=text):
-            item = _find(state, "assistant", uid)
-            if item is not None:
-                if text is not None:
-                    item.text = text
-                item.spoken = item.text
-                item.done = True
-            if state.current_utterance == uid:
-                state.current_utterance = None
-            _interaction(state, event.at)
         case ev.Interrupted():
             item = _find(state, "assistant", event.utterance_id)
             if item is not None:
