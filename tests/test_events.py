@@ -16,7 +16,13 @@ from hypothesis import strategies as st
 
 from callstate import CodecError, VersionError
 from callstate import events as ev
-from callstate.state import SNAPSHOT_VERSION, SessionState, decode_state, encode_state
+from callstate.state import (
+    SNAPSHOT_VERSION,
+    SessionState,
+    decode_state,
+    encode_snapshot,
+    encode_state,
+)
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -113,6 +119,39 @@ def test_golden_snapshot_decodes_to_the_expected_state() -> None:
 def test_golden_snapshot_is_version_one() -> None:
     """The golden snapshot carries format version 1."""
     assert 1 == json.loads((GOLDEN / "snapshot_v1.json").read_bytes())["v"]
+
+
+def test_golden_snapshot_v2_decodes_to_the_expected_state() -> None:
+    """snapshot_v2.msgpack (format 2) decodes to exactly the state it was written from."""
+    data = (GOLDEN / "snapshot_v2.msgpack").read_bytes()
+    assert 2 == msgspec.msgpack.decode(data)[0]
+    assert make_golden.golden_state() == decode_state(data)
+
+
+def test_snapshots_are_written_in_the_current_format() -> None:
+    """encode_snapshot writes format SNAPSHOT_VERSION, and it decodes back exactly."""
+    state = make_golden.golden_state()
+    data = encode_snapshot(state)
+    assert SNAPSHOT_VERSION == msgspec.msgpack.decode(data)[0]
+    assert state == decode_state(data)
+
+
+def test_newer_msgpack_snapshot_raises_version_error() -> None:
+    """A format-2 snapshot whose ``v`` is above the current version raises VersionError."""
+    raw = msgspec.msgpack.decode((GOLDEN / "snapshot_v2.msgpack").read_bytes())
+    raw[0] = SNAPSHOT_VERSION + 1
+    with pytest.raises(VersionError, match="newer"):
+        decode_state(msgspec.msgpack.encode(raw))
+    raw[1] = {"changed": "shape"}
+    with pytest.raises(VersionError, match="newer"):
+        decode_state(msgspec.msgpack.encode(raw))
+
+
+def test_snapshot_payloads_restore_as_the_json_journal_gives_them() -> None:
+    """App payloads in a snapshot come back as a fold of the JSON journal gives them."""
+    state = make_golden.golden_state()
+    state.userdata = {"slots": {1: "9am"}, "when": (1, 2)}
+    assert {"slots": {"1": "9am"}, "when": [1, 2]} == decode_state(encode_snapshot(state)).userdata
 
 
 def test_golden_writer_refuses_to_overwrite(capsys: pytest.CaptureFixture[str]) -> None:

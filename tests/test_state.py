@@ -12,7 +12,14 @@ from hypothesis import strategies as st
 
 from callstate import events as ev
 from callstate.keeper import restore_state
-from callstate.state import SessionState, apply, decode_state, encode_state, fold
+from callstate.state import (
+    SessionState,
+    apply,
+    decode_state,
+    encode_snapshot,
+    encode_state,
+    fold,
+)
 from callstate.storage.base import Loaded, SessionRecord
 
 # Small pools, so generated events refer to the same calls, utterances and keys.
@@ -181,9 +188,11 @@ def test_apply_in_place_agrees_with_fold(events: list[ev.Event]) -> None:
 @given(events=journals())
 @settings(max_examples=100, deadline=None)
 def test_any_folded_state_round_trips_as_a_snapshot(events: list[ev.Event]) -> None:
-    """Every state the fold can reach survives encode_state/decode_state unchanged."""
+    """Every state the fold can reach survives encode_state/decode_state unchanged, and
+    the same through a snapshot (encode_snapshot)."""
     state = fold(events)
     assert state == decode_state(encode_state(state))
+    assert state == decode_state(encode_snapshot(state))
 
 
 def test_fold_of_a_conversation() -> None:

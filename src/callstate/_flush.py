@@ -10,7 +10,7 @@ import msgspec
 
 from .errors import CodecError, StorageError
 from .events import encode_event
-from .state import encode_state
+from .state import encode_snapshot
 from .storage.base import Batch, Store
 
 if TYPE_CHECKING:
@@ -100,7 +100,7 @@ class Flusher:
         # pending always ends at state.seq, so the snapshot matches the batch's end
         if state.seq - session._snapshot_seq >= self._snapshot_every:
             try:
-                batch.snapshot = encode_state(state)
+                batch.snapshot = encode_snapshot(state)
                 batch.snapshot_seq = state.seq
             except (TypeError, ValueError, msgspec.EncodeError):
                 pass  # state changed behind the journal's back; the events still land

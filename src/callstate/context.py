@@ -84,18 +84,22 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
             messages.append({"role": "tool", "tool_call_id": c.call_id, "content": call_output(c)})
         pending_calls.clear()
 
+    calls = state.calls
+    append = messages.append  # a long call's context is thousands of items: keep the loop lean
     for item in state.items[state.summarized :]:  # the rest is in state.summary
-        if item.kind == "call":
-            call = state.calls.get(item.id)
+        kind = item.kind
+        if kind == "call":
+            call = calls.get(item.id)
             if call is not None and call.call_id not in seen:
                 seen.add(call.call_id)
                 pending_calls.append(call)
             continue
-        close_calls()
-        if item.kind == "user":
-            messages.append({"role": "user", "content": item.text})
-        elif item.kind == "assistant" and (heard := item.text if item.done else item.spoken):
+        if pending_calls:
+            close_calls()
+        if kind == "user":
+            append({"role": "user", "content": item.text})
+        elif kind == "assistant" and (heard := item.text if item.done else item.spoken):
             # an utterance still playing (or cut off by a drop) counts as far as it was heard
-            messages.append({"role": "assistant", "content": heard})
+            append({"role": "assistant", "content": heard})
     close_calls()
     return messages

@@ -1,8 +1,9 @@
-"""Write the golden files of stored format version 1 (run once; it never overwrites).
+"""Write the golden files of the stored formats (run once; it never overwrites).
 
 ``events_v1.jsonl`` holds one encoded event per v1 event type, every field set to a
-value other than its default; ``snapshot_v1.json`` holds the snapshot of a realistic
-session. Once written they are frozen: ``tests/test_events.py`` checks that they keep
+value other than its default; ``snapshot_v1.json`` (JSON, format 1) and
+``snapshot_v2.msgpack`` (format 2) hold the snapshot of a realistic session. Once
+written they are frozen: ``tests/test_events.py`` checks that they keep
 decoding to exactly :func:`golden_events` and :func:`golden_state`. A format change
 that breaks them needs a new format version and new golden files, never an edit.
 
@@ -17,11 +18,12 @@ from pathlib import Path
 import msgspec
 
 from callstate import events as ev
-from callstate.state import Item, SessionState, ToolCall, encode_state
+from callstate.state import Item, SessionState, ToolCall, encode_snapshot, encode_state
 
 HERE = Path(__file__).parent
 EVENTS_FILE = HERE / "events_v1.jsonl"
 SNAPSHOT_FILE = HERE / "snapshot_v1.json"
+SNAPSHOT_V2_FILE = HERE / "snapshot_v2.msgpack"
 
 T = 1_717_171_717.25  # every timestamp below is T + a few seconds
 
@@ -163,16 +165,21 @@ def golden_state() -> SessionState:
 
 
 def main() -> int:
-    """Write both files unless either exists."""
-    existing = [p for p in (EVENTS_FILE, SNAPSHOT_FILE) if p.exists()]
-    if existing:
-        names = ", ".join(p.name for p in existing)
+    """Write each golden file that does not exist yet; never overwrite one."""
+    lines = [ev.encode_event(e) for e in golden_events()]
+    files = {
+        EVENTS_FILE: b"\n".join(lines) + b"\n",
+        SNAPSHOT_FILE: msgspec.json.format(encode_state(golden_state()), indent=2) + b"\n",
+        SNAPSHOT_V2_FILE: encode_snapshot(golden_state()),
+    }
+    missing = {path: data for path, data in files.items() if not path.exists()}
+    if not missing:
+        names = ", ".join(p.name for p in files)
         print(f"refusing to overwrite {names}: golden files are frozen", file=sys.stderr)
         return 1
-    lines = [ev.encode_event(e) for e in golden_events()]
-    EVENTS_FILE.write_bytes(b"\n".join(lines) + b"\n")
-    SNAPSHOT_FILE.write_bytes(msgspec.json.format(encode_state(golden_state()), indent=2) + b"\n")
-    print(f"wrote {EVENTS_FILE.name} ({len(lines)} events) and {SNAPSHOT_FILE.name}")
+    for path, data in missing.items():
+        path.write_bytes(data)
+        print(f"wrote {path.name}")
     return 0
 
 
