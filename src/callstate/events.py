@@ -367,7 +367,8 @@ def _speech_ok(event: Event) -> bool:
     if type(event.v) is not int or event.at - event.at != 0.0:  # JSON has no NaN or inf
         return False
     for name in names:
-        if not _plain_text(getattr(event, name)):
+        value = getattr(event, name)
+        if not (type(value) is str and value.isascii()) and not _plain_text(value):
             return False
     optional = _OPTIONAL_TEXT.get(type(event))
     if optional is not None:

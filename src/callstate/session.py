@@ -87,7 +87,8 @@ class Session:
 
     def _record(self, cls: type[_E], **fields: Any) -> _E:
         """Build a ``cls`` event with the next seq, fold it into state and queue it. No I/O."""
-        self._check_writable()
+        if self._error is not None or self._closed or self.state.status == "offered":
+            self._check_writable()  # raises
         return self._append(cls, **fields)
 
     def _append(self, cls: type[_E], **fields: Any) -> _E:

@@ -211,7 +211,8 @@ def _track(state: SessionState, event: ev.Event) -> None:
 
 def _user_partial(state: SessionState, event: ev.UserPartial) -> None:
     state.partial = event.text
-    _interaction(state, event.at)
+    if event.at > state.last_interaction_at:  # _interaction, inlined: the hottest event
+        state.last_interaction_at = event.at
 
 
 def _user_turn(state: SessionState, event: ev.UserTurn) -> None:
