@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from . import events as ev
 from ._clock import Clock, SystemClock
 from ._flush import Flusher
+from ._options import check_options, parse_secrets
+from ._ownership import create_session, fenced_error, heartbeat, restore_state, take_over
 from ._resume import (
     check_resumable,
     continue_run,
@@ -23,16 +24,15 @@ from ._resume import (
     session_token,
 )
 from .archive import Archive, archive_ended
-from .errors import CodecError, ConfigError, StaleEpochError
-from .events import decode_event
+from .errors import ConfigError, StaleEpochError
 from .followups import FollowUpFn, FollowUps
 from .handoff import DEFAULT_MAX_BYTES
 from .observe import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
 from .recovery import Preflight
 from .session import Session
-from .state import SessionState, apply, decode_state
+from .state import SessionState
 from .storage import open_store
-from .storage.base import Batch, Loaded, SessionRecord, Store, stale_claim
+from .storage.base import SessionRecord, Store, stale_claim
 from .sweep import SweepResult
 from .sweep import sweep as sweep_pass
 
@@ -43,57 +43,6 @@ if TYPE_CHECKING:
     from .tools import ToolOutcome, ToolRegistry
 
 __all__ = ["Keeper", "restore_state"]
-
-
-def restore_state(loaded: Loaded) -> SessionState:
-    """Rebuild a session's state from its snapshot and the events after it.
-
-    Raises:
-        CodecError: the snapshot or an event does not decode, or the journal skips a
-            seq; the message names the session and the seq. Nothing stored is changed.
-        VersionError: a record was written by a newer format version.
-    """
-    sid = loaded.record.session_id
-    state = SessionState()
-    if loaded.snapshot is not None:
-        try:
-            state = decode_state(loaded.snapshot)
-        except CodecError as exc:
-            seq = loaded.record.snapshot_seq
-            msg = f"session {sid!r}: snapshot at seq {seq} cannot be read: {exc}"
-            raise type(exc)(msg) from exc  # a VersionError stays a VersionError
-    for raw in loaded.events:
-        expected = state.seq + 1
-        try:
-            event = decode_event(raw)
-        except CodecError as exc:
-            msg = f"session {sid!r}: event at seq {expected} cannot be read: {exc}"
-            raise type(exc)(msg) from exc
-        if event.seq != expected:
-            msg = f"session {sid!r}: the journal holds seq {event.seq} where seq {expected} belongs"
-            raise CodecError(msg)
-        apply(state, event)
-    return state
-
-
-def _secrets(secret: bytes | str | Sequence[bytes | str] | None) -> list[bytes]:
-    if secret is None:
-        return []
-    if isinstance(secret, bytes | str):
-        items: list[object] = [secret]
-    elif isinstance(secret, Sequence):
-        items = list(secret)
-    else:
-        msg = f"secret must be bytes, str or a sequence of them, got {type(secret).__name__}"
-        raise ConfigError(msg)
-    out = []
-    for i, s in enumerate(items):
-        b = s.encode() if isinstance(s, str) else s
-        if not isinstance(b, bytes) or len(b) < 16:
-            msg = f"secret[{i}] must be at least 16 bytes, got {len(b) if isinstance(b, bytes) else type(b).__name__}"
-            raise ConfigError(msg)
-        out.append(b)
-    return out
 
 
 class Keeper:
@@ -146,50 +95,34 @@ class Keeper:
         summarize: Summarize | None = None,
         handoff_max_bytes: int = DEFAULT_MAX_BYTES,
     ) -> None:
-        # `not x > 0` also refuses NaN, which compares false to everything
-        for name, value in (
-            ("resume_window", resume_window),
-            ("lease_ttl", lease_ttl),
-            ("flush_timeout", flush_timeout),
-            ("handoff_timeout", handoff_timeout),
-        ):
-            if not value > 0:
-                msg = f"{name} must be > 0 seconds, got {value!r}"
-                raise ConfigError(msg)
-        if snapshot_every < 1:
-            msg = f"snapshot_every must be >= 1, got {snapshot_every!r}"
-            raise ConfigError(msg)
+        check_options(
+            resume_window=resume_window,
+            lease_ttl=lease_ttl,
+            flush_timeout=flush_timeout,
+            handoff_timeout=handoff_timeout,
+            token_ttl=token_ttl,
+            snapshot_every=snapshot_every,
+            handoff_max_bytes=handoff_max_bytes,
+            outbox_limit=outbox_limit,
+            sweep_every=sweep_every,
+            purge_after=purge_after,
+        )
         if not isinstance(store, str | Store):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
         self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.secrets = _secrets(secret)
+        self.secrets = parse_secrets(secret)
         self.tools = tools
         self.resume_window = float(resume_window)
         self.lease_ttl = float(lease_ttl)
         self.clock: Clock = clock or SystemClock()
         self.owner = owner or uuid.uuid4().hex
-        if handoff_max_bytes < 1:
-            msg = f"handoff_max_bytes must be >= 1, got {handoff_max_bytes!r}"
-            raise ConfigError(msg)
         self.handoff_timeout = float(handoff_timeout)
         self.summarize = summarize
         self.handoff_max_bytes = int(handoff_max_bytes)
         self._flusher = Flusher(self.store, snapshot_every=snapshot_every, timeout=flush_timeout)
         self._live: dict[str, Session] = {}
         self.observer = Observer(list(sinks or []))
-        if outbox_limit < 1:
-            msg = f"outbox_limit must be >= 1, got {outbox_limit!r}"
-            raise ConfigError(msg)
-        if sweep_every is not None and sweep_every < 0:
-            msg = f"sweep_every must be >= 0 seconds or None, got {sweep_every!r}"
-            raise ConfigError(msg)
-        if not token_ttl > 0:
-            msg = f"token_ttl must be > 0 seconds, got {token_ttl!r}"
-            raise ConfigError(msg)
-        if not purge_after >= 0:
-            msg = f"purge_after must be >= 0 seconds, got {purge_after!r}"
-            raise ConfigError(msg)
         self.outbox_limit = int(outbox_limit)
         self.sweep_every = float(sweep_every or 0.0)
         self.token_ttl = float(token_ttl)
@@ -264,45 +197,14 @@ class Keeper:
         Raises:
             ConflictError: ``session_id`` is already taken.
         """
-        if session_id is not None and session_id.startswith("cs1."):
-            msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
-            raise ConfigError(msg)
-        sid = session_id or uuid.uuid4().hex
-        now = self.clock.now()
-        started = ev.SessionStarted(
-            seq=1,
-            at=now,
-            session_id=sid,
+        return await create_session(
+            self,
             agent=agent,
             caller=caller,
-            epoch=1,
-            userdata=dict(userdata or {}),
-            metadata=dict(metadata or {}),
+            session_id=session_id,
+            userdata=userdata,
+            metadata=metadata,
         )
-        state = apply(SessionState(), started)
-        record = SessionRecord(
-            session_id=sid,
-            epoch=1,
-            agent=agent,
-            caller_hash=self._caller_hash(caller),
-            created_at=now,
-            last_interaction_at=now,
-            lease_owner=self.owner,
-            lease_until=now + self.lease_ttl,
-        )
-        first = Batch(
-            session_id=sid,
-            epoch=1,
-            first_seq=1,
-            events=[ev.encode_event(started)],
-            agent=agent,
-            last_interaction_at=now,
-        )
-        await self.store.create(record, first)
-        session = Session(self, state)
-        self._adopt(session)
-        await self._on_started(session)
-        return session
 
     async def load(self, session_id: str) -> SessionState:
         """Read a session's state as stored, without taking ownership.
@@ -432,34 +334,11 @@ class Keeper:
         ``mark(session, epoch)`` records the ownership event instead of
         ``SessionResumed`` (a handoff's accept or reclaim).
         """
-        now = self.clock.now()
-        # claim before loading: once claimed, the old owner can append nothing more
-        epoch = await self.store.claim(rec.session_id, rec.epoch, self.owner, now + self.lease_ttl)
-        state = restore_state(await self.store.load(rec.session_id))
-        old = self._live.get(rec.session_id)
-        if old is not None:
-            old._fence(self._fenced_error(rec.session_id, old.state.epoch, epoch))
-        session = Session(self, state)
-        session._snapshot_seq = rec.snapshot_seq
-        gap = max(0.0, now - state.last_interaction_at)
-        if mark is not None:
-            mark(session, epoch)
-        else:
-            session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=self.owner)
-        self._adopt(session)
-        await session.flush()
-        if session.state.in_flight:
-            # outcomes a handoff's source stored meanwhile land before in-doubt resolution
-            from ._handoff_late import collect
-
-            await collect(self, session)
-        await self._after_resume(session, gap=gap, via=via)
-        return session
+        return await take_over(self, rec, via=via, mark=mark)
 
     @staticmethod
     def _fenced_error(session_id: str, epoch: int, current: int) -> StaleEpochError:
-        msg = f"session {session_id!r} was taken over at epoch {current}; this handle (epoch {epoch}) is fenced"
-        return StaleEpochError(msg, session_id=session_id, epoch=epoch, current_epoch=current)
+        return fenced_error(session_id, epoch, current)
 
     def live(self) -> list[Session]:
         """Sessions this keeper currently owns."""
@@ -544,13 +423,8 @@ class Keeper:
         )
 
     def _caller_hash(self, caller: str | None) -> str | None:
-        if caller is None:
-            return None
-        import hashlib
-        import hmac
-
-        key = self.secrets[0] if self.secrets else b"callstate-caller-index"
-        return hmac.new(key, caller.encode(), hashlib.sha256).hexdigest()
+        """The caller's keyed hash under the signing secret (None for no caller)."""
+        return None if caller is None else self._caller_hashes(caller)[0]
 
     def _caller_hashes(self, caller: str) -> list[str]:
         """The caller's keyed hash under every configured secret (rotation)."""
@@ -604,23 +478,4 @@ class Keeper:
                     await self.store.release_lease(session.id, self.owner)
 
     async def _heartbeat(self) -> None:
-        interval = self.lease_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            ids = [sid for sid, s in self._live.items() if s._error is None]
-            if not ids:
-                continue
-            try:
-                held = set(
-                    await self.store.renew_leases(
-                        self.owner, ids, self.clock.now() + self.lease_ttl
-                    )
-                )
-            except Exception:  # a failing store must not kill the heartbeat
-                continue
-            for sid in ids:
-                if sid not in held and sid in self._live:
-                    s = self._live[sid]
-                    rec = await self.store.get(sid)
-                    if rec is not None and rec.epoch > s.state.epoch:
-                        s._fence(self._fenced_error(sid, s.state.epoch, rec.epoch))
+        await heartbeat(self)
