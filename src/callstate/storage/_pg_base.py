@@ -7,12 +7,12 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from ..errors import ConfigError, StorageError
+from ._options import check_server_options, pop_url_option
 from ._pg_codec import register
 from ._pg_schema import MIGRATIONS
 from ._pg_sql import STATEMENTS
@@ -47,26 +47,14 @@ class PostgresBase:
         retry_for: float = 5.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("postgresql", "postgres"):
-            msg = f"postgres store url {url!r} must start with postgresql:// or postgres://"
-            raise ConfigError(msg)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        url_schema = next((v for k, v in query if k == "schema"), None)
-        self._conninfo = urlunsplit(
-            parts._replace(query=urlencode([(k, v) for k, v in query if k != "schema"]))
-        )
+        self._conninfo, url_schema = pop_url_option(url, ("postgresql", "postgres"), "schema")
         self.schema = schema or url_schema or "callstate"
         if not _IDENT.fullmatch(self.schema):
             msg = f"postgres schema must be a plain identifier (letters, digits, _), got {self.schema!r}"
             raise ConfigError(msg)
-        for name, value in (("retry_for", retry_for), ("connect_timeout", connect_timeout)):
-            if not value > 0:
-                msg = f"{name} must be > 0 seconds, got {value!r}"
-                raise ConfigError(msg)
-        if pool_size < 1:
-            msg = f"pool_size must be >= 1, got {pool_size!r}"
-            raise ConfigError(msg)
+        check_server_options(
+            pool_size=pool_size, retry_for=retry_for, connect_timeout=connect_timeout
+        )
         self.url = url
         self.pool_size = pool_size
         self.connect_timeout = float(connect_timeout)

@@ -7,7 +7,6 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -22,6 +21,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ConfigError, StorageError
+from ._options import check_server_options, pop_url_option
 from ._redis_codec import fmt, tag
 from ._redis_scripts import SCRIPTS
 from ._retry import InDoubt, Retrying
@@ -71,26 +71,12 @@ class RedisBase:
         require_aof: bool = False,
         cluster: bool = False,
     ) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in ("redis", "rediss"):
-            msg = f"redis store url {url!r} must start with redis:// or rediss://"
-            raise ConfigError(msg)
-        query = parse_qsl(parts.query, keep_blank_values=True)
-        url_prefix = next((v for k, v in query if k == "prefix"), None)
-        self._client_url = urlunsplit(
-            parts._replace(query=urlencode([(k, v) for k, v in query if k != "prefix"]))
-        )
+        self._client_url, url_prefix = pop_url_option(url, ("redis", "rediss"), "prefix")
         self.prefix = prefix or url_prefix or "callstate"
         if any(c in self.prefix for c in "{}"):
             msg = f"redis key prefix must hold no braces, got {self.prefix!r}"
             raise ConfigError(msg)
-        for name, value in (("retry_for", retry_for), ("timeout", timeout)):
-            if not value > 0:
-                msg = f"{name} must be > 0 seconds, got {value!r}"
-                raise ConfigError(msg)
-        if pool_size < 1:
-            msg = f"pool_size must be >= 1, got {pool_size!r}"
-            raise ConfigError(msg)
+        check_server_options(pool_size=pool_size, retry_for=retry_for, timeout=timeout)
         if cluster and wait_aof is not None:
             msg = f"wait_aof={wait_aof!r} is not supported with cluster=True (WAITAOF is per node)"
             raise ConfigError(msg)
