@@ -10,20 +10,19 @@ them: it copies the context with ``tools=`` its own).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from livekit.agents import Agent, llm
 
 from ...errors import ConfigError
-from ...handoff import HandoffPackage
-from ...recovery import RecoveryPlan, plan
+from ...recovery import plan
 from ...session import Session
 from ...state import copy_state
+from .._seed import Source, context_messages
 
 __all__ = ["AgentFactory", "chat_context", "context_messages", "handoff_messages", "seed_agent"]
 
-Source = Session | RecoveryPlan | HandoffPackage | Sequence[Mapping[str, Any]]
 #: Builds the LiveKit agent registered under a callstate agent name.
 AgentFactory = Callable[[], Agent]
 
@@ -31,39 +30,6 @@ AgentFactory = Callable[[], Agent]
 def handoff_messages(session: Session) -> list[dict[str, Any]]:
     """What a package offered now would seed the target with, without any I/O."""
     return plan(copy_state(session.state), gap_s=0.0, via="handoff").context()
-
-
-def context_messages(source: Source, *, system: str | None = None) -> list[dict[str, Any]]:
-    """OpenAI-format messages to start a LiveKit agent from.
-
-    Args:
-        source: a resumed or accepted ``Session`` (its ``recovery`` plan, else its
-            context), a ``RecoveryPlan``, a ``HandoffPackage`` from any framework, or
-            plain OpenAI-format messages.
-        system: a system prompt to put first.
-
-    Returns:
-        The conversation as the caller heard it, the resume or handoff note last.
-
-    Raises:
-        ConfigError: ``source`` is none of those, or a message has no string ``role``.
-    """
-    if isinstance(source, Session):
-        if isinstance(source.recovery, RecoveryPlan):
-            return source.recovery.context(system=system)
-        return source.context(system=system)
-    if isinstance(source, RecoveryPlan):
-        return source.context(system=system)
-    if isinstance(source, HandoffPackage):
-        return plan(source.to_state(), gap_s=0.0, via="handoff").context(system=system)
-    if isinstance(source, Sequence) and not isinstance(source, str | bytes):
-        head = [{"role": "system", "content": system}] if system else []
-        return head + [dict(m) for m in source]
-    msg = (
-        f"cannot seed a LiveKit context from {type(source).__name__}; "
-        "pass a Session, RecoveryPlan, HandoffPackage or messages"
-    )
-    raise ConfigError(msg)
 
 
 def _text(content: Any) -> str:

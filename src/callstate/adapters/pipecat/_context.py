@@ -2,56 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pipecat.processors.aggregators.llm_context import LLMContext
 
-from ...errors import ConfigError
-from ...handoff import HandoffPackage
-from ...recovery import RecoveryPlan, plan
-from ...session import Session
+from .._seed import Source, context_messages
 
 __all__ = ["context_messages", "seed_context"]
-
-Source = Session | RecoveryPlan | HandoffPackage | Sequence[Mapping[str, Any]]
-
-
-def context_messages(source: Source, *, system: str | None = None) -> list[dict[str, Any]]:
-    """OpenAI-format messages to start a Pipecat context from.
-
-    Args:
-        source: a resumed or accepted ``Session`` (its ``recovery`` plan, else its
-            context), a ``RecoveryPlan``, a ``HandoffPackage`` from any framework, or
-            plain OpenAI-format messages.
-        system: the new agent's system prompt, placed first.
-
-    Returns:
-        The conversation as the caller heard it, with the resume (or handoff) note
-        last, so the model continues the call instead of greeting the caller again.
-
-    Raises:
-        ConfigError: ``source`` is none of those.
-    """
-    if isinstance(source, Session):
-        if isinstance(source.recovery, RecoveryPlan):
-            return source.recovery.context(system=system)
-        return source.context(system=system)
-    if isinstance(source, RecoveryPlan):
-        return source.context(system=system)
-    if isinstance(source, HandoffPackage):
-        # the same planner a resume uses, over the package alone: no store needed
-        return plan(source.to_state(), gap_s=0.0, via="handoff").context(system=system)
-    if isinstance(source, Sequence) and not isinstance(source, str | bytes):
-        head = [{"role": "system", "content": system}] if system else []
-        out = head + [dict(m) for m in source]
-        for i, m in enumerate(out):
-            if not isinstance(m.get("role"), str):
-                msg = f"messages[{i}] has no string `role`: {m!r:.120}"
-                raise ConfigError(msg)
-        return out
-    msg = f"cannot seed a context from {type(source).__name__}; pass a Session, RecoveryPlan, HandoffPackage or messages"
-    raise ConfigError(msg)
 
 
 def seed_context(
