@@ -16,13 +16,8 @@ from hypothesis import strategies as st
 
 from callstate import CodecError, VersionError
 from callstate import events as ev
-from callstate.state import (
-    SNAPSHOT_VERSION,
-    SessionState,
-    decode_state,
-    encode_snapshot,
-    encode_state,
-)
+from callstate.snapshot import SNAPSHOT_VERSION, decode_state, encode_snapshot, encode_state
+from callstate.state import SessionState
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -10,7 +10,8 @@ import pytest
 
 import callstate
 from callstate import events as ev
-from callstate.state import copy_state, decode_state, fold
+from callstate.snapshot import decode_state
+from callstate.state import copy_state, fold
 from callstate.storage.base import Batch
 
 SECRET = "cross-process-handoff-secret-0123"
@@ -19,7 +20,7 @@ SECRET = "cross-process-handoff-secret-0123"
 PEER = """
 import asyncio, sys
 import callstate
-from callstate.state import encode_state
+from callstate.snapshot import encode_state
 
 async def main(url: str, package_id: str, secret: str) -> None:
     loop = asyncio.get_running_loop()

@@ -10,7 +10,7 @@ import msgspec
 
 from .errors import CodecError, StorageError
 from .events import encode_event
-from .state import encode_snapshot
+from .snapshot import encode_snapshot
 from .storage.base import Batch, Store
 
 if TYPE_CHECKING:

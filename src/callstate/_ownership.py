@@ -16,7 +16,8 @@ from . import events as ev
 from .errors import CodecError, ConfigError, StaleEpochError
 from .events import decode_event
 from .session import Session
-from .state import SessionState, apply, decode_state
+from .snapshot import decode_state
+from .state import SessionState, apply
 from .storage.base import Batch, Loaded, SessionRecord
 
 if TYPE_CHECKING:

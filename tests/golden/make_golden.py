@@ -18,7 +18,8 @@ from pathlib import Path
 import msgspec
 
 from callstate import events as ev
-from callstate.state import Item, SessionState, ToolCall, encode_snapshot, encode_state
+from callstate.snapshot import encode_snapshot, encode_state
+from callstate.state import Item, SessionState, ToolCall
 
 HERE = Path(__file__).parent
 EVENTS_FILE = HERE / "events_v1.jsonl"
