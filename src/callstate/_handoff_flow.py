@@ -169,9 +169,16 @@ def _withdraw(session: Session, package_id: str) -> None:
 
 
 async def _load(
-    keeper: Keeper, ref: HandoffPackage | bytes | bytearray | memoryview | str
-) -> tuple[HandoffPackage, PackageRow]:
-    """The stored package ``ref`` names, verified; the stored copy is authoritative."""
+    keeper: Keeper,
+    ref: HandoffPackage | bytes | bytearray | memoryview | str,
+    *,
+    need_row: bool = True,
+) -> tuple[HandoffPackage, PackageRow | None]:
+    """The stored package ``ref`` names, verified; the stored copy is authoritative.
+
+    Without ``need_row``, package bytes that verify are used as they are (no read of
+    the stored copy): the status transition that follows is what proves the offer.
+    """
     keys = _keys(keeper)
     verified: HandoffPackage | None = None  # verified here with this keeper's keys
     if isinstance(ref, HandoffPackage):
@@ -181,6 +188,8 @@ async def _load(
             bytes(ref), secret=keys, max_bytes=keeper.handoff_max_bytes
         )
         package_id = verified.package_id
+        if not need_row:
+            return verified, None
     elif isinstance(ref, str):
         package_id = ref
     else:
@@ -208,7 +217,10 @@ async def _move(keeper: Keeper, package: HandoffPackage, to_status: str) -> None
     pid, sid = package.package_id, package.session_id
     if not await store.package_transition(pid, "offered", to_status):
         row = await store.package_get(pid)
-        status = row.status if row is not None else "gone"
+        if row is None:
+            msg = f"handoff package {pid!r:.80} is unknown to the store"
+            raise HandoffStateError(msg)
+        status = row.status
         rec = await store.get(sid)
         interrupted = (
             status == to_status
@@ -258,7 +270,7 @@ async def accept(
     agent: str | None = None,
 ) -> Session:
     """Accept a package exactly once: the target owns the session at ``epoch + 1``."""
-    package, _ = await _load(keeper, ref)
+    package, _ = await _load(keeper, ref, need_row=False)
     if agent is not None and agent != package.target_agent:
         msg = (
             f"handoff package {package.package_id!r} was offered to agent "
@@ -300,6 +312,9 @@ async def reclaim(
 ) -> Session:
     """Take back a package nobody accepted within ``handoff_timeout`` s (source, epoch+1)."""
     package, row = await _load(keeper, ref)
+    if row is None:  # _load reads the row unless told not to
+        msg = f"handoff package {package.package_id!r} is unknown to the store"
+        raise HandoffStateError(msg)
     wait = keeper.handoff_timeout if handoff_timeout is None else float(handoff_timeout)
     due = package.created_at + wait
     now = keeper.clock.now()
