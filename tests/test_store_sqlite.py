@@ -141,6 +141,38 @@ async def test_migrations_are_recorded_once(tmp_path: Path) -> None:
     assert [v for v, _ in MIGRATIONS] == versions
 
 
+async def test_packages_written_before_migration_2_survive_it(tmp_path: Path) -> None:
+    """A file at schema 1 keeps its handoff packages through migration 2, and they still move."""
+    path = tmp_path / "cs.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE callstate_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    for stmt in MIGRATIONS[0][1].split(";\n"):
+        if stmt.strip():
+            conn.execute(stmt)
+    conn.execute("INSERT INTO callstate_migrations VALUES (1, 0)")
+    conn.execute(
+        "INSERT INTO packages (package_id, session_id, data, status, created_at) "
+        "VALUES ('p1', 's1', ?, 'offered', 5.0)",
+        (b"x" * 100_000,),
+    )
+    conn.close()
+    s = SQLiteStore(f"sqlite:///{path}")
+    await s.open()
+    try:
+        assert 2 == await s.schema_version()
+        row = await s.package_get("p1")
+        assert row is not None
+        assert (b"x" * 100_000, "offered", "s1") == (row.data, row.status, row.session_id)
+        assert await s.package_transition("p1", "offered", "accepted")
+        moved = await s.package_get("p1")
+        assert moved is not None
+        assert ("accepted", b"x" * 100_000) == (moved.status, moved.data)
+    finally:
+        await s.close()
+
+
 async def test_two_stores_on_one_file_share_and_fence(tmp_path: Path) -> None:
     """Two stores on one file see each other's writes, and a claim in one fences the other."""
     url = f"sqlite:///{tmp_path}/shared.db"

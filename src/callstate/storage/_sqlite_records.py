@@ -177,23 +177,28 @@ class SQLiteRecords(SQLiteBase):
         def txn(c: sqlite3.Connection) -> None:
             try:
                 c.execute(
-                    "INSERT INTO packages (package_id, session_id, data, status, created_at) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (row.package_id, row.session_id, row.data, row.status, row.created_at),
+                    "INSERT INTO packages (package_id, session_id, status, created_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (row.package_id, row.session_id, row.status, row.created_at),
                 )
             except sqlite3.IntegrityError as exc:
                 if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
                     raise  # a NULL or other bad value: a StorageError, not a clash
                 msg = f"handoff package {row.package_id!r} already exists"
                 raise ConflictError(msg) from exc
+            c.execute(
+                "INSERT INTO package_data (package_id, data) VALUES (?, ?)",
+                (row.package_id, row.data),
+            )
 
-        await self._run(txn)
+        await self._run(lambda c: self._write(c, txn))
 
     async def package_get(self, package_id: str) -> PackageRow | None:
         row = await self._run(
             lambda c: c.execute(
-                "SELECT package_id, session_id, data, status, created_at FROM packages "
-                "WHERE package_id = ?",
+                "SELECT p.package_id, p.session_id, d.data, p.status, p.created_at "
+                "FROM packages AS p JOIN package_data AS d USING (package_id) "
+                "WHERE p.package_id = ?",
                 (package_id,),
             ).fetchone()
         )

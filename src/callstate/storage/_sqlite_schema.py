@@ -82,6 +82,19 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         );
         """,
     ),
+    (
+        # a package's bytes live apart from its status: SQLite rewrites a whole row
+        # (overflow pages too) on UPDATE, so a status change no longer copies the package
+        2,
+        """
+        CREATE TABLE package_data (
+            package_id TEXT PRIMARY KEY,
+            data BLOB NOT NULL
+        );
+        INSERT INTO package_data (package_id, data) SELECT package_id, data FROM packages;
+        ALTER TABLE packages DROP COLUMN data;
+        """,
+    ),
 )
 
 SESSION_COLS = (
