@@ -8,20 +8,10 @@ from typing import Any
 
 from ..errors import ConflictError
 from ._pg_base import Conn, PostgresBase
+from ._sql_rows import archive_from_row
 from .base import ArchiveRow, FollowUp, PackageRow
 
 __all__ = ["PostgresRecords"]
-
-
-def _archive(row: Sequence[Any]) -> ArchiveRow:
-    return ArchiveRow(
-        record_id=row[0],
-        session_id=row[1],
-        caller_hash=row[2],
-        ended_at=row[3],
-        outcome=row[4],
-        data=bytes(row[5]),
-    )
 
 
 def _package(row: Sequence[Any]) -> PackageRow:
@@ -79,12 +69,16 @@ class PostgresRecords(PostgresBase):
             row.data,
         ]
         await self._insert_once(
-            "archive_insert", values, "archive_get", row.record_id, lambda r: _archive(r) == row
+            "archive_insert",
+            values,
+            "archive_get",
+            row.record_id,
+            lambda r: archive_from_row(r) == row,
         )
 
     async def archive_get(self, record_id: str) -> ArchiveRow | None:
         rows = await self._fetch("archive_get", self._sql["archive_get"], [record_id])
-        return _archive(rows[0]) if rows else None
+        return archive_from_row(rows[0]) if rows else None
 
     async def archive_list(
         self,
@@ -105,7 +99,7 @@ class PostgresRecords(PostgresBase):
                 args.append(value)
         sql = self._sql["archive_list"] + " AND ".join(where) + " ORDER BY ended_at DESC LIMIT %s"
         rows = await self._fetch("archive_list", sql, [*args, max(limit, 0)])
-        return [_archive(r) for r in rows]
+        return [archive_from_row(r) for r in rows]
 
     # -- follow-ups ------------------------------------------------------------------
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from ._sql_rows import ARCHIVE_COLS, SESSION_COLS
+
 __all__ = ["ARCHIVE_COLS", "SESSION_COLS", "STATEMENTS"]
 
-SESSION_COLS: Final = (
-    "session_id, epoch, seq, agent, status, caller_hash, created_at, "
-    "last_interaction_at, lease_owner, lease_until, snapshot_seq"
-)
-ARCHIVE_COLS: Final = "record_id, session_id, caller_hash, ended_at, outcome, data"
 _X_COLS: Final = ", ".join("x." + c.strip() for c in SESSION_COLS.split(","))
 
 STATEMENTS: Final[dict[str, str]] = {

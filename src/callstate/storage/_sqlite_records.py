@@ -5,8 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import ConflictError
+from ._sql_rows import archive_from_row
 from ._sqlite_base import SQLiteBase
-from ._sqlite_schema import archive_row
 from .base import ArchiveRow, FollowUp, PackageRow
 
 __all__ = ["SQLiteRecords"]
@@ -68,7 +68,7 @@ class SQLiteRecords(SQLiteBase):
                 (record_id,),
             ).fetchone()
         )
-        return None if row is None else archive_row(row)
+        return None if row is None else archive_from_row(row)
 
     async def archive_list(
         self,
@@ -93,7 +93,7 @@ class SQLiteRecords(SQLiteBase):
             f"WHERE {' AND '.join(where)} ORDER BY ended_at DESC LIMIT ?"
         )
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
-        return [archive_row(r) for r in rows]
+        return [archive_from_row(r) for r in rows]
 
     # -- follow-ups ----------------------------------------------------------------------
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from typing import Any, Final
+from typing import Final
 
 from ..errors import StorageError
-from .base import ArchiveRow, SessionRecord
 
-__all__ = ["MIGRATIONS", "SESSION_COLS", "archive_row", "migrate", "session_row"]
+__all__ = ["MIGRATIONS", "migrate"]
 
 #: Versioned schema migrations; each runs once, in order, inside a transaction.
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
@@ -97,11 +96,6 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
     ),
 )
 
-SESSION_COLS = (
-    "session_id, epoch, seq, agent, status, caller_hash, created_at, "
-    "last_interaction_at, lease_owner, lease_until, snapshot_seq"
-)
-
 
 def migrate(conn: sqlite3.Connection) -> None:
     """Apply every migration not yet in ``callstate_migrations``, each in its own transaction.
@@ -139,30 +133,3 @@ def migrate(conn: sqlite3.Connection) -> None:
             conn.rollback()
             raise
         conn.commit()
-
-
-def session_row(row: tuple[Any, ...]) -> SessionRecord:
-    return SessionRecord(
-        session_id=row[0],
-        epoch=row[1],
-        seq=row[2],
-        agent=row[3],
-        status=row[4],
-        caller_hash=row[5],
-        created_at=row[6],
-        last_interaction_at=row[7],
-        lease_owner=row[8],
-        lease_until=row[9],
-        snapshot_seq=row[10],
-    )
-
-
-def archive_row(row: tuple[Any, ...]) -> ArchiveRow:
-    return ArchiveRow(
-        record_id=row[0],
-        session_id=row[1],
-        caller_hash=row[2],
-        ended_at=row[3],
-        outcome=row[4],
-        data=row[5],
-    )

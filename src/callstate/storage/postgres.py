@@ -15,7 +15,6 @@ server or the machine.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 try:
     import psycopg  # noqa: F401  (the driver: fail early, naming the extra)
@@ -29,25 +28,10 @@ from ._pg_base import Conn
 from ._pg_codec import bytea_array, float8_array, int8_array, text_array
 from ._pg_records import PostgresRecords
 from ._pg_schema import MIGRATIONS
+from ._sql_rows import session_from_row
 from .base import Batch, Loaded, SessionRecord, check_batch, stale_claim
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
-
-
-def _record(row: Sequence[Any]) -> SessionRecord:
-    return SessionRecord(
-        session_id=row[0],
-        epoch=row[1],
-        seq=row[2],
-        agent=row[3],
-        status=row[4],
-        caller_hash=row[5],
-        created_at=row[6],
-        last_interaction_at=row[7],
-        lease_owner=row[8],
-        lease_until=row[9],
-        snapshot_seq=row[10],
-    )
 
 
 def _not_found(session_id: str) -> SessionNotFound:
@@ -219,7 +203,7 @@ class PostgresStore(PostgresRecords):
             raise _not_found(session_id)
         row = rows[0]
         return Loaded(
-            record=_record(row),
+            record=session_from_row(row),
             snapshot=None if row[11] is None else bytes(row[11]),
             events=[bytes(e) for e in row[12]],
         )
@@ -232,7 +216,7 @@ class PostgresStore(PostgresRecords):
 
     async def get(self, session_id: str) -> SessionRecord | None:
         rows = await self._fetch("get", self._sql["get"], [session_id])
-        return _record(rows[0]) if rows else None
+        return session_from_row(rows[0]) if rows else None
 
     async def list_sessions(
         self,
@@ -253,7 +237,10 @@ class PostgresStore(PostgresRecords):
                 args.append(value)
         sql = self._sql["list_sessions"] + " AND ".join(where)
         sql += " ORDER BY last_interaction_at DESC LIMIT %s"
-        return [_record(r) for r in await self._fetch("list_sessions", sql, [*args, max(limit, 0)])]
+        return [
+            session_from_row(r)
+            for r in await self._fetch("list_sessions", sql, [*args, max(limit, 0)])
+        ]
 
     async def claim(
         self, session_id: str, expected_epoch: int, owner: str, lease_until: float

@@ -11,8 +11,9 @@ import sqlite3
 from collections.abc import Sequence
 
 from ..errors import CallstateError, ConflictError, SessionNotFound
+from ._sql_rows import SESSION_COLS, session_from_row
 from ._sqlite_records import SQLiteRecords
-from ._sqlite_schema import MIGRATIONS, SESSION_COLS, session_row
+from ._sqlite_schema import MIGRATIONS
 from .base import Batch, Loaded, SessionRecord, check_batch, stale_claim
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
@@ -135,7 +136,7 @@ class SQLiteStore(SQLiteRecords):
                 if row is None:
                     msg = f"session {session_id!r} not found in the store"
                     raise SessionNotFound(msg, session_id=session_id)
-                rec = session_row(row)
+                rec = session_from_row(row)
                 snap = c.execute(
                     "SELECT seq, data FROM snapshots WHERE session_id = ?", (session_id,)
                 ).fetchone()
@@ -176,7 +177,7 @@ class SQLiteStore(SQLiteRecords):
                 f"SELECT {SESSION_COLS} FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
         )
-        return None if row is None else session_row(row)
+        return None if row is None else session_from_row(row)
 
     async def list_sessions(
         self,
@@ -202,7 +203,7 @@ class SQLiteStore(SQLiteRecords):
             "ORDER BY last_interaction_at DESC LIMIT ?"
         )
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
-        return [session_row(r) for r in rows]
+        return [session_from_row(r) for r in rows]
 
     async def claim(
         self, session_id: str, expected_epoch: int, owner: str, lease_until: float

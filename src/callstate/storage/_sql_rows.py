@@ -1,0 +1,45 @@
+"""Rows of the SQL stores (SQLite, PostgreSQL): column lists and row → record."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Final
+
+from .base import ArchiveRow, SessionRecord
+
+__all__ = ["ARCHIVE_COLS", "SESSION_COLS", "archive_from_row", "session_from_row"]
+
+SESSION_COLS: Final = (
+    "session_id, epoch, seq, agent, status, caller_hash, created_at, "
+    "last_interaction_at, lease_owner, lease_until, snapshot_seq"
+)
+ARCHIVE_COLS: Final = "record_id, session_id, caller_hash, ended_at, outcome, data"
+
+
+def session_from_row(row: Sequence[Any]) -> SessionRecord:
+    """A ``SessionRecord`` from a row selected as ``SESSION_COLS``."""
+    return SessionRecord(
+        session_id=row[0],
+        epoch=row[1],
+        seq=row[2],
+        agent=row[3],
+        status=row[4],
+        caller_hash=row[5],
+        created_at=row[6],
+        last_interaction_at=row[7],
+        lease_owner=row[8],
+        lease_until=row[9],
+        snapshot_seq=row[10],
+    )
+
+
+def archive_from_row(row: Sequence[Any]) -> ArchiveRow:
+    """An ``ArchiveRow`` from a row selected as ``ARCHIVE_COLS`` (any bytes-like data)."""
+    return ArchiveRow(
+        record_id=row[0],
+        session_id=row[1],
+        caller_hash=row[2],
+        ended_at=row[3],
+        outcome=row[4],
+        data=bytes(row[5]),
+    )
