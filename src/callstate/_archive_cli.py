@@ -108,11 +108,11 @@ def record_detail(r: ArchiveRecord) -> list[Table]:
     return [facts, transcript, tools, recovery]
 
 
-async def archive_list(args: argparse.Namespace, out: Console) -> int:
-    """``callstate archive list``."""
+async def _matching(args: argparse.Namespace) -> list[ArchiveRecord]:
+    """The records ``list`` and ``export`` select with ``--session/--caller/--outcome/--limit``."""
     store = await open_db(args.db)
     try:
-        records = await _records(
+        return await _records(
             store,
             session=args.session,
             caller=args.caller,
@@ -121,6 +121,11 @@ async def archive_list(args: argparse.Namespace, out: Console) -> int:
         )
     finally:
         await store.close()
+
+
+async def archive_list(args: argparse.Namespace, out: Console) -> int:
+    """``callstate archive list``."""
+    records = await _matching(args)
     if not records:
         out.print(f"no archived calls in {args.db}")
         return 0
@@ -153,17 +158,7 @@ async def archive_show(args: argparse.Namespace, out: Console) -> int:
 
 async def archive_export(args: argparse.Namespace, out: Console) -> int:
     """``callstate archive export DIR``: one JSON file per call."""
-    store = await open_db(args.db)
-    try:
-        records = await _records(
-            store,
-            session=args.session,
-            caller=args.caller,
-            outcome=args.outcome,
-            limit=args.limit,
-        )
-    finally:
-        await store.close()
+    records = await _matching(args)
     paths = await asyncio.to_thread(write_records, Path(args.dir), records)
     out.print(f"exported {len(paths)} call record(s) to {args.dir}")
     for p in paths:
