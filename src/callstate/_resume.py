@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from .errors import ConfigError, SessionExpired, SessionNotFound, TokenError
 from .recovery import Preflight, plan
+from .storage.base import not_found
 from .tokens import TokenClaims, is_token, issue_token, verify_token
 
 if TYPE_CHECKING:
@@ -60,8 +61,7 @@ async def check_resumable(
         if await _was_archived(keeper, sid):
             msg = f"session {sid!r} expired and its resume state is gone (see its archive)"
             raise SessionExpired(msg, session_id=sid)
-        msg = f"session {sid!r} not found in the store"
-        raise SessionNotFound(msg, session_id=sid)
+        raise not_found(sid)
     if claims is not None:
         if caller is not None and not claims.matches_caller(caller, keeper.secrets):
             msg = f"resume token for session {sid!r} is bound to another caller"

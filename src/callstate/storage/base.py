@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from ..errors import CallstateError
+from ..errors import CallstateError, SessionNotFound
 
 __all__ = [
     "ArchiveRow",
@@ -248,15 +248,20 @@ class Store(Protocol):
         """Move a package from ``from_status`` to ``to_status`` atomically; False if it was not there."""
 
 
+def not_found(session_id: str) -> SessionNotFound:
+    """The error for a session id the store does not hold."""
+    msg = f"session {session_id!r} not found in the store"
+    return SessionNotFound(msg, session_id=session_id)
+
+
 def check_batch(
     session_id: str, stored_epoch: int | None, stored_seq: int, batch: Batch
 ) -> CallstateError | None:
     """Why a batch may not be appended to a session in this state, or None if it may."""
-    from ..errors import ConflictError, SessionNotFound, StaleEpochError
+    from ..errors import ConflictError, StaleEpochError
 
     if stored_epoch is None:
-        msg = f"session {session_id!r} not found in the store"
-        return SessionNotFound(msg, session_id=session_id)
+        return not_found(session_id)
     if batch.epoch != stored_epoch:
         msg = (
             f"session {session_id!r} is owned at epoch {stored_epoch}; "

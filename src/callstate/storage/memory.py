@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from ..errors import CallstateError, ConflictError, SessionNotFound, StorageError
+from ..errors import CallstateError, ConflictError, StorageError
 from .base import (
     ArchiveRow,
     Batch,
@@ -15,6 +15,7 @@ from .base import (
     PackageRow,
     SessionRecord,
     check_batch,
+    not_found,
     stale_claim,
 )
 
@@ -99,8 +100,7 @@ class MemoryStore:
     def _record(self, session_id: str) -> SessionRecord:
         rec = self._sessions.get(session_id)
         if rec is None:
-            msg = f"session {session_id!r} not found in the store"
-            raise SessionNotFound(msg, session_id=session_id)
+            raise not_found(session_id)
         return rec
 
     async def load(self, session_id: str) -> Loaded:

@@ -23,20 +23,15 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     msg = "the PostgreSQL store needs psycopg 3: pip install callstate[postgres]"
     raise ImportError(msg) from exc
 
-from ..errors import CallstateError, ConflictError, SessionNotFound, StorageError
+from ..errors import CallstateError, ConflictError, StorageError
 from ._pg_base import Conn
 from ._pg_codec import bytea_array, float8_array, int8_array, text_array
 from ._pg_records import PostgresRecords
 from ._pg_schema import MIGRATIONS
 from ._sql_rows import session_from_row
-from .base import Batch, Loaded, SessionRecord, check_batch, stale_claim
+from .base import Batch, Loaded, SessionRecord, check_batch, not_found, stale_claim
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
-
-
-def _not_found(session_id: str) -> SessionNotFound:
-    msg = f"session {session_id!r} not found in the store"
-    return SessionNotFound(msg, session_id=session_id)
 
 
 def _raced(b: Batch) -> ConflictError:
@@ -200,7 +195,7 @@ class PostgresStore(PostgresRecords):
     async def load(self, session_id: str) -> Loaded:
         rows = await self._fetch("load", self._sql["load"], [session_id])
         if not rows:
-            raise _not_found(session_id)
+            raise not_found(session_id)
         row = rows[0]
         return Loaded(
             record=session_from_row(row),
@@ -211,7 +206,7 @@ class PostgresStore(PostgresRecords):
     async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:
         rows = await self._fetch("read_events", self._sql["read_events"], [after_seq, session_id])
         if not rows:
-            raise _not_found(session_id)
+            raise not_found(session_id)
         return [bytes(e) for e in rows[0][0]]
 
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -250,7 +245,7 @@ class PostgresStore(PostgresRecords):
         if new is not None:
             return int(new)
         if current is None:
-            raise _not_found(session_id)
+            raise not_found(session_id)
         # the statement's snapshot may predate a racing claim: report at least one newer
         raise stale_claim(session_id, expected_epoch, max(int(current), expected_epoch + 1))
 

@@ -41,18 +41,13 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(msg) from exc
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import CallstateError, CodecError, ConflictError, SessionNotFound, StorageError
+from ..errors import CallstateError, CodecError, ConflictError, StorageError
 from ._redis_base import LAYOUT_VERSION
 from ._redis_codec import fmt, pack_batch, pack_batches, pairs, session_fields, session_record
 from ._redis_records import RedisRecords
-from .base import Batch, Loaded, SessionRecord, check_batch, stale_claim
+from .base import Batch, Loaded, SessionRecord, check_batch, not_found, stale_claim
 
 __all__ = ["LAYOUT_VERSION", "RedisStore"]
-
-
-def _not_found(session_id: str) -> SessionNotFound:
-    msg = f"session {session_id!r} not found in the store"
-    return SessionNotFound(msg, session_id=session_id)
 
 
 class RedisStore(RedisRecords):
@@ -145,7 +140,7 @@ class RedisStore(RedisRecords):
     async def load(self, session_id: str) -> Loaded:
         res = await self._script("load", "load", self._skeys(session_id)[:3])
         if not res:
-            raise _not_found(session_id)
+            raise not_found(session_id)
         meta, snaps, events = res
         return Loaded(
             record=session_record(session_id, pairs(meta)),
@@ -157,7 +152,7 @@ class RedisStore(RedisRecords):
         keys = self._skeys(session_id)[:2]
         found, events = await self._script("read_events", "read_events", keys, max(after_seq, 0))
         if not found:
-            raise _not_found(session_id)
+            raise not_found(session_id)
         return list(events)
 
     async def get(self, session_id: str) -> SessionRecord | None:
@@ -202,7 +197,7 @@ class RedisStore(RedisRecords):
         args = [expected_epoch, owner, fmt(lease_until)]
         code, epoch = await self._script("claim", "claim", keys, *args)
         if code == 1:
-            raise _not_found(session_id)
+            raise not_found(session_id)
         if code == 2:
             raise stale_claim(session_id, expected_epoch, int(epoch))
         return int(epoch)

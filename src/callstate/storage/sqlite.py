@@ -10,11 +10,11 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
-from ..errors import CallstateError, ConflictError, SessionNotFound
+from ..errors import CallstateError, ConflictError
 from ._sql_rows import SESSION_COLS, session_from_row
 from ._sqlite_records import SQLiteRecords
 from ._sqlite_schema import MIGRATIONS
-from .base import Batch, Loaded, SessionRecord, check_batch, stale_claim
+from .base import Batch, Loaded, SessionRecord, check_batch, not_found, stale_claim
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -134,8 +134,7 @@ class SQLiteStore(SQLiteRecords):
                     f"SELECT {SESSION_COLS} FROM sessions WHERE session_id = ?", (session_id,)
                 ).fetchone()
                 if row is None:
-                    msg = f"session {session_id!r} not found in the store"
-                    raise SessionNotFound(msg, session_id=session_id)
+                    raise not_found(session_id)
                 rec = session_from_row(row)
                 snap = c.execute(
                     "SELECT seq, data FROM snapshots WHERE session_id = ?", (session_id,)
@@ -159,8 +158,7 @@ class SQLiteStore(SQLiteRecords):
             if not c.execute(
                 "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone():
-                msg = f"session {session_id!r} not found in the store"
-                raise SessionNotFound(msg, session_id=session_id)
+                raise not_found(session_id)
             return [
                 r[0]
                 for r in c.execute(
@@ -213,8 +211,7 @@ class SQLiteStore(SQLiteRecords):
                 "SELECT epoch FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
             if row is None:
-                msg = f"session {session_id!r} not found in the store"
-                raise SessionNotFound(msg, session_id=session_id)
+                raise not_found(session_id)
             if row[0] != expected_epoch:
                 raise stale_claim(session_id, expected_epoch, row[0])
             c.execute(
