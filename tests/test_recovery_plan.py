@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -11,7 +13,7 @@ from callstate import events as ev
 from callstate.context import build_messages
 from callstate.reconcile import InDoubtDecision
 from callstate.recovery import plan
-from callstate.state import SessionState, fold
+from callstate.state import SessionState, apply, fold
 
 
 def _state(*events: Any) -> SessionState:
@@ -185,3 +187,40 @@ def test_plan_invariants(events: list[Any], gap: float, via: str) -> None:
     assert {c.call_id for c in state.owed} == {o.call_id for o in p.owed}
     assert p.resume_note.endswith("continue from where the conversation stopped.")
     assert (state.partial == "") == ("started to say" not in p.resume_note)
+
+
+@settings(max_examples=200)
+@given(_events, _events)
+def test_plan_messages_are_the_conversation_at_planning_time(
+    before: list[Any], after: list[Any]
+) -> None:
+    """Whatever the session records after the plan is made (progress, barge-ins, results,
+    deliveries), the plan's messages stay those of the state it was made from."""
+    state = _state(START, *before, *after)
+    head = _state(START, *before)
+    expected = build_messages(head)
+    p = plan(head, gap_s=1.0, via="resume")
+    for event in after:  # the same events, now folded into the state the plan was made from
+        apply(head, msgspec.structs.replace(event, seq=head.seq + 1))
+    assert build_messages(head) == build_messages(state)  # head has caught up with the fold
+    assert p.messages == expected
+    assert p.context()[: len(expected)] == expected
+
+
+def test_messages_are_built_on_first_use_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Planning does not build the context; the first read does, once."""
+    import callstate.recovery as recovery
+
+    built: list[int] = []
+    real = recovery.build_messages
+
+    def counting(state: SessionState, **kw: Any) -> list[dict[str, Any]]:
+        built.append(1)
+        return real(state, **kw)
+
+    monkeypatch.setattr(recovery, "build_messages", counting)
+    state = _state(START, ev.UserTurn(text="hi"), ev.AgentStarted(utterance_id="u1", text="hello"))
+    p = plan(state, gap_s=0.5, via="resume")
+    assert built == []
+    assert p.messages == [{"role": "user", "content": "hi"}] == p.messages
+    assert built == [1]

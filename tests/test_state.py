@@ -235,3 +235,42 @@ def test_fold_of_a_conversation() -> None:
     )
     assert [call] == state.owed
     assert [] == state.in_flight
+
+
+@given(events=journals(), data=st.data())
+@settings(max_examples=100, deadline=None)
+def test_apply_never_changes_an_item_in_place(events: list[ev.Event], data: st.DataObject) -> None:
+    """Items already in ``state.items`` keep their values whatever is applied later, so
+    a shallow copy of the list is the conversation as it stood (recovery plans rely on it)."""
+    k = data.draw(st.integers(min_value=0, max_value=len(events)))
+    state = fold(events[:k])
+    kept = list(state.items)
+    values = [msgspec.structs.asdict(item) for item in kept]
+    for event in events[k:]:
+        apply(state, event)
+    assert values == [msgspec.structs.asdict(item) for item in kept]
+
+
+def test_updates_replace_the_item() -> None:
+    """Progress, finish and interruption of an utterance each put a new item in its place."""
+    state = fold(
+        [
+            ev.SessionStarted(seq=1, session_id="s", agent="a"),
+            ev.AgentStarted(seq=2, utterance_id="u1", text="one two three"),
+        ]
+    )
+    seen = [state.items[0]]
+    for event in (
+        ev.AgentProgress(seq=3, utterance_id="u1", spoken_text="one"),
+        ev.AgentFinished(seq=4, utterance_id="u1"),
+        ev.Interrupted(seq=5, utterance_id="u1", heard_text="one two", unspoken_text="three"),
+    ):
+        apply(state, event)
+        assert all(state.items[0] is not old for old in seen)
+        seen.append(state.items[0])
+    assert [(i.spoken, i.done, i.interrupted) for i in seen] == [
+        ("", False, False),
+        ("one", False, False),
+        ("one two three", True, False),
+        ("one two", True, True),
+    ]

@@ -10,13 +10,14 @@ tell the caller, or to let it go).
 
 from __future__ import annotations
 
+import copy
 from typing import Any, Final
 
 import msgspec
 
 from .state import SessionState, ToolCall
 
-__all__ = ["build_messages", "call_output"]
+__all__ = ["build_messages", "call_output", "conversation_of"]
 
 _json = msgspec.json.Encoder()
 
@@ -103,3 +104,18 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
             append({"role": "assistant", "content": heard})
     close_calls()
     return messages
+
+
+def conversation_of(state: SessionState) -> SessionState:
+    """What :func:`build_messages` reads of ``state``, kept as it stands now.
+
+    ``build_messages`` over the result later gives what it gives over ``state`` now,
+    whatever ``state`` records meanwhile. It costs a pointer per item: the fold never
+    changes an item in place, so the item list is copied shallowly; calls, which the
+    fold does update in place, are copied one by one.
+    """
+    return SessionState(
+        items=state.items[state.summarized :],
+        calls={call_id: copy.copy(call) for call_id, call in state.calls.items()},
+        summary=state.summary,
+    )

@@ -20,11 +20,12 @@ in-doubt resolutions made when the session was taken over.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cached_property
 from typing import Any, Final, Literal
 
 import msgspec
 
-from .context import build_messages
+from .context import build_messages, conversation_of
 from .reconcile import InDoubtDecision
 from .state import SessionState
 
@@ -92,7 +93,7 @@ class OwedResult(msgspec.Struct, frozen=True, kw_only=True):
     action: Literal["deliver", "announce"] = "deliver"
 
 
-class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True):
+class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     """Everything a resumed agent needs to continue instead of starting over.
 
     ``messages`` is the context to rebuild (OpenAI-format); ``resume_note`` a short
@@ -104,13 +105,22 @@ class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True):
     epoch: int
     via: str
     gap_s: float
-    messages: list[dict[str, Any]]
     in_doubt: list[InDoubtCall] = []
     owed: list[OwedResult] = []
     unspoken: str = ""
     partial: str = ""
     userdata: dict[str, Any] = {}
     resume_note: str = ""
+
+    @cached_property
+    def messages(self) -> list[dict[str, Any]]:
+        """The conversation as it stood when the plan was made, as OpenAI chat messages.
+
+        Built on first use (a long call's context is thousands of messages, which a
+        takeover whose agent never reads them need not pay for), then kept.
+        """
+        conversation = self.__dict__.pop("_conversation", None)
+        return [] if conversation is None else build_messages(conversation)
 
     def context(self, *, system: str | None = None) -> list[dict[str, Any]]:
         """``messages`` with ``system`` first and the resume note last, as system messages."""
@@ -265,13 +275,12 @@ def plan(
         in_doubt=in_doubt,
         owed=owed,
     )
-    return RecoveryPlan(
+    recovery = RecoveryPlan(
         session_id=state.session_id,
         agent=state.agent,
         epoch=state.epoch,
         via=via,
         gap_s=gap_s,
-        messages=build_messages(state),
         in_doubt=in_doubt,
         owed=owed,
         unspoken=unspoken,
@@ -279,3 +288,5 @@ def plan(
         userdata=dict(state.userdata),
         resume_note=note,
     )
+    recovery.__dict__["_conversation"] = conversation_of(state)  # for ``messages``
+    return recovery

@@ -2,6 +2,8 @@
 
 ``apply(state, event)`` advances a state by one event in place (the hot path owns its
 state and must not copy it per event); ``fold(events, base)`` never touches ``base``.
+An ``Item`` already in ``state.items`` is never changed: an update puts a new item in
+its place, so a shallow copy of the list keeps the conversation as it stood.
 Folding a snapshot of any prefix and then the tail equals folding everything.
 
 Snapshots of a state (a cache of the fold) are encoded in ``callstate.snapshot``.
@@ -41,7 +43,8 @@ class Item(msgspec.Struct, kw_only=True, gc=False):  # only str/float/bool: no c
     """One entry of the conversation, in order.
 
     ``kind`` is ``user``, ``assistant`` or ``call`` (a tool call requested at this
-    point; its details live in ``SessionState.calls[id]``).
+    point; its details live in ``SessionState.calls[id]``). The fold never changes an
+    item in place (it replaces it), so treat items as read-only.
     """
 
     kind: Literal["user", "assistant", "call"]
@@ -139,13 +142,18 @@ class SessionState(msgspec.Struct, kw_only=True):
         return [c for c in self.calls.values() if c.delivery == "held"]
 
 
-def _find(state: SessionState, kind: str, item_id: str | None) -> Item | None:
-    if item_id is None:
-        return None
-    for item in reversed(state.items):
-        if item.kind == kind and item.id == item_id:
-            return item
-    return None
+def _find(state: SessionState, kind: str, item_id: str | None) -> int:
+    """The index of the newest ``kind`` item with ``item_id``, or -1."""
+    if item_id is not None:
+        items = state.items
+        for i in range(len(items) - 1, -1, -1):
+            item = items[i]
+            if item.id == item_id and item.kind == kind:
+                return i
+    return -1
+
+
+_replace: Final = msgspec.structs.replace
 
 
 def _interaction(state: SessionState, at: float) -> None:
@@ -226,22 +234,21 @@ def _agent_started(state: SessionState, event: ev.AgentStarted) -> None:
 
 
 def _agent_progress(state: SessionState, event: ev.AgentProgress) -> None:
-    item = _find(state, "assistant", event.utterance_id)
-    if item is not None:
-        item.spoken = event.spoken_text
-        if event.text is not None:
-            item.text = event.text
+    i = _find(state, "assistant", event.utterance_id)
+    if i >= 0:
+        item = state.items[i]
+        text = item.text if event.text is None else event.text
+        state.items[i] = _replace(item, spoken=event.spoken_text, text=text)
     _interaction(state, event.at)
 
 
 def _agent_finished(state: SessionState, event: ev.AgentFinished) -> None:
     uid = event.utterance_id
-    item = _find(state, "assistant", uid)
-    if item is not None:
-        if event.text is not None:
-            item.text = event.text
-        item.spoken = item.text
-        item.done = True
+    i = _find(state, "assistant", uid)
+    if i >= 0:
+        item = state.items[i]
+        text = item.text if event.text is None else event.text
+        state.items[i] = _replace(item, text=text, spoken=text, done=True)
     if state.current_utterance == uid:
         state.current_utterance = None
     _interaction(state, event.at)
@@ -267,13 +274,17 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
         return state
     match event:
         case ev.Interrupted():
-            item = _find(state, "assistant", event.utterance_id)
-            if item is not None:
-                item.text = event.heard_text
-                item.spoken = event.heard_text
-                item.unspoken = event.unspoken_text
-                item.interrupted = True
-                item.done = True
+            i = _find(state, "assistant", event.utterance_id)
+            if i >= 0:
+                heard = event.heard_text
+                state.items[i] = _replace(
+                    state.items[i],
+                    text=heard,
+                    spoken=heard,
+                    unspoken=event.unspoken_text,
+                    interrupted=True,
+                    done=True,
+                )
             if event.utterance_id is not None and state.current_utterance == event.utterance_id:
                 state.current_utterance = None
             state.unspoken = event.unspoken_text
