@@ -262,6 +262,30 @@ def test_non_bytes_input_is_a_format_error() -> None:
         HandoffPackage.from_bytes(12345, secret=SECRET)  # type: ignore[arg-type]
 
 
+def test_the_envelope_may_be_laid_out_any_way() -> None:
+    """The signature covers the payload bytes, not the envelope's layout: reordered keys
+    and whitespace verify to the same package."""
+    pkg = _package()
+    data = pkg.to_bytes(SECRET)
+    body = data[data.index(b'"payload":') + len(b'"payload":') : -1]
+    doc = json.loads(data)
+    relaid = (
+        f'{{ "sig": "{doc["sig"]}",\n "payload": '.encode()
+        + body
+        + f', "kid": "{doc["kid"]}", "alg": "HS256", "v": 1 }}'.encode()
+    )
+    back = HandoffPackage.from_bytes(relaid, secret=SECRET)
+    assert pkg == back
+    assert relaid == back.to_bytes()
+
+
+def test_an_envelope_field_after_the_payload_is_refused() -> None:
+    """Bytes appended inside the envelope fail by name, though the signed head is intact."""
+    data = _package().to_bytes(SECRET)
+    with pytest.raises(callstate.HandoffFormatError, match="unknown field `extra`"):
+        HandoffPackage.from_bytes(data[:-1] + b',"extra":1}', secret=SECRET)
+
+
 def test_mac_binds_the_key_id() -> None:
     """Swapping the key id in the header (same payload, same sig) fails verification."""
     doc = json.loads(_package().to_bytes(SECRET))

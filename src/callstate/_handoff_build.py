@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Final
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import msgspec
 
 from ._handoff_wire import PackageCall, PackageItem, PackageMessage, PackagePayload
 from .context import build_messages
 from .state import TERMINAL, Item, SessionState, ToolCall
-
-_call_fields: Final = frozenset(PackageCall.__struct_fields__)
 
 
 def trim_point(items: Sequence[Item], calls: dict[str, ToolCall], max_items: int | None) -> int:
@@ -103,9 +101,10 @@ def _package_item(item: Item) -> PackageItem:
     )
 
 
-def _package_call(call: ToolCall) -> PackageCall:
-    # newer ToolCall fields stay out of the v1 wire format until it grows them
-    return PackageCall(**{k: getattr(call, k) for k in _call_fields})
+def _package_calls(calls: Iterable[ToolCall]) -> list[PackageCall]:
+    # reads PackageCall's fields off each call: newer ToolCall fields stay out of the v1
+    # wire format until it grows them
+    return msgspec.convert(list(calls), list[PackageCall], from_attributes=True)
 
 
 def build_payload(
@@ -139,7 +138,7 @@ def build_payload(
         caller=state.caller,
         conversation=conversation,
         items=[_package_item(i) for i in kept.items],
-        ledger=[_package_call(c) for c in state.calls.values()],
+        ledger=_package_calls(state.calls.values()),
         trimmed=trimmed,
         earlier=earlier,
         userdata=dict(state.userdata),
