@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from ._handoff_late import collect, collect_all, hand_over, watch
+from ._ownership import take_over
 from .context import build_messages
 from .errors import (
     ConfigError,
@@ -40,6 +41,7 @@ from .errors import (
     HandoffFormatError,
     HandoffStateError,
     PayloadTooLarge,
+    SessionNotFound,
     StaleEpochError,
 )
 from .handoff import HandoffPackage, build_payload, default_summarize, trim_point
@@ -237,18 +239,18 @@ async def _claim(
     keeper: Keeper, package: HandoffPackage, mark: Callable[[Session, int], None], via: str
 ) -> Session:
     sid = package.session_id
-    rec = await keeper.store.get(sid)
-    if rec is None or rec.epoch != package.epoch or rec.status != "offered":
-        where = "gone" if rec is None else f"at epoch {rec.epoch}, {rec.status}"
-        msg = (
-            f"session {sid!r} is {where}, no longer as offered in handoff package "
-            f"{package.package_id!r} (epoch {package.epoch}); it moved on without it"
-        )
-        raise HandoffStateError(msg)
     try:
-        session = await keeper._take_over(rec, via=via, mark=mark)
+        # conditional on the offer's epoch; ``mark`` then checks the offer is still open
+        session = await take_over(keeper, sid, package.epoch, via=via, mark=mark)
     except StaleEpochError as exc:
-        msg = f"handoff package {package.package_id!r}: session {sid!r} was taken first ({exc})"
+        msg = (
+            f"session {sid!r} is at epoch {exc.current_epoch}, no longer as offered in "
+            f"handoff package {package.package_id!r} (epoch {package.epoch}); it moved on "
+            "without it"
+        )
+        raise HandoffStateError(msg) from exc
+    except SessionNotFound as exc:
+        msg = f"session {sid!r} of handoff package {package.package_id!r} is gone"
         raise HandoffStateError(msg) from exc
     watch(keeper)  # the takeover landed what was stored; the rest is polled for
     return session

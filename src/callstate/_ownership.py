@@ -116,23 +116,29 @@ async def create_session(
 
 async def take_over(
     keeper: Keeper,
-    rec: SessionRecord,
+    session_id: str,
+    expected_epoch: int,
     *,
     via: str,
     mark: Callable[[Session, int], None] | None = None,
 ) -> Session:
-    """Claim ``rec`` at epoch+1, restore it and record the new ownership."""
+    """Claim the session at ``expected_epoch`` + 1, restore it and record the new ownership.
+
+    Raises:
+        StaleEpochError: the session is no longer at ``expected_epoch``.
+    """
     now = keeper.clock.now()
     # claim before loading: once claimed, the old owner can append nothing more
     epoch = await keeper.store.claim(
-        rec.session_id, rec.epoch, keeper.owner, now + keeper.lease_ttl
+        session_id, expected_epoch, keeper.owner, now + keeper.lease_ttl
     )
-    state = restore_state(await keeper.store.load(rec.session_id))
-    old = keeper._live.get(rec.session_id)
+    loaded = await keeper.store.load(session_id)
+    state = restore_state(loaded)
+    old = keeper._live.get(session_id)
     if old is not None:
-        old._fence(fenced_error(rec.session_id, old.state.epoch, epoch))
+        old._fence(fenced_error(session_id, old.state.epoch, epoch))
     session = Session(keeper, state)
-    session._snapshot_seq = rec.snapshot_seq
+    session._snapshot_seq = loaded.record.snapshot_seq
     gap = max(0.0, now - state.last_interaction_at)
     if mark is not None:
         mark(session, epoch)

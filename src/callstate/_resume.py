@@ -155,8 +155,13 @@ async def continue_run(keeper: Keeper, session: Session, *, gap: float, via: str
     """Step 2 of a takeover, once the session is owned, durable and its in-doubt calls
     resolved (``session.in_doubt``, step 1): cancel the follow-ups a reconnect makes
     moot and attach the ``RecoveryPlan``. (The run the takeover ended is archived
-    later, from the journal: see :mod:`callstate.archive`.)"""
-    await keeper.followups.cancel(session.id)
+    later, from the journal: see :mod:`callstate.archive`.)
+
+    A handoff's accept or reclaim cancels nothing: the caller did not come back, they
+    never left. Follow-ups are due only after a call closed, and the resume that made
+    the offering session live again already cancelled those."""
+    if via not in ("handoff", "reclaim"):
+        await keeper.followups.cancel(session.id)
     # step 1 (tool recovery) leaves its decisions on ``session.in_doubt``
     decisions = getattr(session, "in_doubt", ())
     session.recovery = plan(session.state, gap_s=gap, via=via, resolutions=decisions)

@@ -334,7 +334,7 @@ class Keeper:
         ``mark(session, epoch)`` records the ownership event instead of
         ``SessionResumed`` (a handoff's accept or reclaim).
         """
-        return await take_over(self, rec, via=via, mark=mark)
+        return await take_over(self, rec.session_id, rec.epoch, via=via, mark=mark)
 
     @staticmethod
     def _fenced_error(session_id: str, epoch: int, current: int) -> StaleEpochError:
