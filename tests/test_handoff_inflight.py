@@ -248,6 +248,7 @@ class OutageStore:
     def __init__(self, inner: callstate.Store) -> None:
         self.inner = inner
         self.failing: set[str] = set()
+        self.atomic_packages: bool = getattr(inner, "atomic_packages", False)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
@@ -283,15 +284,24 @@ async def test_store_outage_while_collecting_leaves_the_result_for_later(
         assert "succeeded" == t.state.calls["c1"].status
 
 
-async def test_store_outage_during_offer_withdraws_it(pair: Pair, tmp_path: Path) -> None:
-    """If the package cannot be stored, handoff raises StorageError and the session records again."""
+@pytest.mark.parametrize("atomic", [True, False], ids=["with-the-offer", "after-the-offer"])
+async def test_store_outage_during_offer_withdraws_it(
+    pair: Pair, tmp_path: Path, atomic: bool
+) -> None:
+    """If the package cannot be stored, handoff raises StorageError, the session records
+    again and no package is left behind: whether the store keeps the package in the
+    offer's transaction (SQLite) or the keeper stores it after the offer is durable."""
     flaky = OutageStore(callstate.open_store(f"sqlite:///{tmp_path}/cs.db"))
-    async with callstate.Keeper(flaky, secret=SECRET, clock=pair.clock) as k:
+    flaky.atomic_packages = atomic  # as a store without atomic packages would say
+    async with callstate.Keeper(flaky, secret=SECRET, clock=pair.clock, flush_timeout=0.3) as k:
         s = await k.start(agent="triage")
-        flaky.failing.add("package_put")
+        flaky.failing.add("append" if atomic else "package_put")
         with pytest.raises(callstate.StorageError, match="injected outage"):
             await s.handoff(to="billing")
         flaky.failing.clear()
         s.user_said("still with me?")
         await s.flush()
         assert ("active", None) == (s.state.status, s.state.pending_handoff)
+        offered = [e.package_id for e in s.state.recovery_log if isinstance(e, ev.HandoffOffered)]
+        assert 1 == len(offered)
+        assert None is await flaky.package_get(offered[0])

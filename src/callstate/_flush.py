@@ -28,6 +28,8 @@ class Flusher:
 
     def __init__(self, store: Store, *, snapshot_every: int = 100, timeout: float = 10.0) -> None:
         self._store = store
+        #: a session's ``_package`` rides with its next batch, in the same transaction
+        self.carries_packages = bool(getattr(store, "atomic_packages", False))
         self._snapshot_every = snapshot_every
         self._timeout = timeout
         self._dirty: dict[int, Session] = {}
@@ -97,6 +99,8 @@ class Flusher:
             status=state.status,
             last_interaction_at=state.last_interaction_at,
         )
+        if self.carries_packages:
+            batch.package = session._package
         # pending always ends at state.seq, so the snapshot matches the batch's end
         if state.seq - session._snapshot_seq >= self._snapshot_every:
             try:
@@ -145,6 +149,8 @@ class Flusher:
                     continue
                 del s._pending[: len(batch.events)]
                 s._durable_seq = batch.last_seq
+                if batch.package is not None and s._package is batch.package:
+                    s._package = None  # stored
                 if batch.snapshot is not None:
                     s._snapshot_seq = batch.snapshot_seq
                 self.events_written += len(batch.events)

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import events as ev
 from ._handoff_late import collect, collect_all, hand_over, watch
-from ._ownership import take_over
+from ._ownership import own_claimed
 from .context import build_messages
 from .errors import (
     ConfigError,
@@ -46,7 +46,7 @@ from .errors import (
 )
 from .handoff import HandoffPackage, build_payload, default_summarize, trim_point
 from .state import SessionState
-from .storage.base import PackageRow
+from .storage.base import PackageMove, PackageRow
 
 if TYPE_CHECKING:
     from .keeper import Keeper
@@ -118,9 +118,6 @@ async def offer(
                 f"handoff_max_bytes={keeper.handoff_max_bytes}; pass max_items= to trim it"
             )
             raise PayloadTooLarge(msg)
-        # the offer is durable before the package exists, so a stored package always
-        # refers to a frozen session
-        await keeper._flusher.wait_durable(session, state.seq)
         row = PackageRow(
             package_id=package_id,
             session_id=session.id,
@@ -128,8 +125,17 @@ async def offer(
             status="offered",
             created_at=now,
         )
-        await keeper.store.package_put(row)
+        # a stored package always refers to a frozen session: it is stored with the
+        # offer where the store can (one transaction), else once the offer is durable
+        carried = keeper._flusher.carries_packages
+        if carried:
+            session._package = row
+        await keeper._flusher.wait_durable(session, state.seq)
+        if not carried or session._package is row:  # not in the batch that held the offer
+            session._package = None
+            await keeper.store.package_put(row)
     except BaseException:
+        session._package = None
         _withdraw(session, package_id)
         raise
     keeper._emit(
@@ -235,13 +241,29 @@ async def _move(keeper: Keeper, package: HandoffPackage, to_status: str) -> None
             raise HandoffStateError(msg)
 
 
-async def _claim(
-    keeper: Keeper, package: HandoffPackage, mark: Callable[[Session, int], None], via: str
+async def _take(
+    keeper: Keeper,
+    package: HandoffPackage,
+    to_status: str,
+    mark: Callable[[Session, int], None],
+    via: str,
 ) -> Session:
+    """Move the package out of ``offered`` and claim its session at the offer's epoch + 1.
+
+    Both go in one store call (one transaction where the store can). A package no
+    longer offered is looked at again: already moved (an error), or moved by an
+    interrupted call like this one, which then claims the session on its own.
+    """
     sid = package.session_id
+    now = keeper.clock.now()
+    move = PackageMove(package_id=package.package_id, from_status="offered", to_status=to_status)
+    until = now + keeper.lease_ttl
     try:
-        # conditional on the offer's epoch; ``mark`` then checks the offer is still open
-        session = await take_over(keeper, sid, package.epoch, via=via, mark=mark)
+        try:
+            epoch = await keeper.store.claim(sid, package.epoch, keeper.owner, until, package=move)
+        except HandoffStateError:  # not offered (any more): nothing was changed
+            await _move(keeper, package, to_status)  # raises unless it was our own move
+            epoch = await keeper.store.claim(sid, package.epoch, keeper.owner, until)
     except StaleEpochError as exc:
         msg = (
             f"session {sid!r} is at epoch {exc.current_epoch}, no longer as offered in "
@@ -252,6 +274,8 @@ async def _claim(
     except SessionNotFound as exc:
         msg = f"session {sid!r} of handoff package {package.package_id!r} is gone"
         raise HandoffStateError(msg) from exc
+    # ``mark`` checks that the restored session still holds this offer
+    session = await own_claimed(keeper, sid, epoch, now=now, via=via, mark=mark)
     watch(keeper)  # the takeover landed what was stored; the rest is polled for
     return session
 
@@ -279,7 +303,6 @@ async def accept(
             f"{package.target_agent!r}, not to {agent!r}"
         )
         raise HandoffStateError(msg)
-    await _move(keeper, package, "accepted")
 
     def mark(session: Session, epoch: int) -> None:
         _check_offer(session, package)
@@ -293,7 +316,7 @@ async def accept(
             summary=package.payload.earlier,
         )
 
-    session = await _claim(keeper, package, mark, "handoff")
+    session = await _take(keeper, package, "accepted", mark, "handoff")
     keeper._emit(
         "handoff.accepted",
         session.id,
@@ -326,13 +349,12 @@ async def reclaim(
             f"{package.target_agent!r} for {due - now:.1f}s (timeout {wait:g}s)"
         )
         raise HandoffStateError(msg)
-    await _move(keeper, package, "reclaimed")
 
     def mark(session: Session, epoch: int) -> None:
         _check_offer(session, package)
         session._append(ev.HandoffReclaimed, package_id=package.package_id, epoch=epoch)
 
-    session = await _claim(keeper, package, mark, "reclaim")
+    session = await _take(keeper, package, "reclaimed", mark, "reclaim")
     keeper._emit(
         "handoff.reclaimed",
         session.id,

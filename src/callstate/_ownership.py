@@ -23,7 +23,14 @@ from .storage.base import Batch, Loaded, SessionRecord
 if TYPE_CHECKING:
     from .keeper import Keeper
 
-__all__ = ["create_session", "fenced_error", "heartbeat", "restore_state", "take_over"]
+__all__ = [
+    "create_session",
+    "fenced_error",
+    "heartbeat",
+    "own_claimed",
+    "restore_state",
+    "take_over",
+]
 
 
 def restore_state(loaded: Loaded) -> SessionState:
@@ -132,6 +139,22 @@ async def take_over(
     epoch = await keeper.store.claim(
         session_id, expected_epoch, keeper.owner, now + keeper.lease_ttl
     )
+    return await own_claimed(keeper, session_id, epoch, now=now, via=via, mark=mark)
+
+
+async def own_claimed(
+    keeper: Keeper,
+    session_id: str,
+    epoch: int,
+    *,
+    now: float,
+    via: str,
+    mark: Callable[[Session, int], None] | None = None,
+) -> Session:
+    """Restore a session this keeper just claimed at ``epoch`` and record the ownership.
+
+    ``mark(session, epoch)`` records the ownership event instead of ``SessionResumed``.
+    """
     loaded = await keeper.store.load(session_id)
     state = restore_state(loaded)
     old = keeper._live.get(session_id)

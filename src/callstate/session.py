@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .handoff import HandoffPackage
     from .keeper import Keeper
     from .recovery import RecoveryPlan
+    from .storage.base import PackageRow
     from .tools import ToolOutcome
 
 __all__ = ["Session"]
@@ -44,6 +45,8 @@ class Session:
         self._durable_seq = state.seq
         self._snapshot_seq = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        #: a handoff package to store with the batch holding the offer (then None again)
+        self._package: PackageRow | None = None
         self._error: CallstateError | None = None
         self._closed = False
         #: on a resumed session, how each call a crash left without an outcome was resolved

@@ -173,25 +173,31 @@ class SQLiteRecords(SQLiteBase):
 
     # -- handoff packages ------------------------------------------------------------------
 
-    async def package_put(self, row: PackageRow) -> None:
-        def txn(c: sqlite3.Connection) -> None:
-            try:
-                c.execute(
-                    "INSERT INTO packages (package_id, session_id, status, created_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (row.package_id, row.session_id, row.status, row.created_at),
-                )
-            except sqlite3.IntegrityError as exc:
-                if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
-                    raise  # a NULL or other bad value: a StorageError, not a clash
-                msg = f"handoff package {row.package_id!r} already exists"
-                raise ConflictError(msg) from exc
-            c.execute(
-                "INSERT INTO package_data (package_id, data) VALUES (?, ?)",
-                (row.package_id, row.data),
-            )
+    @staticmethod
+    def _insert_package(c: sqlite3.Connection, row: PackageRow) -> None:
+        """Insert a package (inside the caller's transaction).
 
-        await self._run(lambda c: self._write(c, txn))
+        Raises:
+            ConflictError: a package with this id exists.
+        """
+        try:
+            c.execute(
+                "INSERT INTO packages (package_id, session_id, status, created_at) "
+                "VALUES (?, ?, ?, ?)",
+                (row.package_id, row.session_id, row.status, row.created_at),
+            )
+        except sqlite3.IntegrityError as exc:
+            if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
+                raise  # a NULL or other bad value: a StorageError, not a clash
+            msg = f"handoff package {row.package_id!r} already exists"
+            raise ConflictError(msg) from exc
+        c.execute(
+            "INSERT INTO package_data (package_id, data) VALUES (?, ?)",
+            (row.package_id, row.data),
+        )
+
+    async def package_put(self, row: PackageRow) -> None:
+        await self._run(lambda c: self._write(c, lambda c: self._insert_package(c, row)))
 
     async def package_get(self, package_id: str) -> PackageRow | None:
         row = await self._run(

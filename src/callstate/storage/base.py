@@ -4,6 +4,11 @@ A store holds, per session, a row of metadata (epoch, seq, lease, status), a jou
 encoded events with gap-free ``seq``, and at most one snapshot; beside them a keyed-hash
 caller index, an insert-only archive, follow-ups, handoff packages and a migrations
 table. Every backend passes ``callstate.testing.conformance``.
+
+A store whose ``atomic_packages`` attribute is true (memory, SQLite) also stores a
+``Batch.package`` in the same transaction as the batch's events; the others refuse
+such a batch, and a handoff offer stores its package with ``package_put`` after the
+offer is durable instead.
 """
 
 from __future__ import annotations
@@ -13,13 +18,14 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
-from ..errors import CallstateError, SessionNotFound
+from ..errors import CallstateError, ConfigError, HandoffStateError, SessionNotFound
 
 __all__ = [
     "ArchiveRow",
     "Batch",
     "FollowUp",
     "Loaded",
+    "PackageMove",
     "PackageRow",
     "SessionRecord",
     "Store",
@@ -42,12 +48,32 @@ class SessionRecord(msgspec.Struct, kw_only=True):
     snapshot_seq: int = 0
 
 
+class PackageRow(msgspec.Struct, kw_only=True):
+    """A stored handoff package and where it stands."""
+
+    package_id: str
+    session_id: str
+    data: bytes
+    status: str = "offered"  # offered | accepted | reclaimed
+    created_at: float = 0.0
+
+
+class PackageMove(msgspec.Struct, frozen=True, kw_only=True):
+    """A handoff package's status change that must go with a claim (``Store.claim``)."""
+
+    package_id: str
+    from_status: str
+    to_status: str
+
+
 class Batch(msgspec.Struct, kw_only=True):
     """Events of one session to append atomically, with the session's new metadata.
 
     ``events[i]`` is the encoded event with ``seq == first_seq + i``. The append is
     accepted only if ``epoch`` equals the stored epoch and ``first_seq`` follows the
     stored ``seq``. ``snapshot`` (if set) is the encoded state at ``snapshot_seq``.
+    ``package`` (if set; only for a store with ``atomic_packages``) is a handoff
+    package stored with the events, or not at all.
     """
 
     session_id: str
@@ -59,6 +85,7 @@ class Batch(msgspec.Struct, kw_only=True):
     last_interaction_at: float = 0.0
     snapshot: bytes | None = None
     snapshot_seq: int = 0
+    package: PackageRow | None = None
 
     @property
     def last_seq(self) -> int:
@@ -96,16 +123,6 @@ class FollowUp(msgspec.Struct, kw_only=True):
     claimed_until: float = 0.0
 
 
-class PackageRow(msgspec.Struct, kw_only=True):
-    """A stored handoff package and where it stands."""
-
-    package_id: str
-    session_id: str
-    data: bytes
-    status: str = "offered"  # offered | accepted | reclaimed
-    created_at: float = 0.0
-
-
 @runtime_checkable
 class Store(Protocol):
     """Async storage for sessions. All methods are safe to call concurrently."""
@@ -134,8 +151,10 @@ class Store(Protocol):
         """Group commit: append each batch atomically, all in one round trip.
 
         Returns one entry per batch: ``None`` when written, else the error that
-        refused it (``StaleEpochError``, ``SessionNotFound``, ``ConflictError``); a
-        refused batch writes nothing and does not affect the others.
+        refused it (``StaleEpochError``, ``SessionNotFound``, ``ConflictError``, e.g.
+        for a package id already stored); a refused batch writes nothing and does not
+        affect the others. A store without ``atomic_packages`` raises ``ConfigError``
+        for a batch carrying a package.
 
         Raises:
             StorageError: the store could not be reached; nothing was acknowledged.
@@ -165,11 +184,24 @@ class Store(Protocol):
         """Sessions matching every given filter, newest interaction first."""
 
     async def claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
     ) -> int:
         """Take ownership: set epoch to ``expected_epoch + 1`` and the lease, atomically.
 
+        With ``package``, that package moves from its ``from_status`` to its
+        ``to_status`` with the claim: a store with ``atomic_packages`` does both in one
+        transaction or neither; the others move the package first, so a failure
+        between the two leaves it moved and the session unclaimed (a repeated
+        ``Keeper.accept``/``reclaim`` finishes that).
+
         Raises:
+            HandoffStateError: the package is not in ``from_status``; nothing changed.
             SessionNotFound: no such session.
             StaleEpochError: the stored epoch is not ``expected_epoch``.
         """
@@ -246,6 +278,40 @@ class Store(Protocol):
 
     async def package_transition(self, package_id: str, from_status: str, to_status: str) -> bool:
         """Move a package from ``from_status`` to ``to_status`` atomically; False if it was not there."""
+
+
+def package_not_in(move: PackageMove, status: str | None) -> HandoffStateError:
+    """The error of a claim whose package is not where ``move`` expects it."""
+    where = "unknown to the store" if status is None else f"{status}, not {move.from_status}"
+    msg = f"handoff package {move.package_id!r:.80} is {where}"
+    return HandoffStateError(msg)
+
+
+async def move_package(store: Store, move: PackageMove) -> None:
+    """A claim's package move, as its own first step (stores without ``atomic_packages``).
+
+    Raises:
+        HandoffStateError: the package is not in ``move.from_status``.
+    """
+    if not await store.package_transition(move.package_id, move.from_status, move.to_status):
+        row = await store.package_get(move.package_id)
+        raise package_not_in(move, None if row is None else row.status)
+
+
+def refuse_packages(url: str, batches: Sequence[Batch]) -> None:
+    """Refuse batches carrying a package, for a store without ``atomic_packages``.
+
+    Raises:
+        ConfigError: a batch carries a package.
+    """
+    for b in batches:
+        if b.package is not None:
+            msg = (
+                f"store {url!r} keeps handoff packages apart from the journal "
+                f"(atomic_packages is false): store package {b.package.package_id!r} "
+                "with package_put"
+            )
+            raise ConfigError(msg)
 
 
 def not_found(session_id: str) -> SessionNotFound:

@@ -12,10 +12,12 @@ from .base import (
     Batch,
     FollowUp,
     Loaded,
+    PackageMove,
     PackageRow,
     SessionRecord,
     check_batch,
     not_found,
+    package_not_in,
     stale_claim,
 )
 
@@ -26,6 +28,8 @@ _MIGRATIONS = 1
 
 class MemoryStore:
     """Keeps everything in dicts; nothing survives the process. For tests and demos."""
+
+    atomic_packages = True  # a Batch's package is stored with its events
 
     def __init__(self, url: str = "memory://") -> None:
         self.url = url
@@ -64,6 +68,9 @@ class MemoryStore:
         if first.first_seq != 1:
             msg = f"a new session's first batch starts at seq 1, not {first.first_seq}"
             raise ConflictError(msg)
+        clash = self._package_clash(first)
+        if clash is not None:
+            raise clash
         self._sessions[record.session_id] = msgspec.structs.replace(
             record, seq=first.last_seq, epoch=first.epoch
         )
@@ -79,6 +86,14 @@ class MemoryStore:
         if batch.snapshot is not None:
             self._snapshots[batch.session_id] = batch.snapshot
             rec.snapshot_seq = batch.snapshot_seq
+        if batch.package is not None:
+            self._packages[batch.package.package_id] = msgspec.structs.replace(batch.package)
+
+    def _package_clash(self, batch: Batch) -> ConflictError | None:
+        if batch.package is None or batch.package.package_id not in self._packages:
+            return None
+        msg = f"handoff package {batch.package.package_id!r} already exists"
+        return ConflictError(msg)
 
     async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
         self._check_open()
@@ -91,6 +106,8 @@ class MemoryStore:
                 0 if rec is None else rec.seq,
                 batch,
             )
+            if error is None:
+                error = self._package_clash(batch)
             if error is None:
                 self._events[batch.session_id].extend(batch.events)
                 self._apply_meta(batch)
@@ -142,12 +159,23 @@ class MemoryStore:
         return rows[:limit]
 
     async def claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
     ) -> int:
         self._check_open()
+        pkg = None if package is None else self._packages.get(package.package_id)
+        if package is not None and (pkg is None or pkg.status != package.from_status):
+            raise package_not_in(package, None if pkg is None else pkg.status)
         rec = self._record(session_id)
         if rec.epoch != expected_epoch:
             raise stale_claim(session_id, expected_epoch, rec.epoch)
+        if pkg is not None and package is not None:
+            pkg.status = package.to_status
         rec.epoch += 1
         rec.lease_owner = owner
         rec.lease_until = lease_until

@@ -29,7 +29,17 @@ from ._pg_codec import bytea_array, float8_array, int8_array, text_array
 from ._pg_records import PostgresRecords
 from ._pg_schema import MIGRATIONS
 from ._sql_rows import session_from_row
-from .base import Batch, Loaded, SessionRecord, check_batch, not_found, stale_claim
+from .base import (
+    Batch,
+    Loaded,
+    PackageMove,
+    SessionRecord,
+    check_batch,
+    move_package,
+    not_found,
+    refuse_packages,
+    stale_claim,
+)
 
 __all__ = ["MIGRATIONS", "PostgresStore"]
 
@@ -163,6 +173,7 @@ class PostgresStore(PostgresRecords):
     async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
         if not batches:
             return []
+        refuse_packages(self.url, batches)
 
         async def op(conn: Conn, retrying: bool) -> list[CallstateError | None]:
             out: list[CallstateError | None] = [None] * len(batches)
@@ -238,8 +249,16 @@ class PostgresStore(PostgresRecords):
         ]
 
     async def claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
     ) -> int:
+        if package is not None:  # the package first: see Store.claim
+            await move_package(self, package)
         params = [owner, lease_until, session_id, expected_epoch, session_id]
         (new, current), *_ = await self._fetch("claim", self._sql["claim"], params)
         if new is not None:

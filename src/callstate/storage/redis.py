@@ -45,7 +45,17 @@ from ..errors import CallstateError, CodecError, ConflictError, StorageError
 from ._redis_base import LAYOUT_VERSION
 from ._redis_codec import fmt, pack_batch, pack_batches, pairs, session_fields, session_record
 from ._redis_records import RedisRecords
-from .base import Batch, Loaded, SessionRecord, check_batch, not_found, stale_claim
+from .base import (
+    Batch,
+    Loaded,
+    PackageMove,
+    SessionRecord,
+    check_batch,
+    move_package,
+    not_found,
+    refuse_packages,
+    stale_claim,
+)
 
 __all__ = ["LAYOUT_VERSION", "RedisStore"]
 
@@ -94,6 +104,7 @@ class RedisStore(RedisRecords):
     async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
         if not batches:
             return []
+        refuse_packages(self.url, batches)
 
         async def op(retrying: bool) -> list[Any]:
             packed = [pack_batch(b, self._in_doubt.range(b, retrying)) for b in batches]
@@ -191,8 +202,16 @@ class RedisStore(RedisRecords):
         return rows[:limit]
 
     async def claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
     ) -> int:
+        if package is not None:  # the package first: see Store.claim
+            await move_package(self, package)
         keys = self._skeys(session_id)[:1]
         args = [expected_epoch, owner, fmt(lease_until)]
         code, epoch = await self._script("claim", "claim", keys, *args)

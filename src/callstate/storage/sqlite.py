@@ -14,7 +14,16 @@ from ..errors import CallstateError, ConflictError
 from ._sql_rows import SESSION_COLS, session_from_row
 from ._sqlite_records import SQLiteRecords
 from ._sqlite_schema import MIGRATIONS
-from .base import Batch, Loaded, SessionRecord, check_batch, not_found, stale_claim
+from .base import (
+    Batch,
+    Loaded,
+    PackageMove,
+    SessionRecord,
+    check_batch,
+    not_found,
+    package_not_in,
+    stale_claim,
+)
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -28,6 +37,8 @@ class SQLiteStore(SQLiteRecords):
             ``NORMAL`` (survives a process crash, not power loss; faster).
         busy_timeout: seconds a writer waits for another process's lock.
     """
+
+    atomic_packages = True  # a Batch's package is stored in the batch's transaction
 
     # -- sessions and journal ----------------------------------------------------------
 
@@ -61,8 +72,10 @@ class SQLiteStore(SQLiteRecords):
 
         await self._run(lambda c: self._write(c, txn))
 
-    @staticmethod
-    def _append_one(c: sqlite3.Connection, b: Batch) -> None:
+    @classmethod
+    def _append_one(cls, c: sqlite3.Connection, b: Batch) -> None:
+        if b.package is not None:
+            cls._insert_package(c, b.package)
         c.executemany(
             "INSERT INTO events (session_id, seq, epoch, data) VALUES (?, ?, ?, ?)",
             [(b.session_id, b.first_seq + i, b.epoch, data) for i, data in enumerate(b.events)],
@@ -96,7 +109,7 @@ class SQLiteStore(SQLiteRecords):
         error: CallstateError | None = None
         try:
             cls._append_one(c, b)
-        except sqlite3.IntegrityError as exc:
+        except (sqlite3.IntegrityError, ConflictError) as exc:
             c.execute("ROLLBACK TO batch")
             msg = (
                 f"session {b.session_id!r}: batch of seq {b.first_seq}..{b.last_seq} "
@@ -204,9 +217,21 @@ class SQLiteStore(SQLiteRecords):
         return [session_from_row(r) for r in rows]
 
     async def claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
     ) -> int:
         def txn(c: sqlite3.Connection) -> int:
+            if package is not None:
+                status = c.execute(
+                    "SELECT status FROM packages WHERE package_id = ?", (package.package_id,)
+                ).fetchone()
+                if status is None or status[0] != package.from_status:
+                    raise package_not_in(package, None if status is None else status[0])
             row = c.execute(
                 "SELECT epoch FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
@@ -214,6 +239,11 @@ class SQLiteStore(SQLiteRecords):
                 raise not_found(session_id)
             if row[0] != expected_epoch:
                 raise stale_claim(session_id, expected_epoch, row[0])
+            if package is not None:
+                c.execute(
+                    "UPDATE packages SET status = ? WHERE package_id = ?",
+                    (package.to_status, package.package_id),
+                )
             c.execute(
                 "UPDATE sessions SET epoch = epoch + 1, lease_owner = ?, lease_until = ? "
                 "WHERE session_id = ?",

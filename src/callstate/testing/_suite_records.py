@@ -7,9 +7,9 @@ import asyncio
 import msgspec
 import pytest
 
-from ..errors import ConflictError
-from ..storage.base import ArchiveRow, FollowUp, PackageRow, Store
-from ._suite_base import T0, Suite, new_id
+from ..errors import ConfigError, ConflictError, HandoffStateError, StaleEpochError
+from ..storage.base import ArchiveRow, FollowUp, PackageMove, PackageRow, Store
+from ._suite_base import T0, Suite, create, make_batch, new_id, seqs
 
 __all__ = ["RecordsSuite"]
 
@@ -234,3 +234,91 @@ class RecordsSuite(Suite):
         stored = await store.package_get(row.package_id)
         assert stored is not None
         assert "accepted" == stored.status
+
+    async def test_claim_moves_a_package_with_it(self, store: Store) -> None:
+        """claim(package=...) moves the package as it takes the epoch; a package not in the
+        move's from-status (or unknown) refuses the claim and changes nothing."""
+        sid = await create(store)
+        row = PackageRow(package_id=new_id("p"), session_id=sid, data=b"pkg", created_at=T0)
+        await store.package_put(row)
+        move = PackageMove(package_id=row.package_id, from_status="offered", to_status="accepted")
+        assert 2 == await store.claim(sid, 1, "owner-b", T0 + 60, package=move)
+        assert "accepted" == await _status(store, row.package_id)
+        with pytest.raises(HandoffStateError, match="accepted, not offered"):
+            await store.claim(sid, 2, "owner-c", T0 + 90, package=move)
+        unknown = msgspec.structs.replace(move, package_id=new_id("p"))
+        with pytest.raises(HandoffStateError, match="unknown to the store"):
+            await store.claim(sid, 2, "owner-c", T0 + 90, package=unknown)
+        rec = await store.get(sid)
+        assert rec is not None
+        assert (2, "owner-b", "accepted") == (
+            rec.epoch,
+            rec.lease_owner,
+            await _status(store, row.package_id),
+        )
+
+    async def test_racing_claims_with_one_package_take_it_once(self, store: Store) -> None:
+        """Of claims racing to move one package (accepts and a reclaim), exactly one wins."""
+        sid = await create(store)
+        row = PackageRow(package_id=new_id("p"), session_id=sid, data=b"pkg", created_at=T0)
+        await store.package_put(row)
+        moves = [
+            PackageMove(package_id=row.package_id, from_status="offered", to_status=to)
+            for to in ["reclaimed"] + ["accepted"] * (self.racers - 1)
+        ]
+        results = await asyncio.gather(
+            *(store.claim(sid, 1, f"o{i}", T0 + 60, package=m) for i, m in enumerate(moves)),
+            return_exceptions=True,
+        )
+        assert [2] == [r for r in results if not isinstance(r, BaseException)]
+        assert all(isinstance(r, int | HandoffStateError | StaleEpochError) for r in results)
+        rec = await store.get(sid)
+        assert rec is not None
+        assert 2 == rec.epoch
+
+    async def test_a_stale_claim_leaves_its_package_offered_where_atomic(
+        self, store: Store
+    ) -> None:
+        """A claim refused for its epoch leaves the package offered in a store with
+        ``atomic_packages``; the others move the package first, as Store.claim says."""
+        sid = await create(store)
+        row = PackageRow(package_id=new_id("p"), session_id=sid, data=b"pkg", created_at=T0)
+        await store.package_put(row)
+        await store.claim(sid, 1, "owner-b", T0 + 60)
+        move = PackageMove(package_id=row.package_id, from_status="offered", to_status="accepted")
+        with pytest.raises(StaleEpochError):
+            await store.claim(sid, 1, "owner-c", T0 + 90, package=move)
+        atomic = getattr(store, "atomic_packages", False)
+        assert ("offered" if atomic else "accepted") == await _status(store, row.package_id)
+
+    async def test_a_batch_carries_its_package_or_is_refused(self, store: Store) -> None:
+        """With ``atomic_packages`` a batch's package is stored with its events: a batch
+        refused stores no package, and a package id already stored refuses the batch.
+        Without, a batch carrying a package raises ConfigError and writes nothing."""
+        sid = await create(store)
+        row = PackageRow(package_id=new_id("p"), session_id=sid, data=b"pkg", created_at=T0)
+        if not getattr(store, "atomic_packages", False):
+            with pytest.raises(ConfigError, match="atomic_packages"):
+                await store.append([make_batch(sid, 1, 2, 1, package=row)])
+            assert ([1], None) == (
+                seqs(await store.read_events(sid)),
+                await store.package_get(row.package_id),
+            )
+            return
+        [stale] = await store.append([make_batch(sid, 9, 2, 1, package=row)])
+        assert isinstance(stale, StaleEpochError)
+        assert None is await store.package_get(row.package_id)
+        assert [None] == await store.append([make_batch(sid, 1, 2, 1, package=row)])
+        assert row == await store.package_get(row.package_id)
+        clash = msgspec.structs.replace(row, data=b"two")
+        [error] = await store.append([make_batch(sid, 1, 3, 1, package=clash)])
+        assert isinstance(error, ConflictError)
+        assert ([1, 2], row) == (
+            seqs(await store.read_events(sid)),
+            await store.package_get(row.package_id),
+        )
+
+
+async def _status(store: Store, package_id: str) -> str | None:
+    row = await store.package_get(package_id)
+    return None if row is None else row.status
