@@ -255,15 +255,24 @@ def check_payload(p: PackagePayload) -> None:
         if item.kind == "call" and item.id not in ids:
             raise fail(f"call {item.id!r:.60} at `$.payload.items[{i}].id` is not in the ledger")
     for i, m in enumerate(p.conversation):
-        where = f"$.payload.conversation[{i}]"
-        if m.role == "tool" and m.tool_call_id is None:
-            raise fail(f"a tool message needs `{where}.tool_call_id`")
-        if m.role != "tool" and m.tool_call_id is not None:
-            raise fail(f"`{where}.tool_call_id` is only for role 'tool', not {m.role!r}")
-        if m.tool_calls is not None and m.role != "assistant":
-            raise fail(f"`{where}.tool_calls` is only for role 'assistant', not {m.role!r}")
+        role = m.role
+        if (role == "tool") != (m.tool_call_id is not None) or (
+            m.tool_calls is not None and role != "assistant"
+        ):
+            _check_message(i, m)
         if m.content is None and m.tool_calls is None:
-            raise fail(f"`{where}.content` is null on a {m.role!r} message without tool calls")
+            where = f"$.payload.conversation[{i}]"
+            raise fail(f"`{where}.content` is null on a {role!r} message without tool calls")
+
+
+def _check_message(i: int, m: PackageMessage) -> None:
+    """Say which role rule message ``i`` breaks."""
+    where = f"$.payload.conversation[{i}]"
+    if m.role == "tool" and m.tool_call_id is None:
+        raise fail(f"a tool message needs `{where}.tool_call_id`")
+    if m.role != "tool" and m.tool_call_id is not None:
+        raise fail(f"`{where}.tool_call_id` is only for role 'tool', not {m.role!r}")
+    raise fail(f"`{where}.tool_calls` is only for role 'assistant', not {m.role!r}")
 
 
 def sign(payload: PackagePayload, key: bytes) -> bytes:
