@@ -37,6 +37,7 @@ from ._ownership import own_claimed
 from .context import build_messages
 from .errors import (
     ConfigError,
+    ConflictError,
     HandoffError,
     HandoffFormatError,
     HandoffStateError,
@@ -46,7 +47,7 @@ from .errors import (
 )
 from .handoff import HandoffPackage, build_payload, default_summarize, trim_point
 from .state import SessionState
-from .storage.base import PackageMove, PackageRow
+from .storage.base import Batch, PackageMove, PackageRow
 
 if TYPE_CHECKING:
     from .keeper import Keeper
@@ -241,52 +242,70 @@ async def _move(keeper: Keeper, package: HandoffPackage, to_status: str) -> None
             raise HandoffStateError(msg)
 
 
-async def _take(
-    keeper: Keeper,
-    package: HandoffPackage,
-    to_status: str,
-    mark: Callable[[Session, int], None],
-    via: str,
-) -> Session:
-    """Move the package out of ``offered`` and claim its session at the offer's epoch + 1.
+def _ownership_batch(package: HandoffPackage, to_status: str, now: float) -> Batch:
+    """The event that ends the offer (``HandoffAccepted`` or ``HandoffReclaimed``), as the
+    batch the claim appends: right after the offer, at the offer's epoch + 1."""
+    epoch, seq = package.epoch + 1, package.payload.seq + 1
+    event: ev.Event
+    if to_status == "accepted":
+        event = ev.HandoffAccepted(
+            seq=seq,
+            at=now,
+            package_id=package.package_id,
+            agent=package.target_agent,
+            epoch=epoch,
+            from_agent=package.source_agent,
+            trimmed=package.payload.trimmed,
+            summary=package.payload.earlier,
+        )
+    else:
+        event = ev.HandoffReclaimed(seq=seq, at=now, package_id=package.package_id, epoch=epoch)
+    return Batch(
+        session_id=package.session_id,
+        epoch=epoch,
+        first_seq=seq,
+        events=[ev.encode_event(event)],
+        agent=package.target_agent if to_status == "accepted" else "",
+        status="active",
+    )
 
-    Both go in one store call (one transaction where the store can). A package no
-    longer offered is looked at again: already moved (an error), or moved by an
+
+async def _take(keeper: Keeper, package: HandoffPackage, to_status: str, via: str) -> Session:
+    """Move the package out of ``offered``, claim its session at the offer's epoch + 1 and
+    record that, in one store call (one transaction where the store can).
+
+    The recorded event must directly follow the offer, so a session that recorded
+    anything since (it cannot while frozen, so it was taken over) is refused. A package
+    no longer offered is looked at again: already moved (an error), or moved by an
     interrupted call like this one, which then claims the session on its own.
     """
-    sid = package.session_id
+    sid, pid = package.session_id, package.package_id
     now = keeper.clock.now()
-    move = PackageMove(package_id=package.package_id, from_status="offered", to_status=to_status)
+    move = PackageMove(package_id=pid, from_status="offered", to_status=to_status)
     until = now + keeper.lease_ttl
+    then = _ownership_batch(package, to_status, now)
+    claim = keeper.store.claim
     try:
         try:
-            epoch = await keeper.store.claim(sid, package.epoch, keeper.owner, until, package=move)
+            epoch = await claim(sid, package.epoch, keeper.owner, until, package=move, then=then)
         except HandoffStateError:  # not offered (any more): nothing was changed
             await _move(keeper, package, to_status)  # raises unless it was our own move
-            epoch = await keeper.store.claim(sid, package.epoch, keeper.owner, until)
+            epoch = await claim(sid, package.epoch, keeper.owner, until, then=then)
     except StaleEpochError as exc:
         msg = (
             f"session {sid!r} is at epoch {exc.current_epoch}, no longer as offered in "
-            f"handoff package {package.package_id!r} (epoch {package.epoch}); it moved on "
-            "without it"
+            f"handoff package {pid!r} (epoch {package.epoch}); it moved on without it"
         )
+        raise HandoffStateError(msg) from exc
+    except ConflictError as exc:
+        msg = f"session {sid!r} recorded more after the offer of handoff package {pid!r}: {exc}"
         raise HandoffStateError(msg) from exc
     except SessionNotFound as exc:
-        msg = f"session {sid!r} of handoff package {package.package_id!r} is gone"
+        msg = f"session {sid!r} of handoff package {pid!r} is gone"
         raise HandoffStateError(msg) from exc
-    # ``mark`` checks that the restored session still holds this offer
-    session = await own_claimed(keeper, sid, epoch, now=now, via=via, mark=mark)
+    session = await own_claimed(keeper, sid, epoch, now=now, via=via, recorded=True)
     watch(keeper)  # the takeover landed what was stored; the rest is polled for
     return session
-
-
-def _check_offer(session: Session, package: HandoffPackage) -> None:
-    if session.state.pending_handoff != package.package_id:
-        msg = (
-            f"session {session.id!r} holds no open offer of package {package.package_id!r} "
-            f"(pending: {session.state.pending_handoff!r})"
-        )
-        raise HandoffStateError(msg)
 
 
 async def accept(
@@ -303,20 +322,7 @@ async def accept(
             f"{package.target_agent!r}, not to {agent!r}"
         )
         raise HandoffStateError(msg)
-
-    def mark(session: Session, epoch: int) -> None:
-        _check_offer(session, package)
-        session._append(
-            ev.HandoffAccepted,
-            package_id=package.package_id,
-            agent=package.target_agent,
-            epoch=epoch,
-            from_agent=package.source_agent,
-            trimmed=package.payload.trimmed,
-            summary=package.payload.earlier,
-        )
-
-    session = await _take(keeper, package, "accepted", mark, "handoff")
+    session = await _take(keeper, package, "accepted", "handoff")
     keeper._emit(
         "handoff.accepted",
         session.id,
@@ -349,12 +355,7 @@ async def reclaim(
             f"{package.target_agent!r} for {due - now:.1f}s (timeout {wait:g}s)"
         )
         raise HandoffStateError(msg)
-
-    def mark(session: Session, epoch: int) -> None:
-        _check_offer(session, package)
-        session._append(ev.HandoffReclaimed, package_id=package.package_id, epoch=epoch)
-
-    session = await _take(keeper, package, "reclaimed", mark, "reclaim")
+    session = await _take(keeper, package, "reclaimed", "reclaim")
     keeper._emit(
         "handoff.reclaimed",
         session.id,

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import events as ev
@@ -127,7 +126,6 @@ async def take_over(
     expected_epoch: int,
     *,
     via: str,
-    mark: Callable[[Session, int], None] | None = None,
 ) -> Session:
     """Claim the session at ``expected_epoch`` + 1, restore it and record the new ownership.
 
@@ -139,7 +137,7 @@ async def take_over(
     epoch = await keeper.store.claim(
         session_id, expected_epoch, keeper.owner, now + keeper.lease_ttl
     )
-    return await own_claimed(keeper, session_id, epoch, now=now, via=via, mark=mark)
+    return await own_claimed(keeper, session_id, epoch, now=now, via=via)
 
 
 async def own_claimed(
@@ -149,11 +147,11 @@ async def own_claimed(
     *,
     now: float,
     via: str,
-    mark: Callable[[Session, int], None] | None = None,
+    recorded: bool = False,
 ) -> Session:
-    """Restore a session this keeper just claimed at ``epoch`` and record the ownership.
-
-    ``mark(session, epoch)`` records the ownership event instead of ``SessionResumed``.
+    """Restore a session this keeper just claimed at ``epoch`` and record the ownership
+    (``SessionResumed``), unless the claim already stored the ownership event
+    (``recorded``: a handoff's accept or reclaim).
     """
     loaded = await keeper.store.load(session_id)
     state = restore_state(loaded)
@@ -163,9 +161,7 @@ async def own_claimed(
     session = Session(keeper, state)
     session._snapshot_seq = loaded.record.snapshot_seq
     gap = max(0.0, now - state.last_interaction_at)
-    if mark is not None:
-        mark(session, epoch)
-    else:
+    if not recorded:
         session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=keeper.owner)
     keeper._adopt(session)
     await session.flush()

@@ -8,7 +8,7 @@ import hashlib
 import hmac
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -322,19 +322,9 @@ class Keeper:
             epoch=session.state.epoch,
         )
 
-    async def _take_over(
-        self,
-        rec: SessionRecord,
-        *,
-        via: str,
-        mark: Callable[[Session, int], None] | None = None,
-    ) -> Session:
-        """Claim ``rec`` at epoch+1, restore it and record the new ownership.
-
-        ``mark(session, epoch)`` records the ownership event instead of
-        ``SessionResumed`` (a handoff's accept or reclaim).
-        """
-        return await take_over(self, rec.session_id, rec.epoch, via=via, mark=mark)
+    async def _take_over(self, rec: SessionRecord, *, via: str) -> Session:
+        """Claim ``rec`` at epoch+1, restore it and record the new ownership."""
+        return await take_over(self, rec.session_id, rec.epoch, via=via)
 
     @staticmethod
     def _fenced_error(session_id: str, epoch: int, current: int) -> StaleEpochError:

@@ -13,7 +13,7 @@ offer is durable instead.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -191,19 +191,22 @@ class Store(Protocol):
         lease_until: float,
         *,
         package: PackageMove | None = None,
+        then: Batch | None = None,
     ) -> int:
         """Take ownership: set epoch to ``expected_epoch + 1`` and the lease, atomically.
 
         With ``package``, that package moves from its ``from_status`` to its
-        ``to_status`` with the claim: a store with ``atomic_packages`` does both in one
-        transaction or neither; the others move the package first, so a failure
-        between the two leaves it moved and the session unclaimed (a repeated
+        ``to_status`` with the claim; with ``then``, that batch (written at the new
+        epoch) is appended right after it. A store with ``atomic_packages`` does all of
+        it in one transaction or nothing; the others go step by step (package, claim,
+        batch), so a failure between steps leaves the earlier ones done (a repeated
         ``Keeper.accept``/``reclaim`` finishes that).
 
         Raises:
-            HandoffStateError: the package is not in ``from_status``; nothing changed.
+            HandoffStateError: the package is not in ``from_status``.
             SessionNotFound: no such session.
             StaleEpochError: the stored epoch is not ``expected_epoch``.
+            ConflictError: ``then`` does not start right after the stored seq.
         """
 
     async def renew_leases(self, owner: str, session_ids: Sequence[str], until: float) -> list[str]:
@@ -296,6 +299,24 @@ async def move_package(store: Store, move: PackageMove) -> None:
     if not await store.package_transition(move.package_id, move.from_status, move.to_status):
         row = await store.package_get(move.package_id)
         raise package_not_in(move, None if row is None else row.status)
+
+
+async def claim_in_steps(
+    store: Store,
+    claim: Callable[[], Awaitable[int]],
+    package: PackageMove | None,
+    then: Batch | None,
+) -> int:
+    """``Store.claim`` as steps, for stores without ``atomic_packages``: move the package,
+    run ``claim`` (the store's own claim), append ``then``."""
+    if package is not None:
+        await move_package(store, package)
+    epoch = await claim()
+    if then is not None:
+        [error] = await store.append([then])
+        if error is not None:
+            raise error
+    return epoch
 
 
 def refuse_packages(url: str, batches: Sequence[Batch]) -> None:

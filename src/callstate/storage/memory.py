@@ -166,6 +166,7 @@ class MemoryStore:
         lease_until: float,
         *,
         package: PackageMove | None = None,
+        then: Batch | None = None,
     ) -> int:
         self._check_open()
         pkg = None if package is None else self._packages.get(package.package_id)
@@ -174,11 +175,18 @@ class MemoryStore:
         rec = self._record(session_id)
         if rec.epoch != expected_epoch:
             raise stale_claim(session_id, expected_epoch, rec.epoch)
+        if then is not None:
+            error = check_batch(session_id, expected_epoch + 1, rec.seq, then)
+            if error is not None:
+                raise error
         if pkg is not None and package is not None:
             pkg.status = package.to_status
         rec.epoch += 1
         rec.lease_owner = owner
         rec.lease_until = lease_until
+        if then is not None:
+            self._events[session_id].extend(then.events)
+            self._apply_meta(then)
         return rec.epoch
 
     async def renew_leases(self, owner: str, session_ids: Sequence[str], until: float) -> list[str]:

@@ -35,7 +35,7 @@ from .base import (
     PackageMove,
     SessionRecord,
     check_batch,
-    move_package,
+    claim_in_steps,
     not_found,
     refuse_packages,
     stale_claim,
@@ -256,9 +256,15 @@ class PostgresStore(PostgresRecords):
         lease_until: float,
         *,
         package: PackageMove | None = None,
+        then: Batch | None = None,
     ) -> int:
-        if package is not None:  # the package first: see Store.claim
-            await move_package(self, package)
+        if package is not None or then is not None:  # step by step: see Store.claim
+            return await claim_in_steps(
+                self,
+                lambda: self.claim(session_id, expected_epoch, owner, lease_until),
+                package,
+                then,
+            )
         params = [owner, lease_until, session_id, expected_epoch, session_id]
         (new, current), *_ = await self._fetch("claim", self._sql["claim"], params)
         if new is not None:

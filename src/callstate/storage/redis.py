@@ -51,7 +51,7 @@ from .base import (
     PackageMove,
     SessionRecord,
     check_batch,
-    move_package,
+    claim_in_steps,
     not_found,
     refuse_packages,
     stale_claim,
@@ -209,9 +209,15 @@ class RedisStore(RedisRecords):
         lease_until: float,
         *,
         package: PackageMove | None = None,
+        then: Batch | None = None,
     ) -> int:
-        if package is not None:  # the package first: see Store.claim
-            await move_package(self, package)
+        if package is not None or then is not None:  # step by step: see Store.claim
+            return await claim_in_steps(
+                self,
+                lambda: self.claim(session_id, expected_epoch, owner, lease_until),
+                package,
+                then,
+            )
         keys = self._skeys(session_id)[:1]
         args = [expected_epoch, owner, fmt(lease_until)]
         code, epoch = await self._script("claim", "claim", keys, *args)

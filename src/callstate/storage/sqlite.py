@@ -224,6 +224,7 @@ class SQLiteStore(SQLiteRecords):
         lease_until: float,
         *,
         package: PackageMove | None = None,
+        then: Batch | None = None,
     ) -> int:
         def txn(c: sqlite3.Connection) -> int:
             if package is not None:
@@ -233,12 +234,16 @@ class SQLiteStore(SQLiteRecords):
                 if status is None or status[0] != package.from_status:
                     raise package_not_in(package, None if status is None else status[0])
             row = c.execute(
-                "SELECT epoch FROM sessions WHERE session_id = ?", (session_id,)
+                "SELECT epoch, seq FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
             if row is None:
                 raise not_found(session_id)
             if row[0] != expected_epoch:
                 raise stale_claim(session_id, expected_epoch, row[0])
+            if then is not None:
+                error = check_batch(session_id, expected_epoch + 1, row[1], then)
+                if error is not None:
+                    raise error
             if package is not None:
                 c.execute(
                     "UPDATE packages SET status = ? WHERE package_id = ?",
@@ -249,6 +254,8 @@ class SQLiteStore(SQLiteRecords):
                 "WHERE session_id = ?",
                 (owner, lease_until, session_id),
             )
+            if then is not None:
+                self._append_one(c, then)
             return expected_epoch + 1
 
         return await self._run(lambda c: self._write(c, txn))

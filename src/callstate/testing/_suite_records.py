@@ -322,3 +322,47 @@ class RecordsSuite(Suite):
 async def _status(store: Store, package_id: str) -> str | None:
     row = await store.package_get(package_id)
     return None if row is None else row.status
+
+
+class ClaimThenSuite(Suite):
+    """Store conformance: a claim that records its ownership event in the same step."""
+
+    async def test_claim_appends_its_batch_at_the_new_epoch(self, store: Store) -> None:
+        """claim(then=...) appends the batch, written at the new epoch, after the claim;
+        with a package the three go together."""
+        sid = await create(store, events=2)
+        row = PackageRow(package_id=new_id("p"), session_id=sid, data=b"pkg", created_at=T0)
+        await store.package_put(row)
+        move = PackageMove(package_id=row.package_id, from_status="offered", to_status="accepted")
+        then = make_batch(sid, 2, 3, 1, agent="billing")
+        assert 2 == await store.claim(sid, 1, "owner-b", T0 + 60, package=move, then=then)
+        rec = await store.get(sid)
+        assert rec is not None
+        assert ([1, 2, 3], 3, 2, "billing", "accepted") == (
+            seqs(await store.read_events(sid)),
+            rec.seq,
+            rec.epoch,
+            rec.agent,
+            await _status(store, row.package_id),
+        )
+
+    async def test_a_batch_that_does_not_follow_refuses_the_claim(self, store: Store) -> None:
+        """A ``then`` batch not starting right after the stored seq raises ConflictError;
+        a store with ``atomic_packages`` changes nothing, the others stop after the claim."""
+        sid = await create(store, events=2)
+        row = PackageRow(package_id=new_id("p"), session_id=sid, data=b"pkg", created_at=T0)
+        await store.package_put(row)
+        move = PackageMove(package_id=row.package_id, from_status="offered", to_status="accepted")
+        with pytest.raises(ConflictError, match="journal ends at 2"):
+            await store.claim(
+                sid, 1, "owner-b", T0 + 60, package=move, then=make_batch(sid, 2, 5, 1)
+            )
+        rec = await store.get(sid)
+        assert rec is not None
+        atomic = getattr(store, "atomic_packages", False)
+        assert ((1, "owner-a", "offered") if atomic else (2, "owner-b", "accepted")) == (
+            rec.epoch,
+            rec.lease_owner,
+            await _status(store, row.package_id),
+        )
+        assert [1, 2] == seqs(await store.read_events(sid))

@@ -23,12 +23,12 @@ from __future__ import annotations
 from ._suite_base import Suite
 from ._suite_journal import JournalSuite
 from ._suite_ownership import OwnershipSuite
-from ._suite_records import RecordsSuite
+from ._suite_records import ClaimThenSuite, RecordsSuite
 
 __all__ = ["StoreConformance", "Suite"]
 
 
-class StoreConformance(JournalSuite, OwnershipSuite, RecordsSuite):
+class StoreConformance(JournalSuite, OwnershipSuite, RecordsSuite, ClaimThenSuite):
     """Behaviour every ``Store`` must have. Subclasses provide the ``store`` fixture.
 
     Set ``racers`` on a subclass to change how many concurrent callers the race tests use.
