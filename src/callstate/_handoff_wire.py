@@ -44,21 +44,26 @@ _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
 
 class _Strict(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, omit_defaults=True):
-    """Package structs: unknown fields are an error, defaults are left out on the wire."""
+    """Package structs: unknown fields are an error, defaults are left out on the wire.
+
+    The conversation's structs (messages, their tool calls, items) hold only text,
+    numbers and each other, so they cannot form reference cycles and stay out of the
+    garbage collector's sight (``gc=False``): a package carries thousands of them.
+    """
 
 
-class PackageFunction(_Strict):
+class PackageFunction(_Strict, gc=False):
     name: str
     arguments: str
 
 
-class PackageToolCall(_Strict):
+class PackageToolCall(_Strict, gc=False):
     id: str
     type: Literal["function"]
     function: PackageFunction
 
 
-class PackageMessage(_Strict):
+class PackageMessage(_Strict, gc=False):
     """One OpenAI-format chat message."""
 
     role: Literal["system", "user", "assistant", "tool"]
@@ -67,7 +72,7 @@ class PackageMessage(_Strict):
     tool_call_id: str | None = None
 
 
-class PackageItem(_Strict):
+class PackageItem(_Strict, gc=False):
     """One conversation item (see ``callstate.state.Item``)."""
 
     kind: Literal["user", "assistant", "call"]
