@@ -79,6 +79,7 @@ class RedisStore(RedisRecords):
     # -- sessions and journal ----------------------------------------------------------
 
     async def create(self, record: SessionRecord, first: Batch) -> None:
+        refuse_packages(self.url, [first])
         sid = record.session_id
         if first.first_seq != 1:
             msg = f"a new session's first batch starts at seq 1, not {first.first_seq}"

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from ..errors import ConfigError, ConflictError, HandoffStateError, StaleEpochError
-from ..storage.base import ArchiveRow, FollowUp, PackageMove, PackageRow, Store
+from ..storage.base import ArchiveRow, FollowUp, PackageMove, PackageRow, SessionRecord, Store
 from ._suite_base import T0, Suite, create, make_batch, new_id, seqs
 
 __all__ = ["RecordsSuite"]
@@ -300,9 +300,13 @@ class RecordsSuite(Suite):
         if not getattr(store, "atomic_packages", False):
             with pytest.raises(ConfigError, match="atomic_packages"):
                 await store.append([make_batch(sid, 1, 2, 1, package=row)])
-            assert ([1], None) == (
+            other = SessionRecord(session_id=new_id("s"), epoch=1)
+            with pytest.raises(ConfigError, match="atomic_packages"):
+                await store.create(other, make_batch(other.session_id, 1, 1, 1, package=row))
+            assert ([1], None, None) == (
                 seqs(await store.read_events(sid)),
                 await store.package_get(row.package_id),
+                await store.get(other.session_id),
             )
             return
         [stale] = await store.append([make_batch(sid, 9, 2, 1, package=row)])
@@ -317,6 +321,14 @@ class RecordsSuite(Suite):
             seqs(await store.read_events(sid)),
             await store.package_get(row.package_id),
         )
+        other = SessionRecord(session_id=new_id("s"), epoch=1)
+        first = make_batch(other.session_id, 1, 1, 1, package=clash)
+        with pytest.raises(ConflictError):  # a new session's first batch, likewise
+            await store.create(other, first)
+        assert None is await store.get(other.session_id)
+        fresh = msgspec.structs.replace(row, package_id=new_id("p"))
+        await store.create(other, msgspec.structs.replace(first, package=fresh))
+        assert fresh == await store.package_get(fresh.package_id)
 
 
 async def _status(store: Store, package_id: str) -> str | None:
