@@ -181,6 +181,7 @@ async def bench_restore(keeper: callstate.Keeper, sizes: Sequence[int], rounds: 
         del s
         resume_ms: list[float] = []
         load_ms: list[float] = []
+        context_ms: list[float] = []
         for _ in range(rounds):
             t0 = time.perf_counter()
             state = await keeper.load(sid)
@@ -191,11 +192,16 @@ async def bench_restore(keeper: callstate.Keeper, sizes: Sequence[int], rounds: 
             if r.state.turn != state.turn:
                 msg = f"restore of {sid} lost turns: {r.state.turn} != {state.turn}"
                 raise RuntimeError(msg)
+            assert r.recovery is not None
+            t0 = time.perf_counter()
+            r.recovery.context()  # the plan's messages, built on first use
+            context_ms.append((time.perf_counter() - t0) * 1000)
             await r.close()
             del state, r  # freed here, not inside the next round's timing
         emit(f"restore_{size}_events", length)
         emit(f"load_{size}_ms", statistics.median(load_ms))
         emit(f"restore_{size}_ms", statistics.median(resume_ms))
+        emit(f"restore_{size}_context_ms", statistics.median(context_ms))
 
 
 async def run(args: argparse.Namespace) -> None:

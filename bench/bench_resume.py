@@ -110,7 +110,7 @@ async def run(args: argparse.Namespace) -> None:
                     if round_no == 0:
                         first_ms.append(elapsed)
                     t0 = time.perf_counter()
-                    plan(s.state, gap_s=1.0, via="resume")
+                    plan(s.state, gap_s=1.0, via="resume").context()  # messages included
                     plan_ms.append((time.perf_counter() - t0) * 1000)
                     await s.close()  # the next round resumes it again, like a second drop
         emit("preflight_p50_ms", pct(preflight_ms, 0.50))

@@ -80,7 +80,12 @@ def test_bench_core_prints_every_metric(store: str, tmp_path: Path) -> None:
     } | {
         f"{kind}_{n}_{unit}"
         for n in (10, 30)
-        for kind, unit in (("restore", "events"), ("load", "ms"), ("restore", "ms"))
+        for kind, unit in (
+            ("restore", "events"),
+            ("load", "ms"),
+            ("restore", "ms"),
+            ("restore", "context_ms"),
+        )
     }
     assert expected == set(metrics)
     assert store.partition(":")[0] == metrics["store"]
