@@ -265,8 +265,10 @@ def _ownership_batch(package: HandoffPackage, to_status: str, now: float) -> Bat
         epoch=epoch,
         first_seq=seq,
         events=[ev.encode_event(event)],
-        agent=package.target_agent if to_status == "accepted" else "",
+        agent=package.target_agent if to_status == "accepted" else "",  # "": unchanged
         status="active",
+        # no last_interaction_at: an ownership change is no interaction, and a store
+        # keeps the latest one it was given
     )
 
 
