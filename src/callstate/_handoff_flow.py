@@ -4,22 +4,25 @@ This is the I/O side of :mod:`callstate.handoff`, driven by ``Session.handoff``,
 ``Keeper.accept`` and ``Keeper.reclaim``.
 
 **Fencing.** Offering records ``HandoffOffered`` (the session is frozen from that
-moment: its recording methods and ``flush`` raise ``SessionFrozen``), waits until the
-offer is durable, then stores the signed package. A failure on the way withdraws the
-offer (``HandoffReclaimed`` at the same epoch), so the session is never left frozen
-by an offer nobody can see.
+moment: its recording methods and ``flush`` raise ``SessionFrozen``) and stores the
+signed package with it: in the offer's own transaction where the store has
+``atomic_packages``, otherwise once the offer is durable. A failure on the way
+withdraws the offer (``HandoffReclaimed`` at the same epoch), so the session is never
+left frozen by an offer nobody can see.
 
-**Exactly once.** Accept and reclaim each first move the stored package out of
-``offered`` (``accepted`` or ``reclaimed``); only one of them can. The winner then
-claims the session from the epoch the package was offered at (``epoch + 1``) and
-records ``HandoffAccepted`` or ``HandoffReclaimed``. The claim is conditional on that
-epoch, so it succeeds at most once too.
+**Exactly once.** Accept and reclaim each make one store call (``Store.claim`` with a
+``PackageMove`` and a ``then`` batch) that moves the stored package out of ``offered``
+(``accepted`` or ``reclaimed``), claims the session from the epoch the package was
+offered at (``epoch + 1``) and records ``HandoffAccepted`` or ``HandoffReclaimed``
+right after the offer's seq. Only one of them can move the package, the claim is
+conditional on the epoch, and the event on nothing having been recorded since the
+offer.
 
-**A crash between the two steps** leaves the package moved but the session still at
-the offer's epoch, frozen. It stays ownable: repeating the same accept (or reclaim)
-finds the package already in its own target status with the session still at the
-offer's epoch, and carries on with the claim; ``keeper.resume(session_id)`` takes it
-over in any case.
+**A crash between the steps** (stores without ``atomic_packages`` take them one after
+another) can leave the package moved but the session still at the offer's epoch,
+frozen. It stays ownable: repeating the same accept (or reclaim) finds the package
+already in its own target status with the session still at the offer's epoch, and
+carries on with the claim; ``keeper.resume(session_id)`` takes it over in any case.
 
 **Late results** of calls still running at the offer: see :mod:`callstate._handoff_late`.
 """
