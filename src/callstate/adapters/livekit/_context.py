@@ -18,7 +18,6 @@ from livekit.agents import Agent, llm
 from ...errors import ConfigError
 from ...recovery import plan
 from ...session import Session
-from ...state import copy_state
 from .._seed import Source, context_messages
 
 __all__ = ["AgentFactory", "chat_context", "context_messages", "handoff_messages", "seed_agent"]
@@ -29,7 +28,7 @@ AgentFactory = Callable[[], Agent]
 
 def handoff_messages(session: Session) -> list[dict[str, Any]]:
     """What a package offered now would seed the target with, without any I/O."""
-    return plan(copy_state(session.state), gap_s=0.0, via="handoff").context()
+    return plan(session.state, gap_s=0.0, via="handoff").context()  # pure: state untouched
 
 
 def _text(content: Any) -> str:
