@@ -119,7 +119,7 @@ class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True, dict=True):
         Built on first use (a long call's context is thousands of messages, which a
         takeover whose agent never reads them need not pay for), then kept.
         """
-        conversation = self.__dict__.pop("_conversation", None)
+        conversation = self.__dict__.get("_conversation")
         return [] if conversation is None else build_messages(conversation)
 
     def context(self, *, system: str | None = None) -> list[dict[str, Any]]:
