@@ -141,10 +141,13 @@ class Store(Protocol):
     # -- sessions and journal --------------------------------------------------------
 
     async def create(self, record: SessionRecord, first: Batch) -> None:
-        """Insert a new session with its first events.
+        """Insert a new session with its first events (and ``first.package``, if any).
 
         Raises:
-            ConflictError: a session with this id already exists.
+            ConflictError: a session with this id, or a package with ``first.package``'s
+                id, already exists.
+            ConfigError: ``first`` carries a package and the store has no
+                ``atomic_packages``.
         """
 
     async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
