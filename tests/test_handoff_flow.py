@@ -321,3 +321,51 @@ async def test_summarize_hook_may_be_async_and_sees_the_trimmed_messages(pair: P
     assert {"role": "system", "content": f"{len(seen[0])} earlier messages"} == pkg.messages[0]
     t = await pair.b.accept(pkg)
     assert pkg.messages == t.context()
+
+
+# -- a store written against the protocol before claims carried packages -----------------
+
+
+class OldProtocolStore:
+    """A real SQLite store behind the older protocol: a ``claim`` that takes no package
+    move and no batch, and no ``atomic_packages``."""
+
+    atomic_packages = False
+
+    def __init__(self, inner: callstate.Store) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def claim(
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+    ) -> int:
+        return await self.inner.claim(session_id, expected_epoch, owner, lease_until)
+
+
+async def test_handoff_works_on_a_store_of_the_older_protocol(tmp_path: Path) -> None:
+    """Offer, accept (once) and reclaim go step by step on such a store, with the same
+    outcome: the package stored after the offer, then moved, the session claimed and the
+    acceptance recorded right after the offer."""
+    clock = FakeClock()
+    url = f"sqlite:///{tmp_path}/cs.db"
+    a = callstate.Keeper(OldProtocolStore(callstate.open_store(url)), secret=SECRET, clock=clock)
+    b = callstate.Keeper(OldProtocolStore(callstate.open_store(url)), secret=SECRET, clock=clock)
+    async with a, b:
+        s = await _conversation(a)
+        pkg = await s.handoff(to="billing")
+        t = await b.accept(pkg.package_id, agent="billing")
+        assert (2, "billing", "active") == (t.state.epoch, t.state.agent, t.state.status)
+        last = (await _journal(b, s.id))[-2:]
+        assert [ev.HandoffOffered, ev.HandoffAccepted] == [type(e) for e in last]
+        with pytest.raises(callstate.HandoffStateError, match="already accepted"):
+            await a.accept(pkg.package_id)
+        t.user_said("thanks")
+        back = await t.handoff(to="triage")
+        clock.advance(b.handoff_timeout + 1)
+        r = await b.reclaim(back.package_id)
+        assert (3, "billing") == (r.state.epoch, r.state.agent)
+        row = await b.store.package_get(back.package_id)
+        assert row is not None
+        assert "reclaimed" == row.status

@@ -50,7 +50,7 @@ from .errors import (
 )
 from .handoff import HandoffPackage, build_payload, default_summarize, trim_point
 from .state import SessionState
-from .storage.base import Batch, PackageMove, PackageRow
+from .storage.base import Batch, PackageMove, PackageRow, claim_in_steps
 
 if TYPE_CHECKING:
     from .keeper import Keeper
@@ -289,13 +289,25 @@ async def _take(keeper: Keeper, package: HandoffPackage, to_status: str, via: st
     move = PackageMove(package_id=pid, from_status="offered", to_status=to_status)
     until = now + keeper.lease_ttl
     then = _ownership_batch(package, to_status, now)
-    claim = keeper.store.claim
+    store = keeper.store
+
+    def plain() -> Awaitable[int]:
+        return store.claim(sid, package.epoch, keeper.owner, until)
+
+    async def claim(move: PackageMove | None) -> int:
+        if getattr(store, "atomic_packages", False):
+            return await store.claim(
+                sid, package.epoch, keeper.owner, until, package=move, then=then
+            )
+        # step by step, through the plain claim any store has (see ``Store.claim``)
+        return await claim_in_steps(store, plain, move, then)
+
     try:
         try:
-            epoch = await claim(sid, package.epoch, keeper.owner, until, package=move, then=then)
+            epoch = await claim(move)
         except HandoffStateError:  # not offered (any more): nothing was changed
             await _move(keeper, package, to_status)  # raises unless it was our own move
-            epoch = await claim(sid, package.epoch, keeper.owner, until, then=then)
+            epoch = await claim(None)
     except StaleEpochError as exc:
         msg = (
             f"session {sid!r} is at epoch {exc.current_epoch}, no longer as offered in "
