@@ -97,7 +97,9 @@ class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     """Everything a resumed agent needs to continue instead of starting over.
 
     ``messages`` is the context to rebuild (OpenAI-format); ``resume_note`` a short
-    instruction for the model; the other fields the same facts as data.
+    instruction for the model; the other fields the same facts as data. ``messages``
+    is built on first use and is not a struct field: encoding a plan (``msgspec``)
+    leaves it out, so encode ``plan.context()`` alongside where the messages are needed.
     """
 
     session_id: str
