@@ -14,7 +14,7 @@ offer is durable instead.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import Protocol, cast, runtime_checkable
 
 import msgspec
 
@@ -320,6 +320,33 @@ async def claim_in_steps(
         if error is not None:
             raise error
     return epoch
+
+
+class StepwiseClaim:
+    """``Store.claim`` for a store without ``atomic_packages``: a package move and a
+    batch go step by step around the store's own plain claim, ``_claim``."""
+
+    async def _claim(
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+    ) -> int:
+        raise NotImplementedError
+
+    async def claim(
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
+        then: Batch | None = None,
+    ) -> int:
+        def plain() -> Awaitable[int]:
+            return self._claim(session_id, expected_epoch, owner, lease_until)
+
+        if package is None and then is None:
+            return await plain()
+        return await claim_in_steps(cast("Store", self), plain, package, then)
 
 
 def refuse_packages(url: str, batches: Sequence[Batch]) -> None:

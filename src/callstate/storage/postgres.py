@@ -32,10 +32,9 @@ from ._sql_rows import session_from_row
 from .base import (
     Batch,
     Loaded,
-    PackageMove,
     SessionRecord,
+    StepwiseClaim,
     check_batch,
-    claim_in_steps,
     not_found,
     refuse_packages,
     stale_claim,
@@ -48,7 +47,7 @@ def _raced(b: Batch) -> ConflictError:
     return ConflictError(f"session {b.session_id!r}: batch raced another writer")
 
 
-class PostgresStore(PostgresRecords):
+class PostgresStore(StepwiseClaim, PostgresRecords):
     """A store in PostgreSQL; many processes on many machines may share one database.
 
     Args:
@@ -249,23 +248,9 @@ class PostgresStore(PostgresRecords):
             for r in await self._fetch("list_sessions", sql, [*args, max(limit, 0)])
         ]
 
-    async def claim(
-        self,
-        session_id: str,
-        expected_epoch: int,
-        owner: str,
-        lease_until: float,
-        *,
-        package: PackageMove | None = None,
-        then: Batch | None = None,
+    async def _claim(
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
     ) -> int:
-        if package is not None or then is not None:  # step by step: see Store.claim
-            return await claim_in_steps(
-                self,
-                lambda: self.claim(session_id, expected_epoch, owner, lease_until),
-                package,
-                then,
-            )
         params = [owner, lease_until, session_id, expected_epoch, session_id]
         (new, current), *_ = await self._fetch("claim", self._sql["claim"], params)
         if new is not None:

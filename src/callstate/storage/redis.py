@@ -48,10 +48,9 @@ from ._redis_records import RedisRecords
 from .base import (
     Batch,
     Loaded,
-    PackageMove,
     SessionRecord,
+    StepwiseClaim,
     check_batch,
-    claim_in_steps,
     not_found,
     refuse_packages,
     stale_claim,
@@ -60,7 +59,7 @@ from .base import (
 __all__ = ["LAYOUT_VERSION", "RedisStore"]
 
 
-class RedisStore(RedisRecords):
+class RedisStore(StepwiseClaim, RedisRecords):
     """A store in Redis; many processes on many machines may share one.
 
     Args:
@@ -202,23 +201,9 @@ class RedisStore(RedisRecords):
         rows.sort(key=lambda r: r.last_interaction_at, reverse=True)
         return rows[:limit]
 
-    async def claim(
-        self,
-        session_id: str,
-        expected_epoch: int,
-        owner: str,
-        lease_until: float,
-        *,
-        package: PackageMove | None = None,
-        then: Batch | None = None,
+    async def _claim(
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
     ) -> int:
-        if package is not None or then is not None:  # step by step: see Store.claim
-            return await claim_in_steps(
-                self,
-                lambda: self.claim(session_id, expected_epoch, owner, lease_until),
-                package,
-                then,
-            )
         keys = self._skeys(session_id)[:1]
         args = [expected_epoch, owner, fmt(lease_until)]
         code, epoch = await self._script("claim", "claim", keys, *args)
