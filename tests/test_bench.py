@@ -1,34 +1,15 @@
-"""Smoke runs of the benchmark scripts with tiny sizes, so they keep working.
+"""Smoke runs of the core benchmark scripts with tiny sizes, so they keep working.
 
 Only the presence and shape of each metric line is checked, never a timing.
 """
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parent.parent / "bench"
-METRIC = re.compile(r"^([a-z0-9_]+) (\S+)$")
-
-
-def run_bench(script: str, *args: str) -> dict[str, str]:
-    """Run ``bench/<script>`` and return its ``name value`` lines as a dict."""
-    result = subprocess.run(
-        [sys.executable, str(BENCH / script), *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert 0 == result.returncode, result.stderr
-    lines = result.stdout.splitlines()
-    assert [] == [line for line in lines if not METRIC.match(line)]
-    return dict(line.split(" ", 1) for line in lines)
+from benchrun import run_bench
 
 
 def _number(text: str) -> float:

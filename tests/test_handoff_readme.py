@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from benchrun import run_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -36,24 +36,15 @@ def test_readme_handoff_example_runs_as_written(
 
 def test_bench_handoff_prints_every_metric(tmp_path: Path) -> None:
     """bench_handoff.py prints one `name value` line per metric (sizes and timings)."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "bench_handoff.py"),
-            "--store",
-            f"sqlite:///{tmp_path}/bench.db",
-            "--events",
-            "150",
-            "--rounds",
-            "3",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    metrics = run_bench(
+        "bench_handoff.py",
+        "--store",
+        f"sqlite:///{tmp_path}/bench.db",
+        "--events",
+        "150",
+        "--rounds",
+        "3",
     )
-    assert 0 == result.returncode, result.stderr
-    metrics = dict(line.split(" ", 1) for line in result.stdout.splitlines())
     assert [
         "events",
         "items",

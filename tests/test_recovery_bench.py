@@ -5,39 +5,24 @@ Only the presence and shape of each metric line is checked, never a timing.
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
-BENCH = Path(__file__).resolve().parent.parent / "bench" / "bench_resume.py"
-METRIC = re.compile(r"^([a-z0-9_]+) (\S+)$")
+from benchrun import run_bench
 
 
 def test_bench_resume_prints_every_metric(tmp_path: Path) -> None:
     """bench_resume.py prints one parseable ``name value`` line per metric."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(BENCH),
-            "--store",
-            f"sqlite:///{tmp_path}/bench.db",
-            "--sessions",
-            "2",
-            "--events",
-            "60",
-            "--rounds",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    metrics = run_bench(
+        "bench_resume.py",
+        "--store",
+        f"sqlite:///{tmp_path}/bench.db",
+        "--sessions",
+        "2",
+        "--events",
+        "60",
+        "--rounds",
+        "2",
     )
-    assert 0 == result.returncode, result.stderr
-    lines = result.stdout.splitlines()
-    assert [] == [line for line in lines if not METRIC.match(line)]
-    metrics = dict(line.split(" ", 1) for line in lines)
     assert {
         "store",
         "sessions",

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchrun import run_bench
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -46,25 +48,11 @@ def test_import_without_livekit_names_the_extra() -> None:
 
 def test_bench_livekit_prints_every_metric() -> None:
     """bench/bench_livekit.py runs with tiny sizes and prints one ``name value`` per metric."""
-    out = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "bench" / "bench_livekit.py"),
-            "--turns",
-            "2",
-            "--history",
-            "4",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    names = [line.split(" ", 1)[0] for line in out.stdout.splitlines()]
+    metrics = run_bench("bench_livekit.py", "--turns", "2", "--history", "4", timeout=120)
     assert [
         "turn_plain_p50_ms",
         "turn_attached_p50_ms",
         "tool_turn_attached_p50_ms",
         "restore_ms",
-    ] == names
-    assert all(float(line.split(" ", 1)[1]) > 0 for line in out.stdout.splitlines())
+    ] == list(metrics)
+    assert all(float(v) > 0 for v in metrics.values())

@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from openai import AsyncOpenAI
 
+from benchrun import run_bench
 from callstate import events as ev
 from callstate.adapters.openai_realtime import VOICE_NOTE, replay
 from callstate.state import fold
@@ -140,15 +141,7 @@ def test_replay_is_valid_ordered_and_answers_each_call_once(
 
 def test_bench_prints_its_metrics() -> None:
     """bench/bench_realtime.py runs at tiny sizes and prints one ``name value`` per metric."""
-    script = Path(__file__).resolve().parents[2] / "bench" / "bench_realtime.py"
-    out = subprocess.run(
-        [sys.executable, str(script), "--turns", "4", "--rounds", "2"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    names = [line.split()[0] for line in out.stdout.splitlines()]
+    metrics = run_bench("bench_realtime.py", "--turns", "4", "--rounds", "2", timeout=120)
     assert [
         "realtime_replayed_items",
         "realtime_first_ack_p50",
@@ -156,7 +149,7 @@ def test_bench_prints_its_metrics() -> None:
         "realtime_first_ack_max",
         "realtime_replay_sent_p50",
         "realtime_replay_sent_p95",
-    ] == names
+    ] == list(metrics)
 
 
 def test_readme_example_is_the_example_file_and_runs() -> None:

@@ -6,27 +6,14 @@ Only the presence and shape of each metric line is checked, never a timing.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "bench_pipecat.py"
-METRIC = re.compile(r"^([a-z0-9_]+) (-?[0-9.]+)$")
+from benchrun import run_bench
 
 
 def test_bench_pipecat_prints_every_metric() -> None:
     """The Pipecat bench runs both pipelines and prints one parseable line per metric."""
-    result = subprocess.run(
-        [sys.executable, str(BENCH), "--turns", "4", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert 0 == result.returncode, result.stderr
-    lines = result.stdout.splitlines()
-    assert [] == [line for line in lines if not METRIC.match(line)]
-    metrics = dict(line.split(" ", 1) for line in lines)
+    metrics = run_bench("bench_pipecat.py", "--turns", "4", "--rounds", "1")
+    assert [] == [v for v in metrics.values() if not re.fullmatch(r"-?[0-9.]+", v)]
     assert {
         "turns",
         "rounds",
