@@ -167,9 +167,10 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return callers
 """
 
-# KEYS: record, by-time, by-session, [by-caller]. ARGV: retrying, field, value, ...
-# Returns 1 inserted, 0 exists, 2 exists with these exact fields (a retried insert).
-ARCHIVE_INSERT: Final = """
+# The start of an insert-only hash KEYS[1]; ARGV: retrying, field, value, ... If the
+# hash exists it returns 2 when retrying and every field is as given (a retried insert
+# whose reply was lost), else 0; otherwise it writes the hash and goes on.
+_INSERT_ONCE: Final = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if ARGV[1] ~= '1' then return 0 end
   for i = 2, #ARGV, 2 do
@@ -178,11 +179,18 @@ if redis.call('EXISTS', KEYS[1]) == 1 then
   return 2
 end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-local id = redis.call('HGET', KEYS[1], 'record_id')
+"""
+
+# KEYS: record, by-time, by-session, [by-caller]. ARGV: retrying, field, value, ...
+# Returns 1 inserted, 0 exists, 2 exists with these exact fields (a retried insert).
+ARCHIVE_INSERT: Final = (
+    _INSERT_ONCE
+    + """local id = redis.call('HGET', KEYS[1], 'record_id')
 local at = redis.call('HGET', KEYS[1], 'ended_at')
 for i = 2, #KEYS do redis.call('ZADD', KEYS[i], at, id) end
 return 1
 """
+)
 
 # KEYS: index (by-time, by-session or by-caller). ARGV: record key prefix, min score
 # ('-inf' or a time), limit, session filter ('' = any), caller filter ('' = any).
@@ -290,17 +298,7 @@ return 1
 """
 
 # KEYS: package. ARGV: retrying, field, value, ... Returns 1 stored, 0 exists, 2 retried.
-PACKAGE_PUT: Final = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if ARGV[1] ~= '1' then return 0 end
-  for i = 2, #ARGV, 2 do
-    if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then return 0 end
-  end
-  return 2
-end
-redis.call('HSET', KEYS[1], unpack(ARGV, 2))
-return 1
-"""
+PACKAGE_PUT: Final = _INSERT_ONCE + "return 1\n"
 
 # KEYS: package. ARGV: from, to, transition id. Returns 1 moved (now or by this very
 # call before its reply was lost), 0 not in ``from``.
