@@ -167,7 +167,14 @@ async def bench_sustained(keeper: callstate.Keeper, sessions: int, turns: int) -
 
 
 async def bench_restore(keeper: callstate.Keeper, sizes: Sequence[int], rounds: int) -> None:
-    """Time to take over a stored session of N events (claim, load, fold, durable resume)."""
+    """Time to take over a stored session of N events (claim, load, fold, durable resume).
+
+    Every session is built to end on a snapshot, so each restore folds the same short
+    tail (the rounds' own ``session.resumed`` events) and the sizes differ only in
+    history. The sizes take turns within each round, so every size sees the same
+    background (disk, caches, other load) and their ratio compares like with like.
+    """
+    stored: dict[int, tuple[str, int]] = {}
     for size in sizes:
         s = await keeper.start(agent="bench")
         i = 0
@@ -176,32 +183,43 @@ async def bench_restore(keeper: callstate.Keeper, sizes: Sequence[int], rounds: 
             i += 1
             if i % 4 == 0:
                 await s.flush()
+        await s.flush()
+        while (rec := await keeper.store.get(s.id)) is not None and rec.snapshot_seq < s.state.seq:
+            record_turn(s, i)  # up to the next snapshot: a tail of 0 events
+            i += 1
+            await s.flush()
         await s.close()
-        sid, length = s.id, s.state.seq
+        stored[size] = (s.id, s.state.seq)
         del s
-        resume_ms: list[float] = []
-        load_ms: list[float] = []
-        context_ms: list[float] = []
-        for _ in range(rounds):
+    resume_ms: dict[int, list[float]] = {size: [] for size in sizes}
+    load_ms: dict[int, list[float]] = {size: [] for size in sizes}
+    context_ms: dict[int, list[float]] = {size: [] for size in sizes}
+    for _ in range(rounds):
+        for size, (sid, _length) in stored.items():
             t0 = time.perf_counter()
             state = await keeper.load(sid)
-            load_ms.append((time.perf_counter() - t0) * 1000)
+            load_ms[size].append((time.perf_counter() - t0) * 1000)
             t0 = time.perf_counter()
             r = await keeper.resume(sid)
-            resume_ms.append((time.perf_counter() - t0) * 1000)
+            resume_ms[size].append((time.perf_counter() - t0) * 1000)
             if r.state.turn != state.turn:
                 msg = f"restore of {sid} lost turns: {r.state.turn} != {state.turn}"
                 raise RuntimeError(msg)
             assert r.recovery is not None
             t0 = time.perf_counter()
             r.recovery.context()  # the plan's messages, built on first use
-            context_ms.append((time.perf_counter() - t0) * 1000)
+            context_ms[size].append((time.perf_counter() - t0) * 1000)
             await r.close()
-            del state, r  # freed here, not inside the next round's timing
+            del state, r  # freed here, not inside the next timing
+    for size, (_sid, length) in stored.items():
         emit(f"restore_{size}_events", length)
-        emit(f"load_{size}_ms", statistics.median(load_ms))
-        emit(f"restore_{size}_ms", statistics.median(resume_ms))
-        emit(f"restore_{size}_context_ms", statistics.median(context_ms))
+        emit(f"load_{size}_ms", statistics.median(load_ms[size]))
+        emit(f"restore_{size}_ms", statistics.median(resume_ms[size]))
+        emit(f"restore_{size}_context_ms", statistics.median(context_ms[size]))
+    if len(sizes) > 1:
+        small, large = min(sizes), max(sizes)
+        ratio = statistics.median(resume_ms[large]) / statistics.median(resume_ms[small])
+        emit(f"restore_{large}_over_{small}", ratio)
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -235,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         default=[100, 1000, 10_000],
         help="comma-separated session lengths in events",
     )
-    parser.add_argument("--restore-rounds", type=int, default=20)
+    parser.add_argument("--restore-rounds", type=int, default=50)
     parser.add_argument("--snapshot-every", type=int, default=100)
     parser.add_argument(
         "--only",

@@ -58,6 +58,7 @@ def test_bench_core_prints_every_metric(store: str, tmp_path: Path) -> None:
         "sustained_flush_p50_ms",
         "sustained_flush_p99_ms",
         "sustained_record_p99_us",
+        "restore_30_over_10",
     } | {
         f"{kind}_{n}_{unit}"
         for n in (10, 30)
@@ -74,6 +75,8 @@ def test_bench_core_prints_every_metric(store: str, tmp_path: Path) -> None:
     assert 5 * 2 * 7 == int(metrics["sustained_events"])
     for name in expected - {"store"}:
         assert 0 <= _number(metrics[name]), name
+    ratio = _number(metrics["restore_30_ms"]) / _number(metrics["restore_10_ms"])
+    assert ratio == pytest.approx(_number(metrics["restore_30_over_10"]), rel=0.01)
 
 
 def test_sqlite_driver_prints_both_drivers(tmp_path: Path) -> None:
