@@ -30,7 +30,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import callstate
-from callstate.recovery import plan
+from callstate.continuity.plan import plan
 
 SECRET = b"bench-resume-secret-0123456789abcdef"
 USER = "Hi, I'd like to move my dinner booking to eight tonight, it's under Alvarez."

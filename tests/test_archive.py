@@ -12,9 +12,9 @@ import msgspec
 import pytest
 
 import callstate
-from callstate.archive import build_record, decode_record, encode_record, superseded_records
+from callstate.archive.records import build_record, decode_record, encode_record, superseded_records
 from callstate.errors import CodecError, VersionError
-from callstate.state import fold
+from callstate.journal.state import fold
 from callstate.testing import FakeClock
 
 GOLDEN = Path(__file__).parent / "golden"

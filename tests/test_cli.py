@@ -15,8 +15,8 @@ from rich.console import Console
 
 import callstate
 from callstate import cli
-from callstate import events as ev
-from callstate._demo import HEARD, UNFLUSHED, UNSPOKEN, USER_1, USER_2
+from callstate.cli.demo import HEARD, UNFLUSHED, UNSPOKEN, USER_1, USER_2
+from callstate.journal import events as ev
 from callstate.keeper import restore_state
 from callstate.testing import FakeClock
 

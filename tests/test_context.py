@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from openai.types.chat import ChatCompletionMessageFunctionToolCallParam, ChatCompletionMessageParam
 from pydantic import TypeAdapter
 
-from callstate import events as ev
-from callstate.context import build_messages
-from callstate.state import SessionState, fold
+from callstate.journal import events as ev
+from callstate.journal.context import build_messages
+from callstate.journal.state import SessionState, fold
 
 _messages = TypeAdapter(list[ChatCompletionMessageParam])
 _tool_call = TypeAdapter(ChatCompletionMessageFunctionToolCallParam)

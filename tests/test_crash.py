@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from callstate.events import decode_event
+from callstate.journal.events import decode_event
+from callstate.journal.state import fold
 from callstate.keeper import restore_state
-from callstate.state import fold
 from callstate.storage.sqlite import SQLiteStore
 
 SEED = 20_240_611  # fixed: the same delays and workloads on every run

@@ -15,9 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstate import CodecError, VersionError
-from callstate import events as ev
-from callstate.snapshot import SNAPSHOT_VERSION, decode_state, encode_snapshot, encode_state
-from callstate.state import SessionState
+from callstate.journal import events as ev
+from callstate.journal.snapshot import SNAPSHOT_VERSION, decode_state, encode_snapshot, encode_state
+from callstate.journal.state import SessionState
 
 GOLDEN = Path(__file__).parent / "golden"
 

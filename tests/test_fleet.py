@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from callstate import Keeper, Session, StaleEpochError, open_store
-from callstate import events as ev
 from callstate.errors import SessionClosed
+from callstate.journal import events as ev
 from callstate.storage.base import FollowUp, Store
 from services import drop_pg_schema, drop_redis_prefix, postgres_url, redis_url, unique
 

@@ -19,7 +19,7 @@ from callstate import (
     StaleEpochError,
     StorageError,
 )
-from callstate.events import UserTurn, decode_event
+from callstate.journal.events import UserTurn, decode_event
 from callstate.keeper import restore_state
 from callstate.storage.base import Batch, Store
 from callstate.testing import FakeClock

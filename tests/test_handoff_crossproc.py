@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 import callstate
-from callstate import events as ev
-from callstate.snapshot import decode_state
-from callstate.state import copy_state, fold
+from callstate.journal import events as ev
+from callstate.journal.snapshot import decode_state
+from callstate.journal.state import copy_state, fold
 from callstate.storage.base import Batch
 
 SECRET = "cross-process-handoff-secret-0123"
@@ -20,7 +20,7 @@ SECRET = "cross-process-handoff-secret-0123"
 PEER = """
 import asyncio, sys
 import callstate
-from callstate.snapshot import encode_state
+from callstate.journal.snapshot import encode_state
 
 async def main(url: str, package_id: str, secret: str) -> None:
     loop = asyncio.get_running_loop()

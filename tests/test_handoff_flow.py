@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import callstate
-from callstate import events as ev
+from callstate.journal import events as ev
 from callstate.testing import FakeClock
 
 SECRET = b"handoff-flow-secret-0123456789ab"

@@ -12,10 +12,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import callstate
-from callstate import events as ev
-from callstate.context import build_messages
-from callstate.handoff import HandoffPackage, build_payload, key_id
-from callstate.state import fold
+from callstate.handoff.package import HandoffPackage, build_payload, key_id
+from callstate.journal import events as ev
+from callstate.journal.context import build_messages
+from callstate.journal.state import fold
 
 SECRET = b"fuzz-handoff-secret-0123456789abc"
 EXAMPLES = 10_000

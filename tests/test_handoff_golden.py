@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 import callstate
-from callstate.handoff import HandoffPackage
+from callstate.handoff.package import HandoffPackage
 
 GOLDEN = Path(__file__).parent / "golden"
 GOLDEN_SECRET = b"callstate-golden-handoff-key-v1!"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import callstate
-from callstate import events as ev
+from callstate.journal import events as ev
 
 SECRET = "handoff-kill-secret-0123456789abcd"
 ROUNDS = 24

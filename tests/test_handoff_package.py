@@ -14,9 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import callstate
-from callstate import events as ev
-from callstate.context import build_messages
-from callstate.handoff import (
+from callstate.handoff.package import (
     HandoffPackage,
     PackageCall,
     build_payload,
@@ -24,7 +22,9 @@ from callstate.handoff import (
     key_id,
     trim_point,
 )
-from callstate.state import TERMINAL, Item, SessionState, ToolCall, fold
+from callstate.journal import events as ev
+from callstate.journal.context import build_messages
+from callstate.journal.state import TERMINAL, Item, SessionState, ToolCall, fold
 
 SECRET = b"handoff-test-secret-0123456789ab"
 OTHER = b"another-secret-0123456789abcdefg"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import callstate
-from callstate import events as ev
+from callstate.journal import events as ev
 from callstate.testing import FakeClock
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import callstate
-from callstate.observe import JsonlSink, Observer, RecoveryEvent, percentiles
+from callstate.observe.recovery import JsonlSink, Observer, RecoveryEvent, percentiles
 from callstate.testing import CapturingSink, FakeClock
 
 

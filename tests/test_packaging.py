@@ -42,7 +42,7 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
         entry_points = z.read(f"{info}/entry_points.txt").decode()
         metadata = z.read(f"{info}/METADATA").decode().splitlines()
     assert "callstate/py.typed" in names
-    assert "callstate/cli.py" in names
+    assert "callstate/cli/main.py" in names
     assert "callstate = callstate.cli:main" in entry_points.splitlines()
     assert "Requires-Python: >=3.11" in metadata
     provided = {line.split(": ", 1)[1] for line in metadata if line.startswith("Provides-Extra:")}

@@ -7,15 +7,15 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from callstate import events as ev
-from callstate.reconcile import (
+from callstate.journal import events as ev
+from callstate.journal.state import SessionState, ToolCall, fold
+from callstate.tools.reconcile import (
     default_supersedes,
     held_decisions,
     is_backchannel,
     resolve_in_doubt,
     split_heard,
 )
-from callstate.state import SessionState, ToolCall, fold
 
 # -- helpers -------------------------------------------------------------------------------
 

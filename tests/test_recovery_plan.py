@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callstate import events as ev
-from callstate.context import build_messages
-from callstate.reconcile import InDoubtDecision
-from callstate.recovery import plan
-from callstate.state import SessionState, apply, fold
+from callstate.continuity.plan import plan
+from callstate.journal import events as ev
+from callstate.journal.context import build_messages
+from callstate.journal.state import SessionState, apply, fold
+from callstate.tools.reconcile import InDoubtDecision
 
 
 def _state(*events: Any) -> SessionState:
@@ -209,7 +209,7 @@ def test_plan_messages_are_the_conversation_at_planning_time(
 
 def test_messages_are_built_on_first_use_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Planning does not build the context; the first read does, once."""
-    import callstate.recovery as recovery
+    import callstate.continuity.plan as recovery
 
     built: list[int] = []
     real = recovery.build_messages

@@ -10,10 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callstate import events as ev
+from callstate.journal import events as ev
+from callstate.journal.snapshot import decode_state, encode_snapshot, encode_state
+from callstate.journal.state import SessionState, apply, fold
 from callstate.keeper import restore_state
-from callstate.snapshot import decode_state, encode_snapshot, encode_state
-from callstate.state import SessionState, apply, fold
 from callstate.storage.base import Loaded, SessionRecord
 
 # Small pools, so generated events refer to the same calls, utterances and keys.

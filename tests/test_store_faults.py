@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 import redis.exceptions
 
 from callstate import Keeper, Session, StorageError, decode_event
-from callstate.events import UserTurn
+from callstate.journal.events import UserTurn
 from callstate.storage.base import Batch, SessionRecord, Store
 from callstate.storage.postgres import PostgresStore
 from callstate.storage.redis import RedisStore

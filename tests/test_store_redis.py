@@ -13,7 +13,7 @@ from redis.exceptions import ResponseError
 
 import callstate
 from callstate import ConfigError, StorageError
-from callstate.events import UserTurn
+from callstate.journal.events import UserTurn
 from callstate.storage.base import ArchiveRow, Batch, FollowUp, PackageRow, SessionRecord
 from callstate.storage.redis import RedisStore
 from callstate.testing import FakeClock

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from callstate import ConfigError, ConflictError, StaleEpochError, StorageError, open_store
-from callstate.events import UserTurn, encode_event
+from callstate.journal.events import UserTurn, encode_event
 from callstate.storage.base import ArchiveRow, Batch, SessionRecord
 from callstate.storage.sqlite import MIGRATIONS, SQLiteStore
 from callstate.testing.conformance import StoreConformance

@@ -11,8 +11,8 @@ import msgspec
 import pytest
 
 import callstate
-from callstate.events import SessionExpiredEvent, decode_event
-from callstate.sweep import expire_session
+from callstate.continuity.sweep import expire_session
+from callstate.journal.events import SessionExpiredEvent, decode_event
 from callstate.testing import FakeClock
 
 MakeKeeper = Callable[..., callstate.Keeper]

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from callstate import ConfigError, TokenError
-from callstate.tokens import (
+from callstate.continuity.tokens import (
     MAX_TOKEN_CHARS,
     TOKEN_PREFIX,
     _sign,

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 import callstate
-from callstate import events as ev
+from callstate.journal import events as ev
 from callstate.testing import FakeClock
 from test_context import check_messages
 

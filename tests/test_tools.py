@@ -11,7 +11,7 @@ import pytest
 
 import callstate
 from callstate.testing import FakeClock
-from callstate.tools import idempotency_key
+from callstate.tools.registry import idempotency_key
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 import callstate
-from callstate.observe import RecoveryEvent
+from callstate.observe.recovery import RecoveryEvent
 from callstate.testing import FakeClock
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .archive import ArchiveRecord
+from .archive.records import ArchiveRecord
+from .continuity.plan import Preflight, RecoveryPlan
 from .errors import (
     CallstateError,
     CodecError,
@@ -25,15 +26,14 @@ from .errors import (
     UnknownTool,
     VersionError,
 )
-from .events import Event, decode_event, encode_event
-from .handoff import HandoffPackage
+from .handoff.package import HandoffPackage
+from .journal.events import Event, decode_event, encode_event
+from .journal.state import SessionState, ToolCall, fold
 from .keeper import Keeper
-from .observe import RecoveryEvent
-from .recovery import Preflight, RecoveryPlan
+from .observe.recovery import RecoveryEvent
 from .session import Session
-from .state import SessionState, ToolCall, fold
 from .storage import MemoryStore, Store, open_store
-from .tools import ToolContext, ToolOutcome, ToolRegistry
+from .tools.registry import ToolContext, ToolOutcome, ToolRegistry
 
 __version__ = "0.1.0"
 

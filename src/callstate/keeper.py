@@ -12,35 +12,35 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
-from ._clock import Clock, SystemClock
-from ._flush import Flusher
-from ._options import check_options, parse_secrets
-from ._ownership import create_session, fenced_error, heartbeat, restore_state, take_over
-from ._resume import (
+from .archive.followups import FollowUpFn, FollowUps
+from .archive.records import Archive, archive_ended
+from .continuity.ownership import create_session, fenced_error, heartbeat, restore_state, take_over
+from .continuity.plan import Preflight
+from .continuity.resume import (
     check_resumable,
     continue_run,
     find_caller_session,
     preflight,
     session_token,
 )
-from .archive import Archive, archive_ended
+from .continuity.sweep import SweepResult
+from .continuity.sweep import sweep as sweep_pass
 from .errors import ConfigError, StaleEpochError
-from .followups import FollowUpFn, FollowUps
-from .handoff import DEFAULT_MAX_BYTES
-from .observe import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
-from .recovery import Preflight
+from .handoff.package import DEFAULT_MAX_BYTES
+from .journal.state import SessionState
+from .observe.recovery import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
+from .runtime.clock import Clock, SystemClock
+from .runtime.flusher import Flusher
+from .runtime.options import check_options, parse_secrets
 from .session import Session
-from .state import SessionState
 from .storage import open_store
 from .storage.base import SessionRecord, Store, stale_claim
-from .sweep import SweepResult
-from .sweep import sweep as sweep_pass
 
 if TYPE_CHECKING:
-    from ._guard import _Run
-    from ._handoff_flow import Summarize
-    from .handoff import HandoffPackage
-    from .tools import ToolOutcome, ToolRegistry
+    from .handoff.flow import Summarize
+    from .handoff.package import HandoffPackage
+    from .tools.guard import _Run
+    from .tools.registry import ToolOutcome, ToolRegistry
 
 __all__ = ["Keeper", "restore_state"]
 
@@ -357,7 +357,7 @@ class Keeper:
             HandoffStateError: unknown package, already accepted or reclaimed, the
                 session moved on since the offer, or ``agent`` is not the target.
         """
-        from ._handoff_flow import accept
+        from .handoff.flow import accept
 
         return await accept(self, package, agent=agent)
 
@@ -375,7 +375,7 @@ class Keeper:
         Raises:
             HandoffStateError: the offer is still open, or was already accepted or reclaimed.
         """
-        from ._handoff_flow import reclaim
+        from .handoff.flow import reclaim
 
         return await reclaim(self, package, handoff_timeout=handoff_timeout)
 
@@ -385,7 +385,7 @@ class Keeper:
         The keeper also polls for them on its own while it owns such calls. Returns
         how many landed.
         """
-        from ._handoff_flow import collect_all
+        from .handoff.flow import collect_all
 
         return await collect_all(self)
 
@@ -452,7 +452,7 @@ class Keeper:
         decisions on ``session.in_doubt`` (a list of ``reconcile.InDoubtDecision``) for
         the recovery plan; re-runs are started in the background.
         """
-        from ._tool_recovery import recover_in_doubt
+        from .tools.lifecycle import recover_in_doubt
 
         session.in_doubt = await recover_in_doubt(session, via=via)
 

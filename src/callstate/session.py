@@ -10,21 +10,23 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _barge_in, _guard, _tool_recovery
-from . import events as ev
-from .context import build_messages
+from .continuity.link import Outbox, lose_link, restore_link
 from .errors import CallstateError, SessionClosed, SessionFrozen
-from .outbox import Outbox, lose_link, restore_link
-from .reconcile import InDoubtDecision
-from .state import SessionState, apply
+from .journal import events as ev
+from .journal.context import build_messages
+from .journal.state import SessionState, apply
+from .tools import barge_in as _barge_in
+from .tools import guard as _guard
+from .tools import lifecycle as _tool_recovery
+from .tools.reconcile import InDoubtDecision
 
 if TYPE_CHECKING:
-    from ._handoff_flow import Summarize
-    from .handoff import HandoffPackage
+    from .continuity.plan import RecoveryPlan
+    from .handoff.flow import Summarize
+    from .handoff.package import HandoffPackage
     from .keeper import Keeper
-    from .recovery import RecoveryPlan
     from .storage.base import PackageRow
-    from .tools import ToolOutcome
+    from .tools.registry import ToolOutcome
 
 __all__ = ["Session"]
 
@@ -273,7 +275,7 @@ class Session:
             PayloadTooLarge: the package is over the keeper's ``handoff_max_bytes``.
             HandoffError: a bad argument; the offer is withdrawn on any failure.
         """
-        from ._handoff_flow import offer
+        from .handoff.flow import offer
 
         return await offer(
             self,

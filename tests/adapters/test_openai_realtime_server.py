@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from openai import AsyncOpenAI
 
 from benchrun import run_bench
-from callstate import events as ev
 from callstate.adapters.openai_realtime import VOICE_NOTE, replay
-from callstate.state import fold
+from callstate.journal import events as ev
+from callstate.journal.state import fold
 from callstate.testing.realtime_server import RealtimeServer, Say
 from callstate.testing.realtime_session import validate_client_event
 

@@ -7,7 +7,7 @@ import sys
 from typing import Any
 
 from callstate import Keeper, decode_event
-from callstate import events as ev
+from callstate.journal import events as ev
 from callstate.testing import FakeClock
 
 from .test_pipecat_harness import WORD_MS, Bot, Reply

@@ -22,7 +22,7 @@ from pipecat.turns.user_stop import SpeechTimeoutUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 
 from callstate import Keeper, decode_event
-from callstate import events as ev
+from callstate.journal import events as ev
 from callstate.testing import FakeClock
 
 from .test_pipecat_harness import (

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import msgspec
 
-from callstate import events as ev
-from callstate.archive import build_record, encode_record
-from callstate.state import fold
+from callstate.archive.records import build_record, encode_record
+from callstate.journal import events as ev
+from callstate.journal.state import fold
 
 OUT = Path(__file__).with_name("archive_v1.json")
 

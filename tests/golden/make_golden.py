@@ -17,9 +17,9 @@ from pathlib import Path
 
 import msgspec
 
-from callstate import events as ev
-from callstate.snapshot import encode_snapshot, encode_state
-from callstate.state import Item, SessionState, ToolCall
+from callstate.journal import events as ev
+from callstate.journal.snapshot import encode_snapshot, encode_state
+from callstate.journal.state import Item, SessionState, ToolCall
 
 HERE = Path(__file__).parent
 EVENTS_FILE = HERE / "events_v1.jsonl"

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ..continuity.plan import RecoveryPlan, plan
 from ..errors import ConfigError
-from ..handoff import HandoffPackage
-from ..recovery import RecoveryPlan, plan
+from ..handoff.package import HandoffPackage
 from ..session import Session
 
 __all__ = ["Source", "context_messages"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import ClassVar
 
-from ..events import SessionStarted, UserTurn, decode_event, encode_event
+from ..journal.events import SessionStarted, UserTurn, decode_event, encode_event
 from ..storage.base import Batch, SessionRecord, Store
 
 __all__ = ["T0", "Suite", "create", "make_batch", "new_id", "seqs", "turn"]

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ..errors import ConflictError, SessionNotFound, StaleEpochError, StorageError
-from ..events import UserTurn, decode_event, encode_event
+from ..journal.events import UserTurn, decode_event, encode_event
 from ..storage.base import Batch, SessionRecord, Store
 from ._suite_base import T0, Suite, create, make_batch, new_id, seqs, turn
 

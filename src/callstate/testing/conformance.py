@@ -3,7 +3,7 @@
 Subclass :class:`StoreConformance` in a test module and provide an async ``store``
 fixture that yields an opened, empty store and closes (and cleans) it afterwards::
 
-    from callstate.testing.conformance import StoreConformance
+    from .conformance import StoreConformance
 
     class TestSQLiteStore(StoreConformance):
         @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from ..observe import RecoveryEvent
+from ..observe.recovery import RecoveryEvent
 
 __all__ = ["CapturingSink"]
 

@@ -15,8 +15,8 @@ from typing import Any
 
 from livekit.agents import Agent, llm
 
+from ...continuity.plan import plan
 from ...errors import ConfigError
-from ...recovery import plan
 from ...session import Session
 from .._seed import Source, context_messages
 

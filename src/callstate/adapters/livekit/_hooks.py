@@ -17,8 +17,8 @@ from livekit.agents import llm
 from livekit.agents.voice import io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 
-from ...context import call_output
-from ...state import ToolCall
+from ...journal.context import call_output
+from ...journal.state import ToolCall
 
 if TYPE_CHECKING:
     from ._recorder import LiveKitRecovery

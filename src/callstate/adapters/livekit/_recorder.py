@@ -46,7 +46,7 @@ from livekit.agents.voice.speech_handle import SpeechHandle
 
 from ...errors import CallstateError
 from ...session import Session
-from ...tools import ToolOutcome
+from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
 from ._hooks import Tap, call_items, current_speech, delivery_note, plain_userdata
 from ._tools import _ATTACHED

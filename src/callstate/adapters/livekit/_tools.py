@@ -20,9 +20,9 @@ from livekit.agents import llm
 from livekit.agents.llm.utils import function_arguments_to_pydantic_model
 from livekit.agents.voice.events import RunContext
 
-from ...context import call_output
 from ...errors import ConfigError
-from ...tools import ToolRegistry, ToolSpec
+from ...journal.context import call_output
+from ...tools.registry import ToolRegistry, ToolSpec
 
 if TYPE_CHECKING:
     from livekit.agents import AgentSession

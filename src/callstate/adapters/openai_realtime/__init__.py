@@ -62,7 +62,7 @@ from ._replay import VOICE_NOTE, Replay, replay
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
-    from callstate.session import Session
+    from ...session import Session
 
 __all__ = [
     "VOICE_NOTE",

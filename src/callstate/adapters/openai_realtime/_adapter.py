@@ -19,9 +19,8 @@ from openai import WebSocketConnectionClosedError
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 
-from callstate.errors import CallstateError
-from callstate.session import Session
-
+from ...errors import CallstateError
+from ...session import Session
 from ._api import Namespaces
 from ._audio import bytes_per_ms, delta_ms, heard_text
 from ._continuity import Continuity, RestoreStats

@@ -13,9 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from callstate.recovery import plan
-from callstate.session import Session
-
+from ...continuity.plan import plan
+from ...session import Session
 from ._api import ResumedEvent
 from ._audio import heard_text
 from ._replay import cut_note, merge_config, replay

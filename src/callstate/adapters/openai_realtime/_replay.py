@@ -17,8 +17,8 @@ from typing import Any, Final
 
 import msgspec
 
-from callstate.context import call_output
-from callstate.state import SessionState, ToolCall
+from ...journal.context import call_output
+from ...journal.state import SessionState, ToolCall
 
 __all__ = ["VOICE_NOTE", "Replay", "cut_note", "function_output", "merge_config", "replay"]
 

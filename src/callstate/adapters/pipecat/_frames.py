@@ -39,7 +39,7 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
-from ...tools import ToolOutcome
+from ...tools.registry import ToolOutcome
 
 if TYPE_CHECKING:
     from ._recovery import PipecatRecovery

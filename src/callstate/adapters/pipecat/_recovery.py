@@ -53,11 +53,11 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 from pipecat.transports.base_output import BaseOutputTransport
 
-from ...context import call_output
 from ...errors import CallstateError, ConfigError, SessionClosed
+from ...journal.context import call_output
+from ...journal.state import ToolCall
 from ...session import Session
-from ...state import ToolCall
-from ...tools import ToolOutcome
+from ...tools.registry import ToolOutcome
 from ._frames import CallstateProcessor
 from ._speech import Speech
 

@@ -1,0 +1,382 @@
+"""The call archive: one insert-only ``ArchiveRecord`` per call, and post-call follow-ups.
+
+A *call* is one continuous ownership run of a session: from its start (or a resume,
+takeover or accepted handoff) to its end, expiry, or the next owner taking over. Its
+record id is ``"{session_id}:{epoch}"`` (the run's epoch), so two calls never share an
+id and a retried write can never land twice: the store refuses a second insert.
+
+Outcomes: ``completed`` (ended normally), ``recovered`` (ended, in a run that began
+with a resume), ``superseded`` (another owner took over or a handoff was accepted
+before it ended), ``abandoned`` (expired without an end), ``failed`` (ended with
+``failed=True``). Who writes the records: the owner ending the call, or whoever
+expires it (``abandoned``). A takeover writes nothing, so resuming stays fast: the
+records of runs it superseded are rebuilt from the journal (which is kept until the
+session is purged) when the session next ends or expires, each closed at the time of
+the takeover that ended it, so whichever keeper writes one writes the same record.
+
+Post-call follow-ups, scheduled when a record is written, live in
+:mod:`callstate.followups`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import msgspec
+
+from ..errors import CodecError, ConfigError, ConflictError, VersionError
+from ..journal import events as ev
+from ..journal.state import Item, SessionState, ToolCall, apply
+from ..observe.recovery import RecoveryEvent, RecoveryKind
+from ..storage.base import ArchiveRow
+
+if TYPE_CHECKING:
+    from ..keeper import Keeper
+    from ..session import Session
+
+__all__ = [
+    "ARCHIVE_VERSION",
+    "Archive",
+    "ArchiveRecord",
+    "Outcome",
+    "Timings",
+    "archive_ended",
+    "archive_run",
+    "build_record",
+    "decode_record",
+    "encode_record",
+    "ended_outcome",
+    "superseded_records",
+    "write_records",
+]
+
+ARCHIVE_VERSION: Final = 1
+Outcome = Literal["completed", "recovered", "superseded", "abandoned", "failed"]
+
+
+class Timings(msgspec.Struct, frozen=True, kw_only=True):
+    """When the call ran. ``gap_s`` is the drop the run began with (0 for a fresh
+    start); ``link_down_s`` the total time the link was lost during the run."""
+
+    session_started_at: float
+    started_at: float
+    ended_at: float
+    closed_at: float
+    duration_s: float
+    gap_s: float = 0.0
+    link_down_s: float = 0.0
+
+
+class ArchiveRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One archived call: transcript, tool ledger, recovery events, timings, outcome.
+
+    ``transcript`` holds the conversation items of this run only (a continuation's
+    earlier part is in the previous call's record); ``tools`` the calls this run
+    requested, resolved or still had open.
+    """
+
+    record_id: str
+    session_id: str
+    epoch: int
+    outcome: Outcome
+    agent: str
+    timings: Timings
+    caller: str | None = None
+    via: str = "start"
+    end_reason: str | None = None
+    first_seq: int = 0
+    last_seq: int = 0
+    transcript: list[Item] = []
+    tools: list[ToolCall] = []
+    recovery: list[RecoveryEvent] = []
+    userdata: dict[str, Any] = {}
+    metadata: dict[str, Any] = {}
+    v: int = ARCHIVE_VERSION
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(ArchiveRecord)
+
+
+def encode_record(record: ArchiveRecord) -> bytes:
+    """Encode a record to its stored JSON form."""
+    return _encoder.encode(record)
+
+
+def decode_record(data: bytes | str) -> ArchiveRecord:
+    """Decode a stored record.
+
+    Raises:
+        CodecError: the bytes are not an archive record; the message names the field.
+        VersionError: the record was written by a newer format version.
+    """
+    newer = ev.newer_version(data, ARCHIVE_VERSION)
+    if newer is not None:
+        msg = f"archive record format version {newer} at `$.v` is newer than {ARCHIVE_VERSION}; upgrade callstate to read it"
+        raise VersionError(msg)
+    try:
+        return _decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        msg = f"undecodable archive record: {exc}"
+        raise CodecError(msg) from exc
+
+
+# -- building a record (pure) --------------------------------------------------------
+
+
+def ended_outcome(state: SessionState) -> Outcome:
+    """The outcome of a run that ended with ``SessionEnded``."""
+    if state.end_failed:
+        return "failed"
+    return "recovered" if state.run_via in ("resume", "takeover") else "completed"
+
+
+def _recovery_event(session_id: str, e: ev.Event) -> RecoveryEvent | None:
+    kind: RecoveryKind
+    call_id: str | None = None
+    latency: float | None = None
+    data: dict[str, Any] = {"seq": e.seq}
+    match e:
+        case ev.Interrupted():
+            kind = "interrupt.reconciled"
+            data.update(heard=e.heard_text, unspoken=e.unspoken_text, overtaken=list(e.overtaken))
+        case ev.ToolInDoubt():
+            kind, call_id = "tool.in_doubt", e.call_id
+            data["resolution"] = e.resolution
+        case ev.ToolDelivery():
+            kind, call_id = f"result.{e.decision}", e.call_id  # type: ignore[assignment]
+            data["reason"] = e.reason
+        case ev.ToolCancelled():
+            kind, call_id = "tool.cancelled", e.call_id
+            data["reason"] = e.reason
+        case ev.LinkLost():
+            kind = "link.lost"
+            data["reason"] = e.reason
+        case ev.LinkRestored():
+            kind, latency = "link.restored", e.gap_s * 1000.0
+            data.update(gap_s=e.gap_s, flushed=e.flushed, dropped=e.dropped)
+        case ev.OutboxDropped():
+            kind = "outbox.dropped"
+            data["count"] = e.count
+        case ev.SessionResumed():
+            kind = "session.resumed"
+            data.update(via=e.via, gap_s=e.gap_s, epoch=e.epoch)
+        case ev.SessionExpiredEvent():
+            kind = "session.expired"
+        case ev.HandoffOffered():
+            kind = "handoff.offered"
+            data.update(package_id=e.package_id, to_agent=e.to_agent)
+        case ev.HandoffAccepted():
+            kind = "handoff.accepted"
+            data.update(package_id=e.package_id, agent=e.agent, epoch=e.epoch)
+        case ev.HandoffReclaimed():
+            kind = "handoff.reclaimed"
+            data.update(package_id=e.package_id, epoch=e.epoch)
+        case _:
+            return None
+    return RecoveryEvent(
+        kind=kind, session_id=session_id, at=e.at, call_id=call_id, latency_ms=latency, data=data
+    )
+
+
+def _touched_calls(run_log: list[ev.Event]) -> set[str]:
+    ids: set[str] = set()
+    for e in run_log:
+        if isinstance(e, ev.Interrupted):
+            ids.update(e.overtaken)
+        elif isinstance(e, ev.ToolInDoubt | ev.ToolDelivery | ev.ToolCancelled):
+            ids.add(e.call_id)
+    return ids
+
+
+def build_record(state: SessionState, *, outcome: Outcome, closed_at: float) -> ArchiveRecord:
+    """The archive record of ``state``'s current run, as ``outcome``. Pure: no I/O.
+
+    Call it with the state as the run left it (before a takeover or expiry event).
+    """
+    run_log = [e for e in state.recovery_log if e.seq >= state.run_seq]
+    transcript = state.items[state.run_items :]
+    call_ids = {i.id for i in transcript if i.kind == "call"} | _touched_calls(run_log)
+    call_ids.update(c.call_id for c in state.in_flight)
+    tools = [c for c in state.calls.values() if c.call_id in call_ids]
+    ended_at = state.ended_at if state.status == "ended" and state.ended_at else None
+    if ended_at is None:
+        ended_at = max(state.last_interaction_at, state.run_started_at)
+    gap = next((e.gap_s for e in run_log if isinstance(e, ev.SessionResumed)), 0.0)
+    link_down = sum(e.gap_s for e in run_log if isinstance(e, ev.LinkRestored))
+    recovery = [r for e in run_log if (r := _recovery_event(state.session_id, e)) is not None]
+    return ArchiveRecord(
+        record_id=f"{state.session_id}:{state.epoch}",
+        session_id=state.session_id,
+        epoch=state.epoch,
+        outcome=outcome,
+        agent=state.agent,
+        caller=state.caller,
+        via=state.run_via or "start",
+        end_reason=state.end_reason if state.status == "ended" else None,
+        first_seq=state.run_seq,
+        last_seq=state.seq,
+        timings=Timings(
+            session_started_at=state.started_at,
+            started_at=state.run_started_at,
+            ended_at=ended_at,
+            closed_at=closed_at,
+            duration_s=max(0.0, ended_at - state.run_started_at),
+            gap_s=gap,
+            link_down_s=link_down,
+        ),
+        transcript=[msgspec.structs.replace(i) for i in transcript],
+        tools=[msgspec.structs.replace(c) for c in tools],
+        recovery=recovery,
+        userdata=dict(state.userdata),
+        metadata=dict(state.metadata),
+    )
+
+
+#: Events that begin a new run; the run before one of them, if it never ended, was
+#: superseded by it.
+_TAKEOVERS: Final = (ev.SessionResumed, ev.HandoffAccepted, ev.HandoffReclaimed)
+
+
+def superseded_records(events: Iterable[ev.Event], *, before_seq: int) -> list[ArchiveRecord]:
+    """The ``superseded`` records of every run before ``before_seq`` that a takeover
+    closed without an end. Pure: a fold of the journal.
+
+    Each is built from the state just before the takeover, closed at the takeover's
+    time, so any keeper rebuilding it at any later moment gets the same record.
+    """
+    state = SessionState()
+    out: list[ArchiveRecord] = []
+    for e in events:
+        if e.seq >= before_seq:
+            break
+        if isinstance(e, _TAKEOVERS) and state.seq and state.status in ("active", "offered"):
+            out.append(build_record(state, outcome="superseded", closed_at=e.at))
+        apply(state, e)
+    return out
+
+
+def _was_taken_over(state: SessionState) -> bool:
+    """Whether the session had runs before this one (only the first begins at start)."""
+    return state.run_via not in ("", "start")
+
+
+async def archive_run(keeper: Keeper, state: SessionState, record: ArchiveRecord) -> bool:
+    """Insert the record of the run that just closed, and before it the records of
+    earlier runs a takeover superseded (rebuilt from the journal: a takeover writes
+    nothing to the archive, so a resume stays fast and a crash loses no record).
+    Schedules follow-ups for ``record`` when it was new. Returns whether it was.
+    """
+    if _was_taken_over(state):
+        raw = await keeper.store.read_events(state.session_id)
+        events = (ev.decode_event(r) for r in raw)
+        for earlier in superseded_records(events, before_seq=state.run_seq + 1):
+            await keeper.archive.insert(earlier)
+    if not await keeper.archive.insert(record):
+        return False
+    await keeper.followups.schedule(record)
+    return True
+
+
+async def archive_ended(keeper: Keeper, session: Session) -> bool:
+    """Archive the call ``session`` just ended (see :func:`archive_run`)."""
+    state = session.state
+    record = build_record(state, outcome=ended_outcome(state), closed_at=keeper.clock.now())
+    return await archive_run(keeper, state, record)
+
+
+# -- the archive, as a keeper sees it --------------------------------------------------
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Archive has a method named `list`, which shadows the builtin in its signatures
+_Records = list[ArchiveRecord]
+_Paths = list[Path]
+
+
+class Archive:
+    """``keeper.archive``: read and export archived calls (writes are internal)."""
+
+    def __init__(self, keeper: Keeper) -> None:
+        self._keeper = keeper
+
+    async def insert(self, record: ArchiveRecord) -> bool:
+        """Insert ``record`` once; False when a record with its id already exists."""
+        row = ArchiveRow(
+            record_id=record.record_id,
+            session_id=record.session_id,
+            caller_hash=self._keeper._caller_hash(record.caller),
+            ended_at=record.timings.ended_at,
+            outcome=record.outcome,
+            data=encode_record(record),
+        )
+        try:
+            await self._keeper.store.archive_insert(row)
+        except ConflictError:  # already archived (a retry or a racing keeper): keep the first
+            return False
+        return True
+
+    async def get(self, record_id: str) -> ArchiveRecord | None:
+        """One record by id (``"{session_id}:{epoch}"``), or None."""
+        row = await self._keeper.store.archive_get(record_id)
+        return None if row is None else decode_record(row.data)
+
+    async def list(
+        self,
+        *,
+        session_id: str | None = None,
+        caller: str | None = None,
+        since: float | None = None,
+        limit: int = 100,
+    ) -> _Records:
+        """Records matching every given filter, newest first.
+
+        ``caller`` is matched through its keyed hash under every configured secret.
+        """
+        if limit < 1:
+            msg = f"limit must be >= 1, got {limit!r}"
+            raise ConfigError(msg)
+        hashes: list[str | None] = [None]
+        if caller is not None:
+            hashes = list(self._keeper._caller_hashes(caller))
+        rows: dict[str, ArchiveRow] = {}
+        for h in hashes:
+            for row in await self._keeper.store.archive_list(
+                session_id=session_id, caller_hash=h, since=since, limit=limit
+            ):
+                rows[row.record_id] = row
+        ordered = sorted(rows.values(), key=lambda r: (r.ended_at, r.record_id), reverse=True)
+        return [decode_record(r.data) for r in ordered[:limit]]
+
+    async def export(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        session_id: str | None = None,
+        caller: str | None = None,
+        since: float | None = None,
+        limit: int = 10_000,
+    ) -> _Paths:
+        """Write one pretty JSON file per record into ``directory``; returns the paths."""
+        records = await self.list(session_id=session_id, caller=caller, since=since, limit=limit)
+        return await asyncio.to_thread(write_records, Path(directory), records)
+
+
+def write_records(out: Path, records: _Records) -> _Paths:
+    """Write one pretty JSON file per record into ``out`` (blocking; run it in a thread)."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths: list[Path] = []
+    for record in records:
+        stem = _UNSAFE.sub("_", record.record_id.replace(":", ".")) or "record"
+        path = out / f"{stem}.json"
+        n = 2
+        while path in paths:  # two ids that sanitise alike
+            path = out / f"{stem}-{n}.json"
+            n += 1
+        path.write_bytes(msgspec.json.format(encode_record(record), indent=2) + b"\n")
+        paths.append(path)
+    return paths

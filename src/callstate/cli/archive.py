@@ -1,0 +1,188 @@
+"""``callstate archive list | show RECORD | export DIR``: read the call archive.
+
+The archive is insert-only: these commands only read it. ``export`` writes one JSON
+file per call (the stored ``ArchiveRecord``, pretty-printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..archive.records import ArchiveRecord, decode_record, write_records
+from ..errors import ConfigError
+from ..storage import Store
+from .main import command, db_parent, open_db
+from .timeline import clock_time
+
+__all__ = ["archive"]
+
+
+async def _records(
+    store: Store, *, session: str | None, caller: str | None, outcome: str | None, limit: int
+) -> list[ArchiveRecord]:
+    # callers are matched on the decoded record: the CLI holds no secret for the hash
+    rows = await store.archive_list(session_id=session, limit=100_000 if caller else limit)
+    records = [decode_record(r.data) for r in rows]
+    if caller is not None:
+        records = [r for r in records if r.caller == caller]
+    if outcome is not None:
+        records = [r for r in records if r.outcome == outcome]
+    return records[:limit]
+
+
+def _filters(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--session", help="only this session's calls")
+    p.add_argument("--caller", help="only calls from this caller id")
+    p.add_argument(
+        "--outcome",
+        choices=["completed", "recovered", "superseded", "abandoned", "failed"],
+        help="only calls with this outcome",
+    )
+    p.add_argument("--limit", type=int, default=50, help="most records (default 50)")
+
+
+def records_table(records: list[ArchiveRecord], *, title: str) -> Table:
+    """One row per archived call."""
+    table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
+    for name in ("record", "outcome", "agent", "via", "ended", "duration", "turns", "tools"):
+        right = name in ("duration", "turns", "tools")
+        table.add_column(name, no_wrap=True, justify="right" if right else "left")
+    for r in records:
+        table.add_row(
+            r.record_id,
+            r.outcome,
+            r.agent,
+            r.via,
+            clock_time(r.timings.ended_at),
+            f"{r.timings.duration_s:.0f}s",
+            str(sum(1 for i in r.transcript if i.kind == "user")),
+            str(len(r.tools)),
+        )
+    return table
+
+
+def record_detail(r: ArchiveRecord) -> list[Table]:
+    """A record's facts, transcript, tool ledger and recovery events."""
+    facts = Table.grid(padding=(0, 2))
+    facts.add_column(style="bold", justify="right")
+    facts.add_column(overflow="fold")
+    t = r.timings
+    for name, value in (
+        ("record", r.record_id),
+        ("outcome", r.outcome),
+        ("agent", r.agent),
+        ("caller", r.caller or "-"),
+        ("began by", f"{r.via} (gap {t.gap_s:.1f}s)" if r.via != "start" else "start"),
+        ("ended", f"{clock_time(t.ended_at)} ({r.end_reason or 'no end: ' + r.outcome})"),
+        ("duration", f"{t.duration_s:.1f}s, link down {t.link_down_s:.1f}s"),
+        ("journal", f"seq {r.first_seq}..{r.last_seq}"),
+    ):
+        facts.add_row(name, value)
+    transcript = Table(box=box.SIMPLE_HEAD, title="transcript", title_justify="left")
+    transcript.add_column("at", no_wrap=True)
+    transcript.add_column("who", no_wrap=True)
+    transcript.add_column("text", overflow="fold")
+    for item in r.transcript:
+        text = item.text if item.kind != "call" else f"tool call {item.id}"
+        if item.interrupted:
+            text += f"  [cut off; unspoken “{item.unspoken}”]"
+        transcript.add_row(clock_time(item.at), item.kind, text)
+    tools = Table(box=box.SIMPLE_HEAD, title="tool ledger", title_justify="left")
+    for name in ("call", "tool", "effect", "status", "delivery"):
+        tools.add_column(name, no_wrap=True)
+    for c in r.tools:
+        tools.add_row(c.call_id, c.name, c.effect, c.status, c.delivery or "-")
+    recovery = Table(box=box.SIMPLE_HEAD, title="recovery events", title_justify="left")
+    for name in ("at", "kind", "call", "data"):
+        recovery.add_column(name, overflow="fold")
+    for e in r.recovery:
+        data = " ".join(f"{k}={v}" for k, v in e.data.items() if k != "seq")
+        recovery.add_row(clock_time(e.at), e.kind, e.call_id or "", data)
+    return [facts, transcript, tools, recovery]
+
+
+async def _matching(args: argparse.Namespace) -> list[ArchiveRecord]:
+    """The records ``list`` and ``export`` select with ``--session/--caller/--outcome/--limit``."""
+    store = await open_db(args.db)
+    try:
+        return await _records(
+            store,
+            session=args.session,
+            caller=args.caller,
+            outcome=args.outcome,
+            limit=args.limit,
+        )
+    finally:
+        await store.close()
+
+
+async def archive_list(args: argparse.Namespace, out: Console) -> int:
+    """``callstate archive list``."""
+    records = await _matching(args)
+    if not records:
+        out.print(f"no archived calls in {args.db}")
+        return 0
+    out.print(records_table(records, title=f"archived calls in {args.db}, newest first"))
+    return 0
+
+
+async def archive_show(args: argparse.Namespace, out: Console) -> int:
+    """``callstate archive show RECORD``: a record id or a unique prefix of one."""
+    store = await open_db(args.db)
+    try:
+        row = await store.archive_get(args.record)
+        if row is None:
+            rows = [
+                r
+                for r in await store.archive_list(limit=100_000)
+                if r.record_id.startswith(args.record)
+            ]
+            if len(rows) != 1:
+                how = "matches no record" if not rows else f"matches {len(rows)} records"
+                msg = f"archive record {args.record!r} {how}; see `callstate archive list`"
+                raise ConfigError(msg)
+            row = rows[0]
+    finally:
+        await store.close()
+    for part in record_detail(decode_record(row.data)):
+        out.print(part)
+    return 0
+
+
+async def archive_export(args: argparse.Namespace, out: Console) -> int:
+    """``callstate archive export DIR``: one JSON file per call."""
+    records = await _matching(args)
+    paths = await asyncio.to_thread(write_records, Path(args.dir), records)
+    out.print(f"exported {len(paths)} call record(s) to {args.dir}")
+    for p in paths:
+        out.print(Text(f"  {p}", style="dim"))
+    return 0
+
+
+def _configure(p: argparse.ArgumentParser) -> None:
+    subs = p.add_subparsers(dest="archive_command", metavar="ACTION", required=True)
+    ls = subs.add_parser("list", help="list archived calls", parents=[db_parent()])
+    _filters(ls)
+    ls.set_defaults(run=archive_list)
+    show = subs.add_parser("show", help="print one archived call", parents=[db_parent()])
+    show.add_argument("record", help="record id (session:epoch) or a unique prefix")
+    show.set_defaults(run=archive_show)
+    export = subs.add_parser(
+        "export", help="write one JSON file per call into DIR", parents=[db_parent()]
+    )
+    export.add_argument("dir", help="directory to write into (created if missing)")
+    _filters(export)
+    export.set_defaults(limit=100_000, run=archive_export)  # exports take every match
+
+
+@command("archive", "list, show or export archived calls", configure=_configure)
+async def archive(args: argparse.Namespace, out: Console) -> int:
+    """``callstate archive``: the group; its actions set their own runner."""
+    return await archive_list(args, out)  # pragma: no cover - an action is required

@@ -1,0 +1,151 @@
+"""The sweep: stale sessions, expiry, purging, and due follow-ups.
+
+``keeper.sweep()`` runs every ``sweep_every`` seconds in the background and can be
+awaited directly. One pass:
+
+1. renews this keeper's own leases (a keeper is never stale to itself);
+2. reports sessions whose lease lapsed while active as ``session.stale`` (once per
+   session and epoch); any keeper may then take them over with ``keeper.resume``,
+   which claims epoch+1 and so fences the old owner;
+3. expires sessions past ``last_interaction_at + resume_window``: claims them
+   (epoch+1, fencing a zombie owner), appends ``SessionExpiredEvent``, writes the
+   call's archive record (``abandoned`` when it never ended) and those of runs a
+   takeover superseded, schedules follow-ups;
+4. purges the resume state (journal, snapshot, caller index) of expired sessions
+   ``purge_after`` seconds after their window closed; with the default of 0 that
+   happens in the same pass that expires them. The archive is never purged;
+5. runs follow-ups that are due.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from ..archive.records import archive_run, build_record, ended_outcome
+from ..errors import SessionNotFound, StaleEpochError
+from ..journal import events as ev
+from ..storage.base import Batch, SessionRecord
+
+if TYPE_CHECKING:
+    from ..keeper import Keeper
+
+__all__ = ["SweepResult", "expire_session", "sweep"]
+
+_PAGE = 500
+
+
+class SweepResult(msgspec.Struct, kw_only=True):
+    """What one sweep pass found and did (session ids)."""
+
+    stale: list[str] = []
+    expired: list[str] = []
+    purged: list[str] = []
+    followups: int = 0
+
+
+async def expire_session(keeper: Keeper, rec: SessionRecord, now: float) -> bool:
+    """Expire one session past its window; False when it was not this keeper's to do.
+
+    Safe to race: of several keepers expiring one session, the claim lets exactly one
+    through, and the archive refuses a second record for the same call.
+    """
+    store = keeper.store
+    if rec.status == "expired":
+        return False
+    try:
+        epoch = await store.claim(rec.session_id, rec.epoch, keeper.owner, now + keeper.lease_ttl)
+    except (StaleEpochError, SessionNotFound):  # someone moved it first; the next pass re-checks
+        return False
+    from ..keeper import restore_state  # the keeper module imports this one
+
+    old = keeper._live.pop(rec.session_id, None)
+    if old is not None:  # a handle of ours idled past the window: it is fenced too
+        old._fence(keeper._fenced_error(rec.session_id, old.state.epoch, epoch))
+    state = restore_state(await store.load(rec.session_id))
+    if state.status == "expired" or now <= state.last_interaction_at + keeper.resume_window:
+        # another keeper expired it after our listing, or it saw activity since: leave it
+        await store.release_lease(rec.session_id, keeper.owner)
+        return False
+    if state.status == "ended":
+        record = build_record(state, outcome=ended_outcome(state), closed_at=now)
+    else:
+        record = build_record(state, outcome="abandoned", closed_at=now)
+    expired = ev.SessionExpiredEvent(seq=state.seq + 1, at=now)
+    batch = Batch(
+        session_id=rec.session_id,
+        epoch=epoch,
+        first_seq=expired.seq,
+        events=[ev.encode_event(expired)],
+        agent=state.agent,
+        status="expired",
+        last_interaction_at=state.last_interaction_at,
+    )
+    (error,) = await store.append([batch])
+    if error is not None:
+        return False
+    # an ended call was archived when it ended; inserting again heals a lost write
+    await archive_run(keeper, state, record)
+    await store.release_lease(rec.session_id, keeper.owner)
+    if keeper.purge_after <= 0:
+        await store.purge(rec.session_id)
+    keeper._emit(  # last: a reader sees the expiry complete
+        "session.expired",
+        rec.session_id,
+        outcome=record.outcome,
+        record_id=record.record_id,
+        idle_s=now - state.last_interaction_at,
+    )
+    return True
+
+
+async def _pages(keeper: Keeper, **filters: object) -> list[SessionRecord]:
+    return await keeper.store.list_sessions(limit=_PAGE, **filters)  # type: ignore[arg-type]
+
+
+async def sweep(keeper: Keeper) -> SweepResult:
+    """One sweep pass (see the module docstring)."""
+    store = keeper.store
+    now = keeper.clock.now()
+    result = SweepResult()
+    own = [sid for sid, s in keeper._live.items() if s._error is None]
+    if own:
+        await store.renew_leases(keeper.owner, own, now + keeper.lease_ttl)
+
+    seen: set[tuple[str, int]] = set()
+    for rec in await _pages(keeper, statuses=["active", "offered"], lease_before=now):
+        key = (rec.session_id, rec.epoch)
+        seen.add(key)
+        result.stale.append(rec.session_id)
+        if key not in keeper._stale_reported:
+            keeper._emit(
+                "session.stale",
+                rec.session_id,
+                owner=rec.lease_owner,
+                lapsed_s=now - rec.lease_until if rec.lease_until else None,
+                epoch=rec.epoch,
+            )
+    keeper._stale_reported = seen
+
+    cutoff = now - keeper.resume_window
+    while True:
+        page = await _pages(
+            keeper, statuses=["active", "offered", "ended"], interaction_before=cutoff
+        )
+        done = [rec for rec in page if await expire_session(keeper, rec, now)]
+        result.expired.extend(r.session_id for r in done)
+        if len(page) < _PAGE or not done:
+            break
+
+    if keeper.purge_after > 0:
+        for rec in await _pages(
+            keeper, statuses=["expired"], interaction_before=cutoff - keeper.purge_after
+        ):
+            await store.purge(rec.session_id)
+            result.purged.append(rec.session_id)
+    else:
+        result.purged.extend(result.expired)
+
+    result.followups = await keeper.followups.run_due(now)
+    return result

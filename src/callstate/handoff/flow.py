@@ -1,0 +1,383 @@
+"""Offer, accept and reclaim a handoff: freezing, exactly-once acceptance, fencing.
+
+This is the I/O side of :mod:`callstate.handoff`, driven by ``Session.handoff``,
+``Keeper.accept`` and ``Keeper.reclaim``.
+
+**Fencing.** Offering records ``HandoffOffered`` (the session is frozen from that
+moment: its recording methods and ``flush`` raise ``SessionFrozen``) and stores the
+signed package with it: in the offer's own transaction where the store has
+``atomic_packages``, otherwise once the offer is durable. A failure on the way
+withdraws the offer (``HandoffReclaimed`` at the same epoch), so the session is never
+left frozen by an offer nobody can see.
+
+**Exactly once.** Accept and reclaim each make one store call (``Store.claim`` with a
+``PackageMove`` and a ``then`` batch) that moves the stored package out of ``offered``
+(``accepted`` or ``reclaimed``), claims the session from the epoch the package was
+offered at (``epoch + 1``) and records ``HandoffAccepted`` or ``HandoffReclaimed``
+right after the offer's seq. Only one of them can move the package, the claim is
+conditional on the epoch, and the event on nothing having been recorded since the
+offer.
+
+**A crash between the steps** (stores without ``atomic_packages`` take them one after
+another) can leave the package moved but the session still at the offer's epoch,
+frozen. It stays ownable: repeating the same accept (or reclaim) finds the package
+already in its own target status with the session still at the offer's epoch, and
+carries on with the claim; ``keeper.resume(session_id)`` takes it over in any case.
+
+**Late results** of calls still running at the offer: see :mod:`callstate._handoff_late`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from ..continuity.ownership import own_claimed
+from ..errors import (
+    ConfigError,
+    ConflictError,
+    HandoffError,
+    HandoffFormatError,
+    HandoffStateError,
+    PayloadTooLarge,
+    SessionNotFound,
+    StaleEpochError,
+)
+from ..journal import events as ev
+from ..journal.context import build_messages
+from ..journal.state import SessionState
+from ..storage.base import Batch, PackageMove, PackageRow, claim_in_steps
+from ..tools.late import collect, collect_all, hand_over, watch
+from .package import HandoffPackage, build_payload, default_summarize, trim_point
+
+if TYPE_CHECKING:
+    from ..keeper import Keeper
+    from ..session import Session
+
+__all__ = ["Summarize", "accept", "collect", "collect_all", "hand_over", "offer", "reclaim"]
+
+#: ``summarize(messages) -> str`` (or an awaitable of it): the trimmed part, summarized.
+Summarize = Callable[[list[dict[str, Any]]], "str | Awaitable[str]"]
+
+
+def _keys(keeper: Keeper) -> list[bytes]:
+    if not keeper.secrets:
+        msg = "handoff packages are signed: create the Keeper with secret=..."
+        raise ConfigError(msg)
+    return keeper.secrets
+
+
+# -- offer ---------------------------------------------------------------------------------
+
+
+async def offer(
+    session: Session,
+    *,
+    to: str,
+    reason: str = "",
+    summary: str | None = None,
+    max_items: int | None = None,
+    summarize: Summarize | None = None,
+) -> HandoffPackage:
+    """Freeze ``session``, store its signed package for agent ``to``, and return it."""
+    keeper = session.keeper
+    keys = _keys(keeper)
+    if not isinstance(to, str) or not to:
+        msg = f"handoff `to` must name the target agent, got {to!r}"
+        raise HandoffError(msg)
+    if max_items is not None and (
+        isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 0
+    ):
+        msg = f"handoff `max_items` must be None or an int >= 0, got {max_items!r}"
+        raise HandoffError(msg)
+    session._check_writable()
+    state = session.state
+    package_id = uuid.uuid4().hex
+    now = keeper.clock.now()
+    # frozen from here on: nothing else can change the state the package is built from
+    session._append(ev.HandoffOffered, package_id=package_id, to_agent=to, reason=reason)
+    try:
+        # count from the items the context still shows (an earlier handoff may have trimmed)
+        cut = state.summarized + trim_point(state.items[state.summarized :], state.calls, max_items)
+        earlier = state.summary
+        if cut > state.summarized:
+            earlier = await _summarize(state, cut, summarize or keeper.summarize)
+        payload = build_payload(
+            state,
+            package_id=package_id,
+            to=to,
+            created_at=now,
+            reason=reason,
+            summary=summary,
+            trimmed=cut,
+            earlier=earlier,
+        )
+        package = HandoffPackage(payload)
+        data = package.to_bytes(keys)
+        if len(data) > keeper.handoff_max_bytes:
+            msg = (
+                f"handoff package for session {session.id!r} is {len(data)} bytes, over "
+                f"handoff_max_bytes={keeper.handoff_max_bytes}; pass max_items= to trim it"
+            )
+            raise PayloadTooLarge(msg)
+        row = PackageRow(
+            package_id=package_id,
+            session_id=session.id,
+            data=data,
+            status="offered",
+            created_at=now,
+        )
+        # a stored package always refers to a frozen session: it is stored with the
+        # offer where the store can (one transaction), else once the offer is durable
+        carried = keeper._flusher.carries_packages
+        if carried:
+            session._package = row
+        await keeper._flusher.wait_durable(session, state.seq)
+        if not carried or session._package is row:  # not in the batch that held the offer
+            session._package = None
+            await keeper.store.package_put(row)
+    except BaseException:
+        session._package = None
+        _withdraw(session, package_id)
+        raise
+    keeper._emit(
+        "handoff.offered",
+        session.id,
+        package_id=package_id,
+        to_agent=to,
+        from_agent=state.agent,
+        bytes=len(data),
+        trimmed=cut,
+    )
+    return package
+
+
+async def _summarize(state: SessionState, cut: int, hook: Summarize | None) -> str:
+    """Summarize what the context shows before item ``cut`` (an earlier summary included)."""
+    trimmed = SessionState(
+        items=state.items[:cut],
+        calls=state.calls,
+        summary=state.summary,
+        summarized=state.summarized,
+    )
+    text: Any = (hook or default_summarize)(build_messages(trimmed))
+    if inspect.isawaitable(text):
+        text = await text
+    if not isinstance(text, str):
+        msg = f"summarize must return a str, got {type(text).__name__}"
+        raise HandoffError(msg)
+    return text
+
+
+def _withdraw(session: Session, package_id: str) -> None:
+    """Unfreeze after a failed offer; the flusher lands it behind the offer."""
+    if session.state.pending_handoff == package_id:
+        session._append(ev.HandoffReclaimed, package_id=package_id, epoch=session.state.epoch)
+
+
+# -- accept and reclaim --------------------------------------------------------------------
+
+
+async def _load(
+    keeper: Keeper,
+    ref: HandoffPackage | bytes | bytearray | memoryview | str,
+    *,
+    need_row: bool = True,
+) -> tuple[HandoffPackage, PackageRow | None]:
+    """The stored package ``ref`` names, verified; the stored copy is authoritative.
+
+    Without ``need_row``, package bytes that verify are used as they are (no read of
+    the stored copy): the status transition that follows is what proves the offer.
+    """
+    keys = _keys(keeper)
+    verified: HandoffPackage | None = None  # verified here with this keeper's keys
+    if isinstance(ref, HandoffPackage):
+        package_id = ref.package_id
+    elif isinstance(ref, bytes | bytearray | memoryview):
+        verified = HandoffPackage.from_bytes(
+            bytes(ref), secret=keys, max_bytes=keeper.handoff_max_bytes
+        )
+        package_id = verified.package_id
+        if not need_row:
+            return verified, None
+    elif isinstance(ref, str):
+        package_id = ref
+    else:
+        msg = f"expected a HandoffPackage, its bytes or a package id, got {type(ref).__name__}"
+        raise HandoffFormatError(msg)
+    row = await keeper.store.package_get(package_id)
+    if row is None or row.status not in ("offered", "accepted", "reclaimed"):
+        msg = f"handoff package {package_id!r:.80} is unknown to the store"
+        raise HandoffStateError(msg)
+    if verified is not None and verified.to_bytes() != row.data:
+        msg = f"handoff package {package_id!r}: the bytes given differ from the stored offer"
+        raise HandoffFormatError(msg)
+    package = verified or HandoffPackage.from_bytes(
+        row.data, secret=keys, max_bytes=keeper.handoff_max_bytes
+    )
+    if package.package_id != package_id or package.session_id != row.session_id:
+        msg = f"stored handoff package {package_id!r} does not match its row (session {row.session_id!r})"
+        raise HandoffFormatError(msg)
+    return package, row
+
+
+async def _move(keeper: Keeper, package: HandoffPackage, to_status: str) -> None:
+    """Move the package out of ``offered`` (or find an interrupted move of our own)."""
+    store = keeper.store
+    pid, sid = package.package_id, package.session_id
+    if not await store.package_transition(pid, "offered", to_status):
+        row = await store.package_get(pid)
+        if row is None:
+            msg = f"handoff package {pid!r:.80} is unknown to the store"
+            raise HandoffStateError(msg)
+        status = row.status
+        rec = await store.get(sid)
+        interrupted = (
+            status == to_status
+            and rec is not None
+            and rec.epoch == package.epoch
+            and rec.status == "offered"
+        )
+        if not interrupted:
+            msg = f"handoff package {pid!r} was already {status}; it cannot be {to_status} again"
+            raise HandoffStateError(msg)
+
+
+def _ownership_batch(package: HandoffPackage, to_status: str, now: float) -> Batch:
+    """The event that ends the offer (``HandoffAccepted`` or ``HandoffReclaimed``), as the
+    batch the claim appends: right after the offer, at the offer's epoch + 1."""
+    epoch, seq = package.epoch + 1, package.payload.seq + 1
+    event: ev.Event
+    if to_status == "accepted":
+        event = ev.HandoffAccepted(
+            seq=seq,
+            at=now,
+            package_id=package.package_id,
+            agent=package.target_agent,
+            epoch=epoch,
+            from_agent=package.source_agent,
+            trimmed=package.payload.trimmed,
+            summary=package.payload.earlier,
+        )
+    else:
+        event = ev.HandoffReclaimed(seq=seq, at=now, package_id=package.package_id, epoch=epoch)
+    return Batch(
+        session_id=package.session_id,
+        epoch=epoch,
+        first_seq=seq,
+        events=[ev.encode_event(event)],
+        agent=package.target_agent if to_status == "accepted" else "",  # "": unchanged
+        status="active",
+        # no last_interaction_at: an ownership change is no interaction, and a store
+        # keeps the latest one it was given
+    )
+
+
+async def _take(keeper: Keeper, package: HandoffPackage, to_status: str, via: str) -> Session:
+    """Move the package out of ``offered``, claim its session at the offer's epoch + 1 and
+    record that, in one store call (one transaction where the store can).
+
+    The recorded event must directly follow the offer, so a session that recorded
+    anything since (it cannot while frozen, so it was taken over) is refused. A package
+    no longer offered is looked at again: already moved (an error), or moved by an
+    interrupted call like this one, which then claims the session on its own.
+    """
+    sid, pid = package.session_id, package.package_id
+    now = keeper.clock.now()
+    move = PackageMove(package_id=pid, from_status="offered", to_status=to_status)
+    until = now + keeper.lease_ttl
+    then = _ownership_batch(package, to_status, now)
+    store = keeper.store
+
+    def plain() -> Awaitable[int]:
+        return store.claim(sid, package.epoch, keeper.owner, until)
+
+    async def claim(move: PackageMove | None) -> int:
+        if getattr(store, "atomic_packages", False):
+            return await store.claim(
+                sid, package.epoch, keeper.owner, until, package=move, then=then
+            )
+        # step by step, through the plain claim any store has (see ``Store.claim``)
+        return await claim_in_steps(store, plain, move, then)
+
+    try:
+        try:
+            epoch = await claim(move)
+        except HandoffStateError:  # not offered (any more): nothing was changed
+            await _move(keeper, package, to_status)  # raises unless it was our own move
+            epoch = await claim(None)
+    except StaleEpochError as exc:
+        msg = (
+            f"session {sid!r} is at epoch {exc.current_epoch}, no longer as offered in "
+            f"handoff package {pid!r} (epoch {package.epoch}); it moved on without it"
+        )
+        raise HandoffStateError(msg) from exc
+    except ConflictError as exc:
+        msg = f"session {sid!r} recorded more after the offer of handoff package {pid!r}: {exc}"
+        raise HandoffStateError(msg) from exc
+    except SessionNotFound as exc:
+        msg = f"session {sid!r} of handoff package {pid!r} is gone"
+        raise HandoffStateError(msg) from exc
+    session = await own_claimed(keeper, sid, epoch, now=now, via=via, recorded=True)
+    watch(keeper)  # the takeover landed what was stored; the rest is polled for
+    return session
+
+
+async def accept(
+    keeper: Keeper,
+    ref: HandoffPackage | bytes | bytearray | memoryview | str,
+    *,
+    agent: str | None = None,
+) -> Session:
+    """Accept a package exactly once: the target owns the session at ``epoch + 1``."""
+    package, _ = await _load(keeper, ref, need_row=False)
+    if agent is not None and agent != package.target_agent:
+        msg = (
+            f"handoff package {package.package_id!r} was offered to agent "
+            f"{package.target_agent!r}, not to {agent!r}"
+        )
+        raise HandoffStateError(msg)
+    session = await _take(keeper, package, "accepted", "handoff")
+    keeper._emit(
+        "handoff.accepted",
+        session.id,
+        package_id=package.package_id,
+        agent=package.target_agent,
+        from_agent=package.source_agent,
+        epoch=session.state.epoch,
+        latency_ms=max(0.0, keeper.clock.now() - package.created_at) * 1000,
+    )
+    return session
+
+
+async def reclaim(
+    keeper: Keeper,
+    ref: HandoffPackage | bytes | bytearray | memoryview | str,
+    *,
+    handoff_timeout: float | None = None,
+) -> Session:
+    """Take back a package nobody accepted within ``handoff_timeout`` s (source, epoch+1)."""
+    package, row = await _load(keeper, ref)
+    if row is None:  # _load reads the row unless told not to
+        msg = f"handoff package {package.package_id!r} is unknown to the store"
+        raise HandoffStateError(msg)
+    wait = keeper.handoff_timeout if handoff_timeout is None else float(handoff_timeout)
+    due = package.created_at + wait
+    now = keeper.clock.now()
+    if row.status == "offered" and now < due:
+        msg = (
+            f"handoff package {package.package_id!r} is still open to agent "
+            f"{package.target_agent!r} for {due - now:.1f}s (timeout {wait:g}s)"
+        )
+        raise HandoffStateError(msg)
+    session = await _take(keeper, package, "reclaimed", "reclaim")
+    keeper._emit(
+        "handoff.reclaimed",
+        session.id,
+        package_id=package.package_id,
+        agent=package.source_agent,
+        epoch=session.state.epoch,
+    )
+    return session

@@ -1,0 +1,343 @@
+"""The tool-call guard: write-ahead intent, recorded outcomes, barge-in and crash handling.
+
+Every tool call runs through :func:`run_tool`:
+
+1. ``ToolRequested`` (the tool's policy, the generation that asked, the turn) and
+   ``ToolStarted`` (idempotency key, attempt) are recorded and flushed: the intent is
+   durable **before** the function starts, so a crash inside it leaves the call
+   ``started`` (in doubt), never absent.
+2. The function runs in its own task (so a barge-in or the end of the session can
+   cancel it, and so a caller cancelled by its framework does not take a write down
+   with it), under ``timeout_s``.
+3. The terminal event is recorded on the handle that started the call, even after a
+   barge-in (then its spoken delivery is held); when that handle may no longer record,
+   the outcome is passed on (see ``_outcomes``). A write's outcome is flushed before
+   it is returned: the agent speaks about it next.
+
+A call's task lives in ``Keeper._tool_runs`` keyed by (session id, call id) until its
+outcome has landed; a repeated call id awaits it instead of running the tool twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final
+
+import msgspec
+
+from ..errors import (
+    CallstateError,
+    SessionClosed,
+    SessionFrozen,
+    StaleEpochError,
+    ToolArgumentsError,
+    ToolError,
+    UnknownTool,
+)
+from ..journal import events as ev
+from ..journal.state import SessionState, ToolCall
+from .outcomes import (
+    Terminal,
+    after_terminal,
+    cancel_call,
+    hand_over,
+    land_late,
+    land_parked,
+    outcome,
+    reconcile_held,
+    record_terminal,
+    writable,
+)
+from .reconcile import must_not_run
+from .registry import (
+    DEFAULT_MAX_RESULT_BYTES,
+    ToolContext,
+    ToolOutcome,
+    ToolSpec,
+    encode_payload,
+    idempotency_key,
+)
+
+if TYPE_CHECKING:
+    from ..keeper import Keeper
+    from ..session import Session
+
+__all__ = [
+    "cancel_call",
+    "land_late",
+    "land_parked",
+    "launch",
+    "reconcile_held",
+    "record_progress",
+    "run_tool",
+]
+
+_MAX_CALL_ID: Final = 256
+
+
+@dataclass(slots=True)
+class _Run:
+    """A tool function running in this process."""
+
+    session: Session  # the handle that started it
+    spec: ToolSpec
+    task: asyncio.Task[ToolOutcome]
+    cancel_reason: str | None = None  # why the guard cancelled it, if it did
+
+
+def _limit(keeper: Keeper) -> int:
+    return keeper.tools.max_result_bytes if keeper.tools is not None else DEFAULT_MAX_RESULT_BYTES
+
+
+def _generation(state: SessionState) -> str | None:
+    """The utterance of the agent response under way: the current one, or the latest
+    assistant utterance since the caller last spoke."""
+    if state.current_utterance is not None:
+        return state.current_utterance
+    for item in reversed(state.items):
+        if item.kind == "user":
+            return None
+        if item.kind == "assistant":
+            return item.id
+    return None
+
+
+# -- running a call -------------------------------------------------------------------
+
+
+async def run_tool(
+    session: Session,
+    name: str,
+    args: dict[str, Any] | None = None,
+    *,
+    call_id: str | None = None,
+    utterance_id: str | None = None,
+    compensates: str | None = None,
+) -> ToolOutcome:
+    """Run one tool call through the guard; see ``Session.run_tool``."""
+    session._check_writable()
+    if session.state.status in ("ended", "expired"):
+        msg = f"session {session.id!r} has {session.state.status}; no new tool call can start"
+        raise SessionClosed(msg, session_id=session.id)
+    keeper = session.keeper
+    if call_id is None:
+        call_id = f"call_{uuid.uuid4().hex[:16]}"
+    if not isinstance(call_id, str) or not call_id or len(call_id) > _MAX_CALL_ID:
+        msg = f"call_id must be a non-empty string of at most {_MAX_CALL_ID} characters, got {call_id!r}"
+        raise ToolArgumentsError(msg)
+    existing = session.state.calls.get(call_id)
+    if existing is not None:
+        return await _dedupe(session, existing, name)
+    if not isinstance(name, str) or not name:
+        msg = f"tool name must be a non-empty string, got {name!r}"
+        raise ToolArgumentsError(msg)
+    args = {} if args is None else args
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        msg = f"call {call_id!r}: args must be a dict with str keys, got {args!r:.200}"
+        raise ToolArgumentsError(msg)
+    clean = encode_payload(args, what=f"args of call {call_id!r}", limit=_limit(keeper))
+    spec = keeper.tools.get(name) if keeper.tools is not None and name in keeper.tools else None
+    state = session.state
+    session._record(
+        ev.ToolRequested,
+        call_id=call_id,
+        name=name,
+        args=clean,
+        effect=spec.effect if spec else "read",
+        idempotent=spec.idempotent if spec else False,
+        on_interrupt=spec.on_interrupt if spec else "complete",
+        compensate=spec.compensate if spec else None,
+        timeout_s=spec.timeout_s if spec else None,
+        utterance_id=utterance_id if utterance_id is not None else _generation(state),
+        turn=state.turn,
+        compensates=compensates,
+    )
+    call = state.calls[call_id]
+    # a model error (a tool that does not exist, arguments that do not fit) is an
+    # outcome the model must see, so it is recorded as a failure, not raised
+    problem: ToolError | None = None
+    if spec is None:
+        known = sorted(keeper.tools.names()) if keeper.tools is not None else []
+        problem = UnknownTool(f"no tool named {name!r} is registered (known: {known})")
+    else:
+        try:
+            spec.check_args(clean)
+        except ToolArgumentsError as exc:
+            problem = exc
+    if problem is not None or spec is None:
+        session._record(
+            ev.ToolFailed, call_id=call_id, error=str(problem), error_type=type(problem).__name__
+        )
+        return outcome(call)
+    if must_not_run(call, state):
+        cancel_call(session, call, "generation interrupted")
+        return outcome(call)
+    return await _await(launch(session, spec, call, attempt=1))
+
+
+async def _dedupe(session: Session, call: ToolCall, name: str) -> ToolOutcome:
+    if call.name != name:
+        msg = f"call id {call.call_id!r} was already used for tool {call.name!r}, not {name!r}"
+        raise ToolArgumentsError(msg)
+    keeper = session.keeper
+    keeper._emit("tool.deduplicated", session.id, call_id=call.call_id, status=call.status)
+    run = keeper._tool_runs.get((session.id, call.call_id))
+    if run is not None and not call.terminal:
+        ended = await asyncio.shield(run.task)
+        return msgspec.structs.replace(ended, deduplicated=True)
+    return outcome(call, deduplicated=True)
+
+
+def launch(session: Session, spec: ToolSpec, call: ToolCall, *, attempt: int) -> _Run:
+    """Record the start and start the call's task (which first makes the start durable).
+
+    The run is registered at once, so a repeated call id awaits it from this moment.
+    """
+    keeper = session.keeper
+    key = call.idempotency_key or idempotency_key(session.id, call.call_id)
+    session._record(ev.ToolStarted, call_id=call.call_id, attempt=attempt, idempotency_key=key)
+    compensated = session.state.calls.get(call.compensates) if call.compensates else None
+    ctx = ToolContext(
+        session,
+        call,
+        limit=_limit(keeper),
+        compensates=outcome(compensated) if compensated is not None else None,
+    )
+    run_key = (session.id, call.call_id)
+    started_seq = session.state.seq
+    task = asyncio.get_running_loop().create_task(
+        _execute(session, spec, ctx, run_key, started_seq), name=f"callstate-tool-{spec.name}"
+    )
+    task.add_done_callback(_retrieve)
+    run = _Run(session=session, spec=spec, task=task)
+    keeper._tool_runs[run_key] = run
+    return run
+
+
+def _retrieve(task: asyncio.Task[ToolOutcome]) -> None:
+    # an error also reaches whoever awaits the run; this keeps an unawaited re-run quiet
+    if not task.cancelled():
+        task.exception()
+
+
+async def _await(run: _Run) -> ToolOutcome:
+    if run.spec.on_interrupt == "complete":
+        # the tool finishes (and records) even if whoever awaits it is cancelled
+        return await asyncio.shield(run.task)
+    return await run.task
+
+
+async def _execute(
+    session: Session,
+    spec: ToolSpec,
+    ctx: ToolContext,
+    run_key: tuple[str, str],
+    started_seq: int,
+) -> ToolOutcome:
+    keeper = session.keeper
+    call = session.state.calls[ctx.call_id]
+    try:
+        try:
+            await session.flush()  # write-ahead: durable before the function runs
+        except asyncio.CancelledError:
+            run = keeper._tool_runs.get(run_key)
+            reason = run.cancel_reason if run is not None else None
+            _uncancel()
+            why = {"closed": "the session was closed"}.get(reason or "", reason or "cancelled")
+            with contextlib.suppress(CallstateError):
+                cancel_call(session, call, f"{why} before the tool started")
+            return outcome(call)
+        except SessionFrozen:
+            # offered to another agent meanwhile: the offer made the start durable with
+            # it, so the call runs and its outcome is handed to the next owner
+            if session.durable_seq < started_seq:
+                raise
+        except CallstateError as exc:
+            with contextlib.suppress(CallstateError):
+                cancel_call(session, call, f"intent not durable: {exc}")
+            raise
+        if call.terminal:  # ended while its intent was being flushed
+            return outcome(call)
+        end = await _call(session, spec, ctx, run_key)
+        return await _land(session, ctx.call_id, end)
+    finally:
+        keeper._tool_runs.pop(run_key, None)
+
+
+def _uncancel() -> None:
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()  # the cancellation is handled: the outcome is recorded
+
+
+async def _call(
+    session: Session, spec: ToolSpec, ctx: ToolContext, run_key: tuple[str, str]
+) -> Terminal:
+    """Run the function once and say how it ended (never raises but for ``closed``)."""
+    keeper = session.keeper
+    kwargs = dict(session.state.calls[ctx.call_id].args)
+    if spec.wants_ctx:
+        kwargs["ctx"] = ctx
+    timer = asyncio.timeout(spec.timeout_s)
+    try:
+        async with timer:
+            value = await spec.fn(**kwargs)
+    except asyncio.CancelledError:
+        run = keeper._tool_runs.get(run_key)
+        reason = (run.cancel_reason if run is not None else None) or "cancelled"
+        if reason == "closed":
+            raise  # the process lets go of the session: the call stays in doubt
+        _uncancel()
+        if spec.effect == "write":  # cut off mid-flight: it may or may not have happened
+            return Terminal("unknown", error=f"write cut off mid-flight ({reason})")
+        return Terminal("cancelled", error=reason)
+    except Exception as exc:
+        if isinstance(exc, TimeoutError) and timer.expired():
+            error = f"tool {spec.name!r} timed out after {spec.timeout_s:g}s"
+            return Terminal("failed", error=error, error_type="TimeoutError")
+        return Terminal(
+            "failed", error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
+        )
+    return _succeeded(spec, ctx.call_id, value, _limit(keeper))
+
+
+def _succeeded(spec: ToolSpec, call_id: str, value: Any, limit: int) -> Terminal:
+    what = f"result of tool {spec.name!r} (call {call_id!r})"
+    try:
+        result = encode_payload(value, what=what, limit=limit)
+    except CallstateError as exc:
+        # the tool ran; only its result cannot be stored. Say so: a write did happen.
+        error = f"the tool ran to completion but its result cannot be recorded: {exc}"
+        return Terminal("failed", error=error, error_type=type(exc).__name__)
+    return Terminal("succeeded", result=result)
+
+
+async def _land(session: Session, call_id: str, end: Terminal) -> ToolOutcome:
+    """Record a call's outcome on ``session``, or hand it to the keeper if it can't."""
+    call = session.state.calls[call_id]
+    if call.terminal:  # the session's end already settled it
+        return outcome(call)
+    if not writable(session):
+        return await hand_over(session, call, end)
+    record_terminal(session, call, end)
+    after_terminal(session, call, held_reason="landed after a barge-in" if call.overtaken else None)
+    if call.effect == "write":
+        try:
+            await session.flush()  # the agent speaks about a write next: make it durable
+        except CallstateError:
+            if session._error is not None:  # fenced: the recorded event was dropped
+                return await hand_over(session, call, end)
+            # the store is down: the outcome stays queued and is written when it is back
+    return outcome(call)
+
+
+async def record_progress(session: Session, call_id: str, data: dict[str, Any]) -> None:
+    """Record a checkpoint durably; skipped quietly once the handle may not record."""
+    if not writable(session):
+        return
+    session._record(ev.ToolProgress, call_id=call_id, data=data)
+    with contextlib.suppress(StaleEpochError):
+        await session.flush()
