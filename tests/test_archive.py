@@ -195,7 +195,7 @@ async def test_superseded_runs_are_archived_when_the_session_expires(
             taken = await b.resume(s.id, via="takeover")
             taken.user_said("second run")
             await taken.flush()
-            b._live.clear()  # b dies without closing: nothing more reaches the store
+            b.host.handles.clear()  # b dies without closing: nothing more reaches the store
         clock.advance(601)
         await a.sweep()
         records = sorted(await a.archive.list(session_id=s.id), key=lambda r: r.epoch)

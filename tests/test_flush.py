@@ -154,7 +154,7 @@ async def test_outage_raises_after_the_timeout_and_events_land_on_recovery(
         faulty.failing = False
         await s.flush()
         assert ["during the outage", "still during the outage"] == await _texts(faulty, s.id)
-        assert [] == s._waiters
+        assert [] == s.journal.waiters
 
 
 async def test_transient_failures_are_retried(faulty: FaultyStore) -> None:

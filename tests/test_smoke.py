@@ -20,11 +20,11 @@ async def test_resume_restores_flushed_events_and_fences_old_owner(
         s.user_said("I'd like to move my booking")
         await s.flush()
         b = callstate.Keeper(store)
-        b._flusher.start()
+        b.host.flusher.start()
         s2 = await b.resume(s.id)
         assert s2.state.epoch == 2
         assert s2.context() == [{"role": "user", "content": "I'd like to move my booking"}]
         s.user_said("stale write")
         with pytest.raises(callstate.StaleEpochError):
             await s.flush()
-        await b._flusher.stop()
+        await b.host.flusher.stop()

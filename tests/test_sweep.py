@@ -11,7 +11,6 @@ import msgspec
 import pytest
 
 import callstate
-from callstate.continuity.sweep import expire_session
 from callstate.journal.events import SessionExpiredEvent, decode_event
 from callstate.testing import FakeClock
 
@@ -85,7 +84,7 @@ async def test_expiry_fences_archives_and_purges(keepers: MakeKeeper, clock: Fak
     result = await b.sweep()
     assert ([s.id], [s.id]) == (result.expired, result.purged)
     assert await b.store.get(s.id) is None
-    assert await b.store.lookup_caller(b._caller_hash("+1555") or "") == []
+    assert await b.store.lookup_caller(b.host.caller_hash("+1555") or "") == []
     s.user_said("zombie")
     with pytest.raises((callstate.StaleEpochError, callstate.SessionNotFound)):
         await s.flush()
@@ -178,7 +177,7 @@ async def test_a_listing_taken_mid_expiry_does_not_expire_twice(
     done = await b.store.get(s.id)
     assert done is not None
     mid_expiry = msgspec.structs.replace(done, status="active")  # as listed before the append
-    assert not await expire_session(b, mid_expiry, clock.now())
+    assert not await b._sweeper.expire_session(mid_expiry, clock.now())
     journal = [decode_event(r) for r in await b.store.read_events(s.id)]
     assert 1 == sum(isinstance(e, SessionExpiredEvent) for e in journal)
     assert 1 == len(await b.archive.list(session_id=s.id))

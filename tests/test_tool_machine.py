@@ -235,18 +235,18 @@ class ToolMachine(RuleBasedStateMachine):
 
     async def _crash(self) -> None:
         keeper = self.keeper
-        await keeper._flusher.stop()  # nothing more reaches the store
-        runs = list(keeper._tool_runs.values())
+        await keeper.host.flusher.stop()  # nothing more reaches the store
+        runs = list(keeper._tools.running.values())
         for r in runs:
             r.cancel_reason = "closed"  # killed with the process: no outcome recorded
             r.task.cancel()
-        for t in [*keeper._tasks, *self.pending]:
+        for t in [*keeper.host.tasks, *self.pending]:
             t.cancel()
         await asyncio.gather(
-            *(r.task for r in runs), *keeper._tasks, *self.pending, return_exceptions=True
+            *(r.task for r in runs), *keeper.host.tasks, *self.pending, return_exceptions=True
         )
         self.pending.clear()
-        keeper._tasks.clear()
+        keeper.host.tasks.clear()
         await keeper.observer.stop()
 
     async def _resume(self) -> callstate.Session:

@@ -1,11 +1,14 @@
-"""Keeper: starts, resumes and ends sessions; runs the flusher and the lease heartbeat."""
+"""Keeper: starts, resumes and ends sessions; composes the capabilities that do it.
+
+The keeper builds one ``Host`` (store, clock, owner, flusher, live handles) and hands
+it to the capabilities: the tool runs, the archive and its follow-ups, ownership,
+the sweep and the handoff flow. Every public method forwards to one of them.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
 import time
 import uuid
 from collections.abc import Sequence
@@ -13,34 +16,32 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
 from .archive.followups import FollowUpFn, FollowUps
-from .archive.records import Archive, archive_ended
-from .continuity.ownership import create_session, fenced_error, heartbeat, restore_state, take_over
+from .archive.records import Archive
+from .continuity.ownership import Owned, Ownership
 from .continuity.plan import Preflight
-from .continuity.resume import (
-    check_resumable,
-    continue_run,
-    find_caller_session,
-    preflight,
-    session_token,
-)
-from .continuity.sweep import SweepResult
-from .continuity.sweep import sweep as sweep_pass
-from .errors import ConfigError, StaleEpochError
+from .continuity.restore import restore_state
+from .continuity.resume import check_resumable, find_caller_session, preflight
+from .continuity.sweep import Sweeper, SweepResult
+from .errors import ConfigError
+from .handoff.flow import HandoffFlow
 from .handoff.package import DEFAULT_MAX_BYTES
 from .journal.state import SessionState
-from .observe.recovery import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
+from .observe.recovery import EventStream, Observer, Sink, Stats
 from .runtime.clock import Clock, SystemClock
 from .runtime.flusher import Flusher
+from .runtime.host import Host
 from .runtime.options import check_options, parse_secrets
-from .session import Session
+from .session import Session, SessionServices
 from .storage import open_store
-from .storage.base import SessionRecord, Store, stale_claim
+from .storage.base import Store, stale_claim
+from .tools.late import collect_all
+from .tools.runs import ToolRuns
 
 if TYPE_CHECKING:
     from .handoff.flow import Summarize
     from .handoff.package import HandoffPackage
-    from .tools.guard import _Run
-    from .tools.registry import ToolOutcome, ToolRegistry
+    from .storage.base import SessionRecord
+    from .tools.registry import ToolRegistry
 
 __all__ = ["Keeper", "restore_state"]
 
@@ -110,32 +111,132 @@ class Keeper:
         if not isinstance(store, str | Store):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
-        self.store: Store = open_store(store) if isinstance(store, str) else store
-        self.secrets = parse_secrets(secret)
-        self.tools = tools
-        self.resume_window = float(resume_window)
-        self.lease_ttl = float(lease_ttl)
-        self.clock: Clock = clock or SystemClock()
-        self.owner = owner or uuid.uuid4().hex
-        self.handoff_timeout = float(handoff_timeout)
-        self.summarize = summarize
-        self.handoff_max_bytes = int(handoff_max_bytes)
-        self._flusher = Flusher(self.store, snapshot_every=snapshot_every, timeout=flush_timeout)
-        self._live: dict[str, Session] = {}
-        self.observer = Observer(list(sinks or []))
-        self.outbox_limit = int(outbox_limit)
+        opened: Store = open_store(store) if isinstance(store, str) else store
+        self.host = Host(
+            opened,
+            clock=clock or SystemClock(),
+            owner=owner or uuid.uuid4().hex,
+            secrets=parse_secrets(secret),
+            observer=Observer(list(sinks or [])),
+            flusher=Flusher(opened, snapshot_every=snapshot_every, timeout=flush_timeout),
+            lease_ttl=float(lease_ttl),
+            resume_window=float(resume_window),
+            token_ttl=float(token_ttl),
+            purge_after=float(purge_after),
+            outbox_limit=int(outbox_limit),
+        )
+        host = self.host
         self.sweep_every = float(sweep_every or 0.0)
-        self.token_ttl = float(token_ttl)
-        self.purge_after = float(purge_after)
+        self._tools = ToolRuns(host, tools)
         #: the call archive: ``await keeper.archive.list(...)`` / ``get(record_id)``
-        self.archive = Archive(self)
-        self.followups = FollowUps(self)
-        self.sweep_errors = 0
-        self._stale_reported: set[tuple[str, int]] = set()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._tool_runs: dict[tuple[str, str], _Run] = {}  # tool calls running here
-        self._late_results: dict[str, dict[str, ToolOutcome]] = {}  # outcomes awaiting a handle
+        self.archive = Archive(host)
+        self.followups = FollowUps(host, self.archive)
+        self._sweeper = Sweeper(host, self.archive, self.followups)
+        self._ownership: Ownership[Session] = Ownership(
+            host, self._tools, self.followups, self._new_session
+        )
+        self._handoffs: HandoffFlow[Session] = HandoffFlow(
+            host,
+            self._ownership,
+            self._tools,
+            summarize=summarize,
+            max_bytes=int(handoff_max_bytes),
+            timeout=float(handoff_timeout),
+        )
+        self._services = SessionServices(
+            host=host,
+            tools=self._tools,
+            archive=self.archive,
+            followups=self.followups,
+            handoffs=self._handoffs,
+            keeper=self,
+        )
         self._open = False
+
+    # -- settings, forwarded to the capability that uses them ------------------------
+
+    @property
+    def store(self) -> Store:
+        """The store sessions, packages and the archive live in."""
+        return self.host.store
+
+    @property
+    def clock(self) -> Clock:
+        """The time source."""
+        return self.host.clock
+
+    @property
+    def owner(self) -> str:
+        """This keeper's owner id in leases."""
+        return self.host.owner
+
+    @property
+    def secrets(self) -> list[bytes]:
+        """The keys that sign (the first) and verify (all) tokens and packages."""
+        return self.host.secrets
+
+    @property
+    def observer(self) -> Observer:
+        """Where recovery events go (``events()``, ``stats()``, sinks)."""
+        return self.host.observer
+
+    @property
+    def tools(self) -> ToolRegistry | None:
+        """The ``ToolRegistry`` tool calls run through."""
+        return self._tools.registry
+
+    @tools.setter
+    def tools(self, registry: ToolRegistry | None) -> None:
+        self._tools.registry = registry
+
+    @property
+    def resume_window(self) -> float:
+        """Seconds after the last interaction a session stays resumable."""
+        return self.host.resume_window
+
+    @property
+    def lease_ttl(self) -> float:
+        """Seconds an owner's lease lasts without a heartbeat."""
+        return self.host.lease_ttl
+
+    @property
+    def token_ttl(self) -> float:
+        """Seconds a resume token is valid."""
+        return self.host.token_ttl
+
+    @property
+    def purge_after(self) -> float:
+        """Seconds after expiry before a session's resume state is deleted."""
+        return self.host.purge_after
+
+    @property
+    def outbox_limit(self) -> int:
+        """Messages ``session.outbox`` holds while the link is down."""
+        return self.host.outbox_limit
+
+    @property
+    def handoff_timeout(self) -> float:
+        """Seconds an offered handoff stays open before the source may reclaim it."""
+        return self._handoffs.timeout
+
+    @property
+    def handoff_max_bytes(self) -> int:
+        """Largest handoff package offered or accepted."""
+        return self._handoffs.max_bytes
+
+    @property
+    def summarize(self) -> Summarize | None:
+        """The default ``summarize`` for the conversation a handoff trims."""
+        return self._handoffs.summarize
+
+    @summarize.setter
+    def summarize(self, fn: Summarize | None) -> None:
+        self._handoffs.summarize = fn
+
+    @property
+    def sweep_errors(self) -> int:
+        """Background sweep passes that failed (a failing store)."""
+        return self._sweeper.errors
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -143,30 +244,31 @@ class Keeper:
         """Open the store and start the flusher and heartbeat."""
         if self._open:
             return
-        await self.store.open()
-        self._flusher.start()
-        self.observer.start()
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._heartbeat(), name="callstate-heartbeat"))
+        host = self.host
+        await host.store.open()
+        host.flusher.start()
+        host.observer.start()
+        host.spawn(self._ownership.heartbeat(), name="callstate-heartbeat")
         if self.sweep_every > 0:
-            self._tasks.append(loop.create_task(self._sweeper(), name="callstate-sweeper"))
+            host.spawn(self._sweep_loop(), name="callstate-sweeper")
         self._open = True
 
     async def close(self) -> None:
         """Flush every live session, release their leases, stop tasks, close the store."""
         if not self._open:
             return
-        for s in list(self._live.values()):
+        host = self.host
+        for s in self.live():
             with contextlib.suppress(Exception):
                 await s.close()
-        for t in self._tasks:
+        for t in host.tasks:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await t
-        self._tasks.clear()
-        await self._flusher.stop()
-        await self.observer.stop()
-        await self.store.close()
+        host.tasks.clear()
+        await host.flusher.stop()
+        await host.observer.stop()
+        await host.store.close()
         self._open = False
 
     async def __aenter__(self) -> Self:
@@ -183,6 +285,9 @@ class Keeper:
 
     # -- sessions ----------------------------------------------------------------------
 
+    def _new_session(self, state: SessionState) -> Session:
+        return Session(state, self._services)
+
     async def start(
         self,
         *,
@@ -197,8 +302,7 @@ class Keeper:
         Raises:
             ConflictError: ``session_id`` is already taken.
         """
-        return await create_session(
-            self,
+        return await self._ownership.create(
             agent=agent,
             caller=caller,
             session_id=session_id,
@@ -242,7 +346,9 @@ class Keeper:
             StaleEpochError: another owner took the session at the same moment.
         """
         t0 = time.perf_counter()
-        rec, claims = await check_resumable(self, token_or_id, caller=caller)
+        rec, claims = await check_resumable(
+            self.host, token_or_id, caller=caller, expire=self._sweeper
+        )
         if expected_epoch is not None and expected_epoch != rec.epoch:
             raise stale_claim(rec.session_id, expected_epoch, rec.epoch)
         session = await self._take_over(rec, via=via)
@@ -255,7 +361,7 @@ class Keeper:
         Returns a ``Preflight`` whose ``status`` is ``resumable``, ``expired``,
         ``unknown`` or ``invalid`` (with the reason), plus the agent and expiry.
         """
-        return await preflight(self, token_or_id, caller=caller)
+        return await preflight(self.host, token_or_id, caller=caller)
 
     async def resume_caller(self, caller: str) -> Session | None:
         """Resume the caller's most recently active resumable session, or return None.
@@ -263,7 +369,7 @@ class Keeper:
         For phone calls: the caller index holds keyed hashes, never the caller id.
         """
         t0 = time.perf_counter()
-        rec = await find_caller_session(self, caller)
+        rec = await find_caller_session(self.host, caller)
         if rec is None:
             return None
         session = await self._take_over(rec, via="resume")
@@ -275,7 +381,7 @@ class Keeper:
 
         Runs every ``sweep_every`` seconds in the background; see ``callstate.sweep``.
         """
-        return await sweep_pass(self)
+        return await self._sweeper.run()
 
     def on_call_complete(
         self,
@@ -312,9 +418,8 @@ class Keeper:
 
     def _resumed(self, session: Session, t0: float, *, via: str, channel: str) -> None:
         plan = session.recovery
-        self._emit(
+        session.emit(
             "session.resumed",
-            session.id,
             latency_ms=(time.perf_counter() - t0) * 1000.0,
             gap_s=plan.gap_s if plan is not None else None,
             via=via,
@@ -324,15 +429,11 @@ class Keeper:
 
     async def _take_over(self, rec: SessionRecord, *, via: str) -> Session:
         """Claim ``rec`` at epoch+1, restore it and record the new ownership."""
-        return await take_over(self, rec.session_id, rec.epoch, via=via)
-
-    @staticmethod
-    def _fenced_error(session_id: str, epoch: int, current: int) -> StaleEpochError:
-        return fenced_error(session_id, epoch, current)
+        return _adopted(await self._ownership.take_over(rec.session_id, rec.epoch, via=via))
 
     def live(self) -> list[Session]:
         """Sessions this keeper currently owns."""
-        return list(self._live.values())
+        return [s for s in self.host.handles.values() if isinstance(s, Session)]
 
     # -- handoff -----------------------------------------------------------------------
 
@@ -357,9 +458,7 @@ class Keeper:
             HandoffStateError: unknown package, already accepted or reclaimed, the
                 session moved on since the offer, or ``agent`` is not the target.
         """
-        from .handoff.flow import accept
-
-        return await accept(self, package, agent=agent)
+        return _adopted(await self._handoffs.accept(package, agent=agent))
 
     async def reclaim(
         self,
@@ -375,9 +474,7 @@ class Keeper:
         Raises:
             HandoffStateError: the offer is still open, or was already accepted or reclaimed.
         """
-        from .handoff.flow import reclaim
-
-        return await reclaim(self, package, handoff_timeout=handoff_timeout)
+        return _adopted(await self._handoffs.reclaim(package, handoff_timeout=handoff_timeout))
 
     async def collect_late_results(self) -> int:
         """Record now any stored outcome of calls that finished in an earlier owner.
@@ -385,87 +482,20 @@ class Keeper:
         The keeper also polls for them on its own while it owns such calls. Returns
         how many landed.
         """
-        from .handoff.flow import collect_all
+        return await collect_all(self._tools)
 
-        return await collect_all(self)
-
-    # -- internals shared with Session -------------------------------------------------
-
-    def _emit(
-        self,
-        kind: RecoveryKind,
-        session_id: str,
-        *,
-        call_id: str | None = None,
-        latency_ms: float | None = None,
-        **data: Any,
-    ) -> None:
-        """Emit a ``RecoveryEvent`` to the sinks (never blocks, never raises)."""
-        self.observer.emit(
-            RecoveryEvent(
-                kind=kind,
-                session_id=session_id,
-                at=self.clock.now(),
-                call_id=call_id,
-                latency_ms=latency_ms,
-                data=data,
-            )
-        )
-
-    def _caller_hash(self, caller: str | None) -> str | None:
-        """The caller's keyed hash under the signing secret (None for no caller)."""
-        return None if caller is None else self._caller_hashes(caller)[0]
-
-    def _caller_hashes(self, caller: str) -> list[str]:
-        """The caller's keyed hash under every configured secret (rotation)."""
-        keys = self.secrets or [b"callstate-caller-index"]
-        return [hmac.new(k, caller.encode(), hashlib.sha256).hexdigest() for k in keys]
-
-    def _issue_token(self, session: Session, *, ttl: float | None, bind_caller: bool) -> str:
-        return session_token(self, session, ttl=ttl, bind_caller=bind_caller)
-
-    async def _sweeper(self) -> None:
+    async def _sweep_loop(self) -> None:
         while True:
             await asyncio.sleep(self.sweep_every)
             try:
                 await self.sweep()
             except Exception:  # a failing store must not kill the sweeper
-                self.sweep_errors += 1
+                self._sweeper.errors += 1
 
-    def _adopt(self, session: Session) -> None:
-        self._live[session.id] = session
 
-    async def _on_started(self, session: Session) -> None:
-        """Hook run after a session starts (caller index)."""
-        caller_hash = self._caller_hash(session.state.caller)
-        if caller_hash is not None:
-            await self.store.index_caller(caller_hash, session.id, session.state.started_at)
-
-    async def _on_ended(self, session: Session) -> None:
-        """Hook run after a session's end is durable (archive)."""
-        await archive_ended(self, session)
-
-    async def _after_resume(self, session: Session, *, gap: float, via: str) -> None:
-        """Hook run once a resumed session is owned and durable (in-doubt calls, plan).
-
-        Step 1 resolves the tool calls a crash left without an outcome and stores the
-        decisions on ``session.in_doubt`` (a list of ``reconcile.InDoubtDecision``) for
-        the recovery plan; re-runs are started in the background.
-        """
-        from .tools.lifecycle import recover_in_doubt
-
-        session.in_doubt = await recover_in_doubt(session, via=via)
-
-        # step 2: the recovery plan (a pure function of the state and step 1's decisions);
-        # also archives the run this takeover ended and cancels pending follow-ups
-        await continue_run(self, session, gap=gap, via=via)
-
-    async def _release(self, session: Session) -> None:
-        if self._live.get(session.id) is session:
-            del self._live[session.id]
-            if session._error is None:
-                with contextlib.suppress(Exception):
-                    await self.store.release_lease(session.id, self.owner)
-
-    async def _heartbeat(self) -> None:
-        await heartbeat(self)
+def _adopted(owned: Owned[Session]) -> Session:
+    """The handle of a session just taken over, with its recovery plan attached."""
+    session = owned.handle
+    session.in_doubt = owned.in_doubt
+    session.recovery = owned.plan
+    return session

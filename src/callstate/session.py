@@ -7,69 +7,84 @@ flusher. ``await flush()`` returns once everything recorded so far is durable.
 
 from __future__ import annotations
 
-import asyncio
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol
 
+from .archive.close import archive_ended
 from .continuity.link import Outbox, lose_link, restore_link
-from .errors import CallstateError, SessionClosed, SessionFrozen
+from .continuity.resume import session_token
 from .journal import events as ev
 from .journal.context import build_messages
-from .journal.state import SessionState, apply
-from .tools import barge_in as _barge_in
-from .tools import guard as _guard
-from .tools import lifecycle as _tool_recovery
+from .runtime.handle import Handle
+from .tools import barge_in, guard, lifecycle
+from .tools.outcomes import reconcile_held
 from .tools.reconcile import InDoubtDecision
 
 if TYPE_CHECKING:
+    from .archive.followups import FollowUps
+    from .archive.records import Archive
     from .continuity.plan import RecoveryPlan
-    from .handoff.flow import Summarize
+    from .handoff.flow import HandoffFlow, Summarize
     from .handoff.package import HandoffPackage
-    from .keeper import Keeper
-    from .storage.base import PackageRow
-    from .tools.registry import ToolOutcome
+    from .journal.state import SessionState
+    from .observe.recovery import EventStream
+    from .runtime.clock import Clock
+    from .runtime.host import Host
+    from .tools.registry import ToolOutcome, ToolRegistry
+    from .tools.runs import ToolRuns
 
-__all__ = ["Session"]
-
-_E = TypeVar("_E", bound="ev._Base")
+__all__ = ["KeeperView", "Session", "SessionServices"]
 
 
-class Session:
+class KeeperView(Protocol):
+    """What ``session.keeper`` offers: the parts of its ``Keeper`` adapters use."""
+
+    @property
+    def tools(self) -> ToolRegistry | None: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def events(self) -> EventStream: ...
+
+    def accept(
+        self, package: HandoffPackage | bytes | bytearray | memoryview | str
+    ) -> Awaitable[Session]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SessionServices:
+    """The capabilities a keeper lends each session it owns."""
+
+    host: Host
+    tools: ToolRuns
+    archive: Archive
+    followups: FollowUps
+    handoffs: HandoffFlow[Session]
+    keeper: KeeperView
+
+
+class Session(Handle):
     """A session this process owns at ``state.epoch``. Create through ``Keeper``."""
 
-    def __init__(self, keeper: Keeper, state: SessionState) -> None:
-        self._keeper = keeper
-        self.state = state
+    def __init__(self, state: SessionState, services: SessionServices) -> None:
+        host = services.host
+        super().__init__(state, flusher=host.flusher, clock=host.clock, observer=host.observer)
+        self._services = services
         self.recovery: RecoveryPlan | None = None  # set on resumed sessions
         #: outgoing messages, held back while the link is down (see ``connection_lost``)
-        self.outbox = Outbox(self, keeper.outbox_limit)
+        self.outbox = Outbox(self, host.outbox_limit)
         self._end_failed = False
-        self._pending: list[ev.Event] = []
-        self._durable_seq = state.seq
-        self._snapshot_seq = 0
-        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
-        #: a handoff package to store with the batch holding the offer (then None again)
-        self._package: PackageRow | None = None
-        self._error: CallstateError | None = None
-        self._closed = False
         #: on a resumed session, how each call a crash left without an outcome was resolved
         self.in_doubt: list[InDoubtDecision] = []
 
     # -- identity ----------------------------------------------------------------------
 
     @property
-    def id(self) -> str:
-        """The session id."""
-        return self.state.session_id
-
-    @property
-    def keeper(self) -> Keeper:
-        """The keeper that owns this handle."""
-        return self._keeper
-
-    @property
-    def durable_seq(self) -> int:
-        """The highest seq known to be durable in the store."""
-        return self._durable_seq
+    def keeper(self) -> KeeperView:
+        """The keeper that owns this handle (a ``callstate.Keeper``)."""
+        return self._services.keeper
 
     def __repr__(self) -> str:
         s = self.state
@@ -77,62 +92,23 @@ class Session:
 
     # -- the hot path ------------------------------------------------------------------
 
-    def _check_writable(self) -> None:
-        if self._error is not None:
-            raise self._error
-        if self._closed:
-            msg = f"session {self.id!r} handle is closed; resume it to record again"
-            raise SessionClosed(msg, session_id=self.id)
-        if self.state.status == "offered":
-            msg = (
-                f"session {self.id!r} was offered to agent {self.state.handoff_to!r} "
-                f"(package {self.state.pending_handoff!r}); this handle may no longer record"
-            )
-            raise SessionFrozen(msg, session_id=self.id)
-
-    def _record(self, cls: type[_E], **fields: Any) -> _E:
-        """Build a ``cls`` event with the next seq, fold it into state and queue it. No I/O."""
-        return self._add(cls(seq=self.state.seq + 1, at=self._keeper.clock.now(), **fields))
-
-    def _append(self, cls: type[_E], **fields: Any) -> _E:
-        """Like ``_record`` but without the writability check (for fencing bookkeeping)."""
-        return self._queue(cls(seq=self.state.seq + 1, at=self._keeper.clock.now(), **fields))
-
-    def _add(self, event: _E) -> _E:
-        """Fold ``event`` (built with the next seq) into state and queue it, if writable.
-
-        The speech methods build their event and call this directly: the hot path, where
-        passing fields on as keywords costs about a third of a call.
-        """
-        if self._error is not None or self._closed or self.state.status == "offered":
-            self._check_writable()  # raises
-        return self._queue(event)
-
-    def _queue(self, event: _E) -> _E:
-        # refuse ill-typed values here: once journaled they would make the session unloadable
-        ev.check_recorded(event)  # type: ignore[arg-type]
-        apply(self.state, event)  # type: ignore[arg-type]
-        self._pending.append(event)  # type: ignore[arg-type]
-        self._keeper._flusher.mark(self)
-        return event
-
     def user_partial(self, text: str) -> None:
         """Record an interim transcript of what the caller is saying."""
-        seq, at = self.state.seq + 1, self._keeper.clock.now()
-        self._add(ev.UserPartial(seq=seq, at=at, text=text))
+        seq, at = self.state.seq + 1, self.clock.now()
+        self.add(ev.UserPartial(seq=seq, at=at, text=text))
 
     def user_said(self, text: str) -> None:
         """Record a final user turn; results held since a barge-in are then reconciled."""
-        seq, at = self.state.seq + 1, self._keeper.clock.now()
-        self._add(ev.UserTurn(seq=seq, at=at, text=text))
+        seq, at = self.state.seq + 1, self.clock.now()
+        self.add(ev.UserTurn(seq=seq, at=at, text=text))
         if self.state.owed:
-            _guard.reconcile_held(self)
+            reconcile_held(self._services.tools, self)
 
     def agent_started(self, text: str = "", *, utterance_id: str | None = None) -> str:
         """Record the start of an agent utterance; returns its id."""
-        seq, at = self.state.seq + 1, self._keeper.clock.now()
+        seq, at = self.state.seq + 1, self.clock.now()
         uid = utterance_id if utterance_id is not None else f"u{seq}"
-        self._add(ev.AgentStarted(seq=seq, at=at, utterance_id=uid, text=text))
+        self.add(ev.AgentStarted(seq=seq, at=at, utterance_id=uid, text=text))
         return uid
 
     def agent_progress(
@@ -142,8 +118,8 @@ class Session:
 
         ``text`` replaces the utterance's full text when it grew while streaming.
         """
-        seq, at = self.state.seq + 1, self._keeper.clock.now()
-        self._add(
+        seq, at = self.state.seq + 1, self.clock.now()
+        self.add(
             ev.AgentProgress(
                 seq=seq, at=at, utterance_id=utterance_id, spoken_text=spoken_text, text=text
             )
@@ -151,17 +127,17 @@ class Session:
 
     def agent_finished(self, utterance_id: str, *, text: str | None = None) -> None:
         """Record that an utterance played to the end."""
-        seq, at = self.state.seq + 1, self._keeper.clock.now()
-        self._add(ev.AgentFinished(seq=seq, at=at, utterance_id=utterance_id, text=text))
+        seq, at = self.state.seq + 1, self.clock.now()
+        self.add(ev.AgentFinished(seq=seq, at=at, utterance_id=utterance_id, text=text))
 
     def update_userdata(self, values: dict[str, Any] | None = None, /, **kw: Any) -> None:
         """Merge keys into the session's app state (``None`` values are kept as None)."""
         data = {**(values or {}), **kw}
-        self._record(ev.UserdataPatch, set=data)
+        self.record(ev.UserdataPatch, set=data)
 
     def remove_userdata(self, *keys: str) -> None:
         """Remove keys from the session's app state."""
-        self._record(ev.UserdataPatch, unset=list(keys))
+        self.record(ev.UserdataPatch, unset=list(keys))
 
     # -- tool calls and barge-in -------------------------------------------------------
 
@@ -195,7 +171,9 @@ class Session:
             SessionClosed: the handle may not record.
             StaleEpochError: the session was taken over before the intent was durable.
         """
-        return await _guard.run_tool(self, name, args, call_id=call_id, utterance_id=utterance_id)
+        return await guard.run_tool(
+            self._services.tools, self, name, args, call_id=call_id, utterance_id=utterance_id
+        )
 
     def interrupt(
         self,
@@ -219,8 +197,12 @@ class Session:
         Returns:
             The ids of the calls overtaken.
         """
-        return _barge_in.interrupt(
-            self, heard_text=heard_text, audio_end_ms=audio_end_ms, utterance_id=utterance_id
+        return barge_in.interrupt(
+            self._services.tools,
+            self,
+            heard_text=heard_text,
+            audio_end_ms=audio_end_ms,
+            utterance_id=utterance_id,
         )
 
     async def contradict(self, call_id: str, *, reason: str = "") -> ToolOutcome:
@@ -238,7 +220,7 @@ class Session:
                 ``compensate`` tool (then the caller must be told what was done).
             UnknownTool: the compensate tool is not registered.
         """
-        return await _barge_in.contradict(self, call_id, reason)
+        return await barge_in.contradict(self._services.tools, self, call_id, reason)
 
     # -- handoff -----------------------------------------------------------------------
 
@@ -275,9 +257,7 @@ class Session:
             PayloadTooLarge: the package is over the keeper's ``handoff_max_bytes``.
             HandoffError: a bad argument; the offer is withdrawn on any failure.
         """
-        from .handoff.flow import offer
-
-        return await offer(
+        return await self._services.handoffs.offer(
             self,
             to=to,
             reason=reason,
@@ -304,7 +284,7 @@ class Session:
 
         Calling it again while on hold does nothing.
         """
-        lose_link(self, reason)
+        lose_link(self, self.outbox, reason)
 
     def connection_restored(self) -> float | None:
         """The link is back: send what ``outbox`` held, in order, and record the gap.
@@ -312,7 +292,7 @@ class Session:
         Returns:
             The gap in seconds, or None when the session was not on hold.
         """
-        return restore_link(self)
+        return restore_link(self, self.outbox)
 
     def resume_token(self, *, ttl: float | None = None, bind_caller: bool = True) -> str:
         """A signed, URL-safe token that resumes this session (see ``Keeper.resume``).
@@ -324,29 +304,14 @@ class Session:
         Raises:
             ConfigError: the keeper has no ``secret`` to sign with.
         """
-        return self._keeper._issue_token(self, ttl=ttl, bind_caller=bind_caller)
+        return session_token(self._services.host, self, ttl=ttl, bind_caller=bind_caller)
 
     async def fail(self, reason: str = "failed", **end_options: Any) -> None:
         """End the call as failed: like ``end``, archived with outcome ``failed``."""
         self._end_failed = True
         await self.end(reason, **end_options)
 
-    # -- durability --------------------------------------------------------------------
-
-    async def flush(self) -> None:
-        """Wait until every event recorded so far is durable.
-
-        Raises:
-            StaleEpochError: a newer owner took the session; this handle is fenced.
-            SessionFrozen: the session was offered to another agent (the offer itself
-                was made durable by ``handoff``).
-            StorageError: the store stayed unreachable past the keeper's flush timeout.
-        """
-        if self._error is not None:
-            raise self._error
-        if self.state.status == "offered":
-            self._check_writable()  # raises SessionFrozen
-        await self._keeper._flusher.wait_durable(self, self.state.seq)
+    # -- ending ------------------------------------------------------------------------
 
     async def end(self, reason: str = "ended", *, tool_grace: float = 5.0) -> None:
         """End the call: record it, flush, archive it, and release the lease.
@@ -355,34 +320,22 @@ class Session:
         cancelled; no call is left without an outcome (see ``settle_calls``).
         The session stays resumable within the resume window.
         """
-        self._check_writable()
-        await _tool_recovery.settle_calls(self, grace=tool_grace)
-        self._record(ev.SessionEnded, reason=reason, failed=self._end_failed)
+        self.check_writable()
+        svc = self._services
+        await lifecycle.settle_calls(svc.tools, self, grace=tool_grace)
+        self.record(ev.SessionEnded, reason=reason, failed=self._end_failed)
         await self.flush()
-        await self._keeper._on_ended(self)
-        await self._release()
+        await archive_ended(svc.archive, svc.followups, self.state, now=self.clock.now())
+        await svc.host.release(self)
 
     async def close(self) -> None:
         """Flush and let go of this handle without ending the call (e.g. on shutdown)."""
-        if self._closed:
+        if self.closed:
             return
-        await _tool_recovery.release_runs(self)  # their calls stay in doubt until resumed
+        svc = self._services
+        await lifecycle.release_runs(svc.tools, self)  # their calls stay in doubt until resumed
         try:
-            if self._error is None and self.state.status != "offered":
+            if self.error is None and self.state.status != "offered":
                 await self.flush()  # an offered handle's events were made durable by handoff
         finally:
-            await self._release()
-
-    async def _release(self) -> None:
-        self._closed = True
-        await self._keeper._release(self)
-
-    def _fence(self, error: CallstateError) -> None:
-        """Mark this handle unusable; waiters and later calls get ``error``."""
-        if self._error is None:
-            self._error = error
-        self._pending.clear()
-        for _, fut in self._waiters:
-            if not fut.done():
-                fut.set_exception(error)
-        self._waiters.clear()
+            await svc.host.release(self)

@@ -23,7 +23,8 @@ from ..storage.base import FollowUp
 from .records import ArchiveRecord
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
+    from ..runtime.host import Host
+    from .records import Archive
 
 __all__ = ["FOLLOWUP_CLAIM_S", "FollowUpFn", "FollowUps"]
 
@@ -53,8 +54,9 @@ _payload_decoder = msgspec.json.Decoder(_Payload)
 class FollowUps:
     """Post-call callbacks: registered in process, scheduled and claimed in the store."""
 
-    def __init__(self, keeper: Keeper) -> None:
-        self._keeper = keeper
+    def __init__(self, host: Host, archive: Archive) -> None:
+        self._host = host
+        self._archive = archive
         self.callbacks: dict[str, _Callback] = {}
         self.errors = 0
 
@@ -73,7 +75,7 @@ class FollowUps:
     async def schedule(self, record: ArchiveRecord) -> int:
         """Store one pending follow-up per registered callback for ``record``."""
         for name, cb in self.callbacks.items():
-            await self._keeper.store.followup_put(
+            await self._host.store.followup_put(
                 FollowUp(
                     followup_id=f"{record.record_id}|{name}",
                     session_id=record.session_id,
@@ -85,36 +87,36 @@ class FollowUps:
 
     async def cancel(self, session_id: str) -> int:
         """Cancel the session's pending follow-ups (the caller reconnected)."""
-        count = await self._keeper.store.followup_cancel(session_id)
+        count = await self._host.store.followup_cancel(session_id)
         if count:
-            self._keeper._emit("followup.cancelled", session_id, count=count)
+            self._host.emit("followup.cancelled", session_id, count=count)
         return count
 
     async def run_due(self, now: float, *, batch: int = 20) -> int:
         """Claim and run every follow-up due at ``now``; returns how many ran."""
-        keeper = self._keeper
+        host = self._host
         ran = 0
         while True:
-            claimed = await keeper.store.followup_claim(now, keeper.owner, FOLLOWUP_CLAIM_S, batch)
+            claimed = await host.store.followup_claim(now, host.owner, FOLLOWUP_CLAIM_S, batch)
             for f in claimed:
                 ran += await self._run_one(f)
             if len(claimed) < batch:
                 return ran
 
     async def _run_one(self, f: FollowUp) -> int:
-        keeper = self._keeper
+        host = self._host
         try:
             payload = _payload_decoder.decode(f.payload)
         except msgspec.DecodeError:  # unreadable: retire it rather than claim it forever
             self.errors += 1
-            await keeper.store.followup_done(f.followup_id, keeper.owner)
+            await host.store.followup_done(f.followup_id, host.owner)
             return 0
         cb = self.callbacks.get(payload.name)
         if cb is None:
             return 0  # not registered here: the claim lapses and a keeper that has it runs it
-        record = await keeper.archive.get(payload.record_id)
+        record = await self._archive.get(payload.record_id)
         if record is None:
-            await keeper.store.followup_done(f.followup_id, keeper.owner)
+            await host.store.followup_done(f.followup_id, host.owner)
             return 0
         t0 = time.perf_counter()
         error: str | None = None
@@ -125,8 +127,8 @@ class FollowUps:
         except Exception as exc:  # a failing callback is counted and reported, never retried
             self.errors += 1
             error = f"{type(exc).__name__}: {exc}"
-        await keeper.store.followup_done(f.followup_id, keeper.owner)
-        keeper._emit(
+        await host.store.followup_done(f.followup_id, host.owner)
+        host.emit(
             "followup.run",
             f.session_id,
             latency_ms=(time.perf_counter() - t0) * 1000.0,

@@ -36,8 +36,8 @@ from ..observe.recovery import RecoveryEvent, RecoveryKind
 from ..storage.base import ArchiveRow
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
-    from ..session import Session
+    from ..runtime.host import Host
+    from ..storage.base import Store
 
 __all__ = [
     "ARCHIVE_VERSION",
@@ -45,13 +45,12 @@ __all__ = [
     "ArchiveRecord",
     "Outcome",
     "Timings",
-    "archive_ended",
-    "archive_run",
     "build_record",
     "decode_record",
     "encode_record",
     "ended_outcome",
     "superseded_records",
+    "was_taken_over",
     "write_records",
 ]
 
@@ -261,33 +260,9 @@ def superseded_records(events: Iterable[ev.Event], *, before_seq: int) -> list[A
     return out
 
 
-def _was_taken_over(state: SessionState) -> bool:
+def was_taken_over(state: SessionState) -> bool:
     """Whether the session had runs before this one (only the first begins at start)."""
     return state.run_via not in ("", "start")
-
-
-async def archive_run(keeper: Keeper, state: SessionState, record: ArchiveRecord) -> bool:
-    """Insert the record of the run that just closed, and before it the records of
-    earlier runs a takeover superseded (rebuilt from the journal: a takeover writes
-    nothing to the archive, so a resume stays fast and a crash loses no record).
-    Schedules follow-ups for ``record`` when it was new. Returns whether it was.
-    """
-    if _was_taken_over(state):
-        raw = await keeper.store.read_events(state.session_id)
-        events = (ev.decode_event(r) for r in raw)
-        for earlier in superseded_records(events, before_seq=state.run_seq + 1):
-            await keeper.archive.insert(earlier)
-    if not await keeper.archive.insert(record):
-        return False
-    await keeper.followups.schedule(record)
-    return True
-
-
-async def archive_ended(keeper: Keeper, session: Session) -> bool:
-    """Archive the call ``session`` just ended (see :func:`archive_run`)."""
-    state = session.state
-    record = build_record(state, outcome=ended_outcome(state), closed_at=keeper.clock.now())
-    return await archive_run(keeper, state, record)
 
 
 # -- the archive, as a keeper sees it --------------------------------------------------
@@ -301,28 +276,33 @@ _Paths = list[Path]
 class Archive:
     """``keeper.archive``: read and export archived calls (writes are internal)."""
 
-    def __init__(self, keeper: Keeper) -> None:
-        self._keeper = keeper
+    def __init__(self, host: Host) -> None:
+        self._host = host
+
+    @property
+    def store(self) -> Store:
+        """The store the archive lives in."""
+        return self._host.store
 
     async def insert(self, record: ArchiveRecord) -> bool:
         """Insert ``record`` once; False when a record with its id already exists."""
         row = ArchiveRow(
             record_id=record.record_id,
             session_id=record.session_id,
-            caller_hash=self._keeper._caller_hash(record.caller),
+            caller_hash=self._host.caller_hash(record.caller),
             ended_at=record.timings.ended_at,
             outcome=record.outcome,
             data=encode_record(record),
         )
         try:
-            await self._keeper.store.archive_insert(row)
+            await self._host.store.archive_insert(row)
         except ConflictError:  # already archived (a retry or a racing keeper): keep the first
             return False
         return True
 
     async def get(self, record_id: str) -> ArchiveRecord | None:
         """One record by id (``"{session_id}:{epoch}"``), or None."""
-        row = await self._keeper.store.archive_get(record_id)
+        row = await self._host.store.archive_get(record_id)
         return None if row is None else decode_record(row.data)
 
     async def list(
@@ -342,10 +322,10 @@ class Archive:
             raise ConfigError(msg)
         hashes: list[str | None] = [None]
         if caller is not None:
-            hashes = list(self._keeper._caller_hashes(caller))
+            hashes = list(self._host.caller_hashes(caller))
         rows: dict[str, ArchiveRow] = {}
         for h in hashes:
-            for row in await self._keeper.store.archive_list(
+            for row in await self._host.store.archive_list(
                 session_id=session_id, caller_hash=h, since=since, limit=limit
             ):
                 rows[row.record_id] = row

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..journal import events as ev
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from ..runtime.handle import Handle
 
 __all__ = ["Outbox"]
 
@@ -29,7 +29,7 @@ __all__ = ["Outbox"]
 class Outbox:
     """A small bounded queue between a session and the transport that carries its output."""
 
-    def __init__(self, session: Session, limit: int) -> None:
+    def __init__(self, session: Handle, limit: int) -> None:
         self._session = session
         self.limit = limit
         self._queue: deque[Any] = deque()
@@ -48,7 +48,7 @@ class Outbox:
     def connect(self, sink: Callable[[Any], Any]) -> None:
         """Send messages to ``sink`` from now on; queued ones go first unless on hold."""
         self._sink = sink
-        if not self._session.on_hold:
+        if not self._session.state.on_hold:
             self._flush()
 
     def disconnect(self) -> None:
@@ -57,7 +57,7 @@ class Outbox:
 
     def send(self, message: Any) -> bool:
         """Send ``message`` now, or queue it while on hold; True when it was sent."""
-        if self._session.on_hold or self._sink is None:
+        if self._session.state.on_hold or self._sink is None:
             self._enqueue(message)
             return False
         if self._queue:  # keep the order: what waited goes first
@@ -70,10 +70,8 @@ class Outbox:
             self._queue.popleft()
             self.dropped += 1
             if self.dropped == 1:
-                self._session._record(ev.OutboxDropped, count=1)
-                self._session.keeper._emit(
-                    "outbox.dropped", self._session.id, count=1, limit=self.limit
-                )
+                self._session.record(ev.OutboxDropped, count=1)
+                self._session.emit("outbox.dropped", count=1, limit=self.limit)
             else:
                 self._unrecorded += 1
         self._queue.append(message)
@@ -90,47 +88,43 @@ class Outbox:
             sent += 1
         return sent
 
-    def _begin_hold(self) -> None:
+    def begin_hold(self) -> None:
         self.dropped = 0
         self._unrecorded = 0
 
-    def _end_hold(self) -> tuple[int, int]:
+    def end_hold(self) -> tuple[int, int]:
         """Flush and settle the drop count; returns ``(flushed, dropped)``."""
         flushed = self._flush()
         if self._unrecorded:
-            self._session._record(ev.OutboxDropped, count=self._unrecorded)
-            self._session.keeper._emit(
-                "outbox.dropped", self._session.id, count=self._unrecorded, limit=self.limit
-            )
+            self._session.record(ev.OutboxDropped, count=self._unrecorded)
+            self._session.emit("outbox.dropped", count=self._unrecorded, limit=self.limit)
             self._unrecorded = 0
         return flushed, self.dropped
 
 
-def lose_link(session: Session, reason: str = "") -> bool:
+def lose_link(session: Handle, outbox: Outbox, reason: str = "") -> bool:
     """Put ``session`` on hold; False when it already was."""
-    if session.on_hold:
+    if session.state.on_hold:
         return False
-    session._record(ev.LinkLost, reason=reason)
-    session.outbox._begin_hold()
-    session.keeper._emit("link.lost", session.id, reason=reason)
+    session.record(ev.LinkLost, reason=reason)
+    outbox.begin_hold()
+    session.emit("link.lost", reason=reason)
     return True
 
 
-def restore_link(session: Session) -> float | None:
+def restore_link(session: Handle, outbox: Outbox) -> float | None:
     """Flush the outbox in order and take ``session`` off hold; returns the gap in
     seconds, or None when it was not on hold.
 
     Raises whatever the outbox sink raises; the session then stays on hold with the
     unsent messages still queued, so the call can be repeated.
     """
-    if not session.on_hold:
+    if not session.state.on_hold:
         return None
-    session._check_writable()  # refuse before sending anything on a dead handle
+    session.check_writable()  # refuse before sending anything on a dead handle
     lost_at = session.state.link_lost_at
-    flushed, dropped = session.outbox._end_hold()
-    gap = max(0.0, session.keeper.clock.now() - lost_at) if lost_at is not None else 0.0
-    session._record(ev.LinkRestored, gap_s=gap, flushed=flushed, dropped=dropped)
-    session.keeper._emit(
-        "link.restored", session.id, latency_ms=gap * 1000.0, flushed=flushed, dropped=dropped
-    )
+    flushed, dropped = outbox.end_hold()
+    gap = max(0.0, session.clock.now() - lost_at) if lost_at is not None else 0.0
+    session.record(ev.LinkRestored, gap_s=gap, flushed=flushed, dropped=dropped)
+    session.emit("link.restored", latency_ms=gap * 1000.0, flushed=flushed, dropped=dropped)
     return gap

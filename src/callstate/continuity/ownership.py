@@ -1,4 +1,4 @@
-"""Taking and keeping ownership of sessions: create, restore, claim, heartbeat.
+"""Taking and keeping ownership of sessions: create, claim, restore, heartbeat.
 
 A session has one owner at a time, named by its epoch. Starting takes epoch 1; a
 takeover claims epoch+1 *before* loading, so the previous owner can append nothing
@@ -9,190 +9,186 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..errors import CodecError, ConfigError, StaleEpochError
+from ..errors import ConfigError
 from ..journal import events as ev
-from ..journal.events import decode_event
-from ..journal.snapshot import decode_state
 from ..journal.state import SessionState, apply
-from ..session import Session
-from ..storage.base import Batch, Loaded, SessionRecord
+from ..runtime.handle import Handle
+from ..storage.base import Batch, SessionRecord
+from ..tools.late import collect
+from ..tools.lifecycle import recover_in_doubt
+from .restore import fenced_error, restore_state
+from .resume import continue_run
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
+    from ..archive.followups import FollowUps
+    from ..runtime.host import Host
+    from ..tools.reconcile import InDoubtDecision
+    from ..tools.runs import ToolRuns
+    from .plan import RecoveryPlan
 
-__all__ = [
-    "create_session",
-    "fenced_error",
-    "heartbeat",
-    "own_claimed",
-    "restore_state",
-    "take_over",
-]
+__all__ = ["Owned", "Ownership"]
+
+H = TypeVar("H", bound=Handle)
 
 
-def restore_state(loaded: Loaded) -> SessionState:
-    """Rebuild a session's state from its snapshot and the events after it.
+@dataclass(frozen=True, slots=True)
+class Owned(Generic[H]):
+    """A session just taken over: its live handle, how it was recovered."""
 
-    Raises:
-        CodecError: the snapshot or an event does not decode, or the journal skips a
-            seq; the message names the session and the seq. Nothing stored is changed.
-        VersionError: a record was written by a newer format version.
+    handle: H
+    plan: RecoveryPlan
+    #: how each call a crash left without an outcome was resolved (step 1)
+    in_doubt: list[InDoubtDecision]
+
+
+class Ownership(Generic[H]):
+    """Creates, claims and keeps the sessions of one keeper.
+
+    Args:
+        host: the keeper's shared services.
+        tools: its tool calls (in-doubt resolution and late outcomes on takeover).
+        followups: its follow-ups (a reconnect cancels the pending ones).
+        make: builds the live handle of a state this keeper now owns.
     """
-    sid = loaded.record.session_id
-    state = SessionState()
-    if loaded.snapshot is not None:
-        try:
-            state = decode_state(loaded.snapshot)
-        except CodecError as exc:
-            seq = loaded.record.snapshot_seq
-            msg = f"session {sid!r}: snapshot at seq {seq} cannot be read: {exc}"
-            raise type(exc)(msg) from exc  # a VersionError stays a VersionError
-    for raw in loaded.events:
-        expected = state.seq + 1
-        try:
-            event = decode_event(raw)
-        except CodecError as exc:
-            msg = f"session {sid!r}: event at seq {expected} cannot be read: {exc}"
-            raise type(exc)(msg) from exc
-        if event.seq != expected:
-            msg = f"session {sid!r}: the journal holds seq {event.seq} where seq {expected} belongs"
-            raise CodecError(msg)
-        apply(state, event)
-    return state
 
+    def __init__(
+        self,
+        host: Host,
+        tools: ToolRuns,
+        followups: FollowUps,
+        make: Callable[[SessionState], H],
+    ) -> None:
+        self._host = host
+        self._tools = tools
+        self._followups = followups
+        self._make = make
 
-def fenced_error(session_id: str, epoch: int, current: int) -> StaleEpochError:
-    """The error a handle gets once a newer owner holds its session."""
-    msg = f"session {session_id!r} was taken over at epoch {current}; this handle (epoch {epoch}) is fenced"
-    return StaleEpochError(msg, session_id=session_id, epoch=epoch, current_epoch=current)
+    async def create(
+        self,
+        *,
+        agent: str,
+        caller: str | None,
+        session_id: str | None,
+        userdata: dict[str, Any] | None,
+        metadata: dict[str, Any] | None,
+    ) -> H:
+        """Create a session at epoch 1, durable with its first event, owned here."""
+        host = self._host
+        if session_id is not None and session_id.startswith("cs1."):
+            msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
+            raise ConfigError(msg)
+        sid = session_id or uuid.uuid4().hex
+        now = host.clock.now()
+        started = ev.SessionStarted(
+            seq=1,
+            at=now,
+            session_id=sid,
+            agent=agent,
+            caller=caller,
+            epoch=1,
+            userdata=dict(userdata or {}),
+            metadata=dict(metadata or {}),
+        )
+        state = apply(SessionState(), started)
+        caller_hash = host.caller_hash(caller)
+        record = SessionRecord(
+            session_id=sid,
+            epoch=1,
+            agent=agent,
+            caller_hash=caller_hash,
+            created_at=now,
+            last_interaction_at=now,
+            lease_owner=host.owner,
+            lease_until=now + host.lease_ttl,
+        )
+        first = Batch(
+            session_id=sid,
+            epoch=1,
+            first_seq=1,
+            events=[ev.encode_event(started)],
+            agent=agent,
+            last_interaction_at=now,
+        )
+        await host.store.create(record, first)
+        session = self._make(state)
+        host.adopt(session)
+        if caller_hash is not None:
+            await host.store.index_caller(caller_hash, sid, state.started_at)
+        return session
 
+    async def take_over(self, session_id: str, expected_epoch: int, *, via: str) -> Owned[H]:
+        """Claim the session at ``expected_epoch`` + 1, restore it and record the new
+        ownership.
 
-async def create_session(
-    keeper: Keeper,
-    *,
-    agent: str,
-    caller: str | None,
-    session_id: str | None,
-    userdata: dict[str, Any] | None,
-    metadata: dict[str, Any] | None,
-) -> Session:
-    """Create a session at epoch 1, durable with its first event, owned by ``keeper``."""
-    if session_id is not None and session_id.startswith("cs1."):
-        msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
-        raise ConfigError(msg)
-    sid = session_id or uuid.uuid4().hex
-    now = keeper.clock.now()
-    started = ev.SessionStarted(
-        seq=1,
-        at=now,
-        session_id=sid,
-        agent=agent,
-        caller=caller,
-        epoch=1,
-        userdata=dict(userdata or {}),
-        metadata=dict(metadata or {}),
-    )
-    state = apply(SessionState(), started)
-    record = SessionRecord(
-        session_id=sid,
-        epoch=1,
-        agent=agent,
-        caller_hash=keeper._caller_hash(caller),
-        created_at=now,
-        last_interaction_at=now,
-        lease_owner=keeper.owner,
-        lease_until=now + keeper.lease_ttl,
-    )
-    first = Batch(
-        session_id=sid,
-        epoch=1,
-        first_seq=1,
-        events=[ev.encode_event(started)],
-        agent=agent,
-        last_interaction_at=now,
-    )
-    await keeper.store.create(record, first)
-    session = Session(keeper, state)
-    keeper._adopt(session)
-    await keeper._on_started(session)
-    return session
+        Raises:
+            StaleEpochError: the session is no longer at ``expected_epoch``.
+        """
+        host = self._host
+        now = host.clock.now()
+        # claim before loading: once claimed, the old owner can append nothing more
+        epoch = await host.store.claim(session_id, expected_epoch, host.owner, now + host.lease_ttl)
+        return await self.own_claimed(session_id, epoch, now=now, via=via)
 
+    async def own_claimed(
+        self,
+        session_id: str,
+        epoch: int,
+        *,
+        now: float,
+        via: str,
+        recorded: bool = False,
+    ) -> Owned[H]:
+        """Restore a session this keeper just claimed at ``epoch`` and record the
+        ownership (``SessionResumed``), unless the claim already stored the ownership
+        event (``recorded``: a handoff's accept or reclaim).
+        """
+        host = self._host
+        loaded = await host.store.load(session_id)
+        state = restore_state(loaded)
+        old = host.handles.get(session_id)
+        if old is not None:
+            old.fence(fenced_error(session_id, old.state.epoch, epoch))
+        session = self._make(state)
+        session.journal.snapshot_seq = loaded.record.snapshot_seq
+        gap = max(0.0, now - state.last_interaction_at)
+        if not recorded:
+            session.append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=host.owner)
+        host.adopt(session)
+        await session.flush()
+        if session.state.in_flight:
+            # outcomes a handoff's source stored meanwhile land before in-doubt resolution
+            await collect(self._tools, session)
+        # step 1: resolve the calls a crash left without an outcome; re-runs start now
+        in_doubt = await recover_in_doubt(self._tools, session, via=via)
+        # step 2: the recovery plan (a pure function of the state and step 1's
+        # decisions); also cancels the follow-ups a reconnect makes moot
+        recovery = await continue_run(self._followups, session, gap=gap, via=via, in_doubt=in_doubt)
+        return Owned(session, recovery, in_doubt)
 
-async def take_over(
-    keeper: Keeper,
-    session_id: str,
-    expected_epoch: int,
-    *,
-    via: str,
-) -> Session:
-    """Claim the session at ``expected_epoch`` + 1, restore it and record the new ownership.
-
-    Raises:
-        StaleEpochError: the session is no longer at ``expected_epoch``.
-    """
-    now = keeper.clock.now()
-    # claim before loading: once claimed, the old owner can append nothing more
-    epoch = await keeper.store.claim(
-        session_id, expected_epoch, keeper.owner, now + keeper.lease_ttl
-    )
-    return await own_claimed(keeper, session_id, epoch, now=now, via=via)
-
-
-async def own_claimed(
-    keeper: Keeper,
-    session_id: str,
-    epoch: int,
-    *,
-    now: float,
-    via: str,
-    recorded: bool = False,
-) -> Session:
-    """Restore a session this keeper just claimed at ``epoch`` and record the ownership
-    (``SessionResumed``), unless the claim already stored the ownership event
-    (``recorded``: a handoff's accept or reclaim).
-    """
-    loaded = await keeper.store.load(session_id)
-    state = restore_state(loaded)
-    old = keeper._live.get(session_id)
-    if old is not None:
-        old._fence(fenced_error(session_id, old.state.epoch, epoch))
-    session = Session(keeper, state)
-    session._snapshot_seq = loaded.record.snapshot_seq
-    gap = max(0.0, now - state.last_interaction_at)
-    if not recorded:
-        session._append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=keeper.owner)
-    keeper._adopt(session)
-    await session.flush()
-    if session.state.in_flight:
-        # outcomes a handoff's source stored meanwhile land before in-doubt resolution
-        from ..tools.late import collect
-
-        await collect(keeper, session)
-    await keeper._after_resume(session, gap=gap, via=via)
-    return session
-
-
-async def heartbeat(keeper: Keeper) -> None:
-    """Renew the leases of every live session; fence handles a newer owner took."""
-    interval = keeper.lease_ttl / 3
-    while True:
-        await asyncio.sleep(interval)
-        ids = [sid for sid, s in keeper._live.items() if s._error is None]
-        if not ids:
-            continue
-        try:
-            held = set(
-                await keeper.store.renew_leases(
-                    keeper.owner, ids, keeper.clock.now() + keeper.lease_ttl
+    async def heartbeat(self) -> None:
+        """Renew the leases of every live session; fence handles a newer owner took."""
+        host = self._host
+        interval = host.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            ids = [sid for sid, s in host.handles.items() if s.error is None]
+            if not ids:
+                continue
+            try:
+                held = set(
+                    await host.store.renew_leases(
+                        host.owner, ids, host.clock.now() + host.lease_ttl
+                    )
                 )
-            )
-        except Exception:  # a failing store must not kill the heartbeat
-            continue
-        for sid in ids:
-            if sid not in held and sid in keeper._live:
-                s = keeper._live[sid]
-                rec = await keeper.store.get(sid)
-                if rec is not None and rec.epoch > s.state.epoch:
-                    s._fence(fenced_error(sid, s.state.epoch, rec.epoch))
+            except Exception:  # a failing store must not kill the heartbeat
+                continue
+            for sid in ids:
+                if sid not in held and sid in host.handles:
+                    s = host.handles[sid]
+                    rec = await host.store.get(sid)
+                    if rec is not None and rec.epoch > s.state.epoch:
+                        s.fence(fenced_error(sid, s.state.epoch, rec.epoch))

@@ -13,9 +13,13 @@ from .plan import Preflight, plan
 from .tokens import TokenClaims, is_token, issue_token, verify_token
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
-    from ..session import Session
+    from ..archive.followups import FollowUps
+    from ..runtime.handle import Handle
+    from ..runtime.host import Host
     from ..storage.base import SessionRecord
+    from ..tools.reconcile import InDoubtDecision
+    from .plan import RecoveryPlan
+    from .sweep import Sweeper
 
 __all__ = [
     "check_resumable",
@@ -26,16 +30,16 @@ __all__ = [
 ]
 
 
-async def _was_archived(keeper: Keeper, session_id: str) -> bool:
-    return bool(await keeper.store.archive_list(session_id=session_id, limit=1))
+async def _was_archived(host: Host, session_id: str) -> bool:
+    return bool(await host.store.archive_list(session_id=session_id, limit=1))
 
 
 async def check_resumable(
-    keeper: Keeper, token_or_id: str, *, caller: str | None = None, expire: bool = True
+    host: Host, token_or_id: str, *, caller: str | None = None, expire: Sweeper | None = None
 ) -> tuple[SessionRecord, TokenClaims | None]:
     """The stored record ``token_or_id`` may resume now, after every check.
 
-    With ``expire`` a session found past its window is expired on the spot.
+    With ``expire`` (a sweeper) a session found past its window is expired on the spot.
 
     Raises:
         TokenError: the token is malformed, tampered, signed by an unknown key,
@@ -46,52 +50,50 @@ async def check_resumable(
     if not isinstance(token_or_id, str) or not token_or_id:
         msg = f"token_or_id must be a resume token or a session id, got {token_or_id!r:.60}"
         raise TokenError(msg)
-    now = keeper.clock.now()
+    now = host.clock.now()
     claims: TokenClaims | None = None
     if is_token(token_or_id):
-        claims = verify_token(token_or_id, keeper.secrets)
+        claims = verify_token(token_or_id, host.secrets)
         sid = claims.session_id
         if now > claims.expires_at:
             msg = f"resume token for session {sid!r} expired at {claims.expires_at:.0f}"
             raise SessionExpired(msg, session_id=sid)
     else:
         sid = token_or_id
-    rec = await keeper.store.get(sid)
+    rec = await host.store.get(sid)
     if rec is None:
-        if await _was_archived(keeper, sid):
+        if await _was_archived(host, sid):
             msg = f"session {sid!r} expired and its resume state is gone (see its archive)"
             raise SessionExpired(msg, session_id=sid)
         raise not_found(sid)
     if claims is not None:
-        if caller is not None and not claims.matches_caller(caller, keeper.secrets):
+        if caller is not None and not claims.matches_caller(caller, host.secrets):
             msg = f"resume token for session {sid!r} is bound to another caller"
             raise TokenError(msg)
         if claims.epoch > rec.epoch:
             msg = f"resume token `epoch` {claims.epoch} is ahead of session {sid!r} (epoch {rec.epoch})"
             raise TokenError(msg)
-    deadline = rec.last_interaction_at + keeper.resume_window
+    deadline = rec.last_interaction_at + host.resume_window
     if rec.status == "expired" or now > deadline:
-        if expire and rec.status != "expired":
-            from .sweep import expire_session
-
-            await expire_session(keeper, rec, now)
-        msg = f"session {sid!r} expired: last interaction {now - rec.last_interaction_at:.0f}s ago, window {keeper.resume_window:.0f}s"
+        if expire is not None and rec.status != "expired":
+            await expire.expire_session(rec, now)
+        msg = f"session {sid!r} expired: last interaction {now - rec.last_interaction_at:.0f}s ago, window {host.resume_window:.0f}s"
         raise SessionExpired(msg, session_id=sid)
     return rec, claims
 
 
-async def preflight(keeper: Keeper, token_or_id: str, *, caller: str | None = None) -> Preflight:
+async def preflight(host: Host, token_or_id: str, *, caller: str | None = None) -> Preflight:
     """Whether ``token_or_id`` can be resumed now; never takes ownership, never raises
     for bad input (the answer says ``invalid`` and why)."""
     try:
-        rec, claims = await check_resumable(keeper, token_or_id, caller=caller, expire=False)
+        rec, claims = await check_resumable(host, token_or_id, caller=caller)
     except TokenError as exc:
         return Preflight(status="invalid", reason=str(exc))
     except SessionExpired as exc:
         return Preflight(status="expired", session_id=exc.session_id, reason=str(exc))
     except SessionNotFound as exc:
         return Preflight(status="unknown", session_id=exc.session_id, reason=str(exc))
-    expires_at = rec.last_interaction_at + keeper.resume_window
+    expires_at = rec.last_interaction_at + host.resume_window
     if claims is not None:
         expires_at = min(expires_at, claims.expires_at)
     return Preflight(
@@ -103,25 +105,23 @@ async def preflight(keeper: Keeper, token_or_id: str, *, caller: str | None = No
     )
 
 
-async def find_caller_session(
-    keeper: Keeper, caller: str, *, scan: int = 10
-) -> SessionRecord | None:
+async def find_caller_session(host: Host, caller: str, *, scan: int = 10) -> SessionRecord | None:
     """The caller's most recently active session that is still resumable, or None.
 
     The index holds keyed hashes only; every configured secret is tried, so entries
     written before a secret rotation are still found.
     """
-    now = keeper.clock.now()
+    now = host.clock.now()
     entries: dict[str, float] = {}
-    for caller_hash in keeper._caller_hashes(caller):
-        for sid, at in await keeper.store.lookup_caller(caller_hash):
+    for caller_hash in host.caller_hashes(caller):
+        for sid, at in await host.store.lookup_caller(caller_hash):
             entries[sid] = max(at, entries.get(sid, at))
     best: SessionRecord | None = None
     for sid, _ in sorted(entries.items(), key=lambda kv: kv[1], reverse=True)[:scan]:
-        rec = await keeper.store.get(sid)
+        rec = await host.store.get(sid)
         if rec is None or rec.status == "expired":
             continue
-        if now > rec.last_interaction_at + keeper.resume_window:
+        if now > rec.last_interaction_at + host.resume_window:
             continue
         if best is None or rec.last_interaction_at > best.last_interaction_at:
             best = rec
@@ -129,20 +129,20 @@ async def find_caller_session(
 
 
 def session_token(
-    keeper: Keeper, session: Session, *, ttl: float | None = None, bind_caller: bool = True
+    host: Host, session: Handle, *, ttl: float | None = None, bind_caller: bool = True
 ) -> str:
     """A resume token for ``session`` at its current epoch (see ``Session.resume_token``)."""
-    if not keeper.secrets:
+    if not host.secrets:
         msg = "resume tokens need a secret: pass Keeper(secret=...) (16+ bytes) to sign them"
         raise ConfigError(msg)
-    life = keeper.token_ttl if ttl is None else ttl
+    life = host.token_ttl if ttl is None else ttl
     if not life > 0:
         msg = f"ttl must be > 0 seconds, got {ttl!r}"
         raise ConfigError(msg)
-    now = keeper.clock.now()
+    now = host.clock.now()
     state = session.state
     return issue_token(
-        keeper.secrets[0],
+        host.secrets[0],
         session_id=state.session_id,
         epoch=state.epoch,
         expires_at=now + life,
@@ -151,17 +151,22 @@ def session_token(
     )
 
 
-async def continue_run(keeper: Keeper, session: Session, *, gap: float, via: str) -> None:
+async def continue_run(
+    followups: FollowUps,
+    session: Handle,
+    *,
+    gap: float,
+    via: str,
+    in_doubt: list[InDoubtDecision],
+) -> RecoveryPlan:
     """Step 2 of a takeover, once the session is owned, durable and its in-doubt calls
-    resolved (``session.in_doubt``, step 1): cancel the follow-ups a reconnect makes
-    moot and attach the ``RecoveryPlan``. (The run the takeover ended is archived
-    later, from the journal: see :mod:`callstate.archive`.)
+    resolved (``in_doubt``, step 1): cancel the follow-ups a reconnect makes moot and
+    build the ``RecoveryPlan``. (The run the takeover ended is archived later, from the
+    journal: see :mod:`callstate.archive`.)
 
     A handoff's accept or reclaim cancels nothing: the caller did not come back, they
     never left. Follow-ups are due only after a call closed, and the resume that made
     the offering session live again already cancelled those."""
     if via not in ("handoff", "reclaim"):
-        await keeper.followups.cancel(session.id)
-    # step 1 (tool recovery) leaves its decisions on ``session.in_doubt``
-    decisions = getattr(session, "in_doubt", ())
-    session.recovery = plan(session.state, gap_s=gap, via=via, resolutions=decisions)
+        await followups.cancel(session.id)
+    return plan(session.state, gap_s=gap, via=via, resolutions=in_doubt)

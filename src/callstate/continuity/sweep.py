@@ -23,15 +23,19 @@ from typing import TYPE_CHECKING
 
 import msgspec
 
-from ..archive.records import archive_run, build_record, ended_outcome
+from ..archive.close import archive_run
+from ..archive.records import build_record, ended_outcome
 from ..errors import SessionNotFound, StaleEpochError
 from ..journal import events as ev
 from ..storage.base import Batch, SessionRecord
+from .restore import fenced_error, restore_state
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
+    from ..archive.followups import FollowUps
+    from ..archive.records import Archive
+    from ..runtime.host import Host
 
-__all__ = ["SweepResult", "expire_session", "sweep"]
+__all__ = ["SweepResult", "Sweeper"]
 
 _PAGE = 500
 
@@ -45,107 +49,119 @@ class SweepResult(msgspec.Struct, kw_only=True):
     followups: int = 0
 
 
-async def expire_session(keeper: Keeper, rec: SessionRecord, now: float) -> bool:
-    """Expire one session past its window; False when it was not this keeper's to do.
+class Sweeper:
+    """Sweep passes of one keeper (see the module docstring)."""
 
-    Safe to race: of several keepers expiring one session, the claim lets exactly one
-    through, and the archive refuses a second record for the same call.
-    """
-    store = keeper.store
-    if rec.status == "expired":
-        return False
-    try:
-        epoch = await store.claim(rec.session_id, rec.epoch, keeper.owner, now + keeper.lease_ttl)
-    except (StaleEpochError, SessionNotFound):  # someone moved it first; the next pass re-checks
-        return False
-    from ..keeper import restore_state  # the keeper module imports this one
+    def __init__(self, host: Host, archive: Archive, followups: FollowUps) -> None:
+        self._host = host
+        self._archive = archive
+        self._followups = followups
+        self._stale_reported: set[tuple[str, int]] = set()
+        #: passes the background sweeper could not finish (a failing store)
+        self.errors = 0
 
-    old = keeper._live.pop(rec.session_id, None)
-    if old is not None:  # a handle of ours idled past the window: it is fenced too
-        old._fence(keeper._fenced_error(rec.session_id, old.state.epoch, epoch))
-    state = restore_state(await store.load(rec.session_id))
-    if state.status == "expired" or now <= state.last_interaction_at + keeper.resume_window:
-        # another keeper expired it after our listing, or it saw activity since: leave it
-        await store.release_lease(rec.session_id, keeper.owner)
-        return False
-    if state.status == "ended":
-        record = build_record(state, outcome=ended_outcome(state), closed_at=now)
-    else:
-        record = build_record(state, outcome="abandoned", closed_at=now)
-    expired = ev.SessionExpiredEvent(seq=state.seq + 1, at=now)
-    batch = Batch(
-        session_id=rec.session_id,
-        epoch=epoch,
-        first_seq=expired.seq,
-        events=[ev.encode_event(expired)],
-        agent=state.agent,
-        status="expired",
-        last_interaction_at=state.last_interaction_at,
-    )
-    (error,) = await store.append([batch])
-    if error is not None:
-        return False
-    # an ended call was archived when it ended; inserting again heals a lost write
-    await archive_run(keeper, state, record)
-    await store.release_lease(rec.session_id, keeper.owner)
-    if keeper.purge_after <= 0:
-        await store.purge(rec.session_id)
-    keeper._emit(  # last: a reader sees the expiry complete
-        "session.expired",
-        rec.session_id,
-        outcome=record.outcome,
-        record_id=record.record_id,
-        idle_s=now - state.last_interaction_at,
-    )
-    return True
+    async def expire_session(self, rec: SessionRecord, now: float) -> bool:
+        """Expire one session past its window; False when it was not this keeper's to do.
 
-
-async def _pages(keeper: Keeper, **filters: object) -> list[SessionRecord]:
-    return await keeper.store.list_sessions(limit=_PAGE, **filters)  # type: ignore[arg-type]
-
-
-async def sweep(keeper: Keeper) -> SweepResult:
-    """One sweep pass (see the module docstring)."""
-    store = keeper.store
-    now = keeper.clock.now()
-    result = SweepResult()
-    own = [sid for sid, s in keeper._live.items() if s._error is None]
-    if own:
-        await store.renew_leases(keeper.owner, own, now + keeper.lease_ttl)
-
-    seen: set[tuple[str, int]] = set()
-    for rec in await _pages(keeper, statuses=["active", "offered"], lease_before=now):
-        key = (rec.session_id, rec.epoch)
-        seen.add(key)
-        result.stale.append(rec.session_id)
-        if key not in keeper._stale_reported:
-            keeper._emit(
-                "session.stale",
-                rec.session_id,
-                owner=rec.lease_owner,
-                lapsed_s=now - rec.lease_until if rec.lease_until else None,
-                epoch=rec.epoch,
-            )
-    keeper._stale_reported = seen
-
-    cutoff = now - keeper.resume_window
-    while True:
-        page = await _pages(
-            keeper, statuses=["active", "offered", "ended"], interaction_before=cutoff
+        Safe to race: of several keepers expiring one session, the claim lets exactly one
+        through, and the archive refuses a second record for the same call.
+        """
+        host = self._host
+        store = host.store
+        if rec.status == "expired":
+            return False
+        try:
+            epoch = await store.claim(rec.session_id, rec.epoch, host.owner, now + host.lease_ttl)
+        except (
+            StaleEpochError,
+            SessionNotFound,
+        ):  # someone moved it first; the next pass re-checks
+            return False
+        old = host.handles.pop(rec.session_id, None)
+        if old is not None:  # a handle of ours idled past the window: it is fenced too
+            old.fence(fenced_error(rec.session_id, old.state.epoch, epoch))
+        state = restore_state(await store.load(rec.session_id))
+        if state.status == "expired" or now <= state.last_interaction_at + host.resume_window:
+            # another keeper expired it after our listing, or it saw activity since: leave it
+            await store.release_lease(rec.session_id, host.owner)
+            return False
+        if state.status == "ended":
+            record = build_record(state, outcome=ended_outcome(state), closed_at=now)
+        else:
+            record = build_record(state, outcome="abandoned", closed_at=now)
+        expired = ev.SessionExpiredEvent(seq=state.seq + 1, at=now)
+        batch = Batch(
+            session_id=rec.session_id,
+            epoch=epoch,
+            first_seq=expired.seq,
+            events=[ev.encode_event(expired)],
+            agent=state.agent,
+            status="expired",
+            last_interaction_at=state.last_interaction_at,
         )
-        done = [rec for rec in page if await expire_session(keeper, rec, now)]
-        result.expired.extend(r.session_id for r in done)
-        if len(page) < _PAGE or not done:
-            break
-
-    if keeper.purge_after > 0:
-        for rec in await _pages(
-            keeper, statuses=["expired"], interaction_before=cutoff - keeper.purge_after
-        ):
+        (error,) = await store.append([batch])
+        if error is not None:
+            return False
+        # an ended call was archived when it ended; inserting again heals a lost write
+        await archive_run(self._archive, self._followups, state, record)
+        await store.release_lease(rec.session_id, host.owner)
+        if host.purge_after <= 0:
             await store.purge(rec.session_id)
-            result.purged.append(rec.session_id)
-    else:
-        result.purged.extend(result.expired)
+        host.emit(  # last: a reader sees the expiry complete
+            "session.expired",
+            rec.session_id,
+            outcome=record.outcome,
+            record_id=record.record_id,
+            idle_s=now - state.last_interaction_at,
+        )
+        return True
 
-    result.followups = await keeper.followups.run_due(now)
-    return result
+    async def _pages(self, **filters: object) -> list[SessionRecord]:
+        return await self._host.store.list_sessions(limit=_PAGE, **filters)  # type: ignore[arg-type]
+
+    async def run(self) -> SweepResult:
+        """One sweep pass (see the module docstring)."""
+        host = self._host
+        store = host.store
+        now = host.clock.now()
+        result = SweepResult()
+        own = [sid for sid, s in host.handles.items() if s.error is None]
+        if own:
+            await store.renew_leases(host.owner, own, now + host.lease_ttl)
+
+        seen: set[tuple[str, int]] = set()
+        for rec in await self._pages(statuses=["active", "offered"], lease_before=now):
+            key = (rec.session_id, rec.epoch)
+            seen.add(key)
+            result.stale.append(rec.session_id)
+            if key not in self._stale_reported:
+                host.emit(
+                    "session.stale",
+                    rec.session_id,
+                    owner=rec.lease_owner,
+                    lapsed_s=now - rec.lease_until if rec.lease_until else None,
+                    epoch=rec.epoch,
+                )
+        self._stale_reported = seen
+
+        cutoff = now - host.resume_window
+        while True:
+            page = await self._pages(
+                statuses=["active", "offered", "ended"], interaction_before=cutoff
+            )
+            done = [rec for rec in page if await self.expire_session(rec, now)]
+            result.expired.extend(r.session_id for r in done)
+            if len(page) < _PAGE or not done:
+                break
+
+        if host.purge_after > 0:
+            for rec in await self._pages(
+                statuses=["expired"], interaction_before=cutoff - host.purge_after
+            ):
+                await store.purge(rec.session_id)
+                result.purged.append(rec.session_id)
+        else:
+            result.purged.extend(result.expired)
+
+        result.followups = await self._followups.run_due(now)
+        return result

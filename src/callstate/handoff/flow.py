@@ -24,7 +24,7 @@ frozen. It stays ownable: repeating the same accept (or reclaim) finds the packa
 already in its own target status with the session still at the offer's epoch, and
 carries on with the claim; ``keeper.resume(session_id)`` takes it over in any case.
 
-**Late results** of calls still running at the offer: see :mod:`callstate._handoff_late`.
+**Late results** of calls still running at the offer: see :mod:`callstate.tools.late`.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from __future__ import annotations
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..continuity.ownership import own_claimed
+from ..continuity.ownership import Owned, Ownership
 from ..errors import (
     ConfigError,
     ConflictError,
@@ -48,32 +48,93 @@ from ..errors import (
 from ..journal import events as ev
 from ..journal.context import build_messages
 from ..journal.state import SessionState
+from ..runtime.handle import Handle
 from ..storage.base import Batch, PackageMove, PackageRow, claim_in_steps
-from ..tools.late import collect, collect_all, hand_over, watch
+from ..tools.late import watch
 from .package import HandoffPackage, build_payload, default_summarize, trim_point
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
-    from ..session import Session
+    from ..runtime.host import Host
+    from ..tools.runs import ToolRuns
 
-__all__ = ["Summarize", "accept", "collect", "collect_all", "hand_over", "offer", "reclaim"]
+__all__ = ["HandoffFlow", "Summarize"]
 
 #: ``summarize(messages) -> str`` (or an awaitable of it): the trimmed part, summarized.
 Summarize = Callable[[list[dict[str, Any]]], "str | Awaitable[str]"]
 
+H = TypeVar("H", bound=Handle)
+_Ref = HandoffPackage | bytes | bytearray | memoryview | str
 
-def _keys(keeper: Keeper) -> list[bytes]:
-    if not keeper.secrets:
+
+class HandoffFlow(Generic[H]):
+    """Offer, accept and reclaim for one keeper (see the module docstring).
+
+    Attributes:
+        summarize: the default ``summarize`` for a trimmed conversation.
+        max_bytes: largest package offered or accepted.
+        timeout: seconds an offer stays open before its source may reclaim it.
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        ownership: Ownership[H],
+        tools: ToolRuns,
+        *,
+        summarize: Summarize | None,
+        max_bytes: int,
+        timeout: float,
+    ) -> None:
+        self.host = host
+        self.ownership = ownership
+        self.tools = tools
+        self.summarize = summarize
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+
+    async def offer(
+        self,
+        session: Handle,
+        *,
+        to: str,
+        reason: str = "",
+        summary: str | None = None,
+        max_items: int | None = None,
+        summarize: Summarize | None = None,
+    ) -> HandoffPackage:
+        """Freeze ``session``, store its signed package for agent ``to``, and return it."""
+        return await _offer(
+            self,
+            session,
+            to=to,
+            reason=reason,
+            summary=summary,
+            max_items=max_items,
+            summarize=summarize,
+        )
+
+    async def accept(self, ref: _Ref, *, agent: str | None = None) -> Owned[H]:
+        """Accept a package exactly once: the target owns the session at ``epoch + 1``."""
+        return await _accept(self, ref, agent=agent)
+
+    async def reclaim(self, ref: _Ref, *, handoff_timeout: float | None = None) -> Owned[H]:
+        """Take back a package nobody accepted in time (the source, at epoch+1)."""
+        return await _reclaim(self, ref, handoff_timeout=handoff_timeout)
+
+
+def _keys(host: Host) -> list[bytes]:
+    if not host.secrets:
         msg = "handoff packages are signed: create the Keeper with secret=..."
         raise ConfigError(msg)
-    return keeper.secrets
+    return host.secrets
 
 
 # -- offer ---------------------------------------------------------------------------------
 
 
-async def offer(
-    session: Session,
+async def _offer(
+    flow: HandoffFlow[Any],
+    session: Handle,
     *,
     to: str,
     reason: str = "",
@@ -81,9 +142,8 @@ async def offer(
     max_items: int | None = None,
     summarize: Summarize | None = None,
 ) -> HandoffPackage:
-    """Freeze ``session``, store its signed package for agent ``to``, and return it."""
-    keeper = session.keeper
-    keys = _keys(keeper)
+    host = flow.host
+    keys = _keys(host)
     if not isinstance(to, str) or not to:
         msg = f"handoff `to` must name the target agent, got {to!r}"
         raise HandoffError(msg)
@@ -92,18 +152,18 @@ async def offer(
     ):
         msg = f"handoff `max_items` must be None or an int >= 0, got {max_items!r}"
         raise HandoffError(msg)
-    session._check_writable()
+    session.check_writable()
     state = session.state
     package_id = uuid.uuid4().hex
-    now = keeper.clock.now()
+    now = host.clock.now()
     # frozen from here on: nothing else can change the state the package is built from
-    session._append(ev.HandoffOffered, package_id=package_id, to_agent=to, reason=reason)
+    session.append(ev.HandoffOffered, package_id=package_id, to_agent=to, reason=reason)
     try:
         # count from the items the context still shows (an earlier handoff may have trimmed)
         cut = state.summarized + trim_point(state.items[state.summarized :], state.calls, max_items)
         earlier = state.summary
         if cut > state.summarized:
-            earlier = await _summarize(state, cut, summarize or keeper.summarize)
+            earlier = await _summarize(state, cut, summarize or flow.summarize)
         payload = build_payload(
             state,
             package_id=package_id,
@@ -116,10 +176,10 @@ async def offer(
         )
         package = HandoffPackage(payload)
         data = package.to_bytes(keys)
-        if len(data) > keeper.handoff_max_bytes:
+        if len(data) > flow.max_bytes:
             msg = (
                 f"handoff package for session {session.id!r} is {len(data)} bytes, over "
-                f"handoff_max_bytes={keeper.handoff_max_bytes}; pass max_items= to trim it"
+                f"handoff_max_bytes={flow.max_bytes}; pass max_items= to trim it"
             )
             raise PayloadTooLarge(msg)
         row = PackageRow(
@@ -131,20 +191,20 @@ async def offer(
         )
         # a stored package always refers to a frozen session: it is stored with the
         # offer where the store can (one transaction), else once the offer is durable
-        carried = keeper._flusher.carries_packages
+        carried = host.flusher.carries_packages
+        journal = session.journal
         if carried:
-            session._package = row
-        await keeper._flusher.wait_durable(session, state.seq)
-        if not carried or session._package is row:  # not in the batch that held the offer
-            session._package = None
-            await keeper.store.package_put(row)
+            journal.package = row
+        await session.wait_durable(state.seq)
+        if not carried or journal.package is row:  # not in the batch that held the offer
+            journal.package = None
+            await host.store.package_put(row)
     except BaseException:
-        session._package = None
+        session.journal.package = None
         _withdraw(session, package_id)
         raise
-    keeper._emit(
+    session.emit(
         "handoff.offered",
-        session.id,
         package_id=package_id,
         to_agent=to,
         from_agent=state.agent,
@@ -171,18 +231,18 @@ async def _summarize(state: SessionState, cut: int, hook: Summarize | None) -> s
     return text
 
 
-def _withdraw(session: Session, package_id: str) -> None:
+def _withdraw(session: Handle, package_id: str) -> None:
     """Unfreeze after a failed offer; the flusher lands it behind the offer."""
     if session.state.pending_handoff == package_id:
-        session._append(ev.HandoffReclaimed, package_id=package_id, epoch=session.state.epoch)
+        session.append(ev.HandoffReclaimed, package_id=package_id, epoch=session.state.epoch)
 
 
 # -- accept and reclaim --------------------------------------------------------------------
 
 
 async def _load(
-    keeper: Keeper,
-    ref: HandoffPackage | bytes | bytearray | memoryview | str,
+    flow: HandoffFlow[Any],
+    ref: _Ref,
     *,
     need_row: bool = True,
 ) -> tuple[HandoffPackage, PackageRow | None]:
@@ -191,14 +251,12 @@ async def _load(
     Without ``need_row``, package bytes that verify are used as they are (no read of
     the stored copy): the status transition that follows is what proves the offer.
     """
-    keys = _keys(keeper)
+    keys = _keys(flow.host)
     verified: HandoffPackage | None = None  # verified here with this keeper's keys
     if isinstance(ref, HandoffPackage):
         package_id = ref.package_id
     elif isinstance(ref, bytes | bytearray | memoryview):
-        verified = HandoffPackage.from_bytes(
-            bytes(ref), secret=keys, max_bytes=keeper.handoff_max_bytes
-        )
+        verified = HandoffPackage.from_bytes(bytes(ref), secret=keys, max_bytes=flow.max_bytes)
         package_id = verified.package_id
         if not need_row:
             return verified, None
@@ -207,25 +265,23 @@ async def _load(
     else:
         msg = f"expected a HandoffPackage, its bytes or a package id, got {type(ref).__name__}"
         raise HandoffFormatError(msg)
-    row = await keeper.store.package_get(package_id)
+    row = await flow.host.store.package_get(package_id)
     if row is None or row.status not in ("offered", "accepted", "reclaimed"):
         msg = f"handoff package {package_id!r:.80} is unknown to the store"
         raise HandoffStateError(msg)
     if verified is not None and verified.to_bytes() != row.data:
         msg = f"handoff package {package_id!r}: the bytes given differ from the stored offer"
         raise HandoffFormatError(msg)
-    package = verified or HandoffPackage.from_bytes(
-        row.data, secret=keys, max_bytes=keeper.handoff_max_bytes
-    )
+    package = verified or HandoffPackage.from_bytes(row.data, secret=keys, max_bytes=flow.max_bytes)
     if package.package_id != package_id or package.session_id != row.session_id:
         msg = f"stored handoff package {package_id!r} does not match its row (session {row.session_id!r})"
         raise HandoffFormatError(msg)
     return package, row
 
 
-async def _move(keeper: Keeper, package: HandoffPackage, to_status: str) -> None:
+async def _move(host: Host, package: HandoffPackage, to_status: str) -> None:
     """Move the package out of ``offered`` (or find an interrupted move of our own)."""
-    store = keeper.store
+    store = host.store
     pid, sid = package.package_id, package.session_id
     if not await store.package_transition(pid, "offered", to_status):
         row = await store.package_get(pid)
@@ -275,7 +331,9 @@ def _ownership_batch(package: HandoffPackage, to_status: str, now: float) -> Bat
     )
 
 
-async def _take(keeper: Keeper, package: HandoffPackage, to_status: str, via: str) -> Session:
+async def _take(
+    flow: HandoffFlow[H], package: HandoffPackage, to_status: str, via: str
+) -> Owned[H]:
     """Move the package out of ``offered``, claim its session at the offer's epoch + 1 and
     record that, in one store call (one transaction where the store can).
 
@@ -284,21 +342,20 @@ async def _take(keeper: Keeper, package: HandoffPackage, to_status: str, via: st
     no longer offered is looked at again: already moved (an error), or moved by an
     interrupted call like this one, which then claims the session on its own.
     """
+    host = flow.host
     sid, pid = package.session_id, package.package_id
-    now = keeper.clock.now()
+    now = host.clock.now()
     move = PackageMove(package_id=pid, from_status="offered", to_status=to_status)
-    until = now + keeper.lease_ttl
+    until = now + host.lease_ttl
     then = _ownership_batch(package, to_status, now)
-    store = keeper.store
+    store = host.store
 
     def plain() -> Awaitable[int]:
-        return store.claim(sid, package.epoch, keeper.owner, until)
+        return store.claim(sid, package.epoch, host.owner, until)
 
     async def claim(move: PackageMove | None) -> int:
         if getattr(store, "atomic_packages", False):
-            return await store.claim(
-                sid, package.epoch, keeper.owner, until, package=move, then=then
-            )
+            return await store.claim(sid, package.epoch, host.owner, until, package=move, then=then)
         # step by step, through the plain claim any store has (see ``Store.claim``)
         return await claim_in_steps(store, plain, move, then)
 
@@ -306,7 +363,7 @@ async def _take(keeper: Keeper, package: HandoffPackage, to_status: str, via: st
         try:
             epoch = await claim(move)
         except HandoffStateError:  # not offered (any more): nothing was changed
-            await _move(keeper, package, to_status)  # raises unless it was our own move
+            await _move(host, package, to_status)  # raises unless it was our own move
             epoch = await claim(None)
     except StaleEpochError as exc:
         msg = (
@@ -320,64 +377,54 @@ async def _take(keeper: Keeper, package: HandoffPackage, to_status: str, via: st
     except SessionNotFound as exc:
         msg = f"session {sid!r} of handoff package {pid!r} is gone"
         raise HandoffStateError(msg) from exc
-    session = await own_claimed(keeper, sid, epoch, now=now, via=via, recorded=True)
-    watch(keeper)  # the takeover landed what was stored; the rest is polled for
-    return session
+    owned = await flow.ownership.own_claimed(sid, epoch, now=now, via=via, recorded=True)
+    watch(flow.tools)  # the takeover landed what was stored; the rest is polled for
+    return owned
 
 
-async def accept(
-    keeper: Keeper,
-    ref: HandoffPackage | bytes | bytearray | memoryview | str,
-    *,
-    agent: str | None = None,
-) -> Session:
-    """Accept a package exactly once: the target owns the session at ``epoch + 1``."""
-    package, _ = await _load(keeper, ref, need_row=False)
+async def _accept(flow: HandoffFlow[H], ref: _Ref, *, agent: str | None = None) -> Owned[H]:
+    package, _ = await _load(flow, ref, need_row=False)
     if agent is not None and agent != package.target_agent:
         msg = (
             f"handoff package {package.package_id!r} was offered to agent "
             f"{package.target_agent!r}, not to {agent!r}"
         )
         raise HandoffStateError(msg)
-    session = await _take(keeper, package, "accepted", "handoff")
-    keeper._emit(
+    owned = await _take(flow, package, "accepted", "handoff")
+    session = owned.handle
+    session.emit(
         "handoff.accepted",
-        session.id,
         package_id=package.package_id,
         agent=package.target_agent,
         from_agent=package.source_agent,
         epoch=session.state.epoch,
-        latency_ms=max(0.0, keeper.clock.now() - package.created_at) * 1000,
+        latency_ms=max(0.0, flow.host.clock.now() - package.created_at) * 1000,
     )
-    return session
+    return owned
 
 
-async def reclaim(
-    keeper: Keeper,
-    ref: HandoffPackage | bytes | bytearray | memoryview | str,
-    *,
-    handoff_timeout: float | None = None,
-) -> Session:
-    """Take back a package nobody accepted within ``handoff_timeout`` s (source, epoch+1)."""
-    package, row = await _load(keeper, ref)
+async def _reclaim(
+    flow: HandoffFlow[H], ref: _Ref, *, handoff_timeout: float | None = None
+) -> Owned[H]:
+    package, row = await _load(flow, ref)
     if row is None:  # _load reads the row unless told not to
         msg = f"handoff package {package.package_id!r} is unknown to the store"
         raise HandoffStateError(msg)
-    wait = keeper.handoff_timeout if handoff_timeout is None else float(handoff_timeout)
+    wait = flow.timeout if handoff_timeout is None else float(handoff_timeout)
     due = package.created_at + wait
-    now = keeper.clock.now()
+    now = flow.host.clock.now()
     if row.status == "offered" and now < due:
         msg = (
             f"handoff package {package.package_id!r} is still open to agent "
             f"{package.target_agent!r} for {due - now:.1f}s (timeout {wait:g}s)"
         )
         raise HandoffStateError(msg)
-    session = await _take(keeper, package, "reclaimed", "reclaim")
-    keeper._emit(
+    owned = await _take(flow, package, "reclaimed", "reclaim")
+    session = owned.handle
+    session.emit(
         "handoff.reclaimed",
-        session.id,
         package_id=package.package_id,
         agent=package.source_agent,
         epoch=session.state.epoch,
     )
-    return session
+    return owned

@@ -1,22 +1,84 @@
-"""The group-commit flusher: one background task commits queued events of all sessions."""
+"""The group-commit flusher: one background task commits queued events of all sessions.
+
+Each live handle keeps its unflushed events in an :class:`Outgoing` queue; the flusher
+drains every marked queue into one ``Store.append`` call, settles the waiters of what
+became durable, and fences a handle whose batch the store refused.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import msgspec
 
-from ..errors import CodecError, StorageError
+from ..errors import CallstateError, CodecError, StorageError
 from ..journal.events import encode_event
 from ..journal.snapshot import encode_snapshot
-from ..storage.base import Batch, Store
+from ..storage.base import Batch, PackageRow, Store
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from ..journal.events import Event
+    from ..journal.state import SessionState
 
-__all__ = ["Flusher"]
+__all__ = ["Flusher", "Journaled", "Outgoing"]
+
+
+class Outgoing:
+    """One handle's events not yet durable, and who waits for them.
+
+    Attributes:
+        pending: events recorded but not yet committed, in seq order.
+        durable_seq: the highest seq known to be durable in the store.
+        snapshot_seq: the seq of the newest stored snapshot.
+        waiters: ``(seq, future)`` pairs, resolved once ``durable_seq >= seq``.
+        package: a handoff package to store with the batch holding its offer.
+    """
+
+    __slots__ = ("durable_seq", "package", "pending", "snapshot_seq", "waiters")
+
+    def __init__(self, durable_seq: int) -> None:
+        self.pending: list[Event] = []
+        self.durable_seq = durable_seq
+        self.snapshot_seq = 0
+        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self.package: PackageRow | None = None
+
+    def settle(self) -> None:
+        """Resolve every waiter whose seq is now durable."""
+        still = []
+        for seq, fut in self.waiters:
+            if fut.done():
+                continue
+            if self.durable_seq >= seq:
+                fut.set_result(None)
+            else:
+                still.append((seq, fut))
+        self.waiters = still
+
+    def fail(self, error: CallstateError) -> None:
+        """Drop what is queued and give ``error`` to every waiter (the handle is fenced)."""
+        self.pending.clear()
+        for _, fut in self.waiters:
+            if not fut.done():
+                fut.set_exception(error)
+        self.waiters.clear()
+
+
+class Journaled(Protocol):
+    """What the flusher needs of a live handle."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def state(self) -> SessionState: ...
+
+    @property
+    def journal(self) -> Outgoing: ...
+
+    def fence(self, error: CallstateError) -> None: ...
 
 
 class Flusher:
@@ -28,16 +90,21 @@ class Flusher:
 
     def __init__(self, store: Store, *, snapshot_every: int = 100, timeout: float = 10.0) -> None:
         self._store = store
-        #: a session's ``_package`` rides with its next batch, in the same transaction
+        #: a handle's ``journal.package`` rides with its next batch, in the same transaction
         self.carries_packages = bool(getattr(store, "atomic_packages", False))
         self._snapshot_every = snapshot_every
         self._timeout = timeout
-        self._dirty: dict[int, Session] = {}
+        self._dirty: dict[int, Journaled] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
         self.rounds = 0
         self.events_written = 0
+
+    @property
+    def running(self) -> bool:
+        """True between ``start`` and ``stop``."""
+        return self._task is not None
 
     def start(self) -> None:
         if self._task is None:
@@ -52,43 +119,51 @@ class Flusher:
                 await self._task
             self._task = None
 
-    def mark(self, session: Session) -> None:
-        """Note that ``session`` has queued events (hot path: no I/O, no awaits)."""
-        self._dirty[id(session)] = session
+    def mark(self, handle: Journaled) -> None:
+        """Note that ``handle`` has queued events (hot path: no I/O, no awaits)."""
+        self._dirty[id(handle)] = handle
         if not self._wake.is_set():
             self._wake.set()
 
-    async def wait_durable(self, session: Session, seq: int) -> None:
-        """Return once ``session``'s events up to ``seq`` are durable."""
-        if session._durable_seq >= seq:
+    async def wait_durable(self, handle: Journaled, seq: int) -> None:
+        """Return once ``handle``'s events up to ``seq`` are durable.
+
+        Cancelling the awaiting task cancels only the wait: the events stay queued.
+        """
+        journal = handle.journal
+        if journal.durable_seq >= seq:
             return
         if self._task is None:
             msg = "the keeper is not running; use `async with keeper:` or `await keeper.open()`"
             raise StorageError(msg)
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        session._waiters.append((seq, fut))
-        self.mark(session)
+        journal.waiters.append((seq, fut))
+        self.mark(handle)
         try:
-            await asyncio.wait_for(asyncio.shield(fut), self._timeout)
+            async with asyncio.timeout(self._timeout):
+                await fut
         except TimeoutError:
             # the events stay queued and land when the store recovers; only this wait ends
-            fut.cancel()
-            session._waiters = [(s, f) for s, f in session._waiters if f is not fut]
             msg = (
-                f"session {session.id!r}: events up to seq {seq} not durable after "
+                f"session {handle.id!r}: events up to seq {seq} not durable after "
                 f"{self._timeout:.1f}s; the store is failing ({self._last_error!r})"
             )
             raise StorageError(msg) from self._last_error
+        finally:
+            if not fut.done():
+                fut.cancel()
+                journal.waiters = [(s, f) for s, f in journal.waiters if f is not fut]
 
-    def _take(self, session: Session) -> Batch | None:
-        pending = session._pending
+    def _take(self, handle: Journaled) -> Batch | None:
+        journal = handle.journal
+        pending = journal.pending
         if not pending:
             return None
-        state = session.state
+        state = handle.state
         try:
             encoded = [encode_event(e) for e in pending]
         except CodecError as exc:  # a value was mutated into something unencodable
-            session._fence(exc)
+            handle.fence(exc)
             return None
         batch = Batch(
             session_id=state.session_id,
@@ -100,9 +175,9 @@ class Flusher:
             last_interaction_at=state.last_interaction_at,
         )
         if self.carries_packages:
-            batch.package = session._package
+            batch.package = journal.package
         # pending always ends at state.seq, so the snapshot matches the batch's end
-        if state.seq - session._snapshot_seq >= self._snapshot_every:
+        if state.seq - journal.snapshot_seq >= self._snapshot_every:
             try:
                 batch.snapshot = encode_snapshot(state)
                 batch.snapshot_seq = state.seq
@@ -115,15 +190,15 @@ class Flusher:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            sessions = list(self._dirty.values())
+            handles = list(self._dirty.values())
             self._dirty.clear()
-            work: list[tuple[Session, Batch]] = []
-            for s in sessions:
-                batch = self._take(s)
+            work: list[tuple[Journaled, Batch]] = []
+            for h in handles:
+                batch = self._take(h)
                 if batch is not None:
-                    work.append((s, batch))
-                elif s._waiters:
-                    self._settle(s)
+                    work.append((h, batch))
+                elif h.journal.waiters:
+                    h.journal.settle()
             if not work:
                 continue
             try:
@@ -134,8 +209,8 @@ class Flusher:
             except Exception as exc:  # the store is down: keep everything queued
                 # any failure, typed or not, must not kill the one task all sessions share
                 self._last_error = exc
-                for s, _ in work:
-                    self._dirty[id(s)] = s
+                for h, _ in work:
+                    self._dirty[id(h)] = h
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
                 self._wake.set()
@@ -143,30 +218,19 @@ class Flusher:
             backoff = 0.005
             self._last_error = None
             self.rounds += 1
-            for (s, batch), error in zip(work, results, strict=True):
+            for (h, batch), error in zip(work, results, strict=True):
                 if error is not None:
-                    s._fence(error)
+                    h.fence(error)
                     continue
-                del s._pending[: len(batch.events)]
-                s._durable_seq = batch.last_seq
-                if batch.package is not None and s._package is batch.package:
-                    s._package = None  # stored
+                journal = h.journal
+                del journal.pending[: len(batch.events)]
+                journal.durable_seq = batch.last_seq
+                if batch.package is not None and journal.package is batch.package:
+                    journal.package = None  # stored
                 if batch.snapshot is not None:
-                    s._snapshot_seq = batch.snapshot_seq
+                    journal.snapshot_seq = batch.snapshot_seq
                 self.events_written += len(batch.events)
-                self._settle(s)
-                if s._pending:
-                    self._dirty[id(s)] = s
+                journal.settle()
+                if journal.pending:
+                    self._dirty[id(h)] = h
                     self._wake.set()
-
-    @staticmethod
-    def _settle(session: Session) -> None:
-        still = []
-        for seq, fut in session._waiters:
-            if fut.done():
-                continue
-            if session._durable_seq >= seq:
-                fut.set_result(None)
-            else:
-                still.append((seq, fut))
-        session._waiters = still

@@ -1,7 +1,7 @@
 """Barge-in: truncating the utterance, overtaking calls, and undoing contradicted writes.
 
-The decision of what happens to a held result lives in ``reconcile.py`` (pure) and is
-applied by ``_guard.reconcile_held`` when the caller's turn ends.
+The decision of what happens to a held result lives in ``reconcile`` (pure) and is
+applied by ``outcomes.reconcile_held`` when the caller's turn ends.
 """
 
 from __future__ import annotations
@@ -16,13 +16,15 @@ from .reconcile import split_heard
 from .registry import ToolOutcome
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from ..runtime.handle import Handle
+    from .runs import ToolRuns
 
 __all__ = ["contradict", "interrupt"]
 
 
 def interrupt(
-    session: Session,
+    tools: ToolRuns,
+    session: Handle,
     *,
     heard_text: str | None,
     audio_end_ms: int | None,
@@ -41,7 +43,7 @@ def interrupt(
     heard = heard_text if heard_text is not None else (item.spoken if item is not None else "")
     unspoken = split_heard(item.text, heard) if item is not None else ""
     overtaken = [c.call_id for c in state.in_flight]
-    session._record(
+    session.record(
         ev.Interrupted,
         utterance_id=uid,
         heard_text=heard if item is not None else "",
@@ -49,23 +51,24 @@ def interrupt(
         audio_end_ms=audio_end_ms,
         overtaken=overtaken,
     )
-    runs = session.keeper._tool_runs
     for call_id in overtaken:
-        run = runs.get((session.id, call_id))
+        run = tools.running.get((session.id, call_id))
         if run is not None and run.spec.on_interrupt == "cancel" and not run.task.done():
             run.cancel_reason = "interrupted"
             run.task.cancel()
     return overtaken
 
 
-async def contradict(session: Session, call_id: str, reason: str = "") -> ToolOutcome:
+async def contradict(
+    tools: ToolRuns, session: Handle, call_id: str, reason: str = ""
+) -> ToolOutcome:
     """Undo a write the caller contradicted; see ``Session.contradict``."""
-    session._check_writable()
+    session.check_writable()
     call = session.state.calls.get(call_id)
     if call is None:
         msg = f"contradict: no call {call_id!r} in session {session.id!r}"
         raise ToolError(msg)
-    run = session.keeper._tool_runs.get((session.id, call_id))
+    run = tools.running.get((session.id, call_id))
     if run is not None and not call.terminal:
         await asyncio.shield(run.task)  # a write always completes: undo it once it has
     what = f"contradict: call {call_id!r} ({call.name})"
@@ -78,11 +81,10 @@ async def contradict(session: Session, call_id: str, reason: str = "") -> ToolOu
     if call.status != "succeeded":
         msg = f"{what} ended {call.status!r}; there is nothing known to undo"
         raise ToolError(msg)
-    tools = session.keeper.tools
-    if tools is None or call.compensate not in tools:
+    if tools.spec(call.compensate) is None:
         msg = f"{what}: compensate tool {call.compensate!r} is not registered"
         raise UnknownTool(msg)
     undo_id = f"{call_id}~undo"
     return await run_tool(
-        session, call.compensate, dict(call.args), call_id=undo_id, compensates=call_id
+        tools, session, call.compensate, dict(call.args), call_id=undo_id, compensates=call_id
     )

@@ -11,10 +11,10 @@ Every tool call runs through :func:`run_tool`:
    with it), under ``timeout_s``.
 3. The terminal event is recorded on the handle that started the call, even after a
    barge-in (then its spoken delivery is held); when that handle may no longer record,
-   the outcome is passed on (see ``_outcomes``). A write's outcome is flushed before
-   it is returned: the agent speaks about it next.
+   the outcome is passed on (see ``late``). A write's outcome is flushed before it is
+   returned: the agent speaks about it next.
 
-A call's task lives in ``Keeper._tool_runs`` keyed by (session id, call id) until its
+A call's task lives in ``ToolRuns.running`` keyed by (session id, call id) until its
 outcome has landed; a repeated call id awaits it instead of running the tool twice.
 """
 
@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -32,64 +31,24 @@ from ..errors import (
     CallstateError,
     SessionClosed,
     SessionFrozen,
-    StaleEpochError,
     ToolArgumentsError,
     ToolError,
     UnknownTool,
 )
 from ..journal import events as ev
 from ..journal.state import SessionState, ToolCall
-from .outcomes import (
-    Terminal,
-    after_terminal,
-    cancel_call,
-    hand_over,
-    land_late,
-    land_parked,
-    outcome,
-    reconcile_held,
-    record_terminal,
-    writable,
-)
+from .late import hand_over
+from .outcomes import Terminal, after_terminal, cancel_call, outcome, record_terminal
 from .reconcile import must_not_run
-from .registry import (
-    DEFAULT_MAX_RESULT_BYTES,
-    ToolContext,
-    ToolOutcome,
-    ToolSpec,
-    encode_payload,
-    idempotency_key,
-)
+from .registry import ToolContext, ToolOutcome, ToolSpec, encode_payload, idempotency_key
+from .runs import Run, ToolRuns
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
-    from ..session import Session
+    from ..runtime.handle import Handle
 
-__all__ = [
-    "cancel_call",
-    "land_late",
-    "land_parked",
-    "launch",
-    "reconcile_held",
-    "record_progress",
-    "run_tool",
-]
+__all__ = ["launch", "run_tool"]
 
 _MAX_CALL_ID: Final = 256
-
-
-@dataclass(slots=True)
-class _Run:
-    """A tool function running in this process."""
-
-    session: Session  # the handle that started it
-    spec: ToolSpec
-    task: asyncio.Task[ToolOutcome]
-    cancel_reason: str | None = None  # why the guard cancelled it, if it did
-
-
-def _limit(keeper: Keeper) -> int:
-    return keeper.tools.max_result_bytes if keeper.tools is not None else DEFAULT_MAX_RESULT_BYTES
 
 
 def _generation(state: SessionState) -> str | None:
@@ -109,7 +68,8 @@ def _generation(state: SessionState) -> str | None:
 
 
 async def run_tool(
-    session: Session,
+    tools: ToolRuns,
+    session: Handle,
     name: str,
     args: dict[str, Any] | None = None,
     *,
@@ -118,11 +78,10 @@ async def run_tool(
     compensates: str | None = None,
 ) -> ToolOutcome:
     """Run one tool call through the guard; see ``Session.run_tool``."""
-    session._check_writable()
+    session.check_writable()
     if session.state.status in ("ended", "expired"):
         msg = f"session {session.id!r} has {session.state.status}; no new tool call can start"
         raise SessionClosed(msg, session_id=session.id)
-    keeper = session.keeper
     if call_id is None:
         call_id = f"call_{uuid.uuid4().hex[:16]}"
     if not isinstance(call_id, str) or not call_id or len(call_id) > _MAX_CALL_ID:
@@ -130,7 +89,7 @@ async def run_tool(
         raise ToolArgumentsError(msg)
     existing = session.state.calls.get(call_id)
     if existing is not None:
-        return await _dedupe(session, existing, name)
+        return await _dedupe(tools, session, existing, name)
     if not isinstance(name, str) or not name:
         msg = f"tool name must be a non-empty string, got {name!r}"
         raise ToolArgumentsError(msg)
@@ -138,10 +97,10 @@ async def run_tool(
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
         msg = f"call {call_id!r}: args must be a dict with str keys, got {args!r:.200}"
         raise ToolArgumentsError(msg)
-    clean = encode_payload(args, what=f"args of call {call_id!r}", limit=_limit(keeper))
-    spec = keeper.tools.get(name) if keeper.tools is not None and name in keeper.tools else None
+    clean = encode_payload(args, what=f"args of call {call_id!r}", limit=tools.max_result_bytes)
+    spec = tools.spec(name)
     state = session.state
-    session._record(
+    session.record(
         ev.ToolRequested,
         call_id=call_id,
         name=name,
@@ -160,60 +119,62 @@ async def run_tool(
     # outcome the model must see, so it is recorded as a failure, not raised
     problem: ToolError | None = None
     if spec is None:
-        known = sorted(keeper.tools.names()) if keeper.tools is not None else []
-        problem = UnknownTool(f"no tool named {name!r} is registered (known: {known})")
+        problem = UnknownTool(
+            f"no tool named {name!r} is registered (known: {sorted(tools.names())})"
+        )
     else:
         try:
             spec.check_args(clean)
         except ToolArgumentsError as exc:
             problem = exc
     if problem is not None or spec is None:
-        session._record(
+        session.record(
             ev.ToolFailed, call_id=call_id, error=str(problem), error_type=type(problem).__name__
         )
         return outcome(call)
     if must_not_run(call, state):
         cancel_call(session, call, "generation interrupted")
         return outcome(call)
-    return await _await(launch(session, spec, call, attempt=1))
+    return await _await(launch(tools, session, spec, call, attempt=1))
 
 
-async def _dedupe(session: Session, call: ToolCall, name: str) -> ToolOutcome:
+async def _dedupe(tools: ToolRuns, session: Handle, call: ToolCall, name: str) -> ToolOutcome:
     if call.name != name:
         msg = f"call id {call.call_id!r} was already used for tool {call.name!r}, not {name!r}"
         raise ToolArgumentsError(msg)
-    keeper = session.keeper
-    keeper._emit("tool.deduplicated", session.id, call_id=call.call_id, status=call.status)
-    run = keeper._tool_runs.get((session.id, call.call_id))
+    session.emit("tool.deduplicated", call_id=call.call_id, status=call.status)
+    run = tools.running.get((session.id, call.call_id))
     if run is not None and not call.terminal:
         ended = await asyncio.shield(run.task)
         return msgspec.structs.replace(ended, deduplicated=True)
     return outcome(call, deduplicated=True)
 
 
-def launch(session: Session, spec: ToolSpec, call: ToolCall, *, attempt: int) -> _Run:
+def launch(
+    tools: ToolRuns, session: Handle, spec: ToolSpec, call: ToolCall, *, attempt: int
+) -> Run:
     """Record the start and start the call's task (which first makes the start durable).
 
     The run is registered at once, so a repeated call id awaits it from this moment.
     """
-    keeper = session.keeper
     key = call.idempotency_key or idempotency_key(session.id, call.call_id)
-    session._record(ev.ToolStarted, call_id=call.call_id, attempt=attempt, idempotency_key=key)
+    session.record(ev.ToolStarted, call_id=call.call_id, attempt=attempt, idempotency_key=key)
     compensated = session.state.calls.get(call.compensates) if call.compensates else None
     ctx = ToolContext(
         session,
         call,
-        limit=_limit(keeper),
+        limit=tools.max_result_bytes,
         compensates=outcome(compensated) if compensated is not None else None,
     )
     run_key = (session.id, call.call_id)
     started_seq = session.state.seq
     task = asyncio.get_running_loop().create_task(
-        _execute(session, spec, ctx, run_key, started_seq), name=f"callstate-tool-{spec.name}"
+        _execute(tools, session, spec, ctx, run_key, started_seq),
+        name=f"callstate-tool-{spec.name}",
     )
     task.add_done_callback(_retrieve)
-    run = _Run(session=session, spec=spec, task=task)
-    keeper._tool_runs[run_key] = run
+    run = Run(session=session, spec=spec, task=task)
+    tools.running[run_key] = run
     return run
 
 
@@ -223,7 +184,7 @@ def _retrieve(task: asyncio.Task[ToolOutcome]) -> None:
         task.exception()
 
 
-async def _await(run: _Run) -> ToolOutcome:
+async def _await(run: Run) -> ToolOutcome:
     if run.spec.on_interrupt == "complete":
         # the tool finishes (and records) even if whoever awaits it is cancelled
         return await asyncio.shield(run.task)
@@ -231,19 +192,19 @@ async def _await(run: _Run) -> ToolOutcome:
 
 
 async def _execute(
-    session: Session,
+    tools: ToolRuns,
+    session: Handle,
     spec: ToolSpec,
     ctx: ToolContext,
     run_key: tuple[str, str],
     started_seq: int,
 ) -> ToolOutcome:
-    keeper = session.keeper
     call = session.state.calls[ctx.call_id]
     try:
         try:
             await session.flush()  # write-ahead: durable before the function runs
         except asyncio.CancelledError:
-            run = keeper._tool_runs.get(run_key)
+            run = tools.running.get(run_key)
             reason = run.cancel_reason if run is not None else None
             _uncancel()
             why = {"closed": "the session was closed"}.get(reason or "", reason or "cancelled")
@@ -261,10 +222,10 @@ async def _execute(
             raise
         if call.terminal:  # ended while its intent was being flushed
             return outcome(call)
-        end = await _call(session, spec, ctx, run_key)
-        return await _land(session, ctx.call_id, end)
+        end = await _call(tools, session, spec, ctx, run_key)
+        return await _land(tools, session, ctx.call_id, end)
     finally:
-        keeper._tool_runs.pop(run_key, None)
+        tools.running.pop(run_key, None)
 
 
 def _uncancel() -> None:
@@ -274,10 +235,9 @@ def _uncancel() -> None:
 
 
 async def _call(
-    session: Session, spec: ToolSpec, ctx: ToolContext, run_key: tuple[str, str]
+    tools: ToolRuns, session: Handle, spec: ToolSpec, ctx: ToolContext, run_key: tuple[str, str]
 ) -> Terminal:
     """Run the function once and say how it ended (never raises but for ``closed``)."""
-    keeper = session.keeper
     kwargs = dict(session.state.calls[ctx.call_id].args)
     if spec.wants_ctx:
         kwargs["ctx"] = ctx
@@ -286,7 +246,7 @@ async def _call(
         async with timer:
             value = await spec.fn(**kwargs)
     except asyncio.CancelledError:
-        run = keeper._tool_runs.get(run_key)
+        run = tools.running.get(run_key)
         reason = (run.cancel_reason if run is not None else None) or "cancelled"
         if reason == "closed":
             raise  # the process lets go of the session: the call stays in doubt
@@ -301,7 +261,7 @@ async def _call(
         return Terminal(
             "failed", error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
         )
-    return _succeeded(spec, ctx.call_id, value, _limit(keeper))
+    return _succeeded(spec, ctx.call_id, value, tools.max_result_bytes)
 
 
 def _succeeded(spec: ToolSpec, call_id: str, value: Any, limit: int) -> Terminal:
@@ -315,29 +275,21 @@ def _succeeded(spec: ToolSpec, call_id: str, value: Any, limit: int) -> Terminal
     return Terminal("succeeded", result=result)
 
 
-async def _land(session: Session, call_id: str, end: Terminal) -> ToolOutcome:
-    """Record a call's outcome on ``session``, or hand it to the keeper if it can't."""
+async def _land(tools: ToolRuns, session: Handle, call_id: str, end: Terminal) -> ToolOutcome:
+    """Record a call's outcome on ``session``, or pass it on if it can't."""
     call = session.state.calls[call_id]
     if call.terminal:  # the session's end already settled it
         return outcome(call)
-    if not writable(session):
-        return await hand_over(session, call, end)
+    if not session.writable:
+        return await hand_over(tools, session, call, end)
     record_terminal(session, call, end)
-    after_terminal(session, call, held_reason="landed after a barge-in" if call.overtaken else None)
+    held = "landed after a barge-in" if call.overtaken else None
+    after_terminal(tools, session, call, held_reason=held)
     if call.effect == "write":
         try:
             await session.flush()  # the agent speaks about a write next: make it durable
         except CallstateError:
-            if session._error is not None:  # fenced: the recorded event was dropped
-                return await hand_over(session, call, end)
+            if session.error is not None:  # fenced: the recorded event was dropped
+                return await hand_over(tools, session, call, end)
             # the store is down: the outcome stays queued and is written when it is back
     return outcome(call)
-
-
-async def record_progress(session: Session, call_id: str, data: dict[str, Any]) -> None:
-    """Record a checkpoint durably; skipped quietly once the handle may not record."""
-    if not writable(session):
-        return
-    session._record(ev.ToolProgress, call_id=call_id, data=data)
-    with contextlib.suppress(StaleEpochError):
-        await session.flush()

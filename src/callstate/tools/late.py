@@ -1,36 +1,37 @@
-"""Late results: outcomes of calls that finish after their session was offered away.
+"""Late outcomes: calls that finish after their handle may no longer record them.
 
-A tool still running when the offer is made completes in the source; the guard hands
-its outcome to :func:`hand_over`, which stores it beside the packages under a key
-derived from session and call id (no new store method). Whoever owns the session next
-(the target, a later target, or the source after a reclaim) records it through the
-guard, with its spoken delivery ``held``: the obligation to tell the caller moves with
-the call. A keeper polls for them while it owns calls in flight, and
-``Keeper.collect_late_results()`` picks them up at once.
+A tool still running when its session is offered to another agent (or taken over)
+completes where it started; the guard passes its outcome to :func:`hand_over`. A
+session offered away gets it stored beside the packages under a key derived from
+session and call id (no new store method); whoever owns the session next (the target,
+a later target, or the source after a reclaim) records it with its spoken delivery
+``held``: the obligation to tell the caller moves with the call. A session taken over
+in this process gets it on its live handle, or parked until one is adopted. A keeper
+polls for stored ones while it owns calls in flight (:func:`watch`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import weakref
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..errors import CallstateError, CodecError, ConflictError, StorageError
 from ..journal import events as ev
 from ..journal.state import ToolCall
 from ..storage.base import PackageRow
+from .outcomes import Terminal, land_late, terminal_event
+from .registry import ToolOutcome
 
 if TYPE_CHECKING:
-    from ..keeper import Keeper
-    from ..session import Session
-    from .registry import ToolOutcome
+    from ..runtime.handle import Handle
+    from .runs import ToolRuns
 
 __all__ = ["collect", "collect_all", "hand_over", "late_id", "watch"]
 
 _OUTCOMES: Final = (ev.ToolSucceeded, ev.ToolFailed, ev.ToolCancelled, ev.ToolInDoubt)
 _POLL_S: Final = 0.25  # how often a keeper looks for results of inherited calls
-_pollers: weakref.WeakKeyDictionary[Keeper, asyncio.Task[None]] = weakref.WeakKeyDictionary()
+_POLLER: Final = "callstate-handoff"
 
 
 def late_id(session_id: str, call_id: str) -> str:
@@ -38,13 +39,45 @@ def late_id(session_id: str, call_id: str) -> str:
     return f"late/{len(session_id)}/{session_id}/{call_id}"
 
 
-async def hand_over(keeper: Keeper, session: Session, event: ev.Event) -> bool:
+async def hand_over(tools: ToolRuns, session: Handle, call: ToolCall, end: Terminal) -> ToolOutcome:
+    """Pass an outcome on when its own handle may no longer record it.
+
+    A session offered to another agent stores it for whoever owns the session next
+    (:func:`store_for_next_owner`); otherwise it lands on the session's live handle in
+    this keeper, or waits parked for one (``outcomes.land_late``).
+    """
+    outcome = ToolOutcome(
+        call_id=call.call_id,
+        name=call.name,
+        status=end.status,  # type: ignore[arg-type]
+        result=end.result,
+        error=end.error,
+        error_type=end.error_type,
+        overtaken=call.overtaken,
+        effect=call.effect,
+        attempt=call.attempts,
+    )
+    cls, fields = terminal_event(call.call_id, end)
+    event = cls(at=session.clock.now(), **fields)
+    stored = False
+    if session.state.pending_handoff is not None and isinstance(
+        event, ev.ToolSucceeded | ev.ToolFailed | ev.ToolCancelled
+    ):
+        try:
+            stored = await store_for_next_owner(tools, session, event)
+        except CallstateError:  # the store is failing: keep it in this process
+            stored = False
+    if not stored:
+        land_late(tools, session.id, outcome)
+    return outcome
+
+
+async def store_for_next_owner(tools: ToolRuns, session: Handle, event: ev.Event) -> bool:
     """Store, for whoever owns the session next, a call outcome its offered handle can't record.
 
-    The guard calls this when a call finishes after its session was offered. The
-    outcome is stored under :func:`late_id` (in any process the next owner finds it);
-    when this keeper already owns the session again (accepted or reclaimed here) it
-    lands at once.
+    The outcome is stored under :func:`late_id` (in any process the next owner finds
+    it); when this keeper already owns the session again (accepted or reclaimed here)
+    it lands at once.
 
     Returns:
         False, having done nothing, unless ``session`` holds an offer and ``event`` is
@@ -59,25 +92,24 @@ async def hand_over(keeper: Keeper, session: Session, event: ev.Event) -> bool:
         or event.call_id not in session.state.calls
     ):
         return False
+    host = tools.host
     row = PackageRow(
         package_id=late_id(session.id, event.call_id),
         session_id=session.id,
         data=ev.encode_event(event),
         status="pending",
-        created_at=keeper.clock.now(),
+        created_at=host.clock.now(),
     )
     with contextlib.suppress(ConflictError):  # a call has one outcome; the first stored stands
-        await keeper.store.package_put(row)
-    owner = keeper._live.get(session.id)
+        await host.store.package_put(row)
+    owner = host.handles.get(session.id)
     if owner is not None and owner is not session:
         with contextlib.suppress(CallstateError):  # stored: a later collect lands it
-            await collect(keeper, owner)
+            await collect(tools, owner)
     return True
 
 
 def _to_outcome(event: ev.Event, call: ToolCall) -> ToolOutcome | None:
-    from .registry import ToolOutcome  # tools imports the guard, which imports this module
-
     status: Literal["succeeded", "failed", "cancelled", "unknown"]
     result: Any = None
     error: str | None = None
@@ -106,27 +138,25 @@ def _to_outcome(event: ev.Event, call: ToolCall) -> ToolOutcome | None:
     )
 
 
-async def collect(keeper: Keeper, session: Session) -> int:
+async def collect(tools: ToolRuns, session: Handle) -> int:
     """Record in ``session`` every stored late outcome of its in-flight calls.
 
-    Each lands through the guard with its spoken delivery ``held`` (the caller has not
-    heard it from this agent), decided at once if the caller has spoken since the
-    call was asked for. A session that is itself frozen or fenced leaves them for
-    whoever owns it next; so does a failing store (a later collect finds them).
-    Returns how many landed.
+    Each lands with its spoken delivery ``held`` (the caller has not heard it from this
+    agent), decided at once if the caller has spoken since the call was asked for. A
+    session that is itself frozen or fenced leaves them for whoever owns it next; so
+    does a failing store (a later collect finds them). Returns how many landed.
 
     Raises:
         StaleEpochError: the session was taken over meanwhile.
     """
-    from .guard import land_late  # the guard imports much of the package
-
+    store = tools.host.store
     landed = 0
     for call in session.state.in_flight:
-        if session._error is not None or session._closed or session.state.status != "active":
+        if session.error is not None or session.closed or session.state.status != "active":
             break
         rid = late_id(session.id, call.call_id)
         try:
-            row = await keeper.store.package_get(rid)
+            row = await store.package_get(rid)
             if row is None or row.status != "pending":
                 continue
             try:
@@ -136,38 +166,36 @@ async def collect(keeper: Keeper, session: Session) -> int:
             outcome = _to_outcome(event, call)
             if outcome is None or getattr(event, "call_id", None) != call.call_id:
                 continue
-            if land_late(keeper, session.id, outcome):
+            if land_late(tools, session.id, outcome):
                 landed += 1
                 await session.flush()
             elif not session.state.calls[call.call_id].terminal:
                 continue  # the handle could not take it: leave it stored
-            await keeper.store.package_transition(rid, "pending", "applied")
+            await store.package_transition(rid, "pending", "applied")
         except StorageError:
             break  # recorded outcomes stay queued; stored ones stay pending for later
     return landed
 
 
-async def collect_all(keeper: Keeper) -> int:
+async def collect_all(tools: ToolRuns) -> int:
     """:func:`collect` for every session the keeper owns that has calls in flight."""
     landed = 0
-    for session in list(keeper._live.values()):
+    for session in list(tools.host.handles.values()):
         if session.state.in_flight and session.state.status == "active":
-            landed += await collect(keeper, session)
+            landed += await collect(tools, session)
     return landed
 
 
-def watch(keeper: Keeper) -> None:
+def watch(tools: ToolRuns) -> None:
     """Poll for late outcomes while this keeper owns sessions with inherited calls."""
-    task = _pollers.get(keeper)
-    if task is not None and not task.done():
+    host = tools.host
+    if any(t.get_name() == _POLLER and not t.done() for t in host.tasks):
         return
-    task = asyncio.get_running_loop().create_task(_poll(keeper), name="callstate-handoff")
-    _pollers[keeper] = task
-    keeper._tasks.append(task)
+    host.spawn(_poll(tools), name=_POLLER)
 
 
-async def _poll(keeper: Keeper) -> None:
-    while any(s.state.in_flight for s in keeper._live.values()):
+async def _poll(tools: ToolRuns) -> None:
+    while any(s.state.in_flight for s in tools.host.handles.values()):
         await asyncio.sleep(_POLL_S)
         with contextlib.suppress(Exception):  # a failing store must not end the poller
-            await collect_all(keeper)
+            await collect_all(tools)

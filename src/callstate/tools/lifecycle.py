@@ -12,7 +12,8 @@ from .outcomes import cancel_call, land_parked
 from .reconcile import InDoubtDecision, resolve_in_doubt
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from ..runtime.handle import Handle
+    from .runs import ToolRuns
 
 __all__ = ["recover_in_doubt", "release_runs", "settle_calls"]
 
@@ -20,7 +21,9 @@ __all__ = ["recover_in_doubt", "release_runs", "settle_calls"]
 _CANCEL_WAIT: Final = 1.0
 
 
-async def recover_in_doubt(session: Session, *, via: str = "resume") -> list[InDoubtDecision]:
+async def recover_in_doubt(
+    tools: ToolRuns, session: Handle, *, via: str = "resume"
+) -> list[InDoubtDecision]:
     """Resolve, by policy, every call a crash left without an outcome; see ``Keeper``.
 
     Records ``ToolInDoubt`` (or ``ToolCancelled``) per call and makes it durable, then
@@ -28,11 +31,9 @@ async def recover_in_doubt(session: Session, *, via: str = "resume") -> list[InD
     ``ctx.progress``) in the background: its start is durable when this returns, and
     ``session.run_tool`` with the same call id awaits it.
     """
-    keeper = session.keeper
-    land_parked(session)
-    running = {cid for (sid, cid) in keeper._tool_runs if sid == session.id}
-    names = keeper.tools.names() if keeper.tools is not None else frozenset()
-    decisions = resolve_in_doubt(session.state, registered=names, running=running, via=via)
+    land_parked(tools, session)
+    running = {r_cid for (sid, r_cid) in tools.running if sid == session.id}
+    decisions = resolve_in_doubt(session.state, registered=tools.names(), running=running, via=via)
     if not decisions:
         return decisions
     for d in decisions:
@@ -41,24 +42,20 @@ async def recover_in_doubt(session: Session, *, via: str = "resume") -> list[InD
             cancel_call(session, call, d.reason)
             continue
         if d.action in ("rerun", "unknown"):
-            session._record(ev.ToolInDoubt, call_id=d.call_id, resolution=d.action)
-            keeper._emit(
-                "tool.in_doubt", session.id, call_id=d.call_id, resolution=d.action, reason=d.reason
-            )
+            session.record(ev.ToolInDoubt, call_id=d.call_id, resolution=d.action)
+            session.emit("tool.in_doubt", call_id=d.call_id, resolution=d.action, reason=d.reason)
         if d.action in ("rerun", "start"):
-            keeper._emit(
-                "tool.rerun", session.id, call_id=d.call_id, attempt=d.attempt, action=d.action
-            )
-    tools = keeper.tools
+            session.emit("tool.rerun", call_id=d.call_id, attempt=d.attempt, action=d.action)
     for d in decisions:
-        # resolve_in_doubt only re-runs registered tools, so `tools` is set here
-        if d.action in ("rerun", "start") and tools is not None:
-            launch(session, tools.get(d.name), session.state.calls[d.call_id], attempt=d.attempt)
+        # resolve_in_doubt only re-runs registered tools, so the spec is there
+        spec = tools.spec(d.name)
+        if d.action in ("rerun", "start") and spec is not None:
+            launch(tools, session, spec, session.state.calls[d.call_id], attempt=d.attempt)
     await session.flush()  # each task also waits for its start to be durable before running
     return decisions
 
 
-async def settle_calls(session: Session, *, grace: float) -> None:
+async def settle_calls(tools: ToolRuns, session: Handle, *, grace: float) -> None:
     """Give every call of ``session`` a terminal outcome before the session ends.
 
     Running calls get ``grace`` seconds to finish; then they are cancelled (a read ends
@@ -66,7 +63,7 @@ async def settle_calls(session: Session, *, grace: float) -> None:
     end ``cancelled`` if they never started, else ``unknown`` (write) / ``cancelled``
     (read).
     """
-    runs = [r for (sid, _), r in session.keeper._tool_runs.items() if sid == session.id]
+    runs = tools.of(session.id)
     tasks = {r.task for r in runs}
     if tasks:
         _, pending = await asyncio.wait(tasks, timeout=max(0.0, grace))
@@ -78,26 +75,24 @@ async def settle_calls(session: Session, *, grace: float) -> None:
             await asyncio.wait(pending, timeout=_CANCEL_WAIT)
     # from here on nothing awaits until the end is recorded: settle what is left, and
     # stop any call that started during the wait (its outcome is settled here)
-    for (sid, _), r in list(session.keeper._tool_runs.items()):
-        if sid == session.id and not r.task.done():
+    for r in tools.of(session.id):
+        if not r.task.done():
             r.cancel_reason = "session ended"
             r.task.cancel()
     for call in session.state.in_flight:
         if call.status == "requested":
             cancel_call(session, call, "session ended before the call started")
         elif call.effect == "write":
-            session._record(ev.ToolInDoubt, call_id=call.call_id, resolution="unknown")
-            session.keeper._emit(
-                "tool.in_doubt", session.id, call_id=call.call_id, resolution="unknown"
-            )
+            session.record(ev.ToolInDoubt, call_id=call.call_id, resolution="unknown")
+            session.emit("tool.in_doubt", call_id=call.call_id, resolution="unknown")
         else:
             cancel_call(session, call, "session ended")
 
 
-async def release_runs(session: Session) -> None:
+async def release_runs(tools: ToolRuns, session: Handle) -> None:
     """Stop the calls this handle runs without recording an outcome (the handle is let
     go: the calls stay in doubt and are resolved when the session is resumed)."""
-    runs = [r for r in session.keeper._tool_runs.values() if r.session is session]
+    runs = [r for r in tools.running.values() if r.session is session]
     for r in runs:
         r.cancel_reason = "closed"
         r.task.cancel()

@@ -20,6 +20,7 @@ function starts, the outcome is recorded whatever happens meanwhile, and a repea
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
@@ -28,13 +29,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import msgspec
 
-from ..errors import ConfigError, PayloadTooLarge, ToolArgumentsError, UnknownTool
+from ..errors import ConfigError, PayloadTooLarge, StaleEpochError, ToolArgumentsError, UnknownTool
 from ..journal import events as ev
 from ..journal.state import ToolCall
 from .reconcile import Supersedes
 
 if TYPE_CHECKING:
-    from ..session import Session
+    from ..runtime.handle import Handle
 
 __all__ = [
     "DEFAULT_MAX_RESULT_BYTES",
@@ -352,7 +353,7 @@ class ToolContext:
 
     def __init__(
         self,
-        session: Session,
+        session: Handle,
         call: ToolCall,
         *,
         limit: int,
@@ -387,6 +388,9 @@ class ToolContext:
             raise ToolArgumentsError(msg)
         clean = encode_payload(data, what=f"checkpoint of call {self.call_id!r}", limit=self._limit)
         self.progress.update(clean)
-        from .guard import record_progress  # the guard imports this module
-
-        await record_progress(self._session, self.call_id, clean)
+        session = self._session
+        if not session.writable:
+            return  # moved to another owner: kept in ``progress`` only
+        session.record(ev.ToolProgress, call_id=self.call_id, data=clean)
+        with contextlib.suppress(StaleEpochError):
+            await session.flush()
