@@ -14,7 +14,7 @@ import pytest
 
 import callstate
 from callstate import ConfigError, Keeper, StaleEpochError
-from callstate.storage.base import PackageMove, PackageRow, Store
+from callstate.storage.base import ArchiveRow, FollowUp, PackageMove, PackageRow, Store
 from callstate.storage.postgres import PostgresStore
 from callstate.storage.redis import RedisStore
 from callstate.testing import FakeClock
@@ -206,3 +206,121 @@ async def test_proxy_stops_by_itself_after_its_lifetime() -> None:
     finally:
         await store.close()
         await proxy.stop()
+
+
+# -- every write, with the reply of one of its round trips lost ------------------------
+
+
+async def _append(store: Store, sid: str) -> object:
+    return (await store.append([make_batch(sid, 1, 2, 2)]), seqs(await store.read_events(sid)))
+
+
+async def _create(store: Store, sid: str) -> object:
+    other = await create(store, "created", events=3)
+    return seqs(await store.read_events(other))
+
+
+async def _index_caller(store: Store, sid: str) -> object:
+    await store.index_caller("h2", sid, T0 + 5)
+    return [at for _, at in await store.lookup_caller("h2")]
+
+
+async def _archive_insert(store: Store, sid: str) -> object:
+    row = ArchiveRow(
+        record_id=new_id("r"),
+        session_id=sid,
+        caller_hash="h",
+        ended_at=T0,
+        outcome="completed",
+        data=b"r",
+    )
+    await store.archive_insert(row)
+    return row == await store.archive_get(row.record_id)
+
+
+async def _followup_put(store: Store, sid: str) -> object:
+    await store.followup_put(
+        FollowUp(followup_id=new_id("f"), session_id=sid, due_at=T0, payload=b"p")
+    )
+    return len(await store.followup_claim(T0 + 1, "w", 30))
+
+
+async def _followup_cancel(store: Store, sid: str) -> object:
+    return await store.followup_cancel(sid)
+
+
+async def _followup_claim(store: Store, sid: str) -> object:
+    return [f.session_id == sid for f in await store.followup_claim(T0 + 1, "w", 30)]
+
+
+async def _followup_done(store: Store, sid: str) -> object:
+    [f] = await store.followup_claim(T0 + 1, "w", 30, limit=1)
+    return await store.followup_done(f.followup_id, "w")
+
+
+async def _package_put(store: Store, sid: str) -> object:
+    row = PackageRow(package_id=new_id("p"), session_id=sid, data=b"pkg", created_at=T0)
+    await store.package_put(row)
+    return row == await store.package_get(row.package_id)
+
+
+async def _package_transition(store: Store, sid: str) -> object:
+    return await store.package_transition(f"pkg-{sid}", "offered", "accepted")
+
+
+async def _renew_leases(store: Store, sid: str) -> object:
+    return await store.renew_leases("owner-a", [sid, "nope"], T0 + 99) == [sid]
+
+
+async def _release_lease(store: Store, sid: str) -> object:
+    await store.release_lease(sid, "owner-a")
+    rec = await store.get(sid)
+    return None if rec is None else rec.lease_owner
+
+
+async def _purge(store: Store, sid: str) -> object:
+    await store.purge(sid)
+    return (await store.get(sid), await store.lookup_caller("h"))
+
+
+async def _claim(store: Store, sid: str) -> object:
+    return await store.claim(sid, 1, "owner-b", T0 + 60)
+
+
+WRITES = {
+    "append": (_append, ([None], [1, 2, 3])),
+    "create": (_create, [1, 2, 3]),
+    "index_caller": (_index_caller, [T0 + 5]),
+    "archive_insert": (_archive_insert, True),
+    "followup_put": (_followup_put, 3),
+    "followup_cancel": (_followup_cancel, 2),
+    "followup_claim": (_followup_claim, [True, True]),
+    "followup_done": (_followup_done, True),
+    "package_put": (_package_put, True),
+    "package_transition": (_package_transition, True),
+    "renew_leases": (_renew_leases, True),
+    "release_lease": (_release_lease, None),
+    "purge": (_purge, (None, [])),
+    "claim": (_claim, 2),
+}
+
+
+@pytest.mark.parametrize("lost", [0, 1])
+@pytest.mark.parametrize("write", list(WRITES))
+async def test_every_write_ends_the_same_when_one_reply_is_lost(
+    faulty: tuple[Store, FaultProxy], write: str, lost: int
+) -> None:
+    """Each Store write, with the reply of its first or second round trip lost (the
+    server did act on it), returns and stores what it would have without the fault."""
+    store, proxy = faulty
+    sid = await create(store, caller_hash="h")
+    await store.index_caller("h", sid, T0)
+    for i in range(2):
+        f = FollowUp(followup_id=f"f{i}-{sid}", session_id=sid, due_at=T0, payload=b"p")
+        await store.followup_put(f)
+    await store.package_put(PackageRow(package_id=f"pkg-{sid}", session_id=sid, data=b"x"))
+    run, expected = WRITES[write]
+    proxy.lose_reply(after=lost)
+    assert expected == await run(store, sid)
+    if lost == 0:  # every write has a first round trip: its reply was the one lost
+        assert 1 == proxy.dropped
