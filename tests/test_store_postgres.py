@@ -200,3 +200,51 @@ async def test_keeper_on_a_postgres_url_resumes_across_keepers() -> None:
                     await s.flush()
     finally:
         await drop_pg_schema(url, schema)
+
+
+async def test_sessions_and_follow_ups_written_at_schema_1_claim_and_cancel_after_migration_2() -> (
+    None
+):
+    """A schema at version 1 (no claim ids) migrates to the newest: its session reads as
+    before, claims, and recognises that claim sent again; its follow-up cancels once."""
+    url, schema = postgres_url(), unique("mig1")
+    s = f'"{schema}"'
+    try:
+        await _sql(url, f"CREATE SCHEMA {s}")
+        await _sql(url, MIGRATIONS[0][1].replace("{schema}", s))
+        await _sql(
+            url,
+            f"CREATE TABLE {s}.callstate_migrations "
+            "(version integer PRIMARY KEY, applied_at double precision NOT NULL)",
+        )
+        await _sql(url, f"INSERT INTO {s}.callstate_migrations VALUES (1, 0)")
+        await _sql(
+            url,
+            f"INSERT INTO {s}.sessions (session_id, epoch, seq, agent, status, created_at, "
+            "last_interaction_at, lease_owner, lease_until) "
+            "VALUES ('old', 4, 1, 'triage', 'active', 1.0, 2.0, 'w', 3.0)",
+        )
+        await _sql(url, f"INSERT INTO {s}.events VALUES ('old', 1, 4, 'e1')")
+        await _sql(
+            url,
+            f"INSERT INTO {s}.followups (followup_id, session_id, due_at, payload, status) "
+            "VALUES ('f1', 'old', 1.0, 'p', 'pending')",
+        )
+        store = PostgresStore(url, schema=schema)
+        await store.open()
+        try:
+            assert max(v for v, _ in MIGRATIONS) == await store.schema_version()
+            rec = await store.get("old")
+            assert rec is not None
+            assert (4, 1, "w") == (rec.epoch, rec.seq, rec.lease_owner)
+            assert [b"e1"] == await store.read_events("old")
+            assert 5 == await store.claim("old", 4, "w2", 9.0, claim_id="c1")
+            assert 5 == await store.claim("old", 4, "w2", 9.0, claim_id="c1")
+            with pytest.raises(callstate.StaleEpochError):
+                await store.claim("old", 4, "w3", 9.0)
+            assert 1 == await store.followup_cancel("old")
+            assert 0 == await store.followup_cancel("old")
+        finally:
+            await store.close()
+    finally:
+        await drop_pg_schema(url, schema)

@@ -161,7 +161,7 @@ async def test_packages_written_before_migration_2_survive_it(tmp_path: Path) ->
     s = SQLiteStore(f"sqlite:///{path}")
     await s.open()
     try:
-        assert 2 == await s.schema_version()
+        assert max(v for v, _ in MIGRATIONS) == await s.schema_version()
         row = await s.package_get("p1")
         assert row is not None
         assert (b"x" * 100_000, "offered", "s1") == (row.data, row.status, row.session_id)
@@ -290,3 +290,36 @@ async def test_closed_store_names_itself(tmp_path: Path) -> None:
     with pytest.raises(StorageError, match="not open") as exc:
         await SQLiteStore(url).get("s1")
     assert url in str(exc.value)
+
+
+async def test_sessions_written_before_migration_3_claim_with_claim_ids(tmp_path: Path) -> None:
+    """A file at schema 2 (no claim ids) migrates; its session claims, and that claim sent
+    again with its id returns the same epoch while another claimer is stale."""
+    path = tmp_path / "cs.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(
+        "CREATE TABLE callstate_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    for version, script in MIGRATIONS[:2]:
+        for stmt in script.split(";\n"):
+            if stmt.strip():
+                conn.execute(stmt)
+        conn.execute("INSERT INTO callstate_migrations VALUES (?, 0)", (version,))
+    conn.execute(
+        "INSERT INTO sessions (session_id, epoch, seq, agent, status, created_at, "
+        "last_interaction_at, lease_owner, lease_until) "
+        "VALUES ('old', 4, 1, 'triage', 'active', 1.0, 2.0, 'w', 3.0)"
+    )
+    conn.execute("INSERT INTO events VALUES ('old', 1, 4, ?)", (b"e1",))
+    conn.close()
+    s = SQLiteStore(f"sqlite:///{path}")
+    await s.open()
+    try:
+        assert max(v for v, _ in MIGRATIONS) == await s.schema_version()
+        assert [b"e1"] == await s.read_events("old")
+        assert 5 == await s.claim("old", 4, "w2", 9.0, claim_id="c1")
+        assert 5 == await s.claim("old", 4, "w2", 9.0, claim_id="c1")
+        with pytest.raises(StaleEpochError):
+            await s.claim("old", 4, "w3", 9.0, claim_id="c2")
+    finally:
+        await s.close()

@@ -111,7 +111,8 @@ class PostgresRecords(PostgresBase):
         )
 
     async def followup_cancel(self, session_id: str) -> int:
-        return len(await self._fetch("followup_cancel", self._sql["followup_cancel"], [session_id]))
+        params = {"sid": session_id, "nonce": uuid.uuid4().hex}
+        return len(await self._fetch("followup_cancel", self._sql["followup_cancel"], params))
 
     async def followup_claim(
         self, now: float, owner: str, claim_for: float, limit: int = 10

@@ -86,4 +86,13 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         );
         """,
     ),
+    (
+        # the id of the claim that took the current epoch, and of the call that cancelled
+        # a follow-up: a retry whose first reply was lost recognises its own write by them
+        2,
+        """
+        ALTER TABLE {schema}.sessions ADD COLUMN claim_id text;
+        ALTER TABLE {schema}.followups ADD COLUMN cancel_id text;
+        """,
+    ),
 )

@@ -84,14 +84,20 @@ STATEMENTS: Final[dict[str, str]] = {
     """,
     "get": f"SELECT {SESSION_COLS} FROM {{s}}.sessions WHERE session_id = %s",
     "list_sessions": f"SELECT {SESSION_COLS} FROM {{s}}.sessions WHERE ",
-    # the subselect reads the statement's snapshot: the stored epoch when the update missed
+    # the subselect reads the statement's snapshot: the stored epoch (and the id of the
+    # claim that took it) when the update missed
     "claim": """
         WITH u AS (
-            UPDATE {s}.sessions SET epoch = epoch + 1, lease_owner = %s, lease_until = %s
-            WHERE session_id = %s AND epoch = %s RETURNING epoch
+            UPDATE {s}.sessions SET epoch = epoch + 1, lease_owner = %(owner)s,
+                lease_until = %(until)s, claim_id = %(cid)s
+            WHERE session_id = %(sid)s AND epoch = %(expected)s RETURNING epoch
         )
-        SELECT (SELECT epoch FROM u), (SELECT epoch FROM {s}.sessions WHERE session_id = %s)
+        SELECT (SELECT epoch FROM u), x.epoch, x.claim_id
+        FROM (SELECT 1) AS one LEFT JOIN {s}.sessions x ON x.session_id = %(sid)s
     """,
+    "claimed_as": (
+        "SELECT 1 FROM {s}.sessions WHERE session_id = %s AND epoch = %s AND claim_id = %s"
+    ),
     "renew_leases": (
         "UPDATE {s}.sessions SET lease_until = %s "
         "WHERE session_id = ANY(%s) AND lease_owner = %s RETURNING session_id"
@@ -128,9 +134,11 @@ STATEMENTS: Final[dict[str, str]] = {
         "claimed_by = excluded.claimed_by, claimed_until = excluded.claimed_until "
         "WHERE followups.status = 'pending'"
     ),
+    # the cancel id lets a retry count what its lost attempt cancelled
     "followup_cancel": (
-        "UPDATE {s}.followups SET status = 'cancelled' "
-        "WHERE session_id = %s AND status = 'pending' RETURNING 1"
+        "UPDATE {s}.followups SET status = 'cancelled', cancel_id = %(nonce)s "
+        "WHERE session_id = %(sid)s AND (status = 'pending' "
+        "OR (status = 'cancelled' AND cancel_id = %(nonce)s)) RETURNING 1"
     ),
     # SKIP LOCKED: racing claimers each take different rows instead of queueing; a retry
     # also takes back what this very call claimed before its reply was lost

@@ -93,7 +93,9 @@ class RedisRecords(RedisBase):
 
     async def followup_cancel(self, session_id: str) -> int:
         keys = [self._fu + "sess:" + session_id, self._fu + "due"]
-        return int(await self._script("followup_cancel", "followup_cancel", keys, self._fu + "f:"))
+        nonce = uuid.uuid4().hex  # lets a retry count what its lost attempt cancelled
+        args = [self._fu + "f:", nonce]
+        return int(await self._script("followup_cancel", "followup_cancel", keys, *args))
 
     async def followup_claim(
         self, now: float, owner: str, claim_for: float, limit: int = 10

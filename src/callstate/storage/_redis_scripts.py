@@ -133,14 +133,18 @@ if redis.call('EXISTS', KEYS[1]) == 0 then return {0, {}} end
 return {1, redis.call('LRANGE', KEYS[2], tonumber(ARGV[1]), -1)}
 """
 
-# KEYS: meta. ARGV: expected_epoch, owner, lease_until. Returns {code, epoch}:
-# 0 claimed (epoch is the new one), 1 not found, 2 stale (epoch is the stored one).
+# KEYS: meta. ARGV: expected_epoch, owner, lease_until, claim_id. Returns {code, epoch}:
+# 0 claimed (epoch is the new one; also when this very claim, by its claim id, took it
+# before its reply was lost), 1 not found, 2 stale (epoch is the stored one). A meta
+# hash without ``claim_id`` (written before claims carried one) claims as ever.
 CLAIM: Final = """
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then return {1, 0} end
-if tonumber(epoch) ~= tonumber(ARGV[1]) then return {2, tonumber(epoch)} end
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'claim_id')
+if not f[1] then return {1, 0} end
+local epoch, expected = tonumber(f[1]), tonumber(ARGV[1])
+if epoch == expected + 1 and f[2] == ARGV[4] then return {0, epoch} end
+if epoch ~= expected then return {2, epoch} end
 local new = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
-redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_until', ARGV[3])
+redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_until', ARGV[3], 'claim_id', ARGV[4])
 return {0, new}
 """
 
@@ -160,11 +164,10 @@ end
 return 0
 """
 
-# KEYS: meta, events, snapshot, callers. Returns the caller hashes the session was under.
+# KEYS: meta, events, snapshot, callers. Run once the caller entries are gone.
 PURGE: Final = """
-local callers = redis.call('SMEMBERS', KEYS[4])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
-return callers
+return 0
 """
 
 # The start of an insert-only hash KEYS[1]; ARGV: retrying, field, value, ... If the
@@ -237,14 +240,19 @@ end
 return 1
 """
 
-# KEYS: session set, due index. ARGV: followup key prefix. Returns how many cancelled.
+# KEYS: session set, due index. ARGV: followup key prefix, cancel id. Returns how many
+# cancelled, counting those this very call (by its cancel id) cancelled before its reply
+# was lost.
 FOLLOWUP_CANCEL: Final = """
 local n = 0
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   local key = ARGV[1] .. id
-  if redis.call('HGET', key, 'status') == 'pending' then
-    redis.call('HSET', key, 'status', 'cancelled')
+  local f = redis.call('HMGET', key, 'status', 'cancel_id')
+  if f[1] == 'pending' then
+    redis.call('HSET', key, 'status', 'cancelled', 'cancel_id', ARGV[2])
     redis.call('ZREM', KEYS[2], id)
+    n = n + 1
+  elseif f[1] == 'cancelled' and f[2] == ARGV[2] then
     n = n + 1
   end
 end

@@ -94,6 +94,14 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         ALTER TABLE packages DROP COLUMN data;
         """,
     ),
+    (
+        # the id of the claim that took the current epoch: a claim sent again with its
+        # id (a retry) recognises its own earlier claim
+        3,
+        """
+        ALTER TABLE sessions ADD COLUMN claim_id TEXT;
+        """,
+    ),
 )
 
 

@@ -13,12 +13,19 @@ offer is durable instead.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol, cast, runtime_checkable
 
 import msgspec
 
-from ..errors import CallstateError, ConfigError, HandoffStateError, SessionNotFound
+from ..errors import (
+    CallstateError,
+    ConfigError,
+    ConflictError,
+    HandoffStateError,
+    SessionNotFound,
+)
 
 __all__ = [
     "ArchiveRow",
@@ -195,6 +202,7 @@ class Store(Protocol):
         *,
         package: PackageMove | None = None,
         then: Batch | None = None,
+        claim_id: str | None = None,
     ) -> int:
         """Take ownership: set epoch to ``expected_epoch + 1`` and the lease, atomically.
 
@@ -204,6 +212,12 @@ class Store(Protocol):
         it in one transaction or nothing; the others go step by step (package, claim,
         batch), so a failure between steps leaves the earlier ones done (a repeated
         ``Keeper.accept``/``reclaim`` finishes that).
+
+        The store keeps ``claim_id`` (one of its own per call when None) with the new
+        epoch: a claim sent again with the same id, e.g. a retry after a reply was
+        lost, that finds the session at ``expected_epoch + 1`` under that id returns
+        that epoch instead of raising ``StaleEpochError``. Give one id per logical
+        claim, never the same to two claimers.
 
         Raises:
             HandoffStateError: the package is not in ``from_status``.
@@ -311,7 +325,12 @@ async def claim_in_steps(
     then: Batch | None,
 ) -> int:
     """``Store.claim`` as steps, for stores without ``atomic_packages``: move the package,
-    run ``claim`` (the store's own claim), append ``then``."""
+    run ``claim`` (the store's own claim), append ``then``.
+
+    Each step is safe to send again after a lost reply (a package move carries its own
+    transition id, a claim its claim id, an append is recognised by its bytes), so the
+    store's retries never see their own earlier step as a competitor's.
+    """
     if package is not None:
         await move_package(store, package)
     epoch = await claim()
@@ -324,11 +343,19 @@ async def claim_in_steps(
 
 class StepwiseClaim:
     """``Store.claim`` for a store without ``atomic_packages``: a package move and a
-    batch go step by step around the store's own plain claim, ``_claim``."""
+    batch go step by step around the store's own plain claim, ``_claim``.
+
+    A whole claim sent again with its ``claim_id`` after it was done (its package moved,
+    its batch stored) returns the same epoch; one interrupted between steps is finished.
+    """
 
     async def _claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float, claim_id: str
     ) -> int:
+        raise NotImplementedError
+
+    async def _claimed_as(self, session_id: str, epoch: int, claim_id: str) -> bool:
+        """True if the session is at ``epoch``, taken by the claim ``claim_id``."""
         raise NotImplementedError
 
     async def claim(
@@ -340,13 +367,43 @@ class StepwiseClaim:
         *,
         package: PackageMove | None = None,
         then: Batch | None = None,
+        claim_id: str | None = None,
     ) -> int:
+        cid = new_claim_id(claim_id)
+
         def plain() -> Awaitable[int]:
-            return self._claim(session_id, expected_epoch, owner, lease_until)
+            return self._claim(session_id, expected_epoch, owner, lease_until, cid)
 
         if package is None and then is None:
             return await plain()
-        return await claim_in_steps(cast("Store", self), plain, package, then)
+        store = cast("Store", self)
+        try:
+            return await claim_in_steps(store, plain, package, then)
+        except (HandoffStateError, ConflictError):
+            # the package is moved or the batch is stored: by this very claim, before?
+            if not await self._claimed_as(session_id, expected_epoch + 1, cid):
+                raise
+        if then is not None:
+            stored = await store.read_events(session_id, then.first_seq - 1)
+            if stored[: len(then.events)] != then.events:
+                [error] = await store.append([then])
+                if error is not None:
+                    raise error
+        return expected_epoch + 1
+
+
+def new_claim_id(claim_id: str | None) -> str:
+    """The id a claim is stored under: the caller's, or a fresh one for this call.
+
+    Raises:
+        ConfigError: ``claim_id`` is empty or not a string.
+    """
+    if claim_id is None:
+        return uuid.uuid4().hex
+    if not isinstance(claim_id, str) or not claim_id:
+        msg = f"claim_id must be a non-empty string, got {claim_id!r:.80}"
+        raise ConfigError(msg)
+    return claim_id
 
 
 def refuse_packages(url: str, batches: Sequence[Batch]) -> None:
@@ -375,7 +432,7 @@ def check_batch(
     session_id: str, stored_epoch: int | None, stored_seq: int, batch: Batch
 ) -> CallstateError | None:
     """Why a batch may not be appended to a session in this state, or None if it may."""
-    from ..errors import ConflictError, StaleEpochError
+    from ..errors import StaleEpochError
 
     if stored_epoch is None:
         return not_found(session_id)

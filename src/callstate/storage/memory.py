@@ -16,6 +16,7 @@ from .base import (
     PackageRow,
     SessionRecord,
     check_batch,
+    new_claim_id,
     not_found,
     package_not_in,
     stale_claim,
@@ -35,6 +36,7 @@ class MemoryStore:
         self.url = url
         self._open = False
         self._sessions: dict[str, SessionRecord] = {}
+        self._claim_ids: dict[str, str] = {}  # session id -> the claim that took its epoch
         self._events: dict[str, list[bytes]] = {}  # index i holds seq i + 1
         self._snapshots: dict[str, bytes] = {}
         self._callers: dict[str, dict[str, float]] = {}
@@ -167,8 +169,13 @@ class MemoryStore:
         *,
         package: PackageMove | None = None,
         then: Batch | None = None,
+        claim_id: str | None = None,
     ) -> int:
         self._check_open()
+        cid = new_claim_id(claim_id)
+        done = self._sessions.get(session_id)
+        if done and done.epoch == expected_epoch + 1 and self._claim_ids.get(session_id) == cid:
+            return done.epoch  # this very claim, done before: its package and batch too
         pkg = None if package is None else self._packages.get(package.package_id)
         if package is not None and (pkg is None or pkg.status != package.from_status):
             raise package_not_in(package, None if pkg is None else pkg.status)
@@ -182,6 +189,7 @@ class MemoryStore:
         if pkg is not None and package is not None:
             pkg.status = package.to_status
         rec.epoch += 1
+        self._claim_ids[session_id] = cid
         rec.lease_owner = owner
         rec.lease_until = lease_until
         if then is not None:
@@ -209,6 +217,7 @@ class MemoryStore:
     async def purge(self, session_id: str) -> None:
         self._check_open()
         self._sessions.pop(session_id, None)
+        self._claim_ids.pop(session_id, None)
         self._events.pop(session_id, None)
         self._snapshots.pop(session_id, None)
         for entries in self._callers.values():

@@ -249,16 +249,23 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
         ]
 
     async def _claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float, claim_id: str
     ) -> int:
-        params = [owner, lease_until, session_id, expected_epoch, session_id]
-        (new, current), *_ = await self._fetch("claim", self._sql["claim"], params)
+        params = {"owner": owner, "until": lease_until, "cid": claim_id}
+        params |= {"sid": session_id, "expected": expected_epoch}
+        (new, current, stored_id), *_ = await self._fetch("claim", self._sql["claim"], params)
         if new is not None:
             return int(new)
         if current is None:
             raise not_found(session_id)
+        if current == expected_epoch + 1 and stored_id == claim_id:
+            return int(current)  # this very claim, sent again after its reply was lost
         # the statement's snapshot may predate a racing claim: report at least one newer
         raise stale_claim(session_id, expected_epoch, max(int(current), expected_epoch + 1))
+
+    async def _claimed_as(self, session_id: str, epoch: int, claim_id: str) -> bool:
+        rows = await self._fetch("claim", self._sql["claimed_as"], [session_id, epoch, claim_id])
+        return bool(rows)
 
     async def renew_leases(self, owner: str, session_ids: Sequence[str], until: float) -> list[str]:
         if not session_ids:

@@ -2,7 +2,7 @@
 
 Key layout, for the key prefix ``P`` (no braces in it)::
 
-    P:{sid}:meta      hash: epoch, seq, agent, status, lease, times, snapshot_seq
+    P:{sid}:meta      hash: epoch, seq, agent, status, lease, claim id, times, snapshot_seq
     P:{sid}:ev        list: the journal, index i holds seq i + 1
     P:{sid}:snap      string: the latest snapshot
     P:{sid}:callers   set: caller hashes the session is indexed under (for purge)
@@ -202,16 +202,21 @@ class RedisStore(StepwiseClaim, RedisRecords):
         return rows[:limit]
 
     async def _claim(
-        self, session_id: str, expected_epoch: int, owner: str, lease_until: float
+        self, session_id: str, expected_epoch: int, owner: str, lease_until: float, claim_id: str
     ) -> int:
         keys = self._skeys(session_id)[:1]
-        args = [expected_epoch, owner, fmt(lease_until)]
+        args = [expected_epoch, owner, fmt(lease_until), claim_id]
         code, epoch = await self._script("claim", "claim", keys, *args)
         if code == 1:
             raise not_found(session_id)
         if code == 2:
             raise stale_claim(session_id, expected_epoch, int(epoch))
         return int(epoch)
+
+    async def _claimed_as(self, session_id: str, epoch: int, claim_id: str) -> bool:
+        key = self._skeys(session_id)[0]
+        stored = await self._run("claim", lambda _: self._client.hmget(key, "epoch", "claim_id"))
+        return [str(epoch).encode(), claim_id.encode()] == list(stored)
 
     async def renew_leases(self, owner: str, session_ids: Sequence[str], until: float) -> list[str]:
         if not session_ids:
@@ -224,12 +229,17 @@ class RedisStore(StepwiseClaim, RedisRecords):
         await self._script("release_lease", "release", self._skeys(session_id)[:1], owner)
 
     async def purge(self, session_id: str) -> None:
+        keys = self._skeys(session_id)
+
         async def op(_: bool) -> None:
-            (callers,) = await self._pipeline([("purge", self._skeys(session_id), [])])
+            # the caller set goes last, so a retry after a lost reply still finds the
+            # caller entries it has to remove
+            callers = await self._client.smembers(keys[3])
             pipe = self._client.pipeline(transaction=False)
             pipe.srem(self._sessions_key, session_id)
             for h in callers:
                 pipe.zrem(self._caller_key(h.decode()), session_id)
             await pipe.execute()
+            await self._pipeline([("purge", keys, [])])
 
         await self._run("purge", op)

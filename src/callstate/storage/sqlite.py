@@ -20,6 +20,7 @@ from .base import (
     PackageMove,
     SessionRecord,
     check_batch,
+    new_claim_id,
     not_found,
     package_not_in,
     stale_claim,
@@ -225,8 +226,17 @@ class SQLiteStore(SQLiteRecords):
         *,
         package: PackageMove | None = None,
         then: Batch | None = None,
+        claim_id: str | None = None,
     ) -> int:
+        cid = new_claim_id(claim_id)
+
         def txn(c: sqlite3.Connection) -> int:
+            done = c.execute(
+                "SELECT epoch FROM sessions WHERE session_id = ? AND claim_id = ?",
+                (session_id, cid),
+            ).fetchone()
+            if done is not None and done[0] == expected_epoch + 1:
+                return expected_epoch + 1  # this very claim, done before with all it carried
             if package is not None:
                 status = c.execute(
                     "SELECT status FROM packages WHERE package_id = ?", (package.package_id,)
@@ -250,9 +260,9 @@ class SQLiteStore(SQLiteRecords):
                     (package.to_status, package.package_id),
                 )
             c.execute(
-                "UPDATE sessions SET epoch = epoch + 1, lease_owner = ?, lease_until = ? "
-                "WHERE session_id = ?",
-                (owner, lease_until, session_id),
+                "UPDATE sessions SET epoch = epoch + 1, lease_owner = ?, lease_until = ?, "
+                "claim_id = ? WHERE session_id = ?",
+                (owner, lease_until, cid, session_id),
             )
             if then is not None:
                 self._append_one(c, then)
