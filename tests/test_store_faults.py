@@ -318,12 +318,19 @@ async def test_postgres_outage_longer_than_retry_for_raises_storage_error(
 ) -> None:
     """PostgreSQL unreachable past retry_for: StorageError (from the driver's error); back up: flushes resume."""
     url, schema = pg_schema
+    direct = PostgresStore(
+        url, schema=schema
+    )  # migrate first: the short retry_for is for the outage
+    await direct.open()
+    await direct.close()
     target = urlsplit(url)
     proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 5432)
     await proxy.start()
     store = PostgresStore(_via(url, proxy), schema=schema, retry_for=0.3, connect_timeout=1)
-    await _outage(store, proxy, psycopg.OperationalError)
-    await proxy.cut()
+    try:
+        await _outage(store, proxy, psycopg.OperationalError)
+    finally:
+        await proxy.cut()
 
 
 async def test_postgres_hung_append_raises_storage_error_after_retry_for(

@@ -130,7 +130,8 @@ class EventStream:
         self._closed = False
         self.dropped = 0
 
-    def _push(self, item: RecoveryEvent | object) -> None:
+    def deliver(self, item: RecoveryEvent | object) -> None:
+        """Queue ``item`` for the reader (called by the observer's loop)."""
         if self._closed:
             return
         if item is not _END and len(self._items) >= self._maxsize:
@@ -160,7 +161,7 @@ class EventStream:
         self._closed = True
         self._items.clear()
         self._ready.set()
-        self._observer._streams.discard(self)
+        self._observer.forget(self)
 
 
 class JsonlSink:
@@ -234,6 +235,10 @@ class Observer:
         self._streams.add(stream)
         return stream
 
+    def forget(self, stream: EventStream) -> None:
+        """Stop delivering to ``stream`` (it was closed)."""
+        self._streams.discard(stream)
+
     def stats(self) -> Stats:
         """Counts by kind, sink errors, stream drops and time-to-recover percentiles."""
         return Stats(
@@ -258,7 +263,7 @@ class Observer:
             await self._task
         self._task = None
         for stream in list(self._streams):
-            stream._push(_END)
+            stream.deliver(_END)
         self._streams = weakref.WeakSet()
 
     async def drain(self) -> None:
@@ -271,7 +276,7 @@ class Observer:
             event = await self._queue.get()
             try:
                 for stream in list(self._streams):
-                    stream._push(event)
+                    stream.deliver(event)
                 for sink in list(self.sinks):
                     try:
                         result = sink(event)

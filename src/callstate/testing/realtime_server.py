@@ -68,8 +68,7 @@ class RealtimeServer:
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
         for s in self.sessions:
-            if s._task is not None:
-                s._task.cancel()
+            s.stop()
         self._server.close()
         await self._server.wait_closed()
 
@@ -101,8 +100,7 @@ class RealtimeServer:
         """Drop the current connection: abort TCP (``None``, seen as 1006) or close with ``code``."""
         s = self.current
         s.closed = True
-        if s._task is not None:
-            s._task.cancel()
+        s.stop()
         if code is None:
             s.ws.transport.abort()
         else:
@@ -145,6 +143,5 @@ class RealtimeServer:
             pass
         finally:
             session.closed = True
-            if session._task is not None:
-                session._task.cancel()
+            session.stop()
             self.notify()

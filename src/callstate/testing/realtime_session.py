@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import TYPE_CHECKING, Annotated, Any, get_args
+from collections import deque
+from typing import Annotated, Any, Protocol, get_args
 
 import pydantic
 from openai._models import BaseModel
@@ -41,8 +42,17 @@ from .realtime_script import (
     wire,
 )
 
-if TYPE_CHECKING:
-    from .realtime_server import RealtimeServer
+
+class Shared(Protocol):
+    """What a connection shares with its ``RealtimeServer``: the script and the log."""
+
+    script: deque[Step]
+    received: list[dict[str, Any]]
+    malformed: list[Any]
+    gate: asyncio.Event
+
+    def notify(self) -> None: ...
+
 
 __all__ = ["ServerSession", "validate_client_event"]
 
@@ -103,7 +113,7 @@ def validate_client_event(data: Any) -> str | None:
 class ServerSession:
     """One websocket connection: one fresh Realtime session and its conversation."""
 
-    def __init__(self, server: RealtimeServer, ws: ServerConnection) -> None:
+    def __init__(self, server: Shared, ws: ServerConnection) -> None:
         self.server = server
         self.ws = ws
         self.id = next_id("sess")
@@ -121,6 +131,11 @@ class ServerSession:
         self.closed = False
         self._task: asyncio.Task[None] | None = None
         self._input_bytes = 0
+
+    def stop(self) -> None:
+        """Cancel the response being played, if any (the connection closed or dropped)."""
+        if self._task is not None:
+            self._task.cancel()
 
     # -- sending ---------------------------------------------------------------------
 

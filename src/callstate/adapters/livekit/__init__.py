@@ -47,9 +47,9 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 
 from ._context import AgentFactory, chat_context, context_messages, seed_agent
 from ._hooks import delivery_note
-from ._recorder import LiveKitRecovery, attach
+from ._recorder import LiveKitRecovery, attach, recovery_for
 from ._restore import restore
-from ._tools import guarded_tools, recovery_for
+from ._tools import guarded_tools
 
 __all__ = [
     "AgentFactory",

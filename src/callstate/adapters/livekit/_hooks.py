@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from livekit.agents import llm
 from livekit.agents.voice import io
@@ -19,9 +19,6 @@ from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 
 from ...journal.context import call_output
 from ...journal.state import ToolCall
-
-if TYPE_CHECKING:
-    from ._recorder import LiveKitRecovery
 
 __all__ = ["Tap", "call_items", "current_speech", "delivery_note", "plain_userdata"]
 
@@ -37,15 +34,21 @@ def delivery_note(call: ToolCall) -> str:
 class Tap(io.TextOutput):
     """First in the transcription chain: records what reaches the output as heard."""
 
-    def __init__(self, recovery: LiveKitRecovery, next_in_chain: io.TextOutput | None) -> None:
+    def __init__(
+        self,
+        ready: Callable[[], Awaitable[None]],
+        heard: Callable[[str], None],
+        next_in_chain: io.TextOutput | None,
+    ) -> None:
         super().__init__(label="callstate", next_in_chain=next_in_chain)
-        self._recovery = recovery
+        self._ready = ready  # waits out a handoff under way
+        self._heard = heard  # records text the caller heard
 
     async def capture_text(self, text: str) -> None:
         if self.next_in_chain is not None:
             await self.next_in_chain.capture_text(text)  # heard once the output took it
-        await self._recovery._wait_ready()
-        self._recovery._heard_text(text)
+        await self._ready()
+        self._heard(text)
 
     def flush(self) -> None:
         if self.next_in_chain is not None:

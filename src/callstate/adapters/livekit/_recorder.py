@@ -44,16 +44,31 @@ from livekit.agents.voice.events import (
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
 
-from ...errors import CallstateError
+from ...errors import CallstateError, ConfigError
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
 from ._hooks import Tap, call_items, current_speech, delivery_note, plain_userdata
-from ._tools import _ATTACHED
 
-__all__ = ["LiveKitRecovery", "attach"]
+__all__ = ["LiveKitRecovery", "attach", "recovery_for"]
 
 log = logging.getLogger("callstate.adapters.livekit")
+
+#: AgentSession -> the recovery attached to it (tools look it up per call)
+_ATTACHED: weakref.WeakKeyDictionary[Any, LiveKitRecovery] = weakref.WeakKeyDictionary()
+
+
+def recovery_for(session: AgentSession[Any]) -> LiveKitRecovery:
+    """The ``LiveKitRecovery`` attached to ``session``.
+
+    Raises:
+        ConfigError: nothing is attached to it (see ``attach``).
+    """
+    found = _ATTACHED.get(session)
+    if found is None:
+        msg = "no callstate session is attached to this AgentSession; call attach(...) first"
+        raise ConfigError(msg)
+    return found
 
 
 class LiveKitRecovery:
@@ -144,10 +159,16 @@ class LiveKitRecovery:
     def _mark_known(self, items: Iterable[llm.ChatItem]) -> None:
         self._known.update(item.id for item in items)
 
+    def seeded(self, items: Iterable[llm.ChatItem], *, userdata: dict[str, Any]) -> None:
+        """Note a context seeded from the session: its items are already recorded, and
+        ``userdata`` is the app state the session holds (changes are recorded from it)."""
+        self._mark_known(items)
+        self._userdata = dict(userdata)
+
     def _ensure_tap(self) -> None:
         out = self.agent_session.output
         if not isinstance(out.transcription, Tap):
-            out.transcription = Tap(self, out.transcription)
+            out.transcription = Tap(self._wait_ready, self._heard_text, out.transcription)
 
     # -- agent utterances ------------------------------------------------------------------
 

@@ -56,6 +56,5 @@ async def restore(
         userdata=userdata(data) if userdata is not None else data, **session_options
     )
     recovery = attach(lk, session, agents=agents, end_on_close=end_on_close)
-    recovery._mark_known(seeded.items)
-    recovery._userdata = data
+    recovery.seeded(seeded.items, userdata=data)
     return lk, agent, recovery

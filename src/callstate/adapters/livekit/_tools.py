@@ -12,9 +12,8 @@ whatever LiveKit does meanwhile (its tools run shielded: a barge-in never cancel
 from __future__ import annotations
 
 import inspect
-import weakref
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast, get_type_hints
+from typing import Any, cast, get_type_hints
 
 from livekit.agents import llm
 from livekit.agents.llm.utils import function_arguments_to_pydantic_model
@@ -23,29 +22,9 @@ from livekit.agents.voice.events import RunContext
 from ...errors import ConfigError
 from ...journal.context import call_output
 from ...tools.registry import ToolRegistry, ToolSpec
+from ._recorder import recovery_for
 
-if TYPE_CHECKING:
-    from livekit.agents import AgentSession
-
-    from ._recorder import LiveKitRecovery
-
-__all__ = ["guarded_tools", "recovery_for"]
-
-#: AgentSession -> the recovery attached to it (tools look it up per call)
-_ATTACHED: weakref.WeakKeyDictionary[Any, LiveKitRecovery] = weakref.WeakKeyDictionary()
-
-
-def recovery_for(session: AgentSession[Any]) -> LiveKitRecovery:
-    """The ``LiveKitRecovery`` attached to ``session``.
-
-    Raises:
-        ConfigError: nothing is attached to it (see ``attach``).
-    """
-    found = _ATTACHED.get(session)
-    if found is None:
-        msg = "no callstate session is attached to this AgentSession; call attach(...) first"
-        raise ConfigError(msg)
-    return found
+__all__ = ["guarded_tools"]
 
 
 def _schema(spec: ToolSpec) -> dict[str, Any]:

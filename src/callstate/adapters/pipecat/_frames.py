@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pipecat.frames.frames import (
     CancelFrame,
@@ -41,8 +41,19 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from ...tools.registry import ToolOutcome
 
-if TYPE_CHECKING:
-    from ._recovery import PipecatRecovery
+
+class Recovery(Protocol):
+    """What the processor needs of the ``PipecatRecovery`` that placed it."""
+
+    @property
+    def llm(self) -> Any: ...
+
+    def llm_out(self, processor: FrameProcessor, frame: Frame) -> None: ...
+
+    async def watch_inherited(self) -> None: ...
+
+    def late_result(self, call_id: str, run: asyncio.Future[ToolOutcome]) -> tuple[Any, bool]: ...
+
 
 __all__ = ["CallstateProcessor"]
 
@@ -85,7 +96,7 @@ class CallstateProcessor(FrameProcessor):
     aggregator works; right after the LLM the fewest frames pass through it).
     """
 
-    def __init__(self, recovery: PipecatRecovery, **kwargs: Any) -> None:
+    def __init__(self, recovery: Recovery, **kwargs: Any) -> None:
         super().__init__(enable_direct_mode=True, **kwargs)
         self._recovery = recovery
         self._detached: dict[str, _Detached] = {}
@@ -141,7 +152,7 @@ class CallstateProcessor(FrameProcessor):
                 return  # the call ran on in the guard: its real outcome is (or will be) sent
             if isinstance(frame, StartFrame) and self._watch is None:
                 await self.push_frame(frame, direction)
-                self._watch = self.create_task(self._recovery._watch(), "callstate-watch")
+                self._watch = self.create_task(self._recovery.watch_inherited(), "callstate-watch")
                 return
         await self.push_frame(frame, direction)
 
@@ -187,7 +198,7 @@ class CallstateProcessor(FrameProcessor):
         if d is None:
             return
         self._announced.discard(call_id)
-        payload, run_llm = self._recovery._late_result(call_id, d.run)
+        payload, run_llm = self._recovery.late_result(call_id, d.run)
         frame = FunctionCallResultFrame(
             function_name=d.name,
             tool_call_id=call_id,

@@ -296,7 +296,7 @@ class PipecatRecovery:
         call = self.session.state.calls.get(call_id)
         return call is not None and call.delivery in ("held", "discarded")
 
-    def _late_result(self, call_id: str, run: asyncio.Future[ToolOutcome]) -> tuple[Any, bool]:
+    def late_result(self, call_id: str, run: asyncio.Future[ToolOutcome]) -> tuple[Any, bool]:
         """Payload and ``run_llm`` for the outcome of a detached call."""
         self._call_ended(call_id)
         if run.cancelled():
@@ -312,7 +312,7 @@ class PipecatRecovery:
 
     # -- calls this pipeline did not start -------------------------------------------------
 
-    async def _watch(self) -> None:
+    async def watch_inherited(self) -> None:
         """Land the outcomes of calls open when this pipeline took the session over.
 
         In-doubt calls a resume re-runs here are awaited through the guard (a repeated
