@@ -5,6 +5,14 @@ runs sinks off the hot path, ``keeper.events()`` streams and ``keeper.stats()``.
 Capabilities emit through the runtime's host; nothing here knows who emits.
 """
 
-from .recovery import EventStream, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
+from .recovery import EventStream, JsonlSink, Observer, RecoveryEvent, RecoveryKind, Sink, Stats
 
-__all__ = ["EventStream", "Observer", "RecoveryEvent", "RecoveryKind", "Sink", "Stats"]
+__all__ = [
+    "EventStream",
+    "JsonlSink",
+    "Observer",
+    "RecoveryEvent",
+    "RecoveryKind",
+    "Sink",
+    "Stats",
+]
