@@ -235,6 +235,9 @@ class FaultProxy:
             self.connections += 1
             self._links.update((writer, up_writer))
             await self._pump_both(reader, writer, up_reader, up_writer)
+        except asyncio.CancelledError:
+            # stopped: end quietly (asyncio's stream server would log a cancelled task)
+            _reset(writer)
         finally:
             if task is not None:
                 self._tasks.discard(task)
