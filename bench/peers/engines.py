@@ -204,3 +204,15 @@ def sqlite_bytes(path: Path) -> tuple[int, int]:
         return p.stat().st_size if p.exists() else 0
 
     return size(path), size(path.with_name(path.name + "-wal"))
+
+
+def sqlite_checkpointed_bytes(path: Path) -> int:
+    """The database's size once its WAL is checkpointed into it: the data kept on disk."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    return path.stat().st_size

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import systems
-from engines import Engines, redis_aof_bytes
+from engines import Engines, redis_aof_bytes, sqlite_checkpointed_bytes
 from workload import Turn
 
 import callstate
@@ -134,6 +134,8 @@ async def call_round(
         if isinstance(sys_, TimedCallstate):
             res.add(f"{m}turn_record_p50_us", name, pct(sys_.record_us, 50))
         await sys_.close()
+        if engine == "sqlite" and not prefix:
+            res.add(f"{m}checkpointed_bytes", name, sqlite_checkpointed_bytes(sys_.path))
 
 
 # -- resume ---------------------------------------------------------------------------------

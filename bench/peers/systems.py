@@ -74,6 +74,7 @@ class Callstate:
         self.name = "callstate" if synchronous == "FULL" else "callstate_normal"
         self.engine = engine
         self.url = callstate_url(engine, e)
+        self.path = Path(self.url.removeprefix("sqlite:///")) if engine == "sqlite" else None
         self.synchronous = synchronous
         self.results: dict[str, Any] = {}
         self.keeper: callstate.Keeper | None = None
