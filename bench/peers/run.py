@@ -41,6 +41,8 @@ from workload import call_stats, make_call
 import callstate
 
 ENGINES = ("sqlite", "postgres", "redis")
+MEASURES = ("call", "breakdown", "resume", "sustained", "hot")
+SYSTEMS = ("callstate", "floor", "langgraph", "langgraph_graph")
 # (numerator, denominator) of the cross-system ratios printed for every metric
 PAIRS = (
     ("callstate", "floor"),
@@ -96,16 +98,17 @@ def emit(res: measures.Results) -> dict[str, str]:
     return out
 
 
-def _factories(engine: str, e: object, lg_ok: bool) -> list[object]:
-    fs: list[object] = [
-        lambda: measures.TimedCallstate(engine, e),
-        lambda: systems.floor(engine, e),
-    ]
+def _factories(engine: str, e: object, lg_ok: bool, chosen: Sequence[str]) -> list[object]:
+    fs: dict[str, object] = {
+        "callstate": lambda: measures.TimedCallstate(engine, e),
+        "floor": lambda: systems.floor(engine, e),
+    }
     if lg_ok and engine in ("sqlite", "postgres"):
         import lg
 
-        fs += [lambda: lg.Saver(engine, e), lambda: lg.Graph(engine, e)]
-    return fs
+        fs["langgraph"] = lambda: lg.Saver(engine, e)
+        fs["langgraph_graph"] = lambda: lg.Graph(engine, e)
+    return [make for name, make in fs.items() if name in chosen]
 
 
 async def run(args: argparse.Namespace) -> measures.Results:
@@ -116,11 +119,14 @@ async def run(args: argparse.Namespace) -> measures.Results:
     with engines(set(args.engines)) as e:
         if "redis" in args.engines:
             note(f"redis: {e.redis_how} ({e.redis_base})")
-        for r in range(args.rounds):
+        for r in range(args.rounds if "call" in args.only else 0):
             for engine in measures.rotated(args.engines, r):
                 note(f"round {r + 1}/{args.rounds}: {args.turns}-turn call on {engine}")
-                await measures.call_round(res, engine, _factories(engine, e, lg_ok), call, e, r)
-        if "sqlite" in args.engines:  # where callstate's durable SQLite turn goes
+                fs = _factories(engine, e, lg_ok, args.systems)
+                await measures.call_round(res, engine, fs, call, e, r)
+        if (
+            "sqlite" in args.engines and "breakdown" in args.only
+        ):  # where callstate's durable SQLite turn goes
             short = call[: args.breakdown_turns]
             fs = [
                 lambda: measures.TimedCallstate("sqlite", e),
@@ -131,12 +137,12 @@ async def run(args: argparse.Namespace) -> measures.Results:
             for r in range(args.rounds):
                 note(f"round {r + 1}/{args.rounds}: SQLite FULL/NORMAL breakdown")
                 await measures.call_round(res, "sqlite", fs, short, e, r, prefix="breakdown_")
-        for engine in args.engines:
+        for engine in args.engines if "resume" in args.only else ():
             note(f"resume on {engine}: sizes {args.resume_sizes}")
             await measures.resume_rounds(
                 res, engine, e, call, args.resume_sizes, args.rounds, args.resume_reps, lg_ok
             )
-        for r in range(args.rounds):
+        for r in range(args.rounds if "sustained" in args.only else 0):
             for engine in measures.rotated(args.engines, r):
                 note(f"round {r + 1}/{args.rounds}: sustained, {args.sessions} sessions, {engine}")
                 order = measures.rotated(["callstate", "floor"], r)
@@ -152,7 +158,7 @@ async def run(args: argparse.Namespace) -> measures.Results:
                         )
                     res.add(f"{engine}_sustained_events_per_s", name, v)
         hot_engine = "sqlite" if "sqlite" in args.engines else args.engines[0]
-        for r in range(args.rounds):
+        for r in range(args.rounds if "hot" in args.only else 0):
             note(f"round {r + 1}/{args.rounds}: hot path on {hot_engine}")
             url = systems.callstate_url(hot_engine, e, "hot")
             await measures.hot_path_round(res, url, call, args.record_passes, r)
@@ -216,7 +222,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--turns", type=int, default=300, help="turns of the replayed call")
-    parser.add_argument("--long", action="store_true", help="a 3,000-turn call (growth)")
+    parser.add_argument(
+        "--long",
+        action="store_true",
+        help="a 3,000-turn call (growth); e.g. --long --only call --engines sqlite --rounds 1",
+    )
     parser.add_argument(
         "--engines",
         type=lambda v: [x for x in v.split(",") if x],
@@ -234,12 +244,30 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sustained-turns", type=int, default=10)
     parser.add_argument("--record-passes", type=int, default=3, help="passes over the call")
     parser.add_argument("--breakdown-turns", type=int, default=100)
+    parser.add_argument(
+        "--only",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=list(MEASURES),
+        help=f"comma-separated subset of {','.join(MEASURES)}",
+    )
+    parser.add_argument(
+        "--systems",
+        type=lambda v: [x for x in v.split(",") if x],
+        default=list(SYSTEMS),
+        help=f"systems of the call measure, a subset of {','.join(SYSTEMS)}",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     parser.add_argument("--out", type=Path, help="write a markdown report here")
     args = parser.parse_args(argv)
     unknown = set(args.engines) - set(ENGINES)
     if unknown or not args.engines:
         parser.error(f"--engines: unknown {sorted(unknown)}; choose from {','.join(ENGINES)}")
+    for option, given, known in (
+        ("--only", args.only, MEASURES),
+        ("--systems", args.systems, SYSTEMS),
+    ):
+        if not set(given) <= set(known) or not given:
+            parser.error(f"{option}: got {','.join(given)!r}; choose from {','.join(known)}")
     if args.long:
         args.turns = 3000
     if args.quick:
