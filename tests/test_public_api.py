@@ -29,6 +29,7 @@ EXPECTED = [
     "Preflight",
     "RecoveryEvent",
     "RecoveryPlan",
+    "SealError",
     "Session",
     "SessionClosed",
     "SessionError",

@@ -5,7 +5,8 @@ Every error callstate raises on purpose derives from :class:`CallstateError`::
     CallstateError
     ├── ConfigError                 bad arguments to Keeper/open_store/ToolRegistry
     ├── CodecError                  bytes that do not decode to a known record
-    │   └── VersionError            a record from a newer, unknown format version
+    │   ├── VersionError            a record from a newer, unknown format version
+    │   └── SealError               a sealed value malformed, tampered or under an unknown key
     ├── SessionError
     │   ├── SessionNotFound         no such session in the store
     │   ├── SessionExpired          past last interaction + resume window
@@ -37,6 +38,7 @@ __all__ = [
     "HandoffFormatError",
     "HandoffStateError",
     "PayloadTooLarge",
+    "SealError",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -66,6 +68,11 @@ class CodecError(CallstateError, ValueError):
 
 class VersionError(CodecError):
     """A record written by a newer, unknown format version."""
+
+
+class SealError(CodecError):
+    """A sealed (encrypted) value is malformed, tampered, or sealed under a key that is
+    not among the configured secrets, or it must be opened without any secret."""
 
 
 class SessionError(CallstateError):

@@ -15,7 +15,9 @@ import msgspec
 
 from ..errors import CallstateError, CodecError, StorageError
 from ..journal.events import encode_event
+from ..journal.sealed import seal_event
 from ..journal.snapshot import encode_snapshot
+from ..sealing import Sealer
 from ..storage.base import Batch, PackageRow, Store
 
 if TYPE_CHECKING:
@@ -88,8 +90,17 @@ class Flusher:
     ``StorageError`` after ``timeout`` seconds, leaving the events queued for later.
     """
 
-    def __init__(self, store: Store, *, snapshot_every: int = 100, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        snapshot_every: int = 100,
+        timeout: float = 10.0,
+        sealer: Sealer | None = None,
+    ) -> None:
         self._store = store
+        #: seals caller data in events and snapshots on their way to the store
+        self._sealer = sealer
         #: a handle's ``journal.package`` rides with its next batch, in the same transaction
         self.carries_packages = bool(getattr(store, "atomic_packages", False))
         self._snapshot_every = snapshot_every
@@ -160,8 +171,15 @@ class Flusher:
         if not pending:
             return None
         state = handle.state
+        sealer, sid, personal = self._sealer, state.session_id, state.personal
         try:
-            encoded = [encode_event(e) for e in pending]
+            if sealer is None:
+                encoded = [encode_event(e) for e in pending]
+            else:
+                encoded = [
+                    encode_event(seal_event(e, sealer, session_id=sid, personal=personal))
+                    for e in pending
+                ]
         except CodecError as exc:  # a value was mutated into something unencodable
             handle.fence(exc)
             return None
@@ -179,7 +197,7 @@ class Flusher:
         # pending always ends at state.seq, so the snapshot matches the batch's end
         if state.seq - journal.snapshot_seq >= self._snapshot_every:
             try:
-                batch.snapshot = encode_snapshot(state)
+                batch.snapshot = encode_snapshot(state, sealer)
                 batch.snapshot_seq = state.seq
             except (TypeError, ValueError, msgspec.EncodeError):
                 pass  # state changed behind the journal's back; the events still land
