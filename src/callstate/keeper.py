@@ -53,8 +53,8 @@ class Keeper:
     Args:
         store: a store URL (``sqlite:///path``, ``memory://``, ``redis://…``,
             ``postgresql://…``) or a ``Store``.
-        secret: key(s) that sign resume tokens and handoff packages; the first signs,
-            all verify (rotation).
+        secret: key(s) that sign resume tokens and handoff packages and encrypt caller
+            data at rest; the first signs and seals, all verify and open (rotation).
         tools: the ``ToolRegistry`` tool calls run through.
         resume_window: seconds after the last interaction a session stays resumable.
         lease_ttl: seconds an owner's lease lasts without a heartbeat.
