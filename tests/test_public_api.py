@@ -14,6 +14,7 @@ import callstate.testing
 
 EXPECTED = [
     "ArchiveRecord",
+    "CallEnded",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -31,6 +32,7 @@ EXPECTED = [
     "RecoveryPlan",
     "SealError",
     "Session",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -41,6 +43,7 @@ EXPECTED = [
     "StorageError",
     "Store",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolCall",
     "ToolContext",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .archive.records import ArchiveRecord
 from .continuity.plan import Preflight, RecoveryPlan
 from .errors import (
+    CallEnded,
     CallstateError,
     CodecError,
     ConfigError,
@@ -14,6 +15,7 @@ from .errors import (
     HandoffStateError,
     PayloadTooLarge,
     SealError,
+    SessionActive,
     SessionClosed,
     SessionError,
     SessionExpired,
@@ -22,6 +24,7 @@ from .errors import (
     StaleEpochError,
     StorageError,
     TokenError,
+    TokenSuperseded,
     ToolArgumentsError,
     ToolError,
     UnknownTool,
@@ -40,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArchiveRecord",
+    "CallEnded",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -57,6 +61,7 @@ __all__ = [
     "RecoveryPlan",
     "SealError",
     "Session",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -67,6 +72,7 @@ __all__ = [
     "StorageError",
     "Store",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolCall",
     "ToolContext",
