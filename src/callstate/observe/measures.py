@@ -9,8 +9,9 @@ tool names and policies, never session or call ids.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from .recovery import RecoveryEvent
 
@@ -20,9 +21,22 @@ __all__ = [
     "ON_HOLD",
     "SESSIONS",
     "Instrument",
+    "LiveSessions",
     "Reading",
     "readings",
 ]
+
+
+class _OnHold(Protocol):
+    @property
+    def on_hold(self) -> bool: ...
+
+
+class LiveSessions(Protocol):
+    """What the session gauges read: the sessions a keeper owns (``Keeper`` is one)."""
+
+    def live(self) -> Sequence[_OnHold]: ...
+
 
 InstrumentKind = Literal["counter", "histogram", "gauge"]
 
