@@ -60,19 +60,24 @@ def _valid(ctx: object | None) -> bool:
 
 
 class _Leg:
-    """A leg whose span is created once a parent is known (or when it ends)."""
+    """A leg whose span is created once a parent is known, a child needs it, or it ends;
+    events seen before that are kept and added with their own timestamps."""
 
-    __slots__ = ("attributes", "parent", "span", "start")
+    __slots__ = ("attributes", "events", "parent", "span", "start")
 
     def __init__(self, start: float, attributes: dict[str, Any], parent: object | None) -> None:
         self.start = start
         self.attributes = attributes
         self.parent = parent
         self.span: Span | None = None
+        self.events: list[tuple[str, dict[str, Any], int]] = []
 
 
 class OtelTraces:
     """A sink turning recovery events into OpenTelemetry spans (see the module doc).
+
+    Use a ``BatchSpanProcessor`` in production: a processor that exports synchronously
+    runs its exporter on the event loop's thread.
 
     Args:
         tracer_provider: where spans go; the global provider by default.
@@ -112,15 +117,12 @@ class OtelTraces:
                 "callstate.leg.via": event.kind,
             }
             self._legs[sid] = _Leg(event.at, attrs, captured)
-        leg = self._legs.get(sid)
-        if leg is not None and leg.span is None and leg.parent is None and captured is not None:
-            leg.parent = parents.lookup(sid, "leg") or captured
         if event.kind == "tool.finished":
             self._tool_span(event, captured)
         elif event.kind in ("handoff.offered", "handoff.accepted"):
             self._handoff_span(event, captured)
-        span = self._leg_span(sid) if leg is not None else None
-        if span is not None:
+        leg = self._legs.get(sid)
+        if leg is not None:
             fields: dict[str, Any] = {
                 f"callstate.{k}": _attr(v) for k, v in event.data.items() if v is not None
             }
@@ -128,19 +130,28 @@ class OtelTraces:
                 fields["callstate.call_id"] = event.call_id
             if event.latency_ms is not None:
                 fields["callstate.latency_ms"] = event.latency_ms
-            span.add_event(event.kind, attributes=fields, timestamp=_ns(event.at))
-            if event.kind == "session.ended":
+            leg.events.append((event.kind, fields, _ns(event.at)))
+            span = self._leg_span(sid, create=False)
+            if span is not None and event.kind == "session.ended":
                 span.set_attribute("callstate.end.reason", str(event.data.get("reason", "")))
                 if event.data.get("failed"):
                     span.set_status(Status(StatusCode.ERROR, "call failed"))
+            elif span is None and event.kind == "session.ended":
+                leg.attributes["callstate.end.reason"] = str(event.data.get("reason", ""))
         if event.kind in _LEG_ENDS:
             self._end_leg(sid, event.at)
 
-    def _leg_span(self, sid: str) -> Span | None:
+    def _leg_span(self, sid: str, *, create: bool = True) -> Span | None:
+        """The leg's span: made now if a parent is known (or ``create``); None otherwise."""
         leg = self._legs.get(sid)
         if leg is None:
             return None
         if leg.span is None:
+            if leg.parent is None:
+                registered = parents.lookup(sid, "leg")
+                leg.parent = registered if _valid(registered) else None
+            if leg.parent is None and not create:
+                return None
             leg.span = self._tracer.start_span(
                 "callstate.call_leg",
                 context=leg.parent,  # type: ignore[arg-type]
@@ -148,6 +159,9 @@ class OtelTraces:
                 attributes=leg.attributes,
                 start_time=_ns(leg.start),
             )
+        for name, fields, at in leg.events:
+            leg.span.add_event(name, attributes=fields, timestamp=at)
+        leg.events.clear()
         return leg.span
 
     def _end_leg(self, sid: str, at: float) -> None:

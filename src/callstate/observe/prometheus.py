@@ -12,6 +12,7 @@ so two keepers in a process can export separately or share one.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Final
 
@@ -27,7 +28,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from .measures import FLUSH, INSTRUMENTS, ON_HOLD, SESSIONS, LiveSessions, readings
 from .recovery import RecoveryEvent
 
-__all__ = ["PrometheusSink"]
+__all__ = ["MetricsServer", "PrometheusSink"]
 
 #: seconds; fine at the low end, where flushes, resumes and decisions live
 BUCKETS: Final = (
@@ -47,6 +48,25 @@ class _Gauges(Collector):
         yield GaugeMetricFamily(SESSIONS.prometheus_name, SESSIONS.description, len(live))
         held = sum(1 for s in live if s.on_hold)
         yield GaugeMetricFamily(ON_HOLD.prometheus_name, ON_HOLD.description, held)
+
+
+class MetricsServer:
+    """prometheus_client's HTTP server on its thread; ``close()`` stops it."""
+
+    def __init__(self, server: Any, thread: threading.Thread) -> None:
+        self._server = server
+        self._thread = thread
+
+    @property
+    def port(self) -> int:
+        """The port it listens on."""
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        """Stop serving, close the socket and wait for the thread."""
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
 
 
 class PrometheusSink:
@@ -104,11 +124,10 @@ class PrometheusSink:
         """An ASGI app serving the registry in the Prometheus text format."""
         return prometheus_client.make_asgi_app(registry=self.registry)
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
-        """Serve ``/metrics`` on ``addr:port`` from a thread; returns the server (call
-        ``shutdown()`` on it to stop)."""
-        server, _thread = prometheus_client.start_http_server(port, addr, registry=self.registry)
-        return server
+    def serve(self, port: int, addr: str = "127.0.0.1") -> MetricsServer:
+        """Serve ``/metrics`` on ``addr:port`` from a thread until ``close()``."""
+        server, thread = prometheus_client.start_http_server(port, addr, registry=self.registry)
+        return MetricsServer(server, thread)
 
     def text(self) -> str:
         """The registry in the Prometheus text format (what a scrape returns)."""

@@ -21,7 +21,7 @@ from typing import Any, Final, Literal, Protocol, cast
 import msgspec
 
 __all__ = [
-    "CapturingSink",
+    "ContextSink",
     "EventStream",
     "JsonlSink",
     "Measure",
@@ -87,7 +87,7 @@ class RecoveryEvent(msgspec.Struct, frozen=True, kw_only=True):
 Sink = Callable[[RecoveryEvent], Any]
 
 
-class CapturingSink(Protocol):
+class ContextSink(Protocol):
     """A sink that needs something from the emitting call's context (e.g. the active
     trace): ``capture`` runs synchronously where the event is emitted and must be
     cheap; its result is handed to ``consume`` on the observer's loop."""
@@ -239,7 +239,7 @@ class Observer:
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        self._capturing: list[CapturingSink] = []
+        self._capturing: list[ContextSink] = []
         self._measuring = False
         self._refresh()
 
@@ -256,7 +256,7 @@ class Observer:
 
     def _refresh(self) -> None:
         self._capturing = [
-            cast(CapturingSink, s) for s in self.sinks if callable(getattr(s, "capture", None))
+            cast(ContextSink, s) for s in self.sinks if callable(getattr(s, "capture", None))
         ]
         self._measuring = any(callable(getattr(s, "measure", None)) for s in self.sinks)
 
@@ -360,7 +360,7 @@ class Observer:
                 for sink in list(self.sinks):
                     try:
                         if captured is not None and id(sink) in captured:
-                            result = cast(CapturingSink, sink).consume(item, captured[id(sink)])
+                            result = cast(ContextSink, sink).consume(item, captured[id(sink)])
                         else:
                             result = sink(item)
                         if asyncio.iscoroutine(result):
