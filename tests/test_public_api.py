@@ -14,11 +14,13 @@ import callstate.testing
 
 EXPECTED = [
     "ArchiveRecord",
+    "CallRecord",
     "CallstateError",
     "CodecError",
     "ConfigError",
     "ConflictError",
     "Event",
+    "FollowUpResult",
     "HandoffError",
     "HandoffFormatError",
     "HandoffPackage",
