@@ -6,6 +6,7 @@ from .archive.calls import CallRecord, FollowUpResult
 from .archive.records import ArchiveRecord
 from .continuity.plan import Preflight, RecoveryPlan
 from .errors import (
+    CallEnded,
     CallstateError,
     CodecError,
     ConfigError,
@@ -14,6 +15,7 @@ from .errors import (
     HandoffFormatError,
     HandoffStateError,
     PayloadTooLarge,
+    SessionActive,
     SessionClosed,
     SessionError,
     SessionExpired,
@@ -22,6 +24,7 @@ from .errors import (
     StaleEpochError,
     StorageError,
     TokenError,
+    TokenSuperseded,
     ToolArgumentsError,
     ToolError,
     UnknownTool,
@@ -40,6 +43,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArchiveRecord",
+    "CallEnded",
     "CallRecord",
     "CallstateError",
     "CodecError",
@@ -58,6 +62,7 @@ __all__ = [
     "RecoveryEvent",
     "RecoveryPlan",
     "Session",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -68,6 +73,7 @@ __all__ = [
     "StorageError",
     "Store",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolCall",
     "ToolContext",
