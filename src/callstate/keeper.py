@@ -121,6 +121,7 @@ class Keeper:
         secrets = parse_secrets(secret)
         sealer = Sealer(secrets) if secrets else None
         opened: Store = open_store(store) if isinstance(store, str) else store
+        observer = Observer(list(sinks or []))
         self.host = Host(
             opened,
             clock=clock or SystemClock(),
@@ -129,9 +130,13 @@ class Keeper:
             sealer=sealer,
             plaintext_callers=bool(plaintext_callers),
             personal=check_personal(personal),
-            observer=Observer(list(sinks or [])),
+            observer=observer,
             flusher=Flusher(
-                opened, snapshot_every=snapshot_every, timeout=flush_timeout, sealer=sealer
+                opened,
+                snapshot_every=snapshot_every,
+                timeout=flush_timeout,
+                sealer=sealer,
+                on_commit=lambda seconds: observer.measure("flush", seconds),
             ),
             lease_ttl=float(lease_ttl),
             resume_window=float(resume_window),
@@ -325,7 +330,7 @@ class Keeper:
             ConfigError: a caller or personal data without a ``secret`` to encrypt it
                 with (and no ``plaintext_callers=True``).
         """
-        return await self._ownership.create(
+        session = await self._ownership.create(
             agent=agent,
             caller=caller,
             session_id=session_id,
@@ -333,6 +338,8 @@ class Keeper:
             metadata=metadata,
             personal=personal,
         )
+        session.emit("session.started")
+        return session
 
     async def load(self, session_id: str) -> SessionState:
         """Read a session's state as stored, without taking ownership.
@@ -411,11 +418,19 @@ class Keeper:
         self,
         fn: FollowUpFn,
         *,
-        grace: float = 300.0,
+        grace: float | None = None,
         name: str | None = None,
     ) -> str:
-        """Run ``fn(record)`` once per call, ``grace`` seconds after it ends or expires,
-        unless the caller reconnects first. ``fn`` may be async.
+        """Run ``fn(call)`` once per quiet period of a call: ``grace`` seconds after a leg
+        ends or expires with no reconnect (default: the resume window, so once per call).
+        ``fn`` may be async.
+
+        ``call`` is a ``CallRecord``: every leg so far (transcript, tool ledger,
+        recovery events, outcomes), what ``fn``'s earlier runs for the call returned,
+        ``requests_since_last_followup`` and a stable ``idempotency_key``. A reconnect
+        before a follow-up runs cancels it; the continuation's close schedules the
+        next. A grace shorter than the window lets one run between two legs; the next
+        run then sees its result in ``previous_followups``.
 
         Follow-ups are stored, so they survive a restart; every keeper sharing the
         store should register the same callbacks (by ``name``, default the function's
@@ -429,12 +444,11 @@ class Keeper:
 
     def add_sink(self, sink: Sink) -> None:
         """Give every later ``RecoveryEvent`` to ``sink`` too (sync or async callable)."""
-        self.observer.sinks.append(sink)
+        self.observer.add_sink(sink)
 
     def remove_sink(self, sink: Sink) -> None:
         """Stop giving events to ``sink``."""
-        with contextlib.suppress(ValueError):
-            self.observer.sinks.remove(sink)
+        self.observer.remove_sink(sink)
 
     def stats(self) -> Stats:
         """Recovery event counts by kind, sink errors, and time-to-recover percentiles."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -97,10 +99,13 @@ class Flusher:
         snapshot_every: int = 100,
         timeout: float = 10.0,
         sealer: Sealer | None = None,
+        on_commit: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
         #: seals caller data in events and snapshots on their way to the store
         self._sealer = sealer
+        #: told the seconds each successful group commit took (e.g. a metrics sink)
+        self.on_commit = on_commit
         #: a handle's ``journal.package`` rides with its next batch, in the same transaction
         self.carries_packages = bool(getattr(store, "atomic_packages", False))
         self._snapshot_every = snapshot_every
@@ -219,6 +224,7 @@ class Flusher:
                     h.journal.settle()
             if not work:
                 continue
+            t0 = time.perf_counter()
             try:
                 results = await self._store.append([b for _, b in work])
                 if len(results) != len(work):
@@ -236,6 +242,8 @@ class Flusher:
             backoff = 0.005
             self._last_error = None
             self.rounds += 1
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - t0)
             for (h, batch), error in zip(work, results, strict=True):
                 if error is not None:
                     h.fence(error)
