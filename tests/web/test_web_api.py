@@ -13,6 +13,7 @@ from starlette.routing import Mount
 
 import callstate
 from callstate.storage import Store
+from callstate.testing import FakeClock
 from callstate.web import WebOptions, create_app
 from services import drop_pg_schema, drop_redis_prefix, postgres_url, redis_url, unique
 
@@ -75,9 +76,11 @@ async def test_an_old_token_after_another_resume_is_refused_as_superseded(url: s
 
 async def test_refresh_gives_a_new_token_for_the_same_epoch(url: str) -> None:
     """A refreshed token names the same session and epoch and still resumes."""
-    keeper = callstate.Keeper(url, secret=SECRET)
+    clock = FakeClock()
+    keeper = callstate.Keeper(url, secret=SECRET, clock=clock)
     async with serving(create_app(keeper, WebOptions(token_ttl=3600))) as client:
         first = await _start(client, caller="+15551234567")
+        clock.advance(60)
         fresh = (await client.post("/v1/token/refresh", json={"token": first["token"]})).json()
         resumed = (await client.post("/v1/resume", json={"token": fresh["token"]})).json()
     assert (first["session_id"], 1) == (fresh["session_id"], fresh["epoch"])
@@ -134,10 +137,24 @@ async def test_on_session_is_handed_each_session_and_keeps_it(url: str) -> None:
         create_app(keeper, WebOptions(on_session=lambda how, s: seen.append((how, s))))
     ) as client:
         first = await _start(client)
+        seen[0][1].connection_lost("page reload")  # the first tab's link is gone
         await client.post("/v1/resume", json={"token": first["token"]})
         assert [("start", 1), ("resume", 2)] == [(how, s.state.epoch) for how, s in seen]
         assert seen[0][1].closed  # fenced by the resume
         assert not seen[1][1].closed  # the app's to drive
+
+
+async def test_a_second_tab_gets_session_active_unless_it_takes_over(url: str) -> None:
+    """While the first tab's link is up, a resume is 409 session_active; takeover wins."""
+    seen: list[callstate.Session] = []
+    keeper = callstate.Keeper(url, secret=SECRET)
+    app = create_app(keeper, WebOptions(on_session=lambda how, s: seen.append(s)))
+    async with serving(app) as client:
+        first = await _start(client)
+        refused = await client.post("/v1/resume", json={"token": first["token"]})
+        taken = await client.post("/v1/resume", json={"token": first["token"], "takeover": True})
+    assert (409, "session_active") == (refused.status_code, refused.json()["error"]["code"])
+    assert (200, 2) == (taken.status_code, taken.json()["epoch"])
 
 
 async def test_cors_allows_only_the_configured_origins(url: str) -> None:

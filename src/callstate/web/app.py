@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 import msgspec
 
-from ..continuity.tokens import issue_token, verify_token
+from ..continuity.tokens import is_token, issue_token, verify_token
 from ..errors import (
     CallEnded,
     CallstateError,
@@ -176,6 +176,9 @@ class _Api:
 
     async def refresh(self, request: Request) -> Response:
         body = await read_body(request, RefreshBody, max_bytes=self.options.max_body_bytes)
+        if not is_token(body.token):
+            msg = "token/refresh takes a resume token (cs1.…), not a session id"
+            raise TokenError(msg)
         keeper = await self.ready()
         pre = await keeper.preflight(body.token)
         if pre.status not in ("resumable", "active"):
