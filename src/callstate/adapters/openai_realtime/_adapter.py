@@ -119,6 +119,8 @@ class RealtimeAdapter(Continuity):
             session = {"type": "realtime", **self.config}
             await self._send_internal({"type": "session.update", "session": session})
             self._swallow_updates += 1
+        if self.callstate.on_hold and not self._switching:  # nothing to replay: the link is up
+            self.callstate.connection_restored()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
