@@ -78,6 +78,11 @@ async def test_speech_on_hold_is_held_never_heard(workers: Workers) -> None:
     assert s2.recovery is not None
     assert "while you were saying" not in s2.recovery.resume_note
     assert [HeldSpeech(utterance_id=uid, text="Yes, it is at eight")] == s2.held_speech
+    assert ["Yes, it is at eight"] == s2.recovery.held_speech
+    assert (
+        "The caller has not heard what you said while the line was down: “Yes, it is at eight”."
+        in s2.recovery.resume_note
+    )
 
 
 async def test_held_speech_and_messages_go_out_in_order_on_restore(workers: Workers) -> None:

@@ -129,6 +129,8 @@ class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     partial: str = ""
     userdata: dict[str, Any] = {}
     resume_note: str = ""
+    #: agent speech held while the line was down: never heard by the caller
+    held_speech: list[str] = []
 
     @cached_property
     def messages(self) -> list[dict[str, Any]]:
@@ -219,6 +221,7 @@ def resume_note(
     partial: str,
     in_doubt: list[InDoubtCall],
     owed: list[OwedResult],
+    held_speech: Iterable[str] = (),
 ) -> str:
     """A short instruction telling a model what happened and what it still owes."""
     if via == "handoff":
@@ -233,6 +236,11 @@ def resume_note(
     sentences = ["; ".join(parts) + "."]
     if unspoken and not cut_by_drop:
         sentences.append(f"The caller had cut you off before you said {_quote(unspoken)}.")
+    held = [_quote(t) for t in held_speech if t.strip()]
+    if held:
+        sentences.append(
+            f"The caller has not heard what you said while the line was down: {', '.join(held)}."
+        )
     for c in in_doubt:
         if c.resolution == "unknown":
             sentences.append(
@@ -284,6 +292,7 @@ def plan(
         )
         for c in state.owed
     ]
+    held = [h.text for h in state.outbox if h.utterance_id is not None]
     note = resume_note(
         gap_s=gap_s,
         via=via,
@@ -292,6 +301,7 @@ def plan(
         partial=state.partial,
         in_doubt=in_doubt,
         owed=owed,
+        held_speech=held,
     )
     recovery = RecoveryPlan(
         session_id=state.session_id,
@@ -305,6 +315,7 @@ def plan(
         partial=state.partial,
         userdata=dict(state.userdata),
         resume_note=note,
+        held_speech=held,
     )
     recovery.__dict__["_conversation"] = conversation_of(state)  # for ``messages``
     return recovery
