@@ -107,7 +107,7 @@ async def check_resumable(
 
 
 async def _load(host: Host, session_id: str) -> SessionState:
-    return restore_state(await host.store.load(session_id))
+    return restore_state(await host.store.load(session_id), host.sealer)
 
 
 async def check_claims(
