@@ -164,11 +164,12 @@ class Call:
         *,
         store: str = "memory://",
         agent: Callable[[Tools], Agent] | None = None,
+        secret: bytes | None = SECRET,
     ) -> None:
         self.tools = Tools()
         self.agent = agent if agent is not None else Booker
         self.clock = FakeClock()
-        self.keeper = Keeper(store, tools=self.tools.registry, secret=SECRET, clock=self.clock)
+        self.keeper = Keeper(store, tools=self.tools.registry, secret=secret, clock=self.clock)
         self.llm = ScriptedLLM(replies)
         self.output = GatedOutput()
         self.lk: AgentSession[Any] = AgentSession(llm=self.llm, userdata={"party": 2})

@@ -6,8 +6,9 @@ Hooks (livekit-agents 1.8), each recording in the order LiveKit acts:
   messages as stored: truncated with ``interrupted=True`` after a barge-in, and
   ``AgentHandoff`` items, emitted before the new agent's activity starts),
   ``user_input_transcribed`` (interim transcripts), ``speech_created`` (each speech
-  handle, watched for its interruption), ``function_tools_executed``,
-  ``tool_execution_updated``, ``agent_state_changed`` and ``close``;
+  handle, watched for its interruption), ``function_tools_executed`` and
+  ``tool_execution_updated`` (plain function tool calls, see ``_plain.py``, and deferred
+  replies), ``agent_state_changed`` and ``close``;
 - a ``TextOutput`` placed first in ``session.output.transcription``: what reaches the
   output is what the caller heard (text arrives there as it is released; with audio
   and TTS-aligned transcripts, as it plays);
@@ -38,6 +39,8 @@ from livekit.agents.voice.events import (
     EventTypes,
     FunctionToolsExecutedEvent,
     SpeechCreatedEvent,
+    ToolCallEnded,
+    ToolCallStarted,
     ToolExecutionUpdatedEvent,
     ToolReplyUpdated,
     UserInputTranscribedEvent,
@@ -49,6 +52,7 @@ from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
 from ._hooks import Tap, call_items, current_speech, delivery_note, plain_userdata
+from ._plain import PlainCalls, handoff_needs_secret
 
 __all__ = ["LiveKitRecovery", "attach", "recovery_for"]
 
@@ -89,6 +93,7 @@ class LiveKitRecovery:
         agents: Mapping[str, AgentFactory] | None = None,
         end_on_close: bool = True,
     ) -> None:
+        handoff_needs_secret(session, agents or {})
         self.agent_session = agent_session
         self.session = session
         self.agents = dict(agents or {})
@@ -110,6 +115,7 @@ class LiveKitRecovery:
         self._muted: set[str] = set()  # speech ids this adapter interrupted itself
         #: deferred replies stopped because they would voice a held result
         self.suppressed: list[str] = []
+        self._plain = PlainCalls(agent_session, lambda: self.session, self._rec, lambda: self._uid)
         hooks: list[tuple[EventTypes, Callable[[Any], None]]] = [
             ("conversation_item_added", self._on_item),
             ("user_input_transcribed", self._on_transcript),
@@ -394,12 +400,21 @@ class LiveKitRecovery:
         self._speeches.pop(handle.id, None)
 
     def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
+        refused = self._plain.refuse_unsigned_handoff(ev)  # before LiveKit switches agents
+        if refused is not None:
+            log.error("callstate refused a LiveKit handoff: %s", refused)
+            self.errors.append(refused)
+        self._plain.executed(ev)
         self._sync_userdata()
 
     def _on_tool_update(self, ev: ToolExecutionUpdatedEvent) -> None:
         self._sync_userdata()  # a tool may have changed userdata
         update = ev.update
-        if isinstance(update, ToolReplyUpdated) and update.status == "scheduled":
+        if isinstance(update, ToolCallStarted):
+            self._plain.started(update.function_call)
+        elif isinstance(update, ToolCallEnded):
+            self._plain.ended(update)
+        elif isinstance(update, ToolReplyUpdated) and update.status == "scheduled":
             self._hold_deferred_reply(update)
 
     def _hold_deferred_reply(self, update: ToolReplyUpdated) -> None:
