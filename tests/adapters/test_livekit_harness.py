@@ -183,6 +183,9 @@ class Call:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.output.release()  # a failed test may leave the output or a tool waiting
+        for gate in self.tools.release.values():
+            gate.set()
         await self.lk.aclose()
         await self.recovery.wait_idle()
         await self.keeper.close()

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
@@ -51,7 +51,16 @@ from ...errors import CallstateError, ConfigError
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
-from ._hooks import Tap, call_items, current_speech, delivery_note, plain_userdata
+from ._hooks import (
+    Tap,
+    current_speech,
+    drop_item,
+    held_in_reply,
+    plain_userdata,
+    userdata_diff,
+    wrap_llm_node,
+    write_notes,
+)
 from ._plain import PlainCalls, handoff_needs_secret
 
 __all__ = ["LiveKitRecovery", "attach", "recovery_for"]
@@ -223,7 +232,10 @@ class LiveKitRecovery:
     def _assistant(self, msg: llm.ChatMessage, speech: str | None) -> None:
         text = (msg.text_content or "").strip()
         if self._cut and (speech is None or speech == self._speech):
+            heard = self._said(self._uid)
             self._reset()  # recorded at the barge-in, with what had reached the output
+            if heard != text:
+                self._keep_heard(msg, heard)
             return
         if self._uid is None and not text:
             return
@@ -233,6 +245,27 @@ class LiveKitRecovery:
         else:
             self.session.agent_finished(uid, text=text)
         self._reset()
+
+    def _said(self, uid: str | None) -> str:
+        """What the caller heard of utterance ``uid``, as recorded."""
+        item = next((i for i in reversed(self.session.state.items) if i.id == uid), None)
+        return item.text if item is not None else ""
+
+    def _contexts(self) -> list[llm.ChatContext]:
+        """LiveKit's stored contexts: each agent's (what its next turn starts from) and
+        the session's history (the app's record of the call)."""
+        return [*(a._chat_ctx for a in self._wrapped), self.agent_session.history]
+
+    def _keep_heard(self, msg: llm.ChatMessage, heard: str) -> None:
+        """Make LiveKit's stored message of a cut reply hold only what the caller heard.
+
+        Text-only, LiveKit stores the chunk being handed to the output at the barge-in
+        as said; callstate knows what the output took. Nothing heard: no message.
+        """
+        if heard:
+            msg.content = [heard]  # one object, shared by the agent's context and history
+        else:
+            drop_item(msg, self._contexts())
 
     def _on_interrupt(self, speech_id: str) -> None:
         """LiveKit took a barge-in: truncate to what was heard, overtake running calls."""
@@ -269,52 +302,18 @@ class LiveKitRecovery:
         if agent in self._wrapped:
             return
         self._wrapped.add(agent)
-        inner = agent.llm_node  # bound to the agent: a subclass's override is kept
+        wrap_llm_node(agent, self._before_inference, self._generated_text)
 
-        async def llm_node(
-            chat_ctx: llm.ChatContext, tools: list[Any], model_settings: Any
-        ) -> AsyncIterable[Any]:
-            await self._wait_ready()
-            users = [i for i in chat_ctx.items if isinstance(i, llm.ChatMessage)]
-            users = [m for m in users if m.role == "user"]
-            if users:
-                self._user(users[-1])  # LiveKit emits it only once this reply is scheduled
-            self._rec(lambda: self._write_notes(chat_ctx))
-            out: Any = inner(chat_ctx, tools, model_settings)
-            if asyncio.iscoroutine(out):
-                out = await out
-            if isinstance(out, str):
-                self._generated_text(out)
-                yield out
-                return
-            if out is None:
-                return
-            text = ""
-            async for chunk in out:
-                piece = chunk if isinstance(chunk, str) else None
-                if isinstance(chunk, llm.ChatChunk) and chunk.delta is not None:
-                    piece = chunk.delta.content
-                if piece:
-                    text += piece
-                    self._generated_text(text)
-                yield chunk
-
-        agent.llm_node = llm_node  # type: ignore[method-assign]
+    async def _before_inference(self, chat_ctx: llm.ChatContext) -> None:
+        await self._wait_ready()
+        users = [i for i in chat_ctx.items if isinstance(i, llm.ChatMessage)]
+        users = [m for m in users if m.role == "user"]
+        if users:
+            self._user(users[-1])  # LiveKit emits it only once this reply is scheduled
+        self._rec(lambda: self._write_notes(chat_ctx))
 
     def _write_notes(self, chat_ctx: llm.ChatContext) -> None:
-        """Tell the model, before it runs, what to do with results the reconciler decided.
-
-        A call LiveKit committed nothing of (its turn was cut by the interruption
-        timeout while still speaking) is put back into this turn's context first.
-        """
-        have = {i.call_id for i in chat_ctx.items if isinstance(i, llm.FunctionCallOutput)}
-        for call in self.session.state.calls.values():
-            if call.delivery in (None, "held") or call.call_id in self._noted:
-                continue
-            self._noted.add(call.call_id)
-            if call.call_id not in have:
-                chat_ctx.items.extend(call_items(call))
-            chat_ctx.add_message(role="system", content=delivery_note(call))
+        write_notes(self.session.state, self._noted, chat_ctx, self._contexts())
 
     # -- handoff ---------------------------------------------------------------------------
 
@@ -358,8 +357,7 @@ class LiveKitRecovery:
         if data is None or data == self._userdata:
             return
         before = self._userdata if self._userdata is not None else self.session.state.userdata
-        changed = {k: v for k, v in data.items() if k not in before or before[k] != v}
-        gone = [k for k in before if k not in data]
+        changed, gone = userdata_diff(before, data)
         self._userdata = dict(data)
 
         def record() -> None:
@@ -425,13 +423,7 @@ class LiveKitRecovery:
         reply would talk over the caller, so it is stopped and the result is delivered,
         discarded or announced on the caller's next turn, as the reconciler decides.
         """
-        calls = self.session.state.calls
-        held = [
-            cid
-            for uid in update.update_ids
-            if (cid := uid.removesuffix("_final").split("_update_")[0]) in calls
-            and calls[cid].delivery == "held"
-        ]
+        held = held_in_reply(self.session.state, update.update_ids)
         handle = self._speeches.get(update.speech_id)
         if held and handle is not None and not handle.done():
             self._muted.add(handle.id)
