@@ -113,6 +113,7 @@ class LiveKitRecovery:
         self._heard = ""
         self._generated = ""
         self._speech: str | None = None  # the speech handle that utterance belongs to
+        self._ahead: dict[str, str] = {}  # speech id -> text generated before it plays
         self._known: set[str] = set()  # chat item ids already recorded (or seeded)
         self._noted = {c.call_id for c in session.state.calls.values() if c.delivery}
         self._wrapped: weakref.WeakSet[Agent] = weakref.WeakSet()
@@ -197,6 +198,10 @@ class LiveKitRecovery:
         if self._uid is None:
             self._uid = self.session.agent_started("")
             self._speech = speech
+            ahead = self._ahead.pop(speech, "") if speech is not None else ""
+            if ahead.strip():
+                self._generated = ahead
+                self.session.agent_progress(self._uid, spoken_text="", text=ahead.strip())
         return self._uid
 
     def _reset(self) -> None:
@@ -222,6 +227,9 @@ class LiveKitRecovery:
         speech = handle.id if handle is not None else None
 
         def record() -> None:
+            if self._uid is not None and not self._cut and self._speech not in (None, speech):
+                self._ahead[str(speech)] = text  # generated while another speech plays
+                return
             uid = self._start(speech)
             self._generated = text
             self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=text.strip())
@@ -236,15 +244,15 @@ class LiveKitRecovery:
             self._reset()  # recorded at the barge-in, with what had reached the output
             if heard != text:
                 self._keep_heard(msg, heard)
-            return
-        if self._uid is None and not text:
-            return
-        uid = self._start(speech)
-        if msg.interrupted:
-            self.session.interrupt(heard_text=text, utterance_id=uid)
-        else:
-            self.session.agent_finished(uid, text=text)
-        self._reset()
+        elif self._uid is not None or text:
+            uid = self._start(speech)
+            if msg.interrupted:
+                self.session.interrupt(heard_text=text, utterance_id=uid)
+            else:
+                self.session.agent_finished(uid, text=text)
+            self._reset()
+        if self._uid is None and self._ahead:  # generated while this one played: next
+            self._start(next(iter(self._ahead)))
 
     def _said(self, uid: str | None) -> str:
         """What the caller heard of utterance ``uid``, as recorded."""
@@ -396,6 +404,7 @@ class LiveKitRecovery:
 
     def _speech_done(self, handle: SpeechHandle) -> None:
         self._speeches.pop(handle.id, None)
+        self._ahead.pop(handle.id, None)
 
     def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
         refused = self._plain.refuse_unsigned_handoff(ev)  # before LiveKit switches agents
