@@ -66,7 +66,8 @@ def booker() -> Agent:
 
 
 async def main() -> None:
-    async with callstate.Keeper("memory://", tools=tools) as keeper:
+    # the secret signs handoff packages and resume tokens (use 32 random bytes)
+    async with callstate.Keeper("memory://", tools=tools, secret=b"change-me-32-bytes") as keeper:
         session = await keeper.start(caller="+15551234567", agent="booker")
         model = Script(
             ("One moment.", [("c1", "move_booking", {"booking_id": "B1", "time": "20:00"})]),
