@@ -177,7 +177,8 @@ class Call:
 
     async def __aenter__(self) -> Call:
         await self.keeper.open()
-        self.cs = await self.keeper.start(caller="+15551234567", agent="booker")
+        caller = "+15551234567" if self.keeper.secrets else None  # sealed at rest
+        self.cs = await self.keeper.start(caller=caller, agent="booker")
         self.recovery = attach(self.lk, self.cs)
         await self.lk.start(self.agent(self.tools))
         return self
