@@ -36,6 +36,7 @@ class Replay:
     item_ids: list[str] = field(default_factory=list)  # ids of replayed items, in order
     calls: set[str] = field(default_factory=set)  # call ids with a function_call item
     answered: set[str] = field(default_factory=set)  # call ids with their output
+    ids: dict[str, str] = field(default_factory=dict)  # callstate item id -> replayed item id
     needs_answer: bool = False  # the agent owes the caller a turn
 
 
@@ -86,22 +87,24 @@ def replay(
     if config:
         out.events.append({"type": "session.update", "session": {"type": "realtime", **config}})
 
-    def add(item: dict[str, Any]) -> None:
+    def add(item: dict[str, Any], local: str | None = None) -> None:
         item_id = f"{prefix}{len(out.item_ids)}"
         out.item_ids.append(item_id)
+        if local:
+            out.ids[local] = item_id
         out.events.append({"type": "conversation.item.create", "item": {"id": item_id, **item}})
 
     if state.summary:
         add(_message("system", "input_text", state.summary))
     last = ""
-    for item in state.items[state.summarized :]:
+    for n, item in enumerate(state.items[state.summarized :], start=state.summarized):
         if item.kind == "user" and item.text:
-            add(_message("user", "input_text", item.text))
+            add(_message("user", "input_text", item.text), f"user@{n}")
             last = "user"
         elif item.kind == "assistant":
             heard = item.text if item.done else item.spoken
             if heard:
-                add(_message("assistant", "output_text", heard))
+                add(_message("assistant", "output_text", heard), item.id)
                 last = "assistant"
         elif item.kind == "call":
             call = state.calls.get(item.id)
@@ -114,7 +117,8 @@ def replay(
                     "call_id": call.call_id,
                     "name": call.name,
                     "arguments": args,
-                }
+                },
+                call.call_id,
             )
             out.calls.add(call.call_id)
             last = "running"
