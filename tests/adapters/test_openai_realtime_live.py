@@ -194,3 +194,31 @@ async def test_replayed_items_map_to_their_new_ids(
     assert None is second.item(resumed.item_ids[said])
     assert json.loads(outputs(second.received, call.call_id)[0]["item"]["output"])["status"]
     assert_clean(server)
+
+
+async def test_handoff_voice_waits_for_the_next_session(
+    server: RealtimeServer, keeper: callstate.Keeper, client: AsyncOpenAI
+) -> None:
+    """After assistant audio the voice is locked: a handoff's voice comes with the next session."""
+    s = await keeper.start(agent="booking")
+    server.queue(Say("Let me pass you to billing."))
+    billing = {"instructions": "You are billing.", "audio": {"output": {"voice": "cedar"}}}
+    async with connect(client, s, model=MODEL, config=CONFIG, reconnect_delay=0) as conn:
+        await conn.response.create()
+        await until(conn, of_type("response.done"))
+        raw = conn.connection
+        assert raw is not None
+        await raw.session.update(session={"type": "realtime", **billing}, event_id="raw1")
+        refused = (await until(conn, of_type("error")))[-1]
+        await conn.handoff(to="billing", config=billing)
+        await until(conn, is_resumed)
+        first = server.current
+        await server.wait_for(lambda: "You are billing." == first.config["instructions"])
+        await server.drop()
+        await until(conn, is_resumed)
+    assert ("cannot_update_voice", "raw1") == (refused.error.code, refused.error.event_id)
+    second = server.sessions[1]
+    assert "voice" not in (first.config.get("audio") or {}).get("output", {})
+    assert "cedar" == second.received[0]["session"]["audio"]["output"]["voice"]
+    assert [] == server.malformed
+    assert ["cannot_update_voice"] == [e["code"] for e in first.errors]

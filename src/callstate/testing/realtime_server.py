@@ -9,6 +9,8 @@ real session keeps, answering with the documented ``error`` shapes:
 - ``invalid_tool_call_id``: a ``function_call_output`` for a call id this session never saw;
 - ``conversation_already_has_active_response``: ``response.create`` while one is active;
 - ``invalid_value`` on ``audio_end_ms``: truncating past the audio sent for the item;
+- ``cannot_update_voice``: a ``session.update`` changing the voice once assistant audio
+  was sent;
 - ``unknown_parameter`` / ``invalid_value`` / ``invalid_json``: malformed events.
 
 Caller transcripts come only when the session has ``audio.input.transcription`` set

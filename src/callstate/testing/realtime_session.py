@@ -189,6 +189,11 @@ class ServerSession:
         self.server.notify()
 
     async def _on_session_update(self, data: dict[str, Any]) -> None:
+        voice = ((data["session"].get("audio") or {}).get("output") or {}).get("voice")
+        now = ((self.config.get("audio") or {}).get("output") or {}).get("voice")
+        if voice is not None and voice != now and any(self.audio_ms.values()):
+            msg = "Cannot update a conversation's voice if assistant audio is present."
+            raise _Reject("cannot_update_voice", msg, None)
         self.config = _merge(self.config, data["session"])
         await self.send(
             SessionUpdatedEvent(

@@ -18,7 +18,7 @@ from ._answers import REPLAYED
 from ._api import ResumedEvent
 from ._audio import heard_text
 from ._order import Playback
-from ._replay import cut_note, merge_config, replay
+from ._replay import cut_note, merge_config, replay, without_voice
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -227,7 +227,9 @@ class Continuity:
         The session is offered and accepted (epoch+1; see ``Session.handoff``), then a
         ``session.update`` with ``config`` (the new agent's instructions and tools)
         and the handoff note go to the same Realtime session, whose conversation is
-        already in place. Later resumes replay with the new agent's config.
+        already in place. Later resumes replay with the new agent's config. A new voice
+        takes effect from the next Realtime session: the API refuses a voice change
+        once the session has sent assistant audio.
 
         Returns:
             The accepted session, now ``adapter.callstate``.
@@ -240,6 +242,8 @@ class Continuity:
         if config:
             self.config = merge_config(self.config, config)
             session = {"type": self.config.get("type", "realtime"), **config}
+            if any(self._audio.values()):
+                session = without_voice(session)
             await self._send_internal({"type": "session.update", "session": session})
             self._swallow_updates += 1
         note = getattr(accepted.recovery, "resume_note", "") or ""

@@ -20,7 +20,15 @@ import msgspec
 from ...journal.context import call_output
 from ...journal.state import SessionState, ToolCall
 
-__all__ = ["VOICE_NOTE", "Replay", "cut_note", "function_output", "merge_config", "replay"]
+__all__ = [
+    "VOICE_NOTE",
+    "Replay",
+    "cut_note",
+    "function_output",
+    "merge_config",
+    "replay",
+    "without_voice",
+]
 
 #: Appended to every resume note: text-only history must not turn the agent into a chatbot.
 VOICE_NOTE: Final = "Keep answering the caller by voice (spoken audio), as before."
@@ -48,6 +56,25 @@ def merge_config(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         out[key] = (
             merge_config(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
         )
+    return out
+
+
+def without_voice(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without ``audio.output.voice`` (and the objects that held only it)."""
+    out = dict(config)
+    audio = dict(out.get("audio") or {})
+    output = dict(audio.get("output") or {})
+    if "voice" not in output:
+        return out
+    del output["voice"]
+    if output:
+        audio["output"] = output
+    else:
+        audio.pop("output", None)
+    if audio:
+        out["audio"] = audio
+    else:
+        out.pop("audio", None)
     return out
 
 
