@@ -180,10 +180,16 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
         clock = self.callstate.keeper.clock
         while not self._closing:
             due = self._rt_started + self.max_session_s - self.rollover_margin_s - clock.now()
-            await asyncio.sleep(min(max(due, 0.0), _TICK) if due > 0 else _TICK)
-            if due <= 0 and not self._closing:
+            if due > 0:
+                await asyncio.sleep(min(due, _TICK))
+                continue
+            try:
                 async with self._lock:
-                    await self._maybe_rollover()
+                    if not self._closing:
+                        await self._maybe_rollover()
+            except Exception:  # the reader meets the same trouble and restores from there
+                log.exception("callstate could not roll the Realtime session over")
+            await asyncio.sleep(_TICK)  # not a quiet moment yet: look again
 
     async def _dial(self) -> Any:
         """Open a new Realtime session and make it current; returns its ``session.created``.
