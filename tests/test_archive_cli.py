@@ -43,6 +43,7 @@ async def db(tmp_path: Path) -> Path:
         await done.end(reason="caller_hangup")
         dropped = await k.start(caller="+15550000000", agent="billing", session_id="call-drop")
         dropped.user_said("my card was charged twice")
+        dropped.connection_lost("page reload")  # a live link would make the token refused
         await dropped.flush()
         resumed = await k.resume(dropped.resume_token())
         resumed.user_said("still there?")
@@ -80,6 +81,20 @@ def test_archive_list_filters(db: Path) -> None:
     assert ("call-done:1" in by_caller.stdout, "call-drop" in by_caller.stdout) == (True, False)
     assert ("call-left:1" in by_outcome.stdout, "call-done" in by_outcome.stdout) == (True, False)
     assert 2 == by_session.stdout.count("call-drop:")
+
+
+def test_archive_without_the_secret_lists_but_never_shows_the_caller(db: Path) -> None:
+    """Without CALLSTATE_SECRET: list works, show marks the caller sealed, --caller refuses."""
+    listed = _cli("archive", "list", "--db", str(db), cwd=db.parent, secret=b"")
+    shown = _cli("archive", "show", "call-done:1", "--db", str(db), cwd=db.parent, secret=b"")
+    by_caller = _cli(
+        "archive", "list", "--db", str(db), "--caller", CALLER, cwd=db.parent, secret=b""
+    )
+    assert (0, 0, 1) == (listed.returncode, shown.returncode, by_caller.returncode)
+    assert "call-done:1" in listed.stdout
+    assert "(sealed: set CALLSTATE_SECRET)" in shown.stdout
+    assert "set CALLSTATE_SECRET to filter by --caller" in by_caller.stderr
+    assert [] == [o for o in (listed, shown, by_caller) if "5551234567" in o.stdout + o.stderr]
 
 
 def test_archive_show_prints_transcript_and_recovery(db: Path) -> None:
