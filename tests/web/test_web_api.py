@@ -215,3 +215,34 @@ async def test_resume_through_the_app_on_redis_and_postgres(
         first = await _start(a, caller="+15551234567")
         reply = await b.post("/v1/resume", json={"token": first["token"]})
     assert (200, 2) == (reply.status_code, reply.json()["epoch"])
+
+
+async def test_callstate_serve_answers_over_http(tmp_path: Path) -> None:
+    """`callstate serve --db ... --port N` runs the app: start answers 201 with a token."""
+    import asyncio
+    import os
+    import sys
+
+    from services import free_port
+
+    port = free_port()
+    env = {**os.environ, "CALLSTATE_SECRET": SECRET.decode()}
+    db = str(tmp_path / "serve.db")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "callstate", "serve", "--db", db, "--port", str(port), env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
+            async with asyncio.timeout(60):
+                while True:
+                    try:
+                        reply = await client.post("/v1/start", json={"agent": "web"})
+                        break
+                    except httpx.TransportError:
+                        await asyncio.sleep(0.1)
+    finally:
+        proc.terminate()
+        await proc.communicate()
+    assert (201, "web") == (reply.status_code, reply.json()["agent"])
+    assert reply.json()["token"].startswith("cs1.")

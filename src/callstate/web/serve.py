@@ -1,6 +1,6 @@
 """``callstate serve``: run the web endpoints standalone with uvicorn.
 
-The store is ``--db`` (a store URL or a SQLite path); the signing secret comes from
+The store is ``--db`` (every command's option: a store URL or a SQLite path); the signing secret comes from
 ``$CALLSTATE_SECRET`` (several, comma-separated, for rotation: the first signs), which
 every worker sharing the store must also have.
 """
@@ -20,7 +20,6 @@ __all__ = ["serve"]
 
 
 def _configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default="callstate.db", help="store URL or SQLite path")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on")
     p.add_argument("--port", type=int, default=8080, help="port to listen on")
     p.add_argument(
