@@ -119,10 +119,11 @@ def decode_record(data: bytes | str) -> ArchiveRecord:
         msg = f"archive record format version {newer} at `$.v` is newer than {ARCHIVE_VERSION}; upgrade callstate to read it"
         raise VersionError(msg)
     try:
-        return _decoder.decode(data)
+        record: ArchiveRecord = ev.decode_with(_decoder, data)
     except msgspec.DecodeError as exc:
         msg = f"undecodable archive record: {exc}"
         raise CodecError(msg) from exc
+    return record
 
 
 # -- building a record (pure) --------------------------------------------------------
