@@ -17,7 +17,7 @@ from ..errors import ConfigError
 from ..journal import events as ev
 from ..journal.state import SessionState, apply
 from ..runtime.handle import Handle
-from ..storage.base import Batch, SessionRecord
+from ..storage.base import Batch, SessionRecord, storable_text
 from ..tools.late import collect
 from ..tools.lifecycle import recover_in_doubt
 from .restore import fenced_error, restore_state
@@ -78,6 +78,10 @@ class Ownership(Generic[H]):
     ) -> H:
         """Create a session at epoch 1, durable with its first event, owned here."""
         host = self._host
+        for field, text in (("session_id", session_id), ("agent", agent), ("caller", caller)):
+            if text is not None and not storable_text(text):
+                msg = f"{field} must be text without NUL or lone surrogates, got {text!r:.80}"
+                raise ConfigError(msg)
         if session_id is not None and session_id.startswith("cs1."):
             msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
             raise ConfigError(msg)
