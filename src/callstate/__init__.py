@@ -12,6 +12,7 @@ from .errors import (
     HandoffError,
     HandoffFormatError,
     HandoffStateError,
+    PayloadTooDeep,
     PayloadTooLarge,
     SessionClosed,
     SessionError,
@@ -28,6 +29,7 @@ from .errors import (
 )
 from .handoff.package import HandoffPackage
 from .journal.events import Event, decode_event, encode_event
+from .journal.limits import Limits
 from .journal.state import SessionState, ToolCall, fold
 from .keeper import Keeper
 from .observe.recovery import RecoveryEvent
@@ -49,7 +51,9 @@ __all__ = [
     "HandoffPackage",
     "HandoffStateError",
     "Keeper",
+    "Limits",
     "MemoryStore",
+    "PayloadTooDeep",
     "PayloadTooLarge",
     "Preflight",
     "RecoveryEvent",

@@ -5,7 +5,8 @@ Every error callstate raises on purpose derives from :class:`CallstateError`::
     CallstateError
     ├── ConfigError                 bad arguments to Keeper/open_store/ToolRegistry
     ├── CodecError                  bytes that do not decode to a known record
-    │   └── VersionError            a record from a newer, unknown format version
+    │   ├── VersionError            a record from a newer, unknown format version
+    │   └── PayloadTooDeep          a value nested deeper than the configured cap
     ├── SessionError
     │   ├── SessionNotFound         no such session in the store
     │   ├── SessionExpired          past last interaction + resume window
@@ -36,6 +37,7 @@ __all__ = [
     "HandoffError",
     "HandoffFormatError",
     "HandoffStateError",
+    "PayloadTooDeep",
     "PayloadTooLarge",
     "SessionClosed",
     "SessionError",
@@ -66,6 +68,15 @@ class CodecError(CallstateError, ValueError):
 
 class VersionError(CodecError):
     """A record written by a newer, unknown format version."""
+
+
+class PayloadTooDeep(CodecError):
+    """A value is nested deeper than the configured cap, or contains itself; ``field``
+    names it."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SessionError(CallstateError):
@@ -133,7 +144,11 @@ class ConflictError(StorageError):
 
 
 class PayloadTooLarge(StorageError, ValueError):
-    """A value is larger than the configured cap."""
+    """A value is larger than the configured cap; ``field`` names it when known."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ToolError(CallstateError):

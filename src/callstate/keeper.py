@@ -25,6 +25,7 @@ from .continuity.sweep import Sweeper, SweepResult
 from .errors import ConfigError
 from .handoff.flow import HandoffFlow
 from .handoff.package import DEFAULT_MAX_BYTES
+from .journal.limits import Limits
 from .journal.state import SessionState
 from .observe.recovery import EventStream, Observer, Sink, Stats
 from .runtime.clock import Clock, SystemClock
@@ -73,6 +74,8 @@ class Keeper:
         summarize: ``summarize(messages) -> str`` (or awaitable) that replaces the
             conversation a handoff's ``max_items`` trims (default: a plain summary).
         handoff_max_bytes: largest handoff package offered or accepted.
+        limits: depth and size limits on what sessions record (``callstate.Limits``;
+            default 32 levels, 1 MiB payloads, 64 KiB utterances).
     """
 
     def __init__(
@@ -95,6 +98,7 @@ class Keeper:
         handoff_timeout: float = 30.0,
         summarize: Summarize | None = None,
         handoff_max_bytes: int = DEFAULT_MAX_BYTES,
+        limits: Limits | None = None,
     ) -> None:
         check_options(
             resume_window=resume_window,
@@ -107,6 +111,7 @@ class Keeper:
             outbox_limit=outbox_limit,
             sweep_every=sweep_every,
             purge_after=purge_after,
+            limits=limits,
         )
         if not isinstance(store, str | Store):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
@@ -124,6 +129,7 @@ class Keeper:
             token_ttl=float(token_ttl),
             purge_after=float(purge_after),
             outbox_limit=int(outbox_limit),
+            limits=limits,
         )
         host = self.host
         self.sweep_every = float(sweep_every or 0.0)

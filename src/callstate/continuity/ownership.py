@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import ConfigError
 from ..journal import events as ev
+from ..journal.limits import check_limits
 from ..journal.state import SessionState, apply
 from ..runtime.handle import Handle
 from ..storage.base import Batch, SessionRecord, storable_text
@@ -97,6 +98,7 @@ class Ownership(Generic[H]):
             userdata=dict(userdata or {}),
             metadata=dict(metadata or {}),
         )
+        check_limits(started, host.limits)
         state = apply(SessionState(), started)
         caller_hash = host.caller_hash(caller)
         record = SessionRecord(

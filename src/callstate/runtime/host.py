@@ -15,6 +15,7 @@ import hmac
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
+from ..journal.limits import Limits
 from .flusher import Flusher
 
 if TYPE_CHECKING:
@@ -51,6 +52,7 @@ class Host:
         token_ttl: float,
         purge_after: float,
         outbox_limit: int,
+        limits: Limits | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -63,6 +65,8 @@ class Host:
         self.token_ttl = token_ttl
         self.purge_after = purge_after
         self.outbox_limit = outbox_limit
+        #: the depth and size limits every recorded event is held to
+        self.limits = limits or Limits()
         self.handles: dict[str, Handle] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
