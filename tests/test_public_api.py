@@ -14,6 +14,7 @@ import callstate.testing
 
 EXPECTED = [
     "ArchiveRecord",
+    "CallEnded",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -32,6 +33,7 @@ EXPECTED = [
     "RecoveryEvent",
     "RecoveryPlan",
     "Session",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -42,6 +44,7 @@ EXPECTED = [
     "StorageError",
     "Store",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolCall",
     "ToolContext",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .archive.records import ArchiveRecord
 from .continuity.plan import Preflight, RecoveryPlan
 from .errors import (
+    CallEnded,
     CallstateError,
     CodecError,
     ConfigError,
@@ -14,6 +15,7 @@ from .errors import (
     HandoffStateError,
     PayloadTooDeep,
     PayloadTooLarge,
+    SessionActive,
     SessionClosed,
     SessionError,
     SessionExpired,
@@ -22,6 +24,7 @@ from .errors import (
     StaleEpochError,
     StorageError,
     TokenError,
+    TokenSuperseded,
     ToolArgumentsError,
     ToolError,
     UnknownTool,
@@ -41,6 +44,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArchiveRecord",
+    "CallEnded",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -59,6 +63,7 @@ __all__ = [
     "RecoveryEvent",
     "RecoveryPlan",
     "Session",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -69,6 +74,7 @@ __all__ = [
     "StorageError",
     "Store",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolCall",
     "ToolContext",
