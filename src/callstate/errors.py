@@ -93,6 +93,8 @@ class PayloadTooDeep(CodecError):
     """A value is nested deeper than the configured cap, or contains itself; ``field``
     names it."""
 
+    code = "payload_too_deep"
+
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
@@ -233,11 +235,11 @@ class ConflictError(StorageError):
 class PayloadTooLarge(StorageError, ValueError):
     """A value is larger than the configured cap; ``field`` names it when known."""
 
+    code = "payload_too_large"
+
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
-
-    code = "payload_too_large"
 
 
 class ToolError(CallstateError):
