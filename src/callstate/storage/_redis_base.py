@@ -77,6 +77,25 @@ def _check_client_url(url: str) -> None:
         raise ConfigError(msg)
 
 
+def _check_flags(*, wait_aof: object, require_aof: object, cluster: object) -> None:
+    """Refuse a ``wait_aof`` that is not three ints >= 0, and flags that are not bools.
+
+    Raises:
+        ConfigError: the message names the option and the value.
+    """
+    if wait_aof is not None and not (
+        isinstance(wait_aof, tuple)
+        and len(wait_aof) == 3
+        and all(type(n) is int and n >= 0 for n in wait_aof)
+    ):
+        msg = f"wait_aof must be None or (numlocal, numreplicas, timeout_ms) ints >= 0, got {wait_aof!r:.80}"
+        raise ConfigError(msg)
+    for name, flag in (("require_aof", require_aof), ("cluster", cluster)):
+        if not isinstance(flag, bool):
+            msg = f"{name} must be True or False, got {flag!r:.80}"
+            raise ConfigError(msg)
+
+
 class RedisBase:
     """Options, the client, key names and one retrying way to run commands and scripts.
 
@@ -114,6 +133,7 @@ class RedisBase:
             msg = f"redis key prefix must hold no braces, got {self.prefix!r}"
             raise ConfigError(msg)
         check_server_options(pool_size=pool_size, retry_for=retry_for, timeout=timeout)
+        _check_flags(wait_aof=wait_aof, require_aof=require_aof, cluster=cluster)
         if cluster and wait_aof is not None:
             msg = f"wait_aof={wait_aof!r} is not supported with cluster=True (WAITAOF is per node)"
             raise ConfigError(msg)
