@@ -10,6 +10,7 @@ itself is simply infinitely deep), and refused with a typed error naming the fie
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import compress, repeat
 from typing import Any, Final
 
 import msgspec
@@ -82,29 +83,66 @@ def _too_large(field: str, size: int, limit: int, what: str) -> PayloadTooLarge:
     return PayloadTooLarge(msg, field=field)
 
 
+_CONTAINERS: Final = (dict, list, tuple, set, frozenset)
+
+
+def _of(children: Any, kind: type | tuple[type, ...]) -> Any:
+    """The children that are instances of ``kind``, picked out at C speed."""
+    return compress(children, map(isinstance, children, repeat(kind)))
+
+
+def _parts(item: Any) -> tuple[list[Any], int]:
+    """The children of ``item`` that are containers, and a lower bound of the encoded
+    size of ``item`` without them (each child >= 1 byte, texts their length)."""
+    children = item.values() if isinstance(item, dict) else item
+    kinds = set(map(type, children))  # one C-speed pass; most lists hold one or two kinds
+    size = 2 + len(children)
+    if any(issubclass(k, str | bytes) for k in kinds):
+        size += sum(map(len, _of(children, (str, bytes))))
+    if not any(issubclass(k, _CONTAINERS) for k in kinds):
+        return [], size
+    return list(_of(children, _CONTAINERS)), size
+
+
 def _walk(value: object, field: str, limits: Limits) -> None:
-    """Refuse nesting over the limit, and more containers and items than the byte cap
-    could hold (shared references can make a small object encode huge)."""
-    budget = limits.max_payload_bytes
-    stack: list[tuple[object, int]] = [(value, 1)]
+    """Refuse nesting over the limit or a value that contains itself, and values whose
+    encoding cannot fit the byte cap, without recursion and without encoding them.
+
+    Each container is visited once (a shared one is charged again wherever it recurs:
+    sharing can make a small object encode huge); its size, a lower bound of its
+    encoded bytes, and its height are kept by ``id`` once its children are done.
+    """
+    cap = limits.max_payload_bytes
+    done: dict[int, tuple[int, int]] = {}  # id -> (size, height) of a finished container
+    path: set[int] = set()  # ids of the containers being walked: meeting one is a cycle
+    stack: list[tuple[Any, int, tuple[list[Any], int] | None]] = [(value, 1, None)]
     while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list | tuple | set | frozenset):
-            children = item
-        else:
+        item, depth, parts = stack.pop()
+        key = id(item)
+        if parts is not None:  # its children are done
+            path.discard(key)
+            nested, size = parts
+            height = 1
+            for child in nested:
+                child_size, child_height = done[id(child)]
+                size += child_size
+                height = max(height, child_height + 1)
+            if size > cap:
+                msg = f"{field} encodes to at least {size - 1} bytes, over the {cap}-byte cap"
+                raise PayloadTooLarge(msg, field=field)
+            done[key] = (size, height)
             continue
-        if depth > limits.max_depth:
+        known = done.get(key)
+        if known is not None:
+            if depth + known[1] - 1 > limits.max_depth:
+                raise _too_deep(field, limits)
+            continue
+        if key in path or depth > limits.max_depth:
             raise _too_deep(field, limits)
-        budget -= len(children) + 1  # each container and each item encodes to >= 1 byte
-        if budget < 0:
-            msg = (
-                f"{field} holds more values than fit in the "
-                f"{limits.max_payload_bytes}-byte cap (Limits.max_payload_bytes)"
-            )
-            raise PayloadTooLarge(msg, field=field)
-        stack.extend((child, depth + 1) for child in children)
+        path.add(key)
+        parts = _parts(item)
+        stack.append((item, depth, parts))
+        stack.extend(zip(parts[0], repeat(depth + 1), repeat(None)))
 
 
 def check_value(value: object, *, field: str, limits: Limits) -> None:
@@ -122,7 +160,8 @@ def check_value(value: object, *, field: str, limits: Limits) -> None:
     if isinstance(value, str):
         check_text(value, field=field, limits=limits, cap=limits.max_payload_bytes)
         return
-    _walk(value, field, limits)
+    if isinstance(value, _CONTAINERS):
+        _walk(value, field, limits)
     try:
         size = len(_json.encode(value))
     except RecursionError as exc:  # within a max_depth set above what the stack holds
