@@ -279,3 +279,40 @@ def test_msgspec_still_fails_the_way_the_decoders_expect() -> None:
         msgspec.json.decode("\ud800")
     with pytest.raises(RecursionError):
         msgspec.json.decode(_deep(100_000))
+
+
+async def test_unstorable_ids_elsewhere_are_typed(make_store: Callable[[], Store]) -> None:
+    """load, accept, reclaim and the archive answer an id with a NUL or lone surrogate
+    as unknown (a typed error or nothing found), on every store."""
+    async with callstate.Keeper(
+        make_store(), secret=SECRET, clock=FakeClock(), sweep_every=None
+    ) as k:
+        s = await k.start(caller="+1555")
+        await s.end("done")
+        for bad in UNSTORABLE:
+            with pytest.raises(SessionNotFound):
+                await k.load(bad)
+            with pytest.raises(callstate.HandoffStateError):
+                await k.accept(bad)
+            with pytest.raises(callstate.HandoffStateError):
+                await k.reclaim(bad)
+            assert None is await k.archive.get(bad)
+            assert [] == await k.archive.list(session_id=bad)
+            assert [] == await k.archive.list(caller=bad)
+        assert 1 == len(await k.archive.list(session_id=s.id))
+
+
+@pytest.mark.parametrize("text", [b"\xff", 42, ["a"], None])
+async def test_utterance_text_must_be_a_str(text: object) -> None:
+    """user_said and agent_started refuse text that is not a str with a CodecError
+    naming the field; nothing is recorded."""
+    async with callstate.Keeper("memory://", secret=SECRET, sweep_every=None) as k:
+        s = await k.start()
+        seq = s.state.seq
+        with pytest.raises(CodecError, match="text"):
+            s.user_said(text)  # type: ignore[arg-type]
+        with pytest.raises(CodecError, match="text"):
+            s.agent_started(text)  # type: ignore[arg-type]
+        assert seq == s.state.seq
+        pkg = await s.handoff(to="b")
+        assert "b" == (await k.accept(pkg.to_bytes())).state.agent

@@ -34,6 +34,7 @@ EXPECTED = [
     "Preflight",
     "RecoveryEvent",
     "RecoveryPlan",
+    "SealError",
     "Session",
     "SessionActive",
     "SessionClosed",

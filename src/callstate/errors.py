@@ -6,7 +6,8 @@ Every error callstate raises on purpose derives from :class:`CallstateError`::
     ├── ConfigError                 bad arguments to Keeper/open_store/ToolRegistry
     ├── CodecError                  bytes that do not decode to a known record
     │   ├── VersionError            a record from a newer, unknown format version
-    │   └── PayloadTooDeep          a value nested deeper than the configured cap
+    │   ├── PayloadTooDeep          a value nested deeper than the configured cap
+    │   └── SealError               a sealed value malformed, tampered or under an unknown key
     ├── SessionError
     │   ├── SessionNotFound         no such session in the store
     │   ├── SessionExpired          past last interaction + resume window
@@ -47,6 +48,7 @@ __all__ = [
     "HandoffStateError",
     "PayloadTooDeep",
     "PayloadTooLarge",
+    "SealError",
     "SessionActive",
     "SessionClosed",
     "SessionError",
@@ -98,6 +100,13 @@ class PayloadTooDeep(CodecError):
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
         self.field = field
+
+
+class SealError(CodecError):
+    """A sealed (encrypted) value is malformed, tampered, or sealed under a key that is
+    not among the configured secrets, or it must be opened without any secret."""
+
+    code = "seal_error"
 
 
 class SessionError(CallstateError):

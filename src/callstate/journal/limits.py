@@ -15,7 +15,7 @@ from typing import Any, Final
 
 import msgspec
 
-from ..errors import ConfigError, PayloadTooDeep, PayloadTooLarge
+from ..errors import CodecError, ConfigError, PayloadTooDeep, PayloadTooLarge
 from . import events as ev
 
 __all__ = [
@@ -178,9 +178,15 @@ def check_text(value: object, *, field: str, limits: Limits, cap: int | None = N
 
     Raises:
         PayloadTooLarge: the text is over the cap.
+        CodecError: utterance text (no ``cap``) that is neither a str nor None.
     """
     limit = limits.max_text_bytes if cap is None else cap
-    if type(value) is not str or len(value) * 4 <= limit:
+    if type(value) is not str:
+        if value is None or cap is not None:
+            return  # optional text; a payload str subclass is the codec check's
+        msg = f"{field} must be a str, got {type(value).__name__} {value!r:.60}"
+        raise CodecError(msg)
+    if len(value) * 4 <= limit:
         return  # a char is at most 4 bytes: short text passes without encoding
     size = len(value.encode("utf-8", "surrogatepass"))
     if size > limit:

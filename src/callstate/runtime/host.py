@@ -12,14 +12,16 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from ..journal.limits import Limits
 from .flusher import Flusher
 
 if TYPE_CHECKING:
     from ..observe.recovery import Observer, RecoveryKind
+    from ..sealing import Sealer
     from ..storage.base import Store
     from .clock import Clock
     from .handle import Handle
@@ -53,6 +55,9 @@ class Host:
         purge_after: float,
         outbox_limit: int,
         limits: Limits | None = None,
+        sealer: Sealer | None = None,
+        plaintext_callers: bool = False,
+        personal: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.clock = clock
@@ -67,6 +72,11 @@ class Host:
         self.outbox_limit = outbox_limit
         #: the depth and size limits every recorded event is held to
         self.limits = limits or Limits()
+        #: seals caller data at rest (None without a secret)
+        self.sealer = sealer
+        self.plaintext_callers = plaintext_callers
+        #: userdata keys every session keeps personal (sealed at rest)
+        self.personal = tuple(personal)
         self.handles: dict[str, Handle] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -88,6 +98,19 @@ class Host:
             latency_ms=latency_ms,
             data=data,
         )
+
+    def check_sealable(self, what: str) -> None:
+        """Refuse to store caller data in the clear unless the keeper opted in.
+
+        Raises:
+            ConfigError: no secret to seal with and no ``plaintext_callers=True``.
+        """
+        if self.sealer is None and not self.plaintext_callers:
+            msg = (
+                f"{what} would be stored in the clear: set Keeper(secret=...) to encrypt "
+                "caller data at rest, or pass Keeper(plaintext_callers=True) to store it as is"
+            )
+            raise ConfigError(msg)
 
     def caller_hash(self, caller: str | None) -> str | None:
         """The caller's keyed hash under the signing secret (None for no caller)."""
