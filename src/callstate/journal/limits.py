@@ -233,7 +233,7 @@ def check_limits(event: ev.Event, limits: Limits) -> None:
     if texts is not None:
         tag = kind.__struct_config__.tag
         for name in texts:
-            check_text(getattr(event, name), field=f"{tag} `{name}`", limits=limits)
+            check_text(getattr(event, name), field=f"event {tag!r} `$.{name}`", limits=limits)
         return
     for field, value in _payloads(event):
         check_value(value, field=field, limits=limits)
