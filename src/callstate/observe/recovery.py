@@ -49,6 +49,7 @@ RecoveryKind = Literal[
     "session.resumed",
     "session.expired",
     "session.stale",
+    "session.fenced",
     "handoff.offered",
     "handoff.accepted",
     "handoff.reclaimed",
