@@ -172,6 +172,8 @@ class Handle:
             call_id=call_id,
             latency_ms=latency_ms,
             data=data,
+            epoch=self.state.epoch,
+            agent=self.state.agent,
         )
 
     # -- durability and ownership ------------------------------------------------------
@@ -205,12 +207,7 @@ class Handle:
         if self._error is None:
             self._error = error
             self._fenced.set()
-            self.emit(
-                "session.fenced",
-                epoch=self.state.epoch,
-                error_type=type(error).__name__,
-                reason=str(error),
-            )
+            self.emit("session.fenced", error_type=type(error).__name__, reason=str(error))
         self.journal.fail(error)
 
     def mark_closed(self) -> None:
