@@ -160,7 +160,7 @@ async def _rerun_session(
     gates.first = asyncio.ensure_future(s.run_tool("lookup", {"q": "x"}, call_id="c1"))
     await asyncio.wait_for(gates.started[1].wait(), timeout=10)
     b = await callstate.Keeper(url, secret=SECRET, clock=clock, tools=tools).__aenter__()
-    return a, b, await b.resume(s.resume_token())
+    return a, b, await b.resume(s.resume_token(), takeover=True)
 
 
 async def test_a_rerun_landing_after_attach_reaches_on_outcome(url: str, clock: FakeClock) -> None:
@@ -280,7 +280,7 @@ async def test_a_fenced_session_says_so_once(url: str, clock: FakeClock) -> None
         await s.flush()
         waiter = asyncio.ensure_future(s.wait_fenced())
         async with callstate.Keeper(url, secret=SECRET, clock=clock) as b:
-            await b.resume(s.resume_token())
+            await b.resume(s.resume_token(), takeover=True)
             assert s.fenced is False
             s.user_said("still here?")
             with pytest.raises(StaleEpochError):
