@@ -25,6 +25,7 @@ HERE = Path(__file__).parent
 EVENTS_FILE = HERE / "events_v1.jsonl"
 SNAPSHOT_FILE = HERE / "snapshot_v1.json"
 SNAPSHOT_V2_FILE = HERE / "snapshot_v2.msgpack"
+CONTEXT_DELIVERED_FILE = HERE / "events_v1_context_delivered.jsonl"
 #: v1 events added after events_v1.jsonl was frozen: the journaled outbox, resume channel
 OUTBOX_FILE = HERE / "events_v1_outbox.jsonl"
 
@@ -104,6 +105,11 @@ def golden_events() -> list[ev.Event]:
         ),
         ev.HandoffReclaimed(seq=25, at=T + 24, package_id="pkg-2", epoch=6),
     ]
+
+
+def context_delivered_events() -> list[ev.Event]:
+    """``tool.context_delivered`` (added to format 1 later), every field away from its default."""
+    return [ev.ToolContextDelivered(seq=26, at=T + 25, call_id="c1", via="pipecat")]
 
 
 def golden_outbox_events() -> list[ev.Event]:
@@ -186,6 +192,8 @@ def main() -> int:
         EVENTS_FILE: b"\n".join(lines) + b"\n",
         SNAPSHOT_FILE: msgspec.json.format(encode_state(golden_state()), indent=2) + b"\n",
         SNAPSHOT_V2_FILE: encode_snapshot(golden_state()),
+        CONTEXT_DELIVERED_FILE: b"\n".join(ev.encode_event(e) for e in context_delivered_events())
+        + b"\n",
         OUTBOX_FILE: b"\n".join(ev.encode_event(e) for e in golden_outbox_events()) + b"\n",
     }
     missing = {path: data for path, data in files.items() if not path.exists()}
