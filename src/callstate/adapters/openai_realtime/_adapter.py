@@ -96,6 +96,7 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
         self._closers: set[asyncio.Task[None]] = set()
         self._lock = asyncio.Lock()  # one of: an event handled, a rollover, outputs synced
         self._timer: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self._server_transcribes = False
         self._queue: deque[Pending | Callable[[], None]] = deque()
         self._waits: dict[str, Pending] = {}
@@ -133,19 +134,21 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
     # -- lifecycle ---------------------------------------------------------------------
 
     async def __aenter__(self) -> RealtimeAdapter:
-        created = await self._dial()
-        self._ready.append(created)
-        state = self.callstate.state
-        if state.items[state.summarized :] or state.summary:
-            recovery = self.callstate.recovery
-            note = getattr(recovery, "resume_note", "") or ""
-            await self._replay_into("resume", note=note, gap=getattr(recovery, "gap_s", 0.0))
-        elif self.config:
-            session = {"type": "realtime", **self.config}
-            await self._send_internal({"type": "session.update", "session": session})
-            self._swallow_updates += 1
-        if self.callstate.on_hold and not self._switching:  # nothing to replay: the link is up
-            self.callstate.connection_restored()
+        async with self._lock:  # an outcome landing meanwhile is answered after the replay
+            created = await self._dial()
+            self._ready.append(created)
+            state = self.callstate.state
+            if state.items[state.summarized :] or state.summary:
+                recovery = self.callstate.recovery
+                note = getattr(recovery, "resume_note", "") or ""
+                await self._replay_into("resume", note=note, gap=getattr(recovery, "gap_s", 0.0))
+            elif self.config:
+                session = {"type": "realtime", **self.config}
+                await self._send_internal({"type": "session.update", "session": session})
+                self._swallow_updates += 1
+            if self.callstate.on_hold and not self._switching:  # nothing to replay: link up
+                self.callstate.connection_restored()
+            self._watch()
         self._timer = asyncio.get_running_loop().create_task(self._cap_timer())
         return self
 
@@ -155,6 +158,7 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
     async def close(self) -> None:
         """Let running tools record their outcomes, then close the websocket."""
         self._closing = True
+        self._unwatch()
         if self._timer is not None:
             self._timer.cancel()
         if self._tasks:

@@ -3,6 +3,11 @@
 A response may ask for several calls at once (parallel tool calls). The model is asked
 to go on only when that response is done and every one of its calls has its output in
 the conversation; asking after the first would make it answer twice.
+
+Outcomes reach the model however they land: the adapter listens to the session
+(``Session.on_outcome``, with what is still owed first) and answers from a task the
+moment one lands, a call re-run by a resume on a silent line included, and records
+each output it sends as given to the model (``Session.given_to_model``).
 """
 
 from __future__ import annotations
@@ -10,16 +15,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from ...errors import CallstateError
 from ...session import Session
+from ...tools.registry import ToolOutcome
 from ._replay import function_output
 
 __all__ = ["Answers"]
 
 #: the group of calls replayed into a new session without an output (no response of theirs)
-REPLAYED = "callstate.replayed"
+REPLAYED: Final = "callstate.replayed"
+#: how the adapter signs what it gave the model (``tool.context_delivered``'s ``via``)
+VIA: Final = "openai_realtime"
 
 
 class Answers:
@@ -41,12 +49,37 @@ class Answers:
     _marker: int
     _want: int | None
     _want_event: dict[str, Any] | None
+    _closing: bool
+    _unsubscribe: Callable[[], None] | None
 
     if TYPE_CHECKING:
 
         async def _send_internal(self, event: dict[str, Any]) -> str: ...
         async def _raw_send(self, event: dict[str, Any]) -> None: ...
         def _later(self, op: Callable[[], None]) -> None: ...
+
+    def _watch(self) -> None:
+        """Listen for outcomes landing on the session, those still owed first."""
+        self._unwatch()
+        self._unsubscribe = self.callstate.on_outcome(self._landed, owed=True)
+
+    def _unwatch(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def _landed(self, outcome: ToolOutcome) -> Any:
+        return self._deliver()
+
+    async def _deliver(self) -> None:
+        """An outcome landed: answer it now, not at the next server event."""
+        if not self._closing:
+            async with self._lock:
+                await self._sync_outputs()
+
+    def _given(self, call_id: str) -> None:
+        if self.callstate.writable and call_id in self.callstate.state.calls:
+            self.callstate.given_to_model(call_id, via=VIA)
 
     def _call_asked(self, response_id: str | None, call_id: str, name: str, args: str) -> None:
         """A response asked for a call: run it (in conversation order) and group it."""
@@ -102,6 +135,7 @@ class Answers:
                 "output": function_output(call),
             }
             await self._send_internal({"type": "conversation.item.create", "item": item})
+            self._given(call_id)
         await self._release_groups()
 
     async def _release_groups(self) -> None:
