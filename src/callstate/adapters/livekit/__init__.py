@@ -50,9 +50,10 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     msg = "callstate.adapters.livekit needs LiveKit Agents: pip install callstate[livekit]"
     raise ImportError(msg) from exc
 
+from ._attach import attach, recovery_for
 from ._context import AgentFactory, chat_context, context_messages, seed_agent
 from ._hooks import delivery_note
-from ._recorder import LiveKitRecovery, attach, recovery_for
+from ._recorder import LiveKitRecovery
 from ._restore import restore
 from ._tools import guarded_tools
 

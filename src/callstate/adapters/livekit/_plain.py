@@ -89,6 +89,10 @@ class PlainCalls:
         self._utterance = utterance
         self._mine: set[str] = set()  # call ids recorded here
 
+    def recorded(self, call_id: str) -> bool:
+        """Whether ``call_id`` is a plain call recorded here."""
+        return call_id in self._mine
+
     def _plain(self, name: str) -> bool:
         tools = list(self._lk.tools)
         with contextlib.suppress(RuntimeError):  # not started

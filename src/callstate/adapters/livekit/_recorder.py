@@ -47,7 +47,7 @@ from livekit.agents.voice.events import (
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
 
-from ...errors import CallstateError, ConfigError
+from ...errors import CallstateError
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
@@ -61,31 +61,16 @@ from ._hooks import (
     wrap_llm_node,
     write_notes,
 )
+from ._owed import OwedOutcomes
 from ._plain import PlainCalls, handoff_needs_secret
 
-__all__ = ["LiveKitRecovery", "attach", "recovery_for"]
+__all__ = ["LiveKitRecovery"]
 
 log = logging.getLogger("callstate.adapters.livekit")
 
-#: AgentSession -> the recovery attached to it (tools look it up per call)
-_ATTACHED: weakref.WeakKeyDictionary[Any, LiveKitRecovery] = weakref.WeakKeyDictionary()
-
-
-def recovery_for(session: AgentSession[Any]) -> LiveKitRecovery:
-    """The ``LiveKitRecovery`` attached to ``session``.
-
-    Raises:
-        ConfigError: nothing is attached to it (see ``attach``).
-    """
-    found = _ATTACHED.get(session)
-    if found is None:
-        msg = "no callstate session is attached to this AgentSession; call attach(...) first"
-        raise ConfigError(msg)
-    return found
-
 
 class LiveKitRecovery:
-    """Records a LiveKit ``AgentSession`` into a callstate session. Create with :func:`attach`.
+    """Records a LiveKit ``AgentSession`` into a callstate session. Create with ``attach``.
 
     Attributes:
         session: the callstate session currently recorded into (a new handle after a
@@ -127,6 +112,14 @@ class LiveKitRecovery:
         #: deferred replies stopped because they would voice a held result
         self.suppressed: list[str] = []
         self._plain = PlainCalls(agent_session, lambda: self.session, self._rec, lambda: self._uid)
+        self._latest: Agent | None = None  # the agent wrapped last (before start: restored)
+        self._ran: set[str] = set()  # calls of this session's guarded tools
+        self._owed = OwedOutcomes(
+            lambda: self.session,
+            self._live_contexts,
+            lambda call_id: call_id in self._ran or self._plain.recorded(call_id),
+        )
+        self._owed.follow(session)
         hooks: list[tuple[EventTypes, Callable[[Any], None]]] = [
             ("conversation_item_added", self._on_item),
             ("user_input_transcribed", self._on_transcript),
@@ -138,7 +131,6 @@ class LiveKitRecovery:
         ]
         for event, handler in hooks:
             agent_session.on(event, handler)
-        _ATTACHED[agent_session] = self
         self._mark_known(agent_session.history.items)
         with contextlib.suppress(RuntimeError):  # attached after start: wrap the agent now
             self._wrap(agent_session.current_agent)
@@ -150,6 +142,7 @@ class LiveKitRecovery:
     async def run_tool(self, name: str, args: dict[str, Any], *, call_id: str) -> ToolOutcome:
         """Run a registered tool through the guard on the current callstate session."""
         await self._wait_ready()
+        self._ran.add(call_id)  # LiveKit gives the model this call's output
         return await self.session.run_tool(name, args, call_id=call_id)
 
     # -- plumbing --------------------------------------------------------------------------
@@ -177,11 +170,17 @@ class LiveKitRecovery:
     def _mark_known(self, items: Iterable[llm.ChatItem]) -> None:
         self._known.update(item.id for item in items)
 
-    def seeded(self, items: Iterable[llm.ChatItem], *, userdata: dict[str, Any]) -> None:
-        """Note a context seeded from the session: its items are already recorded, and
-        ``userdata`` is the app state the session holds (changes are recorded from it)."""
+    def seeded(
+        self, items: Iterable[llm.ChatItem], *, userdata: dict[str, Any], agent: Agent | None = None
+    ) -> None:
+        """Note a context seeded from the session: its items are already recorded,
+        ``userdata`` is the app state the session holds (changes are recorded from it),
+        and ``agent`` the agent it was given to (outcomes landing before it starts go
+        into its context)."""
         self._mark_known(items)
         self._userdata = dict(userdata)
+        if agent is not None:
+            self._wrap(agent)
 
     def _ensure_tap(self) -> None:
         out = self.agent_session.output
@@ -312,6 +311,7 @@ class LiveKitRecovery:
         if agent in self._wrapped:
             return
         self._wrapped.add(agent)
+        self._latest = agent
         wrap_llm_node(agent, self._before_inference, self._generated_text)
 
     async def _before_inference(self, chat_ctx: llm.ChatContext) -> None:
@@ -324,6 +324,13 @@ class LiveKitRecovery:
 
     def _write_notes(self, chat_ctx: llm.ChatContext) -> None:
         write_notes(self.session.state, self._noted, chat_ctx, self._contexts())
+        self._owed.write_notes(chat_ctx)
+
+    def _live_contexts(self) -> list[llm.ChatContext]:
+        agent = self._latest
+        with contextlib.suppress(RuntimeError):  # not started
+            agent = self.agent_session.current_agent
+        return [*([agent._chat_ctx] if agent is not None else []), self.agent_session.history]
 
     # -- handoff ---------------------------------------------------------------------------
 
@@ -346,6 +353,7 @@ class LiveKitRecovery:
         try:
             pkg = await self.session.handoff(to=target, reason="livekit agent handoff")
             self.session = await self.session.keeper.accept(pkg.to_bytes())
+            self._owed.follow(self.session)
         except CallstateError as exc:
             log.warning("callstate handoff to %r failed: %s", target, exc)
             self.errors.append(exc)
@@ -454,6 +462,7 @@ class LiveKitRecovery:
 
     def _on_close(self, ev: CloseEvent) -> None:
         self._sync_userdata()
+        self._owed.stop()
         if self._end_on_close:
             self._spawn(self._end(str(ev.reason.value)))
 
@@ -468,25 +477,3 @@ class LiveKitRecovery:
         """Wait for handoffs being accepted and the end of the call to be recorded."""
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
-
-
-def attach(
-    agent_session: AgentSession[Any],
-    session: Session,
-    *,
-    agents: Mapping[str, AgentFactory] | None = None,
-    end_on_close: bool = True,
-) -> LiveKitRecovery:
-    """Record ``agent_session`` into the callstate ``session``: one call, before or after start.
-
-    Args:
-        agent_session: the LiveKit session.
-        session: the callstate session (started, resumed or accepted).
-        agents: factories of the LiveKit agents by callstate agent name (their
-            ``Agent.id``), used to rebuild the current agent on a resume.
-        end_on_close: end the callstate call when the LiveKit session closes.
-
-    Returns:
-        The :class:`LiveKitRecovery` recording it; tools from ``guarded_tools`` find it.
-    """
-    return LiveKitRecovery(agent_session, session, agents=agents, end_on_close=end_on_close)

@@ -9,8 +9,9 @@ from livekit.agents import Agent, AgentSession, llm
 
 from ...errors import ConfigError
 from ...session import Session
+from ._attach import attach
 from ._context import AgentFactory, chat_context
-from ._recorder import LiveKitRecovery, attach
+from ._recorder import LiveKitRecovery
 
 __all__ = ["restore"]
 
@@ -85,7 +86,7 @@ async def restore(
     # the notes for the model stay in the agent's context
     lk.history.insert([i for i in seeded.items if not _is_note(i)])
     recovery = attach(lk, session, agents=agents, end_on_close=end_on_close)
-    recovery.seeded(seeded.items, userdata=data)
+    recovery.seeded(seeded.items, userdata=data, agent=agent)
     return lk, agent, recovery
 
 

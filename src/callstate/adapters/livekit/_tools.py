@@ -22,8 +22,8 @@ from livekit.agents.voice.events import RunContext
 from ...errors import ConfigError
 from ...journal.context import call_output
 from ...tools.registry import ToolRegistry, ToolSpec
+from ._attach import recovery_for
 from ._plain import GUARDED
-from ._recorder import recovery_for
 
 __all__ = ["guarded_tools"]
 
