@@ -72,7 +72,7 @@ async def rerun(
         first = asyncio.ensure_future(s.run_tool("lookup", {"q": "x"}, call_id="c1"))
         await asyncio.wait_for(attempts.started[1].wait(), timeout=10)
         async with callstate.Keeper(url, secret=SECRET, clock=clock, tools=tools) as b:
-            s2 = await b.resume(s.resume_token())
+            s2 = await b.resume(s.id)  # a worker takes over by id
             await asyncio.wait_for(attempts.started[2].wait(), timeout=10)
             yield attempts, s2
             attempts.gate[2].set()
