@@ -179,21 +179,22 @@ async def test_repeated_call_id_while_running_awaits_the_same_run(
     assert [False, True, True] == [o.deduplicated for o in (first, second, third)]
 
 
-async def test_call_id_reused_for_another_tool_is_refused(keeper: callstate.Keeper) -> None:
-    """Reusing a call id for a different tool raises ToolArgumentsError naming both."""
+async def test_call_id_reused_for_another_tool_is_a_new_call(keeper: callstate.Keeper) -> None:
+    """Reusing a call id for a different tool runs it as a new call journaled as ``id#2``."""
     s = await keeper.start()
 
     @registry(keeper).tool
-    async def a() -> None:
-        return None
+    async def a() -> str:
+        return "a"
 
     @registry(keeper).tool
-    async def b() -> None:
-        return None
+    async def b() -> str:
+        return "b"
 
-    await s.run_tool("a", call_id="c1")
-    with pytest.raises(callstate.ToolArgumentsError, match="'a', not 'b'"):
-        await s.run_tool("b", call_id="c1")
+    first = await s.run_tool("a", call_id="c1")
+    second = await s.run_tool("b", call_id="c1")
+    assert [("c1", "a"), ("c1#2", "b")] == [(o.call_id, o.result) for o in (first, second)]
+    assert (None, "c1") == (s.state.calls["c1"].wire_id, s.state.calls["c1#2"].wire_id)
 
 
 async def test_unknown_tool_and_bad_arguments_end_failed(keeper: callstate.Keeper) -> None:

@@ -116,6 +116,7 @@ class PackageCall(_Strict):
     delivery: Literal["held", "delivered", "discarded", "announced", "compensated"] | None = None
     requested_at: float = 0.0
     finished_at: float | None = None
+    wire_id: str | None = None
 
 
 class PackagePayload(_Strict):

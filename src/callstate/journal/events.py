@@ -147,6 +147,7 @@ class ToolRequested(_Base, frozen=True, tag="tool.requested"):
     utterance_id: str | None = None  # the generation that asked for the call
     turn: int = 0  # user turns seen when the call was requested
     compensates: str | None = None  # the call this one undoes (a compensating call)
+    wire_id: str | None = None  # the framework's id for it, when it reused an earlier one
 
 
 class ToolStarted(_Base, frozen=True, tag="tool.started"):

@@ -81,6 +81,7 @@ class ToolCall(msgspec.Struct, kw_only=True):
     overtaken_at: float | None = None  # when the barge-in that overtook it happened
     overtaken_turn: int = 0  # user turns seen at that barge-in
     compensates: str | None = None  # the call this one undoes
+    wire_id: str | None = None  # the framework's id, when it reused one (call_id is then id#n)
     in_doubt: bool = False  # a crash left this call between start and result
     resolution: Literal["rerun", "unknown"] | None = None
     delivery: ev.Delivery | None = None
@@ -308,6 +309,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 utterance_id=event.utterance_id,
                 turn=event.turn,
                 compensates=event.compensates,
+                wire_id=event.wire_id,
                 requested_at=event.at,
             )
             state.items.append(Item(kind="call", id=event.call_id, at=event.at, done=True))

@@ -87,9 +87,6 @@ async def run_tool(
     if not isinstance(call_id, str) or not call_id or len(call_id) > _MAX_CALL_ID:
         msg = f"call_id must be a non-empty string of at most {_MAX_CALL_ID} characters, got {call_id!r}"
         raise ToolArgumentsError(msg)
-    existing = session.state.calls.get(call_id)
-    if existing is not None:
-        return await _dedupe(tools, session, existing, name)
     if not isinstance(name, str) or not name:
         msg = f"tool name must be a non-empty string, got {name!r}"
         raise ToolArgumentsError(msg)
@@ -98,6 +95,13 @@ async def run_tool(
         msg = f"call {call_id!r}: args must be a dict with str keys, got {args!r:.200}"
         raise ToolArgumentsError(msg)
     clean = encode_payload(args, what=f"args of call {call_id!r}", limit=tools.max_result_bytes)
+    wire_id: str | None = None
+    if call_id in session.state.calls:
+        latest = _latest(session.state, call_id)
+        if (latest.name, latest.args) == (name, clean):
+            return await _dedupe(tools, session, latest)
+        # the id was used for another call: this is a new one, journaled as ``id#n``
+        wire_id, call_id = call_id, _fresh(session.state, call_id)
     spec = tools.spec(name)
     state = session.state
     session.record(
@@ -113,6 +117,7 @@ async def run_tool(
         utterance_id=utterance_id if utterance_id is not None else _generation(state),
         turn=state.turn,
         compensates=compensates,
+        wire_id=wire_id,
     )
     call = state.calls[call_id]
     # a model error (a tool that does not exist, arguments that do not fit) is an
@@ -138,10 +143,23 @@ async def run_tool(
     return await _await(launch(tools, session, spec, call, attempt=1))
 
 
-async def _dedupe(tools: ToolRuns, session: Handle, call: ToolCall, name: str) -> ToolOutcome:
-    if call.name != name:
-        msg = f"call id {call.call_id!r} was already used for tool {call.name!r}, not {name!r}"
-        raise ToolArgumentsError(msg)
+def _latest(state: SessionState, call_id: str) -> ToolCall:
+    """The newest call journaled under ``call_id`` (``call_id``, ``call_id#2``, …)."""
+    call, n = state.calls[call_id], 2
+    while (later := state.calls.get(f"{call_id}#{n}")) is not None:
+        call, n = later, n + 1
+    return call
+
+
+def _fresh(state: SessionState, call_id: str) -> str:
+    """The journal id for a new call the framework sent under a used ``call_id``."""
+    n = 2
+    while f"{call_id}#{n}" in state.calls:
+        n += 1
+    return f"{call_id}#{n}"
+
+
+async def _dedupe(tools: ToolRuns, session: Handle, call: ToolCall) -> ToolOutcome:
     session.emit("tool.deduplicated", call_id=call.call_id, status=call.status)
     run = tools.running.get((session.id, call.call_id))
     if run is not None and not call.terminal:
@@ -238,7 +256,10 @@ async def _call(
     tools: ToolRuns, session: Handle, spec: ToolSpec, ctx: ToolContext, run_key: tuple[str, str]
 ) -> Terminal:
     """Run the function once and say how it ended (never raises but for ``closed``)."""
-    kwargs = dict(session.state.calls[ctx.call_id].args)
+    try:
+        kwargs = spec.bind(dict(session.state.calls[ctx.call_id].args))
+    except ToolArgumentsError as exc:  # a re-run under a signature that changed since
+        return Terminal("failed", error=str(exc), error_type=type(exc).__name__)
     if spec.wants_ctx:
         kwargs["ctx"] = ctx
     timer = asyncio.timeout(spec.timeout_s)

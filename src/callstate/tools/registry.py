@@ -32,6 +32,7 @@ import msgspec
 from ..errors import ConfigError, PayloadTooLarge, StaleEpochError, ToolArgumentsError, UnknownTool
 from ..journal import events as ev
 from ..journal.state import ToolCall
+from .arguments import Arguments, arguments_of
 from .reconcile import Supersedes
 
 if TYPE_CHECKING:
@@ -82,7 +83,11 @@ def encode_payload(value: Any, *, what: str, limit: int) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A registered tool: its function and policy."""
+    """A registered tool: its function, policy and arguments type.
+
+    ``arguments`` is built from ``signature`` when the spec is made (see
+    ``callstate.tools.arguments``); None when the function has no signature.
+    """
 
     name: str
     fn: ToolFn
@@ -93,30 +98,51 @@ class ToolSpec:
     timeout_s: float | None = None
     wants_ctx: bool = False
     signature: inspect.Signature | None = None
+    arguments: Arguments | None = None
 
-    def check_args(self, args: dict[str, Any]) -> None:
-        """Raise ``ToolArgumentsError`` unless ``args`` fit the function's signature."""
+    def __post_init__(self) -> None:
+        if self.arguments is None and self.signature is not None:
+            object.__setattr__(self, "arguments", arguments_of(self.name, self.fn, self.signature))
+
+    @property
+    def description(self) -> str:
+        """The first paragraph of the function's docstring."""
+        doc = inspect.getdoc(self.fn) or ""
+        return " ".join(doc.split("\n\n", 1)[0].split())
+
+    def bind(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments (``ctx`` aside) to call the function with.
+
+        ``args`` are checked against the signature and converted (see
+        ``callstate.tools.arguments`` for the coercion rules).
+
+        Raises:
+            ToolArgumentsError: they do not fit; the message names the field and value.
+        """
         if "ctx" in args and self.wants_ctx:
             msg = f"tool {self.name!r}: argument `ctx` is reserved for the ToolContext"
             raise ToolArgumentsError(msg)
-        if self.signature is None:
-            return
-        try:
-            self.signature.bind_partial(**args)
-            missing = [
-                p.name
-                for p in self.signature.parameters.values()
-                if p.default is inspect.Parameter.empty
-                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                and p.name not in args
-                and not (self.wants_ctx and p.name == "ctx")
-            ]
-        except TypeError as exc:
-            msg = f"tool {self.name!r}: arguments {sorted(args)} do not fit: {exc}"
-            raise ToolArgumentsError(msg) from exc
-        if missing:
-            msg = f"tool {self.name!r}: missing required argument(s) {missing}"
-            raise ToolArgumentsError(msg)
+        if self.arguments is None:
+            return dict(args)
+        return self.arguments.bind(args)
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        """Raise ``ToolArgumentsError`` unless ``args`` fit the function's signature."""
+        self.bind(args)
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of the tool's arguments object, from the same type ``bind`` uses."""
+        if self.arguments is None:
+            return {"type": "object"}
+        return self.arguments.json_schema()
+
+    def function_schema(self) -> dict[str, Any]:
+        """``{"name", "description", "parameters"}``: the tool as a model's function."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.json_schema(),
+        }
 
 
 class ToolRegistry:

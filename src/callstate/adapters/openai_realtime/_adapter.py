@@ -442,7 +442,8 @@ class RealtimeAdapter(Continuity):
     async def _run_tool(self, call_id: str, name: str, args: dict[str, Any]) -> None:
         session = self.callstate
         try:
-            await session.run_tool(name, args, call_id=call_id)
+            outcome = await session.run_tool(name, args, call_id=call_id)
+            self._calls.add(outcome.call_id)  # ``id#n`` when the model reused the id
         except CallstateError as exc:
             if call_id not in session.state.calls and call_id not in self._answered:
                 # nothing was recorded, yet the model still needs its one answer
@@ -465,7 +466,7 @@ class RealtimeAdapter(Continuity):
             self._answered.add(call_id)
             item = {
                 "type": "function_call_output",
-                "call_id": call_id,
+                "call_id": call.wire_id or call_id,  # the id the model sent
                 "output": function_output(call),
             }
             await self._send_internal({"type": "conversation.item.create", "item": item})

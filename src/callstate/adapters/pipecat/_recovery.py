@@ -284,7 +284,9 @@ class PipecatRecovery:
                 raise
             self._call_ended(call_id)
             self.processor.forget(call_id)
-            props = FunctionCallResultProperties(run_llm=False) if self._held(call_id) else None
+            self._known.add(outcome.call_id)  # ``id#n`` when the model reused the id
+            held = self._held(outcome.call_id)
+            props = FunctionCallResultProperties(run_llm=False) if held else None
             await params.result_callback(result_payload(outcome), properties=props)
 
         handle.__name__ = f"callstate_{name}"
@@ -305,7 +307,9 @@ class PipecatRecovery:
         exc = run.exception()
         if exc is not None:
             return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, True
-        return result_payload(run.result()), not self._held(call_id)
+        outcome = run.result()
+        self._known.add(outcome.call_id)
+        return result_payload(outcome), not self._held(outcome.call_id)
 
     def _call_ended(self, call_id: str) -> None:
         self.speech.call_ended(call_id)

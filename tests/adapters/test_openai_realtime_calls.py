@@ -1,0 +1,64 @@
+"""Function calls the model gets wrong, through the real ``openai`` client and the loopback server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from openai import AsyncOpenAI
+
+import callstate
+from callstate.adapters.openai_realtime import connect
+from callstate.testing import FakeClock
+from callstate.testing.realtime_server import Call, RealtimeServer, Say
+
+from .test_openai_realtime import CONFIG, MODEL, Gates, assert_clean, make_tools, of_type, outputs
+from .test_openai_realtime import until as recv_until
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RealtimeServer]:
+    async with RealtimeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def gates() -> Gates:
+    return Gates()
+
+
+@pytest.fixture
+async def keeper(gates: Gates) -> AsyncIterator[callstate.Keeper]:
+    async with callstate.Keeper("memory://", tools=make_tools(gates), clock=FakeClock()) as k:
+        yield k
+
+
+@pytest.fixture
+async def client(server: RealtimeServer) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(api_key="sk-test", websocket_base_url=server.url) as c:
+        yield c
+
+
+async def test_a_reused_call_id_gets_its_own_output_under_that_id(
+    server: RealtimeServer, keeper: callstate.Keeper, client: AsyncOpenAI, gates: Gates
+) -> None:
+    """A server that calls every function ``call_0`` gets each call's own result under it."""
+    s = await keeper.start(agent="booking")
+    server.queue(
+        Call("check_availability", '{"date": "2024-05-01"}', call_id="call_0"), Say("Yes.")
+    )
+    server.queue(Call("check_availability", '{"date": "2024-05-02"}', call_id="call_0"), Say("No."))
+    async with connect(client, s, model=MODEL, config=CONFIG) as conn:
+        await server.user_speaks("Is May first free?")
+        await recv_until(conn, of_type("response.output_audio_transcript.done"))
+        await server.user_speaks("And the second?")
+        await recv_until(conn, of_type("response.output_audio_transcript.done"))
+    assert ["check_availability", "check_availability"] == gates.runs
+    sent = [json.loads(e["item"]["output"])["result"] for e in outputs(server.received, "call_0")]
+    assert [{"date": "2024-05-01", "free": True}, {"date": "2024-05-02", "free": True}] == sent
+    assert ("call_0", "2024-05-02") == (
+        s.state.calls["call_0#2"].wire_id,
+        s.state.calls["call_0#2"].args["date"],
+    )
+    assert_clean(server)
