@@ -275,3 +275,27 @@ async def test_ill_typed_recording_is_refused_and_stores_nothing(tmp_path: Path)
         await s.flush()
         assert s.state == await keeper.load(s.id)
         assert 3 == (await keeper.load(s.id)).seq
+
+
+def test_every_error_has_its_own_stable_code() -> None:
+    """Each error class defines its own snake_case ``code``, distinct from every other."""
+    classes = _error_classes()
+    codes = {name: cls.__dict__.get("code") for name, cls in classes.items()}
+    assert [] == [name for name, code in codes.items() if not isinstance(code, str)]
+    assert [] == [c for c in codes.values() if not re.fullmatch(r"[a-z][a-z0-9_]*", str(c))]
+    assert len(classes) == len(set(codes.values()))
+
+
+def test_token_refusals_carry_their_codes() -> None:
+    """The token refusals are TokenErrors with the codes a JSON API reports."""
+    refusals = (callstate.TokenSuperseded, callstate.CallEnded, callstate.SessionActive)
+    assert [("token_superseded", True), ("call_ended", True), ("session_active", True)] == [
+        (cls.code, issubclass(cls, callstate.TokenError)) for cls in refusals
+    ]
+    exc = callstate.TokenSuperseded("old", session_id="s1", epoch=1, current_epoch=3)
+    assert ("s1", 1, 3, "token_superseded") == (
+        exc.session_id,
+        exc.epoch,
+        exc.current_epoch,
+        exc.code,
+    )

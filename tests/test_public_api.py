@@ -14,6 +14,7 @@ import callstate.testing
 
 EXPECTED = [
     "ArchiveRecord",
+    "CallEnded",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -30,6 +31,7 @@ EXPECTED = [
     "RecoveryEvent",
     "RecoveryPlan",
     "Session",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -40,6 +42,7 @@ EXPECTED = [
     "StorageError",
     "Store",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolCall",
     "ToolContext",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from .archive.records import ArchiveRecord
 from .continuity.plan import Preflight, RecoveryPlan
 from .errors import (
+    CallEnded,
     CallstateError,
     CodecError,
     ConfigError,
@@ -13,6 +14,7 @@ from .errors import (
     HandoffFormatError,
     HandoffStateError,
     PayloadTooLarge,
+    SessionActive,
     SessionClosed,
     SessionError,
     SessionExpired,
@@ -21,6 +23,7 @@ from .errors import (
     StaleEpochError,
     StorageError,
     TokenError,
+    TokenSuperseded,
     ToolArgumentsError,
     ToolError,
     UnknownTool,
@@ -39,6 +42,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ArchiveRecord",
+    "CallEnded",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -55,6 +59,7 @@ __all__ = [
     "RecoveryEvent",
     "RecoveryPlan",
     "Session",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -65,6 +70,7 @@ __all__ = [
     "StorageError",
     "Store",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolCall",
     "ToolContext",

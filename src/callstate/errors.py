@@ -13,6 +13,9 @@ Every error callstate raises on purpose derives from :class:`CallstateError`::
     │   │   └── SessionFrozen       the session was offered to another agent
     │   └── StaleEpochError         a newer owner holds the session (fencing)
     ├── TokenError                  resume token malformed, tampered, expired or misbound
+    │   ├── TokenSuperseded         a handoff or another client's resume took the call since
+    │   ├── CallEnded               the call ended; its tokens resume it no more
+    │   └── SessionActive           the session is live in another tab (pass takeover=True)
     ├── HandoffError
     │   ├── HandoffFormatError      package bytes unsigned, tampered, truncated, too big
     │   └── HandoffStateError       package already accepted, reclaimed or unknown
@@ -24,11 +27,16 @@ Every error callstate raises on purpose derives from :class:`CallstateError`::
         └── ToolArgumentsError      arguments that the tool cannot take
 
 Driver errors are mapped to these at the store boundary and chained with ``from``.
+Every class has a ``code``: a stable snake_case string naming it in JSON APIs
+(``{"error": exc.code, "message": str(exc)}``); a subclass never reuses its parent's.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 __all__ = [
+    "CallEnded",
     "CallstateError",
     "CodecError",
     "ConfigError",
@@ -37,6 +45,7 @@ __all__ = [
     "HandoffFormatError",
     "HandoffStateError",
     "PayloadTooLarge",
+    "SessionActive",
     "SessionClosed",
     "SessionError",
     "SessionExpired",
@@ -45,6 +54,7 @@ __all__ = [
     "StaleEpochError",
     "StorageError",
     "TokenError",
+    "TokenSuperseded",
     "ToolArgumentsError",
     "ToolError",
     "UnknownTool",
@@ -55,21 +65,32 @@ __all__ = [
 class CallstateError(Exception):
     """Root of every error callstate raises on purpose."""
 
+    #: a stable snake_case name of the error, for JSON APIs
+    code: ClassVar[str] = "callstate_error"
+
 
 class ConfigError(CallstateError, ValueError):
     """An argument to a callstate constructor or function is invalid."""
+
+    code = "config_error"
 
 
 class CodecError(CallstateError, ValueError):
     """Bytes that do not decode to a known callstate record."""
 
+    code = "codec_error"
+
 
 class VersionError(CodecError):
     """A record written by a newer, unknown format version."""
 
+    code = "version_error"
+
 
 class SessionError(CallstateError):
     """A problem with one session; ``session_id`` names it."""
+
+    code = "session_error"
 
     def __init__(self, message: str, *, session_id: str | None = None) -> None:
         super().__init__(message)
@@ -79,21 +100,31 @@ class SessionError(CallstateError):
 class SessionNotFound(SessionError, LookupError):
     """No session with this id exists in the store."""
 
+    code = "session_not_found"
+
 
 class SessionExpired(SessionError):
     """The session's resume window has passed."""
+
+    code = "session_expired"
 
 
 class SessionClosed(SessionError):
     """The session handle may no longer record (ended, fenced or closed)."""
 
+    code = "session_closed"
+
 
 class SessionFrozen(SessionClosed):
     """The session was offered to another agent; its writes are refused."""
 
+    code = "session_frozen"
+
 
 class StaleEpochError(SessionError):
     """A newer owner (higher epoch) holds the session; this writer is fenced."""
+
+    code = "stale_epoch"
 
     def __init__(
         self,
@@ -109,40 +140,104 @@ class StaleEpochError(SessionError):
 
 
 class TokenError(CallstateError):
-    """A resume token is malformed, tampered, signed by an unknown key or misbound."""
+    """A resume token is malformed, tampered, signed by an unknown key or misbound.
+
+    ``session_id`` names the session when the token verified far enough to say.
+    """
+
+    code = "token_invalid"
+
+    def __init__(self, message: str, *, session_id: str | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+
+
+class TokenSuperseded(TokenError):
+    """The token is from before a handoff or another client's resume: a newer owner
+    holds the call, and the token may not take it back. Resume with the fresh token
+    that resume handed out instead.
+
+    ``epoch`` is the token's, ``current_epoch`` the session's.
+    """
+
+    code = "token_superseded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        session_id: str | None = None,
+        epoch: int | None = None,
+        current_epoch: int | None = None,
+    ) -> None:
+        super().__init__(message, session_id=session_id)
+        self.epoch = epoch
+        self.current_epoch = current_epoch
+
+
+class CallEnded(TokenError):
+    """The call ended; its tokens no longer resume it (``Keeper(resume_after_end=True)``
+    allows it, and a ring-back by caller id always may)."""
+
+    code = "call_ended"
+
+
+class SessionActive(TokenError):
+    """The session is live elsewhere: its owner holds a live lease and its link is up
+    (another tab). ``keeper.resume(token, takeover=True)`` takes it anyway."""
+
+    code = "session_active"
 
 
 class HandoffError(CallstateError):
     """A handoff could not be offered or accepted."""
 
+    code = "handoff_error"
+
 
 class HandoffFormatError(HandoffError, ValueError):
     """Handoff package bytes are unsigned, tampered, truncated, too large or unknown."""
+
+    code = "handoff_format"
 
 
 class HandoffStateError(HandoffError):
     """The package was already accepted, reclaimed, or is unknown to the store."""
 
+    code = "handoff_state"
+
 
 class StorageError(CallstateError):
     """The store failed, or stayed unreachable for longer than allowed."""
+
+    code = "storage_error"
 
 
 class ConflictError(StorageError):
     """A write raced another writer: a seq gap, a duplicate id or a changed epoch."""
 
+    code = "conflict"
+
 
 class PayloadTooLarge(StorageError, ValueError):
     """A value is larger than the configured cap."""
+
+    code = "payload_too_large"
 
 
 class ToolError(CallstateError):
     """A tool could not be run as asked."""
 
+    code = "tool_error"
+
 
 class UnknownTool(ToolError, LookupError):
     """No tool is registered under the requested name."""
 
+    code = "unknown_tool"
+
 
 class ToolArgumentsError(ToolError, ValueError):
     """The arguments given do not fit the tool's signature."""
+
+    code = "tool_arguments"
