@@ -117,6 +117,7 @@ class PackageCall(_Strict):
     requested_at: float = 0.0
     finished_at: float | None = None
     wire_id: str | None = None
+    duplicate_of: str | None = None
 
 
 class PackagePayload(_Strict):

@@ -33,6 +33,7 @@ __all__ = [
     "SessionResumed",
     "SessionStarted",
     "ToolCancelled",
+    "ToolDeduplicated",
     "ToolDelivery",
     "ToolFailed",
     "ToolInDoubt",
@@ -182,6 +183,18 @@ class ToolInDoubt(_Base, frozen=True, tag="tool.in_doubt"):
     resolution: Literal["rerun", "unknown"] = "unknown"
 
 
+class ToolDeduplicated(_Base, frozen=True, tag="tool.deduplicated"):
+    """A repeat of an earlier call's intent (same tool, same arguments, same user turn):
+    it did not run; it ends with the outcome of ``duplicate_of``, copied here."""
+
+    call_id: str
+    duplicate_of: str
+    status: Literal["succeeded", "failed", "cancelled", "unknown"] = "unknown"
+    result: Any = None
+    error: str | None = None
+    error_type: str = ""
+
+
 class ToolDelivery(_Base, frozen=True, tag="tool.delivery"):
     call_id: str
     decision: Delivery
@@ -256,6 +269,7 @@ Event = (
     | HandoffOffered
     | HandoffAccepted
     | HandoffReclaimed
+    | ToolDeduplicated
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = Event.__args__

@@ -37,6 +37,7 @@ from ..errors import (
 )
 from ..journal import events as ev
 from ..journal.state import SessionState, ToolCall
+from .intent import dedupes, first_of, repeat
 from .late import hand_over
 from .outcomes import Terminal, after_terminal, cancel_call, outcome, record_terminal
 from .reconcile import must_not_run
@@ -104,8 +105,7 @@ async def run_tool(
         wire_id, call_id = call_id, _fresh(session.state, call_id)
     spec = tools.spec(name)
     state = session.state
-    session.record(
-        ev.ToolRequested,
+    request: dict[str, Any] = dict(
         call_id=call_id,
         name=name,
         args=clean,
@@ -119,6 +119,11 @@ async def run_tool(
         compensates=compensates,
         wire_id=wire_id,
     )
+    if spec is not None and compensates is None and dedupes(spec, tools.dedupe_intent):
+        first = first_of(state, name, clean)
+        if first is not None:  # the same write asked for again this turn: it runs once
+            return await repeat(tools, session, first, request)
+    session.record(ev.ToolRequested, **request)
     call = state.calls[call_id]
     # a model error (a tool that does not exist, arguments that do not fit) is an
     # outcome the model must see, so it is recorded as a failure, not raised
