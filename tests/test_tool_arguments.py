@@ -245,3 +245,48 @@ async def test_a_reused_call_id_survives_a_handoff(keeper: callstate.Keeper) -> 
         ).call_id
     )
     assert 2 == len(ran(keeper))
+
+
+# -- what the model sends that is not an arguments object ---------------------------------
+
+
+async def test_raw_json_text_is_parsed_and_non_objects_fail_journaled(
+    keeper: callstate.Keeper,
+) -> None:
+    """The model's raw JSON runs the tool; ``null``, a list or broken JSON end failed."""
+    s = await keeper.start()
+    ok = await s.run_tool("move_booking", '{"booking_id": "B1", "time": "20:00"}', call_id="c1")
+    empty = await s.run_tool("find", "", call_id="c2")
+    bad = {
+        "c3": await s.run_tool("move_booking", "null", call_id="c3"),
+        "c4": await s.run_tool("move_booking", b"[1, 2]", call_id="c4"),
+        "c5": await s.run_tool("move_booking", '{"booking_id": ', call_id="c5"),
+        "c6": await s.run_tool("move_booking", ["B1"], call_id="c6"),  # type: ignore[arg-type]
+    }
+    assert ("succeeded", "failed") == (ok.status, empty.status)
+    assert "missing required field `party`" in (empty.error or "")
+    assert {"failed"} == {o.status for o in bad.values()}
+    assert {"ToolArgumentsError"} == {o.error_type for o in bad.values()}
+    assert "must be a JSON object, got null: 'null'" in (bad["c3"].error or "")
+    assert "must be a JSON object, got an array" in (bad["c4"].error or "")
+    assert "arguments are not valid JSON" in (bad["c5"].error or "")
+    assert "got an array: ['B1']" in (bad["c6"].error or "")
+    assert [("move_booking", "B1", "20:00")] == ran(keeper)
+    await s.flush()
+    stored = (await keeper.load(s.id)).calls
+    assert {"failed"} == {stored[c].status for c in bad}
+    again = await s.run_tool("move_booking", "null", call_id="c3")
+    assert ("c3", True) == (again.call_id, again.deduplicated)
+
+
+async def test_a_tool_not_offered_fails_as_unknown_without_running(
+    keeper: callstate.Keeper,
+) -> None:
+    """``offered`` limits the names a call may run: a registered tool outside it fails."""
+    s = await keeper.start()
+    out = await s.run_tool(
+        "move_booking", {"booking_id": "B1", "time": "20:00"}, call_id="c1", offered={"find"}
+    )
+    assert ("failed", "UnknownTool") == (out.status, out.error_type)
+    assert "(known: ['find'])" in (out.error or "")
+    assert [] == ran(keeper)

@@ -52,3 +52,23 @@ async def test_a_reused_call_id_with_new_arguments_runs_and_answers_its_own_resu
         dates = [json.loads(o["output"])["result"]["date"] for o in outputs]
         assert ["mon", "tue"] == dates
         assert "c1" == call.cs.state.calls["c1#2"].wire_id
+
+
+async def test_unknown_names_and_non_object_arguments_are_journaled_failed() -> None:
+    """Calls LiveKit answers itself (no such tool, a list for arguments) are journaled failed."""
+    replies = [
+        Reply([], [("c1", "teleport", {"to": "mars"}), ("c2", "move_booking", ["B1"])]),  # type: ignore[list-item]
+        Reply(["Sorry."]),
+    ]
+    async with Call(replies) as call:
+        await call.lk.run(user_input="beam me up")
+        await call.recovery.wait_idle()
+        calls = call.cs.state.calls
+        assert {"c1": "UnknownTool", "c2": "ToolArgumentsError"} == {
+            cid: calls[cid].error_type for cid in ("c1", "c2")
+        }
+        assert {"failed"} == {calls["c1"].status, calls["c2"].status}
+        assert "no tool named 'teleport'" in (calls["c1"].error or "")
+        assert "must be a JSON object, got an array" in (calls["c2"].error or "")
+        assert [] == call.tools.ran
+        assert ["c1", "c2"] == [m["tool_call_id"] for m in call.cs.context() if m["role"] == "tool"]

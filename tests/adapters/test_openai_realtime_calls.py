@@ -62,3 +62,35 @@ async def test_a_reused_call_id_gets_its_own_output_under_that_id(
         s.state.calls["call_0#2"].args["date"],
     )
     assert_clean(server)
+
+
+async def test_bad_arguments_and_unknown_names_are_journaled_and_answered(
+    server: RealtimeServer, keeper: callstate.Keeper, client: AsyncOpenAI, gates: Gates
+) -> None:
+    """``null``, broken JSON and an unknown name: failed calls, journaled, each answered once."""
+    s = await keeper.start(agent="booking")
+    bad = [
+        Call("move_booking", "null", call_id="c1"),
+        Call("move_booking", '{"booking_id": "B1",', call_id="c2"),
+        Call("teleport", '{"to": "mars"}', call_id="c3"),
+    ]
+    for call in bad:
+        server.queue(call, Say("Sorry."))
+    async with connect(client, s, model=MODEL, config=CONFIG) as conn:
+        for _ in bad:
+            await server.user_speaks("move it")
+            await recv_until(conn, of_type("response.output_audio_transcript.done"))
+    calls = s.state.calls
+    assert [] == gates.runs
+    assert ["failed"] * 3 == [calls[c].status for c in ("c1", "c2", "c3")]
+    assert "must be a JSON object, got null: 'null'" in (calls["c1"].error or "")
+    assert "arguments are not valid JSON" in (calls["c2"].error or "")
+    assert ("UnknownTool", "no tool named 'teleport'") == (
+        calls["c3"].error_type,
+        (calls["c3"].error or "")[:24],
+    )
+    answers = [
+        json.loads(outputs(server.received, c)[0]["item"]["output"]) for c in ("c1", "c2", "c3")
+    ]
+    assert [calls[c].error for c in ("c1", "c2", "c3")] == [a["error"] for a in answers]
+    assert_clean(server)

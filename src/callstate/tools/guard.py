@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -72,11 +73,12 @@ async def run_tool(
     tools: ToolRuns,
     session: Handle,
     name: str,
-    args: dict[str, Any] | None = None,
+    args: dict[str, Any] | str | bytes | None = None,
     *,
     call_id: str | None = None,
     utterance_id: str | None = None,
     compensates: str | None = None,
+    offered: Collection[str] | None = None,
 ) -> ToolOutcome:
     """Run one tool call through the guard; see ``Session.run_tool``."""
     session.check_writable()
@@ -91,15 +93,18 @@ async def run_tool(
     if not isinstance(name, str) or not name:
         msg = f"tool name must be a non-empty string, got {name!r}"
         raise ToolArgumentsError(msg)
-    args = {} if args is None else args
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+    args, malformed = _object(args)
+    if malformed is not None:
+        malformed = f"tool {name!r}: {malformed}"
+    if not all(isinstance(k, str) for k in args):
         msg = f"call {call_id!r}: args must be a dict with str keys, got {args!r:.200}"
         raise ToolArgumentsError(msg)
     clean = encode_payload(args, what=f"args of call {call_id!r}", limit=tools.max_result_bytes)
     wire_id: str | None = None
     if call_id in session.state.calls:
         latest = _latest(session.state, call_id)
-        if (latest.name, latest.args) == (name, clean):
+        same = latest.error == malformed if malformed is not None else latest.args == clean
+        if latest.name == name and same:
             return await _dedupe(tools, session, latest)
         # the id was used for another call: this is a new one, journaled as ``id#n``
         wire_id, call_id = call_id, _fresh(session.state, call_id)
@@ -119,7 +124,14 @@ async def run_tool(
         compensates=compensates,
         wire_id=wire_id,
     )
-    if spec is not None and compensates is None and dedupes(spec, tools.dedupe_intent):
+    if offered is not None and name not in offered:
+        spec = None  # the model was not offered it: it must not run
+    if (
+        spec is not None
+        and malformed is None
+        and compensates is None
+        and dedupes(spec, tools.dedupe_intent)
+    ):
         first = first_of(state, name, clean)
         if first is not None:  # the same write asked for again this turn: it runs once
             return await repeat(tools, session, first, request)
@@ -128,10 +140,11 @@ async def run_tool(
     # a model error (a tool that does not exist, arguments that do not fit) is an
     # outcome the model must see, so it is recorded as a failure, not raised
     problem: ToolError | None = None
-    if spec is None:
-        problem = UnknownTool(
-            f"no tool named {name!r} is registered (known: {sorted(tools.names())})"
-        )
+    if malformed is not None:
+        problem = ToolArgumentsError(malformed)
+    elif spec is None:
+        known = sorted(offered if offered is not None else tools.names())
+        problem = UnknownTool(f"no tool named {name!r} is registered (known: {known})")
     else:
         try:
             spec.check_args(clean)
@@ -146,6 +159,39 @@ async def run_tool(
         cancel_call(session, call, "generation interrupted")
         return outcome(call)
     return await _await(launch(tools, session, spec, call, attempt=1))
+
+
+_JSON_KINDS: Final = {
+    type(None): "null",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
+
+
+def _object(args: object) -> tuple[dict[str, Any], str | None]:
+    """The arguments as a dict, and why they are not a JSON object (None when they are).
+
+    ``None`` means no arguments; a ``str``/``bytes`` is the model's raw JSON.
+    """
+    if args is None:
+        return {}, None
+    if isinstance(args, dict):
+        return args, None
+    if isinstance(args, str | bytes):
+        text = args.decode(errors="replace") if isinstance(args, bytes) else args
+        try:
+            value = msgspec.json.decode(args) if text.strip() else {}
+        except msgspec.DecodeError as exc:
+            return {}, f"arguments are not valid JSON ({exc}): {text!r:.200}"
+        if isinstance(value, dict):
+            return value, None
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        return {}, f"arguments must be a JSON object, got {kind}: {text!r:.200}"
+    kind = _JSON_KINDS.get(type(args), type(args).__name__)
+    return {}, f"arguments must be a JSON object, got {kind}: {args!r:.200}"
 
 
 def _latest(state: SessionState, call_id: str) -> ToolCall:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterable, Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
@@ -49,6 +49,7 @@ from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
 from ._hooks import Tap, call_items, current_speech, delivery_note, plain_userdata
+from ._refused import journal_refused
 
 __all__ = ["LiveKitRecovery", "attach", "recovery_for"]
 
@@ -129,10 +130,17 @@ class LiveKitRecovery:
 
     # -- the guard -------------------------------------------------------------------------
 
-    async def run_tool(self, name: str, args: dict[str, Any], *, call_id: str) -> ToolOutcome:
+    async def run_tool(
+        self,
+        name: str,
+        args: dict[str, Any] | str,
+        *,
+        call_id: str,
+        offered: Collection[str] | None = None,
+    ) -> ToolOutcome:
         """Run a registered tool through the guard on the current callstate session."""
         await self._wait_ready()
-        return await self.session.run_tool(name, args, call_id=call_id)
+        return await self.session.run_tool(name, args, call_id=call_id, offered=offered)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -395,6 +403,8 @@ class LiveKitRecovery:
 
     def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
         self._sync_userdata()
+        agent = self.agent_session.current_agent
+        self._spawn(journal_refused(ev, agent, lambda: self.session, self.run_tool))
 
     def _on_tool_update(self, ev: ToolExecutionUpdatedEvent) -> None:
         self._sync_userdata()  # a tool may have changed userdata

@@ -11,7 +11,8 @@ whatever LiveKit does meanwhile (its tools run shielded: a barge-in never cancel
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
 from livekit.agents import llm
@@ -31,7 +32,9 @@ def _tool(spec: ToolSpec) -> llm.RawFunctionTool[..., Any]:
     async def run(raw_arguments: dict[str, object], context: RunContext[Any]) -> str:
         recovery = recovery_for(context.session)
         call_id = context.function_call.call_id
-        outcome = await recovery.run_tool(name, dict(raw_arguments), call_id=call_id)
+        raw: object = raw_arguments
+        args = dict(raw_arguments) if isinstance(raw, Mapping) else json.dumps(raw)
+        outcome = await recovery.run_tool(name, args, call_id=call_id)
         call = recovery.session.state.calls.get(outcome.call_id)  # id#n if the id was reused
         out = call_output(call) if call is not None else str(outcome.error)
         if outcome.status == "failed":

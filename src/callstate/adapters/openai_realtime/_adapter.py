@@ -429,17 +429,13 @@ class RealtimeAdapter(Continuity):
     # -- tools ---------------------------------------------------------------------------
 
     def _start_tool(self, call_id: str, name: str, arguments: str) -> None:
-        try:
-            args = json.loads(arguments) if arguments else {}
-        except ValueError:
-            args = {"arguments": arguments}
-        if not isinstance(args, dict):
-            args = {"arguments": args}
-        task = asyncio.get_running_loop().create_task(self._run_tool(call_id, name, args))
+        # the raw JSON goes to the guard: text that is not an object is a failed call,
+        # journaled with the reason, as an unknown name is
+        task = asyncio.get_running_loop().create_task(self._run_tool(call_id, name, arguments))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_tool(self, call_id: str, name: str, args: dict[str, Any]) -> None:
+    async def _run_tool(self, call_id: str, name: str, args: str) -> None:
         session = self.callstate
         try:
             outcome = await session.run_tool(name, args, call_id=call_id)
