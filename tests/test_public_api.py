@@ -15,11 +15,13 @@ import callstate.testing
 EXPECTED = [
     "ArchiveRecord",
     "CallEnded",
+    "CallRecord",
     "CallstateError",
     "CodecError",
     "ConfigError",
     "ConflictError",
     "Event",
+    "FollowUpResult",
     "HandoffError",
     "HandoffFormatError",
     "HandoffPackage",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from .archive.calls import CallRecord, FollowUpResult
 from .archive.records import ArchiveRecord
 from .continuity.plan import Preflight, RecoveryPlan
 from .errors import (
@@ -43,11 +44,13 @@ __version__ = "0.1.0"
 __all__ = [
     "ArchiveRecord",
     "CallEnded",
+    "CallRecord",
     "CallstateError",
     "CodecError",
     "ConfigError",
     "ConflictError",
     "Event",
+    "FollowUpResult",
     "HandoffError",
     "HandoffFormatError",
     "HandoffPackage",

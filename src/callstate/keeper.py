@@ -387,11 +387,19 @@ class Keeper:
         self,
         fn: FollowUpFn,
         *,
-        grace: float = 300.0,
+        grace: float | None = None,
         name: str | None = None,
     ) -> str:
-        """Run ``fn(record)`` once per call, ``grace`` seconds after it ends or expires,
-        unless the caller reconnects first. ``fn`` may be async.
+        """Run ``fn(call)`` once per quiet period of a call: ``grace`` seconds after a leg
+        ends or expires with no reconnect (default: the resume window, so once per call).
+        ``fn`` may be async.
+
+        ``call`` is a ``CallRecord``: every leg so far (transcript, tool ledger,
+        recovery events, outcomes), what ``fn``'s earlier runs for the call returned,
+        ``requests_since_last_followup`` and a stable ``idempotency_key``. A reconnect
+        before a follow-up runs cancels it; the continuation's close schedules the
+        next. A grace shorter than the window lets one run between two legs; the next
+        run then sees its result in ``previous_followups``.
 
         Follow-ups are stored, so they survive a restart; every keeper sharing the
         store should register the same callbacks (by ``name``, default the function's

@@ -1,12 +1,19 @@
 """Post-call follow-ups: ``keeper.on_call_complete(fn, grace=...)``.
 
-One follow-up per archive record and callback, stored next to the archive (so it
-survives restarts), due ``grace`` seconds after the call closed, cancelled when the
-caller reconnects first, and claimed atomically, so of several keepers sweeping one
-store exactly one runs each. A keeper killed while a callback runs leaves its claim
-to lapse, after which another keeper runs it again: callbacks that must never repeat
-can key on ``record.record_id``. The callbacks themselves are registered in process;
-the stored payload names the record and the callback.
+Each time a leg of a call closes (a hang-up, an expiry) one follow-up per callback is
+stored next to the archive (so it survives restarts), due ``grace`` seconds later
+(default: the resume window). A reconnect before it is due cancels it, and the
+continuation's own close schedules the next: one follow-up per quiet period. Due
+follow-ups are claimed atomically, so of several keepers sweeping one store exactly
+one runs each.
+
+The callback is given a :class:`~callstate.archive.calls.CallRecord`: every leg of the
+call so far and what this callback's earlier runs for it returned (stored in the
+store's follow-up log), with ``idempotency_key`` (``"{call_id}:{leg}"``). A keeper
+killed while a callback runs leaves its claim to lapse, after which another keeper
+runs it again with the same key; once a run's result is logged it is never run again.
+The callbacks themselves are registered in process; the stored payload names the
+record and the callback.
 """
 
 from __future__ import annotations
@@ -18,21 +25,25 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ..errors import ConfigError
-from ..storage.base import FollowUp
-from .records import ArchiveRecord
+from ..errors import CallstateError, ConfigError
+from ..storage.base import FollowUp, FollowUpLog, FollowUpRun
+from .calls import CallRecord, FollowUpResult, assemble_call, decode_result, encode_result
 
 if TYPE_CHECKING:
     from ..runtime.host import Host
-    from .records import Archive
+    from .records import Archive, ArchiveRecord
 
 __all__ = ["FOLLOWUP_CLAIM_S", "FollowUpFn", "FollowUps"]
 
 #: Seconds a keeper holds a claimed follow-up before another may run it.
 FOLLOWUP_CLAIM_S: Final = 600.0
 
-#: ``fn(record)`` run after a call; may return an awaitable.
-FollowUpFn = Callable[[ArchiveRecord], Any]
+#: Legs of one call read back for a follow-up, at most.
+MAX_LEGS: Final = 10_000
+
+#: ``fn(call)`` run after a call; may return an awaitable. What it returns (JSON data)
+#: is kept and shown to its next run for the same call.
+FollowUpFn = Callable[[CallRecord], Any]
 
 _encoder = msgspec.json.Encoder()
 
@@ -60,12 +71,18 @@ class FollowUps:
         self.callbacks: dict[str, _Callback] = {}
         self.errors = 0
 
-    def register(self, fn: FollowUpFn, *, grace: float, name: str | None = None) -> str:
-        """Register ``fn`` under ``name`` (default: its qualified name); returns the name."""
+    def register(self, fn: FollowUpFn, *, grace: float | None, name: str | None = None) -> str:
+        """Register ``fn`` under ``name`` (default: its qualified name); returns the name.
+
+        ``grace`` None means the resume window: the follow-up runs once the caller can
+        no longer continue the call.
+        """
         if not callable(fn):
             msg = f"on_call_complete needs a callable, got {type(fn).__name__}"
             raise ConfigError(msg)
-        if not grace >= 0:
+        if grace is None:
+            grace = self._host.resume_window
+        if not isinstance(grace, int | float) or not grace >= 0:
             msg = f"grace must be >= 0 seconds, got {grace!r}"
             raise ConfigError(msg)
         key = name or f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
@@ -118,23 +135,82 @@ class FollowUps:
         if record is None:
             await host.store.followup_done(f.followup_id, host.owner)
             return 0
+        results = await self._results(record.session_id)
+        if any(r.followup_id == f.followup_id for r in results):
+            # it ran and logged its result, and the keeper died before marking it done
+            await host.store.followup_done(f.followup_id, host.owner)
+            return 0
+        legs = await self._archive.list(session_id=record.session_id, limit=MAX_LEGS)
+        call = assemble_call(
+            [*legs, record], results, call_id=record.session_id, leg=record.epoch, name=payload.name
+        )
         t0 = time.perf_counter()
         error: str | None = None
+        value: Any = None
         try:
-            result = cb.fn(record)
-            if asyncio.iscoroutine(result):
-                await result
+            value = cb.fn(call)
+            if asyncio.iscoroutine(value):
+                value = await value
         except Exception as exc:  # a failing callback is counted and reported, never retried
             self.errors += 1
             error = f"{type(exc).__name__}: {exc}"
-        await host.store.followup_done(f.followup_id, host.owner)
+            value = None
+        result = FollowUpResult(
+            followup_id=f.followup_id,
+            call_id=call.call_id,
+            name=payload.name,
+            leg=call.leg,
+            idempotency_key=call.idempotency_key,
+            ran_at=host.clock.now(),
+            ok=error is None,
+            result=_jsonable(value),
+            error=error,
+            legs=[r.epoch for r in call.legs],
+        )
+        store = host.store
+        if isinstance(store, FollowUpLog):  # logged before done: a re-run finds it
+            await store.followup_record(
+                FollowUpRun(
+                    followup_id=f.followup_id,
+                    session_id=call.call_id,
+                    data=encode_result(result),
+                )
+            )
+        await store.followup_done(f.followup_id, host.owner)
         host.emit(
             "followup.run",
             f.session_id,
             latency_ms=(time.perf_counter() - t0) * 1000.0,
             record_id=payload.record_id,
             name=payload.name,
+            idempotency_key=call.idempotency_key,
+            legs=len(call.legs),
             ok=error is None,
             error=error,
         )
         return 1
+
+    async def _results(self, session_id: str) -> list[FollowUpResult]:
+        """The session's logged follow-up results (none on a store without a log)."""
+        store = self._host.store
+        if not isinstance(store, FollowUpLog):
+            return []
+        out: list[FollowUpResult] = []
+        for run in await store.followup_runs(session_id):
+            try:
+                out.append(decode_result(run.data))
+            except CallstateError:  # unreadable (or newer): counted, not shown
+                self.errors += 1
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` as JSON data, or its ``str`` when it is not JSON-able."""
+    if value is None:
+        return None
+    try:
+        data = msgspec.to_builtins(value)
+        _encoder.encode(data)
+    except (TypeError, ValueError, msgspec.EncodeError):
+        return str(value)
+    return data

@@ -15,7 +15,8 @@ session is purged) when the session next ends or expires, each closed at the tim
 the takeover that ended it, so whichever keeper writes one writes the same record.
 
 Post-call follow-ups, scheduled when a record is written, live in
-:mod:`callstate.followups`.
+:mod:`callstate.archive.followups`; a follow-up is given the whole call (every leg) as
+a :class:`~callstate.archive.calls.CallRecord`.
 """
 
 from __future__ import annotations

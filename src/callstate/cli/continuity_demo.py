@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from ..archive.records import ArchiveRecord
+from ..archive.calls import CallRecord
 from ..errors import SessionExpired
 from ..keeper import Keeper
 from ..testing.clock import FakeClock
@@ -59,7 +59,7 @@ async def _continuity(run: DemoRun) -> Continuity:
         await keeper.open()
         c = _RUNS[id(run)] = Continuity(keeper=keeper, clock=clock)
 
-        def text_summary(record: ArchiveRecord) -> None:
+        def text_summary(record: CallRecord) -> None:
             turns = sum(1 for i in record.transcript if i.kind == "user")
             c.texts.append(
                 f"summary of {record.record_id} ({record.outcome}, {turns} caller turn(s)) "

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import ConflictError
 from ._pg_base import Conn, PostgresBase
 from ._sql_rows import archive_from_row
-from .base import ArchiveRow, FollowUp, PackageRow
+from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
 
 __all__ = ["PostgresRecords"]
 
@@ -148,6 +148,14 @@ class PostgresRecords(PostgresBase):
             return await cur.fetchone() is not None
 
         return await self._run("followup_done", op)
+
+    async def followup_record(self, run: FollowUpRun) -> None:
+        values = [run.followup_id, run.session_id, run.data]
+        await self._fetch("followup_record", self._sql["followup_record"], values)
+
+    async def followup_runs(self, session_id: str) -> list[FollowUpRun]:
+        rows = await self._fetch("followup_runs", self._sql["followup_runs"], [session_id])
+        return [FollowUpRun(followup_id=r[0], session_id=r[1], data=bytes(r[2])) for r in rows]
 
     # -- handoff packages ------------------------------------------------------------
 

@@ -95,4 +95,17 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         ALTER TABLE {schema}.followups ADD COLUMN cancel_id text;
         """,
     ),
+    (
+        # what each follow-up did, insert-once and never purged (the archive's lifetime):
+        # the next follow-up of the same call reads it
+        3,
+        """
+        CREATE TABLE {schema}.followup_runs (
+            followup_id text PRIMARY KEY,
+            session_id text NOT NULL,
+            data bytea NOT NULL
+        );
+        CREATE INDEX followup_runs_session ON {schema}.followup_runs (session_id);
+        """,
+    ),
 )

@@ -158,6 +158,13 @@ STATEMENTS: Final[dict[str, str]] = {
         "UPDATE {s}.followups SET status = 'done' WHERE followup_id = %s "
         "AND claimed_by = %s AND (status = 'claimed' OR (%s AND status = 'done')) RETURNING 1"
     ),
+    "followup_record": (
+        "INSERT INTO {s}.followup_runs (followup_id, session_id, data) VALUES (%s, %s, %s) "
+        "ON CONFLICT (followup_id) DO NOTHING"
+    ),
+    "followup_runs": (
+        "SELECT followup_id, session_id, data FROM {s}.followup_runs WHERE session_id = %s"
+    ),
     "package_put": (
         "INSERT INTO {s}.packages (package_id, session_id, data, status, created_at) "
         "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (package_id) DO NOTHING RETURNING 1"

@@ -14,7 +14,7 @@ from typing import Any
 from ..errors import ConflictError
 from ._redis_base import RedisBase
 from ._redis_codec import archive_fields, archive_row, fmt, package_row, pairs
-from .base import ArchiveRow, FollowUp, PackageRow
+from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
 
 __all__ = ["RedisRecords"]
 
@@ -120,6 +120,20 @@ class RedisRecords(RedisBase):
     async def followup_done(self, followup_id: str, owner: str) -> bool:
         keys = [self._fu + "f:" + followup_id, self._fu + "claimed"]
         return bool(await self._script("followup_done", "followup_done", keys, owner, flag=True))
+
+    async def followup_record(self, run: FollowUpRun) -> None:
+        key = self._fu + "runs:" + run.session_id  # HSETNX: a retry keeps the first
+        await self._run(
+            "followup_record", lambda _: self._client.hsetnx(key, run.followup_id, run.data)
+        )
+
+    async def followup_runs(self, session_id: str) -> list[FollowUpRun]:
+        key = self._fu + "runs:" + session_id
+        rows = await self._hash("followup_runs", key)
+        return [
+            FollowUpRun(followup_id=fid.decode(), session_id=session_id, data=bytes(data))
+            for fid, data in rows.items()
+        ]
 
     # -- handoff packages ------------------------------------------------------------
 

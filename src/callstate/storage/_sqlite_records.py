@@ -7,7 +7,7 @@ import sqlite3
 from ..errors import ConflictError
 from ._sql_rows import archive_from_row
 from ._sqlite_base import SQLiteBase
-from .base import ArchiveRow, FollowUp, PackageRow
+from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
 
 __all__ = ["SQLiteRecords"]
 
@@ -170,6 +170,24 @@ class SQLiteRecords(SQLiteBase):
             )
         )
         return bool(count)
+
+    async def followup_record(self, run: FollowUpRun) -> None:
+        await self._run(
+            lambda c: c.execute(
+                "INSERT INTO followup_runs (followup_id, session_id, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (followup_id) DO NOTHING",
+                (run.followup_id, run.session_id, run.data),
+            )
+        )
+
+    async def followup_runs(self, session_id: str) -> list[FollowUpRun]:
+        rows = await self._run(
+            lambda c: c.execute(
+                "SELECT followup_id, session_id, data FROM followup_runs WHERE session_id = ?",
+                (session_id,),
+            ).fetchall()
+        )
+        return [FollowUpRun(followup_id=r[0], session_id=r[1], data=bytes(r[2])) for r in rows]
 
     # -- handoff packages ------------------------------------------------------------------
 

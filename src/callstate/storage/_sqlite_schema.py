@@ -102,6 +102,19 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         ALTER TABLE sessions ADD COLUMN claim_id TEXT;
         """,
     ),
+    (
+        # what each follow-up did, insert-once and never purged (the archive's lifetime):
+        # the next follow-up of the same call reads it
+        4,
+        """
+        CREATE TABLE followup_runs (
+            followup_id TEXT PRIMARY KEY,
+            session_id TEXT NOT NULL,
+            data BLOB NOT NULL
+        );
+        CREATE INDEX followup_runs_session ON followup_runs (session_id);
+        """,
+    ),
 )
 
 

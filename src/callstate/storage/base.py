@@ -5,6 +5,10 @@ encoded events with gap-free ``seq``, and at most one snapshot; beside them a ke
 caller index, an insert-only archive, follow-ups, handoff packages and a migrations
 table. Every backend passes ``callstate.testing.conformance``.
 
+``FollowUpLog`` is an optional ability beside ``Store`` (every shipped backend has it):
+the insert-once log of what follow-ups did, read back by the next follow-up of the
+same call. Like the archive it is never purged.
+
 A store whose ``atomic_packages`` attribute is true (memory, SQLite) also stores a
 ``Batch.package`` in the same transaction as the batch's events; the others refuse
 such a batch, and a handoff offer stores its package with ``package_put`` after the
@@ -31,6 +35,8 @@ __all__ = [
     "ArchiveRow",
     "Batch",
     "FollowUp",
+    "FollowUpLog",
+    "FollowUpRun",
     "Loaded",
     "PackageMove",
     "PackageRow",
@@ -128,6 +134,26 @@ class FollowUp(msgspec.Struct, kw_only=True):
     status: str = "pending"  # pending | claimed | done | cancelled
     claimed_by: str | None = None
     claimed_until: float = 0.0
+
+
+class FollowUpRun(msgspec.Struct, kw_only=True):
+    """What one follow-up did, as stored: ``data`` is the encoded result (opaque here)."""
+
+    followup_id: str
+    session_id: str
+    data: bytes
+
+
+@runtime_checkable
+class FollowUpLog(Protocol):
+    """A store that keeps what follow-ups did (optional; every shipped store does)."""
+
+    async def followup_record(self, run: FollowUpRun) -> None:
+        """Store ``run`` once: a run already stored under its ``followup_id`` is kept
+        (a retried write never replaces the first)."""
+
+    async def followup_runs(self, session_id: str) -> list[FollowUpRun]:
+        """Every stored run of the session's follow-ups, in no particular order."""
 
 
 @runtime_checkable

@@ -11,6 +11,7 @@ from .base import (
     ArchiveRow,
     Batch,
     FollowUp,
+    FollowUpRun,
     Loaded,
     PackageMove,
     PackageRow,
@@ -42,6 +43,7 @@ class MemoryStore:
         self._callers: dict[str, dict[str, float]] = {}
         self._archive: dict[str, ArchiveRow] = {}
         self._followups: dict[str, FollowUp] = {}
+        self._runs: dict[str, FollowUpRun] = {}
         self._packages: dict[str, PackageRow] = {}
         self._migrations: list[int] = []
 
@@ -302,6 +304,16 @@ class MemoryStore:
             return False
         f.status = "done"
         return True
+
+    async def followup_record(self, run: FollowUpRun) -> None:
+        self._check_open()
+        self._runs.setdefault(run.followup_id, msgspec.structs.replace(run))
+
+    async def followup_runs(self, session_id: str) -> list[FollowUpRun]:
+        self._check_open()
+        return [
+            msgspec.structs.replace(r) for r in self._runs.values() if r.session_id == session_id
+        ]
 
     async def package_put(self, row: PackageRow) -> None:
         self._check_open()

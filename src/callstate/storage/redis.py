@@ -9,7 +9,8 @@ Key layout, for the key prefix ``P`` (no braces in it)::
     P:sessions        set: every session id (the sweep's listing)
     P:caller:{h}      sorted set: session id -> time, per caller hash
     P:{archive}:...   records (hash per record, insert-only) and their time/session/caller indexes
-    P:{followups}:... follow-ups (hash per job) with due/claimed indexes and per-session sets
+    P:{followups}:... follow-ups (hash per job) with due/claimed indexes and per-session sets;
+                      ``runs:{sid}`` hashes what each of the session's follow-ups did
     P:pkg:{id}        hash: one handoff package
     P:migrations      hash: applied layout versions
 

@@ -8,7 +8,16 @@ import msgspec
 import pytest
 
 from ..errors import ConfigError, ConflictError, HandoffStateError, StaleEpochError
-from ..storage.base import ArchiveRow, FollowUp, PackageMove, PackageRow, SessionRecord, Store
+from ..storage.base import (
+    ArchiveRow,
+    FollowUp,
+    FollowUpLog,
+    FollowUpRun,
+    PackageMove,
+    PackageRow,
+    SessionRecord,
+    Store,
+)
 from ._suite_base import T0, Suite, create, make_batch, new_id, seqs
 
 __all__ = ["RecordsSuite"]
@@ -200,6 +209,24 @@ class RecordsSuite(Suite):
         assert [] == await store.followup_claim(T0 + 10, "w", 30)
         claimed = await store.followup_claim(T0 + 50, "w", 30)
         assert [(T0 + 50, b"new")] == [(g.due_at, g.payload) for g in claimed]
+
+    async def test_followup_runs_are_kept_once_per_follow_up(self, store: Store) -> None:
+        """A follow-up's run reads back by session, binary data intact; recording it
+        again keeps the first; other sessions' runs stay apart; a purge keeps them."""
+        assert isinstance(store, FollowUpLog)
+        sid, other = new_id("s"), new_id("s")
+        first = FollowUpRun(followup_id=new_id("f"), session_id=sid, data=b"\x00first\xff")
+        await store.followup_record(first)
+        await store.followup_record(msgspec.structs.replace(first, data=b"second"))
+        later = FollowUpRun(followup_id=new_id("f"), session_id=sid, data=b"later")
+        await store.followup_record(later)
+        await store.followup_record(
+            FollowUpRun(followup_id=new_id("f"), session_id=other, data=b"x")
+        )
+        await store.purge(sid)
+        got = sorted(await store.followup_runs(sid), key=lambda r: r.data)
+        assert sorted([first, later], key=lambda r: r.data) == got
+        assert [] == await store.followup_runs(new_id("s"))
 
     # -- handoff packages ----------------------------------------------------------------------
 
