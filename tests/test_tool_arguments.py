@@ -9,6 +9,8 @@ from typing import Annotated, Any
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import callstate
 from callstate.testing import FakeClock
@@ -290,3 +292,40 @@ async def test_a_tool_not_offered_fails_as_unknown_without_running(
     assert ("failed", "UnknownTool") == (out.status, out.error_type)
     assert "(known: ['find'])" in (out.error or "")
     assert [] == ran(keeper)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.dictionaries(st.sampled_from(["party", "slots", "vip", "note", "x"]), json_values))
+def test_binding_any_json_object_fits_or_raises_only_tool_arguments_error(
+    value: dict[str, Any],
+) -> None:
+    """Whatever object the model sends, ``bind`` converts it or raises ToolArgumentsError."""
+    tools = callstate.ToolRegistry()
+
+    @tools.tool
+    async def find(
+        party: Annotated[int, msgspec.Meta(ge=1)],
+        slots: list[Slot],
+        vip: bool = False,
+        note: str | None = None,
+    ) -> None: ...
+
+    error = ""
+    kwargs: dict[str, Any] = {}
+    try:
+        kwargs = tools.get("find").bind(value)
+    except callstate.ToolArgumentsError as exc:
+        error = str(exc)
+    if error:
+        assert error.startswith("tool 'find': ")
+    else:
+        assert {"party", "slots"} <= set(kwargs) <= {"party", "slots", "vip", "note"}
