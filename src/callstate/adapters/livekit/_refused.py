@@ -10,6 +10,7 @@ agent offered), which records it as failed with the reason.
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, Protocol
 
@@ -44,16 +45,25 @@ def refused_calls(
 ) -> list[llm.FunctionCall]:
     """The calls of ``event`` LiveKit refused that the journal does not hold.
 
-    A call of one of the agent's own (unguarded) tools is LiveKit's business and left
-    out; so is every call the guard already journaled (by the id the model sent).
+    That is a name the agent does not offer, or one of the guarded tools whose
+    arguments are no JSON object; the guard then records it failed and runs nothing.
+    Every other call is left out: one of the agent's own (unguarded) tools is LiveKit's
+    business, and one the guard journaled (by the id the model sent) is known.
     """
     journaled = {(c.wire_id or c.call_id, c.name) for c in state.calls.values()}
     return [
         call
         for call in event.function_calls
-        if (call.name not in offered or call.name in ours)
-        and (call.call_id, call.name) not in journaled
+        if (call.call_id, call.name) not in journaled
+        and (call.name not in offered or (call.name in ours and not _an_object(call.arguments)))
     ]
+
+
+def _an_object(text: str) -> bool:
+    try:
+        return isinstance(json.loads(text or "{}"), dict)
+    except ValueError:
+        return False
 
 
 async def journal_refused(
