@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 
 import callstate
+from callstate.cli.demo import DEMO_SECRET
 from callstate.testing import FakeClock
 
 CALLER = "+15551234567"
+SECRET = b"s" * 32
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
+def _cli(*args: str, cwd: Path, secret: bytes = SECRET) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "CALLSTATE_SECRET": secret.decode()}
     return subprocess.run(
         [sys.executable, "-m", "callstate", *args],
         cwd=cwd,
@@ -35,7 +37,7 @@ async def db(tmp_path: Path) -> Path:
     """A database with a completed call, a resumed one and an abandoned one."""
     path = tmp_path / "cs.db"
     clock = FakeClock()
-    async with callstate.Keeper(f"sqlite:///{path}", secret=b"s" * 32, clock=clock) as k:
+    async with callstate.Keeper(f"sqlite:///{path}", secret=SECRET, clock=clock) as k:
         done = await k.start(caller=CALLER, agent="triage", session_id="call-done")
         done.user_said("what time do you open")
         await done.end(reason="caller_hangup")
@@ -78,6 +80,20 @@ def test_archive_list_filters(db: Path) -> None:
     assert ("call-done:1" in by_caller.stdout, "call-drop" in by_caller.stdout) == (True, False)
     assert ("call-left:1" in by_outcome.stdout, "call-done" in by_outcome.stdout) == (True, False)
     assert 2 == by_session.stdout.count("call-drop:")
+
+
+def test_archive_without_the_secret_lists_but_never_shows_the_caller(db: Path) -> None:
+    """Without CALLSTATE_SECRET: list works, show marks the caller sealed, --caller refuses."""
+    listed = _cli("archive", "list", "--db", str(db), cwd=db.parent, secret=b"")
+    shown = _cli("archive", "show", "call-done:1", "--db", str(db), cwd=db.parent, secret=b"")
+    by_caller = _cli(
+        "archive", "list", "--db", str(db), "--caller", CALLER, cwd=db.parent, secret=b""
+    )
+    assert (0, 0, 1) == (listed.returncode, shown.returncode, by_caller.returncode)
+    assert "call-done:1" in listed.stdout
+    assert "(sealed: set CALLSTATE_SECRET)" in shown.stdout
+    assert "set CALLSTATE_SECRET to filter by --caller" in by_caller.stderr
+    assert [] == [o for o in (listed, shown, by_caller) if "5551234567" in o.stdout + o.stderr]
 
 
 def test_archive_show_prints_transcript_and_recovery(db: Path) -> None:
@@ -134,6 +150,6 @@ def test_demo_shows_token_caller_follow_up_and_expiry(tmp_path: Path) -> None:
     assert "follow-up is cancelled" in out
     assert 2 == out.count("summary of ")
     assert "SessionExpired" in out
-    listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path).stdout
+    listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path, secret=DEMO_SECRET).stdout
     for outcome in ("completed", "superseded", "recovered", "abandoned"):
         assert outcome in listed
