@@ -25,6 +25,7 @@ from .continuity.sweep import Sweeper, SweepResult
 from .errors import ConfigError
 from .handoff.flow import HandoffFlow
 from .handoff.package import DEFAULT_MAX_BYTES
+from .journal.limits import Limits
 from .journal.state import SessionState
 from .observe.recovery import EventStream, Observer, Sink, Stats
 from .runtime.clock import Clock, SystemClock
@@ -34,7 +35,7 @@ from .runtime.options import check_options, check_personal, parse_secrets
 from .sealing import Sealer
 from .session import Session, SessionServices
 from .storage import open_store
-from .storage.base import Store, stale_claim
+from .storage.base import Store, not_found, stale_claim, storable_text
 from .tools.late import collect_all
 from .tools.runs import ToolRuns
 
@@ -74,6 +75,8 @@ class Keeper:
         summarize: ``summarize(messages) -> str`` (or awaitable) that replaces the
             conversation a handoff's ``max_items`` trims (default: a plain summary).
         handoff_max_bytes: largest handoff package offered or accepted.
+        limits: depth and size limits on what sessions record (``callstate.Limits``;
+            default 32 levels, 1 MiB payloads, 64 KiB utterances).
         resume_after_end: let a resume token resume a call that ended (within the
             window); by default only a ring-back by caller id (``resume_caller``) and
             trusted code by session id may.
@@ -103,6 +106,7 @@ class Keeper:
         handoff_timeout: float = 30.0,
         summarize: Summarize | None = None,
         handoff_max_bytes: int = DEFAULT_MAX_BYTES,
+        limits: Limits | None = None,
         resume_after_end: bool = False,
         personal: Sequence[str] = (),
         plaintext_callers: bool = False,
@@ -118,6 +122,7 @@ class Keeper:
             outbox_limit=outbox_limit,
             sweep_every=sweep_every,
             purge_after=purge_after,
+            limits=limits,
         )
         if not isinstance(store, str | Store):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
@@ -151,6 +156,7 @@ class Keeper:
             token_ttl=float(token_ttl),
             purge_after=float(purge_after),
             outbox_limit=int(outbox_limit),
+            limits=limits,
         )
         host = self.host
         if host.personal:
@@ -360,6 +366,8 @@ class Keeper:
         Raises:
             SessionNotFound: no such session.
         """
+        if not storable_text(session_id):  # no store holds such an id
+            raise not_found(session_id)
         return restore_state(await self.store.load(session_id), self.host.sealer)
 
     async def resume(

@@ -73,7 +73,13 @@ class Session(Handle):
 
     def __init__(self, state: SessionState, services: SessionServices) -> None:
         host = services.host
-        super().__init__(state, flusher=host.flusher, clock=host.clock, observer=host.observer)
+        super().__init__(
+            state,
+            flusher=host.flusher,
+            clock=host.clock,
+            observer=host.observer,
+            limits=host.limits,
+        )
         self._services = services
         self.recovery: RecoveryPlan | None = None  # set on resumed sessions
         #: outgoing messages, held back while the link is down (see ``connection_lost``)

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import ConfigError
 from ..journal import events as ev
+from ..journal.limits import check_limits
 from ..journal.sealed import seal_event
 from ..journal.state import SessionState, apply
 from ..runtime.handle import Handle
-from ..storage.base import Batch, SessionRecord
+from ..storage.base import Batch, SessionRecord, storable_text
 from ..tools.late import collect
 from ..tools.lifecycle import recover_in_doubt
 from .restore import fenced_error, restore_state
@@ -83,6 +84,10 @@ class Ownership(Generic[H]):
         ``personal`` joins the userdata, its keys (and the keeper's) sealed at rest.
         """
         host = self._host
+        for field, text in (("session_id", session_id), ("agent", agent), ("caller", caller)):
+            if text is not None and not storable_text(text):
+                msg = f"{field} must be text without NUL or lone surrogates, got {text!r:.80}"
+                raise ConfigError(msg)
         if session_id is not None and session_id.startswith("cs1."):
             msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
             raise ConfigError(msg)
@@ -108,6 +113,7 @@ class Ownership(Generic[H]):
             metadata=dict(metadata or {}),
             personal=keys,
         )
+        check_limits(started, host.limits)
         state = apply(SessionState(), started)
         caller_hash = host.caller_hash(caller)
         record = SessionRecord(

@@ -17,7 +17,7 @@ from ..errors import (
     TokenError,
     TokenSuperseded,
 )
-from ..storage.base import not_found
+from ..storage.base import not_found, storable_text
 from .plan import Preflight, plan
 from .restore import restore_state
 from .tokens import TokenClaims, is_token, issue_token, verify_token
@@ -82,6 +82,11 @@ async def check_resumable(
             raise SessionExpired(msg, session_id=sid)
     else:
         sid = token_or_id
+    if caller is not None and not storable_text(caller):
+        msg = f"caller must be text without NUL or lone surrogates, got {caller!r:.60}"
+        raise TokenError(msg)
+    if not storable_text(sid):  # no store holds such an id: none was ever created
+        raise not_found(sid)
     rec = await host.store.get(sid)
     if rec is None:
         if await _was_archived(host, sid):
@@ -206,6 +211,8 @@ async def find_caller_session(host: Host, caller: str, *, scan: int = 10) -> Ses
     The index holds keyed hashes only; every configured secret is tried, so entries
     written before a secret rotation are still found.
     """
+    if not storable_text(caller):  # never indexed: start() refuses such a caller
+        return None
     now = host.clock.now()
     entries: dict[str, float] = {}
     for caller_hash in host.caller_hashes(caller):
