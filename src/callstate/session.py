@@ -7,7 +7,7 @@ flusher. ``await flush()`` returns once everything recorded so far is durable.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Collection
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,7 +17,7 @@ from .continuity.resume import session_token
 from .journal import events as ev
 from .journal.context import build_messages
 from .runtime.handle import Handle
-from .tools import barge_in, guard, lifecycle
+from .tools import barge_in, feed, guard, lifecycle
 from .tools.outcomes import reconcile_held
 from .tools.reconcile import InDoubtDecision
 
@@ -87,6 +87,7 @@ class Session(Handle):
         self._end_failed = False
         #: on a resumed session, how each call a crash left without an outcome was resolved
         self.in_doubt: list[InDoubtDecision] = []
+        self._feed = feed.OutcomeFeed(self)
         #: on a resumed or accepted session, a fresh resume token for its epoch (keepers
         #: with a secret): hand it to the client, older tokens no longer take the call
         self.token: str | None = None
@@ -265,6 +266,47 @@ class Session(Handle):
             UnknownTool: the compensate tool is not registered.
         """
         return await barge_in.contradict(self._services.tools, self, call_id, reason)
+
+    # -- what the model has been given ------------------------------------------------
+
+    def owed_to_model(self) -> list[ToolOutcome]:
+        """Outcomes that landed but no adapter has put into its model's context yet.
+
+        Journaled (``tool.context_delivered`` takes one off), so a session resumed in
+        another process still knows them: a call re-run by the resume, or one that
+        ended in a handoff's source, is owed until some model context is given it.
+        """
+        return feed.owed(self)
+
+    def given_to_model(self, call_id: str, *, via: str = "") -> bool:
+        """Record that ``call_id``'s outcome is now in a model's context (no I/O).
+
+        Returns:
+            True when it was owed; False when it was not (not landed, or given
+            already) or this handle may no longer record (the next owner owes it).
+
+        Raises:
+            ToolError: ``call_id`` is not a call of this session; ``via`` not a short
+                string.
+        """
+        return feed.give(self, call_id, via=via)
+
+    def on_outcome(
+        self, callback: feed.OutcomeCallback, *, owed: bool = False
+    ) -> Callable[[], None]:
+        """Call ``callback(outcome)`` on the loop whenever a tool outcome lands here.
+
+        It fires for every landing on this handle: the adapter's own calls, calls a
+        resume re-ran, late outcomes of a handoff's source. An awaitable it returns runs
+        as a task; a callback that fails is logged, never raised. To attach an adapter
+        with nothing missed, pass ``owed=True``: the outcomes owed to the model now are
+        replayed to it first (those given meanwhile skipped). Deliver each, then
+        :meth:`given_to_model`.
+
+        Returns:
+            A function that unsubscribes ``callback``.
+        """
+        return self._feed.subscribe(callback, owed=owed)
 
     # -- handoff -----------------------------------------------------------------------
 

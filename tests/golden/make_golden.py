@@ -26,6 +26,7 @@ EVENTS_FILE = HERE / "events_v1.jsonl"
 SNAPSHOT_FILE = HERE / "snapshot_v1.json"
 SNAPSHOT_V2_FILE = HERE / "snapshot_v2.msgpack"
 ADDED_FILE = HERE / "events_v1_added.jsonl"
+CONTEXT_DELIVERED_FILE = HERE / "events_v1_context_delivered.jsonl"
 #: v1 events added after events_v1.jsonl was frozen: the journaled outbox, resume channel
 OUTBOX_FILE = HERE / "events_v1_outbox.jsonl"
 
@@ -140,6 +141,11 @@ def added_events() -> list[ev.Event]:
     ]
 
 
+def context_delivered_events() -> list[ev.Event]:
+    """``tool.context_delivered`` (added to format 1 later), every field away from its default."""
+    return [ev.ToolContextDelivered(seq=26, at=T + 25, call_id="c1", via="pipecat")]
+
+
 def golden_outbox_events() -> list[ev.Event]:
     """The journaled outbox's events and ``SessionResumed.channel``, every field set."""
     return [
@@ -221,6 +227,8 @@ def main() -> int:
         SNAPSHOT_FILE: msgspec.json.format(encode_state(golden_state()), indent=2) + b"\n",
         SNAPSHOT_V2_FILE: encode_snapshot(golden_state()),
         ADDED_FILE: b"\n".join(ev.encode_event(e) for e in added_events()) + b"\n",
+        CONTEXT_DELIVERED_FILE: b"\n".join(ev.encode_event(e) for e in context_delivered_events())
+        + b"\n",
         OUTBOX_FILE: b"\n".join(ev.encode_event(e) for e in golden_outbox_events()) + b"\n",
     }
     missing = {path: data for path, data in files.items() if not path.exists()}

@@ -36,6 +36,7 @@ __all__ = [
     "SessionResumed",
     "SessionStarted",
     "ToolCancelled",
+    "ToolContextDelivered",
     "ToolDeduplicated",
     "ToolDelivery",
     "ToolFailed",
@@ -213,6 +214,13 @@ class ToolDelivery(_Base, frozen=True, tag="tool.delivery"):
     reason: str = ""
 
 
+class ToolContextDelivered(_Base, frozen=True, tag="tool.context_delivered"):
+    """An adapter put the call's outcome into its model's context: no longer owed to it."""
+
+    call_id: str
+    via: str = ""  # who gave it (an adapter's name), for the record
+
+
 # -- app state, link, handoff ----------------------------------------------------------
 
 
@@ -290,6 +298,7 @@ Event = (
     | ToolCancelled
     | ToolInDoubt
     | ToolDelivery
+    | ToolContextDelivered
     | UserdataPatch
     | LinkLost
     | LinkRestored

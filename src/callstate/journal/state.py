@@ -145,6 +145,9 @@ class SessionState(msgspec.Struct, kw_only=True):
     recovery_log: list[ev.Event] = []  # link, barge-in, tool and ownership decisions
     summarized: int = 0  # the first N items are replaced by ``summary`` in the context
     summary: str = ""  # stands in for the items a handoff trimmed from the context
+    #: call ids whose outcome landed but no adapter has put into its model's context yet,
+    #: in landing order (``tool.context_delivered`` takes one off)
+    owed_to_model: list[str] = []
     v: int = SNAPSHOT_VERSION
 
     @property
@@ -179,6 +182,12 @@ def _interaction(state: SessionState, at: float) -> None:
 
 def _call(state: SessionState, call_id: str) -> ToolCall | None:
     return state.calls.get(call_id)
+
+
+def _owe(state: SessionState, call_id: str) -> None:
+    """An outcome landed: it is owed to the model until an adapter gives it."""
+    if call_id not in state.owed_to_model:
+        state.owed_to_model.append(call_id)
 
 
 #: Events kept in ``SessionState.recovery_log``: what the archive reports per call.
@@ -367,6 +376,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 call.status = "succeeded"
                 call.result = event.result
                 call.finished_at = event.at
+                _owe(state, cid)
         case ev.ToolFailed(call_id=cid):
             call = _call(state, cid)
             if call is not None:
@@ -374,12 +384,14 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 call.error = event.error
                 call.error_type = event.error_type
                 call.finished_at = event.at
+                _owe(state, cid)
         case ev.ToolCancelled(call_id=cid):
             call = _call(state, cid)
             if call is not None:
                 call.status = "cancelled"
                 call.error = event.reason or None
                 call.finished_at = event.at
+                _owe(state, cid)
         case ev.ToolInDoubt(call_id=cid, resolution=resolution):
             call = _call(state, cid)
             if call is not None:
@@ -388,8 +400,12 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 if resolution == "unknown":
                     call.status = "unknown"
                     call.finished_at = event.at
+                    _owe(state, cid)
                 else:
                     call.status = "in_doubt"
+        case ev.ToolContextDelivered(call_id=cid):
+            if cid in state.owed_to_model:
+                state.owed_to_model.remove(cid)
         case ev.ToolDelivery(call_id=cid, decision=decision):
             call = _call(state, cid)
             if call is not None:
