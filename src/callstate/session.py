@@ -7,7 +7,7 @@ flusher. ``await flush()`` returns once everything recorded so far is durable.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -175,35 +175,49 @@ class Session(Handle):
     async def run_tool(
         self,
         name: str,
-        args: dict[str, Any] | None = None,
+        args: dict[str, Any] | str | bytes | None = None,
         *,
         call_id: str | None = None,
         utterance_id: str | None = None,
+        offered: Collection[str] | None = None,
     ) -> ToolOutcome:
         """Run a registered tool through the guard and return how it ended.
 
-        The intent is durable before the tool starts; a repeated ``call_id`` returns the
-        recorded outcome (``deduplicated=True``) without running the tool again. A write
-        (or a cancellable read) asked for by a generation the caller interrupted before
-        the call started is not run and ends ``cancelled``. An unknown tool name or
-        arguments that do not fit end ``failed`` (the model must see that).
+        The intent is durable before the tool starts; a repeated ``call_id`` with the
+        same tool and arguments returns the recorded outcome (``deduplicated=True``)
+        without running the tool again, while a ``call_id`` reused for other arguments
+        is a new call (journaled as ``call_id#2``). A non-idempotent write asked for
+        again in the same user turn returns the first call's outcome (``duplicate_of``).
+        A write (or a cancellable read) asked for by a generation the caller interrupted
+        before the call started is not run and ends ``cancelled``. An unknown tool name,
+        arguments that are not a JSON object, or arguments that do not fit the
+        signature end ``failed``, journaled (the model must see that).
 
         Args:
-            name: the registered tool.
-            args: keyword arguments for the tool (JSON-serialisable).
+            name: the registered tool (or whatever name the model sent).
+            args: keyword arguments for the tool (JSON-serialisable), or the model's
+                raw JSON text for them.
             call_id: the model's call id (default: a fresh one).
             utterance_id: the agent utterance (generation) that asked for the call
                 (default: the one under way since the caller last spoke).
+            offered: the tool names the model was offered; any other name fails as
+                unknown without running (default: every registered tool).
 
         Raises:
-            ToolArgumentsError: ``args``/``call_id`` malformed, or a ``call_id`` reused
-                for another tool; nothing is recorded.
+            ToolArgumentsError: ``call_id`` or the name malformed, ``args`` a dict that
+                JSON cannot carry; nothing is recorded.
             PayloadTooLarge: ``args`` over the registry's size cap.
             SessionClosed: the handle may not record.
             StaleEpochError: the session was taken over before the intent was durable.
         """
         return await guard.run_tool(
-            self._services.tools, self, name, args, call_id=call_id, utterance_id=utterance_id
+            self._services.tools,
+            self,
+            name,
+            args,
+            call_id=call_id,
+            utterance_id=utterance_id,
+            offered=offered,
         )
 
     def interrupt(

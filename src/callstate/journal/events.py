@@ -37,6 +37,7 @@ __all__ = [
     "SessionStarted",
     "ToolCancelled",
     "ToolContextDelivered",
+    "ToolDeduplicated",
     "ToolDelivery",
     "ToolFailed",
     "ToolInDoubt",
@@ -160,6 +161,7 @@ class ToolRequested(_Base, frozen=True, tag="tool.requested"):
     utterance_id: str | None = None  # the generation that asked for the call
     turn: int = 0  # user turns seen when the call was requested
     compensates: str | None = None  # the call this one undoes (a compensating call)
+    wire_id: str | None = None  # the framework's id for it, when it reused an earlier one
 
 
 class ToolStarted(_Base, frozen=True, tag="tool.started"):
@@ -192,6 +194,18 @@ class ToolCancelled(_Base, frozen=True, tag="tool.cancelled"):
 class ToolInDoubt(_Base, frozen=True, tag="tool.in_doubt"):
     call_id: str
     resolution: Literal["rerun", "unknown"] = "unknown"
+
+
+class ToolDeduplicated(_Base, frozen=True, tag="tool.deduplicated"):
+    """A repeat of an earlier call's intent (same tool, same arguments, same user turn):
+    it did not run; it ends with the outcome of ``duplicate_of``, copied here."""
+
+    call_id: str
+    duplicate_of: str
+    status: Literal["succeeded", "failed", "cancelled", "unknown"] = "unknown"
+    result: Any = None
+    error: str | None = None
+    error_type: str = ""
 
 
 class ToolDelivery(_Base, frozen=True, tag="tool.delivery"):
@@ -294,6 +308,7 @@ Event = (
     | HandoffOffered
     | HandoffAccepted
     | HandoffReclaimed
+    | ToolDeduplicated
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = Event.__args__

@@ -82,6 +82,8 @@ class ToolCall(msgspec.Struct, kw_only=True):
     overtaken_at: float | None = None  # when the barge-in that overtook it happened
     overtaken_turn: int = 0  # user turns seen at that barge-in
     compensates: str | None = None  # the call this one undoes
+    wire_id: str | None = None  # the framework's id, when it reused one (call_id is then id#n)
+    duplicate_of: str | None = None  # the call whose outcome this repeat of its intent took
     in_doubt: bool = False  # a crash left this call between start and result
     resolution: Literal["rerun", "unknown"] | None = None
     delivery: ev.Delivery | None = None
@@ -194,6 +196,7 @@ _LOGGED: Final = (
     ev.ToolInDoubt,
     ev.ToolDelivery,
     ev.ToolCancelled,
+    ev.ToolDeduplicated,
     ev.LinkLost,
     ev.LinkRestored,
     ev.OutboxDropped,
@@ -343,6 +346,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 utterance_id=event.utterance_id,
                 turn=event.turn,
                 compensates=event.compensates,
+                wire_id=event.wire_id,
                 requested_at=event.at,
             )
             state.items.append(Item(kind="call", id=event.call_id, at=event.at, done=True))
@@ -357,6 +361,15 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             call = _call(state, cid)
             if call is not None:
                 call.progress = {**call.progress, **data}
+        case ev.ToolDeduplicated(call_id=cid):
+            call = _call(state, cid)
+            if call is not None:
+                call.status = event.status
+                call.result = event.result
+                call.error = event.error
+                call.error_type = event.error_type
+                call.duplicate_of = event.duplicate_of
+                call.finished_at = event.at
         case ev.ToolSucceeded(call_id=cid):
             call = _call(state, cid)
             if call is not None:

@@ -28,8 +28,9 @@ folds events into the session (the hot path does no I/O).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -302,20 +303,29 @@ class PipecatRecovery:
             self.llm.register_function(
                 name, self._handler(name), cancel_on_interruption=name not in async_functions
             )
+        if not self.llm.has_function(None):  # type: ignore[arg-type]  # None: the catch-all
+            # names nobody registered are journaled as failed calls, not answered by Pipecat
+            self.llm.register_function(None, self._handler(None, offered=frozenset(wanted)))
 
-    def _handler(self, name: str) -> Any:
+    def _handler(self, name: str | None, *, offered: frozenset[str] | None = None) -> Any:
         async def handle(params: FunctionCallParams) -> None:
             call_id = params.tool_call_id
             if not self.live():
                 return  # another owner has the call: this pipeline must not run tools
+            tool = name if name is not None else params.function_name
             self._known.add(call_id)
             self._own.add(call_id)
+            raw = params.arguments
+            # arguments Pipecat parsed to something else than an object go to the guard
+            # as JSON text: a failed call, journaled with the reason
+            args = dict(raw) if isinstance(raw, Mapping) else json.dumps(raw)
             run = asyncio.ensure_future(
                 self.session.run_tool(
-                    name,
-                    dict(params.arguments),
+                    tool,
+                    args,
                     call_id=call_id,
                     utterance_id=self.speech.call_utterance.get(call_id),
+                    offered=offered,
                 )
             )
             try:
@@ -323,15 +333,17 @@ class PipecatRecovery:
             except asyncio.CancelledError:
                 # Pipecat gave up on the call (a barge-in, its timeout) but the guard did
                 # not: the processor delivers the outcome when the call ends
-                self.processor.detach(call_id, name, params.arguments, run)
+                self.processor.detach(call_id, tool, params.arguments, run)
                 raise
             self._call_ended(call_id)
             self.processor.forget(call_id)
-            props = FunctionCallResultProperties(run_llm=False) if self._held(call_id) else None
+            self._known.add(outcome.call_id)  # ``id#n`` when the model reused the id
+            held = self._held(outcome.call_id)
+            props = FunctionCallResultProperties(run_llm=False) if held else None
             await params.result_callback(result_payload(outcome), properties=props)
             self.delivered(call_id)
 
-        handle.__name__ = f"callstate_{name}"
+        handle.__name__ = f"callstate_{name or 'unknown'}"
         return handle
 
     def _held(self, call_id: str) -> bool:
@@ -349,7 +361,9 @@ class PipecatRecovery:
         exc = run.exception()
         if exc is not None:
             return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, True
-        return result_payload(run.result()), not self._held(call_id)
+        outcome = run.result()
+        self._known.add(outcome.call_id)
+        return result_payload(outcome), not self._held(outcome.call_id)
 
     def _call_ended(self, call_id: str) -> None:
         self.speech.call_ended(call_id)
