@@ -90,7 +90,7 @@ class OwedOutcomes:
         call = session.state.calls.get(outcome.call_id)
         if call is None:
             return
-        if not self._own(call.call_id):
+        if not self._own(call.wire_id or call.call_id):  # ``id#n``: the framework's id
             _put(call, self._contexts())
             if call.delivery is None:  # a held one is told by the reconciler's note
                 self._untold.append(call.call_id)
