@@ -100,3 +100,17 @@ def test_sqlite_driver_prints_both_drivers(tmp_path: Path) -> None:
     assert expected == set(metrics)
     assert all(_number(v) > 0 for v in metrics.values())
     assert [] == list(tmp_path.iterdir())
+
+
+def test_bench_sinks_prints_paired_rounds_and_medians() -> None:
+    """bench_sinks.py prints p50/p99 off and on per round, their ratios and the medians."""
+    metrics = run_bench("bench_sinks.py", "--rounds", "2", "--turns", "20")
+    expected = {
+        f"round{r}_p{p}_{what}"
+        for r in (0, 1)
+        for p in (50, 99)
+        for what in ("us_off", "us_on", "ratio")
+    } | {"median_p50_ratio", "median_p99_ratio"}
+    assert expected == set(metrics)
+    for name in expected:
+        assert 0 < _number(metrics[name]), name

@@ -36,7 +36,8 @@ async def test_callback_sinks_get_every_event_in_order(url: str) -> None:
         s.connection_restored()
         await asyncio.wait_for(capture.wait_for("link.restored"), timeout=10)
         await k.observer.drain()
-    assert ["link.lost", "link.restored"] == capture.kinds() == got_async
+    expected = ["session.started", "link.lost", "link.restored", "session.released"]
+    assert expected == capture.kinds() == got_async
 
 
 async def test_a_raising_sink_is_isolated_and_counted(url: str) -> None:
@@ -51,7 +52,8 @@ async def test_a_raising_sink_is_isolated_and_counted(url: str) -> None:
         s.connection_lost()
         s.connection_restored()
         await k.observer.drain()
-        assert (2, ["link.lost", "link.restored"]) == (k.stats().sink_errors, capture.kinds())
+        expected = ["session.started", "link.lost", "link.restored"]
+        assert (3, expected) == (k.stats().sink_errors, capture.kinds())
 
 
 async def test_events_stream_follows_every_event(url: str) -> None:
@@ -64,9 +66,9 @@ async def test_events_stream_follows_every_event(url: str) -> None:
         kinds = []
         async for e in stream:
             kinds.append(e.kind)
-            if len(kinds) == 2:
+            if len(kinds) == 3:
                 break
-    assert ["link.lost", "link.restored"] == kinds
+    assert ["session.started", "link.lost", "link.restored"] == kinds
 
 
 async def test_streams_end_when_the_keeper_closes(url: str) -> None:
@@ -85,7 +87,7 @@ async def test_streams_end_when_the_keeper_closes(url: str) -> None:
     await k.observer.drain()
     await k.close()
     await asyncio.wait_for(reader, timeout=10)
-    assert ["link.lost"] == seen
+    assert ["session.started", "link.lost", "session.released"] == seen
 
 
 async def test_a_slow_reader_loses_the_oldest_and_it_is_counted() -> None:
@@ -108,7 +110,7 @@ async def test_jsonl_sink_writes_one_line_per_event(url: str, tmp_path: Path) ->
         s = await k.start()
         s.connection_lost(reason="wifi")
         await k.observer.drain()
-    (line,) = path.read_text().splitlines()
+    (_, line, _) = path.read_text().splitlines()  # started, link.lost, released
     assert {"kind": "link.lost", "session_id": s.id, "reason": "wifi"} == {
         "kind": json.loads(line)["kind"],
         "session_id": json.loads(line)["session_id"],
@@ -127,7 +129,7 @@ async def test_add_and_remove_sink(url: str) -> None:
         k.remove_sink(capture)
         s.connection_restored()
         await k.observer.drain()
-    assert ["link.lost"] == capture.kinds()
+    assert ["session.started", "link.lost"] == capture.kinds()
 
 
 def test_stats_count_kinds_and_time_to_recover() -> None:

@@ -46,7 +46,17 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
     assert "callstate = callstate.cli:main" in entry_points.splitlines()
     assert "Requires-Python: >=3.11" in metadata
     provided = {line.split(": ", 1)[1] for line in metadata if line.startswith("Provides-Extra:")}
-    assert {"dev", "livekit", "openai", "peers", "pipecat", "postgres", "redis"} == provided
+    assert {
+        "dev",
+        "livekit",
+        "openai",
+        "otel",
+        "peers",
+        "pipecat",
+        "postgres",
+        "prometheus",
+        "redis",
+    } == provided
 
 
 def test_ci_runs_the_readme_test_command_with_services_required() -> None:

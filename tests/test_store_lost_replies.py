@@ -191,7 +191,7 @@ async def test_proxy_refuses_a_target_off_loopback() -> None:
 
 async def test_proxy_stops_by_itself_after_its_lifetime() -> None:
     """After ``lifetime`` seconds the proxy stops listening and resets its connections."""
-    proxy = FaultProxy(_port(redis_url(), 6379), lifetime=0.05)
+    proxy = FaultProxy(_port(redis_url(), 6379), lifetime=0.5)  # room for open() under load
     await proxy.start()
     store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", prefix=unique("life"), retry_for=0.3)
     await store.open()

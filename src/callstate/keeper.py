@@ -112,13 +112,19 @@ class Keeper:
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
         opened: Store = open_store(store) if isinstance(store, str) else store
+        observer = Observer(list(sinks or []))
         self.host = Host(
             opened,
             clock=clock or SystemClock(),
             owner=owner or uuid.uuid4().hex,
             secrets=parse_secrets(secret),
-            observer=Observer(list(sinks or [])),
-            flusher=Flusher(opened, snapshot_every=snapshot_every, timeout=flush_timeout),
+            observer=observer,
+            flusher=Flusher(
+                opened,
+                snapshot_every=snapshot_every,
+                timeout=flush_timeout,
+                on_commit=lambda seconds: observer.measure("flush", seconds),
+            ),
             lease_ttl=float(lease_ttl),
             resume_window=float(resume_window),
             token_ttl=float(token_ttl),
@@ -302,13 +308,15 @@ class Keeper:
         Raises:
             ConflictError: ``session_id`` is already taken.
         """
-        return await self._ownership.create(
+        session = await self._ownership.create(
             agent=agent,
             caller=caller,
             session_id=session_id,
             userdata=userdata,
             metadata=metadata,
         )
+        session.emit("session.started")
+        return session
 
     async def load(self, session_id: str) -> SessionState:
         """Read a session's state as stored, without taking ownership.
@@ -413,12 +421,11 @@ class Keeper:
 
     def add_sink(self, sink: Sink) -> None:
         """Give every later ``RecoveryEvent`` to ``sink`` too (sync or async callable)."""
-        self.observer.sinks.append(sink)
+        self.observer.add_sink(sink)
 
     def remove_sink(self, sink: Sink) -> None:
         """Stop giving events to ``sink``."""
-        with contextlib.suppress(ValueError):
-            self.observer.sinks.remove(sink)
+        self.observer.remove_sink(sink)
 
     def stats(self) -> Stats:
         """Recovery event counts by kind, sink errors, and time-to-recover percentiles."""

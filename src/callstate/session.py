@@ -324,6 +324,7 @@ class Session(Handle):
         svc = self._services
         await lifecycle.settle_calls(svc.tools, self, grace=tool_grace)
         self.record(ev.SessionEnded, reason=reason, failed=self._end_failed)
+        self.emit("session.ended", reason=reason, failed=self._end_failed)
         await self.flush()
         await archive_ended(svc.archive, svc.followups, self.state, now=self.clock.now())
         await svc.host.release(self)

@@ -337,6 +337,7 @@ class Bot:
         async_functions: Sequence[str] = (),
         adapter: bool = True,
         processor_after_output: bool = False,
+        enable_tracing: bool = False,
     ) -> None:
         self.session = session
         self.context = (
@@ -377,6 +378,7 @@ class Bot:
             observers=observers,
             cancel_on_idle_timeout=False,
             enable_rtvi=False,
+            enable_tracing=enable_tracing,
         )
         self._run: asyncio.Task[None] | None = None
 

@@ -16,13 +16,16 @@ import os
 import weakref
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, Protocol, cast
 
 import msgspec
 
 __all__ = [
+    "ContextSink",
     "EventStream",
     "JsonlSink",
+    "Measure",
+    "MeasureSink",
     "Observer",
     "Percentiles",
     "RecoveryEvent",
@@ -43,10 +46,14 @@ RecoveryKind = Literal[
     "tool.rerun",
     "tool.deduplicated",
     "tool.cancelled",
+    "tool.finished",
     "link.lost",
     "link.restored",
     "outbox.dropped",
+    "session.started",
     "session.resumed",
+    "session.ended",
+    "session.released",
     "session.expired",
     "session.stale",
     "handoff.offered",
@@ -61,7 +68,11 @@ _LATENCY_SAMPLES: Final = 10_000
 
 
 class RecoveryEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """One recovery decision: what happened, to which session, and how long it took."""
+    """One recovery decision: what happened, to which session, and how long it took.
+
+    ``epoch`` and ``agent`` say which owner and agent the session had when it was
+    emitted (None for events about a session no live handle holds, e.g. an expiry).
+    """
 
     kind: RecoveryKind
     session_id: str
@@ -69,9 +80,34 @@ class RecoveryEvent(msgspec.Struct, frozen=True, kw_only=True):
     call_id: str | None = None
     latency_ms: float | None = None
     data: dict[str, Any] = {}
+    epoch: int | None = None
+    agent: str | None = None
 
 
 Sink = Callable[[RecoveryEvent], Any]
+
+
+class ContextSink(Protocol):
+    """A sink that needs something from the emitting call's context (e.g. the active
+    trace): ``capture`` runs synchronously where the event is emitted and must be
+    cheap; its result is handed to ``consume`` on the observer's loop."""
+
+    def capture(self, event: RecoveryEvent) -> object: ...
+
+    def consume(self, event: RecoveryEvent, captured: object) -> Any: ...
+
+
+class MeasureSink(Protocol):
+    """A sink that also takes measurements that are not recovery events (flush time)."""
+
+    def measure(self, name: str, value: float) -> Any: ...
+
+
+class Measure(msgspec.Struct, frozen=True):
+    """One measurement queued for the sinks that take them (see ``MeasureSink``)."""
+
+    name: str
+    value: float
 
 
 class Percentiles(msgspec.Struct, frozen=True, kw_only=True):
@@ -111,6 +147,10 @@ def percentiles(samples: list[float] | deque[float]) -> Percentiles:
 
 
 _END: Final = object()  # closes every stream when the observer stops
+
+#: What the observer's queue holds: an event (with what capturing sinks took at emit
+#: time, keyed by ``id(sink)``) or a measurement.
+_Item = tuple[RecoveryEvent | Measure, dict[int, object] | None]
 
 
 class EventStream:
@@ -197,15 +237,48 @@ class Observer:
         self.stream_size = stream_size
         self._latencies: deque[float] = deque(maxlen=_LATENCY_SAMPLES)
         self._streams: weakref.WeakSet[EventStream] = weakref.WeakSet()
-        self._queue: asyncio.Queue[RecoveryEvent] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        self._capturing: list[ContextSink] = []
+        self._measuring = False
+        self._refresh()
+
+    def add_sink(self, sink: Sink) -> None:
+        """Give every later event to ``sink`` too."""
+        self.sinks.append(sink)
+        self._refresh()
+
+    def remove_sink(self, sink: Sink) -> None:
+        """Stop giving events to ``sink`` (no error if it was not there)."""
+        with contextlib.suppress(ValueError):
+            self.sinks.remove(sink)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._capturing = [
+            cast(ContextSink, s) for s in self.sinks if callable(getattr(s, "capture", None))
+        ]
+        self._measuring = any(callable(getattr(s, "measure", None)) for s in self.sinks)
 
     def emit(self, event: RecoveryEvent) -> None:
         """Count and queue ``event``; never blocks, never raises."""
         self.counts[event.kind] = self.counts.get(event.kind, 0) + 1
         if event.kind == "session.resumed" and event.latency_ms is not None:
             self._latencies.append(event.latency_ms)
-        self._queue.put_nowait(event)
+        captured: dict[int, object] | None = None
+        if self._capturing:
+            captured = {}
+            for sink in self._capturing:
+                try:
+                    captured[id(sink)] = sink.capture(event)
+                except Exception:  # a failing sink is isolated and counted
+                    self.sink_errors += 1
+        self._queue.put_nowait((event, captured))
+
+    def measure(self, name: str, value: float) -> None:
+        """Queue a measurement for the sinks that take them (no-op when none do)."""
+        if self._measuring:
+            self._queue.put_nowait((Measure(name, value), None))
 
     def note(
         self,
@@ -216,6 +289,8 @@ class Observer:
         call_id: str | None = None,
         latency_ms: float | None = None,
         data: dict[str, Any] | None = None,
+        epoch: int | None = None,
+        agent: str | None = None,
     ) -> None:
         """Build a ``RecoveryEvent`` and :meth:`emit` it."""
         self.emit(
@@ -226,6 +301,8 @@ class Observer:
                 call_id=call_id,
                 latency_ms=latency_ms,
                 data=data or {},
+                epoch=epoch,
+                agent=agent,
             )
         )
 
@@ -273,16 +350,34 @@ class Observer:
 
     async def _run(self) -> None:
         while True:
-            event = await self._queue.get()
+            item, captured = await self._queue.get()
             try:
+                if isinstance(item, Measure):
+                    await self._measure(item)
+                    continue
                 for stream in list(self._streams):
-                    stream.deliver(event)
+                    stream.deliver(item)
                 for sink in list(self.sinks):
                     try:
-                        result = sink(event)
+                        if captured is not None and id(sink) in captured:
+                            result = cast(ContextSink, sink).consume(item, captured[id(sink)])
+                        else:
+                            result = sink(item)
                         if asyncio.iscoroutine(result):
                             await result
                     except Exception:  # a failing sink is isolated and counted
                         self.sink_errors += 1
             finally:
                 self._queue.task_done()
+
+    async def _measure(self, item: Measure) -> None:
+        for sink in list(self.sinks):
+            take = getattr(sink, "measure", None)
+            if not callable(take):
+                continue
+            try:
+                result = take(item.name, item.value)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:  # a failing sink is isolated and counted
+                self.sink_errors += 1

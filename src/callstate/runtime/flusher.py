@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 import msgspec
@@ -88,8 +90,17 @@ class Flusher:
     ``StorageError`` after ``timeout`` seconds, leaving the events queued for later.
     """
 
-    def __init__(self, store: Store, *, snapshot_every: int = 100, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        snapshot_every: int = 100,
+        timeout: float = 10.0,
+        on_commit: Callable[[float], None] | None = None,
+    ) -> None:
         self._store = store
+        #: told the seconds each successful group commit took (e.g. a metrics sink)
+        self.on_commit = on_commit
         #: a handle's ``journal.package`` rides with its next batch, in the same transaction
         self.carries_packages = bool(getattr(store, "atomic_packages", False))
         self._snapshot_every = snapshot_every
@@ -201,6 +212,7 @@ class Flusher:
                     h.journal.settle()
             if not work:
                 continue
+            t0 = time.perf_counter()
             try:
                 results = await self._store.append([b for _, b in work])
                 if len(results) != len(work):
@@ -218,6 +230,8 @@ class Flusher:
             backoff = 0.005
             self._last_error = None
             self.rounds += 1
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - t0)
             for (h, batch), error in zip(work, results, strict=True):
                 if error is not None:
                     h.fence(error)

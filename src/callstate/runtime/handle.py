@@ -139,6 +139,8 @@ class Handle:
             call_id=call_id,
             latency_ms=latency_ms,
             data=data,
+            epoch=self.state.epoch,
+            agent=self.state.agent,
         )
 
     # -- durability and ownership ------------------------------------------------------

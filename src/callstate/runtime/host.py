@@ -100,6 +100,8 @@ class Host:
 
     async def release(self, handle: Handle) -> None:
         """Forget ``handle`` and give up its lease (unless a newer owner fenced it)."""
+        if not handle.closed:
+            handle.emit("session.released", fenced=handle.error is not None)
         handle.mark_closed()
         if self.handles.get(handle.id) is handle:
             del self.handles[handle.id]

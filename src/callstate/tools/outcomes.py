@@ -55,6 +55,23 @@ def outcome(call: ToolCall, *, deduplicated: bool = False) -> ToolOutcome:
 def cancel_call(session: Handle, call: ToolCall, reason: str) -> None:
     session.record(ev.ToolCancelled, call_id=call.call_id, reason=reason)
     session.emit("tool.cancelled", call_id=call.call_id, reason=reason)
+    _finished(session, call, "cancelled")
+
+
+def _finished(session: Handle, call: ToolCall, status: str) -> None:
+    """Emit ``tool.finished``: the call's span from intent to outcome, for exporters."""
+    now = session.clock.now()
+    started = call.requested_at or now
+    session.emit(
+        "tool.finished",
+        call_id=call.call_id,
+        latency_ms=max(0.0, now - started) * 1000.0,
+        name=call.name,
+        effect=call.effect,
+        status=status,
+        attempt=call.attempts,
+        started_at=started,
+    )
 
 
 def terminal_event(call_id: str, end: Terminal) -> tuple[type[ev.Event], dict[str, Any]]:
@@ -76,6 +93,7 @@ def record_terminal(session: Handle, call: ToolCall, end: Terminal) -> None:
         session.emit("tool.cancelled", call_id=call.call_id, reason=end.error)
     elif end.status == "unknown":
         session.emit("tool.in_doubt", call_id=call.call_id, resolution="unknown")
+    _finished(session, call, end.status)
 
 
 def after_terminal(

@@ -37,9 +37,12 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     StartFrame,
 )
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, FrameProcessorSetup
 
+from ...observe import parents
+from ...observe.parents import Parent
 from ...tools.registry import ToolOutcome
+from ._tracing import trace_parent
 
 
 class Recovery(Protocol):
@@ -47,6 +50,9 @@ class Recovery(Protocol):
 
     @property
     def llm(self) -> Any: ...
+
+    @property
+    def session(self) -> Any: ...
 
     def llm_out(self, processor: FrameProcessor, frame: Frame) -> None: ...
 
@@ -107,6 +113,7 @@ class CallstateProcessor(FrameProcessor):
         self._watch: asyncio.Task[None] | None = None
         self._handled: dict[type, bool] = {}
         self._running = True
+        self._trace_parent: Parent | None = None
 
     async def queue_frame(
         self, frame: Frame, direction: FrameDirection = _DOWN, callback: Any = None
@@ -126,8 +133,17 @@ class CallstateProcessor(FrameProcessor):
         else:
             await neighbour.queue_frame(frame, direction)
 
+    async def setup(self, setup: FrameProcessorSetup) -> None:  # type: ignore[override]
+        """Join Pipecat's trace: spans of this session go under its conversation/turns."""
+        await super().setup(setup)
+        self._trace_parent = trace_parent(setup.tracing_context)
+        if self._trace_parent is not None:
+            parents.register(self._recovery.session.id, self._trace_parent)
+
     async def cleanup(self) -> None:
         """Stop watching calls when the pipeline ends (the calls themselves run on)."""
+        if self._trace_parent is not None:
+            parents.forget(self._recovery.session.id, self._trace_parent)
         await super().cleanup()
         self._running = False
         if self._watch is not None:
