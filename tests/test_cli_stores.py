@@ -53,14 +53,17 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[st
 async def _one_call(db: str, cwd: Path) -> str:
     url = db if "://" in db else f"sqlite:///{cwd / db}"
     async with callstate.Keeper(url, clock=FakeClock(), sweep_every=None) as k:
+        k.on_call_complete(lambda call: {"ticket": "BUG-7"}, grace=0, name="tickets")
         s = await k.start(caller=CALLER, agent="support", session_id=unique("call"))
         s.user_said(ASKED)
         await s.end(reason="caller_hangup")
+        assert 1 == (await k.sweep()).followups
     return s.id
 
 
 async def test_every_reading_command_takes_the_store_url(db: str, tmp_path: Path) -> None:
-    """sessions, inspect, archive list, show and export read the call through ``--db``."""
+    """sessions, inspect, archive list, show, call and export read the call (and what
+    its follow-up returned) through ``--db``."""
     sid = await _one_call(db, tmp_path)
 
     def run(*args: str) -> str:
@@ -68,11 +71,12 @@ async def test_every_reading_command_takes_the_store_url(db: str, tmp_path: Path
         assert 0 == result.returncode, result.stdout + result.stderr
         return result.stdout
 
-    sessions, inspected, listed, shown, exported = await asyncio.gather(
+    sessions, inspected, listed, shown, call, exported = await asyncio.gather(
         asyncio.to_thread(run, "sessions"),
         asyncio.to_thread(run, "inspect", sid),
         asyncio.to_thread(run, "archive", "list"),
         asyncio.to_thread(run, "archive", "show", f"{sid}:1"),
+        asyncio.to_thread(run, "archive", "call", sid),
         asyncio.to_thread(run, "archive", "export", str(tmp_path / "out")),
     )
     assert sid in sessions
@@ -80,6 +84,9 @@ async def test_every_reading_command_takes_the_store_url(db: str, tmp_path: Path
     assert f"{sid}:1" in listed
     assert "completed" in listed
     assert ASKED in shown
+    assert ASKED in call
+    assert f"{sid}:1" in call
+    assert "{'ticket': 'BUG-7'}" in call
     assert "exported 1 call record(s)" in exported
     (path,) = (tmp_path / "out").iterdir()
     assert f"{sid}:1" == json.loads(path.read_text())["record_id"]

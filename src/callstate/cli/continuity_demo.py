@@ -218,6 +218,10 @@ async def expiry(run: DemoRun) -> None:
         if [] == [r for r in mine if r.outcome == "abandoned"]:
             run.problems.append("the expired call was not archived as abandoned")
         run.out.print(f"See them again with: callstate archive list --db {run.db}")
+        if c.phone_id:
+            run.out.print(
+                f"The whole phone call: callstate archive call {c.phone_id} --db {run.db}"
+            )
     finally:
         _RUNS.pop(id(run), None)
         await k.close()
