@@ -20,6 +20,7 @@ import callstate
 from callstate.adapters.livekit import attach, guarded_tools, restore
 
 tools = callstate.ToolRegistry()
+SECRET = b"use-32-random-bytes-in-production"  # signs tokens, encrypts caller ids
 started, done = asyncio.Event(), asyncio.Event()
 
 
@@ -66,7 +67,7 @@ def booker() -> Agent:
 
 
 async def main() -> None:
-    async with callstate.Keeper("memory://", tools=tools) as keeper:
+    async with callstate.Keeper("memory://", secret=SECRET, tools=tools) as keeper:
         session = await keeper.start(caller="+15551234567", agent="booker")
         model = Script(
             ("One moment.", [("c1", "move_booking", {"booking_id": "B1", "time": "20:00"})]),

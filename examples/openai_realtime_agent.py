@@ -17,6 +17,7 @@ from callstate.adapters.openai_realtime import connect
 from callstate.testing.realtime_server import Call, RealtimeServer, Say
 
 tools = callstate.ToolRegistry()
+SECRET = b"use-32-random-bytes-in-production"  # signs tokens, encrypts caller ids
 
 
 @tools.tool(effect="write", idempotent=True)
@@ -34,7 +35,7 @@ CONFIG = {
 async def main() -> None:
     async with (
         RealtimeServer() as server,
-        callstate.Keeper("memory://", tools=tools) as keeper,
+        callstate.Keeper("memory://", secret=SECRET, tools=tools) as keeper,
         AsyncOpenAI(api_key="sk-local", websocket_base_url=server.url) as client,
     ):
         session = await keeper.start(caller="+15551234567", agent="booking")

@@ -266,8 +266,8 @@ def test_golden_v1_record_still_decodes() -> None:
 def test_newer_or_garbage_records_get_typed_errors() -> None:
     """A record from a newer version is a VersionError; garbage names the field."""
     raw = json.loads((GOLDEN / "archive_v1.json").read_bytes())
-    with pytest.raises(VersionError, match="version 2"):
-        decode_record(json.dumps({**raw, "v": 2}))
+    with pytest.raises(VersionError, match="version 3"):
+        decode_record(json.dumps({**raw, "v": 3}))
     with pytest.raises(CodecError, match=r"\$\.epoch"):
         decode_record(json.dumps({**raw, "epoch": "two"}))
 

@@ -12,13 +12,15 @@ from pathlib import Path
 import pytest
 
 import callstate
+from callstate.cli.demo import DEMO_SECRET
 from callstate.testing import FakeClock
 
 CALLER = "+15551234567"
+SECRET = b"s" * 32
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200"}
+def _cli(*args: str, cwd: Path, secret: bytes = SECRET) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "200", "CALLSTATE_SECRET": secret.decode()}
     return subprocess.run(
         [sys.executable, "-m", "callstate", *args],
         cwd=cwd,
@@ -35,7 +37,7 @@ async def db(tmp_path: Path) -> Path:
     """A database with a completed call, a resumed one and an abandoned one."""
     path = tmp_path / "cs.db"
     clock = FakeClock()
-    async with callstate.Keeper(f"sqlite:///{path}", secret=b"s" * 32, clock=clock) as k:
+    async with callstate.Keeper(f"sqlite:///{path}", secret=SECRET, clock=clock) as k:
         done = await k.start(caller=CALLER, agent="triage", session_id="call-done")
         done.user_said("what time do you open")
         await done.end(reason="caller_hangup")
@@ -134,7 +136,7 @@ def test_demo_shows_token_caller_follow_up_and_expiry(tmp_path: Path) -> None:
     assert "follow-up is cancelled" in out
     assert 2 == out.count("(idempotency key)")
     assert "SessionExpired" in out
-    listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path).stdout
+    listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path, secret=DEMO_SECRET).stdout
     for outcome in ("completed", "superseded", "recovered", "abandoned"):
         assert outcome in listed
 

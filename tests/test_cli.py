@@ -15,9 +15,11 @@ from rich.console import Console
 
 import callstate
 from callstate import cli
-from callstate.cli.demo import HEARD, UNFLUSHED, UNSPOKEN, USER_1, USER_2
+from callstate.cli.demo import DEMO_SECRET, HEARD, UNFLUSHED, UNSPOKEN, USER_1, USER_2
 from callstate.journal import events as ev
+from callstate.journal.sealed import open_event
 from callstate.keeper import restore_state
+from callstate.sealing import Sealer
 from callstate.testing import FakeClock
 
 _COLOUR_ENV = ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE", "NO_COLOR", "COLUMNS")
@@ -28,12 +30,17 @@ def _env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in _COLOUR_ENV}
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m callstate ARGS`` with stdout and stderr piped."""
+def run_cli(*args: str, cwd: Path, secret: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m callstate ARGS`` with stdout and stderr piped (and, unless told
+    otherwise, the demo's secret in CALLSTATE_SECRET, so sealed callers open)."""
+    env = _env()
+    env.pop("CALLSTATE_SECRET", None)
+    if secret:
+        env["CALLSTATE_SECRET"] = DEMO_SECRET.decode()
     return subprocess.run(
         [sys.executable, "-m", "callstate", *args],
         cwd=cwd,
-        env=_env(),
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
@@ -62,8 +69,10 @@ async def _stored(db: Path, session_id: str) -> tuple[callstate.SessionState, li
     store = callstate.open_store(f"sqlite:///{db}")
     await store.open()
     try:
-        state = restore_state(await store.load(session_id))
-        events = [ev.decode_event(r) for r in await store.read_events(session_id)]
+        sealer = Sealer([DEMO_SECRET])
+        state = restore_state(await store.load(session_id), sealer)
+        raw = await store.read_events(session_id)
+        events = [open_event(ev.decode_event(r), sealer, session_id=session_id) for r in raw]
     finally:
         await store.close()
     return state, events
@@ -176,6 +185,14 @@ def test_inspect_accepts_a_unique_prefix(demo: Demo) -> None:
     result = run_cli("inspect", demo.session_id[:8], "--db", "demo.db", cwd=demo.folder)
     assert 0 == result.returncode, result.stderr
     assert f"timeline of {demo.session_id}" in result.stdout
+
+
+def test_inspect_without_the_secret_says_to_set_it(demo: Demo) -> None:
+    """Without CALLSTATE_SECRET, inspecting a session whose caller is sealed says to set it."""
+    result = run_cli("inspect", demo.session_id, "--db", "demo.db", cwd=demo.folder, secret=False)
+    assert 1 == result.returncode
+    assert "CALLSTATE_SECRET" in result.stderr
+    assert "+1555" not in result.stdout + result.stderr
 
 
 def test_inspect_unknown_session_fails_naming_it(demo: Demo) -> None:

@@ -136,11 +136,13 @@ def test_keeper_config_errors(kwargs: dict[str, object], field: str, value: str)
     assert value in str(exc.value)
 
 
+SECRET = b"errors-test-secret-32-bytes-long"
+
 # -- corrupt storage --------------------------------------------------------------------
 
 
 async def _two_sessions(url: str, clock: FakeClock) -> tuple[str, str]:
-    async with Keeper(url, clock=clock) as keeper:
+    async with Keeper(url, clock=clock, secret=SECRET) as keeper:
         a = await keeper.start(agent="triage", caller="+15550001")
         b = await keeper.start(agent="triage", caller="+15550002")
         for s in (a, b):
@@ -171,7 +173,7 @@ async def test_corrupt_event_row_names_session_and_seq(tmp_path: Path) -> None:
     )
     conn.close()
     before = _rows(path, "SELECT session_id, seq, epoch, data FROM events ORDER BY session_id, seq")
-    async with Keeper(url, clock=clock) as keeper:
+    async with Keeper(url, clock=clock, secret=SECRET) as keeper:
         with pytest.raises(CodecError) as exc:
             await keeper.load(bad)
         assert f"session {bad!r}" in str(exc.value)
@@ -202,7 +204,7 @@ async def test_ill_typed_event_row_names_the_field(tmp_path: Path) -> None:
         ('{"type":"user.turn","seq":2,"text":["not","text"]}', bad),
     )
     conn.close()
-    async with Keeper(url, clock=clock) as keeper:
+    async with Keeper(url, clock=clock, secret=SECRET) as keeper:
         with pytest.raises(CodecError) as exc:
             await keeper.load(bad)
     message = str(exc.value)
@@ -214,7 +216,7 @@ async def test_corrupt_snapshot_names_session_and_snapshot(tmp_path: Path) -> No
     path = tmp_path / "cs.db"
     url = f"sqlite:///{path}"
     clock = FakeClock()
-    async with Keeper(url, clock=clock, snapshot_every=2) as keeper:
+    async with Keeper(url, clock=clock, secret=SECRET, snapshot_every=2) as keeper:
         s = await keeper.start(agent="triage")
         for i in range(4):
             s.user_said(f"turn {i}")
@@ -224,7 +226,7 @@ async def test_corrupt_snapshot_names_session_and_snapshot(tmp_path: Path) -> No
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("UPDATE snapshots SET data = x'deadbeef' WHERE session_id = ?", (sid,))
     conn.close()
-    async with Keeper(url, clock=clock) as keeper:
+    async with Keeper(url, clock=clock, secret=SECRET) as keeper:
         with pytest.raises(CodecError) as exc:
             await keeper.load(sid)
     assert f"session {sid!r}: snapshot at seq {snap_seq}" in str(exc.value)
@@ -239,7 +241,7 @@ async def test_journal_gap_is_a_codec_error(tmp_path: Path) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("DELETE FROM events WHERE session_id = ? AND seq = 2", (sid,))
     conn.close()
-    async with Keeper(url, clock=clock) as keeper:
+    async with Keeper(url, clock=clock, secret=SECRET) as keeper:
         with pytest.raises(CodecError, match="holds seq 3 where seq 2 belongs"):
             await keeper.load(sid)
 
@@ -260,7 +262,7 @@ async def test_unknown_session_is_named() -> None:
 async def test_ill_typed_recording_is_refused_and_stores_nothing(tmp_path: Path) -> None:
     """A wrong-typed value raises CodecError naming field and value, and changes nothing."""
     url = f"sqlite:///{tmp_path}/cs.db"
-    async with Keeper(url, clock=FakeClock()) as keeper:
+    async with Keeper(url, clock=FakeClock(), secret=SECRET) as keeper:
         s = await keeper.start(agent="triage")
         s.user_said("hello")
         with pytest.raises(CodecError) as exc:

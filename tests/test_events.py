@@ -230,15 +230,15 @@ def _bump(line: bytes, **changes: Any) -> bytes:
 
 def test_newer_event_version_raises_version_error() -> None:
     """An event with ``v`` above the current version raises VersionError naming both."""
-    line = _bump(_golden_lines()[5], v=ev.FORMAT_VERSION + 1)
-    with pytest.raises(VersionError, match=r"version 2 at `\$\.v` is newer.*\(1\)"):
+    line = _bump(_golden_lines()[5], v=ev.SEALED_VERSION + 1)
+    with pytest.raises(VersionError, match=r"version 3 at `\$\.v` is newer.*\(2\)"):
         ev.decode_event(line)
 
 
 def test_newer_event_with_unknown_tag_or_field_type_is_a_version_error() -> None:
     """A newer record this version cannot even parse is a VersionError, not garbage."""
-    new_tag = _bump(_golden_lines()[5], type="user.whisper", v=2)
-    retyped = _bump(_golden_lines()[5], text={"rich": "text"}, v=2)
+    new_tag = _bump(_golden_lines()[5], type="user.whisper", v=3)
+    retyped = _bump(_golden_lines()[5], text={"rich": "text"}, v=3)
     for line in (new_tag, retyped):
         with pytest.raises(VersionError, match="newer"):
             ev.decode_event(line)

@@ -97,10 +97,13 @@ def test_trimmed_v1_package_decodes_to_its_content() -> None:
 
 
 @pytest.mark.parametrize("name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json"])
-def test_golden_packages_reencode_byte_for_byte(name: str) -> None:
-    """Decoding and re-signing a golden package reproduces its exact bytes."""
-    data, pkg = _load(name)
-    assert data == HandoffPackage(pkg.payload).to_bytes(GOLDEN_SECRET)
+def test_golden_packages_reencode_to_the_same_payload_caller_sealed(name: str) -> None:
+    """Re-signing a golden (plaintext) package seals its caller; it verifies to the same payload."""
+    _, pkg = _load(name)
+    again = HandoffPackage(pkg.payload).to_bytes(GOLDEN_SECRET)
+    assert pkg.caller is not None
+    assert f'"caller":"{pkg.caller}"'.encode() not in again  # (tool args are app data)
+    assert pkg == HandoffPackage.from_bytes(again, secret=GOLDEN_SECRET)
 
 
 @pytest.mark.parametrize("name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json"])

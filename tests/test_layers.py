@@ -18,6 +18,7 @@ ROOT = SRC / "callstate"
 #: Lowest first. A module may import modules of its own package or of a lower floor.
 FLOORS: list[str] = [
     "errors",
+    "sealing",
     "journal",
     "storage",
     "observe",

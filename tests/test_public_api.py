@@ -32,6 +32,7 @@ EXPECTED = [
     "Preflight",
     "RecoveryEvent",
     "RecoveryPlan",
+    "SealError",
     "Session",
     "SessionActive",
     "SessionClosed",

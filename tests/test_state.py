@@ -44,6 +44,8 @@ BY_NAME: dict[str, st.SearchStrategy[Any]] = {
     "overtaken": st.lists(st.sampled_from(CALL_IDS), max_size=3),
     "unset": st.lists(st.sampled_from(KEYS), max_size=3),
     "set": st.dictionaries(st.sampled_from(KEYS), JSON_VALUES, max_size=3),
+    "personal": st.lists(st.sampled_from(KEYS), max_size=2, unique=True),
+    "sealed": st.none(),  # recorded events are plain; sealing happens on the way to a store
 }
 
 

@@ -29,6 +29,7 @@ async def keepers(tmp_path: Path, clock: FakeClock) -> AsyncIterator[MakeKeeper]
         made: list[callstate.Keeper] = []
 
         def make(**kw: object) -> callstate.Keeper:
+            kw.setdefault("secret", b"sweep-test-secret-32-bytes-long!")
             k = callstate.Keeper(f"sqlite:///{tmp_path}/cs.db", clock=clock, **kw)  # type: ignore[arg-type]
             made.append(k)
             return k

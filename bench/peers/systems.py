@@ -85,7 +85,10 @@ class Callstate:
         if self.engine == "sqlite":
             opts["synchronous"] = self.synchronous
         store = callstate.open_store(self.url, **opts)
-        self.keeper = callstate.Keeper(store, tools=booking_tools(self.results))
+        # a secret, as in production: it signs tokens and encrypts the caller id at rest
+        self.keeper = callstate.Keeper(
+            store, secret=b"bench-peers-secret-32-bytes-long", tools=booking_tools(self.results)
+        )
         await self.keeper.__aenter__()
 
     async def begin_call(self) -> None:

@@ -5,7 +5,8 @@ Every error callstate raises on purpose derives from :class:`CallstateError`::
     CallstateError
     ├── ConfigError                 bad arguments to Keeper/open_store/ToolRegistry
     ├── CodecError                  bytes that do not decode to a known record
-    │   └── VersionError            a record from a newer, unknown format version
+    │   ├── VersionError            a record from a newer, unknown format version
+    │   └── SealError               a sealed value malformed, tampered or under an unknown key
     ├── SessionError
     │   ├── SessionNotFound         no such session in the store
     │   ├── SessionExpired          past last interaction + resume window
@@ -45,6 +46,7 @@ __all__ = [
     "HandoffFormatError",
     "HandoffStateError",
     "PayloadTooLarge",
+    "SealError",
     "SessionActive",
     "SessionClosed",
     "SessionError",
@@ -85,6 +87,13 @@ class VersionError(CodecError):
     """A record written by a newer, unknown format version."""
 
     code = "version_error"
+
+
+class SealError(CodecError):
+    """A sealed (encrypted) value is malformed, tampered, or sealed under a key that is
+    not among the configured secrets, or it must be opened without any secret."""
+
+    code = "seal_error"
 
 
 class SessionError(CallstateError):

@@ -30,7 +30,8 @@ from .observe.recovery import EventStream, Observer, Sink, Stats
 from .runtime.clock import Clock, SystemClock
 from .runtime.flusher import Flusher
 from .runtime.host import Host
-from .runtime.options import check_options, parse_secrets
+from .runtime.options import check_options, check_personal, parse_secrets
+from .sealing import Sealer
 from .session import Session, SessionServices
 from .storage import open_store
 from .storage.base import Store, stale_claim
@@ -52,8 +53,8 @@ class Keeper:
     Args:
         store: a store URL (``sqlite:///path``, ``memory://``, ``redis://…``,
             ``postgresql://…``) or a ``Store``.
-        secret: key(s) that sign resume tokens and handoff packages; the first signs,
-            all verify (rotation).
+        secret: key(s) that sign resume tokens and handoff packages and encrypt caller
+            data at rest; the first signs and seals, all verify and open (rotation).
         tools: the ``ToolRegistry`` tool calls run through.
         resume_window: seconds after the last interaction a session stays resumable.
         lease_ttl: seconds an owner's lease lasts without a heartbeat.
@@ -73,6 +74,10 @@ class Keeper:
         summarize: ``summarize(messages) -> str`` (or awaitable) that replaces the
             conversation a handoff's ``max_items`` trims (default: a plain summary).
         handoff_max_bytes: largest handoff package offered or accepted.
+        personal: userdata keys that are personal in every session: like the caller
+            id, they are encrypted at rest (see ``start(personal=...)``).
+        plaintext_callers: without a ``secret`` there is no key to encrypt caller data
+            with, so ``start(caller=...)`` is refused; True stores it in the clear.
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class Keeper:
         handoff_timeout: float = 30.0,
         summarize: Summarize | None = None,
         handoff_max_bytes: int = DEFAULT_MAX_BYTES,
+        personal: Sequence[str] = (),
+        plaintext_callers: bool = False,
     ) -> None:
         check_options(
             resume_window=resume_window,
@@ -111,18 +118,24 @@ class Keeper:
         if not isinstance(store, str | Store):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
+        secrets = parse_secrets(secret)
+        sealer = Sealer(secrets) if secrets else None
         opened: Store = open_store(store) if isinstance(store, str) else store
         observer = Observer(list(sinks or []))
         self.host = Host(
             opened,
             clock=clock or SystemClock(),
             owner=owner or uuid.uuid4().hex,
-            secrets=parse_secrets(secret),
+            secrets=secrets,
+            sealer=sealer,
+            plaintext_callers=bool(plaintext_callers),
+            personal=check_personal(personal),
             observer=observer,
             flusher=Flusher(
                 opened,
                 snapshot_every=snapshot_every,
                 timeout=flush_timeout,
+                sealer=sealer,
                 on_commit=lambda seconds: observer.measure("flush", seconds),
             ),
             lease_ttl=float(lease_ttl),
@@ -132,6 +145,8 @@ class Keeper:
             outbox_limit=int(outbox_limit),
         )
         host = self.host
+        if host.personal:
+            host.check_sealable(f"personal userdata {list(host.personal)!r}")
         self.sweep_every = float(sweep_every or 0.0)
         self._tools = ToolRuns(host, tools)
         #: the call archive: ``await keeper.archive.list(...)`` / ``get(record_id)``
@@ -302,11 +317,18 @@ class Keeper:
         session_id: str | None = None,
         userdata: dict[str, Any] | None = None,
         metadata: dict[str, Any] | None = None,
+        personal: dict[str, Any] | None = None,
     ) -> Session:
         """Start a new session at epoch 1; it is durable when this returns.
 
+        ``caller`` and ``personal`` (userdata that identifies the caller, e.g.
+        ``{"email": ...}``; it joins ``state.userdata``) are encrypted at rest under the
+        keeper's secret, as are the keys of ``Keeper(personal=...)``.
+
         Raises:
             ConflictError: ``session_id`` is already taken.
+            ConfigError: a caller or personal data without a ``secret`` to encrypt it
+                with (and no ``plaintext_callers=True``).
         """
         session = await self._ownership.create(
             agent=agent,
@@ -314,6 +336,7 @@ class Keeper:
             session_id=session_id,
             userdata=userdata,
             metadata=metadata,
+            personal=personal,
         )
         session.emit("session.started")
         return session
@@ -324,7 +347,7 @@ class Keeper:
         Raises:
             SessionNotFound: no such session.
         """
-        return restore_state(await self.store.load(session_id))
+        return restore_state(await self.store.load(session_id), self.host.sealer)
 
     async def resume(
         self,

@@ -76,7 +76,12 @@ async def test_example_bot_moves_a_booking_through_the_guard() -> None:
             stop=[ExternalUserTurnStopStrategy(timeout=0.0)],
         )
     )
-    async with Keeper("memory://", tools=example.tools, clock=FakeClock()) as keeper:
+    async with Keeper(
+        "memory://",
+        secret=b"pipecat-example-secret-32-bytes!",
+        tools=example.tools,
+        clock=FakeClock(),
+    ) as keeper:
         session = await keeper.start(caller="+15551234567", agent="bookings")
         worker, recovery = example.build_bot(
             session, transport, stt=Passthrough(), llm=llm, tts=ToneTTS(), user_params=turns

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..journal import events as ev
+from ..journal.sealed import open_event
 from .records import ArchiveRecord, build_record, ended_outcome, superseded_records, was_taken_over
 
 if TYPE_CHECKING:
@@ -25,8 +26,9 @@ async def archive_run(
     Schedules follow-ups for ``record`` when it was new. Returns whether it was.
     """
     if was_taken_over(state):
-        raw = await archive.store.read_events(state.session_id)
-        events = (ev.decode_event(r) for r in raw)
+        sid = state.session_id
+        raw = await archive.store.read_events(sid)
+        events = (open_event(ev.decode_event(r), archive.sealer, session_id=sid) for r in raw)
         for earlier in superseded_records(events, before_seq=state.run_seq + 1):
             await archive.insert(earlier)
     if not await archive.insert(record):

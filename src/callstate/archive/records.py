@@ -34,6 +34,7 @@ from ..errors import CodecError, ConfigError, ConflictError, VersionError
 from ..journal import events as ev
 from ..journal.state import Item, SessionState, ToolCall, apply
 from ..observe.recovery import RecoveryEvent, RecoveryKind
+from ..sealing import Sealer, open_personal, seal_personal, split_personal
 from ..storage.base import ArchiveRow
 
 if TYPE_CHECKING:
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ARCHIVE_VERSION",
+    "SEALED_ARCHIVE_VERSION",
     "Archive",
     "ArchiveRecord",
     "Outcome",
@@ -49,6 +51,8 @@ __all__ = [
     "build_record",
     "decode_record",
     "encode_record",
+    "open_record",
+    "seal_record",
     "ended_outcome",
     "superseded_records",
     "was_taken_over",
@@ -56,6 +60,9 @@ __all__ = [
 ]
 
 ARCHIVE_VERSION: Final = 1
+#: The version of a record holding sealed caller data (``sealed``), which a reader
+#: older than sealing must refuse rather than read without its caller.
+SEALED_ARCHIVE_VERSION: Final = 2
 Outcome = Literal["completed", "recovered", "superseded", "abandoned", "failed"]
 
 
@@ -96,6 +103,8 @@ class ArchiveRecord(msgspec.Struct, frozen=True, kw_only=True):
     recovery: list[RecoveryEvent] = []
     userdata: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
+    personal: list[str] = []  # userdata keys that are personal (sealed at rest)
+    sealed: str | None = None  # as stored: caller and personal userdata, encrypted
     v: int = ARCHIVE_VERSION
 
 
@@ -115,15 +124,54 @@ def decode_record(data: bytes | str) -> ArchiveRecord:
         CodecError: the bytes are not an archive record; the message names the field.
         VersionError: the record was written by a newer format version.
     """
-    newer = ev.newer_version(data, ARCHIVE_VERSION)
+    newer = ev.newer_version(data, SEALED_ARCHIVE_VERSION)
     if newer is not None:
-        msg = f"archive record format version {newer} at `$.v` is newer than {ARCHIVE_VERSION}; upgrade callstate to read it"
+        msg = f"archive record format version {newer} at `$.v` is newer than {SEALED_ARCHIVE_VERSION}; upgrade callstate to read it"
         raise VersionError(msg)
     try:
         return _decoder.decode(data)
     except msgspec.DecodeError as exc:
         msg = f"undecodable archive record: {exc}"
         raise CodecError(msg) from exc
+
+
+def record_context(record: ArchiveRecord) -> str:
+    """The context a record's caller data is sealed for (its record id)."""
+    return f"archive:{record.record_id}"
+
+
+def seal_record(record: ArchiveRecord, sealer: Sealer | None) -> ArchiveRecord:
+    """``record`` as stored: caller and personal userdata sealed (as is without a sealer)."""
+    if sealer is None or (record.caller is None and not record.personal):
+        return record
+    plain, secret = split_personal(record.userdata, record.personal)
+    sealed = seal_personal(
+        sealer, caller=record.caller, userdata=secret, context=record_context(record)
+    )
+    if sealed is None:
+        return record
+    return msgspec.structs.replace(
+        record, caller=None, userdata=plain, sealed=sealed, v=SEALED_ARCHIVE_VERSION
+    )
+
+
+def open_record(record: ArchiveRecord, sealer: Sealer | None) -> ArchiveRecord:
+    """A stored record with its sealed caller data opened (plaintext records unchanged).
+
+    Raises:
+        SealError: the sealed data does not open (tampered, another record's, under an
+            unknown key, or no ``sealer``).
+    """
+    if record.sealed is None:
+        return record
+    found = open_personal(sealer, record.sealed, context=record_context(record))
+    return msgspec.structs.replace(
+        record,
+        caller=found.caller,
+        userdata={**record.userdata, **found.userdata},
+        sealed=None,
+        v=ARCHIVE_VERSION,
+    )
 
 
 # -- building a record (pure) --------------------------------------------------------
@@ -235,6 +283,7 @@ def build_record(state: SessionState, *, outcome: Outcome, closed_at: float) -> 
         recovery=recovery,
         userdata=dict(state.userdata),
         metadata=dict(state.metadata),
+        personal=list(state.personal),
     )
 
 
@@ -285,6 +334,11 @@ class Archive:
         """The store the archive lives in."""
         return self._host.store
 
+    @property
+    def sealer(self) -> Sealer | None:
+        """What seals and opens caller data at rest (None without a secret)."""
+        return self._host.sealer
+
     async def insert(self, record: ArchiveRecord) -> bool:
         """Insert ``record`` once; False when a record with its id already exists."""
         row = ArchiveRow(
@@ -293,7 +347,7 @@ class Archive:
             caller_hash=self._host.caller_hash(record.caller),
             ended_at=record.timings.ended_at,
             outcome=record.outcome,
-            data=encode_record(record),
+            data=encode_record(seal_record(record, self._host.sealer)),
         )
         try:
             await self._host.store.archive_insert(row)
@@ -301,10 +355,13 @@ class Archive:
             return False
         return True
 
+    def _open(self, data: bytes) -> ArchiveRecord:
+        return open_record(decode_record(data), self._host.sealer)
+
     async def get(self, record_id: str) -> ArchiveRecord | None:
         """One record by id (``"{session_id}:{epoch}"``), or None."""
         row = await self._host.store.archive_get(record_id)
-        return None if row is None else decode_record(row.data)
+        return None if row is None else self._open(row.data)
 
     async def list(
         self,
@@ -331,7 +388,7 @@ class Archive:
             ):
                 rows[row.record_id] = row
         ordered = sorted(rows.values(), key=lambda r: (r.ended_at, r.record_id), reverse=True)
-        return [decode_record(r.data) for r in ordered[:limit]]
+        return [self._open(r.data) for r in ordered[:limit]]
 
     async def export(
         self,

@@ -18,11 +18,11 @@ from rich.text import Text
 
 from ..archive.calls import FollowUpResult, decode_result
 from ..archive.followups import MAX_LEGS
-from ..archive.records import ArchiveRecord, decode_record, write_records
-from ..errors import ConfigError
+from ..archive.records import ArchiveRecord, decode_record, open_record, write_records
+from ..errors import ConfigError, SealError
 from ..storage import Store
 from ..storage.base import FollowUpLog
-from .main import command, db_parent, open_db
+from .main import command, db_parent, env_sealer, open_db, sealed_hint
 from .timeline import clock_time
 
 __all__ = ["archive"]
@@ -31,14 +31,29 @@ __all__ = ["archive"]
 async def _records(
     store: Store, *, session: str | None, caller: str | None, outcome: str | None, limit: int
 ) -> list[ArchiveRecord]:
-    # callers are matched on the decoded record: the CLI holds no secret for the hash
+    # callers are matched on the opened record: the hash needs the secret too
     rows = await store.archive_list(session_id=session, limit=100_000 if caller else limit)
-    records = [decode_record(r.data) for r in rows]
+    records = [_decoded(r.data) for r in rows]
+    if caller is not None and any(r.sealed is not None for r in records):
+        msg = "the archive holds sealed caller ids: set CALLSTATE_SECRET to filter by --caller"
+        raise ConfigError(msg)
     if caller is not None:
         records = [r for r in records if r.caller == caller]
     if outcome is not None:
         records = [r for r in records if r.outcome == outcome]
     return records[:limit]
+
+
+def _decoded(data: bytes) -> ArchiveRecord:
+    """A stored record, its caller data opened when ``$CALLSTATE_SECRET`` is set."""
+    record = decode_record(data)
+    sealer = env_sealer()
+    if sealer is None:
+        return record  # listed without its caller: the list shows no caller anyway
+    try:
+        return open_record(record, sealer)
+    except SealError as exc:
+        raise sealed_hint(exc) from exc
 
 
 def _filters(p: argparse.ArgumentParser) -> None:
@@ -82,7 +97,7 @@ def record_detail(r: ArchiveRecord) -> list[Table]:
         ("record", r.record_id),
         ("outcome", r.outcome),
         ("agent", r.agent),
-        ("caller", r.caller or "-"),
+        ("caller", r.caller or ("(sealed: set CALLSTATE_SECRET)" if r.sealed else "-")),
         ("began by", f"{r.via} (gap {t.gap_s:.1f}s)" if r.via != "start" else "start"),
         ("ended", f"{clock_time(t.ended_at)} ({r.end_reason or 'no end: ' + r.outcome})"),
         ("duration", f"{t.duration_s:.1f}s, link down {t.link_down_s:.1f}s"),
@@ -155,7 +170,7 @@ async def archive_show(args: argparse.Namespace, out: Console) -> int:
             row = rows[0]
     finally:
         await store.close()
-    for part in record_detail(decode_record(row.data)):
+    for part in record_detail(_decoded(row.data)):
         out.print(part)
     return 0
 
@@ -190,7 +205,7 @@ async def archive_call(args: argparse.Namespace, out: Console) -> int:
     if not rows:
         msg = f"session {args.session!r} has no archived leg; see `callstate archive list`"
         raise ConfigError(msg)
-    legs = sorted((decode_record(r.data) for r in rows), key=lambda r: (r.epoch, r.first_seq))
+    legs = sorted((_decoded(r.data) for r in rows), key=lambda r: (r.epoch, r.first_seq))
     results = sorted((decode_result(r.data) for r in runs), key=lambda f: (f.leg, f.ran_at))
     for part in call_tables(legs, results):
         out.print(part)

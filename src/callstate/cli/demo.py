@@ -292,8 +292,9 @@ async def timeline(run: DemoRun) -> None:
     """Print the whole journal, both epochs, as the store has it."""
     keeper = _need(run.keeper, "the resuming keeper")
     run.heading("the whole call, as stored")
-    await print_session(keeper.store, run.session_id, run.out)
-    run.out.print(Text(f"Look again with: callstate inspect {run.session_id} --db {run.db}"))
+    await print_session(keeper.store, run.session_id, run.out, keeper.host.sealer)
+    again = f"CALLSTATE_SECRET={DEMO_SECRET.decode()} callstate inspect {run.session_id}"
+    run.out.print(Text(f"Look again with: {again} --db {run.db}"))
 
 
 def _configure_demo(p: argparse.ArgumentParser) -> None:

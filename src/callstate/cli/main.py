@@ -33,10 +33,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import CallstateError, ConfigError, SessionNotFound
+from ..errors import CallstateError, ConfigError, SealError, SessionNotFound
 from ..journal.context import build_messages
 from ..journal.events import decode_event
+from ..journal.sealed import open_event
 from ..keeper import restore_state
+from ..runtime.options import parse_secrets
+from ..sealing import Sealer
 from ..storage import Store, open_store
 from .timeline import clock_time, messages_table, state_table, timeline_table
 
@@ -50,7 +53,9 @@ __all__ = [
     "main",
     "make_console",
     "open_db",
+    "env_sealer",
     "print_session",
+    "sealed_hint",
     "store_url",
 ]
 
@@ -163,11 +168,32 @@ async def _resolve(store: Store, session: str) -> str:
     raise SessionNotFound(msg, session_id=session)
 
 
-async def print_session(store: Store, session_id: str, out: Console) -> None:
-    """Print one session: its state, its full timeline and the model context."""
+def env_sealer() -> Sealer | None:
+    """What opens sealed caller data for a command: the keeper's secret, given in
+    ``$CALLSTATE_SECRET`` (None when unset)."""
+    secret = os.environ.get("CALLSTATE_SECRET")
+    return Sealer(parse_secrets(secret)) if secret else None
+
+
+def sealed_hint(exc: SealError) -> SealError:
+    """``exc``, telling a command-line user how to give the secret."""
+    return SealError(f"{exc}; set CALLSTATE_SECRET to the keeper's secret to read it")
+
+
+async def print_session(
+    store: Store, session_id: str, out: Console, sealer: Sealer | None = None
+) -> None:
+    """Print one session: its state, its full timeline and the model context.
+
+    Sealed caller data is opened with ``sealer`` (default: :func:`env_sealer`).
+    """
+    sealer = sealer or env_sealer()
     raw = await store.read_events(session_id)
-    events = [decode_event(r) for r in raw]
-    state = restore_state(await store.load(session_id))
+    try:
+        events = [open_event(decode_event(r), sealer, session_id=session_id) for r in raw]
+        state = restore_state(await store.load(session_id), sealer)
+    except SealError as exc:
+        raise sealed_hint(exc) from exc
     out.print(state_table(state))
     out.print(timeline_table(events, title=f"timeline of {session_id} ({len(events)} events)"))
     out.print(messages_table(build_messages(state), title="context (what a model is given)"))

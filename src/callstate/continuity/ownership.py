@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import ConfigError
 from ..journal import events as ev
+from ..journal.sealed import seal_event
 from ..journal.state import SessionState, apply
 from ..runtime.handle import Handle
 from ..storage.base import Batch, SessionRecord
@@ -75,12 +76,25 @@ class Ownership(Generic[H]):
         session_id: str | None,
         userdata: dict[str, Any] | None,
         metadata: dict[str, Any] | None,
+        personal: dict[str, Any] | None = None,
     ) -> H:
-        """Create a session at epoch 1, durable with its first event, owned here."""
+        """Create a session at epoch 1, durable with its first event, owned here.
+
+        ``personal`` joins the userdata, its keys (and the keeper's) sealed at rest.
+        """
         host = self._host
         if session_id is not None and session_id.startswith("cs1."):
             msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
             raise ConfigError(msg)
+        if personal is not None and not isinstance(personal, dict):
+            msg = f"personal must be a dict of userdata, got {type(personal).__name__}"
+            raise ConfigError(msg)
+        data = {**(userdata or {}), **(personal or {})}
+        keys = [*host.personal, *(k for k in personal or {} if k not in host.personal)]
+        if caller is not None:
+            host.check_sealable("caller")  # the message leaves the number out: it goes to logs
+        if any(k in data for k in keys):
+            host.check_sealable(f"personal userdata {sorted(k for k in keys if k in data)!r}")
         sid = session_id or uuid.uuid4().hex
         now = host.clock.now()
         started = ev.SessionStarted(
@@ -90,8 +104,9 @@ class Ownership(Generic[H]):
             agent=agent,
             caller=caller,
             epoch=1,
-            userdata=dict(userdata or {}),
+            userdata=data,
             metadata=dict(metadata or {}),
+            personal=keys,
         )
         state = apply(SessionState(), started)
         caller_hash = host.caller_hash(caller)
@@ -109,7 +124,7 @@ class Ownership(Generic[H]):
             session_id=sid,
             epoch=1,
             first_seq=1,
-            events=[ev.encode_event(started)],
+            events=[ev.encode_event(seal_event(started, host.sealer, session_id=sid))],
             agent=agent,
             last_interaction_at=now,
         )
@@ -148,7 +163,7 @@ class Ownership(Generic[H]):
         """
         host = self._host
         loaded = await host.store.load(session_id)
-        state = restore_state(loaded)
+        state = restore_state(loaded, host.sealer)
         old = host.handles.get(session_id)
         if old is not None:
             old.fence(fenced_error(session_id, old.state.epoch, epoch))

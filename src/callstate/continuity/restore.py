@@ -4,26 +4,30 @@ from __future__ import annotations
 
 from ..errors import CodecError, StaleEpochError
 from ..journal.events import decode_event
+from ..journal.sealed import open_event
 from ..journal.snapshot import decode_state
 from ..journal.state import SessionState, apply
+from ..sealing import Sealer
 from ..storage.base import Loaded
 
 __all__ = ["fenced_error", "restore_state"]
 
 
-def restore_state(loaded: Loaded) -> SessionState:
-    """Rebuild a session's state from its snapshot and the events after it.
+def restore_state(loaded: Loaded, sealer: Sealer | None = None) -> SessionState:
+    """Rebuild a session's state from its snapshot and the events after it, opening
+    sealed caller data with ``sealer``.
 
     Raises:
         CodecError: the snapshot or an event does not decode, or the journal skips a
             seq; the message names the session and the seq. Nothing stored is changed.
         VersionError: a record was written by a newer format version.
+        SealError: sealed caller data does not open (or there is no ``sealer``).
     """
     sid = loaded.record.session_id
     state = SessionState()
     if loaded.snapshot is not None:
         try:
-            state = decode_state(loaded.snapshot)
+            state = decode_state(loaded.snapshot, sealer)
         except CodecError as exc:
             seq = loaded.record.snapshot_seq
             msg = f"session {sid!r}: snapshot at seq {seq} cannot be read: {exc}"
@@ -31,7 +35,7 @@ def restore_state(loaded: Loaded) -> SessionState:
     for raw in loaded.events:
         expected = state.seq + 1
         try:
-            event = decode_event(raw)
+            event = open_event(decode_event(raw), sealer, session_id=sid)
         except CodecError as exc:
             msg = f"session {sid!r}: event at seq {expected} cannot be read: {exc}"
             raise type(exc)(msg) from exc

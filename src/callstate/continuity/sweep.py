@@ -80,7 +80,7 @@ class Sweeper:
         old = host.handles.pop(rec.session_id, None)
         if old is not None:  # a handle of ours idled past the window: it is fenced too
             old.fence(fenced_error(rec.session_id, old.state.epoch, epoch))
-        state = restore_state(await store.load(rec.session_id))
+        state = restore_state(await store.load(rec.session_id), host.sealer)
         if state.status == "expired" or now <= state.last_interaction_at + host.resume_window:
             # another keeper expired it after our listing, or it saw activity since: leave it
             await store.release_lease(rec.session_id, host.owner)

@@ -143,6 +143,7 @@ def build_payload(
         earlier=earlier,
         userdata=dict(state.userdata),
         metadata=dict(state.metadata),
+        personal=list(state.personal),
         partial=state.partial,
         unspoken=state.unspoken,
         current_utterance=state.current_utterance,

@@ -107,6 +107,11 @@ class HandoffPackage:
     def created_at(self) -> float:
         return self.payload.created_at
 
+    @property
+    def caller(self) -> str | None:
+        """The caller id (sealed in the package's bytes, opened by ``from_bytes``)."""
+        return self.payload.caller
+
     # -- content as plain data ---------------------------------------------------------
 
     @property
@@ -191,6 +196,7 @@ class HandoffPackage:
             unspoken=p.unspoken,
             userdata=dict(p.userdata),
             metadata=dict(p.metadata),
+            personal=list(p.personal),
             summary=p.earlier,
         )
 

@@ -2,7 +2,10 @@
 
 Private to :mod:`callstate.handoff`. Every function that reads untrusted bytes raises
 only :class:`~callstate.errors.HandoffFormatError` (or ``HandoffError`` for an empty
-secret).
+secret). Signing seals the caller id and the personal userdata into the payload's
+``sealed`` (AES-GCM under a key derived from the signing secret, for
+``"handoff:<package id>"``); verifying opens it, so a package's bytes, wherever they
+are stored or sent, never hold the caller in the clear.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ from typing import Annotated, Any, Final, Literal
 
 import msgspec
 
-from ..errors import HandoffError, HandoffFormatError
+from ..errors import HandoffError, HandoffFormatError, SealError
+from ..sealing import Sealer, open_personal, seal_personal, split_personal
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -142,6 +146,8 @@ class PackagePayload(_Strict):
     unspoken: str = ""  # the unheard rest of the last interrupted agent utterance
     current_utterance: str | None = None
     turn: int = 0
+    personal: list[str] = []  # userdata keys that are personal (sealed on the wire)
+    sealed: str | None = None  # on the wire: caller and personal userdata, encrypted
 
 
 class _Head(msgspec.Struct):
@@ -280,10 +286,48 @@ def _check_message(i: int, m: PackageMessage) -> None:
     raise fail(f"`{where}.tool_calls` is only for role 'assistant', not {m.role!r}")
 
 
+def _context(payload: PackagePayload) -> str:
+    return f"handoff:{payload.package_id}"
+
+
+def seal_payload(payload: PackagePayload, sealer: Sealer) -> PackagePayload:
+    """``payload`` as sent: its caller and personal userdata sealed."""
+    if payload.sealed is not None or (payload.caller is None and not payload.personal):
+        return payload
+    plain, secret = split_personal(payload.userdata, payload.personal)
+    sealed = seal_personal(
+        sealer, caller=payload.caller, userdata=secret, context=_context(payload)
+    )
+    if sealed is None:
+        return payload
+    return msgspec.structs.replace(payload, caller=None, userdata=plain, sealed=sealed)
+
+
+def open_payload(payload: PackagePayload, keys: list[bytes]) -> PackagePayload:
+    """A verified payload with its sealed caller data opened.
+
+    Raises:
+        HandoffFormatError: the sealed data does not open under ``keys``.
+    """
+    if payload.sealed is None:
+        return payload
+    try:
+        found = open_personal(Sealer(keys), payload.sealed, context=_context(payload))
+    except SealError as exc:
+        raise fail(f"`$.payload.sealed`: {exc}") from None
+    return msgspec.structs.replace(
+        payload,
+        caller=found.caller,
+        userdata={**payload.userdata, **found.userdata},
+        sealed=None,
+    )
+
+
 def sign(payload: PackagePayload, key: bytes) -> bytes:
-    """The signed envelope of ``payload``: the MAC covers the key id and the exact body."""
+    """The signed envelope of ``payload``, caller data sealed: the MAC covers the key id
+    and the exact body."""
     kid = key_id(key)
-    body = payload_encoder.encode(payload)
+    body = payload_encoder.encode(seal_payload(payload, Sealer([key])))
     sig = b64(mac(key, kid, body))
     head = f'{{"v":{HANDOFF_VERSION},"alg":"{_ALG}","kid":"{kid}","sig":"{sig}","payload":'
     return head.encode() + body + b"}"
@@ -329,7 +373,7 @@ def verify(
         raise fail(f"not UTF-8 JSON (bad byte at offset {exc.start})") from None
     signed = _verify_as_signed(data, keys)
     if signed is not None:
-        return data, decode_payload(signed)
+        return data, open_payload(decode_payload(signed), keys)
     envelope = decode_envelope(data)
     body = bytes(envelope.payload)
     candidates = [k for k in keys if key_id(k) == envelope.kid] or keys
@@ -343,4 +387,4 @@ def verify(
             f"`signature` does not verify for key id {envelope.kid!r:.40} "
             "(tampered, or signed with another secret)"
         )
-    return data, decode_payload(body)
+    return data, open_payload(decode_payload(body), keys)

@@ -17,6 +17,7 @@ from ..errors import CodecError, VersionError
 __all__ = [
     "EVENT_TYPES",
     "FORMAT_VERSION",
+    "SEALED_VERSION",
     "AgentFinished",
     "AgentProgress",
     "AgentStarted",
@@ -53,6 +54,9 @@ __all__ = [
 ]
 
 FORMAT_VERSION: Final = 1
+#: The version of an event holding sealed caller data (``sealed``): a reader older than
+#: sealing would drop the caller silently, so it must refuse the event instead.
+SEALED_VERSION: Final = 2
 
 Effect = Literal["read", "write"]
 OnInterrupt = Literal["complete", "cancel"]
@@ -79,6 +83,8 @@ class SessionStarted(_Base, frozen=True, tag="session.started"):
     epoch: int = 1
     userdata: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
+    personal: list[str] = []  # userdata keys that are personal (sealed at rest)
+    sealed: str | None = None  # as stored: caller and personal userdata, encrypted
 
 
 class SessionResumed(_Base, frozen=True, tag="session.resumed"):
@@ -193,6 +199,7 @@ class ToolDelivery(_Base, frozen=True, tag="tool.delivery"):
 class UserdataPatch(_Base, frozen=True, tag="userdata.patch"):
     set: dict[str, Any] = {}
     unset: list[str] = []
+    sealed: str | None = None  # as stored: the personal keys of ``set``, encrypted
 
 
 class LinkLost(_Base, frozen=True, tag="link.lost"):
@@ -392,22 +399,22 @@ def check_recorded(event: Event) -> None:
 
 
 def _check_version(event: Event) -> Event:
-    if event.v > FORMAT_VERSION:
+    if event.v > SEALED_VERSION:
         msg = (
             f"event format version {event.v} at `$.v` is newer than this callstate "
-            f"understands ({FORMAT_VERSION}); upgrade callstate to read it"
+            f"understands ({SEALED_VERSION}); upgrade callstate to read it"
         )
         raise VersionError(msg)
     return event
 
 
 def _newer(data: bytes | str, exc: msgspec.DecodeError) -> VersionError | None:
-    newer = newer_version(data, FORMAT_VERSION)
+    newer = newer_version(data, SEALED_VERSION)
     if newer is None:
         return None
     msg = (
         f"event format version {newer} at `$.v` is newer than this callstate "
-        f"understands ({FORMAT_VERSION}); upgrade callstate to read it ({exc})"
+        f"understands ({SEALED_VERSION}); upgrade callstate to read it ({exc})"
     )
     return VersionError(msg)
 

@@ -1,8 +1,10 @@
 """Snapshots of ``SessionState``: a cache of the fold, so restores cost little.
 
-Format 1 is JSON; format 2 (written since) carries the conversation items in
-MessagePack, which decodes faster, around the rest of the state as format 1. Both
-decode; events stay JSON.
+Format 1 is JSON; format 2 carries the conversation items in MessagePack, which
+decodes faster, around the rest of the state as format 1. Format 3 (written since) is
+format 2 plus ``sealed``: with a sealer, the caller id and the personal userdata leave
+the JSON part and travel encrypted for ``"snapshot:<session id>"``. All three decode;
+events stay JSON.
 """
 
 from __future__ import annotations
@@ -10,10 +12,17 @@ from __future__ import annotations
 import msgspec
 
 from ..errors import CodecError, VersionError
+from ..sealing import Sealer, open_personal, seal_personal, split_personal
 from . import events as ev
 from .state import SNAPSHOT_VERSION, Item, SessionState
 
-__all__ = ["SNAPSHOT_VERSION", "decode_state", "encode_snapshot", "encode_state"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "decode_state",
+    "encode_snapshot",
+    "encode_state",
+    "snapshot_context",
+]
 
 _state_encoder = msgspec.json.Encoder()
 _state_decoder = msgspec.json.Decoder(SessionState)
@@ -31,6 +40,7 @@ class _SnapshotV2(msgspec.Struct, array_like=True):
     v: int
     items: list[Item]
     rest: bytes  # the JSON snapshot of the state without its items
+    sealed: str | None = None  # format 3: caller and personal userdata, encrypted
 
 
 _snapshot_decoder = msgspec.msgpack.Decoder(_SnapshotV2)
@@ -50,10 +60,30 @@ def encode_state(state: SessionState) -> bytes:
     return _state_encoder.encode(state)
 
 
-def encode_snapshot(state: SessionState) -> bytes:
-    """Encode a snapshot of ``state`` in the current format (2)."""
-    rest = _state_encoder.encode(msgspec.structs.replace(state, items=[]))
-    return _snapshot_encoder.encode(_SnapshotV2(v=SNAPSHOT_VERSION, items=state.items, rest=rest))
+def snapshot_context(session_id: str) -> str:
+    """The context a session's snapshot is sealed for."""
+    return f"snapshot:{session_id}"
+
+
+def encode_snapshot(state: SessionState, sealer: Sealer | None = None) -> bytes:
+    """Encode a snapshot of ``state`` in the current format (3), its caller data
+    sealed when a ``sealer`` is given."""
+    sealed = None
+    bare = msgspec.structs.replace(state, items=[])
+    if sealer is not None:
+        plain, secret = split_personal(state.userdata, state.personal)
+        sealed = seal_personal(
+            sealer,
+            caller=state.caller,
+            userdata=secret,
+            context=snapshot_context(state.session_id),
+        )
+        if sealed is not None:
+            bare = msgspec.structs.replace(bare, caller=None, userdata=plain)
+    rest = _state_encoder.encode(bare)
+    return _snapshot_encoder.encode(
+        _SnapshotV2(v=SNAPSHOT_VERSION, items=state.items, rest=rest, sealed=sealed)
+    )
 
 
 def _is_msgpack(data: bytes | str) -> bool:
@@ -75,29 +105,31 @@ def _newer_snapshot(data: bytes | str, msgpack: bool) -> int | None:
     return v if v > SNAPSHOT_VERSION else None
 
 
-def _decode(data: bytes | str, msgpack: bool) -> SessionState:
+def _decode(data: bytes | str, msgpack: bool) -> tuple[SessionState, str | None]:
     if not msgpack or isinstance(data, str):
-        return _state_decoder.decode(data)
+        return _state_decoder.decode(data), None
     snapshot = _snapshot_decoder.decode(data)
     if snapshot.v > SNAPSHOT_VERSION:
         msg = f"snapshot format version {snapshot.v} is newer than {SNAPSHOT_VERSION}"
         raise msgspec.DecodeError(msg)
     state = _state_decoder.decode(snapshot.rest)
     state.items = snapshot.items
-    return state
+    return state, snapshot.sealed
 
 
-def decode_state(data: bytes | str) -> SessionState:
+def decode_state(data: bytes | str, sealer: Sealer | None = None) -> SessionState:
     """Decode a snapshot written by :func:`encode_snapshot` or :func:`encode_state`
-    (any format up to ``SNAPSHOT_VERSION``: 1 is JSON, 2 MessagePack around JSON).
+    (any format up to ``SNAPSHOT_VERSION``: 1 is JSON, 2 MessagePack around JSON, 3
+    that plus sealed caller data, opened with ``sealer``).
 
     Raises:
         CodecError: the bytes are not a snapshot; the message names the field.
         VersionError: the snapshot was written by a newer format version.
+        SealError: its sealed caller data does not open (or there is no ``sealer``).
     """
     msgpack = _is_msgpack(data)
     try:
-        state = _decode(data, msgpack)
+        state, sealed = _decode(data, msgpack)
     except msgspec.DecodeError as exc:
         newer = _newer_snapshot(data, msgpack)
         if newer is not None:  # a newer writer changed the layout: say so, not "garbage"
@@ -110,4 +142,8 @@ def decode_state(data: bytes | str) -> SessionState:
         msg = f"snapshot format version {state.v} at `$.v` is newer than {SNAPSHOT_VERSION}"
         raise VersionError(msg)
     state.v = SNAPSHOT_VERSION  # read: in memory it is a current state, whatever wrote it
+    if sealed is not None:
+        found = open_personal(sealer, sealed, context=snapshot_context(state.session_id))
+        state.caller = found.caller
+        state.userdata = {**state.userdata, **found.userdata}
     return state

@@ -29,7 +29,7 @@ __all__ = [
     "fold",
 ]
 
-SNAPSHOT_VERSION: Final = 2
+SNAPSHOT_VERSION: Final = 3
 
 CallStatus = Literal[
     "requested", "started", "succeeded", "failed", "cancelled", "in_doubt", "unknown"
@@ -114,6 +114,7 @@ class SessionState(msgspec.Struct, kw_only=True):
     unspoken: str = ""  # unspoken rest of the last interrupted utterance
     userdata: dict[str, Any] = {}
     metadata: dict[str, Any] = {}
+    personal: list[str] = []  # userdata keys that are personal (sealed at rest)
     on_hold: bool = False
     link_lost_at: float | None = None
     outbox_dropped: int = 0
@@ -378,6 +379,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             state.last_interaction_at = event.at
             state.userdata = dict(event.userdata)
             state.metadata = dict(event.metadata)
+            state.personal = list(event.personal)
             state.status = "active"
         case ev.SessionResumed():
             state.epoch = event.epoch

@@ -17,7 +17,9 @@ import msgspec
 
 from ..errors import CallstateError, CodecError, StorageError
 from ..journal.events import encode_event
+from ..journal.sealed import seal_event
 from ..journal.snapshot import encode_snapshot
+from ..sealing import Sealer
 from ..storage.base import Batch, PackageRow, Store
 
 if TYPE_CHECKING:
@@ -96,9 +98,12 @@ class Flusher:
         *,
         snapshot_every: int = 100,
         timeout: float = 10.0,
+        sealer: Sealer | None = None,
         on_commit: Callable[[float], None] | None = None,
     ) -> None:
         self._store = store
+        #: seals caller data in events and snapshots on their way to the store
+        self._sealer = sealer
         #: told the seconds each successful group commit took (e.g. a metrics sink)
         self.on_commit = on_commit
         #: a handle's ``journal.package`` rides with its next batch, in the same transaction
@@ -171,8 +176,15 @@ class Flusher:
         if not pending:
             return None
         state = handle.state
+        sealer, sid, personal = self._sealer, state.session_id, state.personal
         try:
-            encoded = [encode_event(e) for e in pending]
+            if sealer is None:
+                encoded = [encode_event(e) for e in pending]
+            else:
+                encoded = [
+                    encode_event(seal_event(e, sealer, session_id=sid, personal=personal))
+                    for e in pending
+                ]
         except CodecError as exc:  # a value was mutated into something unencodable
             handle.fence(exc)
             return None
@@ -190,7 +202,7 @@ class Flusher:
         # pending always ends at state.seq, so the snapshot matches the batch's end
         if state.seq - journal.snapshot_seq >= self._snapshot_every:
             try:
-                batch.snapshot = encode_snapshot(state)
+                batch.snapshot = encode_snapshot(state, sealer)
                 batch.snapshot_seq = state.seq
             except (TypeError, ValueError, msgspec.EncodeError):
                 pass  # state changed behind the journal's back; the events still land

@@ -12,13 +12,15 @@ import asyncio
 import contextlib
 import hashlib
 import hmac
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from ..errors import ConfigError
 from .flusher import Flusher
 
 if TYPE_CHECKING:
     from ..observe.recovery import Observer, RecoveryKind
+    from ..sealing import Sealer
     from ..storage.base import Store
     from .clock import Clock
     from .handle import Handle
@@ -51,6 +53,9 @@ class Host:
         token_ttl: float,
         purge_after: float,
         outbox_limit: int,
+        sealer: Sealer | None = None,
+        plaintext_callers: bool = False,
+        personal: Sequence[str] = (),
     ) -> None:
         self.store = store
         self.clock = clock
@@ -63,6 +68,11 @@ class Host:
         self.token_ttl = token_ttl
         self.purge_after = purge_after
         self.outbox_limit = outbox_limit
+        #: seals caller data at rest (None without a secret)
+        self.sealer = sealer
+        self.plaintext_callers = plaintext_callers
+        #: userdata keys every session keeps personal (sealed at rest)
+        self.personal = tuple(personal)
         self.handles: dict[str, Handle] = {}
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -84,6 +94,19 @@ class Host:
             latency_ms=latency_ms,
             data=data,
         )
+
+    def check_sealable(self, what: str) -> None:
+        """Refuse to store caller data in the clear unless the keeper opted in.
+
+        Raises:
+            ConfigError: no secret to seal with and no ``plaintext_callers=True``.
+        """
+        if self.sealer is None and not self.plaintext_callers:
+            msg = (
+                f"{what} would be stored in the clear: set Keeper(secret=...) to encrypt "
+                "caller data at rest, or pass Keeper(plaintext_callers=True) to store it as is"
+            )
+            raise ConfigError(msg)
 
     def caller_hash(self, caller: str | None) -> str | None:
         """The caller's keyed hash under the signing secret (None for no caller)."""

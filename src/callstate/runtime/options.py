@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from ..errors import ConfigError
 
-__all__ = ["check_options", "parse_secrets"]
+__all__ = ["check_options", "check_personal", "parse_secrets"]
 
 
 def parse_secrets(secret: bytes | str | Sequence[bytes | str] | None) -> list[bytes]:
@@ -33,6 +33,22 @@ def parse_secrets(secret: bytes | str | Sequence[bytes | str] | None) -> list[by
             raise ConfigError(msg)
         out.append(b)
     return out
+
+
+def check_personal(personal: object) -> tuple[str, ...]:
+    """The userdata keys declared personal, checked.
+
+    Raises:
+        ConfigError: ``personal`` is not a sequence of strings.
+    """
+    if isinstance(personal, str) or not isinstance(personal, Sequence | set | frozenset):
+        msg = f"personal must be a sequence of userdata keys, got {personal!r:.60}"
+        raise ConfigError(msg)
+    for i, key in enumerate(personal):
+        if not isinstance(key, str):
+            msg = f"personal[{i}] must be a str userdata key, got {key!r:.60}"
+            raise ConfigError(msg)
+    return tuple(personal)
 
 
 def check_options(
