@@ -82,6 +82,20 @@ def test_archive_list_filters(db: Path) -> None:
     assert 2 == by_session.stdout.count("call-drop:")
 
 
+def test_archive_without_the_secret_lists_but_never_shows_the_caller(db: Path) -> None:
+    """Without CALLSTATE_SECRET: list works, show marks the caller sealed, --caller refuses."""
+    listed = _cli("archive", "list", "--db", str(db), cwd=db.parent, secret=b"")
+    shown = _cli("archive", "show", "call-done:1", "--db", str(db), cwd=db.parent, secret=b"")
+    by_caller = _cli(
+        "archive", "list", "--db", str(db), "--caller", CALLER, cwd=db.parent, secret=b""
+    )
+    assert (0, 0, 1) == (listed.returncode, shown.returncode, by_caller.returncode)
+    assert "call-done:1" in listed.stdout
+    assert "(sealed: set CALLSTATE_SECRET)" in shown.stdout
+    assert "set CALLSTATE_SECRET to filter by --caller" in by_caller.stderr
+    assert [] == [o for o in (listed, shown, by_caller) if "5551234567" in o.stdout + o.stderr]
+
+
 def test_archive_show_prints_transcript_and_recovery(db: Path) -> None:
     """archive show (by a unique prefix) prints facts, transcript and recovery events."""
     result = _cli("archive", "show", "call-drop:2", "--db", str(db), cwd=db.parent)

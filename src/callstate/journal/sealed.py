@@ -11,13 +11,17 @@ Events written before sealing (plaintext, no ``sealed``) open as they are.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Final
 
 import msgspec
 
 from ..sealing import Sealer, open_personal, seal_personal, split_personal
 from . import events as ev
 
-__all__ = ["journal_context", "open_event", "seal_event"]
+__all__ = ["SEALABLE", "journal_context", "open_event", "seal_event"]
+
+#: The event types that can carry caller data; every other event is stored as recorded.
+SEALABLE: Final = frozenset({ev.SessionStarted, ev.UserdataPatch})
 
 
 def journal_context(session_id: str) -> str:

@@ -17,7 +17,7 @@ import msgspec
 
 from ..errors import CallstateError, CodecError, StorageError
 from ..journal.events import encode_event
-from ..journal.sealed import seal_event
+from ..journal.sealed import SEALABLE, seal_event
 from ..journal.snapshot import encode_snapshot
 from ..sealing import Sealer
 from ..storage.base import Batch, PackageRow, Store
@@ -182,7 +182,11 @@ class Flusher:
                 encoded = [encode_event(e) for e in pending]
             else:
                 encoded = [
-                    encode_event(seal_event(e, sealer, session_id=sid, personal=personal))
+                    encode_event(
+                        seal_event(e, sealer, session_id=sid, personal=personal)
+                        if type(e) in SEALABLE
+                        else e
+                    )
                     for e in pending
                 ]
         except CodecError as exc:  # a value was mutated into something unencodable
