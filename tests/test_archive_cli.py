@@ -166,5 +166,6 @@ def test_the_demo_runs_again_in_the_same_folder(tmp_path: Path) -> None:
         assert "problem:" not in demo.stdout
         follow_up = " ".join(demo.stdout.split("five minutes later", 1)[1].split())
         assert f"the caller asked “{PHONE_1}” “{PHONE_2}”" in follow_up
-    rows = [r for r in _cli("archive", "list", "--db", "demo.db", cwd=tmp_path).stdout.splitlines()]
+    listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path, secret=DEMO_SECRET)
+    rows = listed.stdout.splitlines()
     assert 2 == sum("abandoned" in r for r in rows)

@@ -14,21 +14,23 @@ from pathlib import Path
 import pytest
 
 import callstate
+from callstate.cli.demo import DEMO_SECRET
 from callstate.testing import FakeClock
 from services import drop_pg_schema, drop_redis_prefix, postgres_url, redis_url, unique
 
 CALLER = "+15551234567"
+SECRET = b"s" * 32  # seals the caller at rest; the commands read it from CALLSTATE_SECRET
 ASKED = "Can you open a bug about the thumbnails?"
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _cli(*args: str, cwd: Path, secret: bytes = SECRET) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "callstate", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=180,
-        env={**os.environ, "COLUMNS": "200"},
+        env={**os.environ, "COLUMNS": "200", "CALLSTATE_SECRET": secret.decode()},
         check=False,
     )
 
@@ -52,7 +54,7 @@ async def db(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[st
 
 async def _one_call(db: str, cwd: Path) -> str:
     url = db if "://" in db else f"sqlite:///{cwd / db}"
-    async with callstate.Keeper(url, clock=FakeClock(), sweep_every=None) as k:
+    async with callstate.Keeper(url, secret=SECRET, clock=FakeClock(), sweep_every=None) as k:
         k.on_call_complete(lambda call: {"ticket": "BUG-7"}, grace=0, name="tickets")
         s = await k.start(caller=CALLER, agent="support", session_id=unique("call"))
         s.user_said(ASKED)
@@ -97,7 +99,9 @@ async def test_the_demo_runs_on_the_store_url(db: str, tmp_path: Path) -> None:
     result = await asyncio.to_thread(_cli, "demo", "--db", db, cwd=tmp_path)
     assert 0 == result.returncode, result.stdout + result.stderr
     assert "problem:" not in result.stdout
-    listed = await asyncio.to_thread(_cli, "archive", "list", "--db", db, cwd=tmp_path)
+    listed = await asyncio.to_thread(
+        _cli, "archive", "list", "--db", db, cwd=tmp_path, secret=DEMO_SECRET
+    )
     assert "abandoned" in listed.stdout
 
 
