@@ -135,9 +135,11 @@ class Ownership(Generic[H]):
             await host.store.index_caller(caller_hash, sid, state.started_at)
         return session
 
-    async def take_over(self, session_id: str, expected_epoch: int, *, via: str) -> Owned[H]:
+    async def take_over(
+        self, session_id: str, expected_epoch: int, *, via: str, channel: str = ""
+    ) -> Owned[H]:
         """Claim the session at ``expected_epoch`` + 1, restore it and record the new
-        ownership.
+        ownership (``channel``: how the new owner came, see ``SessionResumed``).
 
         Raises:
             StaleEpochError: the session is no longer at ``expected_epoch``.
@@ -146,7 +148,7 @@ class Ownership(Generic[H]):
         now = host.clock.now()
         # claim before loading: once claimed, the old owner can append nothing more
         epoch = await host.store.claim(session_id, expected_epoch, host.owner, now + host.lease_ttl)
-        return await self.own_claimed(session_id, epoch, now=now, via=via)
+        return await self.own_claimed(session_id, epoch, now=now, via=via, channel=channel)
 
     async def own_claimed(
         self,
@@ -156,6 +158,7 @@ class Ownership(Generic[H]):
         now: float,
         via: str,
         recorded: bool = False,
+        channel: str = "",
     ) -> Owned[H]:
         """Restore a session this keeper just claimed at ``epoch`` and record the
         ownership (``SessionResumed``), unless the claim already stored the ownership
@@ -171,7 +174,14 @@ class Ownership(Generic[H]):
         session.journal.snapshot_seq = loaded.record.snapshot_seq
         gap = max(0.0, now - state.last_interaction_at)
         if not recorded:
-            session.append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=host.owner)
+            session.append(
+                ev.SessionResumed,
+                epoch=epoch,
+                gap_s=gap,
+                via=via,
+                owner=host.owner,
+                channel=channel,
+            )
         host.adopt(session)
         await session.flush()
         if session.state.in_flight:

@@ -29,6 +29,8 @@ __all__ = [
     "LinkLost",
     "LinkRestored",
     "OutboxDropped",
+    "OutboxQueued",
+    "OutboxSent",
     "SessionEnded",
     "SessionExpiredEvent",
     "SessionResumed",
@@ -92,6 +94,9 @@ class SessionResumed(_Base, frozen=True, tag="session.resumed"):
     gap_s: float = 0.0
     via: Literal["resume", "takeover", "handoff"] = "resume"
     owner: str = ""
+    # how the new owner came: "token" (a client: older tokens are superseded), "id"
+    # (trusted server code) or "caller" (a ring-back); "" before this was recorded
+    channel: str = ""
 
 
 class SessionEnded(_Base, frozen=True, tag="session.ended"):
@@ -216,6 +221,21 @@ class OutboxDropped(_Base, frozen=True, tag="link.outbox_dropped"):
     count: int = 1
 
 
+class OutboxQueued(_Base, frozen=True, tag="link.outbox_queued"):
+    """A message (or agent speech) held back while the link is down."""
+
+    message: Any = None
+    utterance_id: str | None = None  # held agent speech: queued again = its text updated
+    text: str = ""  # the held speech's text
+    dropped: int = 0  # the oldest held entries dropped first to make room
+
+
+class OutboxSent(_Base, frozen=True, tag="link.outbox_sent"):
+    """The oldest ``count`` held entries went out once the link was back."""
+
+    count: int = 0
+
+
 class HandoffOffered(_Base, frozen=True, tag="handoff.offered"):
     package_id: str
     to_agent: str
@@ -259,6 +279,8 @@ Event = (
     | LinkLost
     | LinkRestored
     | OutboxDropped
+    | OutboxQueued
+    | OutboxSent
     | HandoffOffered
     | HandoffAccepted
     | HandoffReclaimed
