@@ -149,8 +149,24 @@ def test_demo_shows_token_caller_follow_up_and_expiry(tmp_path: Path) -> None:
     assert "while you were saying “and arrives on Friday before noon”" in out
     assert "keeper.resume_caller(…)" in out
     assert "follow-up is cancelled" in out
-    assert 2 == out.count("summary of ")
+    assert 2 == out.count("(idempotency key)")
     assert "SessionExpired" in out
     listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path, secret=DEMO_SECRET).stdout
     for outcome in ("completed", "superseded", "recovered", "abandoned"):
         assert outcome in listed
+
+
+def test_the_demo_runs_again_in_the_same_folder(tmp_path: Path) -> None:
+    """Run twice on one database, the demo succeeds both times, and each time the
+    ring-back's one follow-up gets both legs' requests."""
+    from callstate.cli.continuity_demo import PHONE_1, PHONE_2
+
+    for _ in range(2):
+        demo = _cli("demo", "--db", "demo.db", cwd=tmp_path)
+        assert 0 == demo.returncode, demo.stdout + demo.stderr
+        assert "problem:" not in demo.stdout
+        follow_up = " ".join(demo.stdout.split("five minutes later", 1)[1].split())
+        assert f"the caller asked “{PHONE_1}” “{PHONE_2}”" in follow_up
+    listed = _cli("archive", "list", "--db", "demo.db", cwd=tmp_path, secret=DEMO_SECRET)
+    rows = listed.stdout.splitlines()
+    assert 2 == sum("abandoned" in r for r in rows)

@@ -14,6 +14,11 @@ killed while a callback runs leaves its claim to lapse, after which another keep
 runs it again with the same key; once a run's result is logged it is never run again.
 The callbacks themselves are registered in process; the stored payload names the
 record and the callback.
+
+Storage: the follow-up row carries the schedule and the claim (``pending``,
+``claimed``, ``done``, ``cancelled``); the store's follow-up log (``FollowUpLog``)
+keeps one ``FollowUpResult`` per follow-up id, insert-once. A ledger with retries can
+grow on both without a new concept: more row states, and one logged result per attempt.
 """
 
 from __future__ import annotations

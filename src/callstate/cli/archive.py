@@ -1,7 +1,8 @@
-"""``callstate archive list | show RECORD | export DIR``: read the call archive.
+"""``callstate archive list | show RECORD | call SESSION | export DIR``: read the archive.
 
-The archive is insert-only: these commands only read it. ``export`` writes one JSON
-file per call (the stored ``ArchiveRecord``, pretty-printed).
+The archive is insert-only: these commands only read it. ``call`` prints a whole call,
+every leg and what its follow-ups did; ``export`` writes one JSON file per leg (the
+stored ``ArchiveRecord``, pretty-printed).
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..archive.calls import FollowUpResult, decode_result
+from ..archive.followups import MAX_LEGS
 from ..archive.records import ArchiveRecord, decode_record, open_record, write_records
 from ..errors import ConfigError, SealError
 from ..storage import Store
+from ..storage.base import FollowUpLog
 from .main import command, db_parent, env_sealer, open_db, sealed_hint
 from .timeline import clock_time
 
@@ -171,6 +175,43 @@ async def archive_show(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+def call_tables(legs: list[ArchiveRecord], results: list[FollowUpResult]) -> list[Table]:
+    """A whole call: its legs, the conversation across them, what its follow-ups did."""
+    title = f"call {legs[0].session_id}: {len(legs)} leg(s), oldest first"
+    transcript = Table(box=box.SIMPLE_HEAD, title="transcript", title_justify="left")
+    for name in ("leg", "at", "who", "text"):
+        transcript.add_column(name, no_wrap=name != "text", overflow="fold")
+    for r in legs:
+        for item in r.transcript:
+            text = item.text if item.kind != "call" else f"tool call {item.id}"
+            transcript.add_row(str(r.epoch), clock_time(item.at), item.kind, Text(text))
+    runs = Table(box=box.SIMPLE_HEAD, title="follow-ups run", title_justify="left")
+    for name in ("leg", "callback", "idempotency key", "ran", "result"):
+        runs.add_column(name, no_wrap=name != "result", overflow="fold")
+    for f in results:
+        shown = repr(f.result) if f.ok else f"failed: {f.error}"
+        runs.add_row(str(f.leg), f.name, f.idempotency_key, clock_time(f.ran_at), Text(shown))
+    return [records_table(legs, title=title), transcript, runs]
+
+
+async def archive_call(args: argparse.Namespace, out: Console) -> int:
+    """``callstate archive call SESSION``: every leg of one call and its follow-ups."""
+    store = await open_db(args.db)
+    try:
+        rows = await store.archive_list(session_id=args.session, limit=MAX_LEGS)
+        runs = await store.followup_runs(args.session) if isinstance(store, FollowUpLog) else []
+    finally:
+        await store.close()
+    if not rows:
+        msg = f"session {args.session!r} has no archived leg; see `callstate archive list`"
+        raise ConfigError(msg)
+    legs = sorted((_decoded(r.data) for r in rows), key=lambda r: (r.epoch, r.first_seq))
+    results = sorted((decode_result(r.data) for r in runs), key=lambda f: (f.leg, f.ran_at))
+    for part in call_tables(legs, results):
+        out.print(part)
+    return 0
+
+
 async def archive_export(args: argparse.Namespace, out: Console) -> int:
     """``callstate archive export DIR``: one JSON file per call."""
     records = await _matching(args)
@@ -189,6 +230,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
     show = subs.add_parser("show", help="print one archived call", parents=[db_parent()])
     show.add_argument("record", help="record id (session:epoch) or a unique prefix")
     show.set_defaults(run=archive_show)
+    call = subs.add_parser(
+        "call", help="print a whole call: every leg and its follow-ups", parents=[db_parent()]
+    )
+    call.add_argument("session", help="session id of the call")
+    call.set_defaults(run=archive_call)
     export = subs.add_parser(
         "export", help="write one JSON file per call into DIR", parents=[db_parent()]
     )

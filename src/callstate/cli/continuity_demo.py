@@ -1,13 +1,16 @@
 """``callstate demo``, continued: a page reload resumed by token, a phone caller who
-hangs up and rings back, a follow-up after its grace, and a session left to expire.
+hangs up and rings back, one follow-up of the whole call after its grace, and a
+session left to expire.
 
 These scenes run after the crash-and-resume scenes, on the same database. They use a
 second keeper whose clock is a ``FakeClock``, so "five minutes later" takes no time.
-They never run a whole sweep, which would also expire the other scenes' sessions on
-the fast-forwarded clock: the follow-ups run through ``keeper.followups`` (what the
-sweep calls) and the silent caller's session expires when a resume finds it past its
-window. Expired sessions are kept for a day (``purge_after``) so ``callstate inspect``
-still shows them.
+The clock starts past the resume window of every session an earlier run left in the
+database, so the demo runs again and again on one database and never finds an earlier
+run's caller. The scenes never run a whole sweep, which would also expire the other
+scenes' sessions on the fast-forwarded clock: the follow-ups run through
+``keeper.followups`` (what the sweep calls) and the silent caller's session expires
+when a resume finds it past its window. Expired sessions are kept for a day
+(``purge_after``) so ``callstate inspect`` still shows them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from .timeline import clock_time
 __all__ = ["Continuity"]
 
 PHONE_CALLER = "+15557654321"
+PHONE_1 = "Please add a birthday cake to my booking."
+PHONE_2 = "Sorry, the line dropped. And can it say Happy Birthday, Ana?"
+PHONE_AGENT = "Welcome back! I've added the birthday cake, with “Happy Birthday, Ana” on it."
 SILENT_CALLER = "+15550001111"
 WEB_UNSPOKEN = "and arrives on Friday before noon."
 WEB_SAID = "Your order shipped this morning"
@@ -39,7 +45,18 @@ class Continuity:
     keeper: Keeper
     clock: FakeClock
     session_ids: list[str] = field(default_factory=list)
-    texts: list[str] = field(default_factory=list)
+    phone_id: str = ""
+    calls: dict[str, CallRecord] = field(default_factory=dict)
+
+
+async def _after_earlier_runs(keeper: Keeper, skip: str) -> float:
+    """The first moment no session an earlier run left behind is resumable (0: none)."""
+    store = keeper.store
+    times = [
+        r.last_interaction_at for r in await store.list_sessions(limit=50) if r.session_id != skip
+    ]
+    times += [r.ended_at for r in await store.archive_list(limit=50) if r.session_id != skip]
+    return max(times) + keeper.resume_window + 1.0 if times else 0.0
 
 
 _RUNS: dict[int, Continuity] = {}
@@ -57,16 +74,14 @@ async def _continuity(run: DemoRun) -> Continuity:
             purge_after=86_400.0,
         )
         await keeper.open()
+        clock.set(max(clock.now(), await _after_earlier_runs(keeper, run.session_id)))
         c = _RUNS[id(run)] = Continuity(keeper=keeper, clock=clock)
 
-        def text_summary(record: CallRecord) -> None:
-            turns = sum(1 for i in record.transcript if i.kind == "user")
-            c.texts.append(
-                f"summary of {record.record_id} ({record.outcome}, {turns} caller turn(s)) "
-                f"sent to {record.caller or 'the web user'}"
-            )
+        def follow_up(call: CallRecord) -> dict[str, object]:
+            c.calls[call.call_id] = call  # a real one would open tickets, text the caller…
+            return {"handled": call.requests_since_last_followup}
 
-        keeper.on_call_complete(text_summary, grace=300.0, name="demo.text_summary")
+        keeper.on_call_complete(follow_up, grace=300.0, name="demo.follow_up")
     return c
 
 
@@ -125,40 +140,56 @@ async def phone_callback(run: DemoRun) -> None:
     run.heading("a phone caller hangs up, then rings back")
     s = await k.start(caller=PHONE_CALLER, agent="phone")
     c.session_ids.append(s.id)
-    s.user_said("Please add a birthday cake to my booking.")
-    run.say("caller", "Please add a birthday cake to my booking.")
+    c.phone_id = s.id
+    s.user_said(PHONE_1)
+    run.say("caller", PHONE_1)
     await s.end(reason="caller_hangup")
     run.say("hang-up", "the caller hangs up before the agent answers")
     clock.advance(40)
+    cancelled = k.observer.counts.get("followup.cancelled", 0)
     back = await k.resume_caller(PHONE_CALLER)
-    if back is None:
-        run.problems.append("resume_caller found no session for the returning caller")
+    if back is None or back.id != s.id:
+        run.problems.append("resume_caller did not find the returning caller's call")
         return
     run.say(
         "ring back",
         f"40 s later: keeper.resume_caller(…) → {back.id} at epoch {back.state.epoch} "
         "(the index holds a keyed hash of the number, never the number)",
     )
-    if not k.observer.counts.get("followup.cancelled"):
+    await k.observer.drain()
+    if k.observer.counts.get("followup.cancelled", 0) <= cancelled:
         run.problems.append("the returning caller did not cancel the first call's follow-up")
-    run.say("follow-up", "the first call's post-call follow-up is cancelled: the caller came back")
-    uid = back.agent_started("Welcome back! I've added the birthday cake.")
+    run.say("follow-up", "the hang-up's follow-up is cancelled: the caller came back")
+    back.user_said(PHONE_2)
+    run.say("caller", PHONE_2)
+    uid = back.agent_started(PHONE_AGENT)
     back.agent_finished(uid)
-    run.say("agent", "Welcome back! I've added the birthday cake.")
+    run.say("agent", PHONE_AGENT)
     await back.end(reason="caller_hangup")
+    run.say("hang-up", "the caller hangs up for good; this close schedules the call's follow-up")
 
 
 @scene
 async def follow_ups(run: DemoRun) -> None:
-    """Five minutes later the follow-ups of the finished calls run, once each."""
+    """Five minutes later one follow-up per call runs, given every leg of it."""
     c = await _continuity(run)
-    run.heading("five minutes later: post-call follow-ups run")
+    run.heading("five minutes later: one follow-up per call, given the whole call")
     c.clock.advance(301)
-    ran = await c.keeper.followups.run_due(c.clock.now())  # the sweep's follow-up step
-    for text in c.texts:
-        run.say("follow-up", text)
-    if ran < 2:
-        run.problems.append(f"expected the 2 finished calls' follow-ups to run, {ran} did")
+    await c.keeper.followups.run_due(c.clock.now())  # the sweep's follow-up step
+    for sid in c.session_ids:
+        call = c.calls.get(sid)
+        if call is None:
+            run.problems.append(f"the follow-up of call {sid} did not run")
+            continue
+        asks = " ".join(f"“{a}”" for a in call.requests_since_last_followup) or "nothing"
+        legs = ", ".join(f":{r.epoch} {r.outcome}" for r in call.legs)
+        run.say(
+            "follow-up",
+            f"{call.idempotency_key} (idempotency key): legs {legs}; the caller asked {asks}",
+        )
+    phone = c.calls.get(c.phone_id)
+    if phone is not None and [PHONE_1, PHONE_2] != phone.requests_since_last_followup:
+        run.problems.append("the ring-back's follow-up did not get both legs' requests")
 
 
 @scene
@@ -184,10 +215,14 @@ async def expiry(run: DemoRun) -> None:
             run.say("resume", f"SessionExpired: {exc}")
         mine = [r for sid in c.session_ids for r in await k.archive.list(session_id=sid)]
         mine.sort(key=lambda r: (r.timings.ended_at, r.record_id))
-        run.out.print(records_table(mine, title="the archive: one record per call"))
+        run.out.print(records_table(mine, title="the archive: one record per leg of each call"))
         if [] == [r for r in mine if r.outcome == "abandoned"]:
             run.problems.append("the expired call was not archived as abandoned")
         run.out.print(f"See them again with: callstate archive list --db {run.db}")
+        if c.phone_id:
+            run.out.print(
+                f"The whole phone call: callstate archive call {c.phone_id} --db {run.db}"
+            )
     finally:
         _RUNS.pop(id(run), None)
         await k.close()

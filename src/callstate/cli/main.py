@@ -1,7 +1,9 @@
 """The ``callstate`` command line: ``demo``, ``inspect SESSION``, ``sessions``.
 
-Every subcommand takes ``--db PATH`` (default ``callstate.db`` in the current folder)
-and prints with rich: coloured on a terminal, plain text when piped.
+Every subcommand takes ``--db STORE``: a SQLite file path (default ``callstate.db`` in
+the current folder) or any store URL (``sqlite:///…``, ``redis://…?prefix=…``,
+``postgresql://…?schema=…``), and prints with rich: coloured on a terminal, plain text
+when piped.
 
 Subcommands live in one table, :data:`COMMANDS`. To add one, write a small async
 function and register it, in this module or in a module named in
@@ -103,8 +105,12 @@ def db_parent() -> argparse.ArgumentParser:
     parent.add_argument(
         "--db",
         default=DEFAULT_DB,
-        metavar="PATH",
-        help=f"SQLite database file (default: {DEFAULT_DB} in the current folder)",
+        metavar="STORE",
+        help=(
+            "a SQLite file path or a store URL: sqlite:///FILE, "
+            "redis://HOST:PORT/DB?prefix=NAME, postgresql://HOST/DB?schema=NAME "
+            f"(default: {DEFAULT_DB} in the current folder)"
+        ),
     )
     return parent
 
@@ -117,22 +123,29 @@ def make_console(*, stderr: bool = False) -> Console:
 
 
 def store_url(db: str) -> str:
-    """The store URL for a database path (relative or absolute)."""
-    return f"sqlite:///{db}"
+    """The store URL for ``--db``: a URL as given, a file path (relative or absolute)
+    as ``sqlite:///PATH``."""
+    return db if "://" in db else f"sqlite:///{db}"
 
 
 def _require_file(db: str) -> None:
-    if not Path(db).is_file():
+    url = store_url(db)
+    if not url.startswith("sqlite:///"):
+        return  # a server store (or memory://): opening it says whether it is there
+    path = url[len("sqlite:///") :]
+    if path != ":memory:" and not Path(path).is_file():
         msg = f"no callstate database at --db {db!r}; run `callstate demo` to create one"
         raise ConfigError(msg)
 
 
 async def open_db(db: str, *, must_exist: bool = True) -> Store:
-    """Open the SQLite store at ``db``.
+    """Open the store ``db`` names: a SQLite file path or any store URL.
 
     Raises:
-        ConfigError: ``must_exist`` and there is no file at ``db`` (reading
-            commands never create an empty database by accident).
+        ConfigError: ``must_exist`` and ``db`` names a SQLite file that is not there
+            (reading commands never create an empty database by accident), or the
+            URL's scheme is unknown.
+        StorageError: the store cannot be opened (a server that does not answer).
     """
     if must_exist:
         _require_file(db)
