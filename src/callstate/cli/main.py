@@ -79,6 +79,7 @@ COMMAND_MODULES: list[str] = [
     "callstate.cli.demo",
     "callstate.cli.continuity_demo",  # demo scenes: token, caller id, follow-up, expiry
     "callstate.cli.archive",
+    "callstate.cli.followups",
 ]
 
 DEFAULT_DB = "callstate.db"
@@ -102,8 +103,11 @@ def db_parent() -> argparse.ArgumentParser:
     parent.add_argument(
         "--db",
         default=DEFAULT_DB,
-        metavar="PATH",
-        help=f"SQLite database file (default: {DEFAULT_DB} in the current folder)",
+        metavar="PATH|URL",
+        help=(
+            f"SQLite database file (default: {DEFAULT_DB} in the current folder) or a "
+            "store URL (sqlite:///…, redis://…, postgresql://…)"
+        ),
     )
     return parent
 
@@ -116,18 +120,20 @@ def make_console(*, stderr: bool = False) -> Console:
 
 
 def store_url(db: str) -> str:
-    """The store URL for a database path (relative or absolute)."""
-    return f"sqlite:///{db}"
+    """The store URL for a database path (relative or absolute); a URL is kept as is."""
+    return db if "://" in db else f"sqlite:///{db}"
 
 
 def _require_file(db: str) -> None:
+    if "://" in db:
+        return  # a store URL: the store says whether it can be reached
     if not Path(db).is_file():
         msg = f"no callstate database at --db {db!r}; run `callstate demo` to create one"
         raise ConfigError(msg)
 
 
 async def open_db(db: str, *, must_exist: bool = True) -> Store:
-    """Open the SQLite store at ``db``.
+    """Open the store at ``db`` (a SQLite file path or a store URL).
 
     Raises:
         ConfigError: ``must_exist`` and there is no file at ``db`` (reading
