@@ -173,7 +173,7 @@ class PostgresRecords(PostgresBase):
             "error": error,
             "now": now,
         }
-        return bool(await self._fetch("followup_settle", self._sql["followup_settle"], params))
+        return await self._flagged("followup_settle", params)
 
     async def followup_get(self, followup_id: str) -> FollowUp | None:
         rows = await self._fetch("followup_get", self._sql["followup_get"], [followup_id])
@@ -184,8 +184,16 @@ class PostgresRecords(PostgresBase):
         return [followup_from_row(r) for r in rows]
 
     async def followup_retry(self, followup_id: str, now: float) -> bool:
-        params = {"id": followup_id, "now": now}
-        return bool(await self._fetch("followup_retry", self._sql["followup_retry"], params))
+        return await self._flagged("followup_retry", {"id": followup_id, "now": now})
+
+    async def _flagged(self, name: str, params: dict[str, Any]) -> bool:
+        """Whether statement ``name`` matched a row; it is told whether it is a retry."""
+
+        async def op(conn: Conn, retrying: bool) -> bool:
+            cur = await conn.execute(self._sql[name], {**params, "retrying": retrying})
+            return await cur.fetchone() is not None
+
+        return await self._run(name, op)
 
     async def followup_record(self, run: FollowUpRun) -> None:
         values = [run.followup_id, run.session_id, run.data]

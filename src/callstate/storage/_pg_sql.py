@@ -166,18 +166,23 @@ STATEMENTS: Final[dict[str, str]] = {
         "WHERE followup_id = %(id)s AND status = 'claimed' AND claimed_by = %(owner)s "
         "RETURNING attempts"
     ),
+    # a retry recognises its own settle: same owner, mark, time and target status
     "followup_settle": (
         "UPDATE {s}.followups SET status = %(status)s, "
         "due_at = COALESCE(%(retry_at)s::float8, due_at), mark = %(mark)s, "
         "last_error = %(error)s, updated_at = %(now)s "
-        "WHERE followup_id = %(id)s AND status = 'claimed' AND claimed_by = %(owner)s RETURNING 1"
+        "WHERE followup_id = %(id)s AND claimed_by = %(owner)s AND (status = 'claimed' "
+        "OR (%(retrying)s AND status = %(status)s AND mark = %(mark)s "
+        "AND updated_at = %(now)s)) RETURNING 1"
     ),
     "followup_get": f"SELECT {FOLLOWUP_COLS} FROM {{s}}.followups WHERE followup_id = %s",
     "followup_list": f"SELECT {FOLLOWUP_COLS} FROM {{s}}.followups ORDER BY due_at DESC LIMIT %s",
     "followup_retry": (
         "UPDATE {s}.followups SET status = 'pending', mark = '', due_at = %(now)s, "
         "updated_at = %(now)s WHERE followup_id = %(id)s AND ((status = 'done' AND "
-        "mark = 'dead') OR (status = 'pending' AND mark IN ('retrying', 'orphaned'))) RETURNING 1"
+        "mark = 'dead') OR (status = 'pending' AND mark IN ('retrying', 'orphaned')) "
+        "OR (%(retrying)s AND status = 'pending' AND mark = '' AND due_at = %(now)s "
+        "AND updated_at = %(now)s)) RETURNING 1"
     ),
     "followup_record": (
         "INSERT INTO {s}.followup_runs (followup_id, session_id, data) VALUES (%s, %s, %s) "

@@ -140,7 +140,9 @@ class RedisRecords(RedisBase):
         when = "" if retry_at is None else fmt(retry_at)
         flag = "0" if error is None else "1"
         args = [owner, mark, fmt(now), when, flag, error or ""]
-        return bool(await self._script("followup_settle", "followup_settle", keys, *args))
+        return bool(
+            await self._script("followup_settle", "followup_settle", keys, *args, flag=True)
+        )
 
     async def followup_get(self, followup_id: str) -> FollowUp | None:
         return followup_row(await self._hash("followup_get", self._fu + "f:" + followup_id))
@@ -159,7 +161,9 @@ class RedisRecords(RedisBase):
 
     async def followup_retry(self, followup_id: str, now: float) -> bool:
         keys = [self._fu + "f:" + followup_id, self._fu + "due"]
-        return bool(await self._script("followup_retry", "followup_retry", keys, fmt(now)))
+        return bool(
+            await self._script("followup_retry", "followup_retry", keys, fmt(now), flag=True)
+        )
 
     async def followup_record(self, run: FollowUpRun) -> None:
         key = self._fu + "runs:" + run.session_id  # HSETNX: a retry keeps the first

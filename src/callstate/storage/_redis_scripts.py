@@ -317,11 +317,20 @@ redis.call('HSET', KEYS[1], 'attempts', n, 'started_until', f[3], 'updated_at', 
 return n
 """
 
-# KEYS: followup, due index, claimed index. ARGV: owner, mark, now, retry_at ('' for
-# done), has error ('1'/'0'), error. Returns 1 settled, 0 not held.
+# KEYS: followup, due index, claimed index. ARGV: retrying, owner, mark, now, retry_at
+# ('' for done), has error ('1'/'0'), error. Returns 1 settled (now or by this very call
+# before its reply was lost), 0 not held.
 FOLLOWUP_SETTLE: Final = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'claimed_by', 'followup_id')
-if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+local retrying = table.remove(ARGV, 1)
+local f = redis.call('HMGET', KEYS[1], 'status', 'claimed_by', 'followup_id', 'mark',
+                     'updated_at')
+if f[2] ~= ARGV[1] then return 0 end
+if retrying == '1' and f[4] == ARGV[2] and f[5] == ARGV[3] then
+  local target = 'pending'
+  if ARGV[4] == '' then target = 'done' end
+  if f[1] == target then return 1 end
+end
+if f[1] ~= 'claimed' then return 0 end
 redis.call('ZREM', KEYS[3], f[3])
 if ARGV[4] == '' then
   redis.call('HSET', KEYS[1], 'status', 'done')
@@ -338,15 +347,19 @@ end
 return 1
 """
 
-# KEYS: followup, due index. ARGV: now. Returns 1 due again, 0 not dead/orphaned/retrying.
+# KEYS: followup, due index. ARGV: retrying, now. Returns 1 due again (now or by this
+# very call before its reply was lost), 0 not dead/orphaned/retrying.
 FOLLOWUP_RETRY: Final = """
-local f = redis.call('HMGET', KEYS[1], 'status', 'mark', 'followup_id')
+local f = redis.call('HMGET', KEYS[1], 'status', 'mark', 'followup_id', 'due_at',
+                     'updated_at')
+if ARGV[1] == '1' and f[1] == 'pending' and f[2] == '' and f[4] == ARGV[2]
+   and f[5] == ARGV[2] then return 1 end
 local ok = (f[1] == 'done' and f[2] == 'dead')
   or (f[1] == 'pending' and (f[2] == 'retrying' or f[2] == 'orphaned'))
 if not ok then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'pending', 'mark', '', 'due_at', ARGV[1],
-           'updated_at', ARGV[1])
-redis.call('ZADD', KEYS[2], ARGV[1], f[3])
+redis.call('HSET', KEYS[1], 'status', 'pending', 'mark', '', 'due_at', ARGV[2],
+           'updated_at', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], f[3])
 return 1
 """
 

@@ -96,7 +96,8 @@ class LedgerSuite(Suite):
     async def test_retry_revives_dead_and_orphaned_only(self, store: Store) -> None:
         """retry makes a dead or orphaned follow-up due now (attempts kept); others refuse."""
         ledger = _ledger(store)
-        dead, orphan, ok = [await self._claimed(store) for _ in range(3)]
+        # distinct claim times: a resent claim takes back only what it claimed itself
+        dead, orphan, ok = [await self._claimed(store, at=T0 + i) for i in range(3)]
         await ledger.followup_start(dead.followup_id, "w1", T0)
         await ledger.followup_settle(dead.followup_id, "w1", mark="dead", error="E", now=T0)
         await ledger.followup_settle(
@@ -107,7 +108,7 @@ class LedgerSuite(Suite):
         assert not await ledger.followup_retry("nope", T0 + 10)
         assert await ledger.followup_retry(dead.followup_id, T0 + 10)
         assert await ledger.followup_retry(orphan.followup_id, T0 + 10)
-        assert not await ledger.followup_retry(dead.followup_id, T0 + 10)  # pending now
+        assert not await ledger.followup_retry(dead.followup_id, T0 + 11)  # pending now
         got = await ledger.followup_get(dead.followup_id)
         assert got is not None
         assert ("pending", 1, T0 + 10) == (got.state, got.attempts, got.due_at)
