@@ -46,6 +46,9 @@ class KeeperView(Protocol):
     @property
     def clock(self) -> Clock: ...
 
+    @property
+    def secrets(self) -> list[bytes]: ...
+
     def events(self) -> EventStream: ...
 
     def accept(

@@ -43,6 +43,28 @@ def announced(seen: list[dict[str, Any]]) -> list[str]:
     return [t for t in system_texts(seen) if "move_booking (call c1)" in t]
 
 
+HELD = "do not voice this"  # what the model is told while a result is held
+
+
+def model_texts(seen: list[dict[str, Any]]) -> list[str]:
+    """Every text the model was given: messages and tool outputs."""
+    return [
+        *(
+            "".join(c for c in i["content"] if isinstance(c, str))
+            for i in items_of(seen, "message")
+        ),
+        *(o["output"] for o in items_of(seen, "function_call_output")),
+    ]
+
+
+def model_assistant_texts(seen: list[dict[str, Any]]) -> list[str]:
+    return [
+        "".join(c for c in i["content"] if isinstance(c, str))
+        for i in items_of(seen, "message")
+        if i["role"] == "assistant"
+    ]
+
+
 async def next_turn_announces(call: Call) -> None:
     """The caller's next turn: the reconciler announces the write, the model is told."""
     await call.lk.run(user_input="okay")
@@ -50,6 +72,8 @@ async def next_turn_announces(call: Call) -> None:
     notes = announced(call.llm.seen[-1])
     assert 1 == len(notes)
     assert "announced" == json.loads(notes[0].split("how it ended: ", 1)[1])["delivery"]
+    # the held note is gone from the model's context once the result is announced
+    assert [] == [t for t in model_texts(call.llm.seen[-1]) if HELD in t]
     assert ("assistant", "Done: your table is at eight.") == (
         call.cs.state.items[-1].kind,
         call.cs.state.items[-1].text,
@@ -64,7 +88,6 @@ async def test_barge_in_during_the_pre_tool_speech() -> None:
         await until(lambda: call.tools.ran == ["move_booking"] and call.output.waiting)
         done = call.lk.interrupt()
         await until(lambda: call.cs.state.calls["c1"].overtaken)
-        assert [("Sure, I'm moving ", True)] == assistant_texts(call)  # LiveKit's truncation
         call.output.release()
         call.tools.release["move_booking"].set()
         await done
@@ -81,7 +104,15 @@ async def test_barge_in_during_the_pre_tool_speech() -> None:
             call.cs.state.calls["c1"].delivery,
             call.cs.state.calls["c1"].result,
         )
+        # LiveKit stores "Sure, I'm moving " as said; the caller heard only "Sure, "
+        assert [("Sure,", True)] == assistant_texts(call)
         await next_turn_announces(call)
+        assert ["Sure,"] == model_assistant_texts(call.llm.seen[-1])
+        await call.lk.run(user_input="thanks")  # and it stays so, with the held note gone
+        assert [] == [t for t in model_texts(call.llm.seen[-1]) if HELD in t]
+        assert ["Sure,", "Done: your table is at eight."] == model_assistant_texts(
+            call.llm.seen[-1]
+        )[:2]
 
 
 async def test_barge_in_after_the_pre_tool_speech_while_the_tool_runs() -> None:
@@ -118,7 +149,7 @@ async def test_tool_outliving_the_interruption_timeout(monkeypatch: pytest.Monke
         run = call.lk.run(user_input="move my booking to eight")
         await until(lambda: call.tools.ran == ["move_booking"] and call.output.waiting)
         done = call.lk.interrupt()
-        await until(lambda: [("Sure, I'm moving ", True)] == assistant_texts(call))
+        await until(lambda: [("Sure,", True)] == assistant_texts(call))
         call.output.release()
         # LiveKit's own timeout callback, fired now instead of 5 s later
         timer = handles[0]._interrupt_timeout_handle
@@ -135,7 +166,7 @@ async def test_tool_outliving_the_interruption_timeout(monkeypatch: pytest.Monke
         await until(lambda: handles[-1].done())
         final = outputs(call, "c1_final")
         assert 1 == len(final)  # the deferred result is in LiveKit's history ...
-        assert [("Sure, I'm moving ", True)] == assistant_texts(call)  # ... but not voiced
+        assert [("Sure,", True)] == assistant_texts(call)  # ... but not voiced
         assert [handles[-1].id] == call.recovery.suppressed
         assert "held" == call.cs.state.calls["c1"].delivery
         assert ["user", "assistant", "call"] == [i.kind for i in call.cs.state.items]
@@ -188,13 +219,14 @@ async def test_barge_in_before_anything_played_keeps_nothing_as_heard() -> None:
         call.tools.release["move_booking"].set()
         await done
         await run
-        # LiveKit counts the chunk it was handing to the output as said
-        assert [("Sure, ", True)] == assistant_texts(call)
+        # LiveKit counts the chunk it was handing to the output as said; nobody heard it
+        assert [] == assistant_texts(call)
         cut = next(i for i in call.cs.state.items if i.kind == "assistant")
         assert ("", True) == (cut.text, cut.interrupted)
         assert cut.unspoken.startswith("Sure,")  # kept aside, never put in the context
         assert [] == [m for m in call.cs.context() if m["role"] == "assistant" and m["content"]]
         await next_turn_announces(call)
+        assert [] == model_assistant_texts(call.llm.seen[-1])
 
 
 async def test_interruption_timeout_during_the_speech_commits_nothing_in_livekit(

@@ -164,11 +164,12 @@ class Call:
         *,
         store: str = "memory://",
         agent: Callable[[Tools], Agent] | None = None,
+        secret: bytes | None = SECRET,
     ) -> None:
         self.tools = Tools()
         self.agent = agent if agent is not None else Booker
         self.clock = FakeClock()
-        self.keeper = Keeper(store, tools=self.tools.registry, secret=SECRET, clock=self.clock)
+        self.keeper = Keeper(store, tools=self.tools.registry, secret=secret, clock=self.clock)
         self.llm = ScriptedLLM(replies)
         self.output = GatedOutput()
         self.lk: AgentSession[Any] = AgentSession(llm=self.llm, userdata={"party": 2})
@@ -176,12 +177,16 @@ class Call:
 
     async def __aenter__(self) -> Call:
         await self.keeper.open()
-        self.cs = await self.keeper.start(caller="+15551234567", agent="booker")
+        caller = "+15551234567" if self.keeper.secrets else None  # sealed at rest
+        self.cs = await self.keeper.start(caller=caller, agent="booker")
         self.recovery = attach(self.lk, self.cs)
         await self.lk.start(self.agent(self.tools))
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self.output.release()  # a failed test may leave the output or a tool waiting
+        for gate in self.tools.release.values():
+            gate.set()
         await self.lk.aclose()
         await self.recovery.wait_idle()
         await self.keeper.close()

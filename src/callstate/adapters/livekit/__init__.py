@@ -27,7 +27,12 @@ Facts from livekit-agents 1.8.9 this adapter is built on (``voice/agent_activity
   while the speech is still being forwarded, the turn commits nothing at all;
 - a handoff (a tool returning an ``Agent``) keeps ``userdata`` and ``session.history``
   but the new agent's ``chat_ctx`` starts empty, and ``Agent(chat_ctx=...)`` drops
-  calls of tools it lacks (``ChatContext.copy(tools=...)``);
+  calls of tools it lacks (``ChatContext.copy(tools=...)``); ``function_tools_executed``
+  is emitted before the switch, and ``cancel_agent_handoff()`` there stops it (how a
+  handoff the keeper cannot sign is refused);
+- a plain tool's call is announced by ``ToolCallStarted`` before its function runs;
+- the next reply is generated while the current speech plays (an ``on_enter``
+  greeting and the caller's first turn), and ``on_enter`` runs on every start;
 - nothing is persisted; an ``AgentSession`` runs offline with
   ``session.run(user_input=...)`` and any ``llm.LLM`` subclass.
 

@@ -3,24 +3,38 @@
 A ``TextOutput`` placed first in the transcription chain (what reaches the output is
 what the caller heard), the speech whose task is running (LiveKit keeps it in a context
 variable for every speech task, so text, messages and interruptions can be told apart
-by speech), userdata as plain data, and the note a decided result gets.
+by speech), the wrapped ``llm_node``, userdata as plain data, and what the model is
+told once a held result is decided (a note, and outputs no longer saying "held").
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from livekit.agents import llm
+from livekit.agents import Agent, llm
 from livekit.agents.voice import io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 
 from ...journal.context import call_output
-from ...journal.state import ToolCall
+from ...journal.state import SessionState, ToolCall
 
-__all__ = ["Tap", "call_items", "current_speech", "delivery_note", "plain_userdata"]
+__all__ = [
+    "Tap",
+    "call_items",
+    "current_speech",
+    "delivery_note",
+    "drop_item",
+    "held_in_reply",
+    "plain_userdata",
+    "replace_held_outputs",
+    "userdata_diff",
+    "wrap_llm_node",
+    "write_notes",
+]
 
 
 def delivery_note(call: ToolCall) -> str:
@@ -74,6 +88,14 @@ def plain_userdata(value: Any) -> dict[str, Any] | None:
     return None
 
 
+def userdata_diff(
+    before: Mapping[str, Any], data: Mapping[str, Any]
+) -> tuple[dict[str, Any], list[str]]:
+    """The keys of ``data`` that are new or changed since ``before``, and those gone."""
+    changed = {k: v for k, v in data.items() if k not in before or before[k] != v}
+    return changed, [k for k in before if k not in data]
+
+
 def call_items(call: ToolCall) -> list[llm.ChatItem]:
     """A callstate call as LiveKit's function call and output items."""
     args = json.dumps(call.args, separators=(",", ":"), default=str)
@@ -86,3 +108,100 @@ def call_items(call: ToolCall) -> list[llm.ChatItem]:
             is_error=call.status == "failed",
         ),
     ]
+
+
+def drop_item(item: llm.ChatItem, contexts: Iterable[llm.ChatContext]) -> None:
+    """Remove ``item`` itself (not an equal one) from each of ``contexts``."""
+    for ctx in contexts:
+        ctx.items[:] = [i for i in ctx.items if i is not item]
+
+
+def replace_held_outputs(call: ToolCall, contexts: Iterable[llm.ChatContext]) -> None:
+    """Once a held result's delivery is decided, its outputs stop telling the model to wait.
+
+    LiveKit keeps the output the guarded tool returned while the result was held (also
+    as ``<call_id>_final`` for a deferred one); it now says what was decided instead.
+    """
+    ids = (call.call_id, f"{call.call_id}_final")
+    now = call_output(call)
+    for ctx in contexts:
+        for item in ctx.items:
+            if (
+                isinstance(item, llm.FunctionCallOutput)
+                and item.call_id in ids
+                and '"delivery":"held"' in str(item.output)
+            ):
+                item.output = now
+
+
+def write_notes(
+    state: SessionState,
+    noted: set[str],
+    chat_ctx: llm.ChatContext,
+    stored: Iterable[llm.ChatContext],
+) -> None:
+    """Tell the model, before it runs, what to do with results the reconciler decided.
+
+    A call LiveKit committed nothing of (its turn was cut by the interruption timeout
+    while still speaking) is put back into this turn's context first; outputs still
+    saying the result is held are replaced, here and in the ``stored`` contexts.
+    ``noted`` holds the call ids already told, and gains those told now.
+    """
+    have = {i.call_id for i in chat_ctx.items if isinstance(i, llm.FunctionCallOutput)}
+    for call in state.calls.values():
+        if call.delivery in (None, "held") or call.call_id in noted:
+            continue
+        noted.add(call.call_id)
+        if call.call_id not in have:
+            chat_ctx.items.extend(call_items(call))
+        replace_held_outputs(call, [chat_ctx, *stored])
+        chat_ctx.add_message(role="system", content=delivery_note(call))
+
+
+def held_in_reply(state: SessionState, update_ids: Iterable[str]) -> list[str]:
+    """The held calls a deferred reply covering ``update_ids`` would voice."""
+    calls = state.calls
+    return [
+        cid
+        for uid in update_ids
+        if (cid := uid.removesuffix("_final").split("_update_")[0]) in calls
+        and calls[cid].delivery == "held"
+    ]
+
+
+def wrap_llm_node(
+    agent: Agent,
+    before: Callable[[llm.ChatContext], Awaitable[None]],
+    generated: Callable[[str], None],
+) -> None:
+    """Wrap ``agent.llm_node`` on the instance (a subclass's override is kept).
+
+    ``before(chat_ctx)`` runs before inference; ``generated(text)`` gets the text
+    generated so far after each chunk.
+    """
+    inner = agent.llm_node  # bound to the agent
+
+    async def llm_node(
+        chat_ctx: llm.ChatContext, tools: list[Any], model_settings: Any
+    ) -> AsyncIterable[Any]:
+        await before(chat_ctx)
+        out: Any = inner(chat_ctx, tools, model_settings)
+        if asyncio.iscoroutine(out):
+            out = await out
+        if isinstance(out, str):
+            generated(out)
+            yield out
+            return
+        if out is None:
+            return
+        text = ""
+        async for chunk in out:
+            piece = chunk if isinstance(chunk, str) else None
+            if isinstance(chunk, llm.ChatChunk) and chunk.delta is not None:
+                piece = chunk.delta.content
+            if piece:
+                text += piece
+                generated(text)
+            yield chunk
+
+    agent.llm_node = llm_node  # type: ignore[method-assign]

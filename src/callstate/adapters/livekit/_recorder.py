@@ -6,8 +6,9 @@ Hooks (livekit-agents 1.8), each recording in the order LiveKit acts:
   messages as stored: truncated with ``interrupted=True`` after a barge-in, and
   ``AgentHandoff`` items, emitted before the new agent's activity starts),
   ``user_input_transcribed`` (interim transcripts), ``speech_created`` (each speech
-  handle, watched for its interruption), ``function_tools_executed``,
-  ``tool_execution_updated``, ``agent_state_changed`` and ``close``;
+  handle, watched for its interruption), ``function_tools_executed`` and
+  ``tool_execution_updated`` (plain function tool calls, see ``_plain.py``, and deferred
+  replies), ``agent_state_changed`` and ``close``;
 - a ``TextOutput`` placed first in ``session.output.transcription``: what reaches the
   output is what the caller heard (text arrives there as it is released; with audio
   and TTS-aligned transcripts, as it plays);
@@ -26,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
@@ -38,6 +39,8 @@ from livekit.agents.voice.events import (
     EventTypes,
     FunctionToolsExecutedEvent,
     SpeechCreatedEvent,
+    ToolCallEnded,
+    ToolCallStarted,
     ToolExecutionUpdatedEvent,
     ToolReplyUpdated,
     UserInputTranscribedEvent,
@@ -48,7 +51,17 @@ from ...errors import CallstateError, ConfigError
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
-from ._hooks import Tap, call_items, current_speech, delivery_note, plain_userdata
+from ._hooks import (
+    Tap,
+    current_speech,
+    drop_item,
+    held_in_reply,
+    plain_userdata,
+    userdata_diff,
+    wrap_llm_node,
+    write_notes,
+)
+from ._plain import PlainCalls, handoff_needs_secret
 
 __all__ = ["LiveKitRecovery", "attach", "recovery_for"]
 
@@ -89,6 +102,7 @@ class LiveKitRecovery:
         agents: Mapping[str, AgentFactory] | None = None,
         end_on_close: bool = True,
     ) -> None:
+        handoff_needs_secret(session, agents or {})
         self.agent_session = agent_session
         self.session = session
         self.agents = dict(agents or {})
@@ -99,6 +113,7 @@ class LiveKitRecovery:
         self._heard = ""
         self._generated = ""
         self._speech: str | None = None  # the speech handle that utterance belongs to
+        self._ahead: dict[str, str] = {}  # speech id -> text generated before it plays
         self._known: set[str] = set()  # chat item ids already recorded (or seeded)
         self._noted = {c.call_id for c in session.state.calls.values() if c.delivery}
         self._wrapped: weakref.WeakSet[Agent] = weakref.WeakSet()
@@ -110,6 +125,7 @@ class LiveKitRecovery:
         self._muted: set[str] = set()  # speech ids this adapter interrupted itself
         #: deferred replies stopped because they would voice a held result
         self.suppressed: list[str] = []
+        self._plain = PlainCalls(agent_session, lambda: self.session, self._rec, lambda: self._uid)
         hooks: list[tuple[EventTypes, Callable[[Any], None]]] = [
             ("conversation_item_added", self._on_item),
             ("user_input_transcribed", self._on_transcript),
@@ -182,6 +198,10 @@ class LiveKitRecovery:
         if self._uid is None:
             self._uid = self.session.agent_started("")
             self._speech = speech
+            ahead = self._ahead.pop(speech, "") if speech is not None else ""
+            if ahead.strip():
+                self._generated = ahead
+                self.session.agent_progress(self._uid, spoken_text="", text=ahead.strip())
         return self._uid
 
     def _reset(self) -> None:
@@ -207,6 +227,9 @@ class LiveKitRecovery:
         speech = handle.id if handle is not None else None
 
         def record() -> None:
+            if self._uid is not None and not self._cut and self._speech not in (None, speech):
+                self._ahead[str(speech)] = text  # generated while another speech plays
+                return
             uid = self._start(speech)
             self._generated = text
             self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=text.strip())
@@ -217,16 +240,40 @@ class LiveKitRecovery:
     def _assistant(self, msg: llm.ChatMessage, speech: str | None) -> None:
         text = (msg.text_content or "").strip()
         if self._cut and (speech is None or speech == self._speech):
+            heard = self._said(self._uid)
             self._reset()  # recorded at the barge-in, with what had reached the output
-            return
-        if self._uid is None and not text:
-            return
-        uid = self._start(speech)
-        if msg.interrupted:
-            self.session.interrupt(heard_text=text, utterance_id=uid)
+            if heard != text:
+                self._keep_heard(msg, heard)
+        elif self._uid is not None or text:
+            uid = self._start(speech)
+            if msg.interrupted:
+                self.session.interrupt(heard_text=text, utterance_id=uid)
+            else:
+                self.session.agent_finished(uid, text=text)
+            self._reset()
+        if self._uid is None and self._ahead:  # generated while this one played: next
+            self._start(next(iter(self._ahead)))
+
+    def _said(self, uid: str | None) -> str:
+        """What the caller heard of utterance ``uid``, as recorded."""
+        item = next((i for i in reversed(self.session.state.items) if i.id == uid), None)
+        return item.text if item is not None else ""
+
+    def _contexts(self) -> list[llm.ChatContext]:
+        """LiveKit's stored contexts: each agent's (what its next turn starts from) and
+        the session's history (the app's record of the call)."""
+        return [*(a._chat_ctx for a in self._wrapped), self.agent_session.history]
+
+    def _keep_heard(self, msg: llm.ChatMessage, heard: str) -> None:
+        """Make LiveKit's stored message of a cut reply hold only what the caller heard.
+
+        Text-only, LiveKit stores the chunk being handed to the output at the barge-in
+        as said; callstate knows what the output took. Nothing heard: no message.
+        """
+        if heard:
+            msg.content = [heard]  # one object, shared by the agent's context and history
         else:
-            self.session.agent_finished(uid, text=text)
-        self._reset()
+            drop_item(msg, self._contexts())
 
     def _on_interrupt(self, speech_id: str) -> None:
         """LiveKit took a barge-in: truncate to what was heard, overtake running calls."""
@@ -263,52 +310,18 @@ class LiveKitRecovery:
         if agent in self._wrapped:
             return
         self._wrapped.add(agent)
-        inner = agent.llm_node  # bound to the agent: a subclass's override is kept
+        wrap_llm_node(agent, self._before_inference, self._generated_text)
 
-        async def llm_node(
-            chat_ctx: llm.ChatContext, tools: list[Any], model_settings: Any
-        ) -> AsyncIterable[Any]:
-            await self._wait_ready()
-            users = [i for i in chat_ctx.items if isinstance(i, llm.ChatMessage)]
-            users = [m for m in users if m.role == "user"]
-            if users:
-                self._user(users[-1])  # LiveKit emits it only once this reply is scheduled
-            self._rec(lambda: self._write_notes(chat_ctx))
-            out: Any = inner(chat_ctx, tools, model_settings)
-            if asyncio.iscoroutine(out):
-                out = await out
-            if isinstance(out, str):
-                self._generated_text(out)
-                yield out
-                return
-            if out is None:
-                return
-            text = ""
-            async for chunk in out:
-                piece = chunk if isinstance(chunk, str) else None
-                if isinstance(chunk, llm.ChatChunk) and chunk.delta is not None:
-                    piece = chunk.delta.content
-                if piece:
-                    text += piece
-                    self._generated_text(text)
-                yield chunk
-
-        agent.llm_node = llm_node  # type: ignore[method-assign]
+    async def _before_inference(self, chat_ctx: llm.ChatContext) -> None:
+        await self._wait_ready()
+        users = [i for i in chat_ctx.items if isinstance(i, llm.ChatMessage)]
+        users = [m for m in users if m.role == "user"]
+        if users:
+            self._user(users[-1])  # LiveKit emits it only once this reply is scheduled
+        self._rec(lambda: self._write_notes(chat_ctx))
 
     def _write_notes(self, chat_ctx: llm.ChatContext) -> None:
-        """Tell the model, before it runs, what to do with results the reconciler decided.
-
-        A call LiveKit committed nothing of (its turn was cut by the interruption
-        timeout while still speaking) is put back into this turn's context first.
-        """
-        have = {i.call_id for i in chat_ctx.items if isinstance(i, llm.FunctionCallOutput)}
-        for call in self.session.state.calls.values():
-            if call.delivery in (None, "held") or call.call_id in self._noted:
-                continue
-            self._noted.add(call.call_id)
-            if call.call_id not in have:
-                chat_ctx.items.extend(call_items(call))
-            chat_ctx.add_message(role="system", content=delivery_note(call))
+        write_notes(self.session.state, self._noted, chat_ctx, self._contexts())
 
     # -- handoff ---------------------------------------------------------------------------
 
@@ -352,8 +365,7 @@ class LiveKitRecovery:
         if data is None or data == self._userdata:
             return
         before = self._userdata if self._userdata is not None else self.session.state.userdata
-        changed = {k: v for k, v in data.items() if k not in before or before[k] != v}
-        gone = [k for k in before if k not in data]
+        changed, gone = userdata_diff(before, data)
         self._userdata = dict(data)
 
         def record() -> None:
@@ -392,14 +404,24 @@ class LiveKitRecovery:
 
     def _speech_done(self, handle: SpeechHandle) -> None:
         self._speeches.pop(handle.id, None)
+        self._ahead.pop(handle.id, None)
 
     def _on_tools_executed(self, ev: FunctionToolsExecutedEvent) -> None:
+        refused = self._plain.refuse_unsigned_handoff(ev)  # before LiveKit switches agents
+        if refused is not None:
+            log.error("callstate refused a LiveKit handoff: %s", refused)
+            self.errors.append(refused)
+        self._plain.executed(ev)
         self._sync_userdata()
 
     def _on_tool_update(self, ev: ToolExecutionUpdatedEvent) -> None:
         self._sync_userdata()  # a tool may have changed userdata
         update = ev.update
-        if isinstance(update, ToolReplyUpdated) and update.status == "scheduled":
+        if isinstance(update, ToolCallStarted):
+            self._plain.started(update.function_call)
+        elif isinstance(update, ToolCallEnded):
+            self._plain.ended(update)
+        elif isinstance(update, ToolReplyUpdated) and update.status == "scheduled":
             self._hold_deferred_reply(update)
 
     def _hold_deferred_reply(self, update: ToolReplyUpdated) -> None:
@@ -410,13 +432,7 @@ class LiveKitRecovery:
         reply would talk over the caller, so it is stopped and the result is delivered,
         discarded or announced on the caller's next turn, as the reconciler decides.
         """
-        calls = self.session.state.calls
-        held = [
-            cid
-            for uid in update.update_ids
-            if (cid := uid.removesuffix("_final").split("_update_")[0]) in calls
-            and calls[cid].delivery == "held"
-        ]
+        held = held_in_reply(self.session.state, update.update_ids)
         handle = self._speeches.get(update.speech_id)
         if held and handle is not None and not handle.done():
             self._muted.add(handle.id)

@@ -22,6 +22,7 @@ from livekit.agents.voice.events import RunContext
 from ...errors import ConfigError
 from ...journal.context import call_output
 from ...tools.registry import ToolRegistry, ToolSpec
+from ._plain import GUARDED
 from ._recorder import recovery_for
 
 __all__ = ["guarded_tools"]
@@ -63,6 +64,7 @@ def _tool(spec: ToolSpec) -> llm.RawFunctionTool[..., Any]:
         return out
 
     run.__name__ = f"callstate_{name}"
+    setattr(run, GUARDED, True)  # copied onto the tool: the recorder leaves its calls alone
     return cast("llm.RawFunctionTool[..., Any]", llm.function_tool(run, raw_schema=_schema(spec)))
 
 
