@@ -53,9 +53,13 @@ async def run(turns: int, rounds: int) -> dict[str, float]:
     first_ack: list[float] = []
     sent: list[float] = []
     replayed = 0
-    config = {"type": "realtime", "instructions": "You are a booking agent."}
+    config = {
+        "type": "realtime",
+        "instructions": "You are a booking agent.",
+        "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}},
+    }
     async with (
-        RealtimeServer() as server,
+        RealtimeServer(session={"audio": config["audio"]}) as server,
         callstate.Keeper("memory://", tools=registry()) as keeper,
         AsyncOpenAI(api_key="sk-bench", websocket_base_url=server.url) as client,
     ):

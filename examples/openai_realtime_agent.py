@@ -28,13 +28,14 @@ async def move_booking(booking_id: str, time: str, *, ctx: callstate.ToolContext
 CONFIG = {
     "type": "realtime",
     "instructions": "You move restaurant bookings.",
+    "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}},
     "tools": [{"type": "function", "name": "move_booking", "parameters": {"type": "object"}}],
 }
 
 
 async def main() -> None:
     async with (
-        RealtimeServer() as server,
+        RealtimeServer(session={"audio": CONFIG["audio"]}) as server,
         callstate.Keeper("memory://", secret=SECRET, tools=tools) as keeper,
         AsyncOpenAI(api_key="sk-local", websocket_base_url=server.url) as client,
     ):

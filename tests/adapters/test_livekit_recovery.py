@@ -166,10 +166,11 @@ async def test_an_openai_realtime_package_seeds_a_livekit_agent() -> None:
     config = {
         "type": "realtime",
         "instructions": "You move restaurant bookings.",
+        "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}},
         "tools": [{"type": "function", "name": "move_booking", "parameters": {"type": "object"}}],
     }
     async with (
-        RealtimeServer() as server,
+        RealtimeServer(session={"audio": config["audio"]}) as server,
         Keeper("memory://", tools=tools.registry, secret=SECRET, clock=FakeClock()) as k,
         AsyncOpenAI(api_key="sk-local", websocket_base_url=server.url) as client,
     ):

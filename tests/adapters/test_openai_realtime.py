@@ -19,6 +19,10 @@ from callstate.testing.realtime_server import Call, RealtimeServer, Say
 from callstate.testing.realtime_session import validate_client_event
 
 MODEL = "gpt-realtime"
+#: input transcription on, as a session made from a client secret with this config has it
+TRANSCRIBED: dict[str, Any] = {
+    "audio": {"input": {"transcription": {"model": "gpt-4o-transcribe"}}}
+}
 
 
 class Gates:
@@ -54,7 +58,7 @@ def make_tools(gates: Gates) -> callstate.ToolRegistry:
 
 @pytest.fixture
 async def server() -> AsyncIterator[RealtimeServer]:
-    async with RealtimeServer() as srv:
+    async with RealtimeServer(session=TRANSCRIBED) as srv:
         yield srv
 
 
@@ -88,6 +92,7 @@ async def client(server: RealtimeServer) -> AsyncIterator[AsyncOpenAI]:
 CONFIG: dict[str, Any] = {
     "type": "realtime",
     "instructions": "You are the booking agent.",
+    **TRANSCRIBED,
     "tools": [
         {"type": "function", "name": "move_booking", "parameters": {"type": "object"}},
         {"type": "function", "name": "check_availability", "parameters": {"type": "object"}},

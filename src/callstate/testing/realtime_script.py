@@ -1,7 +1,7 @@
 """What the loopback Realtime server says: scripted responses and typed server events.
 
 Every server event is built from the ``openai.types.realtime`` server event models, so
-its shape is the real one. A test queues ``Say`` and ``Call`` steps; each
+its shape is the real one. A test queues ``Say``, ``Call`` and ``Calls`` steps; each
 ``response.create`` (or auto-response after a user turn) plays the next step.
 """
 
@@ -39,7 +39,7 @@ from openai.types.realtime.realtime_response_status import RealtimeResponseStatu
 from openai.types.realtime.response_content_part_added_event import Part as AddedPart
 from openai.types.realtime.response_content_part_done_event import Part as DonePart
 
-__all__ = ["BYTES_PER_MS", "Call", "Say", "Step", "error_event", "silence", "wire"]
+__all__ = ["BYTES_PER_MS", "Call", "Calls", "Say", "Step", "error_event", "silence", "wire"]
 
 #: pcm16 mono at 24 kHz, the Realtime API's default audio format.
 BYTES_PER_MS = 48
@@ -95,7 +95,14 @@ class Call:
     call_id: str = field(default_factory=lambda: next_id("call"))
 
 
-Step = Say | Call
+@dataclass
+class Calls:
+    """Several function calls the model asks for in one response (parallel tool calls)."""
+
+    calls: list[Call]
+
+
+Step = Say | Call | Calls
 
 
 @dataclass
@@ -128,33 +135,39 @@ async def play(
             ),
         )
     )
-    if isinstance(step, Call):
-        return await _play_call(step, response_id, send)
+    if isinstance(step, Call | Calls):
+        return await _play_calls(
+            step.calls if isinstance(step, Calls) else [step], response_id, send
+        )
     return await _play_say(step, response_id, send, on_audio, gate)
 
 
-async def _play_call(step: Call, response_id: str, send: Any) -> Streamed:
+async def _play_calls(calls: list[Call], response_id: str, send: Any) -> Streamed:
+    """Stream function calls as the output items of one response, then ``response.done``."""
+    done_items: list[RealtimeConversationItemFunctionCall] = []
+    for index, step in enumerate(calls):
+        done_items.append(await _play_call(step, response_id, index, send))
+    await send(_response_done(response_id, done_items, "completed"))
+    return Streamed(item=done_items[-1].model_dump(exclude_none=True))
+
+
+async def _play_call(
+    step: Call, response_id: str, index: int, send: Any
+) -> RealtimeConversationItemFunctionCall:
     item_id = next_id("item")
-    started = RealtimeConversationItemFunctionCall(
-        type="function_call",
-        id=item_id,
-        object="realtime.item",
-        status="in_progress",
-        name=step.name,
-        call_id=step.call_id,
-        arguments="",
-    )
+    fields: dict[str, Any] = {
+        "type": "function_call",
+        "id": item_id,
+        "object": "realtime.item",
+        "name": step.name,
+        "call_id": step.call_id,
+    }
+    started = RealtimeConversationItemFunctionCall(status="in_progress", arguments="", **fields)
     done = RealtimeConversationItemFunctionCall(
-        type="function_call",
-        id=item_id,
-        object="realtime.item",
-        status="completed",
-        name=step.name,
-        call_id=step.call_id,
-        arguments=step.arguments,
+        status="completed", arguments=step.arguments, **fields
     )
-    common: dict[str, Any] = {"item_id": item_id, "output_index": 0, "response_id": response_id}
-    await send(_added(started, response_id))
+    common: dict[str, Any] = {"item_id": item_id, "output_index": index, "response_id": response_id}
+    await send(_added(started, response_id, index))
     await send(
         ConversationItemAdded(
             type="conversation.item.added", event_id=next_id("event"), item=started
@@ -179,12 +192,11 @@ async def _play_call(step: Call, response_id: str, send: Any) -> Streamed:
             **common,
         )
     )
-    await send(_item_done(done, response_id))
+    await send(_item_done(done, response_id, index))
     await send(
         ConversationItemDone(type="conversation.item.done", event_id=next_id("event"), item=done)
     )
-    await send(_response_done(response_id, [done], "completed"))
-    return Streamed(item=done.model_dump(exclude_none=True))
+    return done
 
 
 async def _play_say(
@@ -291,22 +303,22 @@ def assistant_item(
     )
 
 
-def _added(item: Any, response_id: str) -> ResponseOutputItemAddedEvent:
+def _added(item: Any, response_id: str, index: int = 0) -> ResponseOutputItemAddedEvent:
     return ResponseOutputItemAddedEvent(
         type="response.output_item.added",
         event_id=next_id("event"),
         item=item,
-        output_index=0,
+        output_index=index,
         response_id=response_id,
     )
 
 
-def _item_done(item: Any, response_id: str) -> ResponseOutputItemDoneEvent:
+def _item_done(item: Any, response_id: str, index: int = 0) -> ResponseOutputItemDoneEvent:
     return ResponseOutputItemDoneEvent(
         type="response.output_item.done",
         event_id=next_id("event"),
         item=item,
-        output_index=0,
+        output_index=index,
         response_id=response_id,
     )
 

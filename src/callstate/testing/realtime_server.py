@@ -9,11 +9,18 @@ real session keeps, answering with the documented ``error`` shapes:
 - ``invalid_tool_call_id``: a ``function_call_output`` for a call id this session never saw;
 - ``conversation_already_has_active_response``: ``response.create`` while one is active;
 - ``invalid_value`` on ``audio_end_ms``: truncating past the audio sent for the item;
+- ``cannot_update_voice``: a ``session.update`` changing the voice once assistant audio
+  was sent;
 - ``unknown_parameter`` / ``invalid_value`` / ``invalid_json``: malformed events.
 
-Each connection is a new, empty session (the API has no server-side resume). Tests
-script answers with ``Say``/``Call`` steps, make the caller speak or barge in, drop the
-socket with any close code, and send ``session_expired``::
+Caller transcripts come only when the session has ``audio.input.transcription`` set
+(``RealtimeServer(session=...)`` starts every session with a config, as one made from
+a client secret does), and may be held back until ``transcribe()``: transcription runs
+beside the response in the API. A barge-in's ``speech_started`` names the item its
+commit will create. Each connection is a new, empty session (the API has no server-side
+resume). Tests script answers with ``Say``/``Call``/``Calls`` (parallel calls in one
+response) steps, make the caller speak or barge in, drop the socket with any close
+code, send raw frames (``send_raw``) and send ``session_expired``::
 
     async with RealtimeServer() as server:
         client = AsyncOpenAI(api_key="sk-test", websocket_base_url=server.url)
@@ -31,16 +38,19 @@ from openai.types.realtime import RealtimeSessionCreateRequest, SessionCreatedEv
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from .realtime_script import Call, Say, Step, next_id
+from .realtime_script import Call, Calls, Say, Step, next_id
 from .realtime_session import ServerSession
 
-__all__ = ["Call", "RealtimeServer", "Say", "ServerSession"]
+__all__ = ["Call", "Calls", "RealtimeServer", "Say", "ServerSession"]
 
 
 class RealtimeServer:
     """The loopback server: one ``ServerSession`` per websocket connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, session: dict[str, Any] | None = None) -> None:
+        """``session``: the config every new session starts with (as one made from a client
+        secret carries), e.g. ``{"audio": {"input": {"transcription": {...}}}}``."""
+        self.session_config: dict[str, Any] = dict(session or {})
         self.script: deque[Step] = deque()
         self.sessions: list[ServerSession] = []
         self.received: list[dict[str, Any]] = []
@@ -115,10 +125,22 @@ class RealtimeServer:
         s.closed = True
         await s.ws.close(1000, "session expired")
 
-    async def user_speaks(self, text: str, *, respond: bool = True) -> None:
-        """The caller says ``text`` (server VAD); the server answers when ``respond``."""
+    async def user_speaks(self, text: str, *, respond: bool = True, late: bool = False) -> None:
+        """The caller says ``text`` (server VAD); the server answers when ``respond``.
+
+        With input transcription configured the transcript follows the commit, or, when
+        ``late``, waits for ``transcribe()`` (it runs beside the response, as in the API).
+        """
         await self.current.speech_started()
-        await self.current.speech_done(text, respond=respond)
+        await self.current.speech_done(text, respond=respond, late=late)
+
+    async def transcribe(self) -> None:
+        """Send the caller transcripts held back by ``user_speaks(..., late=True)``."""
+        await self.current.transcribe()
+
+    async def send_raw(self, frame: str) -> None:
+        """Send one raw text frame to the current client (malformed on purpose, say)."""
+        await self.current.ws.send(frame)
 
     async def barge_in(self) -> None:
         """The caller starts talking over the agent (the answer is cancelled)."""

@@ -8,9 +8,8 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from typing import Annotated, Any, Protocol, get_args
+from typing import Any, Protocol
 
-import pydantic
 from openai._models import BaseModel
 from openai.types.realtime import (
     ConversationItemAdded,
@@ -22,7 +21,6 @@ from openai.types.realtime import (
     InputAudioBufferCommittedEvent,
     InputAudioBufferSpeechStartedEvent,
     InputAudioBufferSpeechStoppedEvent,
-    RealtimeClientEvent,
     RealtimeConversationItemUserMessage,
     RealtimeSessionCreateRequest,
     SessionUpdatedEvent,
@@ -41,12 +39,14 @@ from .realtime_script import (
     response_done,
     wire,
 )
+from .realtime_validate import validate_client_event
 
 
 class Shared(Protocol):
     """What a connection shares with its ``RealtimeServer``: the script and the log."""
 
     script: deque[Step]
+    session_config: dict[str, Any]
     received: list[dict[str, Any]]
     malformed: list[Any]
     gate: asyncio.Event
@@ -55,30 +55,6 @@ class Shared(Protocol):
 
 
 __all__ = ["ServerSession", "validate_client_event"]
-
-_CLIENT_UNION: Any = Annotated[
-    get_args(RealtimeClientEvent)[0], pydantic.Field(discriminator="type")
-]
-
-_CLIENT_EVENT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(_CLIENT_UNION)
-
-
-def _unknown_param(value: Any, path: str) -> str | None:
-    """The first field the models do not define, anywhere inside ``value``."""
-    if isinstance(value, pydantic.BaseModel):
-        extra = next(iter(value.model_extra or {}), None)
-        if extra is not None:
-            return f"{path}.{extra}".lstrip(".")
-        for name in type(value).model_fields:
-            found = _unknown_param(getattr(value, name), f"{path}.{name}")
-            if found:
-                return found
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            found = _unknown_param(v, f"{path}[{i}]")
-            if found:
-                return found
-    return None
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -94,22 +70,6 @@ class _Reject(Exception):
         self.code, self.message, self.param = code, message, param
 
 
-def validate_client_event(data: Any) -> str | None:
-    """Check one decoded client event against the ``openai.types.realtime`` models.
-
-    Returns:
-        ``None`` when valid, else the problem, naming the parameter.
-    """
-    try:
-        model = _CLIENT_EVENT.validate_python(data)
-    except pydantic.ValidationError as exc:
-        err = exc.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or "type"
-        return f"Invalid '{param}': {err['msg']}."
-    unknown = _unknown_param(model, "")
-    return f"Unknown parameter: '{unknown}'." if unknown else None
-
-
 class ServerSession:
     """One websocket connection: one fresh Realtime session and its conversation."""
 
@@ -117,7 +77,8 @@ class ServerSession:
         self.server = server
         self.ws = ws
         self.id = next_id("sess")
-        self.config: dict[str, Any] = {"type": "realtime", "output_modalities": ["audio"]}
+        start: dict[str, Any] = {"type": "realtime", "output_modalities": ["audio"]}
+        self.config = _merge(start, server.session_config)
         self.items: list[dict[str, Any]] = []
         self.audio_ms: dict[str, int] = {}
         self.transcripts: dict[str, str] = {}
@@ -131,6 +92,13 @@ class ServerSession:
         self.closed = False
         self._task: asyncio.Task[None] | None = None
         self._input_bytes = 0
+        self._speech_item: str | None = None  # the user item the current speech will commit
+        self.late: list[tuple[str, str]] = []  # (item id, transcript) not sent yet
+
+    @property
+    def transcribing(self) -> bool:
+        """Input transcription is on (``audio.input.transcription``): transcripts are sent."""
+        return bool(((self.config.get("audio") or {}).get("input") or {}).get("transcription"))
 
     def stop(self) -> None:
         """Cancel the response being played, if any (the connection closed or dropped)."""
@@ -221,6 +189,11 @@ class ServerSession:
         self.server.notify()
 
     async def _on_session_update(self, data: dict[str, Any]) -> None:
+        voice = ((data["session"].get("audio") or {}).get("output") or {}).get("voice")
+        now = ((self.config.get("audio") or {}).get("output") or {}).get("voice")
+        if voice is not None and voice != now and any(self.audio_ms.values()):
+            msg = "Cannot update a conversation's voice if assistant audio is present."
+            raise _Reject("cannot_update_voice", msg, None)
         self.config = _merge(self.config, data["session"])
         await self.send(
             SessionUpdatedEvent(
@@ -382,8 +355,8 @@ class ServerSession:
         self.active = None
         await self.send(response_done(rid, "cancelled", reason))
 
-    async def _user_item(self, transcript: str | None) -> str:
-        item_id = next_id("item")
+    async def _user_item(self, transcript: str | None, *, late: bool = False) -> str:
+        item_id, self._speech_item = self._speech_item or next_id("item"), None
         part: dict[str, Any] = {"type": "input_audio"}
         user = RealtimeConversationItemUserMessage.model_validate(
             {
@@ -421,7 +394,16 @@ class ServerSession:
                 previous_item_id=prev,
             )
         )
-        if transcript is not None:
+        if transcript is not None and self.transcribing:
+            self.late.append((item_id, transcript))
+            if not late:
+                await self.transcribe()
+        return item_id
+
+    async def transcribe(self) -> None:
+        """Send the transcripts not sent yet (transcription runs beside the response)."""
+        late, self.late = self.late, []
+        for item_id, transcript in late:
             await self.send(
                 ConversationItemInputAudioTranscriptionCompletedEvent.model_validate(
                     {
@@ -434,10 +416,9 @@ class ServerSession:
                     }
                 )
             )
-        return item_id
 
     async def speech_started(self) -> str:
-        item_id = next_id("item")
+        item_id = self._speech_item = next_id("item")
         await self.send(
             InputAudioBufferSpeechStartedEvent(
                 type="input_audio_buffer.speech_started",
@@ -450,15 +431,15 @@ class ServerSession:
         await self.cancel_active("turn_detected")
         return item_id
 
-    async def speech_done(self, text: str, *, respond: bool) -> None:
+    async def speech_done(self, text: str, *, respond: bool, late: bool = False) -> None:
         await self.send(
             InputAudioBufferSpeechStoppedEvent(
                 type="input_audio_buffer.speech_stopped",
                 event_id=next_id("event"),
                 audio_end_ms=1000,
-                item_id=next_id("item"),
+                item_id=self._speech_item or next_id("item"),
             )
         )
-        await self._user_item(text)
+        await self._user_item(text, late=late)
         if respond and self.active is None:
             self.start_response()

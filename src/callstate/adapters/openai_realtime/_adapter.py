@@ -9,32 +9,40 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
+import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from openai import WebSocketConnectionClosedError
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 
-from ...errors import CallstateError
 from ...session import Session
+from ._answers import Answers
 from ._api import Namespaces
-from ._audio import bytes_per_ms, delta_ms, heard_text
+from ._audio import bytes_per_ms, delta_ms
 from ._continuity import Continuity, RestoreStats
-from ._replay import function_output, merge_config
+from ._frames import BadFrame, bad_frame, frame_problem
+from ._order import Pending, Playback, TurnOrder
+from ._sending import Sending
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from openai import AsyncOpenAI
 
 __all__ = ["RealtimeAdapter", "RestoreStats"]
 
-_SENT_MEMORY = 1024  # client events remembered for mapping errors back
+log = logging.getLogger("callstate.adapters.openai_realtime")
+
+_BAD_MEMORY = 100  # skipped frames kept for the app to inspect
+_TICK = 0.5  # seconds between looks at the session cap (the clock may be a test's)
+_CLOSE_WAIT = 2.0  # seconds an old socket gets to close politely before it is let go
+_CLOSED = (ConnectionClosed, StopAsyncIteration, WebSocketConnectionClosedError)
 
 
-class RealtimeAdapter(Continuity):
+class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
     """An open Realtime connection bound to a callstate ``Session``; see ``connect``."""
 
     def __init__(
@@ -44,13 +52,14 @@ class RealtimeAdapter(Continuity):
         *,
         model: str,
         config: dict[str, Any] | None = None,
-        playback: Callable[[], int | None] | None = None,
+        playback: Playback | None = None,
         run_tools: bool = True,
         max_session_s: float = 3600.0,
         rollover_margin_s: float = 300.0,
         reconnect_attempts: int = 5,
         reconnect_delay: float = 0.5,
         connect_options: dict[str, Any] | None = None,
+        transcript_wait_s: float = 3.0,
     ) -> None:
         self.client = client
         self.callstate = session
@@ -62,6 +71,12 @@ class RealtimeAdapter(Continuity):
         self.rollover_margin_s = rollover_margin_s
         self.reconnect_attempts = reconnect_attempts
         self.reconnect_delay = reconnect_delay
+        self.transcript_wait_s = transcript_wait_s
+        #: frames the adapter skipped (not JSON, not an event, a field it reads missing)
+        self.bad_frames: deque[BadFrame] = deque(maxlen=_BAD_MEMORY)
+        #: callstate item id -> item id in the current Realtime session (replayed items
+        #: get new ids; a user turn is keyed ``user@N``, N its index in ``state.items``)
+        self.item_ids: dict[str, str] = {}
         self._options = dict(connect_options or {})
         user_cb = self._options.get("on_reconnecting")
         if user_cb is not None:  # the SDK re-dials by itself: hold until session.created
@@ -78,6 +93,12 @@ class RealtimeAdapter(Continuity):
         self._n = 0
         self._rt = 0
         self._tasks: set[asyncio.Task[None]] = set()
+        self._closers: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()  # one of: an event handled, a rollover, outputs synced
+        self._timer: asyncio.Task[None] | None = None
+        self._server_transcribes = False
+        self._queue: deque[Pending | Callable[[], None]] = deque()
+        self._waits: dict[str, Pending] = {}
         self._switching = False
         self._closing = False
         self._marker = 0  # bumps when the caller starts a new turn
@@ -102,8 +123,12 @@ class RealtimeAdapter(Continuity):
         self._active: str | None = None
         self._pending_create: str | None = None
         self._speaking = False
-        self._open: str | None = None
+        self._unfinished: list[str] = []
         self._streaming: set[str] = set()  # assistant items whose output is not done yet
+        self._failed: set[str] = set()
+        self._groups: dict[str, set[str]] = {}
+        self._responded: set[str] = set()
+        self.item_ids = {}
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -119,6 +144,7 @@ class RealtimeAdapter(Continuity):
             session = {"type": "realtime", **self.config}
             await self._send_internal({"type": "session.update", "session": session})
             self._swallow_updates += 1
+        self._timer = asyncio.get_running_loop().create_task(self._cap_timer())
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -127,11 +153,43 @@ class RealtimeAdapter(Continuity):
     async def close(self) -> None:
         """Let running tools record their outcomes, then close the websocket."""
         self._closing = True
+        if self._timer is not None:
+            self._timer.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._release_all()
         if self.connection is not None:
             with contextlib.suppress(Exception):
-                await self.connection.close()
+                await asyncio.wait_for(self.connection.close(), _CLOSE_WAIT)
+        if self._closers:
+            await asyncio.gather(*self._closers, return_exceptions=True)
+
+    def _let_go(self, old: AsyncRealtimeConnection) -> None:
+        """Close a replaced socket in the background: a restore never waits on it."""
+
+        async def close() -> None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), _CLOSE_WAIT)
+
+        task = asyncio.get_running_loop().create_task(close())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _cap_timer(self) -> None:
+        """Roll over before the session cap even when no server event arrives."""
+        clock = self.callstate.keeper.clock
+        while not self._closing:
+            due = self._rt_started + self.max_session_s - self.rollover_margin_s - clock.now()
+            if due > 0:
+                await asyncio.sleep(min(due, _TICK))
+                continue
+            try:
+                async with self._lock:
+                    if not self._closing:
+                        await self._maybe_rollover()
+            except Exception:  # the reader meets the same trouble and restores from there
+                log.exception("callstate could not roll the Realtime session over")
+            await asyncio.sleep(_TICK)  # not a quiet moment yet: look again
 
     async def _dial(self) -> Any:
         """Open a new Realtime session and make it current; returns its ``session.created``.
@@ -152,7 +210,7 @@ class RealtimeAdapter(Continuity):
                     await asyncio.sleep(self.reconnect_delay * (2**attempt))
                 continue
             self.connection, self._events = conn, events
-            self.realtime_session_id = getattr(created.session, "id", None)
+            self._on_session(created)
             return created
         msg = f"could not open a Realtime session after {attempts} attempts: {last}"
         raise ConnectionError(msg) from last
@@ -169,27 +227,62 @@ class RealtimeAdapter(Continuity):
             raise StopAsyncIteration from exc
 
     async def recv(self) -> Any:
-        """The next server event (an ``openai.types.realtime`` model) or a ``ResumedEvent``."""
+        """The next server event (an ``openai.types.realtime`` model) or a ``ResumedEvent``.
+
+        A frame that is not a usable event is skipped (logged, kept in ``bad_frames``);
+        the connection stays up.
+        """
         while True:
             if self._ready:
                 return self._ready.popleft()
-            await self._maybe_rollover()
+            async with self._lock:
+                await self._maybe_rollover()
             if self._ready:
                 continue
-            if self._events is None:
+            events = self._events
+            if events is None:
                 msg = "use the adapter as an async context manager (async with connect(...))"
                 raise RuntimeError(msg)
             try:
-                event = await self._events.__anext__()
-            except (ConnectionClosed, StopAsyncIteration, WebSocketConnectionClosedError) as exc:
-                if self._closing:
-                    raise ConnectionClosed(None, None) from exc
-                await self._restore("drop", close_code=self._close_code(exc))
+                event = await events.__anext__()
+            except _CLOSED as exc:
+                async with self._lock:
+                    if events is not self._events:
+                        continue  # an old socket, closed after a restore moved on
+                    if self._closing:
+                        raise ConnectionClosed(None, None) from exc
+                    await self._restore("drop", close_code=self._close_code(exc))
                 continue
-            out = await self._on_event(event)
-            await self._sync_outputs()
+            except (ValueError, RecursionError) as exc:  # the SDK could not parse the frame
+                # the SDK's iterator ends with the error; the websocket does not
+                self._skip(f"not JSON: {exc}", getattr(exc, "doc", ""))
+                if events is self._events and self.connection is not None:
+                    self._events = self.connection.__aiter__()
+                continue
+            problem = frame_problem(event)
+            if problem is not None:
+                self._skip(problem, event)
+                continue
+            async with self._lock:
+                if events is not self._events:
+                    continue  # the session it belongs to was replaced meanwhile
+                out = await self._on_event(event)
+                await self._sync_outputs()
             if out is not None:
                 return out
+
+    def _skip(self, problem: str, frame: Any) -> None:
+        bad = bad_frame(problem, frame)
+        self.bad_frames.append(bad)
+        log.warning("callstate skipped a Realtime server frame (%s): %.200s", problem, bad.frame)
+
+    def _on_session(self, ev: Any) -> None:
+        """Note the session's id and whether it transcribes the caller."""
+        session = ev.session
+        if ev.type == "session.created":
+            self.realtime_session_id = getattr(session, "id", None)
+        audio_in = getattr(getattr(session, "audio", None), "input", None)
+        self._server_transcribes = bool(getattr(audio_in, "transcription", None))
 
     def _close_code(self, exc: BaseException) -> int:
         """The close code of a drop: from the close frame, else 1006 (no frame: abnormal)."""
@@ -200,31 +293,32 @@ class RealtimeAdapter(Continuity):
         rcvd = getattr(closed, "rcvd", None)
         return int(rcvd.code) if rcvd is not None else 1006
 
-    def source_of(self, error: Any) -> dict[str, Any] | None:
-        """The client event an ``error`` server event answers (matched by ``event_id``)."""
-        eid = getattr(getattr(error, "error", None), "event_id", None)
-        return self._sent.get(eid) if eid else None
-
     async def _on_event(self, ev: Any) -> Any:
         s = self.callstate
         t = ev.type
         if t == "session.created":  # the first one was read when dialling: this is a new session
             await self._restore("new_session", created=ev)
             return None
-        if t == "session.updated" and self._swallow_updates:
-            self._swallow_updates -= 1
-            return None
-        if t in ("conversation.item.added", "conversation.item.done", "conversation.item.created"):
-            if ev.item.id in self._replayed:
-                self._acknowledged(ev.item.id)
+        if t == "session.updated":
+            self._on_session(ev)
+            if self._swallow_updates:
+                self._swallow_updates -= 1
                 return None
+        elif t in (
+            "conversation.item.added",
+            "conversation.item.done",
+            "conversation.item.created",
+        ):
+            item = ev.item
+            if item.id in self._replayed:
+                self._acknowledged(item.id)
+                return None
+            if t == "conversation.item.added" and _is_caller_audio(item):
+                self._caller_item(item.id)
         elif t == "input_audio_buffer.speech_started":
             self._marker += 1
             self._speaking = True
-            if self.playback is not None and self._open is not None:
-                played = self.playback()
-                if played is not None:
-                    await self._truncate(self._open, played, None)
+            await self._barge_in()
         elif t in ("input_audio_buffer.speech_stopped", "input_audio_buffer.committed"):
             self._speaking = False
         elif t == "conversation.item.input_audio_transcription.delta":
@@ -234,42 +328,61 @@ class RealtimeAdapter(Continuity):
         elif t == "conversation.item.input_audio_transcription.completed":
             self._partials.pop(ev.item_id, None)
             self._speaking = False
-            self._finish_open()
-            s.user_said(ev.transcript)
+            self._caller_said(ev.item_id, ev.transcript)
+        elif t == "conversation.item.input_audio_transcription.failed":
+            self._give_up(ev.item_id)
         elif t == "response.created":
             self._active = ev.response.id
             self._pending_create = None
             self._want = None  # this response already sees everything sent before it
         elif t == "response.output_item.added" and ev.item.type == "message":
-            self._finish_open()
-            self._open = ev.item.id
-            self._streaming.add(ev.item.id)
-            self._texts[ev.item.id] = ""
-            self._audio[ev.item.id] = 0
-            s.agent_started("", utterance_id=ev.item.id)
+            uid = ev.item.id
+            self._unfinished.append(uid)
+            self._streaming.add(uid)
+            self._texts[uid] = ""
+            self._audio[uid] = 0
+            self.item_ids[uid] = uid
+            self._later(lambda: self._started(uid))
         elif t == "response.output_item.added" and ev.item.type == "function_call":
-            self._calls.add(ev.item.call_id)
+            call_id = getattr(ev.item, "call_id", None)
+            if isinstance(call_id, str):
+                self._calls.add(call_id)
+                self.item_ids[call_id] = ev.item.id
         elif t in ("response.output_audio_transcript.delta", "response.output_text.delta"):
-            text = self._texts.get(ev.item_id, "") + ev.delta
-            self._texts[ev.item_id] = text
-            if ev.item_id == self._open:
-                s.agent_progress(ev.item_id, spoken_text=text, text=text)
+            uid = ev.item_id
+            text = self._texts.get(uid, "") + ev.delta
+            self._texts[uid] = text
+            if uid in self._unfinished:
+                self._later(lambda: self._progress(uid, text))
         elif t == "response.output_audio.delta":
             per = bytes_per_ms(self.config)
             self._audio[ev.item_id] = self._audio.get(ev.item_id, 0) + delta_ms(ev.delta, per)
         elif t == "response.output_item.done":
             self._streaming.discard(ev.item.id)
         elif t == "response.function_call_arguments.done":
-            self._calls.add(ev.call_id)
-            if self.run_tools:
-                self._start_tool(ev.call_id, ev.name, ev.arguments)
+            rid = getattr(ev, "response_id", None)
+            self._call_asked(
+                rid if isinstance(rid, str) else None, ev.call_id, ev.name, ev.arguments
+            )
         elif t == "response.done":
+            rid = getattr(ev.response, "id", None)
+            if isinstance(rid, str):
+                self._responded.add(rid)
             self._active = None
             self._pending_create = None
+            await self._release_groups()
             await self._try_response()
         elif t == "error":
             return await self._on_error(ev)
         return ev
+
+    def _started(self, uid: str) -> None:
+        self.callstate.agent_started("", utterance_id=uid)
+
+    def _progress(self, uid: str, text: str) -> None:
+        item = self._state_item(uid)
+        if item is not None and not item.done:
+            self.callstate.agent_progress(uid, spoken_text=text, text=text)
 
     def _acknowledged(self, item_id: str) -> None:
         """A replayed item is in the new session (or was refused): resumed once all are."""
@@ -299,178 +412,10 @@ class RealtimeAdapter(Continuity):
             self._pending_create = None
         return ev
 
-    # -- sending -----------------------------------------------------------------------
 
-    def _stamp(self, event: dict[str, Any], internal: bool) -> str:
-        eid = event.get("event_id")
-        if not isinstance(eid, str) or not eid:
-            self._n += 1
-            eid = event["event_id"] = f"cs_{self._rt}_{self._n}"
-        self._sent[eid] = event
-        if len(self._sent) > _SENT_MEMORY:
-            old, _ = self._sent.popitem(last=False)
-            self._internal.discard(old)
-        if internal:
-            self._internal.add(eid)
-        return eid
-
-    async def _send_internal(self, event: dict[str, Any]) -> str:
-        eid = self._stamp(dict(event), True)
-        await self._raw_send(self._sent[eid])
-        return eid
-
-    async def _raw_send(self, event: dict[str, Any]) -> None:
-        if self.connection is None:
-            msg = "use the adapter as an async context manager (async with connect(...))"
-            raise RuntimeError(msg)
-        try:
-            # events are plain JSON already: skip the SDK's per-event TypedDict transform
-            await self.connection.send_raw(json.dumps(event))
-        except ConnectionClosed:
-            # the receive loop sees the close and restores; audio waits in the outbox
-            if event["type"].startswith("input_audio_buffer."):
-                self.callstate.outbox.send(event)
-
-    async def send(self, event: dict[str, Any]) -> None:
-        """Send a client event (a dict, as for ``AsyncRealtimeConnection.send``).
-
-        The adapter stamps an ``event_id``, keeps ``session.update`` for resumes,
-        records user text turns, answers each ``call_id`` once, clamps truncation to the
-        audio received and holds ``response.create`` while a response is active.
-        """
-        event = dict(event)
-        self._stamp(event, False)
-        t = event.get("type")
-        item = event.get("item") or {}
-        if t == "session.update":
-            self.config = merge_config(self.config, event.get("session") or {})
-        elif t == "conversation.item.create" and item.get("role") == "user":
-            text = " ".join(
-                p.get("text", "") for p in item.get("content", []) if p.get("type") == "input_text"
-            )
-            if text:
-                self._finish_open()
-                self._marker += 1
-                self.callstate.user_said(text)
-        elif t == "conversation.item.create" and item.get("type") == "function_call_output":
-            if item.get("call_id") in self._answered:
-                return  # each call id is answered once per Realtime session
-            self._answered.add(item.get("call_id", ""))
-        elif t == "conversation.item.truncate":
-            await self._truncate(event["item_id"], int(event["audio_end_ms"]), event)
-            return
-        elif t == "response.create":
-            self._want, self._want_event = self._marker, event
-            await self._try_response()
-            return
-        if self._switching or self.callstate.on_hold:
-            if str(t).startswith("input_audio_buffer."):
-                self.callstate.outbox.send(event)
-            return  # the replay carries config, items and outputs into the next session
-        await self._raw_send(event)
-
-    async def _truncate(self, item_id: str, played_ms: int, event: dict[str, Any] | None) -> None:
-        """Truncate an item at the played position, never past the audio received."""
-        have = self._audio.get(item_id)
-        if have is None:
-            return  # not an audio item of this Realtime session
-        end = max(0, min(played_ms, have))
-        out: dict[str, Any] = (
-            dict(event)
-            if event is not None
-            else {"type": "conversation.item.truncate", "item_id": item_id, "content_index": 0}
-        )
-        out["audio_end_ms"] = end
-        if event is None:
-            await self._send_internal(out)
-        elif not (self._switching or self.callstate.on_hold):
-            self._sent[out["event_id"]] = out
-            await self._raw_send(out)
-        item = self._state_item(item_id)
-        if item is not None and not item.done:
-            heard = heard_text(self._texts.get(item_id, item.text), end, have)
-            self.callstate.interrupt(heard_text=heard, audio_end_ms=end, utterance_id=item_id)
-        if self._open == item_id:
-            self._open = None
-
-    def _state_item(self, item_id: str) -> Any:
-        return next(
-            (
-                i
-                for i in reversed(self.callstate.state.items)
-                if i.kind == "assistant" and i.id == item_id
-            ),
-            None,
-        )
-
-    def _finish_open(self) -> None:
-        """The open utterance played out: nothing cut it before the next turn."""
-        uid, self._open = self._open, None
-        item = self._state_item(uid) if uid is not None else None
-        if item is not None and not item.done:
-            self.callstate.agent_finished(uid)  # type: ignore[arg-type]
-
-    async def _try_response(self) -> None:
-        """Send an owed ``response.create`` if nothing is active and no new turn superseded it."""
-        if self._want is None:
-            return
-        if self._want != self._marker:
-            self._want = self._want_event = None
-            return
-        if self._active or self._pending_create or self._speaking or self._switching:
-            return
-        event, self._want, self._want_event = self._want_event, None, None
-        if event is None:
-            self._pending_create = await self._send_internal({"type": "response.create"})
-        else:
-            self._pending_create = event["event_id"]
-            await self._raw_send(event)
-
-    # -- tools ---------------------------------------------------------------------------
-
-    def _start_tool(self, call_id: str, name: str, arguments: str) -> None:
-        try:
-            args = json.loads(arguments) if arguments else {}
-        except ValueError:
-            args = {"arguments": arguments}
-        if not isinstance(args, dict):
-            args = {"arguments": args}
-        task = asyncio.get_running_loop().create_task(self._run_tool(call_id, name, args))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_tool(self, call_id: str, name: str, args: dict[str, Any]) -> None:
-        session = self.callstate
-        try:
-            await session.run_tool(name, args, call_id=call_id)
-        except CallstateError as exc:
-            if call_id not in session.state.calls and call_id not in self._answered:
-                # nothing was recorded, yet the model still needs its one answer
-                self._answered.add(call_id)
-                output = json.dumps({"status": "failed", "error": str(exc)})
-                item = {"type": "function_call_output", "call_id": call_id, "output": output}
-                await self._send_internal({"type": "conversation.item.create", "item": item})
-        await self._sync_outputs()
-
-    async def _sync_outputs(self) -> None:
-        """Answer every call of this Realtime session that has an outcome and no answer yet."""
-        if self._switching or self.callstate.on_hold or self.connection is None:
-            return
-        state = self.callstate.state
-        speak = False
-        for call_id in sorted(self._calls - self._answered):
-            call = state.calls.get(call_id)
-            if call is None or not call.terminal:
-                continue
-            self._answered.add(call_id)
-            item = {
-                "type": "function_call_output",
-                "call_id": call_id,
-                "output": function_output(call),
-            }
-            await self._send_internal({"type": "conversation.item.create", "item": item})
-            # a held result waits for the caller's turn; a newer turn supersedes the call
-            speak = speak or (call.delivery != "held" and state.turn <= call.turn)
-        if speak:
-            self._want = self._marker
-            await self._try_response()
+def _is_caller_audio(item: Any) -> bool:
+    """A caller message carrying audio (its transcript, if any, comes separately)."""
+    if getattr(item, "role", None) != "user":
+        return False
+    content = getattr(item, "content", None) or []
+    return any(getattr(part, "type", None) == "input_audio" for part in content)

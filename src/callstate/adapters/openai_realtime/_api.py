@@ -26,6 +26,9 @@ class ResumedEvent:
         old_session_id / new_session_id: the Realtime session ids.
         replayed: conversation items re-created in the new session.
         outputs: call ids whose ``function_call_output`` the replay carried.
+        item_ids: callstate item id -> the replayed item's id in the new session
+            (assistant utterance ids and call ids; a user turn is ``user@N``, N its
+            index in ``state.items``).
         close_code: the websocket close code of a drop, when known.
         gap_s: seconds the link was down (by the keeper's clock).
     """
@@ -35,6 +38,7 @@ class ResumedEvent:
     new_session_id: str | None
     replayed: int
     outputs: list[str] = field(default_factory=list)
+    item_ids: dict[str, str] = field(default_factory=dict)
     close_code: int | None = None
     gap_s: float = 0.0
     type: Literal["callstate.resumed"] = "callstate.resumed"

@@ -6,7 +6,6 @@ SDK's own re-dial, finds) an empty session and replays the conversation into it.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
@@ -15,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from ...continuity.plan import plan
 from ...session import Session
+from ._answers import REPLAYED
 from ._api import ResumedEvent
 from ._audio import heard_text
-from ._replay import cut_note, merge_config, replay
+from ._order import Playback
+from ._replay import cut_note, merge_config, replay, without_voice
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
@@ -44,7 +45,7 @@ class Continuity:
     connection: AsyncRealtimeConnection | None
     realtime_session_id: str | None
     restore_stats: RestoreStats | None
-    playback: Callable[[], int | None] | None
+    playback: Playback | None
     max_session_s: float
     rollover_margin_s: float
     _ready: deque[Any]
@@ -62,15 +63,23 @@ class Continuity:
     _active: str | None
     _pending_create: str | None
     _speaking: bool
-    _open: str | None
+    _unfinished: list[str]
     _streaming: set[str]
+    _groups: dict[str, set[str]]
+    _responded: set[str]
+    item_ids: dict[str, str]
     _marker: int
     _want: int | None
     _want_event: dict[str, Any] | None
 
     if TYPE_CHECKING:
 
+        @property
+        def _open(self) -> str | None: ...
         async def _dial(self) -> Any: ...
+        def _release_all(self) -> None: ...
+        def _played(self) -> tuple[str, int] | None: ...
+        def _let_go(self, old: AsyncRealtimeConnection) -> None: ...
         def _reset_realtime(self) -> None: ...
         def _state_item(self, item_id: str) -> Any: ...
         def _finish_open(self) -> None: ...
@@ -106,6 +115,7 @@ class Continuity:
         """Carry the conversation into a new Realtime session (see the package docstring)."""
         stats = RestoreStats(reason=reason, detected_at=time.perf_counter())
         self._switching = True
+        self._release_all()  # the state must hold every turn before it is replayed
         s = self.callstate
         if reason in ("drop", "new_session") and not s.on_hold:
             s.connection_lost(f"{reason} (close code {close_code})" if close_code else reason)
@@ -125,8 +135,7 @@ class Continuity:
             reason, note=note, gap=gap, stats=stats, close_code=close_code, old_id=old_id, cut=cut
         )
         if old is not None and old is not self.connection:
-            with contextlib.suppress(Exception):
-                await old.close()
+            self._let_go(old)
 
     def _settle_cut(self) -> str | None:
         """Record how much of an utterance cut mid-stream the caller heard; returns its id."""
@@ -136,9 +145,11 @@ class Continuity:
             return None
         text = self._texts.get(uid, item.text)
         heard = text
-        played = self.playback() if self.playback is not None else None
-        if played is not None:
-            heard = heard_text(text, played, self._audio.get(uid, 0))
+        played = self._played()
+        if played is not None and played[0] != uid and played[0] in self._unfinished:
+            heard = ""  # an earlier item was still playing: none of this one was heard
+        elif played is not None and played[0] == uid:
+            heard = heard_text(text, played[1], self._audio.get(uid, 0))
         if uid not in self._streaming and heard == text:
             self._finish_open()  # it had all arrived and played: nothing was cut
             return None
@@ -162,6 +173,8 @@ class Continuity:
         self._reset_realtime()
         rep = replay(s.state, config=self.config, note=note, prefix=f"cs{self._rt}i")
         self._calls, self._answered = set(rep.calls), set(rep.answered)
+        self._groups, self._responded = {REPLAYED: rep.calls - rep.answered}, {REPLAYED}
+        self.item_ids = dict(rep.ids)
         self._replayed = set(rep.item_ids)
         self._awaiting = set(rep.item_ids)
         if self.config:
@@ -192,6 +205,7 @@ class Continuity:
             new_session_id=self.realtime_session_id,
             replayed=len(rep.item_ids),
             outputs=sorted(rep.answered),
+            item_ids=dict(rep.ids),
             close_code=close_code,
             gap_s=gap,
         )
@@ -213,11 +227,14 @@ class Continuity:
         The session is offered and accepted (epoch+1; see ``Session.handoff``), then a
         ``session.update`` with ``config`` (the new agent's instructions and tools)
         and the handoff note go to the same Realtime session, whose conversation is
-        already in place. Later resumes replay with the new agent's config.
+        already in place. Later resumes replay with the new agent's config. A new voice
+        takes effect from the next Realtime session: the API refuses a voice change
+        once the session has sent assistant audio.
 
         Returns:
             The accepted session, now ``adapter.callstate``.
         """
+        self._release_all()
         self._finish_open()  # the old handle freezes with the offer
         package = await self.callstate.handoff(to=to, reason=reason, summary=summary)
         accepted = await self.callstate.keeper.accept(package)
@@ -225,6 +242,8 @@ class Continuity:
         if config:
             self.config = merge_config(self.config, config)
             session = {"type": self.config.get("type", "realtime"), **config}
+            if any(self._audio.values()):
+                session = without_voice(session)
             await self._send_internal({"type": "session.update", "session": session})
             self._swallow_updates += 1
         note = getattr(accepted.recovery, "resume_note", "") or ""

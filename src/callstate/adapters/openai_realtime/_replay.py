@@ -20,7 +20,15 @@ import msgspec
 from ...journal.context import call_output
 from ...journal.state import SessionState, ToolCall
 
-__all__ = ["VOICE_NOTE", "Replay", "cut_note", "function_output", "merge_config", "replay"]
+__all__ = [
+    "VOICE_NOTE",
+    "Replay",
+    "cut_note",
+    "function_output",
+    "merge_config",
+    "replay",
+    "without_voice",
+]
 
 #: Appended to every resume note: text-only history must not turn the agent into a chatbot.
 VOICE_NOTE: Final = "Keep answering the caller by voice (spoken audio), as before."
@@ -36,6 +44,7 @@ class Replay:
     item_ids: list[str] = field(default_factory=list)  # ids of replayed items, in order
     calls: set[str] = field(default_factory=set)  # call ids with a function_call item
     answered: set[str] = field(default_factory=set)  # call ids with their output
+    ids: dict[str, str] = field(default_factory=dict)  # callstate item id -> replayed item id
     needs_answer: bool = False  # the agent owes the caller a turn
 
 
@@ -47,6 +56,25 @@ def merge_config(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
         out[key] = (
             merge_config(old, value) if isinstance(value, dict) and isinstance(old, dict) else value
         )
+    return out
+
+
+def without_voice(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` without ``audio.output.voice`` (and the objects that held only it)."""
+    out = dict(config)
+    audio = dict(out.get("audio") or {})
+    output = dict(audio.get("output") or {})
+    if "voice" not in output:
+        return out
+    del output["voice"]
+    if output:
+        audio["output"] = output
+    else:
+        audio.pop("output", None)
+    if audio:
+        out["audio"] = audio
+    else:
+        out.pop("audio", None)
     return out
 
 
@@ -86,22 +114,24 @@ def replay(
     if config:
         out.events.append({"type": "session.update", "session": {"type": "realtime", **config}})
 
-    def add(item: dict[str, Any]) -> None:
+    def add(item: dict[str, Any], local: str | None = None) -> None:
         item_id = f"{prefix}{len(out.item_ids)}"
         out.item_ids.append(item_id)
+        if local:
+            out.ids[local] = item_id
         out.events.append({"type": "conversation.item.create", "item": {"id": item_id, **item}})
 
     if state.summary:
         add(_message("system", "input_text", state.summary))
     last = ""
-    for item in state.items[state.summarized :]:
+    for n, item in enumerate(state.items[state.summarized :], start=state.summarized):
         if item.kind == "user" and item.text:
-            add(_message("user", "input_text", item.text))
+            add(_message("user", "input_text", item.text), f"user@{n}")
             last = "user"
         elif item.kind == "assistant":
             heard = item.text if item.done else item.spoken
             if heard:
-                add(_message("assistant", "output_text", heard))
+                add(_message("assistant", "output_text", heard), item.id)
                 last = "assistant"
         elif item.kind == "call":
             call = state.calls.get(item.id)
@@ -114,7 +144,8 @@ def replay(
                     "call_id": call.call_id,
                     "name": call.name,
                     "arguments": args,
-                }
+                },
+                call.call_id,
             )
             out.calls.add(call.call_id)
             last = "running"
