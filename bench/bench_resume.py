@@ -96,8 +96,9 @@ async def run(args: argparse.Namespace) -> None:
             all_ms: list[float] = []
             plan_ms: list[float] = []
             gc.collect()
+            tokens = dict(calls)  # each resume hands out the token the next one must use
             for round_no in range(args.rounds):
-                for sid, token in calls:
+                for sid, token in list(tokens.items()):
                     t0 = time.perf_counter()
                     pre = await worker.preflight(token)
                     preflight_ms.append((time.perf_counter() - t0) * 1000)
@@ -112,6 +113,7 @@ async def run(args: argparse.Namespace) -> None:
                     t0 = time.perf_counter()
                     plan(s.state, gap_s=1.0, via="resume").context()  # messages included
                     plan_ms.append((time.perf_counter() - t0) * 1000)
+                    tokens[sid] = s.token or token
                     await s.close()  # the next round resumes it again, like a second drop
         emit("preflight_p50_ms", pct(preflight_ms, 0.50))
         emit("preflight_p99_ms", pct(preflight_ms, 0.99))

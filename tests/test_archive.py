@@ -86,6 +86,7 @@ async def test_a_resumed_call_gets_superseded_then_recovered(
     ends is recovered, and each record holds only its own part of the conversation."""
     s = await keeper.start(caller=CALLER)
     s.user_said("before the drop")
+    s.connection_lost()
     await s.flush()
     clock.advance(5)
     s2 = await keeper.resume(s.resume_token())

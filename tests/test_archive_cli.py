@@ -43,6 +43,7 @@ async def db(tmp_path: Path) -> Path:
         await done.end(reason="caller_hangup")
         dropped = await k.start(caller="+15550000000", agent="billing", session_id="call-drop")
         dropped.user_said("my card was charged twice")
+        dropped.connection_lost("page reload")  # a live link would make the token refused
         await dropped.flush()
         resumed = await k.resume(dropped.resume_token())
         resumed.user_said("still there?")

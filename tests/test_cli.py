@@ -175,7 +175,7 @@ def test_inspect_prints_the_session_timeline(demo: Demo) -> None:
     order = ["session.started", "agent.interrupted", "session.resumed", "session.ended"]
     positions = [out.index(tag) for tag in order]
     assert sorted(positions) == positions
-    assert f"timeline of {demo.session_id} (13 events)" in out
+    assert f"timeline of {demo.session_id} (14 events)" in out  # link.restored after resume
     assert "context (what a model is given)" in out
     assert "\x1b[" not in out
 

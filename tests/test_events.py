@@ -149,6 +149,22 @@ def test_snapshot_payloads_restore_as_the_json_journal_gives_them() -> None:
     assert {"slots": {"1": "9am"}, "when": [1, 2]} == decode_state(encode_snapshot(state)).userdata
 
 
+def test_golden_outbox_events_decode_with_every_field_set() -> None:
+    """events_v1_outbox.jsonl (the journaled outbox, the resume channel) decodes to
+    exactly its events, each field away from its default."""
+    lines = (GOLDEN / "events_v1_outbox.jsonl").read_bytes().splitlines()
+    events = [ev.decode_event(line) for line in lines]
+    assert make_golden.golden_outbox_events() == events
+    kept = [
+        f"{_tag(type(e))}.{f.name}"
+        for e in events
+        for f in msgspec.structs.fields(type(e))
+        if f.name not in ("v", "message", "utterance_id", "text")
+        and getattr(e, f.name) == f.default
+    ]
+    assert [] == kept
+
+
 def test_golden_writer_refuses_to_overwrite(capsys: pytest.CaptureFixture[str]) -> None:
     """make_golden.py exits non-zero and leaves the frozen files untouched when they exist."""
     before = _golden_lines()

@@ -33,6 +33,7 @@ async def _dropped_call(keeper: callstate.Keeper) -> callstate.Session:
     u = s.agent_started("Sure, your booking is now at eight pm")
     s.agent_progress(u, spoken_text="Sure, your booking")
     s.user_partial("actually I")
+    s.connection_lost("page reload")  # else the token is refused: the session is active
     await s.flush()
     return s
 
@@ -75,18 +76,21 @@ async def test_resume_by_token_returns_the_plan_and_fences_the_old_handle(
         s.user_said("stale")
 
 
-async def test_a_page_reloading_twice_resumes_with_either_token(
+async def test_a_page_reloading_twice_resumes_with_the_fresh_token(
     keeper: callstate.Keeper, clock: FakeClock
 ) -> None:
-    """A token from before a later resume still resumes (epoch <= current), and so does
-    the fresh token each resume hands out."""
+    """Each resume hands out a fresh token, which resumes the next reload; the token it
+    replaced is superseded and never takes the call again."""
     s = await _dropped_call(keeper)
     first = s.resume_token()
     s2 = await keeper.resume(first)
-    second = s2.resume_token()
-    s3 = await keeper.resume(first)
-    s4 = await keeper.resume(second)
-    assert (2, 3, 4) == (s2.state.epoch, s3.state.epoch, s4.state.epoch)
+    assert s2.token is not None
+    with pytest.raises(callstate.TokenSuperseded):
+        await keeper.resume(first)
+    s3 = await keeper.resume(s2.token)
+    assert s3.token is not None
+    assert (2, 3) == (s2.state.epoch, s3.state.epoch)
+    assert 4 == (await keeper.resume(s3.token)).state.epoch
 
 
 async def test_resume_by_session_id_for_trusted_code(keeper: callstate.Keeper) -> None:
@@ -248,7 +252,8 @@ async def test_the_plan_reports_how_in_doubt_calls_were_resolved(
         run = asyncio.create_task(s.run_tool("charge_card", {"amount": 40}, call_id="c1"))
         await asyncio.wait_for(started.wait(), timeout=10)
         async with callstate.Keeper(url, secret=SECRET, clock=clock, tools=tools) as b:
-            s2 = await b.resume(s.resume_token())
+            # the dead worker's lease has not lapsed yet: the reconnect takes the call over
+            s2 = await b.resume(s.resume_token(), takeover=True)
             plan = s2.recovery
         gate.set()
         await asyncio.gather(run, return_exceptions=True)

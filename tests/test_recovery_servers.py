@@ -55,6 +55,7 @@ async def test_resume_archive_and_follow_ups_across_workers(stores: MakeStore) -
     async with _keeper(stores, clock, ran_a) as a, _keeper(stores, clock, ran_b) as b:
         s = await a.start(caller=CALLER, agent="triage")
         s.user_said("move my booking")
+        s.connection_lost("worker a's socket closed")  # a live link: the token is refused
         await s.flush()
         token = s.resume_token()
         clock.advance(4)

@@ -221,6 +221,7 @@ class ToolMachine(RuleBasedStateMachine):
         """Another handle in this process takes the session over while calls may run:
         their outcomes land on the new handle, and nothing runs twice."""
         self.session = self.run(self.keeper.resume("s"))
+        self.session.connection_restored()  # a resumed session is on hold until its link opens
         self.utterance = None
         self.ticks()
 
@@ -230,6 +231,7 @@ class ToolMachine(RuleBasedStateMachine):
         self.run(self._crash())
         self.keeper = callstate.Keeper(self.store, tools=self.tools, clock=self.clock)
         self.session = self.run(self._resume())
+        self.session.connection_restored()  # a resumed session is on hold until its link opens
         self.utterance = None
         self.ticks()
 

@@ -14,6 +14,7 @@ from .errors import (
     HandoffError,
     HandoffFormatError,
     HandoffStateError,
+    PayloadTooDeep,
     PayloadTooLarge,
     SealError,
     SessionActive,
@@ -33,6 +34,7 @@ from .errors import (
 )
 from .handoff.package import HandoffPackage
 from .journal.events import Event, decode_event, encode_event
+from .journal.limits import Limits
 from .journal.state import SessionState, ToolCall, fold
 from .keeper import Keeper
 from .observe.recovery import RecoveryEvent
@@ -57,7 +59,9 @@ __all__ = [
     "HandoffPackage",
     "HandoffStateError",
     "Keeper",
+    "Limits",
     "MemoryStore",
+    "PayloadTooDeep",
     "PayloadTooLarge",
     "Preflight",
     "RecoveryEvent",

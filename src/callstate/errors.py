@@ -6,6 +6,7 @@ Every error callstate raises on purpose derives from :class:`CallstateError`::
     ├── ConfigError                 bad arguments to Keeper/open_store/ToolRegistry
     ├── CodecError                  bytes that do not decode to a known record
     │   ├── VersionError            a record from a newer, unknown format version
+    │   ├── PayloadTooDeep          a value nested deeper than the configured cap
     │   └── SealError               a sealed value malformed, tampered or under an unknown key
     ├── SessionError
     │   ├── SessionNotFound         no such session in the store
@@ -45,6 +46,7 @@ __all__ = [
     "HandoffError",
     "HandoffFormatError",
     "HandoffStateError",
+    "PayloadTooDeep",
     "PayloadTooLarge",
     "SealError",
     "SessionActive",
@@ -87,6 +89,17 @@ class VersionError(CodecError):
     """A record written by a newer, unknown format version."""
 
     code = "version_error"
+
+
+class PayloadTooDeep(CodecError):
+    """A value is nested deeper than the configured cap, or contains itself; ``field``
+    names it."""
+
+    code = "payload_too_deep"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class SealError(CodecError):
@@ -229,9 +242,13 @@ class ConflictError(StorageError):
 
 
 class PayloadTooLarge(StorageError, ValueError):
-    """A value is larger than the configured cap."""
+    """A value is larger than the configured cap; ``field`` names it when known."""
 
     code = "payload_too_large"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ToolError(CallstateError):

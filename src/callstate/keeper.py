@@ -20,11 +20,12 @@ from .archive.records import Archive
 from .continuity.ownership import Owned, Ownership
 from .continuity.plan import Preflight
 from .continuity.restore import restore_state
-from .continuity.resume import check_resumable, find_caller_session, preflight
+from .continuity.resume import check_resumable, find_caller_session, fresh_token, preflight
 from .continuity.sweep import Sweeper, SweepResult
 from .errors import ConfigError
 from .handoff.flow import HandoffFlow
 from .handoff.package import DEFAULT_MAX_BYTES
+from .journal.limits import Limits
 from .journal.state import SessionState
 from .observe.recovery import EventStream, Observer, Sink, Stats
 from .runtime.clock import Clock, SystemClock
@@ -34,7 +35,7 @@ from .runtime.options import check_options, check_personal, parse_secrets
 from .sealing import Sealer
 from .session import Session, SessionServices
 from .storage import open_store
-from .storage.base import Store, stale_claim
+from .storage.base import Store, not_found, stale_claim, storable_text
 from .tools.late import collect_all
 from .tools.runs import ToolRuns
 
@@ -74,6 +75,11 @@ class Keeper:
         summarize: ``summarize(messages) -> str`` (or awaitable) that replaces the
             conversation a handoff's ``max_items`` trims (default: a plain summary).
         handoff_max_bytes: largest handoff package offered or accepted.
+        limits: depth and size limits on what sessions record (``callstate.Limits``;
+            default 32 levels, 1 MiB payloads, 64 KiB utterances).
+        resume_after_end: let a resume token resume a call that ended (within the
+            window); by default only a ring-back by caller id (``resume_caller``) and
+            trusted code by session id may.
         personal: userdata keys that are personal in every session: like the caller
             id, they are encrypted at rest (see ``start(personal=...)``).
         plaintext_callers: without a ``secret`` there is no key to encrypt caller data
@@ -100,6 +106,8 @@ class Keeper:
         handoff_timeout: float = 30.0,
         summarize: Summarize | None = None,
         handoff_max_bytes: int = DEFAULT_MAX_BYTES,
+        limits: Limits | None = None,
+        resume_after_end: bool = False,
         personal: Sequence[str] = (),
         plaintext_callers: bool = False,
     ) -> None:
@@ -114,10 +122,15 @@ class Keeper:
             outbox_limit=outbox_limit,
             sweep_every=sweep_every,
             purge_after=purge_after,
+            limits=limits,
         )
         if not isinstance(store, str | Store):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
+        if not isinstance(resume_after_end, bool):
+            msg = f"resume_after_end must be a bool, got {resume_after_end!r}"
+            raise ConfigError(msg)
+        self._resume_after_end = resume_after_end
         secrets = parse_secrets(secret)
         sealer = Sealer(secrets) if secrets else None
         opened: Store = open_store(store) if isinstance(store, str) else store
@@ -143,6 +156,7 @@ class Keeper:
             token_ttl=float(token_ttl),
             purge_after=float(purge_after),
             outbox_limit=int(outbox_limit),
+            limits=limits,
         )
         host = self.host
         if host.personal:
@@ -234,6 +248,11 @@ class Keeper:
     def outbox_limit(self) -> int:
         """Messages ``session.outbox`` holds while the link is down."""
         return self.host.outbox_limit
+
+    @property
+    def resume_after_end(self) -> bool:
+        """Whether a resume token resumes a call that ended."""
+        return self._resume_after_end
 
     @property
     def handoff_timeout(self) -> float:
@@ -347,6 +366,8 @@ class Keeper:
         Raises:
             SessionNotFound: no such session.
         """
+        if not storable_text(session_id):  # no store holds such an id
+            raise not_found(session_id)
         return restore_state(await self.store.load(session_id), self.host.sealer)
 
     async def resume(
@@ -356,21 +377,26 @@ class Keeper:
         caller: str | None = None,
         via: str = "resume",
         expected_epoch: int | None = None,
+        takeover: bool = False,
     ) -> Session:
         """Take ownership of a stored session at epoch+1 and return its live handle.
 
-        ``token_or_id`` is a resume token (``session.resume_token()``, verified first)
-        or a session id (for trusted server code). Everything flushed before is
-        restored, the previous owner is fenced, pending follow-ups are cancelled, and
-        ``session.recovery`` holds the ``RecoveryPlan``. A token issued at any earlier
-        epoch still works while the window is open; a caller-bound token given with
-        ``caller=`` must match it. With ``expected_epoch`` (the epoch the caller last
-        saw, e.g. a dispatcher's) the session is taken only if it is still at that
-        epoch: of several workers told to resume it at once, exactly one wins.
+        ``token_or_id`` is a resume token (verified first) or a session id (trusted
+        server code). Everything flushed is restored, the previous owner fenced,
+        pending follow-ups cancelled; ``session.recovery`` is the ``RecoveryPlan``,
+        ``session.token`` a fresh token for the new epoch. The session starts on hold
+        until its transport calls ``connection_restored()``. A caller-bound token given
+        with ``caller=`` must match it. With ``expected_epoch`` the session is taken
+        only if it is still at that epoch: of several workers told to resume it at
+        once, exactly one wins.
 
         Raises:
             TokenError: the token is malformed, tampered, signed by an unknown key or
                 bound to another caller.
+            TokenSuperseded: a handoff or another client's resume took the call since.
+            CallEnded: the call ended (unless ``Keeper(resume_after_end=True)``).
+            SessionActive: the owner holds a live lease and its link is up (another
+                tab), unless ``takeover`` is true.
             SessionExpired: the resume window (or the token) has expired; the session
                 is expired and archived if it was not yet.
             SessionNotFound: no such session.
@@ -378,32 +404,42 @@ class Keeper:
         """
         t0 = time.perf_counter()
         rec, claims = await check_resumable(
-            self.host, token_or_id, caller=caller, expire=self._sweeper
+            self.host,
+            token_or_id,
+            caller=caller,
+            expire=self._sweeper,
+            takeover=takeover,
+            after_end=self._resume_after_end,
         )
         if expected_epoch is not None and expected_epoch != rec.epoch:
             raise stale_claim(rec.session_id, expected_epoch, rec.epoch)
-        session = await self._take_over(rec, via=via)
-        self._resumed(session, t0, via=via, channel="token" if claims else "id")
+        channel = "token" if claims else "id"
+        session = await self._take_over(rec, via=via, channel=channel)
+        session.token = fresh_token(
+            self.host, session, bind=claims.caller_bound if claims else True
+        )
+        self._resumed(session, t0, via=via, channel=channel)
         return session
 
     async def preflight(self, token_or_id: str, *, caller: str | None = None) -> Preflight:
-        """Check a token (or session id) without taking ownership: one store read.
-
-        Returns a ``Preflight`` whose ``status`` is ``resumable``, ``expired``,
-        ``unknown`` or ``invalid`` (with the reason), plus the agent and expiry.
-        """
-        return await preflight(self.host, token_or_id, caller=caller)
+        """Check a token (or session id) without taking ownership; never raises for
+        what ``resume`` refuses: a ``Preflight`` with ``status`` and the reason."""
+        return await preflight(
+            self.host, token_or_id, caller=caller, after_end=self._resume_after_end
+        )
 
     async def resume_caller(self, caller: str) -> Session | None:
         """Resume the caller's most recently active resumable session, or return None.
 
-        For phone calls: the caller index holds keyed hashes, never the caller id.
+        For phone calls (the index holds keyed hashes, never the caller id): a ring-back
+        continues a call that ended within the window, whatever ``resume_after_end`` says.
         """
         t0 = time.perf_counter()
         rec = await find_caller_session(self.host, caller)
         if rec is None:
             return None
-        session = await self._take_over(rec, via="resume")
+        session = await self._take_over(rec, via="resume", channel="caller")
+        session.token = fresh_token(self.host, session)
         self._resumed(session, t0, via="resume", channel="caller")
         return session
 
@@ -471,9 +507,10 @@ class Keeper:
             epoch=session.state.epoch,
         )
 
-    async def _take_over(self, rec: SessionRecord, *, via: str) -> Session:
+    async def _take_over(self, rec: SessionRecord, *, via: str, channel: str) -> Session:
         """Claim ``rec`` at epoch+1, restore it and record the new ownership."""
-        return _adopted(await self._ownership.take_over(rec.session_id, rec.epoch, via=via))
+        owned = await self._ownership.take_over(rec.session_id, rec.epoch, via=via, channel=channel)
+        return _adopted(owned)
 
     def live(self) -> list[Session]:
         """Sessions this keeper currently owns."""
@@ -502,7 +539,9 @@ class Keeper:
             HandoffStateError: unknown package, already accepted or reclaimed, the
                 session moved on since the offer, or ``agent`` is not the target.
         """
-        return _adopted(await self._handoffs.accept(package, agent=agent))
+        session = _adopted(await self._handoffs.accept(package, agent=agent))
+        session.token = fresh_token(self.host, session)
+        return session
 
     async def reclaim(
         self,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .archive.close import archive_ended
-from .continuity.link import Outbox, lose_link, restore_link
+from .continuity.link import HeldSpeech, Outbox, lose_link, restore_link
 from .continuity.resume import session_token
 from .journal import events as ev
 from .journal.context import build_messages
@@ -73,7 +73,13 @@ class Session(Handle):
 
     def __init__(self, state: SessionState, services: SessionServices) -> None:
         host = services.host
-        super().__init__(state, flusher=host.flusher, clock=host.clock, observer=host.observer)
+        super().__init__(
+            state,
+            flusher=host.flusher,
+            clock=host.clock,
+            observer=host.observer,
+            limits=host.limits,
+        )
         self._services = services
         self.recovery: RecoveryPlan | None = None  # set on resumed sessions
         #: outgoing messages, held back while the link is down (see ``connection_lost``)
@@ -81,6 +87,9 @@ class Session(Handle):
         self._end_failed = False
         #: on a resumed session, how each call a crash left without an outcome was resolved
         self.in_doubt: list[InDoubtDecision] = []
+        #: on a resumed or accepted session, a fresh resume token for its epoch (keepers
+        #: with a secret): hand it to the client, older tokens no longer take the call
+        self.token: str | None = None
 
     # -- identity ----------------------------------------------------------------------
 
@@ -108,9 +117,17 @@ class Session(Handle):
             reconcile_held(self._services.tools, self)
 
     def agent_started(self, text: str = "", *, utterance_id: str | None = None) -> str:
-        """Record the start of an agent utterance; returns its id."""
+        """Record the start of an agent utterance; returns its id.
+
+        On hold the caller cannot hear it: it is queued in ``held_speech`` instead of
+        the conversation, and goes out, in order, on ``connection_restored()``.
+        """
         seq, at = self.state.seq + 1, self.clock.now()
         uid = utterance_id if utterance_id is not None else f"u{seq}"
+        if self.state.on_hold:
+            self.check_writable()
+            self.outbox.hold_speech(uid, text)
+            return uid
         self.add(ev.AgentStarted(seq=seq, at=at, utterance_id=uid, text=text))
         return uid
 
@@ -119,8 +136,13 @@ class Session(Handle):
     ) -> None:
         """Record how much of an utterance the caller has heard (e.g. from TTS word timings).
 
-        ``text`` replaces the utterance's full text when it grew while streaming.
+        ``text`` replaces the utterance's full text when it grew while streaming. For
+        speech still held (see ``agent_started``) only ``text`` counts: none of it was heard.
         """
+        if self.state.outbox and self.outbox.is_held(utterance_id):  # held speech is journaled
+            if text is not None:
+                self.outbox.hold_speech(utterance_id, text)
+            return
         seq, at = self.state.seq + 1, self.clock.now()
         self.add(
             ev.AgentProgress(
@@ -129,7 +151,12 @@ class Session(Handle):
         )
 
     def agent_finished(self, utterance_id: str, *, text: str | None = None) -> None:
-        """Record that an utterance played to the end."""
+        """Record that an utterance played to the end (speech still held: only ``text``
+        counts, as for ``agent_progress``)."""
+        if self.state.outbox and self.outbox.is_held(utterance_id):  # held speech is journaled
+            if text is not None:
+                self.outbox.hold_speech(utterance_id, text)
+            return
         seq, at = self.state.seq + 1, self.clock.now()
         self.add(ev.AgentFinished(seq=seq, at=at, utterance_id=utterance_id, text=text))
 
@@ -279,8 +306,14 @@ class Session(Handle):
 
     @property
     def on_hold(self) -> bool:
-        """True while the link is down: the agent must not speak."""
+        """True while the link is down (and on a resumed session until its transport
+        calls ``connection_restored``): the agent must not speak."""
         return self.state.on_hold
+
+    @property
+    def held_speech(self) -> list[HeldSpeech]:
+        """Agent speech recorded on hold, waiting for the link, oldest first."""
+        return self.outbox.held_speech
 
     def connection_lost(self, reason: str = "") -> None:
         """The link dropped: put the session on hold; ``outbox`` queues until it is back.
@@ -290,7 +323,8 @@ class Session(Handle):
         lose_link(self, self.outbox, reason)
 
     def connection_restored(self) -> float | None:
-        """The link is back: send what ``outbox`` held, in order, and record the gap.
+        """The link is open: send what ``outbox`` held (messages and held speech), in
+        order, and record the gap. Adapters call it once their transport is up.
 
         Returns:
             The gap in seconds, or None when the session was not on hold.

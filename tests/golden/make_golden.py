@@ -25,6 +25,8 @@ HERE = Path(__file__).parent
 EVENTS_FILE = HERE / "events_v1.jsonl"
 SNAPSHOT_FILE = HERE / "snapshot_v1.json"
 SNAPSHOT_V2_FILE = HERE / "snapshot_v2.msgpack"
+#: v1 events added after events_v1.jsonl was frozen: the journaled outbox, resume channel
+OUTBOX_FILE = HERE / "events_v1_outbox.jsonl"
 
 T = 1_717_171_717.25  # every timestamp below is T + a few seconds
 
@@ -104,6 +106,18 @@ def golden_events() -> list[ev.Event]:
     ]
 
 
+def golden_outbox_events() -> list[ev.Event]:
+    """The journaled outbox's events and ``SessionResumed.channel``, every field set."""
+    return [
+        ev.SessionResumed(
+            seq=40, at=T + 40, epoch=5, gap_s=3.5, via="takeover", owner="worker-2", channel="token"
+        ),
+        ev.OutboxQueued(seq=41, at=T + 41, message={"type": "caption", "text": "hi"}, dropped=1),
+        ev.OutboxQueued(seq=42, at=T + 42, utterance_id="u42", text="One moment", dropped=2),
+        ev.OutboxSent(seq=43, at=T + 43, count=2),
+    ]
+
+
 def golden_state() -> SessionState:
     """A session mid-call: a barge-in over a write whose result is held for the caller."""
     return SessionState(
@@ -172,6 +186,7 @@ def main() -> int:
         EVENTS_FILE: b"\n".join(lines) + b"\n",
         SNAPSHOT_FILE: msgspec.json.format(encode_state(golden_state()), indent=2) + b"\n",
         SNAPSHOT_V2_FILE: encode_snapshot(golden_state()),
+        OUTBOX_FILE: b"\n".join(ev.encode_event(e) for e in golden_outbox_events()) + b"\n",
     }
     missing = {path: data for path, data in files.items() if not path.exists()}
     if not missing:

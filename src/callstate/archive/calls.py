@@ -89,10 +89,11 @@ def decode_result(data: bytes | str) -> FollowUpResult:
         msg = f"follow-up result format version {newer} at `$.v` is newer than {FOLLOWUP_RESULT_VERSION}; upgrade callstate to read it"
         raise VersionError(msg)
     try:
-        return _decoder.decode(data)
+        result: FollowUpResult = ev.decode_with(_decoder, data)
     except msgspec.DecodeError as exc:
         msg = f"undecodable follow-up result: {exc}"
         raise CodecError(msg) from exc
+    return result
 
 
 class CallRecord(msgspec.Struct, frozen=True, kw_only=True):

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Final
 import msgspec
 
 from ..errors import CallstateError, ConfigError
+from ..journal import events as ev
 from ..storage.base import FollowUp, FollowUpLedger, FollowUpLog, FollowUpRun
 from .calls import CallRecord, FollowUpResult, assemble_call, decode_result, encode_result
 
@@ -155,7 +156,7 @@ class FollowUps:
     async def _run_one(self, f: FollowUp) -> int:
         host = self._host
         try:
-            payload = _payload_decoder.decode(f.payload)
+            payload = ev.decode_with(_payload_decoder, f.payload)
         except msgspec.DecodeError:  # unreadable: retire it rather than claim it forever
             self.errors += 1
             await self._end(f, "dead", "the stored follow-up payload is unreadable")

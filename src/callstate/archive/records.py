@@ -35,7 +35,7 @@ from ..journal import events as ev
 from ..journal.state import Item, SessionState, ToolCall, apply
 from ..observe.recovery import RecoveryEvent, RecoveryKind
 from ..sealing import Sealer, open_personal, seal_personal, split_personal
-from ..storage.base import ArchiveRow
+from ..storage.base import ArchiveRow, storable_text
 
 if TYPE_CHECKING:
     from ..runtime.host import Host
@@ -129,10 +129,11 @@ def decode_record(data: bytes | str) -> ArchiveRecord:
         msg = f"archive record format version {newer} at `$.v` is newer than {SEALED_ARCHIVE_VERSION}; upgrade callstate to read it"
         raise VersionError(msg)
     try:
-        return _decoder.decode(data)
+        record: ArchiveRecord = ev.decode_with(_decoder, data)
     except msgspec.DecodeError as exc:
         msg = f"undecodable archive record: {exc}"
         raise CodecError(msg) from exc
+    return record
 
 
 def record_context(record: ArchiveRecord) -> str:
@@ -360,6 +361,8 @@ class Archive:
 
     async def get(self, record_id: str) -> ArchiveRecord | None:
         """One record by id (``"{session_id}:{epoch}"``), or None."""
+        if not storable_text(record_id):  # no store holds such an id
+            return None
         row = await self._host.store.archive_get(record_id)
         return None if row is None else self._open(row.data)
 
@@ -378,6 +381,8 @@ class Archive:
         if limit < 1:
             msg = f"limit must be >= 1, got {limit!r}"
             raise ConfigError(msg)
+        if any(v is not None and not storable_text(v) for v in (session_id, caller)):
+            return []  # no store holds such an id or caller
         hashes: list[str | None] = [None]
         if caller is not None:
             hashes = list(self._host.caller_hashes(caller))

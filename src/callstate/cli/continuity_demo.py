@@ -110,6 +110,7 @@ async def page_reload(run: DemoRun) -> None:
     else:
         run.say("note", plan.resume_note)
     s2.outbox.connect(sent.append)
+    s2.connection_restored()  # the reloaded page's socket is open: the outbox goes out
     uid = s2.agent_started("As I was saying, it arrives on Friday before noon.")
     s2.agent_finished(uid)
     await s2.end(reason="page closed")

@@ -277,6 +277,7 @@ async def finish(run: DemoRun) -> None:
     """The resumed agent answers the question the caller asked before the crash."""
     s = _need(run.session, "the resumed session")
     run.heading("the call goes on where it stopped")
+    s.connection_restored()  # the caller's audio is flowing again: the agent may speak
     uid = s.agent_started(AGENT_2)
     s.agent_progress(uid, spoken_text=AGENT_2.split(".")[0] + ".")
     s.agent_finished(uid)

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..errors import ConfigError
 from ..journal import events as ev
+from ..journal.limits import check_limits
 from ..journal.sealed import seal_event
 from ..journal.state import SessionState, apply
 from ..runtime.handle import Handle
-from ..storage.base import Batch, SessionRecord
+from ..storage.base import Batch, SessionRecord, storable_text
 from ..tools.late import collect
 from ..tools.lifecycle import recover_in_doubt
 from .restore import fenced_error, restore_state
@@ -83,6 +84,10 @@ class Ownership(Generic[H]):
         ``personal`` joins the userdata, its keys (and the keeper's) sealed at rest.
         """
         host = self._host
+        for field, text in (("session_id", session_id), ("agent", agent), ("caller", caller)):
+            if text is not None and not storable_text(text):
+                msg = f"{field} must be text without NUL or lone surrogates, got {text!r:.80}"
+                raise ConfigError(msg)
         if session_id is not None and session_id.startswith("cs1."):
             msg = f"session_id {session_id!r} may not start with 'cs1.', the resume token prefix"
             raise ConfigError(msg)
@@ -108,6 +113,7 @@ class Ownership(Generic[H]):
             metadata=dict(metadata or {}),
             personal=keys,
         )
+        check_limits(started, host.limits)
         state = apply(SessionState(), started)
         caller_hash = host.caller_hash(caller)
         record = SessionRecord(
@@ -135,9 +141,11 @@ class Ownership(Generic[H]):
             await host.store.index_caller(caller_hash, sid, state.started_at)
         return session
 
-    async def take_over(self, session_id: str, expected_epoch: int, *, via: str) -> Owned[H]:
+    async def take_over(
+        self, session_id: str, expected_epoch: int, *, via: str, channel: str = ""
+    ) -> Owned[H]:
         """Claim the session at ``expected_epoch`` + 1, restore it and record the new
-        ownership.
+        ownership (``channel``: how the new owner came, see ``SessionResumed``).
 
         Raises:
             StaleEpochError: the session is no longer at ``expected_epoch``.
@@ -146,7 +154,7 @@ class Ownership(Generic[H]):
         now = host.clock.now()
         # claim before loading: once claimed, the old owner can append nothing more
         epoch = await host.store.claim(session_id, expected_epoch, host.owner, now + host.lease_ttl)
-        return await self.own_claimed(session_id, epoch, now=now, via=via)
+        return await self.own_claimed(session_id, epoch, now=now, via=via, channel=channel)
 
     async def own_claimed(
         self,
@@ -156,6 +164,7 @@ class Ownership(Generic[H]):
         now: float,
         via: str,
         recorded: bool = False,
+        channel: str = "",
     ) -> Owned[H]:
         """Restore a session this keeper just claimed at ``epoch`` and record the
         ownership (``SessionResumed``), unless the claim already stored the ownership
@@ -171,7 +180,14 @@ class Ownership(Generic[H]):
         session.journal.snapshot_seq = loaded.record.snapshot_seq
         gap = max(0.0, now - state.last_interaction_at)
         if not recorded:
-            session.append(ev.SessionResumed, epoch=epoch, gap_s=gap, via=via, owner=host.owner)
+            session.append(
+                ev.SessionResumed,
+                epoch=epoch,
+                gap_s=gap,
+                via=via,
+                owner=host.owner,
+                channel=channel,
+            )
         host.adopt(session)
         await session.flush()
         if session.state.in_flight:

@@ -1,17 +1,25 @@
 """Recovery: the resume rules, the ``Preflight`` answer, and the pure recovery planner
 with its resume note.
 
-Resume rules (``callstate._resume`` runs them for the keeper's ``preflight``,
-``resume`` and ``resume_caller``):
+Resume rules (:mod:`callstate.continuity.resume` runs them for the keeper's
+``preflight``, ``resume`` and ``resume_caller``):
 
 - A session is resumable until ``last_interaction_at + resume_window``; after that
   ``preflight`` answers ``expired`` and ``resume`` raises ``SessionExpired`` (and
-  expires the session, once: see :mod:`callstate.sweep`).
-- A token (see :mod:`callstate.tokens`) resumes its session while its own expiry has
-  not passed, the window is open, and its epoch is at most the session's current
-  epoch. So a token stays valid across later resumes (a page that reloads twice
-  works); each resume hands out a fresh one through ``session.resume_token()``.
-- A caller-bound token presented with ``caller=`` must match that caller.
+  expires the session, once: see :mod:`callstate.continuity.sweep`).
+- A token (see :mod:`callstate.continuity.tokens`) resumes its session while its own
+  expiry has not passed, the window is open, and its epoch is at most the session's
+  current epoch; a caller-bound token presented with ``caller=`` must match that caller.
+- A token never takes the call from a newer or live owner. Every resume hands out a
+  fresh token (``session.token``); a token from before a handoff or before another
+  client's resume by token is superseded (``TokenSuperseded``, preflight
+  ``superseded``). A token for an ended call is refused (``CallEnded``, ``ended``)
+  unless the keeper has ``resume_after_end=True``. While the owner holds a live lease
+  and its link is up (no ``connection_lost`` since it took over) the session is
+  active in another tab (``SessionActive``, ``active``) unless the resume asks for
+  ``takeover=True``.
+- Resume by session id (trusted server code) and by caller id (a phone ring-back)
+  skip the token rules.
 
 The plan itself is :func:`plan`, a pure function over a ``SessionState`` and the
 in-doubt resolutions made when the session was taken over.
@@ -38,7 +46,9 @@ __all__ = [
     "resume_note",
 ]
 
-PreflightStatus = Literal["resumable", "expired", "unknown", "invalid"]
+PreflightStatus = Literal[
+    "resumable", "expired", "unknown", "invalid", "ended", "superseded", "active"
+]
 Resolution = Literal["rerun", "start", "unknown", "cancel", "unresolved"]
 
 _QUOTE_CHARS: Final = 120
@@ -46,7 +56,13 @@ _CLOSING: Final = "Do not greet the caller again; continue from where the conver
 
 
 class Preflight(msgspec.Struct, frozen=True, kw_only=True):
-    """The answer to ``keeper.preflight(token)``: can this be resumed, and until when."""
+    """The answer to ``keeper.preflight(token)``: can this be resumed, and until when.
+
+    ``status`` is ``resumable``; or why not: ``expired``, ``unknown``, ``invalid``,
+    ``ended`` (the call ended), ``superseded`` (a handoff or another client's resume
+    took the call since the token) or ``active`` (live in another tab: a resume with
+    ``takeover=True`` would take it).
+    """
 
     status: PreflightStatus
     session_id: str | None = None
@@ -113,6 +129,8 @@ class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     partial: str = ""
     userdata: dict[str, Any] = {}
     resume_note: str = ""
+    #: agent speech held while the line was down: never heard by the caller
+    held_speech: list[str] = []
 
     @cached_property
     def messages(self) -> list[dict[str, Any]]:
@@ -203,6 +221,7 @@ def resume_note(
     partial: str,
     in_doubt: list[InDoubtCall],
     owed: list[OwedResult],
+    held_speech: Iterable[str] = (),
 ) -> str:
     """A short instruction telling a model what happened and what it still owes."""
     if via == "handoff":
@@ -217,6 +236,11 @@ def resume_note(
     sentences = ["; ".join(parts) + "."]
     if unspoken and not cut_by_drop:
         sentences.append(f"The caller had cut you off before you said {_quote(unspoken)}.")
+    held = [_quote(t) for t in held_speech if t.strip()]
+    if held:
+        sentences.append(
+            f"The caller has not heard what you said while the line was down: {', '.join(held)}."
+        )
     for c in in_doubt:
         if c.resolution == "unknown":
             sentences.append(
@@ -268,6 +292,7 @@ def plan(
         )
         for c in state.owed
     ]
+    held = [h.text for h in state.outbox if h.utterance_id is not None]
     note = resume_note(
         gap_s=gap_s,
         via=via,
@@ -276,6 +301,7 @@ def plan(
         partial=state.partial,
         in_doubt=in_doubt,
         owed=owed,
+        held_speech=held,
     )
     recovery = RecoveryPlan(
         session_id=state.session_id,
@@ -289,6 +315,7 @@ def plan(
         partial=state.partial,
         userdata=dict(state.userdata),
         resume_note=note,
+        held_speech=held,
     )
     recovery.__dict__["_conversation"] = conversation_of(state)  # for ``messages``
     return recovery

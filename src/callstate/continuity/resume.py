@@ -1,19 +1,30 @@
 """Keeper-side resume: the checks behind ``preflight``/``resume``/``resume_caller``,
-token issuing, and step 2 of a takeover. The rules are in :mod:`callstate.recovery`;
-these functions do the I/O (one store read for a check, never taking ownership).
+token issuing, and step 2 of a takeover. The rules are in :mod:`callstate.continuity.plan`;
+these functions do the I/O (one store read for a check, two when a token must be
+checked against the journal; never taking ownership).
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..errors import ConfigError, SessionExpired, SessionNotFound, TokenError
-from ..storage.base import not_found
+from ..errors import (
+    CallEnded,
+    ConfigError,
+    SessionActive,
+    SessionExpired,
+    SessionNotFound,
+    TokenError,
+    TokenSuperseded,
+)
+from ..storage.base import not_found, storable_text
 from .plan import Preflight, plan
+from .restore import restore_state
 from .tokens import TokenClaims, is_token, issue_token, verify_token
 
 if TYPE_CHECKING:
     from ..archive.followups import FollowUps
+    from ..journal.state import SessionState
     from ..runtime.handle import Handle
     from ..runtime.host import Host
     from ..storage.base import SessionRecord
@@ -22,9 +33,11 @@ if TYPE_CHECKING:
     from .sweep import Sweeper
 
 __all__ = [
+    "check_claims",
     "check_resumable",
     "continue_run",
     "find_caller_session",
+    "fresh_token",
     "preflight",
     "session_token",
 ]
@@ -35,15 +48,24 @@ async def _was_archived(host: Host, session_id: str) -> bool:
 
 
 async def check_resumable(
-    host: Host, token_or_id: str, *, caller: str | None = None, expire: Sweeper | None = None
+    host: Host,
+    token_or_id: str,
+    *,
+    caller: str | None = None,
+    expire: Sweeper | None = None,
+    takeover: bool = False,
+    after_end: bool = False,
 ) -> tuple[SessionRecord, TokenClaims | None]:
     """The stored record ``token_or_id`` may resume now, after every check.
 
     With ``expire`` (a sweeper) a session found past its window is expired on the spot.
+    A token is also checked against the session's owner (see :func:`check_claims`);
+    ``takeover`` and ``after_end`` relax those checks as there.
 
     Raises:
         TokenError: the token is malformed, tampered, signed by an unknown key,
             bound to another caller, or from an epoch the session never reached.
+        CallEnded / TokenSuperseded / SessionActive: see :func:`check_claims`.
         SessionExpired: the token or the session's resume window has expired.
         SessionNotFound: no such session (and none was ever archived).
     """
@@ -60,6 +82,11 @@ async def check_resumable(
             raise SessionExpired(msg, session_id=sid)
     else:
         sid = token_or_id
+    if caller is not None and not storable_text(caller):
+        msg = f"caller must be text without NUL or lone surrogates, got {caller!r:.60}"
+        raise TokenError(msg)
+    if not storable_text(sid):  # no store holds such an id: none was ever created
+        raise not_found(sid)
     rec = await host.store.get(sid)
     if rec is None:
         if await _was_archived(host, sid):
@@ -79,14 +106,87 @@ async def check_resumable(
             await expire.expire_session(rec, now)
         msg = f"session {sid!r} expired: last interaction {now - rec.last_interaction_at:.0f}s ago, window {host.resume_window:.0f}s"
         raise SessionExpired(msg, session_id=sid)
+    if claims is not None:
+        await check_claims(host, rec, claims, now=now, takeover=takeover, after_end=after_end)
     return rec, claims
 
 
-async def preflight(host: Host, token_or_id: str, *, caller: str | None = None) -> Preflight:
+async def _load(host: Host, session_id: str) -> SessionState:
+    return restore_state(await host.store.load(session_id), host.sealer)
+
+
+async def check_claims(
+    host: Host,
+    rec: SessionRecord,
+    claims: TokenClaims,
+    *,
+    now: float,
+    takeover: bool = False,
+    after_end: bool = False,
+) -> None:
+    """Refuse a verified token that would take the call from a newer or live owner.
+
+    A token resumes its session only when:
+
+    - the call has not ended (unless ``after_end``: ``Keeper(resume_after_end=True)``);
+    - no handoff was accepted and no other client resumed by token since the token's
+      epoch (each of those hands out a fresh token; older ones are superseded);
+    - the session's owner does not hold a live lease with its link up (no
+      ``connection_lost`` since it took over): that is another tab, unless
+      ``takeover`` asks to take the call from it anyway.
+
+    The journal is read only when the token is older than the session's epoch or the
+    owner's lease is live.
+
+    Raises:
+        CallEnded: the call ended and the keeper does not resume ended calls by token.
+        TokenSuperseded: a handoff or another client's resume took the call since.
+        SessionActive: the session is live in another tab (pass ``takeover=True``).
+    """
+    sid = rec.session_id
+    if rec.status == "ended" and not after_end:
+        msg = (
+            f"session {sid!r} ended: its resume tokens no longer resume it "
+            "(Keeper(resume_after_end=True) allows it)"
+        )
+        raise CallEnded(msg, session_id=sid)
+    state: SessionState | None = None
+    if claims.epoch < rec.epoch:
+        state = await _load(host, sid)
+        if state.token_epoch > claims.epoch:
+            msg = (
+                f"resume token `epoch` {claims.epoch} of session {sid!r} is superseded: "
+                f"a handoff or another client's resume took the call at epoch "
+                f"{state.token_epoch}; resume with the token that resume handed out"
+            )
+            raise TokenSuperseded(msg, session_id=sid, epoch=claims.epoch, current_epoch=rec.epoch)
+    live = rec.lease_owner is not None and rec.lease_until > now
+    if live and not takeover and rec.status in ("active", "offered"):
+        state = state or await _load(host, sid)
+        if not state.on_hold:
+            msg = (
+                f"session {sid!r} is active in another tab: its owner holds a live lease "
+                "and its link is up; resume(token, takeover=True) takes it over"
+            )
+            raise SessionActive(msg, session_id=sid)
+
+
+async def preflight(
+    host: Host, token_or_id: str, *, caller: str | None = None, after_end: bool = False
+) -> Preflight:
     """Whether ``token_or_id`` can be resumed now; never takes ownership, never raises
-    for bad input (the answer says ``invalid`` and why)."""
+    for bad input (the answer says ``invalid``, ``ended``, ``superseded`` or
+    ``active`` and why)."""
     try:
-        rec, claims = await check_resumable(host, token_or_id, caller=caller)
+        rec, claims = await check_resumable(host, token_or_id, caller=caller, after_end=after_end)
+    except CallEnded as exc:
+        return Preflight(status="ended", session_id=exc.session_id, reason=str(exc))
+    except TokenSuperseded as exc:
+        return Preflight(
+            status="superseded", session_id=exc.session_id, epoch=exc.epoch, reason=str(exc)
+        )
+    except SessionActive as exc:
+        return Preflight(status="active", session_id=exc.session_id, reason=str(exc))
     except TokenError as exc:
         return Preflight(status="invalid", reason=str(exc))
     except SessionExpired as exc:
@@ -111,6 +211,8 @@ async def find_caller_session(host: Host, caller: str, *, scan: int = 10) -> Ses
     The index holds keyed hashes only; every configured secret is tried, so entries
     written before a secret rotation are still found.
     """
+    if not storable_text(caller):  # never indexed: start() refuses such a caller
+        return None
     now = host.clock.now()
     entries: dict[str, float] = {}
     for caller_hash in host.caller_hashes(caller):
@@ -149,6 +251,12 @@ def session_token(
         issued_at=now,
         caller=state.caller if bind_caller else None,
     )
+
+
+def fresh_token(host: Host, session: Handle, *, bind: bool = True) -> str | None:
+    """The token a session just taken over hands its client: its new epoch, caller-bound
+    unless ``bind`` is false; None when the keeper has no secret to sign with."""
+    return session_token(host, session, bind_caller=bind) if host.secrets else None
 
 
 async def continue_run(

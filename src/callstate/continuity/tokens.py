@@ -17,6 +17,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 from typing import Final
 
@@ -37,6 +38,7 @@ TOKEN_PREFIX: Final = "cs1."
 #: Longer strings are refused before any decoding.
 MAX_TOKEN_CHARS: Final = 2048
 _BINDING_BYTES: Final = 16
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 
 class _Claims(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
@@ -87,11 +89,18 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str, field: str) -> bytes:
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError) as exc:
-        msg = f"resume token `{field}` is not base64url ({len(text)} chars)"
-        raise TokenError(msg) from exc
+    # canonical unpadded base64url only: no "=", no stray characters, no set unused
+    # bits, so exactly one text stands for each value (a token is not malleable)
+    raw = b""
+    if _B64URL.fullmatch(text) and len(text) % 4 != 1:
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
+    if _b64(raw) != text:
+        msg = f"resume token `{field}` is not canonical unpadded base64url ({len(text)} chars)"
+        raise TokenError(msg)
+    return raw
 
 
 def _sign(key: bytes, body: str) -> bytes:

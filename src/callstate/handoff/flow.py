@@ -49,7 +49,7 @@ from ..journal import events as ev
 from ..journal.context import build_messages
 from ..journal.state import SessionState
 from ..runtime.handle import Handle
-from ..storage.base import Batch, PackageMove, PackageRow, claim_in_steps
+from ..storage.base import Batch, PackageMove, PackageRow, claim_in_steps, storable_text
 from ..tools.late import watch
 from .package import HandoffPackage, build_payload, default_summarize, trim_point
 
@@ -265,7 +265,7 @@ async def _load(
     else:
         msg = f"expected a HandoffPackage, its bytes or a package id, got {type(ref).__name__}"
         raise HandoffFormatError(msg)
-    row = await flow.host.store.package_get(package_id)
+    row = await flow.host.store.package_get(package_id) if storable_text(package_id) else None
     if row is None or row.status not in ("offered", "accepted", "reclaimed"):
         msg = f"handoff package {package_id!r:.80} is unknown to the store"
         raise HandoffStateError(msg)

@@ -43,6 +43,7 @@ HANDOFF_VERSION: Final = 1
 DEFAULT_MAX_BYTES: Final = 4 * 1024 * 1024
 _ALG: Final = "HS256"
 _DOMAIN: Final = b"callstate.handoff.v1\n"  # keeps handoff MACs apart from resume tokens
+_B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -187,7 +188,19 @@ def b64(raw: bytes) -> str:
 
 
 def unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    """Canonical unpadded base64url only (no "=", stray characters or set unused bits).
+
+    Raises:
+        ValueError: ``text`` is anything else.
+    """
+    if not _B64URL.fullmatch(text) or len(text) % 4 == 1:
+        msg = f"not canonical unpadded base64url: {text!r:.40}"
+        raise ValueError(msg)
+    raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    if b64(raw) != text:
+        msg = f"not canonical unpadded base64url: {text!r:.40}"
+        raise ValueError(msg)
+    return raw
 
 
 def fail(what: str) -> HandoffFormatError:
@@ -342,7 +355,10 @@ def _verify_as_signed(data: bytes, keys: list[bytes]) -> bytes | None:
         return None
     kid = head[1].decode()
     body = data[head.end() : -1]
-    sig = unb64(head[2].decode())
+    try:
+        sig = unb64(head[2].decode())
+    except ValueError:  # not canonical: verify() says so
+        return None
     ok = False
     for key in keys:  # every key, so timing does not reveal which matched
         ok |= key_id(key) == kid and hmac.compare_digest(mac(key, kid, body), sig)

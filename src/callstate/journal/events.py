@@ -29,6 +29,8 @@ __all__ = [
     "LinkLost",
     "LinkRestored",
     "OutboxDropped",
+    "OutboxQueued",
+    "OutboxSent",
     "SessionEnded",
     "SessionExpiredEvent",
     "SessionResumed",
@@ -47,6 +49,7 @@ __all__ = [
     "check_event",
     "check_recorded",
     "decode_event",
+    "decode_with",
     "decode_events",
     "encode_event",
     "encode_events",
@@ -92,6 +95,9 @@ class SessionResumed(_Base, frozen=True, tag="session.resumed"):
     gap_s: float = 0.0
     via: Literal["resume", "takeover", "handoff"] = "resume"
     owner: str = ""
+    # how the new owner came: "token" (a client: older tokens are superseded), "id"
+    # (trusted server code) or "caller" (a ring-back); "" before this was recorded
+    channel: str = ""
 
 
 class SessionEnded(_Base, frozen=True, tag="session.ended"):
@@ -216,6 +222,21 @@ class OutboxDropped(_Base, frozen=True, tag="link.outbox_dropped"):
     count: int = 1
 
 
+class OutboxQueued(_Base, frozen=True, tag="link.outbox_queued"):
+    """A message (or agent speech) held back while the link is down."""
+
+    message: Any = None
+    utterance_id: str | None = None  # held agent speech: queued again = its text updated
+    text: str = ""  # the held speech's text
+    dropped: int = 0  # the oldest held entries dropped first to make room
+
+
+class OutboxSent(_Base, frozen=True, tag="link.outbox_sent"):
+    """The oldest ``count`` held entries went out once the link was back."""
+
+    count: int = 0
+
+
 class HandoffOffered(_Base, frozen=True, tag="handoff.offered"):
     package_id: str
     to_agent: str
@@ -259,6 +280,8 @@ Event = (
     | LinkLost
     | LinkRestored
     | OutboxDropped
+    | OutboxQueued
+    | OutboxSent
     | HandoffOffered
     | HandoffAccepted
     | HandoffReclaimed
@@ -280,10 +303,27 @@ class _Versioned(msgspec.Struct):
 _probe = msgspec.json.Decoder(_Versioned | list[_Versioned])
 
 
+def decode_with(decoder: Any, data: bytes | str) -> Any:
+    """``decoder.decode(data)``, failing only with ``msgspec.DecodeError``.
+
+    msgspec raises ``UnicodeEncodeError`` for a str holding a lone surrogate and
+    ``RecursionError`` for input nested deeper than the interpreter's stack; both are
+    input that does not decode, and say so the same way.
+    """
+    try:
+        return decoder.decode(data)
+    except UnicodeEncodeError as exc:
+        msg = f"input is not UTF-8 text: a lone surrogate at position {exc.start}"
+        raise msgspec.DecodeError(msg) from exc
+    except RecursionError as exc:
+        msg = "input is nested too deeply to decode"
+        raise msgspec.DecodeError(msg) from exc
+
+
 def newer_version(data: bytes | str, current: int) -> int | None:
     """The ``v`` of a record (or the highest in a list) if it is newer than ``current``."""
     try:
-        probe = _probe.decode(data)
+        probe = decode_with(_probe, data)
     except msgspec.DecodeError:
         return None
     versions = [p.v for p in probe] if isinstance(probe, list) else [probe.v]
@@ -310,12 +350,13 @@ def encode_event(event: Event) -> bytes:
     """
     try:
         return _encoder.encode(event)
-    except (TypeError, ValueError, msgspec.EncodeError) as exc:
+    except (TypeError, ValueError, RecursionError, msgspec.EncodeError) as exc:
+        # RecursionError: a value nested too deeply, or one that contains itself
         tag = type(event).__struct_config__.tag
         for name in event.__struct_fields__:
             try:
                 _encoder.encode(getattr(event, name))
-            except (TypeError, ValueError, msgspec.EncodeError):
+            except (TypeError, ValueError, RecursionError, msgspec.EncodeError):
                 msg = f"event {tag!r}: field `$.{name}` cannot be encoded: {exc}"
                 raise CodecError(msg) from exc
         msg = f"event {tag!r} cannot be encoded: {exc}"
@@ -334,7 +375,7 @@ def check_event(event: Event) -> bytes:
     """
     data = encode_event(event)
     try:
-        _decoder.decode(data)
+        decode_with(_decoder, data)
     except msgspec.DecodeError as exc:
         tag = type(event).__struct_config__.tag
         msg = f"event {tag!r} is ill-typed: {exc}{_field_value(event, str(exc))}"
@@ -427,7 +468,7 @@ def decode_event(data: bytes | str) -> Event:
         VersionError: the event was written by a newer format version.
     """
     try:
-        event = _decoder.decode(data)
+        event: Event = decode_with(_decoder, data)
     except msgspec.DecodeError as exc:
         # a newer writer may add tags or fields this version cannot read: say so
         version_error = _newer(data, exc)
@@ -446,7 +487,7 @@ def decode_events(data: bytes | str) -> list[Event]:
         VersionError: an event was written by a newer format version.
     """
     try:
-        events = _list_decoder.decode(data)
+        events: list[Event] = decode_with(_list_decoder, data)
     except msgspec.DecodeError as exc:
         version_error = _newer(data, exc)
         if version_error is not None:

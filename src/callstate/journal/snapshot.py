@@ -99,7 +99,7 @@ def _newer_snapshot(data: bytes | str, msgpack: bool) -> int | None:
     if not msgpack or isinstance(data, str):
         return ev.newer_version(data, SNAPSHOT_VERSION)
     try:
-        v = _snapshot_probe.decode(data).v
+        v = ev.decode_with(_snapshot_probe, data).v
     except msgspec.DecodeError:
         return None
     return v if v > SNAPSHOT_VERSION else None
@@ -107,12 +107,13 @@ def _newer_snapshot(data: bytes | str, msgpack: bool) -> int | None:
 
 def _decode(data: bytes | str, msgpack: bool) -> tuple[SessionState, str | None]:
     if not msgpack or isinstance(data, str):
-        return _state_decoder.decode(data), None
-    snapshot = _snapshot_decoder.decode(data)
+        state: SessionState = ev.decode_with(_state_decoder, data)
+        return state, None
+    snapshot = ev.decode_with(_snapshot_decoder, data)
     if snapshot.v > SNAPSHOT_VERSION:
         msg = f"snapshot format version {snapshot.v} is newer than {SNAPSHOT_VERSION}"
         raise msgspec.DecodeError(msg)
-    state = _state_decoder.decode(snapshot.rest)
+    state = ev.decode_with(_state_decoder, snapshot.rest)
     state.items = snapshot.items
     return state, snapshot.sealed
 

@@ -21,6 +21,7 @@ from . import events as ev
 __all__ = [
     "SNAPSHOT_VERSION",
     "TERMINAL",
+    "Held",
     "Item",
     "SessionState",
     "ToolCall",
@@ -93,6 +94,16 @@ class ToolCall(msgspec.Struct, kw_only=True):
         return self.status in TERMINAL
 
 
+class Held(msgspec.Struct, kw_only=True, frozen=True):
+    """One entry of the journaled outbox: a message, or agent speech (``utterance_id``
+    set) recorded while the link was down and not heard yet."""
+
+    message: Any = None
+    utterance_id: str | None = None
+    text: str = ""
+    at: float = 0.0
+
+
 class SessionState(msgspec.Struct, kw_only=True):
     """The live state of one session: plain data, a fold of its journal."""
 
@@ -118,6 +129,8 @@ class SessionState(msgspec.Struct, kw_only=True):
     on_hold: bool = False
     link_lost_at: float | None = None
     outbox_dropped: int = 0
+    outbox: list[Held] = []  # held back while the link was down, oldest first
+    token_epoch: int = 0  # tokens from an older epoch are superseded (a client resume, a handoff)
     pending_handoff: str | None = None
     handoff_to: str | None = None
     resumes: int = 0
@@ -211,6 +224,18 @@ def _track(state: SessionState, event: ev.Event) -> None:
         state.run_started_at = event.at
         state.run_via = event.via if isinstance(event, ev.SessionResumed) else _RUN_VIA[type(event)]
         state.end_failed = False
+
+
+def _queued(state: SessionState, event: ev.OutboxQueued) -> None:
+    uid = event.utterance_id
+    held = Held(message=event.message, utterance_id=uid, text=event.text, at=event.at)
+    if uid is not None:
+        for i, entry in enumerate(state.outbox):
+            if entry.utterance_id == uid:  # held speech queued again: its text grew
+                state.outbox[i] = msgspec.structs.replace(entry, text=event.text)
+                return
+    del state.outbox[: event.dropped]
+    state.outbox.append(held)
 
 
 def _user_partial(state: SessionState, event: ev.UserPartial) -> None:
@@ -370,6 +395,10 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             state.link_lost_at = None
         case ev.OutboxDropped(count=count):
             state.outbox_dropped += count
+        case ev.OutboxQueued():
+            _queued(state, event)
+        case ev.OutboxSent(count=count):
+            del state.outbox[:count]
         case ev.SessionStarted():
             state.session_id = event.session_id
             state.agent = event.agent
@@ -387,8 +416,11 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             state.resumes += 1
             state.ended_at = None
             state.end_reason = None
-            state.on_hold = False
-            state.link_lost_at = None
+            # a resumed session is on hold until its transport says the link is open
+            state.on_hold = True
+            state.link_lost_at = event.at
+            if event.channel == "token":
+                state.token_epoch = event.epoch
             _interaction(state, event.at)
         case ev.SessionEnded(reason=reason):
             state.status = "ended"
@@ -407,6 +439,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             state.status = "active"
             state.agent = event.agent
             state.epoch = event.epoch
+            state.token_epoch = event.epoch  # the caller belongs to the new agent now
             state.pending_handoff = None
             state.handoff_to = None
             if event.trimmed > state.summarized:  # the items stay; only the context drops them

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import CallstateError, SessionClosed, SessionFrozen
 from ..journal import events as ev
+from ..journal.limits import Limits, check_limits
 from ..journal.state import SessionState, apply
 from .flusher import Flusher, Outgoing
 
@@ -32,12 +33,20 @@ class Handle:
         flusher: the group commit that makes queued events durable.
         clock: the time events are stamped with.
         observer: where recovery events go.
+        limits: the depth and size limits every recorded event is held to.
     """
 
     def __init__(
-        self, state: SessionState, *, flusher: Flusher, clock: Clock, observer: Observer
+        self,
+        state: SessionState,
+        *,
+        flusher: Flusher,
+        clock: Clock,
+        observer: Observer,
+        limits: Limits | None = None,
     ) -> None:
         self.state = state
+        self.limits = limits or Limits()
         #: the events not yet durable, and who waits for them (drained by the flusher)
         self.journal = Outgoing(state.seq)
         self.clock = clock
@@ -116,7 +125,9 @@ class Handle:
         return self._queue(event)
 
     def _queue(self, event: _E) -> _E:
-        # refuse ill-typed values here: once journaled they would make the session unloadable
+        # refuse ill-typed, too deep or too large values here: once journaled they
+        # would make the session unloadable
+        check_limits(event, self.limits)  # type: ignore[arg-type]
         ev.check_recorded(event)  # type: ignore[arg-type]
         apply(self.state, event)  # type: ignore[arg-type]
         self.journal.pending.append(event)  # type: ignore[arg-type]

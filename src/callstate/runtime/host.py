@@ -16,6 +16,7 @@ from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
+from ..journal.limits import Limits
 from .flusher import Flusher
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class Host:
         token_ttl: float,
         purge_after: float,
         outbox_limit: int,
+        limits: Limits | None = None,
         sealer: Sealer | None = None,
         plaintext_callers: bool = False,
         personal: Sequence[str] = (),
@@ -68,6 +70,8 @@ class Host:
         self.token_ttl = token_ttl
         self.purge_after = purge_after
         self.outbox_limit = outbox_limit
+        #: the depth and size limits every recorded event is held to
+        self.limits = limits or Limits()
         #: seals caller data at rest (None without a secret)
         self.sealer = sealer
         self.plaintext_callers = plaintext_callers

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import ConfigError
+from ..journal.limits import Limits
 
 __all__ = ["check_options", "check_personal", "parse_secrets"]
 
@@ -63,6 +64,7 @@ def check_options(
     outbox_limit: int,
     sweep_every: float | None,
     purge_after: float,
+    limits: object = None,
 ) -> None:
     """Refuse out-of-range keeper options.
 
@@ -93,4 +95,7 @@ def check_options(
         raise ConfigError(msg)
     if not purge_after >= 0:
         msg = f"purge_after must be >= 0 seconds, got {purge_after!r}"
+        raise ConfigError(msg)
+    if limits is not None and not isinstance(limits, Limits):
+        msg = f"limits must be a callstate.Limits, got {type(limits).__name__}"
         raise ConfigError(msg)

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import AsyncConnectionPool
 
 from ..errors import ConfigError, StorageError
@@ -24,6 +25,23 @@ _T = TypeVar("_T")
 Conn = psycopg.AsyncConnection[Any]
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
 Params = Sequence[Any] | dict[str, Any]
+
+
+def _check_conninfo(url: str) -> None:
+    """Refuse what libpq would refuse only on connecting: unknown keys, bad ports.
+
+    Raises:
+        ConfigError: the message names the URL and the part that is wrong.
+    """
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.Error as exc:
+        msg = f"postgres store url {url!r} is malformed: {exc}".strip()
+        raise ConfigError(msg) from exc
+    for port in str(params.get("port") or "").split(","):
+        if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+            msg = f"postgres store url {url!r}: port {port!r} is not a number in 1-65535"
+            raise ConfigError(msg)
 
 
 class PostgresBase:
@@ -47,9 +65,12 @@ class PostgresBase:
         retry_for: float = 5.0,
         connect_timeout: float = 5.0,
     ) -> None:
-        self._conninfo, url_schema = pop_url_option(url, ("postgresql", "postgres"), "schema")
+        self._conninfo, url_schema = pop_url_option(
+            url, ("postgresql", "postgres"), "schema", port=False
+        )
+        _check_conninfo(self._conninfo)
         self.schema = schema or url_schema or "callstate"
-        if not _IDENT.fullmatch(self.schema):
+        if not isinstance(self.schema, str) or not _IDENT.fullmatch(self.schema):
             msg = f"postgres schema must be a plain identifier (letters, digits, _), got {self.schema!r}"
             raise ConfigError(msg)
         check_server_options(

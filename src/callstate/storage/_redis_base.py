@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from functools import cache
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio import connection as _connection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import (
@@ -21,7 +25,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..errors import ConfigError, StorageError
-from ._options import check_server_options, pop_url_option
+from ._options import check_server_options, check_text, pop_url_option
 from ._redis_codec import fmt, tag
 from ._redis_scripts import SCRIPTS
 from ._retry import InDoubt, Retrying
@@ -41,6 +45,55 @@ _TRANSIENT = (
     TryAgainError,
     NoScriptError,
 )
+
+
+@cache
+def _url_keys() -> frozenset[str]:
+    """The query keys redis-py's connections take (any other is a typo)."""
+    names = {"connection_class"}  # set by rediss://; pool size and timeout are ours
+    for cls in (_connection.AbstractConnection, _connection.Connection, _connection.SSLConnection):
+        names.update(inspect.signature(cls.__init__).parameters)
+    return frozenset(names - {"self", "args", "kwargs", "socket_timeout", "socket_connect_timeout"})
+
+
+def _check_client_url(url: str) -> None:
+    """Refuse what redis-py would refuse only on connecting: bad db, port, query keys.
+
+    Raises:
+        ConfigError: the message names the URL and the part that is wrong.
+    """
+    db = urlsplit(url).path.lstrip("/")
+    if db and not (db.isascii() and db.isdigit()):
+        msg = f"redis store url {url!r}: the database `{db}` must be a number"
+        raise ConfigError(msg)
+    try:
+        keys = _connection.parse_url(url)
+    except ValueError as exc:
+        msg = f"redis store url {url!r} is malformed: {exc}"
+        raise ConfigError(msg) from exc
+    unknown = sorted(set(keys) - _url_keys())
+    if unknown:
+        msg = f"redis store url {url!r}: unknown query option(s) {unknown}"
+        raise ConfigError(msg)
+
+
+def _check_flags(*, wait_aof: object, require_aof: object, cluster: object) -> None:
+    """Refuse a ``wait_aof`` that is not three ints >= 0, and flags that are not bools.
+
+    Raises:
+        ConfigError: the message names the option and the value.
+    """
+    if wait_aof is not None and not (
+        isinstance(wait_aof, tuple)
+        and len(wait_aof) == 3
+        and all(type(n) is int and n >= 0 for n in wait_aof)
+    ):
+        msg = f"wait_aof must be None or (numlocal, numreplicas, timeout_ms) ints >= 0, got {wait_aof!r:.80}"
+        raise ConfigError(msg)
+    for name, flag in (("require_aof", require_aof), ("cluster", cluster)):
+        if not isinstance(flag, bool):
+            msg = f"{name} must be True or False, got {flag!r:.80}"
+            raise ConfigError(msg)
 
 
 class RedisBase:
@@ -72,11 +125,15 @@ class RedisBase:
         cluster: bool = False,
     ) -> None:
         self._client_url, url_prefix = pop_url_option(url, ("redis", "rediss"), "prefix")
+        _check_client_url(self._client_url)
+        if prefix is not None:
+            check_text(prefix, "prefix")
         self.prefix = prefix or url_prefix or "callstate"
         if any(c in self.prefix for c in "{}"):
             msg = f"redis key prefix must hold no braces, got {self.prefix!r}"
             raise ConfigError(msg)
         check_server_options(pool_size=pool_size, retry_for=retry_for, timeout=timeout)
+        _check_flags(wait_aof=wait_aof, require_aof=require_aof, cluster=cluster)
         if cluster and wait_aof is not None:
             msg = f"wait_aof={wait_aof!r} is not supported with cluster=True (WAITAOF is per node)"
             raise ConfigError(msg)

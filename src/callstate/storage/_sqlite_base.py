@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Literal, TypeVar
 
 from ..errors import ConfigError, StorageError
+from ._options import check_seconds, check_text
 from ._sqlite_schema import migrate
 from ._worker import Worker
 
@@ -16,7 +17,7 @@ _T = TypeVar("_T")
 
 
 def _path_from_url(url: str) -> str:
-    scheme, _, rest = url.partition("://")
+    scheme, _, rest = check_text(url, "store url").partition("://")
     if scheme != "sqlite" or not rest.startswith("/"):
         msg = (
             f"sqlite url {url!r} must look like 'sqlite:///relative.db' or 'sqlite:////abs/path.db'"
@@ -45,6 +46,7 @@ class SQLiteBase:
         self.url = url
         self.path = _path_from_url(url)
         self.synchronous = synchronous
+        check_seconds(busy_timeout=busy_timeout)
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
         self._worker: Worker | None = None

@@ -503,6 +503,20 @@ def refuse_packages(url: str, batches: Sequence[Batch]) -> None:
             raise ConfigError(msg)
 
 
+def storable_text(value: object) -> bool:
+    """True when ``value`` is a str every store can hold as a key: no NUL (PostgreSQL
+    text has none) and no lone surrogate (not UTF-8). No stored id is anything else."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def not_found(session_id: str) -> SessionNotFound:
     """The error for a session id the store does not hold."""
     msg = f"session {session_id!r} not found in the store"

@@ -36,6 +36,7 @@ from ..errors import (
     UnknownTool,
 )
 from ..journal import events as ev
+from ..journal.limits import Limits, check_value
 from ..journal.state import SessionState, ToolCall
 from .late import hand_over
 from .outcomes import Terminal, after_terminal, cancel_call, outcome, record_terminal
@@ -261,13 +262,14 @@ async def _call(
         return Terminal(
             "failed", error=f"{type(exc).__name__}: {exc}", error_type=type(exc).__name__
         )
-    return _succeeded(spec, ctx.call_id, value, tools.max_result_bytes)
+    return _succeeded(spec, ctx.call_id, value, tools.max_result_bytes, tools.host.limits)
 
 
-def _succeeded(spec: ToolSpec, call_id: str, value: Any, limit: int) -> Terminal:
+def _succeeded(spec: ToolSpec, call_id: str, value: Any, limit: int, limits: Limits) -> Terminal:
     what = f"result of tool {spec.name!r} (call {call_id!r})"
     try:
         result = encode_payload(value, what=what, limit=limit)
+        check_value(result, field=what, limits=limits)  # what the session may record
     except CallstateError as exc:
         # the tool ran; only its result cannot be stored. Say so: a write did happen.
         error = f"the tool ran to completion but its result cannot be recorded: {exc}"

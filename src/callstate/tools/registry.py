@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, overload
 
 import msgspec
 
-from ..errors import ConfigError, PayloadTooLarge, StaleEpochError, ToolArgumentsError, UnknownTool
+from ..errors import (
+    ConfigError,
+    PayloadTooDeep,
+    PayloadTooLarge,
+    StaleEpochError,
+    ToolArgumentsError,
+    UnknownTool,
+)
 from ..journal import events as ev
 from ..journal.state import ToolCall
 from .reconcile import Supersedes
@@ -68,16 +75,24 @@ def encode_payload(value: Any, *, what: str, limit: int) -> Any:
     Raises:
         ToolArgumentsError: ``value`` is not JSON-serialisable; the message names ``what``.
         PayloadTooLarge: the encoded value is over ``limit`` bytes.
+        PayloadTooDeep: it is nested too deeply to encode, or contains itself.
     """
     try:
         raw = _json.encode(value)
+    except RecursionError as exc:
+        msg = f"{what} is nested too deeply to encode (or contains itself)"
+        raise PayloadTooDeep(msg, field=what) from exc
     except (TypeError, ValueError, OverflowError) as exc:
         msg = f"{what} is not JSON-serialisable: {exc}"
         raise ToolArgumentsError(msg) from exc
     if len(raw) > limit:
         msg = f"{what} is {len(raw)} bytes encoded, over the {limit}-byte cap"
-        raise PayloadTooLarge(msg)
-    return msgspec.json.decode(raw)
+        raise PayloadTooLarge(msg, field=what)
+    try:
+        return msgspec.json.decode(raw)
+    except RecursionError as exc:
+        msg = f"{what} is nested too deeply to decode"
+        raise PayloadTooDeep(msg, field=what) from exc
 
 
 @dataclass(frozen=True, slots=True)

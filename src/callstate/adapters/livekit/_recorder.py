@@ -122,6 +122,7 @@ class LiveKitRecovery:
         self._userdata: dict[str, Any] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._speeches: dict[str, SpeechHandle] = {}  # speech id -> handle, until done
+        self._linked = False  # the session left hold once the agent session ran
         self._muted: set[str] = set()  # speech ids this adapter interrupted itself
         #: deferred replies stopped because they would voice a held result
         self.suppressed: list[str] = []
@@ -141,6 +142,7 @@ class LiveKitRecovery:
         self._mark_known(agent_session.history.items)
         with contextlib.suppress(RuntimeError):  # attached after start: wrap the agent now
             self._wrap(agent_session.current_agent)
+            self._link_up()
         self._ensure_tap()
 
     # -- the guard -------------------------------------------------------------------------
@@ -440,7 +442,15 @@ class LiveKitRecovery:
             handle.interrupt(force=True)
 
     def _on_state(self, ev: AgentStateChangedEvent) -> None:
+        self._link_up()
         self._sync_userdata()
+
+    def _link_up(self) -> None:
+        """The agent session is running: its room link is open, so the session leaves
+        hold (once; a later drop is the app's ``connection_lost`` to report)."""
+        if not self._linked:
+            self._linked = True
+            self._rec(lambda: self.session.on_hold and self.session.connection_restored())
 
     def _on_close(self, ev: CloseEvent) -> None:
         self._sync_userdata()

@@ -144,6 +144,8 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
             session = {"type": "realtime", **self.config}
             await self._send_internal({"type": "session.update", "session": session})
             self._swallow_updates += 1
+        if self.callstate.on_hold and not self._switching:  # nothing to replay: the link is up
+            self.callstate.connection_restored()
         self._timer = asyncio.get_running_loop().create_task(self._cap_timer())
         return self
 

@@ -198,7 +198,7 @@ class PipecatRecovery:
                     (InterruptionFrame, sp.barge_in),
                     (LLMContextFrame, self._write_notes),
                     (LLMContextUserTurnFrame, self._user_turn),
-                    (StartFrame, self._find_neighbours),
+                    (StartFrame, self._started),
                 ]
             ),
         )
@@ -229,6 +229,12 @@ class PipecatRecovery:
                     ]
                 ),
             )
+
+    def _started(self, frame: Frame) -> None:
+        """The pipeline started: its transport is open, so the session leaves hold."""
+        if self.session.on_hold and self.session.writable:
+            self.session.connection_restored()
+        self._find_neighbours(frame)
 
     def _find_neighbours(self, _frame: Frame) -> None:
         """Tap the first user aggregator upstream and the first output transport downstream."""
