@@ -106,6 +106,15 @@ def test_golden_events_set_every_field_away_from_its_default() -> None:
     assert all(json.loads(line)["v"] == 1 for line in _golden_lines())
 
 
+def test_golden_context_delivered_event_decodes_to_the_expected_struct() -> None:
+    """events_v1_context_delivered.jsonl decodes to exactly the event it was written from."""
+    lines = (GOLDEN / "events_v1_context_delivered.jsonl").read_bytes().splitlines()
+    assert make_golden.context_delivered_events() == [ev.decode_event(line) for line in lines]
+    assert [("tool.context_delivered", 1)] == [
+        (json.loads(line)["type"], json.loads(line)["v"]) for line in lines
+    ]
+
+
 def test_golden_snapshot_decodes_to_the_expected_state() -> None:
     """snapshot_v1.json decodes to exactly the state it was written from."""
     assert make_golden.golden_state() == decode_state((GOLDEN / "snapshot_v1.json").read_bytes())

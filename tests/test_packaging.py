@@ -56,6 +56,7 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
         "postgres",
         "prometheus",
         "redis",
+        "web",
     } == provided
 
 

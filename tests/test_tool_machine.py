@@ -25,7 +25,7 @@ from callstate.journal import events as ev
 from callstate.testing import FakeClock
 from test_context import check_messages
 
-TERMINAL_EVENTS = (ev.ToolSucceeded, ev.ToolFailed, ev.ToolCancelled)
+TERMINAL_EVENTS = (ev.ToolSucceeded, ev.ToolFailed, ev.ToolCancelled, ev.ToolDeduplicated)
 KINDS = ["lookup", "search", "pay", "book"]
 
 

@@ -179,21 +179,22 @@ async def test_repeated_call_id_while_running_awaits_the_same_run(
     assert [False, True, True] == [o.deduplicated for o in (first, second, third)]
 
 
-async def test_call_id_reused_for_another_tool_is_refused(keeper: callstate.Keeper) -> None:
-    """Reusing a call id for a different tool raises ToolArgumentsError naming both."""
+async def test_call_id_reused_for_another_tool_is_a_new_call(keeper: callstate.Keeper) -> None:
+    """Reusing a call id for a different tool runs it as a new call journaled as ``id#2``."""
     s = await keeper.start()
 
     @registry(keeper).tool
-    async def a() -> None:
-        return None
+    async def a() -> str:
+        return "a"
 
     @registry(keeper).tool
-    async def b() -> None:
-        return None
+    async def b() -> str:
+        return "b"
 
-    await s.run_tool("a", call_id="c1")
-    with pytest.raises(callstate.ToolArgumentsError, match="'a', not 'b'"):
-        await s.run_tool("b", call_id="c1")
+    first = await s.run_tool("a", call_id="c1")
+    second = await s.run_tool("b", call_id="c1")
+    assert [("c1", "a"), ("c1#2", "b")] == [(o.call_id, o.result) for o in (first, second)]
+    assert (None, "c1") == (s.state.calls["c1"].wire_id, s.state.calls["c1#2"].wire_id)
 
 
 async def test_unknown_tool_and_bad_arguments_end_failed(keeper: callstate.Keeper) -> None:
@@ -215,7 +216,7 @@ async def test_unknown_tool_and_bad_arguments_end_failed(keeper: callstate.Keepe
 async def test_malformed_input_is_refused_before_anything_is_recorded(
     keeper: callstate.Keeper,
 ) -> None:
-    """Args that are not a JSON dict, or too big, raise and leave the journal untouched."""
+    """Args JSON cannot carry, or too big, raise and leave the journal untouched."""
     s = await keeper.start()
 
     @registry(keeper).tool
@@ -225,8 +226,8 @@ async def test_malformed_input_is_refused_before_anything_is_recorded(
     seq = s.state.seq
     with pytest.raises(callstate.ToolArgumentsError, match="args of call 'c1'"):
         await s.run_tool("echo", {"x": object()}, call_id="c1")
-    with pytest.raises(callstate.ToolArgumentsError, match="dict"):
-        await s.run_tool("echo", ["x"], call_id="c1")  # type: ignore[arg-type]
+    with pytest.raises(callstate.ToolArgumentsError, match="str keys"):
+        await s.run_tool("echo", {1: "x"}, call_id="c1")  # type: ignore[dict-item]
     with pytest.raises(callstate.PayloadTooLarge, match="args of call 'c1'"):
         await s.run_tool("echo", {"x": "y" * 70_000}, call_id="c1")
     with pytest.raises(callstate.ToolArgumentsError, match="call_id"):

@@ -280,6 +280,11 @@ class Keeper:
 
     # -- lifecycle ---------------------------------------------------------------------
 
+    @property
+    def is_open(self) -> bool:
+        """True between ``open()`` (or entering ``async with``) and ``close()``."""
+        return self._open
+
     async def open(self) -> None:
         """Open the store and start the flusher and heartbeat."""
         if self._open:

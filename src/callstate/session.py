@@ -7,7 +7,7 @@ flusher. ``await flush()`` returns once everything recorded so far is durable.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -17,7 +17,7 @@ from .continuity.resume import session_token
 from .journal import events as ev
 from .journal.context import build_messages
 from .runtime.handle import Handle
-from .tools import barge_in, guard, lifecycle
+from .tools import barge_in, feed, guard, lifecycle
 from .tools.outcomes import reconcile_held
 from .tools.reconcile import InDoubtDecision
 
@@ -87,6 +87,7 @@ class Session(Handle):
         self._end_failed = False
         #: on a resumed session, how each call a crash left without an outcome was resolved
         self.in_doubt: list[InDoubtDecision] = []
+        self._feed = feed.OutcomeFeed(self)
         #: on a resumed or accepted session, a fresh resume token for its epoch (keepers
         #: with a secret): hand it to the client, older tokens no longer take the call
         self.token: str | None = None
@@ -174,35 +175,49 @@ class Session(Handle):
     async def run_tool(
         self,
         name: str,
-        args: dict[str, Any] | None = None,
+        args: dict[str, Any] | str | bytes | None = None,
         *,
         call_id: str | None = None,
         utterance_id: str | None = None,
+        offered: Collection[str] | None = None,
     ) -> ToolOutcome:
         """Run a registered tool through the guard and return how it ended.
 
-        The intent is durable before the tool starts; a repeated ``call_id`` returns the
-        recorded outcome (``deduplicated=True``) without running the tool again. A write
-        (or a cancellable read) asked for by a generation the caller interrupted before
-        the call started is not run and ends ``cancelled``. An unknown tool name or
-        arguments that do not fit end ``failed`` (the model must see that).
+        The intent is durable before the tool starts; a repeated ``call_id`` with the
+        same tool and arguments returns the recorded outcome (``deduplicated=True``)
+        without running the tool again, while a ``call_id`` reused for other arguments
+        is a new call (journaled as ``call_id#2``). A non-idempotent write asked for
+        again in the same user turn returns the first call's outcome (``duplicate_of``).
+        A write (or a cancellable read) asked for by a generation the caller interrupted
+        before the call started is not run and ends ``cancelled``. An unknown tool name,
+        arguments that are not a JSON object, or arguments that do not fit the
+        signature end ``failed``, journaled (the model must see that).
 
         Args:
-            name: the registered tool.
-            args: keyword arguments for the tool (JSON-serialisable).
+            name: the registered tool (or whatever name the model sent).
+            args: keyword arguments for the tool (JSON-serialisable), or the model's
+                raw JSON text for them.
             call_id: the model's call id (default: a fresh one).
             utterance_id: the agent utterance (generation) that asked for the call
                 (default: the one under way since the caller last spoke).
+            offered: the tool names the model was offered; any other name fails as
+                unknown without running (default: every registered tool).
 
         Raises:
-            ToolArgumentsError: ``args``/``call_id`` malformed, or a ``call_id`` reused
-                for another tool; nothing is recorded.
+            ToolArgumentsError: ``call_id`` or the name malformed, ``args`` a dict that
+                JSON cannot carry; nothing is recorded.
             PayloadTooLarge: ``args`` over the registry's size cap.
             SessionClosed: the handle may not record.
             StaleEpochError: the session was taken over before the intent was durable.
         """
         return await guard.run_tool(
-            self._services.tools, self, name, args, call_id=call_id, utterance_id=utterance_id
+            self._services.tools,
+            self,
+            name,
+            args,
+            call_id=call_id,
+            utterance_id=utterance_id,
+            offered=offered,
         )
 
     def interrupt(
@@ -251,6 +266,47 @@ class Session(Handle):
             UnknownTool: the compensate tool is not registered.
         """
         return await barge_in.contradict(self._services.tools, self, call_id, reason)
+
+    # -- what the model has been given ------------------------------------------------
+
+    def owed_to_model(self) -> list[ToolOutcome]:
+        """Outcomes that landed but no adapter has put into its model's context yet.
+
+        Journaled (``tool.context_delivered`` takes one off), so a session resumed in
+        another process still knows them: a call re-run by the resume, or one that
+        ended in a handoff's source, is owed until some model context is given it.
+        """
+        return feed.owed(self)
+
+    def given_to_model(self, call_id: str, *, via: str = "") -> bool:
+        """Record that ``call_id``'s outcome is now in a model's context (no I/O).
+
+        Returns:
+            True when it was owed; False when it was not (not landed, or given
+            already) or this handle may no longer record (the next owner owes it).
+
+        Raises:
+            ToolError: ``call_id`` is not a call of this session; ``via`` not a short
+                string.
+        """
+        return feed.give(self, call_id, via=via)
+
+    def on_outcome(
+        self, callback: feed.OutcomeCallback, *, owed: bool = False
+    ) -> Callable[[], None]:
+        """Call ``callback(outcome)`` on the loop whenever a tool outcome lands here.
+
+        It fires for every landing on this handle: the adapter's own calls, calls a
+        resume re-ran, late outcomes of a handoff's source. An awaitable it returns runs
+        as a task; a callback that fails is logged, never raised. To attach an adapter
+        with nothing missed, pass ``owed=True``: the outcomes owed to the model now are
+        replayed to it first (those given meanwhile skipped). Deliver each, then
+        :meth:`given_to_model`.
+
+        Returns:
+            A function that unsubscribes ``callback``.
+        """
+        return self._feed.subscribe(callback, owed=owed)
 
     # -- handoff -----------------------------------------------------------------------
 

@@ -25,6 +25,8 @@ HERE = Path(__file__).parent
 EVENTS_FILE = HERE / "events_v1.jsonl"
 SNAPSHOT_FILE = HERE / "snapshot_v1.json"
 SNAPSHOT_V2_FILE = HERE / "snapshot_v2.msgpack"
+ADDED_FILE = HERE / "events_v1_added.jsonl"
+CONTEXT_DELIVERED_FILE = HERE / "events_v1_context_delivered.jsonl"
 #: v1 events added after events_v1.jsonl was frozen: the journaled outbox, resume channel
 OUTBOX_FILE = HERE / "events_v1_outbox.jsonl"
 
@@ -104,6 +106,44 @@ def golden_events() -> list[ev.Event]:
         ),
         ev.HandoffReclaimed(seq=25, at=T + 24, package_id="pkg-2", epoch=6),
     ]
+
+
+def added_events() -> list[ev.Event]:
+    """Format-1 events of tags (and fields) added after ``events_v1.jsonl`` was frozen:
+    a call whose id the framework reused, and a repeat of a write's intent."""
+    return [
+        ev.ToolRequested(
+            seq=26,
+            at=T + 25,
+            call_id="c1#2",
+            name="move_booking",
+            args={"booking_id": "B1", "time": "21:00"},
+            effect="write",
+            idempotent=True,
+            on_interrupt="cancel",
+            compensate="restore_booking",
+            timeout_s=8.5,
+            utterance_id="u7",
+            turn=2,
+            compensates="c0",
+            wire_id="c1",
+        ),
+        ev.ToolDeduplicated(
+            seq=27,
+            at=T + 26,
+            call_id="c9",
+            duplicate_of="c1#2",
+            status="succeeded",
+            result={"booking_id": "B1", "time": "21:00"},
+            error="no error",
+            error_type="None",
+        ),
+    ]
+
+
+def context_delivered_events() -> list[ev.Event]:
+    """``tool.context_delivered`` (added to format 1 later), every field away from its default."""
+    return [ev.ToolContextDelivered(seq=26, at=T + 25, call_id="c1", via="pipecat")]
 
 
 def golden_outbox_events() -> list[ev.Event]:
@@ -186,6 +226,9 @@ def main() -> int:
         EVENTS_FILE: b"\n".join(lines) + b"\n",
         SNAPSHOT_FILE: msgspec.json.format(encode_state(golden_state()), indent=2) + b"\n",
         SNAPSHOT_V2_FILE: encode_snapshot(golden_state()),
+        ADDED_FILE: b"\n".join(ev.encode_event(e) for e in added_events()) + b"\n",
+        CONTEXT_DELIVERED_FILE: b"\n".join(ev.encode_event(e) for e in context_delivered_events())
+        + b"\n",
         OUTBOX_FILE: b"\n".join(ev.encode_event(e) for e in golden_outbox_events()) + b"\n",
     }
     missing = {path: data for path, data in files.items() if not path.exists()}

@@ -33,14 +33,22 @@ def context_messages(source: Source, *, system: str | None = None) -> list[dict[
     Returns:
         The conversation as the caller heard it, with the resume (or handoff) note
         last, so the model continues the call instead of greeting the caller again.
+        For a ``Session``, every outcome these messages carry is recorded as given to
+        the model (``session.given_to_model``): seed the framework's context with them.
 
     Raises:
         ConfigError: ``source`` is none of those, or a message has no string ``role``.
     """
     if isinstance(source, Session):
         if isinstance(source.recovery, RecoveryPlan):
-            return source.recovery.context(system=system)
-        return source.context(system=system)
+            carried = [o.call_id for o in source.recovery.owed_to_model]
+            messages = source.recovery.context(system=system)
+        else:
+            carried = list(source.state.owed_to_model)
+            messages = source.context(system=system)
+        for call_id in carried:
+            source.given_to_model(call_id, via="seed")
+        return messages
     if isinstance(source, RecoveryPlan):
         return source.context(system=system)
     if isinstance(source, HandoffPackage):

@@ -203,6 +203,9 @@ def _recovery_event(session_id: str, e: ev.Event) -> RecoveryEvent | None:
         case ev.ToolCancelled():
             kind, call_id = "tool.cancelled", e.call_id
             data["reason"] = e.reason
+        case ev.ToolDeduplicated():
+            kind, call_id = "tool.deduplicated", e.call_id
+            data.update(duplicate_of=e.duplicate_of, status=e.status)
         case ev.LinkLost():
             kind = "link.lost"
             data["reason"] = e.reason
@@ -238,7 +241,9 @@ def _touched_calls(run_log: list[ev.Event]) -> set[str]:
     for e in run_log:
         if isinstance(e, ev.Interrupted):
             ids.update(e.overtaken)
-        elif isinstance(e, ev.ToolInDoubt | ev.ToolDelivery | ev.ToolCancelled):
+        elif isinstance(
+            e, ev.ToolInDoubt | ev.ToolDelivery | ev.ToolCancelled | ev.ToolDeduplicated
+        ):
             ids.add(e.call_id)
     return ids
 

@@ -36,6 +36,7 @@ import msgspec
 from ..journal.context import build_messages, conversation_of
 from ..journal.state import SessionState
 from ..tools.reconcile import InDoubtDecision
+from ..tools.registry import ToolOutcome
 
 __all__ = [
     "InDoubtCall",
@@ -116,6 +117,11 @@ class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     instruction for the model; the other fields the same facts as data. ``messages``
     is built on first use and is not a struct field: encoding a plan (``msgspec``)
     leaves it out, so encode ``plan.context()`` alongside where the messages are needed.
+
+    ``owed_to_model`` are the outcomes no model context had been given when the plan
+    was made (``messages`` carries them: a context seeded from the plan has them);
+    ``running`` the ids of calls with no outcome yet (re-runs, calls still running in a
+    handoff's source): their outcomes land later, through ``session.on_outcome``.
     """
 
     session_id: str
@@ -129,6 +135,8 @@ class RecoveryPlan(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     partial: str = ""
     userdata: dict[str, Any] = {}
     resume_note: str = ""
+    owed_to_model: list[ToolOutcome] = []
+    running: list[str] = []
     #: agent speech held while the line was down: never heard by the caller
     held_speech: list[str] = []
 
@@ -315,6 +323,12 @@ def plan(
         partial=state.partial,
         userdata=dict(state.userdata),
         resume_note=note,
+        owed_to_model=[
+            ToolOutcome.from_call(state.calls[cid])
+            for cid in state.owed_to_model
+            if cid in state.calls and state.calls[cid].terminal
+        ],
+        running=[c.call_id for c in state.in_flight],
         held_speech=held,
     )
     recovery.__dict__["_conversation"] = conversation_of(state)  # for ``messages``

@@ -121,6 +121,8 @@ class PackageCall(_Strict):
     delivery: Literal["held", "delivered", "discarded", "announced", "compensated"] | None = None
     requested_at: float = 0.0
     finished_at: float | None = None
+    wire_id: str | None = None
+    duplicate_of: str | None = None
 
 
 class PackagePayload(_Strict):

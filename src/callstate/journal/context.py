@@ -48,6 +48,8 @@ def call_output(call: ToolCall) -> str:
             }
         case _:
             payload = {"status": "running"}
+    if call.duplicate_of is not None:  # the same request, made again: it ran once
+        payload["duplicate_of"] = call.duplicate_of
     if call.delivery is not None:
         payload["delivery"] = call.delivery
         payload["delivery_note"] = DELIVERY_NOTES[call.delivery]

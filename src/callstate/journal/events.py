@@ -36,6 +36,8 @@ __all__ = [
     "SessionResumed",
     "SessionStarted",
     "ToolCancelled",
+    "ToolContextDelivered",
+    "ToolDeduplicated",
     "ToolDelivery",
     "ToolFailed",
     "ToolInDoubt",
@@ -159,6 +161,7 @@ class ToolRequested(_Base, frozen=True, tag="tool.requested"):
     utterance_id: str | None = None  # the generation that asked for the call
     turn: int = 0  # user turns seen when the call was requested
     compensates: str | None = None  # the call this one undoes (a compensating call)
+    wire_id: str | None = None  # the framework's id for it, when it reused an earlier one
 
 
 class ToolStarted(_Base, frozen=True, tag="tool.started"):
@@ -193,10 +196,29 @@ class ToolInDoubt(_Base, frozen=True, tag="tool.in_doubt"):
     resolution: Literal["rerun", "unknown"] = "unknown"
 
 
+class ToolDeduplicated(_Base, frozen=True, tag="tool.deduplicated"):
+    """A repeat of an earlier call's intent (same tool, same arguments, same user turn):
+    it did not run; it ends with the outcome of ``duplicate_of``, copied here."""
+
+    call_id: str
+    duplicate_of: str
+    status: Literal["succeeded", "failed", "cancelled", "unknown"] = "unknown"
+    result: Any = None
+    error: str | None = None
+    error_type: str = ""
+
+
 class ToolDelivery(_Base, frozen=True, tag="tool.delivery"):
     call_id: str
     decision: Delivery
     reason: str = ""
+
+
+class ToolContextDelivered(_Base, frozen=True, tag="tool.context_delivered"):
+    """An adapter put the call's outcome into its model's context: no longer owed to it."""
+
+    call_id: str
+    via: str = ""  # who gave it (an adapter's name), for the record
 
 
 # -- app state, link, handoff ----------------------------------------------------------
@@ -276,6 +298,7 @@ Event = (
     | ToolCancelled
     | ToolInDoubt
     | ToolDelivery
+    | ToolContextDelivered
     | UserdataPatch
     | LinkLost
     | LinkRestored
@@ -285,6 +308,7 @@ Event = (
     | HandoffOffered
     | HandoffAccepted
     | HandoffReclaimed
+    | ToolDeduplicated
 )
 
 EVENT_TYPES: Final[tuple[type[Event], ...]] = Event.__args__

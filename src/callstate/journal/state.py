@@ -82,6 +82,8 @@ class ToolCall(msgspec.Struct, kw_only=True):
     overtaken_at: float | None = None  # when the barge-in that overtook it happened
     overtaken_turn: int = 0  # user turns seen at that barge-in
     compensates: str | None = None  # the call this one undoes
+    wire_id: str | None = None  # the framework's id, when it reused one (call_id is then id#n)
+    duplicate_of: str | None = None  # the call whose outcome this repeat of its intent took
     in_doubt: bool = False  # a crash left this call between start and result
     resolution: Literal["rerun", "unknown"] | None = None
     delivery: ev.Delivery | None = None
@@ -143,6 +145,9 @@ class SessionState(msgspec.Struct, kw_only=True):
     recovery_log: list[ev.Event] = []  # link, barge-in, tool and ownership decisions
     summarized: int = 0  # the first N items are replaced by ``summary`` in the context
     summary: str = ""  # stands in for the items a handoff trimmed from the context
+    #: call ids whose outcome landed but no adapter has put into its model's context yet,
+    #: in landing order (``tool.context_delivered`` takes one off)
+    owed_to_model: list[str] = []
     v: int = SNAPSHOT_VERSION
 
     @property
@@ -179,12 +184,19 @@ def _call(state: SessionState, call_id: str) -> ToolCall | None:
     return state.calls.get(call_id)
 
 
+def _owe(state: SessionState, call_id: str) -> None:
+    """An outcome landed: it is owed to the model until an adapter gives it."""
+    if call_id not in state.owed_to_model:
+        state.owed_to_model.append(call_id)
+
+
 #: Events kept in ``SessionState.recovery_log``: what the archive reports per call.
 _LOGGED: Final = (
     ev.Interrupted,
     ev.ToolInDoubt,
     ev.ToolDelivery,
     ev.ToolCancelled,
+    ev.ToolDeduplicated,
     ev.LinkLost,
     ev.LinkRestored,
     ev.OutboxDropped,
@@ -334,6 +346,7 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 utterance_id=event.utterance_id,
                 turn=event.turn,
                 compensates=event.compensates,
+                wire_id=event.wire_id,
                 requested_at=event.at,
             )
             state.items.append(Item(kind="call", id=event.call_id, at=event.at, done=True))
@@ -348,12 +361,22 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
             call = _call(state, cid)
             if call is not None:
                 call.progress = {**call.progress, **data}
+        case ev.ToolDeduplicated(call_id=cid):
+            call = _call(state, cid)
+            if call is not None:
+                call.status = event.status
+                call.result = event.result
+                call.error = event.error
+                call.error_type = event.error_type
+                call.duplicate_of = event.duplicate_of
+                call.finished_at = event.at
         case ev.ToolSucceeded(call_id=cid):
             call = _call(state, cid)
             if call is not None:
                 call.status = "succeeded"
                 call.result = event.result
                 call.finished_at = event.at
+                _owe(state, cid)
         case ev.ToolFailed(call_id=cid):
             call = _call(state, cid)
             if call is not None:
@@ -361,12 +384,14 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 call.error = event.error
                 call.error_type = event.error_type
                 call.finished_at = event.at
+                _owe(state, cid)
         case ev.ToolCancelled(call_id=cid):
             call = _call(state, cid)
             if call is not None:
                 call.status = "cancelled"
                 call.error = event.reason or None
                 call.finished_at = event.at
+                _owe(state, cid)
         case ev.ToolInDoubt(call_id=cid, resolution=resolution):
             call = _call(state, cid)
             if call is not None:
@@ -375,8 +400,12 @@ def apply(state: SessionState, event: ev.Event) -> SessionState:
                 if resolution == "unknown":
                     call.status = "unknown"
                     call.finished_at = event.at
+                    _owe(state, cid)
                 else:
                     call.status = "in_doubt"
+        case ev.ToolContextDelivered(call_id=cid):
+            if cid in state.owed_to_model:
+                state.owed_to_model.remove(cid)
         case ev.ToolDelivery(call_id=cid, decision=decision):
             call = _call(state, cid)
             if call is not None:

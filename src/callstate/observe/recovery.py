@@ -56,6 +56,7 @@ RecoveryKind = Literal[
     "session.released",
     "session.expired",
     "session.stale",
+    "session.fenced",
     "handoff.offered",
     "handoff.accepted",
     "handoff.reclaimed",

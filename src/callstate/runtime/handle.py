@@ -8,7 +8,9 @@ it for the group-commit flusher: synchronous, no I/O.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import CallstateError, SessionClosed, SessionFrozen
 from ..journal import events as ev
@@ -54,6 +56,9 @@ class Handle:
         self._observer = observer
         self._error: CallstateError | None = None
         self._closed = False
+        self._fenced = asyncio.Event()
+        #: called with each event right after it is folded (see ``watch``)
+        self._watchers: list[Callable[[ev.Event], None]] = []
 
     # -- identity and status -----------------------------------------------------------
 
@@ -71,6 +76,16 @@ class Handle:
     def error(self) -> CallstateError | None:
         """Why this handle was fenced (a newer owner, a refused batch), else None."""
         return self._error
+
+    @property
+    def fenced(self) -> bool:
+        """True once the handle was fenced (see ``error``): it never records again."""
+        return self._error is not None
+
+    async def wait_fenced(self) -> CallstateError:
+        """Wait until the handle is fenced (a newer owner took the session); returns why."""
+        await self._fenced.wait()
+        return cast("CallstateError", self._error)  # set before the event, never cleared
 
     @property
     def closed(self) -> bool:
@@ -132,7 +147,25 @@ class Handle:
         apply(self.state, event)  # type: ignore[arg-type]
         self.journal.pending.append(event)  # type: ignore[arg-type]
         self._flusher.mark(self)
+        if self._watchers:
+            for watcher in tuple(self._watchers):
+                watcher(event)  # type: ignore[arg-type]
         return event
+
+    def watch(self, watcher: Callable[[ev.Event], None]) -> Callable[[], None]:
+        """Call ``watcher(event)`` with every event this handle records, right after it
+        is folded (synchronously: a watcher must be quick and must not raise).
+
+        Returns:
+            A function that stops the calls.
+        """
+        self._watchers.append(watcher)
+
+        def unwatch() -> None:
+            if watcher in self._watchers:
+                self._watchers.remove(watcher)
+
+        return unwatch
 
     def emit(
         self,
@@ -177,9 +210,15 @@ class Handle:
         await self._flusher.wait_durable(self, seq)
 
     def fence(self, error: CallstateError) -> None:
-        """Mark this handle unusable; waiters and later calls get ``error``."""
+        """Mark this handle unusable; waiters and later calls get ``error``.
+
+        The first fence emits one ``session.fenced`` recovery event and wakes
+        :meth:`wait_fenced`: whatever feeds this handle (a pipeline) should stop.
+        """
         if self._error is None:
             self._error = error
+            self._fenced.set()
+            self.emit("session.fenced", error_type=type(error).__name__, reason=str(error))
         self.journal.fail(error)
 
     def mark_closed(self) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
@@ -38,6 +39,7 @@ from ..errors import (
 from ..journal import events as ev
 from ..journal.limits import Limits, check_value
 from ..journal.state import SessionState, ToolCall
+from .intent import dedupes, first_of, repeat
 from .late import hand_over
 from .outcomes import Terminal, after_terminal, cancel_call, outcome, record_terminal
 from .reconcile import must_not_run
@@ -72,11 +74,12 @@ async def run_tool(
     tools: ToolRuns,
     session: Handle,
     name: str,
-    args: dict[str, Any] | None = None,
+    args: dict[str, Any] | str | bytes | None = None,
     *,
     call_id: str | None = None,
     utterance_id: str | None = None,
     compensates: str | None = None,
+    offered: Collection[str] | None = None,
 ) -> ToolOutcome:
     """Run one tool call through the guard; see ``Session.run_tool``."""
     session.check_writable()
@@ -88,21 +91,27 @@ async def run_tool(
     if not isinstance(call_id, str) or not call_id or len(call_id) > _MAX_CALL_ID:
         msg = f"call_id must be a non-empty string of at most {_MAX_CALL_ID} characters, got {call_id!r}"
         raise ToolArgumentsError(msg)
-    existing = session.state.calls.get(call_id)
-    if existing is not None:
-        return await _dedupe(tools, session, existing, name)
     if not isinstance(name, str) or not name:
         msg = f"tool name must be a non-empty string, got {name!r}"
         raise ToolArgumentsError(msg)
-    args = {} if args is None else args
-    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+    args, malformed = _object(args)
+    if malformed is not None:
+        malformed = f"tool {name!r}: {malformed}"
+    if not all(isinstance(k, str) for k in args):
         msg = f"call {call_id!r}: args must be a dict with str keys, got {args!r:.200}"
         raise ToolArgumentsError(msg)
     clean = encode_payload(args, what=f"args of call {call_id!r}", limit=tools.max_result_bytes)
+    wire_id: str | None = None
+    if call_id in session.state.calls:
+        latest = _latest(session.state, call_id)
+        same = latest.error == malformed if malformed is not None else latest.args == clean
+        if latest.name == name and same:
+            return await _dedupe(tools, session, latest)
+        # the id was used for another call: this is a new one, journaled as ``id#n``
+        wire_id, call_id = call_id, _fresh(session.state, call_id)
     spec = tools.spec(name)
     state = session.state
-    session.record(
-        ev.ToolRequested,
+    request: dict[str, Any] = dict(
         call_id=call_id,
         name=name,
         args=clean,
@@ -114,15 +123,29 @@ async def run_tool(
         utterance_id=utterance_id if utterance_id is not None else _generation(state),
         turn=state.turn,
         compensates=compensates,
+        wire_id=wire_id,
     )
+    if offered is not None and name not in offered:
+        spec = None  # the model was not offered it: it must not run
+    if (
+        spec is not None
+        and malformed is None
+        and compensates is None
+        and dedupes(spec, tools.dedupe_intent)
+    ):
+        first = first_of(state, name, clean)
+        if first is not None:  # the same write asked for again this turn: it runs once
+            return await repeat(tools, session, first, request)
+    session.record(ev.ToolRequested, **request)
     call = state.calls[call_id]
     # a model error (a tool that does not exist, arguments that do not fit) is an
     # outcome the model must see, so it is recorded as a failure, not raised
     problem: ToolError | None = None
-    if spec is None:
-        problem = UnknownTool(
-            f"no tool named {name!r} is registered (known: {sorted(tools.names())})"
-        )
+    if malformed is not None:
+        problem = ToolArgumentsError(malformed)
+    elif spec is None:
+        known = sorted(offered if offered is not None else tools.names())
+        problem = UnknownTool(f"no tool named {name!r} is registered (known: {known})")
     else:
         try:
             spec.check_args(clean)
@@ -139,10 +162,56 @@ async def run_tool(
     return await _await(launch(tools, session, spec, call, attempt=1))
 
 
-async def _dedupe(tools: ToolRuns, session: Handle, call: ToolCall, name: str) -> ToolOutcome:
-    if call.name != name:
-        msg = f"call id {call.call_id!r} was already used for tool {call.name!r}, not {name!r}"
-        raise ToolArgumentsError(msg)
+_JSON_KINDS: Final = {
+    type(None): "null",
+    list: "an array",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+}
+
+
+def _object(args: object) -> tuple[dict[str, Any], str | None]:
+    """The arguments as a dict, and why they are not a JSON object (None when they are).
+
+    ``None`` means no arguments; a ``str``/``bytes`` is the model's raw JSON.
+    """
+    if args is None:
+        return {}, None
+    if isinstance(args, dict):
+        return args, None
+    if isinstance(args, str | bytes):
+        text = args.decode(errors="replace") if isinstance(args, bytes) else args
+        try:
+            value = msgspec.json.decode(args) if text.strip() else {}
+        except msgspec.DecodeError as exc:
+            return {}, f"arguments are not valid JSON ({exc}): {text!r:.200}"
+        if isinstance(value, dict):
+            return value, None
+        kind = _JSON_KINDS.get(type(value), type(value).__name__)
+        return {}, f"arguments must be a JSON object, got {kind}: {text!r:.200}"
+    kind = _JSON_KINDS.get(type(args), type(args).__name__)
+    return {}, f"arguments must be a JSON object, got {kind}: {args!r:.200}"
+
+
+def _latest(state: SessionState, call_id: str) -> ToolCall:
+    """The newest call journaled under ``call_id`` (``call_id``, ``call_id#2``, …)."""
+    call, n = state.calls[call_id], 2
+    while (later := state.calls.get(f"{call_id}#{n}")) is not None:
+        call, n = later, n + 1
+    return call
+
+
+def _fresh(state: SessionState, call_id: str) -> str:
+    """The journal id for a new call the framework sent under a used ``call_id``."""
+    n = 2
+    while f"{call_id}#{n}" in state.calls:
+        n += 1
+    return f"{call_id}#{n}"
+
+
+async def _dedupe(tools: ToolRuns, session: Handle, call: ToolCall) -> ToolOutcome:
     session.emit("tool.deduplicated", call_id=call.call_id, status=call.status)
     run = tools.running.get((session.id, call.call_id))
     if run is not None and not call.terminal:
@@ -239,7 +308,10 @@ async def _call(
     tools: ToolRuns, session: Handle, spec: ToolSpec, ctx: ToolContext, run_key: tuple[str, str]
 ) -> Terminal:
     """Run the function once and say how it ended (never raises but for ``closed``)."""
-    kwargs = dict(session.state.calls[ctx.call_id].args)
+    try:
+        kwargs = spec.bind(dict(session.state.calls[ctx.call_id].args))
+    except ToolArgumentsError as exc:  # a re-run under a signature that changed since
+        return Terminal("failed", error=str(exc), error_type=type(exc).__name__)
     if spec.wants_ctx:
         kwargs["ctx"] = ctx
     timer = asyncio.timeout(spec.timeout_s)

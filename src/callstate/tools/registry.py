@@ -11,7 +11,8 @@ Policy: ``effect`` (``read`` is safe to re-run; ``write`` changes the world),
 ``idempotent`` (a write that honours ``ctx.idempotency_key``, so a re-run after a crash
 applies it once), ``on_interrupt`` (``complete``, the default: a barge-in never stops
 the call; ``cancel``: a read a barge-in may abandon), ``compensate`` (the tool that
-undoes this write when the caller contradicts it) and ``timeout_s``.
+undoes this write when the caller contradicts it), ``timeout_s`` and ``dedupe_intent``
+(whether the same call made again in one user turn returns the first one's outcome).
 
 Calls run through the guard (``Session.run_tool``): the intent is durable before the
 function starts, the outcome is recorded whatever happens meanwhile, and a repeated
@@ -39,6 +40,7 @@ from ..errors import (
 )
 from ..journal import events as ev
 from ..journal.state import ToolCall
+from .arguments import Arguments, arguments_of
 from .reconcile import Supersedes
 
 if TYPE_CHECKING:
@@ -97,7 +99,11 @@ def encode_payload(value: Any, *, what: str, limit: int) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A registered tool: its function and policy."""
+    """A registered tool: its function, policy and arguments type.
+
+    ``arguments`` is built from ``signature`` when the spec is made (see
+    ``callstate.tools.arguments``); None when the function has no signature.
+    """
 
     name: str
     fn: ToolFn
@@ -108,30 +114,52 @@ class ToolSpec:
     timeout_s: float | None = None
     wants_ctx: bool = False
     signature: inspect.Signature | None = None
+    arguments: Arguments | None = None
+    dedupe_intent: bool | None = None  # None: the registry's rule (non-idempotent writes)
 
-    def check_args(self, args: dict[str, Any]) -> None:
-        """Raise ``ToolArgumentsError`` unless ``args`` fit the function's signature."""
+    def __post_init__(self) -> None:
+        if self.arguments is None and self.signature is not None:
+            object.__setattr__(self, "arguments", arguments_of(self.name, self.fn, self.signature))
+
+    @property
+    def description(self) -> str:
+        """The first paragraph of the function's docstring."""
+        doc = inspect.getdoc(self.fn) or ""
+        return " ".join(doc.split("\n\n", 1)[0].split())
+
+    def bind(self, args: dict[str, Any]) -> dict[str, Any]:
+        """The keyword arguments (``ctx`` aside) to call the function with.
+
+        ``args`` are checked against the signature and converted (see
+        ``callstate.tools.arguments`` for the coercion rules).
+
+        Raises:
+            ToolArgumentsError: they do not fit; the message names the field and value.
+        """
         if "ctx" in args and self.wants_ctx:
             msg = f"tool {self.name!r}: argument `ctx` is reserved for the ToolContext"
             raise ToolArgumentsError(msg)
-        if self.signature is None:
-            return
-        try:
-            self.signature.bind_partial(**args)
-            missing = [
-                p.name
-                for p in self.signature.parameters.values()
-                if p.default is inspect.Parameter.empty
-                and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-                and p.name not in args
-                and not (self.wants_ctx and p.name == "ctx")
-            ]
-        except TypeError as exc:
-            msg = f"tool {self.name!r}: arguments {sorted(args)} do not fit: {exc}"
-            raise ToolArgumentsError(msg) from exc
-        if missing:
-            msg = f"tool {self.name!r}: missing required argument(s) {missing}"
-            raise ToolArgumentsError(msg)
+        if self.arguments is None:
+            return dict(args)
+        return self.arguments.bind(args)
+
+    def check_args(self, args: dict[str, Any]) -> None:
+        """Raise ``ToolArgumentsError`` unless ``args`` fit the function's signature."""
+        self.bind(args)
+
+    def json_schema(self) -> dict[str, Any]:
+        """The JSON schema of the tool's arguments object, from the same type ``bind`` uses."""
+        if self.arguments is None:
+            return {"type": "object"}
+        return self.arguments.json_schema()
+
+    def function_schema(self) -> dict[str, Any]:
+        """``{"name", "description", "parameters"}``: the tool as a model's function."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "parameters": self.json_schema(),
+        }
 
 
 class ToolRegistry:
@@ -142,6 +170,10 @@ class ToolRegistry:
         supersedes: ``(call, turns, state) -> bool`` replacing the rule that decides
             whether a held read is superseded by the caller's new turn(s)
             (default: :func:`callstate.reconcile.default_supersedes`).
+        dedupe_intent: whether a non-idempotent write asked for again in the same user
+            turn (same tool, same arguments, a new call id) returns the first call's
+            outcome instead of running again (default True; a tool's own
+            ``dedupe_intent`` overrides it, see ``callstate.tools.intent``).
     """
 
     def __init__(
@@ -149,12 +181,17 @@ class ToolRegistry:
         *,
         max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         supersedes: Supersedes | None = None,
+        dedupe_intent: bool = True,
     ) -> None:
         if max_result_bytes < 1:
             msg = f"max_result_bytes must be >= 1, got {max_result_bytes!r}"
             raise ConfigError(msg)
         self.max_result_bytes = int(max_result_bytes)
+        if not isinstance(dedupe_intent, bool):
+            msg = f"dedupe_intent must be True or False, got {dedupe_intent!r}"
+            raise ConfigError(msg)
         self.supersedes = supersedes
+        self.dedupe_intent = dedupe_intent
         self._tools: dict[str, ToolSpec] = {}
 
     @overload
@@ -172,6 +209,7 @@ class ToolRegistry:
         on_interrupt: ev.OnInterrupt = "complete",
         compensate: str | None = None,
         timeout_s: float | None = None,
+        dedupe_intent: bool | None = None,
     ) -> Callable[[_F], _F]: ...
 
     def tool(
@@ -185,6 +223,7 @@ class ToolRegistry:
         on_interrupt: ev.OnInterrupt = "complete",
         compensate: str | None = None,
         timeout_s: float | None = None,
+        dedupe_intent: bool | None = None,
     ) -> _F | Callable[[_F], _F]:
         """Register an ``async def`` as a tool (usable bare or with policy arguments).
 
@@ -201,6 +240,7 @@ class ToolRegistry:
                 on_interrupt=on_interrupt,
                 compensate=compensate,
                 timeout_s=timeout_s,
+                dedupe_intent=dedupe_intent,
             )
             return f
 
@@ -216,6 +256,7 @@ class ToolRegistry:
         on_interrupt: ev.OnInterrupt = "complete",
         compensate: str | None = None,
         timeout_s: float | None = None,
+        dedupe_intent: bool | None = None,
     ) -> ToolSpec:
         """Register ``fn`` under ``name`` (default: its ``__name__``); see :meth:`tool`."""
         tool_name = name if name is not None else getattr(fn, "__name__", "")
@@ -246,6 +287,9 @@ class ToolRegistry:
         if timeout_s is not None and not (isinstance(timeout_s, int | float) and timeout_s > 0):
             msg = f"tool {tool_name!r}: timeout_s must be a positive number, got {timeout_s!r}"
             raise ConfigError(msg)
+        if dedupe_intent is not None and not isinstance(dedupe_intent, bool):
+            msg = f"tool {tool_name!r}: dedupe_intent must be True, False or None, got {dedupe_intent!r}"
+            raise ConfigError(msg)
         try:
             signature: inspect.Signature | None = inspect.signature(fn)
         except (TypeError, ValueError):  # builtins without a signature: accept any kwargs
@@ -264,6 +308,7 @@ class ToolRegistry:
             timeout_s=float(timeout_s) if timeout_s is not None else None,
             wants_ctx=ctx_param is not None,
             signature=signature,
+            dedupe_intent=dedupe_intent,
         )
         self._tools[tool_name] = spec
         return spec
@@ -300,9 +345,10 @@ class ToolOutcome(msgspec.Struct, frozen=True, kw_only=True):
     ``status`` is ``succeeded``, ``failed``, ``cancelled`` or ``unknown`` (a write that
     may or may not have taken effect: verify with the caller). ``deduplicated`` is True
     when the call id had been seen and the recorded outcome was returned instead of
-    running again. ``delivery`` is the spoken-delivery decision (``held``, ``delivered``,
-    ``discarded``, ``announced``, ``compensated``) or None when the result was never
-    held. ``overtaken`` is True when a barge-in happened while the call was in flight.
+    running again, or when the call repeated an earlier call's intent in the same user
+    turn (then ``duplicate_of`` names that call, whose outcome this is). ``delivery``
+    is the spoken-delivery decision (``held``, ``delivered``, ``discarded``,
+    ``announced``, ``compensated``) or None when the result was never held. ``overtaken`` is True when a barge-in happened while the call was in flight.
     """
 
     call_id: str
@@ -312,6 +358,7 @@ class ToolOutcome(msgspec.Struct, frozen=True, kw_only=True):
     error: str | None = None
     error_type: str = ""
     deduplicated: bool = False
+    duplicate_of: str | None = None
     delivery: ev.Delivery | None = None
     overtaken: bool = False
     effect: ev.Effect = "read"
@@ -343,7 +390,8 @@ class ToolOutcome(msgspec.Struct, frozen=True, kw_only=True):
             result=call.result,
             error=error,
             error_type=call.error_type,
-            deduplicated=deduplicated,
+            deduplicated=deduplicated or call.duplicate_of is not None,
+            duplicate_of=call.duplicate_of,
             delivery=call.delivery,
             overtaken=call.overtaken,
             effect=call.effect,

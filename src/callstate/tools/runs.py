@@ -53,6 +53,12 @@ class ToolRuns:
         reg = self.registry
         return reg.max_result_bytes if reg is not None else DEFAULT_MAX_RESULT_BYTES
 
+    @property
+    def dedupe_intent(self) -> bool:
+        """The registry's rule for deduplicating a write asked for again in one turn."""
+        reg = self.registry
+        return reg.dedupe_intent if reg is not None else True
+
     def spec(self, name: str) -> ToolSpec | None:
         """The registered tool ``name``, or None."""
         reg = self.registry

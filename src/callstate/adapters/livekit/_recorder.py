@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 from livekit.agents import Agent, AgentSession, llm
@@ -62,6 +62,7 @@ from ._hooks import (
     write_notes,
 )
 from ._plain import PlainCalls, handoff_needs_secret
+from ._refused import journal_refused
 
 __all__ = ["LiveKitRecovery", "attach", "recovery_for"]
 
@@ -147,10 +148,17 @@ class LiveKitRecovery:
 
     # -- the guard -------------------------------------------------------------------------
 
-    async def run_tool(self, name: str, args: dict[str, Any], *, call_id: str) -> ToolOutcome:
+    async def run_tool(
+        self,
+        name: str,
+        args: dict[str, Any] | str,
+        *,
+        call_id: str,
+        offered: Collection[str] | None = None,
+    ) -> ToolOutcome:
         """Run a registered tool through the guard on the current callstate session."""
         await self._wait_ready()
-        return await self.session.run_tool(name, args, call_id=call_id)
+        return await self.session.run_tool(name, args, call_id=call_id, offered=offered)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -415,6 +423,8 @@ class LiveKitRecovery:
             self.errors.append(refused)
         self._plain.executed(ev)
         self._sync_userdata()
+        agent = self.agent_session.current_agent
+        self._spawn(journal_refused(ev, agent, lambda: self.session, self.run_tool))
 
     def _on_tool_update(self, ev: ToolExecutionUpdatedEvent) -> None:
         self._sync_userdata()  # a tool may have changed userdata

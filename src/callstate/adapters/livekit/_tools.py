@@ -1,8 +1,8 @@
 """Function tools for LiveKit agents that run callstate tools through the guard.
 
 Each tool of a ``ToolRegistry`` becomes a LiveKit ``RawFunctionTool`` whose schema is
-built by LiveKit's own ``function_arguments_to_pydantic_model`` from the tool's
-signature (``ctx: ToolContext`` left out). Calling it runs
+``ToolSpec.function_schema()``: built from the same msgspec type the guard checks the
+arguments with (``ctx: ToolContext`` left out). Calling it runs
 ``Session.run_tool(name, args, call_id=<the model's call id>)`` on the callstate
 session attached to the ``AgentSession`` the call belongs to, so the intent is durable
 before the tool runs, a repeated call id is deduplicated, and the outcome is recorded
@@ -11,12 +11,11 @@ whatever LiveKit does meanwhile (its tools run shielded: a barge-in never cancel
 
 from __future__ import annotations
 
-import inspect
-from collections.abc import Iterable
-from typing import Any, cast, get_type_hints
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
 
 from livekit.agents import llm
-from livekit.agents.llm.utils import function_arguments_to_pydantic_model
 from livekit.agents.voice.events import RunContext
 
 from ...errors import ConfigError
@@ -28,36 +27,16 @@ from ._recorder import recovery_for
 __all__ = ["guarded_tools"]
 
 
-def _schema(spec: ToolSpec) -> dict[str, Any]:
-    """The tool's JSON schema, as LiveKit builds one for a ``@function_tool``."""
-    fn = spec.fn
-    sig = inspect.signature(fn)
-    hints = get_type_hints(fn, include_extras=True)
-    params = [p for p in sig.parameters.values() if not (spec.wants_ctx and p.name == "ctx")]
-
-    def shape() -> None: ...
-
-    shape.__name__ = spec.name
-    shape.__doc__ = fn.__doc__
-    shape.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
-    shape.__annotations__ = {p.name: hints.get(p.name, Any) for p in params}
-    model = function_arguments_to_pydantic_model(shape)
-    doc = inspect.getdoc(fn) or ""
-    return {
-        "name": spec.name,
-        "description": doc.split("\n\n", 1)[0].strip(),
-        "parameters": model.model_json_schema(),
-    }
-
-
 def _tool(spec: ToolSpec) -> llm.RawFunctionTool[..., Any]:
     name = spec.name
 
     async def run(raw_arguments: dict[str, object], context: RunContext[Any]) -> str:
         recovery = recovery_for(context.session)
         call_id = context.function_call.call_id
-        outcome = await recovery.run_tool(name, dict(raw_arguments), call_id=call_id)
-        call = recovery.session.state.calls.get(call_id)
+        raw: object = raw_arguments
+        args = dict(raw_arguments) if isinstance(raw, Mapping) else json.dumps(raw)
+        outcome = await recovery.run_tool(name, args, call_id=call_id)
+        call = recovery.session.state.calls.get(outcome.call_id)  # id#n if the id was reused
         out = call_output(call) if call is not None else str(outcome.error)
         if outcome.status == "failed":
             raise llm.ToolError(out)  # LiveKit marks the output is_error
@@ -65,7 +44,9 @@ def _tool(spec: ToolSpec) -> llm.RawFunctionTool[..., Any]:
 
     run.__name__ = f"callstate_{name}"
     setattr(run, GUARDED, True)  # copied onto the tool: the recorder leaves its calls alone
-    return cast("llm.RawFunctionTool[..., Any]", llm.function_tool(run, raw_schema=_schema(spec)))
+    return cast(
+        "llm.RawFunctionTool[..., Any]", llm.function_tool(run, raw_schema=spec.function_schema())
+    )
 
 
 def guarded_tools(

@@ -58,23 +58,24 @@ class Answers:
     run_tools: bool
 
     def _start_tool(self, call_id: str, name: str, arguments: str) -> None:
-        try:
-            args = json.loads(arguments) if arguments else {}
-        except ValueError:
-            args = {"arguments": arguments}
-        if not isinstance(args, dict):
-            args = {"arguments": args}
-        self._spawn(self._run_tool(call_id, name, args))
+        # the raw JSON goes to the guard: text that is not an object is a failed call,
+        # journaled with the reason, as an unknown name is
+        self._spawn(self._run_tool(call_id, name, arguments))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_tool(self, call_id: str, name: str, args: dict[str, Any]) -> None:
+    async def _run_tool(self, call_id: str, name: str, args: str) -> None:
         session = self.callstate
         try:
-            await session.run_tool(name, args, call_id=call_id)
+            outcome = await session.run_tool(name, args, call_id=call_id)
+            if outcome.call_id != call_id:  # ``id#n``: the model reused the id
+                self._calls.add(outcome.call_id)
+                for calls in self._groups.values():
+                    if call_id in calls:
+                        calls.add(outcome.call_id)  # its response waits for this answer
         except CallstateError as exc:
             if call_id not in session.state.calls and call_id not in self._answered:
                 # nothing was recorded, yet the model still needs its one answer
@@ -98,7 +99,7 @@ class Answers:
             self._answered.add(call_id)
             item = {
                 "type": "function_call_output",
-                "call_id": call_id,
+                "call_id": call.wire_id or call_id,  # the id the model sent
                 "output": function_output(call),
             }
             await self._send_internal({"type": "conversation.item.create", "item": item})

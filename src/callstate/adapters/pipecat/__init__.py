@@ -10,7 +10,9 @@ A resumed (or accepted) session starts from ``seed_context(context, session)``.
 
 Hooks used, all public: the synchronous ``on_before_process_frame`` /
 ``on_before_push_frame`` events of the LLM service, of the user aggregator and of the
-output transport; ``register_function``; one ``FrameProcessor`` right after the LLM.
+output transport; ``register_function`` (each tool, and a catch-all ``None`` handler
+unless the LLM has one, so a name nobody registered is journaled as a failed call);
+one ``FrameProcessor`` right after the LLM.
 No observer: a Pipecat observer is handed every frame at every processor (through a
 queue and a task of its own), which cost more than all the rest put together.
 ``_recovery.py``, ``_speech.py`` and ``_frames.py`` say which frames each one records.

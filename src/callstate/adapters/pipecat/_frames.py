@@ -56,7 +56,11 @@ class Recovery(Protocol):
 
     def llm_out(self, processor: FrameProcessor, frame: Frame) -> None: ...
 
-    async def watch_inherited(self) -> None: ...
+    def attach(self) -> None: ...
+
+    async def detach_outcomes(self) -> None: ...
+
+    def delivered(self, call_id: str) -> None: ...
 
     def late_result(self, call_id: str, run: asyncio.Future[ToolOutcome]) -> tuple[Any, bool]: ...
 
@@ -110,7 +114,7 @@ class CallstateProcessor(FrameProcessor):
         # calls whose FunctionCallCancelFrame is still to come: it is dropped even when
         # the outcome went out first (the cancel, a system frame, would overtake it)
         self._cancel_pending: set[str] = set()
-        self._watch: asyncio.Task[None] | None = None
+        self._attached = False
         self._handled: dict[type, bool] = {}
         self._running = True
         self._trace_parent: Parent | None = None
@@ -141,14 +145,12 @@ class CallstateProcessor(FrameProcessor):
             parents.register(self._recovery.session.id, self._trace_parent)
 
     async def cleanup(self) -> None:
-        """Stop watching calls when the pipeline ends (the calls themselves run on)."""
+        """Stop delivering outcomes when the pipeline ends (the calls themselves run on)."""
         if self._trace_parent is not None:
             parents.forget(self._recovery.session.id, self._trace_parent)
         await super().cleanup()
         self._running = False
-        if self._watch is not None:
-            await self.cancel_task(self._watch)
-            self._watch = None
+        await self._recovery.detach_outcomes()
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         """Pass the frame on, or hold back the cancellation of a call that runs on."""
@@ -166,9 +168,10 @@ class CallstateProcessor(FrameProcessor):
             ):
                 self._cancel_pending.discard(frame.tool_call_id)
                 return  # the call ran on in the guard: its real outcome is (or will be) sent
-            if isinstance(frame, StartFrame) and self._watch is None:
+            if isinstance(frame, StartFrame) and not self._attached:
                 await self.push_frame(frame, direction)
-                self._watch = self.create_task(self._recovery.watch_inherited(), "callstate-watch")
+                self._attached = True
+                self._recovery.attach()  # the pipeline is up: owed outcomes can go in
                 return
         await self.push_frame(frame, direction)
 
@@ -223,3 +226,4 @@ class CallstateProcessor(FrameProcessor):
             run_llm=run_llm,
         )
         await self.push_frame(frame, _DOWN)
+        self._recovery.delivered(call_id)

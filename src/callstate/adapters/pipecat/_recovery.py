@@ -28,7 +28,9 @@ folds events into the session (the hot path does no I/O).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Sequence
+import json
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -53,7 +55,7 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 from pipecat.transports.base_output import BaseOutputTransport
 
-from ...errors import CallstateError, ConfigError, SessionClosed
+from ...errors import ConfigError, SessionClosed, StaleEpochError
 from ...journal.context import call_output
 from ...journal.state import ToolCall
 from ...session import Session
@@ -64,18 +66,24 @@ from ._speech import Speech
 __all__ = ["PipecatRecovery", "result_payload"]
 
 _HOPS = 32  # how far from the LLM to look for the user aggregator and the output
+_VIA = "pipecat"
+
+log = logging.getLogger("callstate.adapters.pipecat")
 
 Handler = Callable[[Any], None]
 
 
-def dispatch(table: Sequence[tuple[type[Frame], Handler]]) -> Callable[[object, Frame], None]:
+def dispatch(
+    table: Sequence[tuple[type[Frame], Handler]], live: Callable[[], bool]
+) -> Callable[[object, Frame], None]:
     """An event handler calling the handler for a frame's class, found once per class.
 
     Event handlers run for every frame that passes a processor (audio included), so
     each costs one dict lookup for the frames it does not care about. It is a plain
     function: Pipecat inspects every handler it calls, and a function is quickest.
-    Other errors reach Pipecat, which logs them (a fenced session raises
-    ``StaleEpochError``: another process owns the call now).
+    Once ``live()`` is false (the session was fenced: another owner has the call) it
+    records nothing more and the frame goes on untouched. Other errors reach Pipecat,
+    which logs them.
     """
     cache: dict[type, Handler | None] = {}
 
@@ -85,11 +93,14 @@ def dispatch(table: Sequence[tuple[type[Frame], Handler]]) -> Callable[[object, 
             handler = cache[cls]
         except KeyError:
             handler = cache[cls] = next((h for t, h in table if issubclass(cls, t)), None)
-        if handler is not None:
+        if handler is not None and live():
             try:
                 handler(frame)
             except SessionClosed:
                 return  # handed over or closed: this pipeline has nothing more to record
+            except StaleEpochError:
+                live()  # fenced meanwhile: say so once, then stop recording
+                return
 
     return handle
 
@@ -181,6 +192,11 @@ class PipecatRecovery:
         self.output: BaseOutputTransport | None = None
         self._known: set[str] = set()  # call ids run or watched by this adapter
         self._noted: set[str] = set()  # call ids whose delivery note was written
+        self._own: set[str] = set()  # calls whose handler here delivers the outcome
+        self._landing: list[str] = []  # landed outcomes of other calls, to write as notes
+        self._writer: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        self._fenced_said = False
         sp = self.speech
         self.llm_out = dispatch(
             [
@@ -188,7 +204,8 @@ class PipecatRecovery:
                 (LLMFullResponseStartFrame, sp.response_started),
                 (FunctionCallsStartedFrame, sp.calls_started),
                 (LLMFullResponseEndFrame, sp.response_generated),
-            ]
+            ],
+            self.live,
         )
         self._register(functions, set(async_functions))
         llm.add_event_handler(
@@ -199,7 +216,8 @@ class PipecatRecovery:
                     (LLMContextFrame, self._write_notes),
                     (LLMContextUserTurnFrame, self._user_turn),
                     (StartFrame, self._started),
-                ]
+                ],
+                self.live,
             ),
         )
         if user_aggregator is not None:
@@ -211,7 +229,8 @@ class PipecatRecovery:
         if isinstance(processor, LLMUserAggregator) and self.user_aggregator is None:
             self.user_aggregator = processor
             processor.add_event_handler(
-                "on_before_process_frame", dispatch([(InterimTranscriptionFrame, self._interim)])
+                "on_before_process_frame",
+                dispatch([(InterimTranscriptionFrame, self._interim)], self.live),
             )
         elif isinstance(processor, BaseOutputTransport) and self.output is None:
             self.output = processor
@@ -226,9 +245,25 @@ class PipecatRecovery:
                         (LLMFullResponseEndFrame, sp.playing_ended),
                         (TTSStoppedFrame, sp.speech_stopped),
                         (InterruptionFrame, lambda f: sp.barge_in(f, at_output=True)),
-                    ]
+                    ],
+                    self.live,
                 ),
             )
+
+    def live(self) -> bool:
+        """False once the session was fenced (a newer owner took the call): from then on
+        this pipeline records nothing and passes its frames on untouched. Logs it once;
+        the app should stop the pipeline (``session.wait_fenced()``)."""
+        if not self.session.fenced:
+            return True
+        if not self._fenced_said:
+            self._fenced_said = True
+            log.warning(
+                "session %s was fenced (%s); this pipeline records nothing more: stop it",
+                self.session.id,
+                self.session.error,
+            )
+        return False
 
     def _started(self, frame: Frame) -> None:
         """The pipeline started: its transport is open, so the session leaves hold."""
@@ -268,17 +303,29 @@ class PipecatRecovery:
             self.llm.register_function(
                 name, self._handler(name), cancel_on_interruption=name not in async_functions
             )
+        if not self.llm.has_function(None):  # type: ignore[arg-type]  # None: the catch-all
+            # names nobody registered are journaled as failed calls, not answered by Pipecat
+            self.llm.register_function(None, self._handler(None, offered=frozenset(wanted)))
 
-    def _handler(self, name: str) -> Any:
+    def _handler(self, name: str | None, *, offered: frozenset[str] | None = None) -> Any:
         async def handle(params: FunctionCallParams) -> None:
             call_id = params.tool_call_id
+            if not self.live():
+                return  # another owner has the call: this pipeline must not run tools
+            tool = name if name is not None else params.function_name
             self._known.add(call_id)
+            self._own.add(call_id)
+            raw = params.arguments
+            # arguments Pipecat parsed to something else than an object go to the guard
+            # as JSON text: a failed call, journaled with the reason
+            args = dict(raw) if isinstance(raw, Mapping) else json.dumps(raw)
             run = asyncio.ensure_future(
                 self.session.run_tool(
-                    name,
-                    dict(params.arguments),
+                    tool,
+                    args,
                     call_id=call_id,
                     utterance_id=self.speech.call_utterance.get(call_id),
+                    offered=offered,
                 )
             )
             try:
@@ -286,14 +333,17 @@ class PipecatRecovery:
             except asyncio.CancelledError:
                 # Pipecat gave up on the call (a barge-in, its timeout) but the guard did
                 # not: the processor delivers the outcome when the call ends
-                self.processor.detach(call_id, name, params.arguments, run)
+                self.processor.detach(call_id, tool, params.arguments, run)
                 raise
             self._call_ended(call_id)
             self.processor.forget(call_id)
-            props = FunctionCallResultProperties(run_llm=False) if self._held(call_id) else None
+            self._known.add(outcome.call_id)  # ``id#n`` when the model reused the id
+            held = self._held(outcome.call_id)
+            props = FunctionCallResultProperties(run_llm=False) if held else None
             await params.result_callback(result_payload(outcome), properties=props)
+            self.delivered(call_id)
 
-        handle.__name__ = f"callstate_{name}"
+        handle.__name__ = f"callstate_{name or 'unknown'}"
         return handle
 
     def _held(self, call_id: str) -> bool:
@@ -311,56 +361,61 @@ class PipecatRecovery:
         exc = run.exception()
         if exc is not None:
             return {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}, True
-        return result_payload(run.result()), not self._held(call_id)
+        outcome = run.result()
+        self._known.add(outcome.call_id)
+        return result_payload(outcome), not self._held(outcome.call_id)
 
     def _call_ended(self, call_id: str) -> None:
         self.speech.call_ended(call_id)
 
-    # -- calls this pipeline did not start -------------------------------------------------
+    def delivered(self, call_id: str) -> None:
+        """The call's outcome is in the context now: no longer owed to the model."""
+        self._own.discard(call_id)
+        if call_id in self.session.state.calls:
+            self.session.given_to_model(call_id, via=_VIA)
 
-    async def watch_inherited(self) -> None:
-        """Land the outcomes of calls open when this pipeline took the session over.
+    # -- outcomes this pipeline's handlers do not deliver --------------------------------
 
-        In-doubt calls a resume re-runs here are awaited through the guard (a repeated
-        call id waits for the running call); calls still running in a handoff's source
-        land in this session later, announced by a ``result.held`` event.
+    def attach(self) -> None:
+        """Deliver into the context every outcome owed to the model, now and as they land.
+
+        Called once the pipeline started. Subscribing replays what is owed first, so a
+        call a resume re-ran, or one still running in a handoff's source, reaches the
+        model however early or late it ends: each becomes a system note in the context
+        (uninterruptible; inference runs on it unless its spoken delivery is held).
         """
-        pending = {c.call_id for c in self.session.state.in_flight} - self._known
-        if not pending:
+        if self._unsubscribe is not None:
             return
-        self._known |= pending
-        stream = self.session.keeper.events()  # subscribed before looking, so none is missed
-        try:
-            await asyncio.gather(*(self._await_here(cid) for cid in sorted(pending)))
-            left = {cid for cid in pending if self._call(cid) is None}
-            while left:
-                for cid in sorted(left):
-                    call = self._call(cid)
-                    if call is not None:
-                        left.discard(cid)
-                        await self._landed(call)
-                if left:
-                    await anext(stream)  # something happened: look again
-        finally:
-            await stream.aclose()
+        self._known |= {c.call_id for c in self.session.state.in_flight}
+        self._unsubscribe = self.session.on_outcome(self._outcome_landed, owed=True)
 
-    def _call(self, call_id: str) -> ToolCall | None:
-        """The call, once it has its outcome."""
-        call = self.session.state.calls.get(call_id)
-        return call if call is not None and call.terminal else None
+    async def detach_outcomes(self) -> None:
+        """Stop delivering outcomes (the pipeline ended); what is left stays owed."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self._landing.clear()
+        if self._writer is not None and not self._writer.done():
+            await self.processor.cancel_task(self._writer)
+        self._writer = None
 
-    async def _await_here(self, call_id: str) -> None:
-        call = self.session.state.calls[call_id]
-        try:
-            await self.session.run_tool(call.name, dict(call.args), call_id=call_id)
-        except CallstateError:
-            return  # this handle may no longer record; the outcome lands on the next one
-        landed = self._call(call_id)
-        if landed is not None:
-            await self._landed(landed)
+    def _outcome_landed(self, outcome: ToolOutcome) -> None:
+        call_id = outcome.call_id
+        if call_id in self._own or call_id in self._landing:
+            return  # this pipeline's handler delivers it as the call's result
+        self._landing.append(call_id)
+        if self._writer is None or self._writer.done():
+            self._writer = self.processor.create_task(self._write_landed(), "callstate-landed")
 
-    async def _landed(self, call: ToolCall) -> None:
-        await self.processor.append(_landed_note(call), run_llm=call.delivery != "held")
+    async def _write_landed(self) -> None:
+        while self._landing:
+            call_id = self._landing.pop(0)
+            call = self.session.state.calls.get(call_id)
+            owed = call_id in self.session.state.owed_to_model
+            if call is None or not owed or call_id in self._own or not self.live():
+                continue
+            self._known.add(call_id)
+            await self.processor.append(_landed_note(call), run_llm=call.delivery != "held")
+            self.session.given_to_model(call_id, via=_VIA)
 
     # -- the caller and the model ------------------------------------------------------------
 

@@ -1,0 +1,72 @@
+"""Function calls the model gets wrong, through the real ``openai`` client and the loopback server."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import pytest
+from openai import AsyncOpenAI
+
+import callstate
+from callstate.adapters.openai_realtime import connect
+from callstate.testing import FakeClock
+from callstate.testing.realtime_server import Call, RealtimeServer, Say
+
+from .test_openai_realtime import CONFIG, MODEL, Gates, assert_clean, make_tools, of_type, outputs
+from .test_openai_realtime import until as recv_until
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RealtimeServer]:
+    async with RealtimeServer() as srv:
+        yield srv
+
+
+@pytest.fixture
+def gates() -> Gates:
+    return Gates()
+
+
+@pytest.fixture
+async def keeper(gates: Gates) -> AsyncIterator[callstate.Keeper]:
+    async with callstate.Keeper("memory://", tools=make_tools(gates), clock=FakeClock()) as k:
+        yield k
+
+
+@pytest.fixture
+async def client(server: RealtimeServer) -> AsyncIterator[AsyncOpenAI]:
+    async with AsyncOpenAI(api_key="sk-test", websocket_base_url=server.url) as c:
+        yield c
+
+
+async def test_bad_arguments_and_unknown_names_are_journaled_and_answered(
+    server: RealtimeServer, keeper: callstate.Keeper, client: AsyncOpenAI, gates: Gates
+) -> None:
+    """``null``, broken JSON and an unknown name: failed calls, journaled, each answered once."""
+    s = await keeper.start(agent="booking")
+    bad = [
+        Call("move_booking", "null", call_id="c1"),
+        Call("move_booking", '{"booking_id": "B1",', call_id="c2"),
+        Call("teleport", '{"to": "mars"}', call_id="c3"),
+    ]
+    for call in bad:
+        server.queue(call, Say("Sorry."))
+    async with connect(client, s, model=MODEL, config=CONFIG) as conn:
+        for _ in bad:
+            await server.user_speaks("move it")
+            await recv_until(conn, of_type("response.output_audio_transcript.done"))
+    calls = s.state.calls
+    assert [] == gates.runs
+    assert ["failed"] * 3 == [calls[c].status for c in ("c1", "c2", "c3")]
+    assert "must be a JSON object, got null: 'null'" in (calls["c1"].error or "")
+    assert "arguments are not valid JSON" in (calls["c2"].error or "")
+    assert ("UnknownTool", "no tool named 'teleport'") == (
+        calls["c3"].error_type,
+        (calls["c3"].error or "")[:24],
+    )
+    answers = [
+        json.loads(outputs(server.received, c)[0]["item"]["output"]) for c in ("c1", "c2", "c3")
+    ]
+    assert [calls[c].error for c in ("c1", "c2", "c3")] == [a["error"] for a in answers]
+    assert_clean(server)
