@@ -43,7 +43,7 @@ async def test_runs_once_after_the_grace(url: str, clock: FakeClock) -> None:
         assert 1 == (await k.sweep()).followups
         assert 0 == (await k.sweep()).followups
         await k.observer.drain()
-        assert 1 == k.observer.counts["followup.run"]
+        assert 2 == k.observer.counts["followup.run"]  # running, then succeeded
     assert [f"{s.id}:1"] == ran
 
 
@@ -111,8 +111,8 @@ async def test_abandoned_calls_get_follow_ups_too(url: str, clock: FakeClock) ->
     assert [f"{s.id}:1"] == ran
 
 
-async def test_a_failing_callback_is_counted_not_retried(url: str, clock: FakeClock) -> None:
-    """A callback that raises is reported (ok=False) and not run again."""
+async def test_a_failing_callback_with_no_retries_is_dead(url: str, clock: FakeClock) -> None:
+    """A callback that raises, registered with retries=0, is reported (ok=False) and dead."""
     calls: list[str] = []
 
     async def boom(record: callstate.ArchiveRecord) -> None:
@@ -121,14 +121,15 @@ async def test_a_failing_callback_is_counted_not_retried(url: str, clock: FakeCl
 
     seen: list[callstate.RecoveryEvent] = []
     async with callstate.Keeper(url, clock=clock, sinks=[seen.append]) as k:
-        k.on_call_complete(boom, grace=0)
+        k.on_call_complete(boom, grace=0, retries=0)
         s = await k.start()
         await s.end()
         await k.sweep()
+        clock.advance(10_000)
         await k.sweep()
         await k.observer.drain()
     assert 1 == len(calls)
-    (run,) = [e for e in seen if e.kind == "followup.run"]
+    (run,) = [e for e in seen if e.kind == "followup.run" and e.data["state"] == "dead"]
     assert (False, "RuntimeError: sms gateway down") == (run.data["ok"], run.data["error"])
 
 

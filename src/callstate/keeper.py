@@ -461,6 +461,8 @@ class Keeper:
         *,
         grace: float | None = None,
         name: str | None = None,
+        retries: int = 3,
+        backoff: float = 30.0,
     ) -> str:
         """Run ``fn(call)`` once per quiet period of a call: ``grace`` seconds after a leg
         ends or expires with no reconnect (default: the resume window, so once per call).
@@ -476,8 +478,12 @@ class Keeper:
         Follow-ups are stored, so they survive a restart; every keeper sharing the
         store should register the same callbacks (by ``name``, default the function's
         qualified name). Returns the name.
+
+        A run that raises is retried ``retries`` times with backoff (``backoff``
+        seconds, doubling); ``call.attempt`` tells a repeat it is one. Each follow-up's
+        state, attempts and last error are in the store: ``callstate followups list``.
         """
-        return self.followups.register(fn, grace=grace, name=name)
+        return self.followups.register(fn, grace=grace, name=name, retries=retries, backoff=backoff)
 
     def events(self) -> EventStream:
         """``async for ev in keeper.events()``: every ``RecoveryEvent`` from now on."""

@@ -106,6 +106,8 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
             follow-up; pass it to the systems the callback writes to.
         legs: the archive record of every leg up to ``leg``, oldest first.
         previous_followups: this callback's earlier runs for the call, oldest first.
+        attempt: which start of this follow-up this is, from 1: more than 1 means an
+            earlier start raised or its keeper died inside the callback.
     """
 
     call_id: str
@@ -113,6 +115,7 @@ class CallRecord(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str
     legs: list[ArchiveRecord]
     previous_followups: list[FollowUpResult] = []
+    attempt: int = 1
 
     @property
     def last(self) -> ArchiveRecord:

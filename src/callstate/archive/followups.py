@@ -9,16 +9,16 @@ one runs each.
 
 The callback is given a :class:`~callstate.archive.calls.CallRecord`: every leg of the
 call so far and what this callback's earlier runs for it returned (stored in the
-store's follow-up log), with ``idempotency_key`` (``"{call_id}:{leg}"``). A keeper
-killed while a callback runs leaves its claim to lapse, after which another keeper
-runs it again with the same key; once a run's result is logged it is never run again.
-The callbacks themselves are registered in process; the stored payload names the
-record and the callback.
-
-Storage: the follow-up row carries the schedule and the claim (``pending``,
-``claimed``, ``done``, ``cancelled``); the store's follow-up log (``FollowUpLog``)
-keeps one ``FollowUpResult`` per follow-up id, insert-once. A ledger with retries can
-grow on both without a new concept: more row states, and one logged result per attempt.
+store's follow-up log), with ``idempotency_key`` (``"{call_id}:{leg}"``) and
+``attempt``. Each follow-up is a ledger entry: ``pending → running → succeeded``, or on
+a raise ``failed → retrying`` (with backoff) ``… → dead``, with its attempt count and
+last error. A keeper killed while a callback runs leaves its claim to lapse, after
+which another keeper runs it again with the same key and the next ``attempt``; once a
+run's result is logged it is never run again. The callbacks themselves are registered
+in process; the stored payload names the record and the callback, and one whose name
+this keeper does not know is marked ``orphaned`` with the reason (a keeper that knows
+the name still takes it when it is next due). Every transition emits ``followup.run``
+with its ``state``.
 """
 
 from __future__ import annotations
@@ -32,17 +32,26 @@ import msgspec
 
 from ..errors import CallstateError, ConfigError
 from ..journal import events as ev
-from ..storage.base import FollowUp, FollowUpLog, FollowUpRun
+from ..storage.base import FollowUp, FollowUpLedger, FollowUpLog, FollowUpRun
 from .calls import CallRecord, FollowUpResult, assemble_call, decode_result, encode_result
 
 if TYPE_CHECKING:
     from ..runtime.host import Host
     from .records import Archive, ArchiveRecord
 
-__all__ = ["FOLLOWUP_CLAIM_S", "FollowUpFn", "FollowUps"]
+__all__ = ["FOLLOWUP_CLAIM_S", "FollowUpFn", "FollowUps", "retry_delay"]
 
 #: Seconds a keeper holds a claimed follow-up before another may run it.
 FOLLOWUP_CLAIM_S: Final = 600.0
+
+#: Retries of a failing callback, by default (after its first start).
+DEFAULT_RETRIES: Final = 3
+
+#: Seconds before the first retry, by default; each next one waits twice as long.
+DEFAULT_BACKOFF_S: Final = 30.0
+
+#: The longest wait between two starts.
+MAX_BACKOFF_S: Final = 3600.0
 
 #: Legs of one call read back for a follow-up, at most.
 MAX_LEGS: Final = 10_000
@@ -63,6 +72,8 @@ class _Payload(msgspec.Struct, frozen=True, kw_only=True):
 class _Callback(msgspec.Struct, frozen=True):
     fn: FollowUpFn
     grace: float
+    retries: int = DEFAULT_RETRIES
+    backoff: float = DEFAULT_BACKOFF_S
 
 
 _payload_decoder = msgspec.json.Decoder(_Payload)
@@ -77,12 +88,28 @@ class FollowUps:
         self.callbacks: dict[str, _Callback] = {}
         self.errors = 0
 
-    def register(self, fn: FollowUpFn, *, grace: float | None, name: str | None = None) -> str:
+    def register(
+        self,
+        fn: FollowUpFn,
+        *,
+        grace: float | None,
+        name: str | None = None,
+        retries: int = DEFAULT_RETRIES,
+        backoff: float = DEFAULT_BACKOFF_S,
+    ) -> str:
         """Register ``fn`` under ``name`` (default: its qualified name); returns the name.
 
         ``grace`` None means the resume window: the follow-up runs once the caller can
-        no longer continue the call.
+        no longer continue the call. A start that raises is retried ``retries`` times,
+        ``backoff`` seconds after the first failure and twice as long after each next;
+        then the follow-up is dead (``callstate followups retry ID`` revives it).
         """
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            msg = f"retries must be an int >= 0, got {retries!r}"
+            raise ConfigError(msg)
+        if isinstance(backoff, bool) or not isinstance(backoff, int | float) or not backoff > 0:
+            msg = f"backoff must be > 0 seconds, got {backoff!r}"
+            raise ConfigError(msg)
         if not callable(fn):
             msg = f"on_call_complete needs a callable, got {type(fn).__name__}"
             raise ConfigError(msg)
@@ -92,7 +119,7 @@ class FollowUps:
             msg = f"grace must be >= 0 seconds, got {grace!r}"
             raise ConfigError(msg)
         key = name or f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', repr(fn))}"
-        self.callbacks[key] = _Callback(fn, float(grace))
+        self.callbacks[key] = _Callback(fn, float(grace), retries, float(backoff))
         return key
 
     async def schedule(self, record: ArchiveRecord) -> int:
@@ -132,24 +159,38 @@ class FollowUps:
             payload = ev.decode_with(_payload_decoder, f.payload)
         except msgspec.DecodeError:  # unreadable: retire it rather than claim it forever
             self.errors += 1
-            await host.store.followup_done(f.followup_id, host.owner)
+            await self._end(f, "dead", "the stored follow-up payload is unreadable")
             return 0
         cb = self.callbacks.get(payload.name)
         if cb is None:
-            return 0  # not registered here: the claim lapses and a keeper that has it runs it
+            await self._orphaned(f, payload.name)
+            return 0
         record = await self._archive.get(payload.record_id)
         if record is None:
-            await host.store.followup_done(f.followup_id, host.owner)
+            await self._end(f, "dead", f"archive record {payload.record_id!r} not found")
             return 0
         results = await self._results(record.session_id)
-        if any(r.followup_id == f.followup_id for r in results):
+        if any(r.followup_id == f.followup_id and r.ok for r in results):
             # it ran and logged its result, and the keeper died before marking it done
-            await host.store.followup_done(f.followup_id, host.owner)
+            await self._end(f, "succeeded", None)
             return 0
+        store = host.store
+        attempt = 1
+        if isinstance(store, FollowUpLedger):
+            attempt = await store.followup_start(f.followup_id, host.owner, host.clock.now())
+            if attempt == 0:
+                return 0  # the claim lapsed and another keeper holds it now
+        tags: dict[str, Any] = {
+            "record_id": payload.record_id,
+            "name": payload.name,
+            "attempt": attempt,
+        }
+        host.emit("followup.run", f.session_id, state="running", **tags)
         legs = await self._archive.list(session_id=record.session_id, limit=MAX_LEGS)
         call = assemble_call(
             [*legs, record], results, call_id=record.session_id, leg=record.epoch, name=payload.name
         )
+        call = msgspec.structs.replace(call, attempt=attempt)
         t0 = time.perf_counter()
         error: str | None = None
         value: Any = None
@@ -157,10 +198,35 @@ class FollowUps:
             value = cb.fn(call)
             if asyncio.iscoroutine(value):
                 value = await value
-        except Exception as exc:  # a failing callback is counted and reported, never retried
+        except Exception as exc:  # a failing callback is counted, reported and retried
             self.errors += 1
             error = f"{type(exc).__name__}: {exc}"
             value = None
+        latency_ms = (time.perf_counter() - t0) * 1000.0
+        if error is not None:
+            host.emit("followup.run", f.session_id, state="failed", error=error, **tags)
+            delay = retry_delay(attempt, retries=cb.retries, backoff=cb.backoff)
+            if delay is not None and isinstance(store, FollowUpLedger):
+                now = host.clock.now()
+                await store.followup_settle(
+                    f.followup_id,
+                    host.owner,
+                    mark="retrying",
+                    error=error,
+                    now=now,
+                    retry_at=now + delay,
+                )
+                host.emit(
+                    "followup.run",
+                    f.session_id,
+                    latency_ms=latency_ms,
+                    state="retrying",
+                    retry_at=now + delay,
+                    ok=False,
+                    error=error,
+                    **tags,
+                )
+                return 1
         result = FollowUpResult(
             followup_id=f.followup_id,
             call_id=call.call_id,
@@ -173,28 +239,56 @@ class FollowUps:
             error=error,
             legs=[r.epoch for r in call.legs],
         )
-        store = host.store
         if isinstance(store, FollowUpLog):  # logged before done: a re-run finds it
+            # a dead run is logged per attempt, so one revived later can still log success
+            key = f.followup_id if error is None else f"{f.followup_id}#{attempt}"
             await store.followup_record(
                 FollowUpRun(
-                    followup_id=f.followup_id,
+                    followup_id=key,
                     session_id=call.call_id,
                     data=encode_result(result),
                 )
             )
-        await store.followup_done(f.followup_id, host.owner)
+        state = "succeeded" if error is None else "dead"
+        await self._end(f, state, error)
         host.emit(
             "followup.run",
             f.session_id,
-            latency_ms=(time.perf_counter() - t0) * 1000.0,
-            record_id=payload.record_id,
-            name=payload.name,
+            latency_ms=latency_ms,
+            state=state,
             idempotency_key=call.idempotency_key,
             legs=len(call.legs),
             ok=error is None,
             error=error,
+            **tags,
         )
         return 1
+
+    async def _end(self, f: FollowUp, mark: str, error: str | None) -> None:
+        """Retire a claimed follow-up as ``mark`` (succeeded or dead)."""
+        host, store = self._host, self._host.store
+        if isinstance(store, FollowUpLedger):
+            now = host.clock.now()
+            await store.followup_settle(f.followup_id, host.owner, mark=mark, error=error, now=now)
+        else:
+            await store.followup_done(f.followup_id, host.owner)
+
+    async def _orphaned(self, f: FollowUp, name: str) -> None:
+        """Mark a follow-up whose callback no keeper here knows: it shows as orphaned, and
+        a keeper that registered the name takes it when it is next due."""
+        host, store = self._host, self._host.store
+        if not isinstance(store, FollowUpLedger):
+            return  # the claim lapses and a keeper that has it runs it
+        error = (
+            f"no callback named {name!r} is registered in keeper {host.owner!r}: "
+            f"register it with on_call_complete(fn, name={name!r})"
+        )
+        now = host.clock.now()
+        retry_at = now + FOLLOWUP_CLAIM_S
+        await store.followup_settle(
+            f.followup_id, host.owner, mark="orphaned", error=error, now=now, retry_at=retry_at
+        )
+        host.emit("followup.run", f.session_id, state="orphaned", name=name, error=error)
 
     async def _results(self, session_id: str) -> list[FollowUpResult]:
         """The session's logged follow-up results (none on a store without a log)."""
@@ -208,6 +302,15 @@ class FollowUps:
             except CallstateError:  # unreadable (or newer): counted, not shown
                 self.errors += 1
         return out
+
+
+def retry_delay(attempt: int, *, retries: int, backoff: float) -> float | None:
+    """Seconds until the next start after failed start number ``attempt``, or None when
+    it was the last allowed (``retries`` retries after the first). Pure: the delay
+    doubles from ``backoff`` and is capped at ``MAX_BACKOFF_S``."""
+    if attempt > retries:
+        return None
+    return min(backoff * 2.0 ** min(attempt - 1, 60), MAX_BACKOFF_S)
 
 
 def _jsonable(value: Any) -> Any:

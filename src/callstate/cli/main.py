@@ -81,6 +81,7 @@ COMMAND_MODULES: list[str] = [
     "callstate.cli.demo",
     "callstate.cli.continuity_demo",  # demo scenes: token, caller id, follow-up, expiry
     "callstate.cli.archive",
+    "callstate.cli.followups",
     "callstate.web.serve",  # needs the web extra only when run
 ]
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import ConflictError
 from ._pg_base import Conn, PostgresBase
-from ._sql_rows import archive_from_row
+from ._sql_rows import archive_from_row, followup_from_row
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
 
 __all__ = ["PostgresRecords"]
@@ -148,6 +148,52 @@ class PostgresRecords(PostgresBase):
             return await cur.fetchone() is not None
 
         return await self._run("followup_done", op)
+
+    async def followup_start(self, followup_id: str, owner: str, now: float) -> int:
+        params = {"id": followup_id, "owner": owner, "now": now}
+        rows = await self._fetch("followup_start", self._sql["followup_start"], params)
+        return int(rows[0][0]) if rows else 0
+
+    async def followup_settle(
+        self,
+        followup_id: str,
+        owner: str,
+        *,
+        mark: str,
+        error: str | None,
+        now: float,
+        retry_at: float | None = None,
+    ) -> bool:
+        params = {
+            "id": followup_id,
+            "owner": owner,
+            "status": "done" if retry_at is None else "pending",
+            "retry_at": retry_at,
+            "mark": mark,
+            "error": error,
+            "now": now,
+        }
+        return await self._flagged("followup_settle", params)
+
+    async def followup_get(self, followup_id: str) -> FollowUp | None:
+        rows = await self._fetch("followup_get", self._sql["followup_get"], [followup_id])
+        return followup_from_row(rows[0]) if rows else None
+
+    async def followup_list(self, limit: int = 100) -> list[FollowUp]:
+        rows = await self._fetch("followup_list", self._sql["followup_list"], [max(limit, 0)])
+        return [followup_from_row(r) for r in rows]
+
+    async def followup_retry(self, followup_id: str, now: float) -> bool:
+        return await self._flagged("followup_retry", {"id": followup_id, "now": now})
+
+    async def _flagged(self, name: str, params: dict[str, Any]) -> bool:
+        """Whether statement ``name`` matched a row; it is told whether it is a retry."""
+
+        async def op(conn: Conn, retrying: bool) -> bool:
+            cur = await conn.execute(self._sql[name], {**params, "retrying": retrying})
+            return await cur.fetchone() is not None
+
+        return await self._run(name, op)
 
     async def followup_record(self, run: FollowUpRun) -> None:
         values = [run.followup_id, run.session_id, run.data]

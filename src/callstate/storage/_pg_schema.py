@@ -108,4 +108,16 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         CREATE INDEX followup_runs_session ON {schema}.followup_runs (session_id);
         """,
     ),
+    (
+        # the follow-up ledger: attempts, the last error and the ledger's mark; the claim
+        # a start last counted lets a retried start count once
+        4,
+        """
+        ALTER TABLE {schema}.followups ADD COLUMN mark text NOT NULL DEFAULT '',
+            ADD COLUMN attempts integer NOT NULL DEFAULT 0,
+            ADD COLUMN last_error text,
+            ADD COLUMN updated_at double precision NOT NULL DEFAULT 0,
+            ADD COLUMN started_until double precision;
+        """,
+    ),
 )

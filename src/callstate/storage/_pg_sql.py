@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from ._sql_rows import ARCHIVE_COLS, SESSION_COLS
+from ._sql_rows import ARCHIVE_COLS, FOLLOWUP_COLS, SESSION_COLS
 
 __all__ = ["ARCHIVE_COLS", "SESSION_COLS", "STATEMENTS"]
 
@@ -157,6 +157,32 @@ STATEMENTS: Final[dict[str, str]] = {
     "followup_done": (
         "UPDATE {s}.followups SET status = 'done' WHERE followup_id = %s "
         "AND claimed_by = %s AND (status = 'claimed' OR (%s AND status = 'done')) RETURNING 1"
+    ),
+    # a start counts once per claim: a retried start finds its claim already counted
+    "followup_start": (
+        "UPDATE {s}.followups SET attempts = attempts + CASE WHEN started_until IS NOT NULL "
+        "AND started_until = claimed_until THEN 0 ELSE 1 END, "
+        "started_until = claimed_until, updated_at = %(now)s "
+        "WHERE followup_id = %(id)s AND status = 'claimed' AND claimed_by = %(owner)s "
+        "RETURNING attempts"
+    ),
+    # a retry recognises its own settle: same owner, mark, time and target status
+    "followup_settle": (
+        "UPDATE {s}.followups SET status = %(status)s, "
+        "due_at = COALESCE(%(retry_at)s::float8, due_at), mark = %(mark)s, "
+        "last_error = %(error)s, updated_at = %(now)s "
+        "WHERE followup_id = %(id)s AND claimed_by = %(owner)s AND (status = 'claimed' "
+        "OR (%(retrying)s AND status = %(status)s AND mark = %(mark)s "
+        "AND updated_at = %(now)s)) RETURNING 1"
+    ),
+    "followup_get": f"SELECT {FOLLOWUP_COLS} FROM {{s}}.followups WHERE followup_id = %s",
+    "followup_list": f"SELECT {FOLLOWUP_COLS} FROM {{s}}.followups ORDER BY due_at DESC LIMIT %s",
+    "followup_retry": (
+        "UPDATE {s}.followups SET status = 'pending', mark = '', due_at = %(now)s, "
+        "updated_at = %(now)s WHERE followup_id = %(id)s AND ((status = 'done' AND "
+        "mark = 'dead') OR (status = 'pending' AND mark IN ('retrying', 'orphaned')) "
+        "OR (%(retrying)s AND status = 'pending' AND mark = '' AND due_at = %(now)s "
+        "AND updated_at = %(now)s)) RETURNING 1"
     ),
     "followup_record": (
         "INSERT INTO {s}.followup_runs (followup_id, session_id, data) VALUES (%s, %s, %s) "

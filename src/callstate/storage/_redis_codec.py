@@ -13,12 +13,13 @@ from typing import TypeVar
 import msgspec
 
 from ..errors import CodecError
-from .base import ArchiveRow, Batch, PackageRow, SessionRecord
+from .base import ArchiveRow, Batch, FollowUp, PackageRow, SessionRecord
 
 __all__ = [
     "archive_fields",
     "archive_row",
     "fmt",
+    "followup_row",
     "pack_batch",
     "pack_batches",
     "package_row",
@@ -191,3 +192,22 @@ def pack_batch(b: Batch, doubt: tuple[int, int]) -> bytes:
 def pack_batches(packed: Sequence[bytes]) -> bytes:
     """Packed batches as one msgpack array (for ``APPEND_MANY``)."""
     return b"".join((_mp_array(len(packed)), *packed))
+
+
+def followup_row(h: dict[bytes, bytes]) -> FollowUp | None:
+    """A follow-up from its stored hash (None for a missing one)."""
+    if not h:
+        return None
+    return FollowUp(
+        followup_id=h[b"followup_id"].decode(),
+        session_id=h[b"session_id"].decode(),
+        due_at=float(h[b"due_at"]),
+        payload=bytes(h[b"payload"]),
+        status=h[b"status"].decode(),
+        claimed_by=_str(h.get(b"claimed_by")),
+        claimed_until=float(h.get(b"claimed_until", b"0")),
+        mark=h.get(b"mark", b"").decode(),
+        attempts=int(h.get(b"attempts", b"0")),
+        last_error=_str(h.get(b"last_error")),
+        updated_at=float(h.get(b"updated_at", b"0")),
+    )

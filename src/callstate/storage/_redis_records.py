@@ -13,7 +13,7 @@ from typing import Any
 
 from ..errors import ConflictError
 from ._redis_base import RedisBase
-from ._redis_codec import archive_fields, archive_row, fmt, package_row, pairs
+from ._redis_codec import archive_fields, archive_row, fmt, followup_row, package_row, pairs
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
 
 __all__ = ["RedisRecords"]
@@ -120,6 +120,50 @@ class RedisRecords(RedisBase):
     async def followup_done(self, followup_id: str, owner: str) -> bool:
         keys = [self._fu + "f:" + followup_id, self._fu + "claimed"]
         return bool(await self._script("followup_done", "followup_done", keys, owner, flag=True))
+
+    async def followup_start(self, followup_id: str, owner: str, now: float) -> int:
+        keys = [self._fu + "f:" + followup_id]
+        return int(await self._script("followup_start", "followup_start", keys, owner, fmt(now)))
+
+    async def followup_settle(
+        self,
+        followup_id: str,
+        owner: str,
+        *,
+        mark: str,
+        error: str | None,
+        now: float,
+        retry_at: float | None = None,
+    ) -> bool:
+        fu = self._fu
+        keys = [fu + "f:" + followup_id, fu + "due", fu + "claimed"]
+        when = "" if retry_at is None else fmt(retry_at)
+        flag = "0" if error is None else "1"
+        args = [owner, mark, fmt(now), when, flag, error or ""]
+        return bool(
+            await self._script("followup_settle", "followup_settle", keys, *args, flag=True)
+        )
+
+    async def followup_get(self, followup_id: str) -> FollowUp | None:
+        return followup_row(await self._hash("followup_get", self._fu + "f:" + followup_id))
+
+    async def followup_list(self, limit: int = 100) -> list[FollowUp]:
+        async def op(_: bool) -> list[bytes]:
+            return [k async for k in self._client.scan_iter(match=self._fu + "f:*", count=500)]
+
+        out = []
+        for key in await self._run("followup_list", op):
+            f = followup_row(await self._hash("followup_list", key.decode()))
+            if f is not None:
+                out.append(f)
+        out.sort(key=lambda f: f.due_at, reverse=True)
+        return out[: max(limit, 0)]
+
+    async def followup_retry(self, followup_id: str, now: float) -> bool:
+        keys = [self._fu + "f:" + followup_id, self._fu + "due"]
+        return bool(
+            await self._script("followup_retry", "followup_retry", keys, fmt(now), flag=True)
+        )
 
     async def followup_record(self, run: FollowUpRun) -> None:
         key = self._fu + "runs:" + run.session_id  # HSETNX: a retry keeps the first

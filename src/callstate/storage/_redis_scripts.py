@@ -305,6 +305,64 @@ redis.call('ZREM', KEYS[2], f[3])
 return 1
 """
 
+# KEYS: followup. ARGV: owner, now. Counts a start once per claim (a retry finds its
+# claim counted). Returns the attempt number, 0 not held.
+FOLLOWUP_START: Final = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'claimed_by', 'claimed_until',
+                     'started_until', 'attempts')
+if f[1] ~= 'claimed' or f[2] ~= ARGV[1] then return 0 end
+local n = tonumber(f[5] or '0')
+if f[4] ~= f[3] then n = n + 1 end
+redis.call('HSET', KEYS[1], 'attempts', n, 'started_until', f[3], 'updated_at', ARGV[2])
+return n
+"""
+
+# KEYS: followup, due index, claimed index. ARGV: retrying, owner, mark, now, retry_at
+# ('' for done), has error ('1'/'0'), error. Returns 1 settled (now or by this very call
+# before its reply was lost), 0 not held.
+FOLLOWUP_SETTLE: Final = """
+local retrying = table.remove(ARGV, 1)
+local f = redis.call('HMGET', KEYS[1], 'status', 'claimed_by', 'followup_id', 'mark',
+                     'updated_at')
+if f[2] ~= ARGV[1] then return 0 end
+if retrying == '1' and f[4] == ARGV[2] and f[5] == ARGV[3] then
+  local target = 'pending'
+  if ARGV[4] == '' then target = 'done' end
+  if f[1] == target then return 1 end
+end
+if f[1] ~= 'claimed' then return 0 end
+redis.call('ZREM', KEYS[3], f[3])
+if ARGV[4] == '' then
+  redis.call('HSET', KEYS[1], 'status', 'done')
+else
+  redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', ARGV[4])
+  redis.call('ZADD', KEYS[2], ARGV[4], f[3])
+end
+redis.call('HSET', KEYS[1], 'mark', ARGV[2], 'updated_at', ARGV[3])
+if ARGV[5] == '1' then
+  redis.call('HSET', KEYS[1], 'last_error', ARGV[6])
+else
+  redis.call('HDEL', KEYS[1], 'last_error')
+end
+return 1
+"""
+
+# KEYS: followup, due index. ARGV: retrying, now. Returns 1 due again (now or by this
+# very call before its reply was lost), 0 not dead/orphaned/retrying.
+FOLLOWUP_RETRY: Final = """
+local f = redis.call('HMGET', KEYS[1], 'status', 'mark', 'followup_id', 'due_at',
+                     'updated_at')
+if ARGV[1] == '1' and f[1] == 'pending' and f[2] == '' and f[4] == ARGV[2]
+   and f[5] == ARGV[2] then return 1 end
+local ok = (f[1] == 'done' and f[2] == 'dead')
+  or (f[1] == 'pending' and (f[2] == 'retrying' or f[2] == 'orphaned'))
+if not ok then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'pending', 'mark', '', 'due_at', ARGV[2],
+           'updated_at', ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[2], f[3])
+return 1
+"""
+
 # KEYS: package. ARGV: retrying, field, value, ... Returns 1 stored, 0 exists, 2 retried.
 PACKAGE_PUT: Final = _INSERT_ONCE + "return 1\n"
 
@@ -335,6 +393,9 @@ SCRIPTS: Final[dict[str, str]] = {
     "followup_cancel": FOLLOWUP_CANCEL,
     "followup_claim": FOLLOWUP_CLAIM,
     "followup_done": FOLLOWUP_DONE,
+    "followup_start": FOLLOWUP_START,
+    "followup_settle": FOLLOWUP_SETTLE,
+    "followup_retry": FOLLOWUP_RETRY,
     "package_put": PACKAGE_PUT,
     "package_transition": PACKAGE_TRANSITION,
 }

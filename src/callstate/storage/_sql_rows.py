@@ -5,15 +5,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from .base import ArchiveRow, SessionRecord
+from .base import ArchiveRow, FollowUp, SessionRecord
 
-__all__ = ["ARCHIVE_COLS", "SESSION_COLS", "archive_from_row", "session_from_row"]
+__all__ = [
+    "ARCHIVE_COLS",
+    "FOLLOWUP_COLS",
+    "SESSION_COLS",
+    "archive_from_row",
+    "followup_from_row",
+    "session_from_row",
+]
 
 SESSION_COLS: Final = (
     "session_id, epoch, seq, agent, status, caller_hash, created_at, "
     "last_interaction_at, lease_owner, lease_until, snapshot_seq"
 )
 ARCHIVE_COLS: Final = "record_id, session_id, caller_hash, ended_at, outcome, data"
+FOLLOWUP_COLS: Final = (
+    "followup_id, session_id, due_at, payload, status, claimed_by, claimed_until, "
+    "mark, attempts, last_error, updated_at"
+)
 
 
 def session_from_row(row: Sequence[Any]) -> SessionRecord:
@@ -42,4 +53,21 @@ def archive_from_row(row: Sequence[Any]) -> ArchiveRow:
         ended_at=row[3],
         outcome=row[4],
         data=bytes(row[5]),
+    )
+
+
+def followup_from_row(row: Sequence[Any]) -> FollowUp:
+    """A ``FollowUp`` from a row selected as ``FOLLOWUP_COLS``."""
+    return FollowUp(
+        followup_id=row[0],
+        session_id=row[1],
+        due_at=row[2],
+        payload=bytes(row[3]),
+        status=row[4],
+        claimed_by=row[5],
+        claimed_until=row[6],
+        mark=row[7],
+        attempts=row[8],
+        last_error=row[9],
+        updated_at=row[10],
     )

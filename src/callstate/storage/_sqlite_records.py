@@ -5,7 +5,8 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import ConflictError
-from ._sql_rows import archive_from_row
+from ._sql_rows import FOLLOWUP_COLS as _FOLLOWUP_COLS
+from ._sql_rows import archive_from_row, followup_from_row
 from ._sqlite_base import SQLiteBase
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
 
@@ -166,6 +167,71 @@ class SQLiteRecords(SQLiteBase):
                     "UPDATE followups SET status = 'done' "
                     "WHERE followup_id = ? AND status = 'claimed' AND claimed_by = ?",
                     (followup_id, owner),
+                ).rowcount
+            )
+        )
+        return bool(count)
+
+    async def followup_start(self, followup_id: str, owner: str, now: float) -> int:
+        row = await self._run(
+            lambda c: c.execute(
+                "UPDATE followups SET attempts = attempts + CASE WHEN started_until IS NOT NULL "
+                "AND started_until = claimed_until THEN 0 ELSE 1 END, "
+                "started_until = claimed_until, updated_at = ? "
+                "WHERE followup_id = ? AND status = 'claimed' AND claimed_by = ? RETURNING attempts",
+                (now, followup_id, owner),
+            ).fetchone()
+        )
+        return 0 if row is None else int(row[0])
+
+    async def followup_settle(
+        self,
+        followup_id: str,
+        owner: str,
+        *,
+        mark: str,
+        error: str | None,
+        now: float,
+        retry_at: float | None = None,
+    ) -> bool:
+        status = "done" if retry_at is None else "pending"
+        count = await self._run(
+            lambda c: (
+                c.execute(
+                    "UPDATE followups SET status = ?, due_at = COALESCE(?, due_at), mark = ?, "
+                    "last_error = ?, updated_at = ? "
+                    "WHERE followup_id = ? AND status = 'claimed' AND claimed_by = ?",
+                    (status, retry_at, mark, error, now, followup_id, owner),
+                ).rowcount
+            )
+        )
+        return bool(count)
+
+    async def followup_get(self, followup_id: str) -> FollowUp | None:
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_FOLLOWUP_COLS} FROM followups WHERE followup_id = ?", (followup_id,)
+            ).fetchall()
+        )
+        return followup_from_row(rows[0]) if rows else None
+
+    async def followup_list(self, limit: int = 100) -> list[FollowUp]:
+        rows = await self._run(
+            lambda c: c.execute(
+                f"SELECT {_FOLLOWUP_COLS} FROM followups ORDER BY due_at DESC LIMIT ?",
+                (max(limit, 0),),
+            ).fetchall()
+        )
+        return [followup_from_row(r) for r in rows]
+
+    async def followup_retry(self, followup_id: str, now: float) -> bool:
+        count = await self._run(
+            lambda c: (
+                c.execute(
+                    "UPDATE followups SET status = 'pending', mark = '', due_at = ?, "
+                    "updated_at = ? WHERE followup_id = ? AND ((status = 'done' AND mark = 'dead') "
+                    "OR (status = 'pending' AND mark IN ('retrying', 'orphaned')))",
+                    (now, now, followup_id),
                 ).rowcount
             )
         )

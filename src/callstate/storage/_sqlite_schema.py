@@ -115,6 +115,18 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         CREATE INDEX followup_runs_session ON followup_runs (session_id);
         """,
     ),
+    (
+        # the follow-up ledger: attempts, the last error and the ledger's mark; the claim
+        # a start last counted lets a retried start count once
+        5,
+        """
+        ALTER TABLE followups ADD COLUMN mark TEXT NOT NULL DEFAULT '';
+        ALTER TABLE followups ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE followups ADD COLUMN last_error TEXT;
+        ALTER TABLE followups ADD COLUMN updated_at REAL NOT NULL DEFAULT 0;
+        ALTER TABLE followups ADD COLUMN started_until REAL
+        """,
+    ),
 )
 
 

@@ -7,7 +7,9 @@ table. Every backend passes ``callstate.testing.conformance``.
 
 ``FollowUpLog`` is an optional ability beside ``Store`` (every shipped backend has it):
 the insert-once log of what follow-ups did, read back by the next follow-up of the
-same call. Like the archive it is never purged.
+same call. Like the archive it is never purged. ``FollowUpLedger`` is another (every
+shipped backend has it too): attempts, the last error and a ledger state per follow-up,
+listed and retried by an operator.
 
 A store whose ``atomic_packages`` attribute is true (memory, SQLite) also stores a
 ``Batch.package`` in the same transaction as the batch's events; the others refuse
@@ -35,6 +37,7 @@ __all__ = [
     "ArchiveRow",
     "Batch",
     "FollowUp",
+    "FollowUpLedger",
     "FollowUpLog",
     "FollowUpRun",
     "Loaded",
@@ -134,6 +137,24 @@ class FollowUp(msgspec.Struct, kw_only=True):
     status: str = "pending"  # pending | claimed | done | cancelled
     claimed_by: str | None = None
     claimed_until: float = 0.0
+    #: the ledger's word on it beside ``status``: "" | succeeded | retrying | dead | orphaned
+    mark: str = ""
+    #: how many times a callback was started for it (a lapsed claim's run counts)
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: float = 0.0
+
+    @property
+    def state(self) -> str:
+        """The ledger state: pending, running, succeeded, retrying, dead, orphaned or
+        cancelled."""
+        if self.status == "claimed":
+            return "running"
+        if self.status == "cancelled":
+            return "cancelled"
+        if self.status == "done":
+            return "dead" if self.mark == "dead" else "succeeded"
+        return self.mark if self.mark in ("retrying", "orphaned") else "pending"
 
 
 class FollowUpRun(msgspec.Struct, kw_only=True):
@@ -154,6 +175,40 @@ class FollowUpLog(Protocol):
 
     async def followup_runs(self, session_id: str) -> list[FollowUpRun]:
         """Every stored run of the session's follow-ups, in no particular order."""
+
+
+@runtime_checkable
+class FollowUpLedger(Protocol):
+    """A store that keeps each follow-up's attempts and last error (optional; every
+    shipped store does)."""
+
+    async def followup_start(self, followup_id: str, owner: str, now: float) -> int:
+        """Count a start of the follow-up ``owner`` holds; returns its attempt number (0
+        when ``owner`` no longer holds it). Sent again for the same claim (a retry), it
+        counts once."""
+
+    async def followup_settle(
+        self,
+        followup_id: str,
+        owner: str,
+        *,
+        mark: str,
+        error: str | None,
+        now: float,
+        retry_at: float | None = None,
+    ) -> bool:
+        """End ``owner``'s claim: due again at ``retry_at``, or done when it is None;
+        ``mark`` and ``error`` are kept. False if ``owner`` no longer holds the claim."""
+
+    async def followup_get(self, followup_id: str) -> FollowUp | None:
+        """One follow-up, in any state."""
+
+    async def followup_list(self, limit: int = 100) -> list[FollowUp]:
+        """Follow-ups in any state, latest due first."""
+
+    async def followup_retry(self, followup_id: str, now: float) -> bool:
+        """Make a dead, orphaned or retrying follow-up due at ``now`` (its attempts kept);
+        False when it is in any other state or unknown."""
 
 
 @runtime_checkable

@@ -44,6 +44,7 @@ class MemoryStore:
         self._archive: dict[str, ArchiveRow] = {}
         self._followups: dict[str, FollowUp] = {}
         self._runs: dict[str, FollowUpRun] = {}
+        self._started: dict[str, float] = {}  # the claim each follow-up's last start counted
         self._packages: dict[str, PackageRow] = {}
         self._migrations: list[int] = []
 
@@ -303,6 +304,54 @@ class MemoryStore:
         if f is None or f.status != "claimed" or f.claimed_by != owner:
             return False
         f.status = "done"
+        return True
+
+    async def followup_start(self, followup_id: str, owner: str, now: float) -> int:
+        self._check_open()
+        f = self._followups.get(followup_id)
+        if f is None or f.status != "claimed" or f.claimed_by != owner:
+            return 0
+        if self._started.get(followup_id) != f.claimed_until:
+            self._started[followup_id] = f.claimed_until
+            f.attempts += 1
+        f.updated_at = now
+        return f.attempts
+
+    async def followup_settle(
+        self,
+        followup_id: str,
+        owner: str,
+        *,
+        mark: str,
+        error: str | None,
+        now: float,
+        retry_at: float | None = None,
+    ) -> bool:
+        self._check_open()
+        f = self._followups.get(followup_id)
+        if f is None or f.status != "claimed" or f.claimed_by != owner:
+            return False
+        f.status = "done" if retry_at is None else "pending"
+        f.due_at = f.due_at if retry_at is None else retry_at
+        f.mark, f.last_error, f.updated_at = mark, error, now
+        return True
+
+    async def followup_get(self, followup_id: str) -> FollowUp | None:
+        self._check_open()
+        f = self._followups.get(followup_id)
+        return None if f is None else msgspec.structs.replace(f)
+
+    async def followup_list(self, limit: int = 100) -> list[FollowUp]:
+        self._check_open()
+        rows = sorted(self._followups.values(), key=lambda f: f.due_at, reverse=True)
+        return [msgspec.structs.replace(f) for f in rows[: max(limit, 0)]]
+
+    async def followup_retry(self, followup_id: str, now: float) -> bool:
+        self._check_open()
+        f = self._followups.get(followup_id)
+        if f is None or f.state not in ("dead", "orphaned", "retrying"):
+            return False
+        f.status, f.mark, f.due_at, f.updated_at = "pending", "", now, now
         return True
 
     async def followup_record(self, run: FollowUpRun) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from ._suite_base import Suite
 from ._suite_journal import JournalSuite
+from ._suite_ledger import LedgerSuite
 from ._suite_ownership import OwnershipSuite
 from ._suite_records import ClaimThenSuite, RecordsSuite
 from ._suite_resend import ResendSuite
@@ -29,7 +30,9 @@ from ._suite_resend import ResendSuite
 __all__ = ["StoreConformance", "Suite"]
 
 
-class StoreConformance(JournalSuite, OwnershipSuite, RecordsSuite, ClaimThenSuite, ResendSuite):
+class StoreConformance(
+    JournalSuite, OwnershipSuite, RecordsSuite, ClaimThenSuite, ResendSuite, LedgerSuite
+):
     """Behaviour every ``Store`` must have. Subclasses provide the ``store`` fixture.
 
     Set ``racers`` on a subclass to change how many concurrent callers the race tests use.
