@@ -185,8 +185,11 @@ def _object(args: object) -> tuple[dict[str, Any], str | None]:
         text = args.decode(errors="replace") if isinstance(args, bytes) else args
         try:
             value = msgspec.json.decode(args) if text.strip() else {}
-        except msgspec.DecodeError as exc:
-            return {}, f"arguments are not valid JSON ({exc}): {text!r:.200}"
+        except (msgspec.DecodeError, UnicodeEncodeError, RecursionError) as exc:
+            # a lone surrogate cannot be UTF-8; nesting deeper than the stack is no JSON
+            # a tool can take: both are the model's bad arguments, recorded as failed
+            why = type(exc).__name__ if not isinstance(exc, msgspec.DecodeError) else exc
+            return {}, f"arguments are not valid JSON ({why}): {text!r:.200}"
         if isinstance(value, dict):
             return value, None
         kind = _JSON_KINDS.get(type(value), type(value).__name__)
