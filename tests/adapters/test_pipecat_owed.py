@@ -191,9 +191,12 @@ async def test_a_fenced_pipeline_passes_frames_through_and_says_so_once(
                 await bot.until(lambda: spoken(bot) == "Hello there.")
                 await s.flush()
                 await b.resume(s.id)  # another worker takes the call
-                s.user_partial("are you")
+                async def write_and_flush() -> None:
+                    s.user_partial("are you")  # raises at once if its flusher already saw it
+                    await s.flush()  # or here: either way the old owner learns it was fenced
+
                 with pytest.raises(StaleEpochError):
-                    await s.flush()  # the old owner learns it was fenced
+                    await write_and_flush()
                 seq = s.state.seq
                 with caplog.at_level(logging.WARNING, logger="callstate.adapters.pipecat"):
                     await bot.user.say("are you there?")

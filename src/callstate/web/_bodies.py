@@ -58,6 +58,14 @@ class StartBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: str | None = None
 
 
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def read_body(request: Request, cls: type[_T], *, max_bytes: int) -> _T:
     """The request's JSON body as ``cls``.
 
@@ -92,7 +100,12 @@ async def read_body(request: Request, cls: type[_T], *, max_bytes: int) -> _T:
         raise BadRequest(msg) from exc
     for name in body.__struct_fields__:
         value = getattr(body, name)
-        if isinstance(value, str) and len(value) > _MAX_TEXT:
+        if not isinstance(value, str):
+            continue
+        if len(value) > _MAX_TEXT:
             msg = f"request body `{name}` is {len(value)} chars, over the {_MAX_TEXT} cap"
+            raise BadRequest(msg)
+        if "\x00" in value or _has_surrogate(value):
+            msg = f"request body `{name}` holds a NUL or a lone surrogate"
             raise BadRequest(msg)
     return body
