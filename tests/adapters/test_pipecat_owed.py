@@ -191,6 +191,7 @@ async def test_a_fenced_pipeline_passes_frames_through_and_says_so_once(
                 await bot.until(lambda: spoken(bot) == "Hello there.")
                 await s.flush()
                 await b.resume(s.id)  # another worker takes the call
+
                 async def write_and_flush() -> None:
                     s.user_partial("are you")  # raises at once if its flusher already saw it
                     await s.flush()  # or here: either way the old owner learns it was fenced
