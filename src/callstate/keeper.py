@@ -20,7 +20,13 @@ from .archive.records import Archive
 from .continuity.ownership import Owned, Ownership
 from .continuity.plan import Preflight
 from .continuity.restore import restore_state
-from .continuity.resume import check_resumable, find_caller_session, fresh_token, preflight
+from .continuity.resume import (
+    check_resumable,
+    find_caller_session,
+    fresh_token,
+    preflight,
+    refresh_token,
+)
 from .continuity.sweep import Sweeper, SweepResult
 from .errors import ConfigError
 from .handoff.flow import HandoffFlow
@@ -432,6 +438,12 @@ class Keeper:
         return await preflight(
             self.host, token_or_id, caller=caller, after_end=self._resume_after_end
         )
+
+    async def refresh_token(self, token: str, *, ttl: float | None = None) -> str:
+        """A fresh resume token for the session and epoch ``token`` names (new expiry,
+        same caller binding); takes nothing. Raises what ``resume`` would refuse with,
+        except ``SessionActive``."""
+        return await refresh_token(self.host, token, ttl=ttl, after_end=self._resume_after_end)
 
     async def resume_caller(self, caller: str) -> Session | None:
         """Resume the caller's most recently active resumable session, or return None.

@@ -88,6 +88,16 @@ async def test_refresh_gives_a_new_token_for_the_same_epoch(url: str) -> None:
     assert 2 == resumed["epoch"]
 
 
+async def test_refresh_refuses_a_superseded_token(url: str) -> None:
+    """Once another resume took the call, refreshing the older token is 409 superseded."""
+    keeper = callstate.Keeper(url, secret=SECRET)
+    async with serving(create_app(keeper)) as client:
+        first = await _start(client)
+        await client.post("/v1/resume", json={"token": first["token"]})
+        reply = await client.post("/v1/token/refresh", json={"token": first["token"]})
+    assert (409, "token_superseded") == (reply.status_code, reply.json()["error"]["code"])
+
+
 @pytest.mark.parametrize(
     ("path", "content", "headers", "status", "code"),
     [

@@ -39,6 +39,7 @@ __all__ = [
     "find_caller_session",
     "fresh_token",
     "preflight",
+    "refresh_token",
     "session_token",
 ]
 
@@ -234,6 +235,12 @@ def session_token(
     host: Host, session: Handle, *, ttl: float | None = None, bind_caller: bool = True
 ) -> str:
     """A resume token for ``session`` at its current epoch (see ``Session.resume_token``)."""
+    state = session.state
+    caller = state.caller if bind_caller else None
+    return _issue(host, state.session_id, state.epoch, caller, ttl)
+
+
+def _issue(host: Host, session_id: str, epoch: int, caller: str | None, ttl: float | None) -> str:
     if not host.secrets:
         msg = "resume tokens need a secret: pass Keeper(secret=...) (16+ bytes) to sign them"
         raise ConfigError(msg)
@@ -242,15 +249,37 @@ def session_token(
         msg = f"ttl must be > 0 seconds, got {ttl!r}"
         raise ConfigError(msg)
     now = host.clock.now()
-    state = session.state
     return issue_token(
         host.secrets[0],
-        session_id=state.session_id,
-        epoch=state.epoch,
+        session_id=session_id,
+        epoch=epoch,
         expires_at=now + life,
         issued_at=now,
-        caller=state.caller if bind_caller else None,
+        caller=caller,
     )
+
+
+async def refresh_token(
+    host: Host, token: str, *, ttl: float | None = None, after_end: bool = False
+) -> str:
+    """A fresh token for the session and epoch ``token`` names, with a new expiry and
+    the same caller binding. It takes nothing, so a session live in another tab is
+    fine; every other refusal of ``resume`` applies.
+
+    Raises:
+        TokenError: not a valid token (a session id included), and what
+            :func:`check_resumable` raises (CallEnded, TokenSuperseded, SessionExpired,
+            SessionNotFound); ConfigError without a secret or for a bad ``ttl``.
+    """
+    if not (isinstance(token, str) and is_token(token)):
+        msg = "a token refresh takes a resume token (cs1.…), not a session id"
+        raise TokenError(msg)
+    _, claims = await check_resumable(host, token, takeover=True, after_end=after_end)
+    if claims is None:  # a token always has claims; kept for the type checker
+        msg = "resume token did not verify"
+        raise TokenError(msg)
+    caller = (await _load(host, claims.session_id)).caller if claims.caller_bound else None
+    return _issue(host, claims.session_id, claims.epoch, caller, ttl)
 
 
 def fresh_token(host: Host, session: Handle, *, bind: bool = True) -> str | None:

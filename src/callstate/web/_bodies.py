@@ -8,6 +8,7 @@ import msgspec
 from starlette.requests import Request
 
 from ..errors import CallstateError
+from ..storage.base import storable_text
 
 __all__ = [
     "BadRequest",
@@ -58,14 +59,6 @@ class StartBody(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     agent: str | None = None
 
 
-def _has_surrogate(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 async def read_body(request: Request, cls: type[_T], *, max_bytes: int) -> _T:
     """The request's JSON body as ``cls``.
 
@@ -105,7 +98,7 @@ async def read_body(request: Request, cls: type[_T], *, max_bytes: int) -> _T:
         if len(value) > _MAX_TEXT:
             msg = f"request body `{name}` is {len(value)} chars, over the {_MAX_TEXT} cap"
             raise BadRequest(msg)
-        if "\x00" in value or _has_surrogate(value):
+        if not storable_text(value):
             msg = f"request body `{name}` holds a NUL or a lone surrogate"
             raise BadRequest(msg)
     return body

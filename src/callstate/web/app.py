@@ -38,7 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 import msgspec
 
-from ..continuity.tokens import is_token, issue_token, verify_token
+from ..continuity.tokens import verify_token
 from ..errors import (
     CallEnded,
     CallstateError,
@@ -176,42 +176,13 @@ class _Api:
 
     async def refresh(self, request: Request) -> Response:
         body = await read_body(request, RefreshBody, max_bytes=self.options.max_body_bytes)
-        if not is_token(body.token):
-            msg = "token/refresh takes a resume token (cs1.…), not a session id"
-            raise TokenError(msg)
         keeper = await self.ready()
-        pre = await keeper.preflight(body.token)
-        if pre.status not in ("resumable", "active"):
-            raise _refusal(pre.status, pre.reason, pre.session_id)
-        claims = verify_token(body.token, keeper.secrets)
-        state = await keeper.load(claims.session_id)
-        now = keeper.clock.now()
-        ttl = keeper.token_ttl if self.options.token_ttl is None else self.options.token_ttl
-        token = issue_token(
-            keeper.secrets[0],
-            session_id=claims.session_id,
-            epoch=claims.epoch,
-            expires_at=now + ttl,
-            issued_at=now,
-            caller=state.caller if claims.caller_bound else None,
-        )
+        token = await keeper.refresh_token(body.token, ttl=self.options.token_ttl)
+        claims = verify_token(token, keeper.secrets)
         return _json({"session_id": claims.session_id, "epoch": claims.epoch, "token": token})
 
     async def openapi(self, request: Request) -> Response:
         return _json(openapi_document())
-
-
-def _refusal(status: str, reason: str, session_id: str | None) -> CallstateError:
-    """The typed error for a preflight answer that is not resumable."""
-    if status == "superseded":
-        return TokenSuperseded(reason, session_id=session_id)
-    if status == "ended":
-        return CallEnded(reason, session_id=session_id)
-    if status == "expired":
-        return SessionExpired(reason, session_id=session_id)
-    if status == "unknown":
-        return SessionNotFound(reason, session_id=session_id)
-    return TokenError(reason)
 
 
 def _endpoint(
