@@ -20,7 +20,6 @@ from typing import Any, Final
 
 import msgspec
 
-from ..errors import CodecError, VersionError
 from ..journal import events as ev
 from ..journal.state import Item, ToolCall
 from ..observe.recovery import RecoveryEvent
@@ -84,15 +83,9 @@ def decode_result(data: bytes | str) -> FollowUpResult:
         CodecError: the bytes are not a follow-up result; the message names the field.
         VersionError: the result was written by a newer format version.
     """
-    newer = ev.newer_version(data, FOLLOWUP_RESULT_VERSION)
-    if newer is not None:
-        msg = f"follow-up result format version {newer} at `$.v` is newer than {FOLLOWUP_RESULT_VERSION}; upgrade callstate to read it"
-        raise VersionError(msg)
-    try:
-        result: FollowUpResult = ev.decode_with(_decoder, data)
-    except msgspec.DecodeError as exc:
-        msg = f"undecodable follow-up result: {exc}"
-        raise CodecError(msg) from exc
+    result: FollowUpResult = ev.decode_versioned(
+        _decoder, data, version=FOLLOWUP_RESULT_VERSION, what="follow-up result"
+    )
     return result
 
 

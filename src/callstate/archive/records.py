@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 import msgspec
 
-from ..errors import CodecError, ConfigError, ConflictError, VersionError
+from ..errors import ConfigError, ConflictError
 from ..journal import events as ev
 from ..journal.state import Item, SessionState, ToolCall, apply
 from ..observe.recovery import RecoveryEvent, RecoveryKind
@@ -124,15 +124,9 @@ def decode_record(data: bytes | str) -> ArchiveRecord:
         CodecError: the bytes are not an archive record; the message names the field.
         VersionError: the record was written by a newer format version.
     """
-    newer = ev.newer_version(data, SEALED_ARCHIVE_VERSION)
-    if newer is not None:
-        msg = f"archive record format version {newer} at `$.v` is newer than {SEALED_ARCHIVE_VERSION}; upgrade callstate to read it"
-        raise VersionError(msg)
-    try:
-        record: ArchiveRecord = ev.decode_with(_decoder, data)
-    except msgspec.DecodeError as exc:
-        msg = f"undecodable archive record: {exc}"
-        raise CodecError(msg) from exc
+    record: ArchiveRecord = ev.decode_versioned(
+        _decoder, data, version=SEALED_ARCHIVE_VERSION, what="archive record"
+    )
     return record
 
 

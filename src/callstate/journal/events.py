@@ -355,6 +355,28 @@ def newer_version(data: bytes | str, current: int) -> int | None:
     return newest if newest > current else None
 
 
+def decode_versioned(decoder: Any, data: bytes | str, *, version: int, what: str) -> Any:
+    """Decode one stored JSON record of format ``version`` (an archive record, a
+    follow-up result), with errors that name ``what``.
+
+    Raises:
+        VersionError: the record was written by a newer format version.
+        CodecError: the bytes are not such a record; the message names the field.
+    """
+    newer = newer_version(data, version)
+    if newer is not None:
+        msg = (
+            f"{what} format version {newer} at `$.v` is newer than {version}; "
+            "upgrade callstate to read it"
+        )
+        raise VersionError(msg)
+    try:
+        return decode_with(decoder, data)
+    except msgspec.DecodeError as exc:
+        msg = f"undecodable {what}: {exc}"
+        raise CodecError(msg) from exc
+
+
 def _field_value(event: Event, message: str) -> str:
     """`` (value: …)`` for a top-level field named in a msgspec error message, else ``""``."""
     marker = "at `$."
