@@ -41,6 +41,7 @@ from .runtime.options import check_options, check_personal, parse_secrets
 from .sealing import Sealer
 from .session import Session, SessionServices
 from .storage import open_store
+from .storage.abilities import is_store
 from .storage.base import Store, not_found, stale_claim, storable_text
 from .tools.late import collect_all
 from .tools.runs import ToolRuns
@@ -130,7 +131,7 @@ class Keeper:
             purge_after=purge_after,
             limits=limits,
         )
-        if not isinstance(store, str | Store):
+        if not (isinstance(store, str) or is_store(store)):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
         if not isinstance(resume_after_end, bool):

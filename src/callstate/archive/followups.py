@@ -32,7 +32,8 @@ import msgspec
 
 from ..errors import CallstateError, ConfigError
 from ..journal import events as ev
-from ..storage.base import FollowUp, FollowUpLedger, FollowUpLog, FollowUpRun
+from ..storage.abilities import keeps_ledger, keeps_log
+from ..storage.base import FollowUp, FollowUpRun
 from .calls import CallRecord, FollowUpResult, assemble_call, decode_result, encode_result
 
 if TYPE_CHECKING:
@@ -176,7 +177,7 @@ class FollowUps:
             return 0
         store = host.store
         attempt = 1
-        if isinstance(store, FollowUpLedger):
+        if keeps_ledger(store):
             attempt = await store.followup_start(f.followup_id, host.owner, host.clock.now())
             if attempt == 0:
                 return 0  # the claim lapsed and another keeper holds it now
@@ -206,7 +207,7 @@ class FollowUps:
         if error is not None:
             host.emit("followup.run", f.session_id, state="failed", error=error, **tags)
             delay = retry_delay(attempt, retries=cb.retries, backoff=cb.backoff)
-            if delay is not None and isinstance(store, FollowUpLedger):
+            if delay is not None and keeps_ledger(store):
                 now = host.clock.now()
                 await store.followup_settle(
                     f.followup_id,
@@ -239,7 +240,7 @@ class FollowUps:
             error=error,
             legs=[r.epoch for r in call.legs],
         )
-        if isinstance(store, FollowUpLog):  # logged before done: a re-run finds it
+        if keeps_log(store):  # logged before done: a re-run finds it
             # a dead run is logged per attempt, so one revived later can still log success
             key = f.followup_id if error is None else f"{f.followup_id}#{attempt}"
             await store.followup_record(
@@ -267,7 +268,7 @@ class FollowUps:
     async def _end(self, f: FollowUp, mark: str, error: str | None) -> None:
         """Retire a claimed follow-up as ``mark`` (succeeded or dead)."""
         host, store = self._host, self._host.store
-        if isinstance(store, FollowUpLedger):
+        if keeps_ledger(store):
             now = host.clock.now()
             await store.followup_settle(f.followup_id, host.owner, mark=mark, error=error, now=now)
         else:
@@ -277,7 +278,7 @@ class FollowUps:
         """Mark a follow-up whose callback no keeper here knows: it shows as orphaned, and
         a keeper that registered the name takes it when it is next due."""
         host, store = self._host, self._host.store
-        if not isinstance(store, FollowUpLedger):
+        if not keeps_ledger(store):
             return  # the claim lapses and a keeper that has it runs it
         error = (
             f"no callback named {name!r} is registered in keeper {host.owner!r}: "
@@ -293,7 +294,7 @@ class FollowUps:
     async def _results(self, session_id: str) -> list[FollowUpResult]:
         """The session's logged follow-up results (none on a store without a log)."""
         store = self._host.store
-        if not isinstance(store, FollowUpLog):
+        if not keeps_log(store):
             return []
         out: list[FollowUpResult] = []
         for run in await store.followup_runs(session_id):

@@ -21,7 +21,7 @@ from ..archive.followups import MAX_LEGS
 from ..archive.records import ArchiveRecord, decode_record, open_record, write_records
 from ..errors import ConfigError, SealError
 from ..storage import Store
-from ..storage.base import FollowUpLog
+from ..storage.abilities import keeps_log
 from .main import command, db_parent, env_sealer, open_db, sealed_hint
 from .timeline import clock_time
 
@@ -199,7 +199,7 @@ async def archive_call(args: argparse.Namespace, out: Console) -> int:
     store = await open_db(args.db)
     try:
         rows = await store.archive_list(session_id=args.session, limit=MAX_LEGS)
-        runs = await store.followup_runs(args.session) if isinstance(store, FollowUpLog) else []
+        runs = await store.followup_runs(args.session) if keeps_log(store) else []
     finally:
         await store.close()
     if not rows:

@@ -18,6 +18,7 @@ from rich.table import Table
 
 from ..errors import ConfigError, ConflictError
 from ..storage import Store
+from ..storage.abilities import keeps_ledger
 from ..storage.base import FollowUp, FollowUpLedger
 from .main import command, db_parent, open_db
 from .timeline import clock_time
@@ -40,7 +41,7 @@ def _payload(f: FollowUp) -> _Payload:
 
 
 def _ledger(store: Store, db: str) -> FollowUpLedger:
-    if not isinstance(store, FollowUpLedger):
+    if not keeps_ledger(store):
         msg = f"the store at --db {db!r} keeps no follow-up ledger"
         raise ConfigError(msg)
     return store

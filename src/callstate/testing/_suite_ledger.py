@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from ..storage.abilities import keeps_ledger
 from ..storage.base import FollowUp, FollowUpLedger, Store
 from ._suite_base import T0, Suite, new_id
 
@@ -11,7 +12,7 @@ __all__ = ["LedgerSuite"]
 
 
 def _ledger(store: Store) -> FollowUpLedger:
-    if not isinstance(store, FollowUpLedger):
+    if not keeps_ledger(store):
         pytest.skip("the store keeps no follow-up ledger")
     return store
 

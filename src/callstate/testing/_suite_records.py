@@ -8,10 +8,10 @@ import msgspec
 import pytest
 
 from ..errors import ConfigError, ConflictError, HandoffStateError, StaleEpochError
+from ..storage.abilities import keeps_log
 from ..storage.base import (
     ArchiveRow,
     FollowUp,
-    FollowUpLog,
     FollowUpRun,
     PackageMove,
     PackageRow,
@@ -213,20 +213,21 @@ class RecordsSuite(Suite):
     async def test_followup_runs_are_kept_once_per_follow_up(self, store: Store) -> None:
         """A follow-up's run reads back by session, binary data intact; recording it
         again keeps the first; other sessions' runs stay apart; a purge keeps them."""
-        assert isinstance(store, FollowUpLog)
+        log = store
+        assert keeps_log(log)
         sid, other = new_id("s"), new_id("s")
         first = FollowUpRun(followup_id=new_id("f"), session_id=sid, data=b"\x00first\xff")
-        await store.followup_record(first)
-        await store.followup_record(msgspec.structs.replace(first, data=b"second"))
+        await log.followup_record(first)
+        await log.followup_record(msgspec.structs.replace(first, data=b"second"))
         later = FollowUpRun(followup_id=new_id("f"), session_id=sid, data=b"later")
-        await store.followup_record(later)
-        await store.followup_record(
+        await log.followup_record(later)
+        await log.followup_record(
             FollowUpRun(followup_id=new_id("f"), session_id=other, data=b"x")
         )
         await store.purge(sid)
-        got = sorted(await store.followup_runs(sid), key=lambda r: r.data)
+        got = sorted(await log.followup_runs(sid), key=lambda r: r.data)
         assert sorted([first, later], key=lambda r: r.data) == got
-        assert [] == await store.followup_runs(new_id("s"))
+        assert [] == await log.followup_runs(new_id("s"))
 
     # -- handoff packages ----------------------------------------------------------------------
 

@@ -1,0 +1,50 @@
+"""Whether an object provides ``Store`` or one of its optional abilities.
+
+``isinstance`` against a ``runtime_checkable`` protocol looks members up with
+``getattr`` on Python 3.11 but statically from 3.12 on, so a store wrapper that forwards
+through ``__getattr__`` (instrumentation, fault injection) passed on one Python and was
+refused on the next. These checks look members up with ``getattr`` on every version.
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypeGuard
+
+from .base import FollowUpLedger, FollowUpLog, Store
+
+__all__ = ["is_store", "keeps_ledger", "keeps_log"]
+
+
+def _members(protocol: type) -> frozenset[str]:
+    """The attributes and methods ``protocol`` declares (its own and inherited ones)."""
+    names: set[str] = set()
+    for cls in protocol.__mro__:
+        if cls is object or cls.__module__ == "typing":
+            continue
+        names.update(vars(cls).get("__annotations__", {}))
+        names.update(n for n, v in vars(cls).items() if callable(v) and not n.startswith("_"))
+    return frozenset(names)
+
+
+_STORE: Final = _members(Store)
+_LOG: Final = _members(FollowUpLog)
+_LEDGER: Final = _members(FollowUpLedger)
+
+
+def _provides(obj: object, members: frozenset[str]) -> bool:
+    return all(hasattr(obj, name) for name in members)
+
+
+def is_store(obj: object) -> TypeGuard[Store]:
+    """True if ``obj`` has every member of ``Store``."""
+    return _provides(obj, _STORE)
+
+
+def keeps_log(obj: object) -> TypeGuard[FollowUpLog]:
+    """True if ``obj`` keeps what follow-ups did (``FollowUpLog``)."""
+    return _provides(obj, _LOG)
+
+
+def keeps_ledger(obj: object) -> TypeGuard[FollowUpLedger]:
+    """True if ``obj`` keeps each follow-up's attempts and state (``FollowUpLedger``)."""
+    return _provides(obj, _LEDGER)
