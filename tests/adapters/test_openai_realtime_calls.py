@@ -40,6 +40,30 @@ async def client(server: RealtimeServer) -> AsyncIterator[AsyncOpenAI]:
         yield c
 
 
+async def test_a_reused_call_id_gets_its_own_output_under_that_id(
+    server: RealtimeServer, keeper: callstate.Keeper, client: AsyncOpenAI, gates: Gates
+) -> None:
+    """A server that calls every function ``call_0`` gets each call's own result under it."""
+    s = await keeper.start(agent="booking")
+    server.queue(
+        Call("check_availability", '{"date": "2024-05-01"}', call_id="call_0"), Say("Yes.")
+    )
+    server.queue(Call("check_availability", '{"date": "2024-05-02"}', call_id="call_0"), Say("No."))
+    async with connect(client, s, model=MODEL, config=CONFIG) as conn:
+        await server.user_speaks("Is May first free?")
+        await recv_until(conn, of_type("response.output_audio_transcript.done"))
+        await server.user_speaks("And the second?")
+        await recv_until(conn, of_type("response.output_audio_transcript.done"))
+    assert ["check_availability", "check_availability"] == gates.runs
+    sent = [json.loads(e["item"]["output"])["result"] for e in outputs(server.received, "call_0")]
+    assert [{"date": "2024-05-01", "free": True}, {"date": "2024-05-02", "free": True}] == sent
+    assert ("call_0", "2024-05-02") == (
+        s.state.calls["call_0#2"].wire_id,
+        s.state.calls["call_0#2"].args["date"],
+    )
+    assert_clean(server)
+
+
 async def test_bad_arguments_and_unknown_names_are_journaled_and_answered(
     server: RealtimeServer, keeper: callstate.Keeper, client: AsyncOpenAI, gates: Gates
 ) -> None:

@@ -18,7 +18,7 @@ from benchrun import run_bench
 from callstate.adapters.openai_realtime import VOICE_NOTE, replay
 from callstate.journal import events as ev
 from callstate.journal.state import fold
-from callstate.testing.realtime_server import RealtimeServer, Say
+from callstate.testing.realtime_server import Call, RealtimeServer, Say
 from callstate.testing.realtime_session import validate_client_event
 
 from .test_openai_realtime import MODEL, client, server  # noqa: F401 - fixtures
@@ -65,6 +65,27 @@ async def test_server_rejects_what_a_real_session_rejects(
         ("invalid_value", "e6", "type"),
     ] == [(e["code"], e.get("event_id"), e.get("param")) for e in errors]
     assert 2 == len(server.malformed)
+
+
+async def test_server_takes_one_output_per_call_under_a_reused_id(
+    server: RealtimeServer, client: AsyncOpenAI
+) -> None:
+    """Two calls under one id take two outputs; a third output for that id is refused."""
+    server.queue(Call("lookup", "{}", call_id="call_0"))
+    server.queue(Call("lookup", "{}", call_id="call_0"))
+    async with client.realtime.connect(model=MODEL) as conn:
+        await conn.recv()
+        for n in range(2):
+            await conn.response.create(event_id=f"r{n}")
+            await server.wait_for(lambda n=n: len(server.current.responses) == n + 1)
+            await server.wait_for(lambda: server.current.active is None)
+        for n in range(3):
+            await conn.conversation.item.create(
+                item={"type": "function_call_output", "call_id": "call_0", "output": "{}"},
+                event_id=f"o{n}",
+            )
+        errors = await errors_for(server, 1)
+    assert [("invalid_tool_call_id", "o2")] == [(e["code"], e.get("event_id")) for e in errors]
 
 
 async def test_server_drops_and_expires_sessions(

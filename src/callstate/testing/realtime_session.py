@@ -83,6 +83,9 @@ class ServerSession:
         self.audio_ms: dict[str, int] = {}
         self.transcripts: dict[str, str] = {}
         self.call_ids: set[str] = set()
+        # function_call items per call id still awaiting their output: a server that
+        # reuses an id (as some OpenAI-compatible ones do) gets one output per call
+        self.unanswered: dict[str, int] = {}
         self.received: list[dict[str, Any]] = []
         self.errors: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
@@ -142,6 +145,9 @@ class ServerSession:
     def _add_item(self, item: dict[str, Any], after: str | None = None) -> None:
         if item.get("type") == "function_call" and item.get("call_id"):
             self.call_ids.add(item["call_id"])
+            self.unanswered[item["call_id"]] = self.unanswered.get(item["call_id"], 0) + 1
+        elif item.get("type") == "function_call_output":
+            self.unanswered[item["call_id"]] -= 1
         if after is None:
             self.items.append(item)
         else:
@@ -208,6 +214,9 @@ class ServerSession:
         kind = item["type"]
         if kind == "function_call_output" and item["call_id"] not in self.call_ids:
             msg = f"Tool call ID '{item['call_id']}' not found in conversation."
+            raise _Reject("invalid_tool_call_id", msg, "item.call_id")
+        if kind == "function_call_output" and not self.unanswered.get(item["call_id"]):
+            msg = f"Tool call ID '{item['call_id']}' already has an output for every call."
             raise _Reject("invalid_tool_call_id", msg, "item.call_id")
         if kind == "function_call":
             if not item.get("call_id"):

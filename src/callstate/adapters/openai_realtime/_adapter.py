@@ -106,6 +106,7 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
         self._want: int | None = None  # a response.create owed, with the marker it was for
         self._want_event: dict[str, Any] | None = None  # the user's own, when it was theirs
         self._events: Any = None  # the SDK's event iterator (it re-dials when asked to)
+        self._asks = 0  # calls handed to the guard, to name each one's placeholder
         self._reset_realtime()
 
     def _reset_realtime(self) -> None:

@@ -1,4 +1,9 @@
-"""Answering function calls: each ``call_id`` once, then one ``response.create`` per response.
+"""Answering function calls: each call once, then one ``response.create`` per response.
+
+A server may reuse a ``call_id`` for a new call (some OpenAI-compatible ones call every
+function ``call_0``): the guard journals it as ``call_0#2``, and its output goes back
+under the id the server knows (``ToolCall.wire_id``). A response waits for each of its
+calls by what the guard made of it, never by the id on the wire.
 
 A response may ask for several calls at once (parallel tool calls). The model is asked
 to go on only when that response is done and every one of its calls has its output in
@@ -26,6 +31,8 @@ __all__ = ["Answers"]
 
 #: the group of calls replayed into a new session without an output (no response of theirs)
 REPLAYED: Final = "callstate.replayed"
+#: how a call still running through the guard is named in its response's group
+_ASK: Final = "\x00ask:"
 #: how the adapter signs what it gave the model (``tool.context_delivered``'s ``via``)
 VIA: Final = "openai_realtime"
 
@@ -83,33 +90,46 @@ class Answers:
 
     def _call_asked(self, response_id: str | None, call_id: str, name: str, args: str) -> None:
         """A response asked for a call: run it (in conversation order) and group it."""
-        self._calls.add(call_id)
-        self._groups.setdefault(response_id or REPLAYED, set()).add(call_id)
-        if self.run_tools:
-            self._later(lambda: self._start_tool(call_id, name, args))
+        group = self._groups.setdefault(response_id or REPLAYED, set())
+        if not self.run_tools:
+            self._calls.add(call_id)
+            group.add(call_id)
+            return
+        # the guard says which call this is (a reused id is a new call, ``id#n``): until
+        # it has, the response waits on a placeholder no answer can match
+        self._asks += 1
+        ask = f"{_ASK}{self._asks}"
+        group.add(ask)
+        self._later(lambda: self._start_tool(call_id, name, args, ask))
 
     run_tools: bool
+    _asks: int
 
-    def _start_tool(self, call_id: str, name: str, arguments: str) -> None:
+    def _start_tool(self, call_id: str, name: str, arguments: str, ask: str) -> None:
         # the raw JSON goes to the guard: text that is not an object is a failed call,
         # journaled with the reason, as an unknown name is
-        self._spawn(self._run_tool(call_id, name, arguments))
+        self._spawn(self._run_tool(call_id, name, arguments, ask))
+
+    def _resolve(self, ask: str, call_id: str) -> None:
+        """The call a placeholder stood for is known: its response now waits on that."""
+        self._calls.add(call_id)
+        for calls in self._groups.values():
+            if ask in calls:
+                calls.discard(ask)
+                calls.add(call_id)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run_tool(self, call_id: str, name: str, args: str) -> None:
+    async def _run_tool(self, call_id: str, name: str, args: str, ask: str) -> None:
         session = self.callstate
         try:
             outcome = await session.run_tool(name, args, call_id=call_id)
-            if outcome.call_id != call_id:  # ``id#n``: the model reused the id
-                self._calls.add(outcome.call_id)
-                for calls in self._groups.values():
-                    if call_id in calls:
-                        calls.add(outcome.call_id)  # its response waits for this answer
+            self._resolve(ask, outcome.call_id)  # ``id#n`` when the model reused the id
         except CallstateError as exc:
+            self._resolve(ask, call_id)
             if call_id not in session.state.calls and call_id not in self._answered:
                 # nothing was recorded, yet the model still needs its one answer
                 self._answered.add(call_id)
@@ -117,6 +137,9 @@ class Answers:
                 output = json.dumps({"status": "failed", "error": str(exc)})
                 item = {"type": "function_call_output", "call_id": call_id, "output": output}
                 await self._send_internal({"type": "conversation.item.create", "item": item})
+        except BaseException:
+            self._resolve(ask, call_id)  # cancelled with the adapter: nothing waits on it
+            raise
         async with self._lock:
             await self._sync_outputs()
 
