@@ -168,10 +168,35 @@ def test_golden_outbox_events_decode_with_every_field_set() -> None:
         f"{_tag(type(e))}.{f.name}"
         for e in events
         for f in msgspec.structs.fields(type(e))
-        if f.name not in ("v", "message", "utterance_id", "text")
+        # `cause` came later: events_v1_causes.jsonl sets it
+        if f.name not in ("v", "message", "utterance_id", "text", "cause")
         and getattr(e, f.name) == f.default
     ]
     assert [] == kept
+
+
+def test_golden_cause_events_decode_with_every_field_set() -> None:
+    """events_v1_causes.jsonl (why an owner lost a session, why nobody resumed it)
+    decodes to exactly its events, each field away from its default."""
+    lines = (GOLDEN / "events_v1_causes.jsonl").read_bytes().splitlines()
+    events = [ev.decode_event(line) for line in lines]
+    assert make_golden.golden_cause_events() == events
+    kept = [
+        f"{_tag(type(e))}.{f.name}"
+        for e in events
+        for f in msgspec.structs.fields(type(e))
+        if f.name != "v" and getattr(e, f.name) == f.default
+    ]
+    assert [] == kept
+
+
+def test_events_written_before_causes_decode_with_no_cause() -> None:
+    """A resume and an expiry from events_v1.jsonl (before causes) decode with cause ""."""
+    events = [
+        ev.decode_event(line) for line in (GOLDEN / "events_v1.jsonl").read_bytes().splitlines()
+    ]
+    causes = [e.cause for e in events if isinstance(e, ev.SessionResumed | ev.SessionExpiredEvent)]
+    assert ["", ""] == causes
 
 
 def test_golden_writer_refuses_to_overwrite(capsys: pytest.CaptureFixture[str]) -> None:

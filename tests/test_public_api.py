@@ -26,6 +26,7 @@ EXPECTED = [
     "HandoffFormatError",
     "HandoffPackage",
     "HandoffStateError",
+    "Health",
     "Keeper",
     "Limits",
     "MemoryStore",

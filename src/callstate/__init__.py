@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .archive.calls import CallRecord, FollowUpResult
+from .archive.health import Health
 from .archive.records import ArchiveRecord
 from .continuity.plan import Preflight, RecoveryPlan
 from .errors import (
@@ -58,6 +59,7 @@ __all__ = [
     "HandoffFormatError",
     "HandoffPackage",
     "HandoffStateError",
+    "Health",
     "Keeper",
     "Limits",
     "MemoryStore",

@@ -527,7 +527,9 @@ class Keeper:
 
     async def _take_over(self, rec: SessionRecord, *, via: str, channel: str) -> Session:
         """Claim ``rec`` at epoch+1, restore it and record the new ownership."""
-        owned = await self._ownership.take_over(rec.session_id, rec.epoch, via=via, channel=channel)
+        owned = await self._ownership.take_over(
+            rec.session_id, rec.epoch, via=via, channel=channel, previous=rec
+        )
         return _adopted(owned)
 
     def live(self) -> list[Session]:

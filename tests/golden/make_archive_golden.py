@@ -1,4 +1,5 @@
-"""Write ``archive_v1.json``, the golden ArchiveRecord of format version 1 (run once).
+"""Write ``archive_v1.json``, the golden ArchiveRecord of format version 1, and
+``archive_v1_health.json``, the same call once records carried a health class (run once).
 
 It refuses to overwrite an existing file: the golden must stay what v1 wrote.
 Run: ``.venv/bin/python tests/golden/make_archive_golden.py``
@@ -16,6 +17,7 @@ from callstate.journal import events as ev
 from callstate.journal.state import fold
 
 OUT = Path(__file__).with_name("archive_v1.json")
+HEALTH_OUT = Path(__file__).with_name("archive_v1_health.json")
 
 
 def golden_events() -> list[ev.Event]:
@@ -68,8 +70,26 @@ def golden_bytes() -> bytes:
     return msgspec.json.format(encode_record(record), indent=2) + b"\n"
 
 
+def health_events() -> list[ev.Event]:
+    """The golden call, its resume journaling why the first owner lost it."""
+    return [
+        msgspec.structs.replace(e, cause="link_lost") if isinstance(e, ev.SessionResumed) else e
+        for e in golden_events()
+    ]
+
+
+def health_golden_bytes() -> bytes:
+    state = fold(health_events())
+    record = build_record(state, outcome="recovered", closed_at=1_700_000_031.0)
+    return msgspec.json.format(encode_record(record), indent=2) + b"\n"
+
+
 if __name__ == "__main__":
-    if OUT.exists():
-        sys.exit(f"{OUT} exists; golden files are never regenerated")
-    OUT.write_bytes(golden_bytes())
-    print(f"wrote {OUT}")
+    written = 0
+    for path, make in ((OUT, golden_bytes), (HEALTH_OUT, health_golden_bytes)):
+        if not path.exists():
+            path.write_bytes(make())
+            print(f"wrote {path}")
+            written += 1
+    if not written:
+        sys.exit("golden archive files exist; golden files are never regenerated")

@@ -29,6 +29,8 @@ ADDED_FILE = HERE / "events_v1_added.jsonl"
 CONTEXT_DELIVERED_FILE = HERE / "events_v1_context_delivered.jsonl"
 #: v1 events added after events_v1.jsonl was frozen: the journaled outbox, resume channel
 OUTBOX_FILE = HERE / "events_v1_outbox.jsonl"
+#: v1 events' fields added after that: why an owner lost a session, why nobody resumed it
+CAUSES_FILE = HERE / "events_v1_causes.jsonl"
 
 T = 1_717_171_717.25  # every timestamp below is T + a few seconds
 
@@ -158,6 +160,25 @@ def golden_outbox_events() -> list[ev.Event]:
     ]
 
 
+def golden_cause_events() -> list[ev.Event]:
+    """``SessionResumed.cause`` and ``SessionExpiredEvent.cause``, every field set."""
+    return [
+        ev.SessionResumed(
+            seq=50,
+            at=T + 50,
+            epoch=6,
+            gap_s=4.5,
+            via="takeover",
+            owner="worker-3",
+            channel="id",
+            cause="lease_expired",
+        ),
+        ev.SessionExpiredEvent(
+            seq=51, at=T + 51, reason="resume window of 600s passed", cause="link_lost"
+        ),
+    ]
+
+
 def golden_state() -> SessionState:
     """A session mid-call: a barge-in over a write whose result is held for the caller."""
     return SessionState(
@@ -230,6 +251,7 @@ def main() -> int:
         CONTEXT_DELIVERED_FILE: b"\n".join(ev.encode_event(e) for e in context_delivered_events())
         + b"\n",
         OUTBOX_FILE: b"\n".join(ev.encode_event(e) for e in golden_outbox_events()) + b"\n",
+        CAUSES_FILE: b"\n".join(ev.encode_event(e) for e in golden_cause_events()) + b"\n",
     }
     missing = {path: data for path, data in files.items() if not path.exists()}
     if not missing:

@@ -36,6 +36,7 @@ from ..journal.state import Item, SessionState, ToolCall, apply
 from ..observe.recovery import RecoveryEvent, RecoveryKind
 from ..sealing import Sealer, open_personal, seal_personal, split_personal
 from ..storage.base import ArchiveRow, storable_text
+from .health import Health, RunFacts, classify
 
 if TYPE_CHECKING:
     from ..runtime.host import Host
@@ -52,6 +53,7 @@ __all__ = [
     "decode_record",
     "encode_record",
     "open_record",
+    "run_facts",
     "seal_record",
     "ended_outcome",
     "superseded_records",
@@ -105,6 +107,9 @@ class ArchiveRecord(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any] = {}
     personal: list[str] = []  # userdata keys that are personal (sealed at rest)
     sealed: str | None = None  # as stored: caller and personal userdata, encrypted
+    #: derived from the journaled run (see :mod:`callstate.archive.health`); None on
+    #: records written before health classes
+    health: Health | None = None
     v: int = ARCHIVE_VERSION
 
 
@@ -212,8 +217,12 @@ def _recovery_event(session_id: str, e: ev.Event) -> RecoveryEvent | None:
         case ev.SessionResumed():
             kind = "session.resumed"
             data.update(via=e.via, gap_s=e.gap_s, epoch=e.epoch)
+            if e.cause:  # why the previous owner lost it (journaled since health classes)
+                data["cause"] = e.cause
         case ev.SessionExpiredEvent():
             kind = "session.expired"
+            if e.cause:
+                data["cause"] = e.cause
         case ev.HandoffOffered():
             kind = "handoff.offered"
             data.update(package_id=e.package_id, to_agent=e.to_agent)
@@ -242,10 +251,28 @@ def _touched_calls(run_log: list[ev.Event]) -> set[str]:
     return ids
 
 
-def build_record(state: SessionState, *, outcome: Outcome, closed_at: float) -> ArchiveRecord:
+def run_facts(
+    state: SessionState, run_log: list[ev.Event], tools: list[ToolCall], *, outcome: str, lost: str
+) -> RunFacts:
+    """What :func:`~callstate.archive.health.classify` reads of a run."""
+    began = run_log[0] if run_log and run_log[0].seq == state.run_seq else None
+    return RunFacts(
+        outcome=outcome,
+        began_cause=began.cause if isinstance(began, ev.SessionResumed) else "",
+        lost_cause=lost,
+        end_reason=state.end_reason if state.status == "ended" else None,
+        link_restores=sum(1 for e in run_log if isinstance(e, ev.LinkRestored)),
+        failed_tools=sum(1 for c in tools if c.status == "failed"),
+    )
+
+
+def build_record(
+    state: SessionState, *, outcome: Outcome, closed_at: float, lost: str = ""
+) -> ArchiveRecord:
     """The archive record of ``state``'s current run, as ``outcome``. Pure: no I/O.
 
-    Call it with the state as the run left it (before a takeover or expiry event).
+    Call it with the state as the run left it (before a takeover or expiry event);
+    ``lost`` is that event's journaled cause (why the run closed without an end).
     """
     run_log = [e for e in state.recovery_log if e.seq >= state.run_seq]
     transcript = state.items[state.run_items :]
@@ -284,6 +311,7 @@ def build_record(state: SessionState, *, outcome: Outcome, closed_at: float) -> 
         userdata=dict(state.userdata),
         metadata=dict(state.metadata),
         personal=list(state.personal),
+        health=classify(run_facts(state, run_log, tools, outcome=outcome, lost=lost)),
     )
 
 
@@ -305,7 +333,8 @@ def superseded_records(events: Iterable[ev.Event], *, before_seq: int) -> list[A
         if e.seq >= before_seq:
             break
         if isinstance(e, _TAKEOVERS) and state.seq and state.status in ("active", "offered"):
-            out.append(build_record(state, outcome="superseded", closed_at=e.at))
+            lost = e.cause if isinstance(e, ev.SessionResumed) else "handoff"
+            out.append(build_record(state, outcome="superseded", closed_at=e.at, lost=lost))
         apply(state, e)
     return out
 

@@ -22,6 +22,7 @@ from ..runtime.handle import Handle
 from ..storage.base import Batch, SessionRecord, storable_text
 from ..tools.late import collect
 from ..tools.lifecycle import recover_in_doubt
+from .causes import lost_cause
 from .restore import fenced_error, restore_state
 from .resume import continue_run
 
@@ -142,10 +143,19 @@ class Ownership(Generic[H]):
         return session
 
     async def take_over(
-        self, session_id: str, expected_epoch: int, *, via: str, channel: str = ""
+        self,
+        session_id: str,
+        expected_epoch: int,
+        *,
+        via: str,
+        channel: str = "",
+        previous: SessionRecord | None = None,
     ) -> Owned[H]:
         """Claim the session at ``expected_epoch`` + 1, restore it and record the new
         ownership (``channel``: how the new owner came, see ``SessionResumed``).
+
+        ``previous`` is the session's record as read before the claim: its lease tells
+        why the old owner lost it (``SessionResumed.cause``).
 
         Raises:
             StaleEpochError: the session is no longer at ``expected_epoch``.
@@ -154,7 +164,9 @@ class Ownership(Generic[H]):
         now = host.clock.now()
         # claim before loading: once claimed, the old owner can append nothing more
         epoch = await host.store.claim(session_id, expected_epoch, host.owner, now + host.lease_ttl)
-        return await self.own_claimed(session_id, epoch, now=now, via=via, channel=channel)
+        return await self.own_claimed(
+            session_id, epoch, now=now, via=via, channel=channel, previous=previous
+        )
 
     async def own_claimed(
         self,
@@ -165,6 +177,7 @@ class Ownership(Generic[H]):
         via: str,
         recorded: bool = False,
         channel: str = "",
+        previous: SessionRecord | None = None,
     ) -> Owned[H]:
         """Restore a session this keeper just claimed at ``epoch`` and record the
         ownership (``SessionResumed``), unless the claim already stored the ownership
@@ -180,6 +193,15 @@ class Ownership(Generic[H]):
         session.journal.snapshot_seq = loaded.record.snapshot_seq
         gap = max(0.0, now - state.last_interaction_at)
         if not recorded:
+            cause = ""
+            if previous is not None:
+                cause = lost_cause(
+                    state,
+                    lease_owner=previous.lease_owner,
+                    lease_until=previous.lease_until,
+                    now=now,
+                    resumed=True,
+                )
             session.append(
                 ev.SessionResumed,
                 epoch=epoch,
@@ -187,6 +209,7 @@ class Ownership(Generic[H]):
                 via=via,
                 owner=host.owner,
                 channel=channel,
+                cause=cause,
             )
         host.adopt(session)
         await session.flush()

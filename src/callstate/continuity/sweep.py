@@ -28,6 +28,7 @@ from ..archive.records import build_record, ended_outcome
 from ..errors import SessionNotFound, StaleEpochError
 from ..journal import events as ev
 from ..storage.base import Batch, SessionRecord
+from .causes import lost_cause
 from .restore import fenced_error, restore_state
 
 if TYPE_CHECKING:
@@ -85,11 +86,14 @@ class Sweeper:
             # another keeper expired it after our listing, or it saw activity since: leave it
             await store.release_lease(rec.session_id, host.owner)
             return False
+        cause = lost_cause(
+            state, lease_owner=rec.lease_owner, lease_until=rec.lease_until, now=now, resumed=False
+        )
         if state.status == "ended":
             record = build_record(state, outcome=ended_outcome(state), closed_at=now)
         else:
-            record = build_record(state, outcome="abandoned", closed_at=now)
-        expired = ev.SessionExpiredEvent(seq=state.seq + 1, at=now)
+            record = build_record(state, outcome="abandoned", closed_at=now, lost=cause)
+        expired = ev.SessionExpiredEvent(seq=state.seq + 1, at=now, cause=cause)
         batch = Batch(
             session_id=rec.session_id,
             epoch=epoch,

@@ -100,6 +100,11 @@ class SessionResumed(_Base, frozen=True, tag="session.resumed"):
     # how the new owner came: "token" (a client: older tokens are superseded), "id"
     # (trusted server code) or "caller" (a ring-back); "" before this was recorded
     channel: str = ""
+    # why the previous owner lost the session: "lease_expired" (its worker stopped
+    # heartbeating), "released" (it let go without ending), "link_lost" (the caller's
+    # link was down), "taken_over" (taken from a live owner), "ended" (a ring-back
+    # after the end); "" before this was recorded
+    cause: str = ""
 
 
 class SessionEnded(_Base, frozen=True, tag="session.ended"):
@@ -109,6 +114,10 @@ class SessionEnded(_Base, frozen=True, tag="session.ended"):
 
 class SessionExpiredEvent(_Base, frozen=True, tag="session.expired"):
     reason: str = "resume window passed"
+    # why nobody resumed it: "lease_expired" (its owner's lease had lapsed: a lost
+    # worker), "link_lost" (the caller's link was down), "idle" (the owner was live, the
+    # caller silent), "ended" (it had ended); "" before this was recorded
+    cause: str = ""
 
 
 # -- user and agent speech ------------------------------------------------------------
