@@ -54,6 +54,7 @@ from ..errors import (
 from ..keeper import Keeper
 from ..session import Session
 from ._bodies import BadRequest, RefreshBody, ResumeBody, StartBody, TokenBody, read_body
+from .dashboard import dashboard_paths, dashboard_routes
 from .openapi import openapi_document
 
 __all__ = ["OnSession", "WebOptions", "create_app"]
@@ -89,6 +90,11 @@ class WebOptions:
             same origin only); ``["*"]`` allows any.
         max_body_bytes: larger request bodies are refused with 413.
         token_ttl: lifetime of issued tokens in seconds (default: the keeper's).
+        dashboard: serve the operator dashboard (``/dashboard/`` and
+            ``/v1/dashboard/...``, see :mod:`callstate.web.dashboard`); off by default,
+            since it shows calls.
+        dashboard_token: the operator token every dashboard data request must carry
+            (``Authorization: Bearer ...``, 16+ characters); required with ``dashboard``.
     """
 
     on_session: OnSession | None = None
@@ -96,6 +102,8 @@ class WebOptions:
     cors_origins: Sequence[str] = field(default_factory=tuple)
     max_body_bytes: int = 16 * 1024
     token_ttl: float | None = None
+    dashboard: bool = False
+    dashboard_token: str | None = None
 
 
 def _status(exc: CallstateError) -> int:
@@ -182,7 +190,7 @@ class _Api:
         return _json({"session_id": claims.session_id, "epoch": claims.epoch, "token": token})
 
     async def openapi(self, request: Request) -> Response:
-        return _json(openapi_document())
+        return _json(openapi_document(dashboard_paths() if self.options.dashboard else None))
 
 
 def _endpoint(
@@ -206,6 +214,9 @@ def create_app(keeper: Keeper, options: WebOptions | None = None) -> Starlette:
 
     The keeper is opened on the first request if it is not open yet, and closed with
     the app's lifespan only if the app opened it.
+
+    Raises:
+        ConfigError: ``options.dashboard`` is on without a valid ``dashboard_token``.
     """
     opts = options or WebOptions()
     api = _Api(keeper, opts)
@@ -216,6 +227,8 @@ def create_app(keeper: Keeper, options: WebOptions | None = None) -> Starlette:
         Route("/v1/token/refresh", _endpoint(api.refresh), methods=["POST"]),
         Route("/v1/openapi.json", _endpoint(api.openapi), methods=["GET"]),
     ]
+    if opts.dashboard:
+        routes += dashboard_routes(api.ready, opts.dashboard_token or "", wrap=_endpoint)
     middleware: list[Middleware] = []
     if opts.cors_origins:
         middleware.append(

@@ -87,10 +87,13 @@ def _post(summary: str, body: dict[str, Any], answers: dict[str, Any]) -> dict[s
     return {"post": {"summary": summary, "requestBody": body, "responses": answers}}
 
 
-def openapi_document() -> dict[str, Any]:
-    """The endpoints, their bodies, answers and error shape."""
+def openapi_document(extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The endpoints, their bodies, answers and error shape.
+
+    ``extra`` adds ``"paths"`` and ``"securitySchemes"`` (the dashboard's, when it is on).
+    """
     token = {"token": _TOKEN}
-    return {
+    doc: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "callstate web", "version": "1"},
         "paths": {
@@ -116,3 +119,8 @@ def openapi_document() -> dict[str, Any]:
             ),
         },
     }
+    if extra:
+        doc["paths"] = {**doc["paths"], **extra.get("paths", {})}
+        if "securitySchemes" in extra:
+            doc["components"] = {"securitySchemes": extra["securitySchemes"]}
+    return doc
