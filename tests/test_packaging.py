@@ -57,6 +57,7 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
         "prometheus",
         "redis",
         "web",
+        "webrtc",
     } == provided
 
 
