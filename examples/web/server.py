@@ -1,0 +1,192 @@
+"""A web voice call that survives a page reload: Pipecat over SmallWebRTC, with callstate.
+
+Run it and open http://127.0.0.1:8000/ (needs ``pip install "callstate[web,webrtc]"`` and
+espeak-ng)::
+
+    python examples/web/server.py --db sqlite:///calls.db
+
+The page (``index.html``) uses ``/callstate/callstate.js``: it runs preflight, then
+resumes the tab's call or starts one, and only then opens the WebRTC connection with
+``POST /offer``. The callstate app hands each session it started or resumed to
+``WebCalls.take``; the offer that follows (carrying the call's token) runs the scripted
+bot of ``bot.py`` for that session over Pipecat's SmallWebRTC transport. When the page
+reloads, the connection closes (the session goes on hold, still resumable), the new page
+resumes it at epoch+1, and the bot continues where it was cut off: no greeting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pipecat.frames.frames import LLMRunFrame
+from pipecat.pipeline.worker import PipelineWorker
+from pipecat.transports.base_transport import TransportParams
+from pipecat.transports.smallwebrtc.connection import SmallWebRTCConnection
+from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
+from pipecat.workers.runner import WorkerRunner
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Mount, Route
+
+import callstate
+from callstate.web import WebOptions, create_app
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bot import build_bot  # the example's own module, beside this file
+
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass
+class Call:
+    """One WebRTC connection and the bot running the session over it."""
+
+    session: callstate.Session
+    connection: SmallWebRTCConnection
+    worker: PipelineWorker
+    run: asyncio.Task[None] | None = None
+    #: what the page sent over the data channel, in arrival order
+    received: list[Any] = field(default_factory=list)
+
+
+class WebCalls:
+    """The sessions the callstate app handed over, and the bot running each one."""
+
+    def __init__(self, keeper: callstate.Keeper) -> None:
+        self.keeper = keeper
+        self.sessions: dict[str, callstate.Session] = {}  # session id -> the live handle
+        self.calls: dict[str, Call] = {}  # session id -> its running call
+        self.received: dict[str, list[Any]] = {}  # session id -> every message, all legs
+
+    async def take(self, how: Literal["start", "resume"], session: callstate.Session) -> None:
+        """``WebOptions(on_session=...)``: keep the handle until the page's offer arrives."""
+        old = self.calls.pop(session.id, None)
+        if old is not None:  # this page took the call from an older connection: stop it
+            await self._stop(old)
+        previous = self.sessions.pop(session.id, None)
+        if previous is not None and previous is not session:
+            with contextlib.suppress(callstate.CallstateError):
+                await previous.close()
+        self.sessions[session.id] = session
+
+    async def offer(self, request: Request) -> Response:
+        """``POST /offer {sdp, type, token}``: answer the page's WebRTC offer, run its bot."""
+        body = await request.json()
+        pre = await self.keeper.preflight(str(body.get("token", "")))
+        session = self.sessions.get(pre.session_id or "")
+        if pre.status not in ("resumable", "active") or session is None or session.closed:
+            error = {"code": pre.status, "message": pre.reason or "no call for this token here"}
+            return JSONResponse({"error": error}, status_code=409)
+        old = self.calls.pop(session.id, None)
+        if old is not None:  # a new connection for the same leg (the page reconnected)
+            await self._stop(old, close_session=False)
+        connection = SmallWebRTCConnection()
+        await connection.initialize(sdp=body["sdp"], type=body["type"])
+        call = self._start(session, connection)
+        self.calls[session.id] = call
+        return JSONResponse(connection.get_answer())
+
+    def _start(self, session: callstate.Session, connection: SmallWebRTCConnection) -> Call:
+        params = TransportParams(audio_in_enabled=True, audio_out_enabled=True)
+        transport = SmallWebRTCTransport(connection, params)
+        worker, _, _ = build_bot(session, transport)
+        call = Call(session, connection, worker)
+        received = self.received.setdefault(session.id, [])
+
+        @transport.event_handler("on_client_connected")
+        async def connected(transport: Any, client: Any) -> None:
+            # a new call is greeted; a resumed one continues (the bot knows which)
+            await worker.queue_frame(LLMRunFrame())
+
+        @transport.event_handler("on_client_disconnected")
+        async def disconnected(transport: Any, client: Any) -> None:
+            if self.calls.get(session.id) is call:  # the page went away: hold the call
+                del self.calls[session.id]
+                await self._stop(call, close_session=False)
+                if session.writable:
+                    session.connection_lost("webrtc closed")
+
+        @transport.event_handler("on_app_message")
+        async def message(transport: Any, data: Any, sender: Any) -> None:
+            call.received.append(data)
+            received.append(data)
+
+        call.run = asyncio.create_task(self._run(worker))
+        return call
+
+    async def _run(self, worker: PipelineWorker) -> None:
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+
+    async def _stop(self, call: Call, *, close_session: bool = True) -> None:
+        await call.worker.cancel()
+        if call.run is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await call.run
+        with contextlib.suppress(Exception):  # the peer may be gone already
+            await call.connection.disconnect()
+        if close_session:
+            with contextlib.suppress(callstate.CallstateError):
+                await call.session.close()  # fenced already if the call was taken over
+
+    async def close(self) -> None:
+        """Stop every bot and let go of every session (each stays resumable)."""
+        for call in list(self.calls.values()):
+            await self._stop(call)
+        self.calls.clear()
+        for session in self.sessions.values():
+            with contextlib.suppress(callstate.CallstateError):
+                await session.close()
+        self.sessions.clear()
+
+
+def create_server(keeper: callstate.Keeper) -> Starlette:
+    """The example's app: the page, the callstate endpoints, and the WebRTC offer."""
+    calls = WebCalls(keeper)
+
+    async def page(request: Request) -> Response:
+        return FileResponse(HERE / "index.html", headers={"cache-control": "no-store"})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with keeper:
+            yield
+            await calls.close()
+
+    app = Starlette(
+        routes=[
+            Route("/", page),
+            Route("/offer", calls.offer, methods=["POST"]),
+            Mount("/callstate", create_app(keeper, WebOptions(on_session=calls.take))),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.calls = calls
+    return app
+
+
+def main() -> None:
+    import uvicorn
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--db", default="sqlite:///calls.db", help="callstate store URL")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    args = parser.parse_args()
+    secret = os.environ.get("CALLSTATE_SECRET", "change me: 32 bytes or more of secret!!")
+    keeper = callstate.Keeper(args.db, secret=secret.encode())
+    uvicorn.run(create_server(keeper), host=args.host, port=args.port)
+
+
+if __name__ == "__main__":
+    main()
