@@ -56,19 +56,19 @@ async def db(tmp_path: Path) -> Path:
 
 
 def test_archive_list_shows_every_call_with_its_outcome(db: Path) -> None:
-    """archive list prints one row per call with outcome and agent."""
+    """archive list prints one row per call with outcome, health class, legs and agent."""
     result = _cli("archive", "list", "--db", str(db), cwd=db.parent)
     assert 0 == result.returncode, result.stderr
     rows = {}
     for line in result.stdout.splitlines():
         parts = line.split()
         if parts and parts[0].startswith("call-"):
-            rows[parts[0]] = parts[1:3]
+            rows[parts[0]] = [parts[1], parts[2], parts[4], parts[5]]
     assert {
-        "call-done:1": ["completed", "triage"],
-        "call-drop:1": ["superseded", "billing"],
-        "call-drop:2": ["recovered", "billing"],
-        "call-left:1": ["abandoned", "web"],
+        "call-done:1": ["completed", "caller_ended", "1", "triage"],
+        "call-drop:1": ["superseded", "superseded", "2", "billing"],
+        "call-drop:2": ["recovered", "recovered", "2", "billing"],
+        "call-left:1": ["abandoned", "caller_never_returned", "1", "web"],
     } == rows
     assert "\x1b[" not in result.stdout
 

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -110,3 +111,85 @@ def test_a_store_url_of_an_unknown_kind_fails_naming_it(tmp_path: Path) -> None:
     result = _cli("sessions", "--db", "mongodb://127.0.0.1/x", cwd=tmp_path)
     assert (1, "") == (result.returncode, result.stdout)
     assert "mongodb://127.0.0.1/x" in result.stderr
+
+
+async def _health_calls(db: str, cwd: Path) -> tuple[dict[str, str], str]:
+    """Three calls ended just now: a hang-up, a failed tool call, a resumed drop."""
+    tools = callstate.ToolRegistry()
+
+    @tools.tool(effect="read")
+    async def lookup() -> dict[str, str]:
+        raise RuntimeError("backend down")
+
+    url = db if "://" in db else f"sqlite:///{cwd / db}"
+    clock = FakeClock(start=time.time() - 60)
+    ids: dict[str, str] = {}
+    async with callstate.Keeper(
+        url, secret=SECRET, clock=clock, tools=tools, sweep_every=None
+    ) as k:
+        hung_up = await k.start(caller=CALLER, session_id=unique("hangup"))
+        await hung_up.end(reason="caller_hangup")
+        failed = await k.start(session_id=unique("failed"))
+        await failed.run_tool("lookup", {}, call_id="c1")
+        await failed.end(reason="resolved")
+        dropped = await k.start(session_id=unique("dropped"))
+        dropped.connection_lost("network switch")
+        await dropped.flush()
+        back = await k.resume(dropped.resume_token())
+        await back.end(reason="resolved")
+        ids = {"hangup": hung_up.id, "failed": failed.id, "dropped": dropped.id}
+        tag = k.host.caller_hash(CALLER)
+    assert tag is not None
+    return ids, tag[:10]
+
+
+def _counts(out: str) -> dict[str, int]:
+    rows = [line.split() for line in out.splitlines()]
+    return {r[0]: int(r[1]) for r in rows if len(r) == 3 and r[2].endswith("%")}
+
+
+async def test_health_and_archive_filters_read_every_store(db: str, tmp_path: Path) -> None:
+    """``health --since 1h`` counts legs per class and lists the failed call; ``archive
+    list`` shows health, the caller's hash (never the number), legs and follow-ups, and
+    filters by --health, --since and --caller."""
+    ids, tag = await _health_calls(db, tmp_path)
+
+    def run(*args: str) -> str:
+        result = _cli(*args, "--db", db, cwd=tmp_path)
+        assert 0 == result.returncode, result.stdout + result.stderr
+        return result.stdout
+
+    health, failed, mine, old = await asyncio.gather(
+        asyncio.to_thread(run, "health", "--since", "1h"),
+        asyncio.to_thread(run, "archive", "list", "--health", "failed"),
+        asyncio.to_thread(run, "archive", "list", "--since", "1h", "--caller", CALLER),
+        asyncio.to_thread(run, "archive", "list", "--since", "1s"),
+    )
+    counts = _counts(health)
+    assert (1, 1, 1, 1, 0) == (
+        counts["failed"],
+        counts["caller_ended"],
+        counts["recovered"],
+        counts["superseded"],
+        counts["ok"],
+    )
+    assert "failed: 1 failed tool call(s)" in health
+    assert f"{ids['failed']}:1" in health.split("worst")[1]
+    assert f"{ids['failed']}:1" in failed
+    assert ids["hangup"] not in failed
+    assert f"{ids['hangup']}:1" in mine
+    assert ids["failed"] not in mine
+    assert tag in mine
+    assert CALLER not in mine
+    assert "no archived calls" in old
+    listed = run("archive", "list", "--session", ids["dropped"])
+    row = next(line for line in listed.splitlines() if f"{ids['dropped']}:2" in line)
+    assert ["recovered", "recovered", "-", "2"] == row.split()[1:5]
+
+
+def test_a_bad_since_is_refused_naming_it(tmp_path: Path) -> None:
+    """``--since soon`` fails with a message naming --since and the value."""
+    result = _cli("health", "--since", "soon", "--db", "x.db", cwd=tmp_path)
+    assert 1 == result.returncode
+    assert "--since" in result.stderr
+    assert "'soon'" in result.stderr

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import time
 from pathlib import Path
 
+import msgspec
 from rich import box
 from rich.console import Console
 from rich.table import Table
@@ -18,30 +20,73 @@ from rich.text import Text
 
 from ..archive.calls import FollowUpResult, decode_result
 from ..archive.followups import MAX_LEGS
+from ..archive.health import HEALTH_CLASSES, Health, with_followups
 from ..archive.records import ArchiveRecord, decode_record, open_record, write_records
 from ..errors import ConfigError, SealError
 from ..storage import Store
 from ..storage.abilities import keeps_log
+from .filters import caller_tag, followup_states, parse_since
 from .main import command, db_parent, env_sealer, open_db, sealed_hint
 from .timeline import clock_time
 
-__all__ = ["archive"]
+__all__ = ["Listed", "archive", "listed_table", "records_table", "select_records"]
 
 
-async def _records(
-    store: Store, *, session: str | None, caller: str | None, outcome: str | None, limit: int
-) -> list[ArchiveRecord]:
+class Listed(msgspec.Struct, frozen=True, kw_only=True):
+    """One archived leg as a list shows it: the record and what is stored beside it."""
+
+    record: ArchiveRecord
+    caller_hash: str | None
+    legs: int = 1
+    followups: list[str] = []  # the ledger states of its follow-ups
+
+    @property
+    def health(self) -> Health | None:
+        """The record's health, ``failed`` when one of its follow-ups is dead or orphaned."""
+        h = self.record.health
+        return None if h is None else with_followups(h, self.followups)
+
+
+async def select_records(
+    store: Store,
+    *,
+    session: str | None,
+    caller: str | None,
+    outcome: str | None,
+    health: str | None = None,
+    since: float | None = None,
+    limit: int,
+    count_legs: bool = True,
+) -> list[Listed]:
+    """Archived legs matching every given filter, newest first (``caller`` is matched on
+    the opened record; ``health`` counts dead or orphaned follow-ups as failed)."""
     # callers are matched on the opened record: the hash needs the secret too
-    rows = await store.archive_list(session_id=session, limit=100_000 if caller else limit)
-    records = [_decoded(r.data) for r in rows]
-    if caller is not None and any(r.sealed is not None for r in records):
+    wide = caller is not None or health is not None
+    rows = await store.archive_list(
+        session_id=session, since=since, limit=100_000 if wide else limit
+    )
+    records = [(r, _decoded(r.data)) for r in rows]
+    if caller is not None and any(rec.sealed is not None for _, rec in records):
         msg = "the archive holds sealed caller ids: set CALLSTATE_SECRET to filter by --caller"
         raise ConfigError(msg)
     if caller is not None:
-        records = [r for r in records if r.caller == caller]
+        records = [(r, rec) for r, rec in records if rec.caller == caller]
     if outcome is not None:
-        records = [r for r in records if r.outcome == outcome]
-    return records[:limit]
+        records = [(r, rec) for r, rec in records if rec.outcome == outcome]
+    states = await followup_states(store)
+    listed = [
+        Listed(record=rec, caller_hash=r.caller_hash, followups=states.get(rec.record_id, []))
+        for r, rec in records
+    ]
+    if health is not None:
+        listed = [x for x in listed if x.health is not None and x.health.kind == health]
+    listed = listed[:limit]
+    if not count_legs:
+        return listed
+    legs: dict[str, int] = {}
+    for sid in {x.record.session_id for x in listed}:
+        legs[sid] = len(await store.archive_list(session_id=sid, limit=MAX_LEGS))
+    return [msgspec.structs.replace(x, legs=legs[x.record.session_id]) for x in listed]
 
 
 def _decoded(data: bytes) -> ArchiveRecord:
@@ -64,26 +109,48 @@ def _filters(p: argparse.ArgumentParser) -> None:
         choices=["completed", "recovered", "superseded", "abandoned", "failed"],
         help="only calls with this outcome",
     )
+    p.add_argument(
+        "--health", choices=list(HEALTH_CLASSES), help="only calls with this health class"
+    )
+    p.add_argument("--since", help="only calls that ended this long ago or later (1h, 30m, 2d)")
     p.add_argument("--limit", type=int, default=50, help="most records (default 50)")
 
 
 def records_table(records: list[ArchiveRecord], *, title: str) -> Table:
     """One row per archived call."""
+    return listed_table([Listed(record=r, caller_hash=None) for r in records], title=title)
+
+
+def listed_table(listed: list[Listed], *, title: str, full: bool = False) -> Table:
+    """One row per archived call; ``full`` adds health, caller (its hash), legs and
+    follow-up columns."""
     table = Table(box=box.SIMPLE_HEAD, title=title, title_justify="left")
-    for name in ("record", "outcome", "agent", "via", "ended", "duration", "turns", "tools"):
-        right = name in ("duration", "turns", "tools")
+    names = ["record", "outcome"]
+    if full:
+        names += ["health", "caller", "legs"]
+    names += ["agent", "via", "ended", "duration", "turns", "tools"]
+    if full:
+        names.append("follow-ups")
+    for name in names:
+        right = name in ("duration", "turns", "tools", "legs")
         table.add_column(name, no_wrap=True, justify="right" if right else "left")
-    for r in records:
-        table.add_row(
-            r.record_id,
-            r.outcome,
+    for x in listed:
+        r = x.record
+        row = [r.record_id, r.outcome]
+        if full:
+            h = x.health
+            row += [h.kind if h else "-", caller_tag(x.caller_hash), str(x.legs)]
+        row += [
             r.agent,
             r.via,
             clock_time(r.timings.ended_at),
             f"{r.timings.duration_s:.0f}s",
             str(sum(1 for i in r.transcript if i.kind == "user")),
             str(len(r.tools)),
-        )
+        ]
+        if full:
+            row.append(",".join(x.followups) or "-")
+        table.add_row(*row)
     return table
 
 
@@ -96,6 +163,7 @@ def record_detail(r: ArchiveRecord) -> list[Table]:
     for name, value in (
         ("record", r.record_id),
         ("outcome", r.outcome),
+        ("health", _health_text(r.health)),
         ("agent", r.agent),
         ("caller", r.caller or ("(sealed: set CALLSTATE_SECRET)" if r.sealed else "-")),
         ("began by", f"{r.via} (gap {t.gap_s:.1f}s)" if r.via != "start" else "start"),
@@ -127,15 +195,30 @@ def record_detail(r: ArchiveRecord) -> list[Table]:
     return [facts, transcript, tools, recovery]
 
 
-async def _matching(args: argparse.Namespace) -> list[ArchiveRecord]:
-    """The records ``list`` and ``export`` select with ``--session/--caller/--outcome/--limit``."""
+def _health_text(h: Health | None) -> str:
+    if h is None:
+        return "- (written before health classes)"
+    counted = [
+        f"{n} {what}"
+        for n, what in ((h.failed_tools, "failed tool call(s)"), (h.recoveries, "recovery(ies)"))
+        if n
+    ]
+    return " ".join([h.kind, f"({h.cause})" if h.cause else "", ", ".join(counted)]).strip()
+
+
+async def _matching(args: argparse.Namespace) -> list[Listed]:
+    """The records ``list`` and ``export`` select with ``--session/--caller/--outcome/
+    --health/--since/--limit``."""
+    since = parse_since(args.since, now=time.time())
     store = await open_db(args.db)
     try:
-        return await _records(
+        return await select_records(
             store,
             session=args.session,
             caller=args.caller,
             outcome=args.outcome,
+            health=args.health,
+            since=since,
             limit=args.limit,
         )
     finally:
@@ -144,11 +227,11 @@ async def _matching(args: argparse.Namespace) -> list[ArchiveRecord]:
 
 async def archive_list(args: argparse.Namespace, out: Console) -> int:
     """``callstate archive list``."""
-    records = await _matching(args)
-    if not records:
+    listed = await _matching(args)
+    if not listed:
         out.print(f"no archived calls in {args.db}")
         return 0
-    out.print(records_table(records, title=f"archived calls in {args.db}, newest first"))
+    out.print(listed_table(listed, title=f"archived calls in {args.db}, newest first", full=True))
     return 0
 
 
@@ -214,7 +297,7 @@ async def archive_call(args: argparse.Namespace, out: Console) -> int:
 
 async def archive_export(args: argparse.Namespace, out: Console) -> int:
     """``callstate archive export DIR``: one JSON file per call."""
-    records = await _matching(args)
+    records = [x.record for x in await _matching(args)]
     paths = await asyncio.to_thread(write_records, Path(args.dir), records)
     out.print(f"exported {len(paths)} call record(s) to {args.dir}")
     for p in paths:

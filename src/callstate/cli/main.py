@@ -82,6 +82,7 @@ COMMAND_MODULES: list[str] = [
     "callstate.cli.continuity_demo",  # demo scenes: token, caller id, follow-up, expiry
     "callstate.cli.archive",
     "callstate.cli.followups",
+    "callstate.cli.health",
     "callstate.web.serve",  # needs the web extra only when run
 ]
 

@@ -221,9 +221,7 @@ class RecordsSuite(Suite):
         await log.followup_record(msgspec.structs.replace(first, data=b"second"))
         later = FollowUpRun(followup_id=new_id("f"), session_id=sid, data=b"later")
         await log.followup_record(later)
-        await log.followup_record(
-            FollowUpRun(followup_id=new_id("f"), session_id=other, data=b"x")
-        )
+        await log.followup_record(FollowUpRun(followup_id=new_id("f"), session_id=other, data=b"x"))
         await store.purge(sid)
         got = sorted(await log.followup_runs(sid), key=lambda r: r.data)
         assert sorted([first, later], key=lambda r: r.data) == got
