@@ -25,7 +25,7 @@ def test_pyproject_reserves_the_extras_and_the_build() -> None:
 
 
 def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
-    """A wheel built from the tree has py.typed, the `callstate` command and the extras."""
+    """A wheel built from the tree has py.typed, the browser client, the command and the extras."""
     build = ["wheel", str(ROOT), "--no-deps", "--no-build-isolation", "--quiet", "-w"]
     result = subprocess.run(
         [sys.executable, "-m", "pip", *build, str(tmp_path)],
@@ -43,6 +43,7 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
         metadata = z.read(f"{info}/METADATA").decode().splitlines()
     assert "callstate/py.typed" in names
     assert "callstate/cli/main.py" in names
+    assert {"callstate/web/static/callstate.js", "callstate/web/static/callstate.d.ts"} <= names
     assert "callstate = callstate.cli:main" in entry_points.splitlines()
     assert "Requires-Python: >=3.11" in metadata
     provided = {line.split(": ", 1)[1] for line in metadata if line.startswith("Provides-Extra:")}

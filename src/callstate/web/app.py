@@ -7,7 +7,8 @@ Endpoints (all ``POST``, JSON in and out, under ``/v1``):
 - ``/v1/resume`` ``{"token", "takeover"?}`` → the session at epoch+1 and a fresh token.
 - ``/v1/token/refresh`` ``{"token"}`` → a fresh token for the same session and epoch.
 
-``GET /v1/openapi.json`` describes them. Errors are ``{"error": {"code", "message"}}``
+``GET /v1/openapi.json`` describes them. ``GET /callstate.js`` is the browser client (an
+ES module) and ``/callstate.d.ts`` its TypeScript declarations. Errors are ``{"error": {"code", "message"}}``
 with the error class's stable ``code`` and a fitting HTTP status.
 
 Who drives a session the app took? ``WebOptions(on_session=...)`` is handed each
@@ -54,6 +55,7 @@ from ..errors import (
 from ..keeper import Keeper
 from ..session import Session
 from ._bodies import BadRequest, RefreshBody, ResumeBody, StartBody, TokenBody, read_body
+from .assets import asset_route
 from .dashboard import dashboard_paths, dashboard_routes
 from .openapi import openapi_document
 
@@ -147,6 +149,12 @@ class _Api:
         if asyncio.iscoroutine(result):
             await result
 
+    def _expires_in(self, token: str) -> float:
+        """Seconds the token stays valid, by the server's clock (the client refreshes
+        before then without trusting its own clock)."""
+        claims = verify_token(token, self.keeper.secrets)
+        return max(0.0, claims.expires_at - self.keeper.clock.now())
+
     def _answer(self, session: Session, token: str) -> dict[str, Any]:
         plan = session.recovery
         return {
@@ -154,6 +162,7 @@ class _Api:
             "epoch": session.state.epoch,
             "agent": session.state.agent,
             "token": token,
+            "expires_in": self._expires_in(token),
             "resumed": plan is not None,
             "gap_s": None if plan is None else plan.gap_s,
         }
@@ -187,7 +196,8 @@ class _Api:
         keeper = await self.ready()
         token = await keeper.refresh_token(body.token, ttl=self.options.token_ttl)
         claims = verify_token(token, keeper.secrets)
-        return _json({"session_id": claims.session_id, "epoch": claims.epoch, "token": token})
+        answer = {"session_id": claims.session_id, "epoch": claims.epoch, "token": token}
+        return _json({**answer, "expires_in": self._expires_in(token)})
 
     async def openapi(self, request: Request) -> Response:
         return _json(openapi_document(dashboard_paths() if self.options.dashboard else None))
@@ -226,6 +236,8 @@ def create_app(keeper: Keeper, options: WebOptions | None = None) -> Starlette:
         Route("/v1/resume", _endpoint(api.resume), methods=["POST"]),
         Route("/v1/token/refresh", _endpoint(api.refresh), methods=["POST"]),
         Route("/v1/openapi.json", _endpoint(api.openapi), methods=["GET"]),
+        asset_route("/callstate.js", "callstate.js"),
+        asset_route("/callstate.d.ts", "callstate.d.ts"),
     ]
     if opts.dashboard:
         routes += dashboard_routes(api.ready, opts.dashboard_token or "", wrap=_endpoint)

@@ -33,6 +33,7 @@ _SESSION = {
         "epoch": {"type": "integer", "minimum": 1},
         "agent": {"type": "string"},
         "token": _TOKEN,
+        "expires_in": {"type": "number", "description": "seconds the token stays valid"},
         "resumed": {"type": "boolean"},
         "gap_s": {"type": ["number", "null"], "description": "seconds since the drop"},
     },
