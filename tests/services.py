@@ -38,6 +38,7 @@ _HOW = {
         "or point CALLSTATE_TEST_POSTGRES at one"
     ),
     "redis-server": "the `redis-server` binary is not on PATH: `apt-get install redis-server`",
+    "chromium": "Debian's chromium is not at /usr/bin/chromium: `apt-get install chromium`",
 }
 
 
