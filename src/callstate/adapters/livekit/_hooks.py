@@ -18,6 +18,7 @@ from typing import Any
 from livekit.agents import Agent, llm
 from livekit.agents.voice import io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
+from livekit.agents.voice.speech_handle import SpeechHandle
 
 from ...journal.context import call_output
 from ...journal.state import SessionState, ToolCall
@@ -31,6 +32,7 @@ __all__ = [
     "held_in_reply",
     "plain_userdata",
     "replace_held_outputs",
+    "stop_held_reply",
     "userdata_diff",
     "wrap_llm_node",
     "write_notes",
@@ -167,6 +169,23 @@ def held_in_reply(state: SessionState, update_ids: Iterable[str]) -> list[str]:
         if (cid := uid.removesuffix("_final").split("_update_")[0]) in calls
         and calls[cid].delivery == "held"
     ]
+
+
+def stop_held_reply(
+    state: SessionState, update_ids: Iterable[str], handle: SpeechHandle | None
+) -> bool:
+    """Stop a deferred reply that would voice a result held since a barge-in.
+
+    A tool that outlived LiveKit's interruption timeout answers later in a reply of
+    its own; while callstate holds the result (the caller's turn has not ended) that
+    reply would talk over the caller, so it is stopped and the result is delivered,
+    discarded or announced on the caller's next turn, as the reconciler decides.
+    Returns whether it was stopped (its interruption callbacks run later).
+    """
+    if held_in_reply(state, update_ids) and handle is not None and not handle.done():
+        handle.interrupt(force=True)
+        return True
+    return False
 
 
 def wrap_llm_node(

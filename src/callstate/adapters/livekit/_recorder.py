@@ -12,6 +12,8 @@ Hooks (livekit-agents 1.8), each recording in the order LiveKit acts:
 - a ``TextOutput`` placed first in ``session.output.transcription``: what reaches the
   output is what the caller heard (text arrives there as it is released; with audio
   and TTS-aligned transcripts, as it plays);
+- an ``AudioOutput`` placed first in ``session.output.audio`` (``_playout.py``): when
+  the agent speaks through audio, what was heard is the audio that played;
 - each agent's ``llm_node``, wrapped on the instance: the final user turn is recorded
   before inference (LiveKit emits it only once the reply is scheduled), notes on held
   results the reconciler decided are written into the turn's context, and the text
@@ -55,14 +57,15 @@ from ._hooks import (
     Tap,
     current_speech,
     drop_item,
-    held_in_reply,
     plain_userdata,
+    stop_held_reply,
     userdata_diff,
     wrap_llm_node,
     write_notes,
 )
 from ._owed import OwedOutcomes
 from ._plain import PlainCalls, handoff_needs_secret
+from ._playout import Playout
 from ._refused import journal_refused
 
 __all__ = ["LiveKitRecovery"]
@@ -121,6 +124,7 @@ class LiveKitRecovery:
             lambda call_id: call_id in self._ran or self._plain.recorded(call_id),
         )
         self._owed.follow(session)
+        self._playout = Playout(self._cut_heard)  # with audio, heard is what played
         hooks: list[tuple[EventTypes, Callable[[Any], None]]] = [
             ("conversation_item_added", self._on_item),
             ("user_input_transcribed", self._on_transcript),
@@ -194,6 +198,7 @@ class LiveKitRecovery:
         out = self.agent_session.output
         if not isinstance(out.transcription, Tap):
             out.transcription = Tap(self._wait_ready, self._heard_text, out.transcription)
+        self._playout.ensure(out)
 
     # -- agent utterances ------------------------------------------------------------------
 
@@ -213,6 +218,10 @@ class LiveKitRecovery:
                 self.session.agent_progress(self._uid, spoken_text="", text=ahead.strip())
         return self._uid
 
+    def _spoken(self) -> str:
+        # text sent to be spoken through audio is heard only as far as it plays
+        return "" if self._playout.active else self._heard.strip()
+
     def _reset(self) -> None:
         self._uid, self._cut, self._heard, self._generated = None, False, "", ""
         self._speech = None
@@ -224,7 +233,7 @@ class LiveKitRecovery:
             uid = self._start(speech)
             self._heard += text
             full = self._generated if len(self._generated) >= len(self._heard) else self._heard
-            self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=full.strip())
+            self.session.agent_progress(uid, spoken_text=self._spoken(), text=full.strip())
 
         if not self._cut:
             self._rec(record)
@@ -241,7 +250,7 @@ class LiveKitRecovery:
                 return
             uid = self._start(speech)
             self._generated = text
-            self.session.agent_progress(uid, spoken_text=self._heard.strip(), text=text.strip())
+            self.session.agent_progress(uid, spoken_text=self._spoken(), text=text.strip())
 
         if text.strip():
             self._rec(record)
@@ -249,6 +258,7 @@ class LiveKitRecovery:
     def _assistant(self, msg: llm.ChatMessage, speech: str | None) -> None:
         text = (msg.text_content or "").strip()
         if self._cut and (speech is None or speech == self._speech):
+            self._playout.settle(text)  # LiveKit stores it after playback stopped
             heard = self._said(self._uid)
             self._reset()  # recorded at the barge-in, with what had reached the output
             if heard != text:
@@ -295,11 +305,20 @@ class LiveKitRecovery:
                     self.session.agent_finished(self._uid, text=self._heard.strip())
                     self._cut = True
                 return
-            if mine and self._uid is not None:
+            if mine and self._uid is not None and self._playout.active:
+                self._playout.cut(speech_id, self._uid, self._heard)  # when playback stops
+                self._cut = True
+            elif mine and self._uid is not None:
                 self.session.interrupt(heard_text=self._heard.strip(), utterance_id=self._uid)
                 self._cut = True
             elif self.session.state.in_flight:
                 self.session.interrupt()
+
+        self._rec(record)
+
+    def _cut_heard(self, uid: str, heard: str, audio_end_ms: int | None) -> None:
+        def record() -> None:
+            self.session.interrupt(heard_text=heard, audio_end_ms=audio_end_ms, utterance_id=uid)
 
         self._rec(record)
 
@@ -442,22 +461,10 @@ class LiveKitRecovery:
         elif isinstance(update, ToolCallEnded):
             self._plain.ended(update)
         elif isinstance(update, ToolReplyUpdated) and update.status == "scheduled":
-            self._hold_deferred_reply(update)
-
-    def _hold_deferred_reply(self, update: ToolReplyUpdated) -> None:
-        """Stop a deferred reply that would voice a result held since a barge-in.
-
-        A tool that outlived LiveKit's interruption timeout answers later in a reply of
-        its own; while callstate holds the result (the caller's turn has not ended) that
-        reply would talk over the caller, so it is stopped and the result is delivered,
-        discarded or announced on the caller's next turn, as the reconciler decides.
-        """
-        held = held_in_reply(self.session.state, update.update_ids)
-        handle = self._speeches.get(update.speech_id)
-        if held and handle is not None and not handle.done():
-            self._muted.add(handle.id)
-            self.suppressed.append(handle.id)
-            handle.interrupt(force=True)
+            handle = self._speeches.get(update.speech_id)
+            if stop_held_reply(self.session.state, update.update_ids, handle):
+                self._muted.add(update.speech_id)  # stopped here: no barge-in
+                self.suppressed.append(update.speech_id)
 
     def _on_state(self, ev: AgentStateChangedEvent) -> None:
         self._link_up()
