@@ -6,7 +6,10 @@ awaited directly. One pass:
 1. renews this keeper's own leases (a keeper is never stale to itself);
 2. reports sessions whose lease lapsed while active as ``session.stale`` (once per
    session and epoch); any keeper may then take them over with ``keeper.resume``,
-   which claims epoch+1 and so fences the old owner;
+   which claims epoch+1 and so fences the old owner. A stale session frozen by an
+   offer whose package was never stored (its keeper died in between) is withdrawn:
+   claimed at epoch+1 with ``HandoffReclaimed``, so it is never left frozen with no
+   package to accept;
 3. expires sessions past ``last_interaction_at + resume_window``: claims them
    (epoch+1, fencing a zombie owner), appends ``SessionExpiredEvent``, writes the
    call's archive record (``abandoned`` when it never ended) and those of runs a
@@ -47,6 +50,8 @@ class SweepResult(msgspec.Struct, kw_only=True):
     stale: list[str] = []
     expired: list[str] = []
     purged: list[str] = []
+    #: offers withdrawn because their package was never stored
+    withdrawn: list[str] = []
     followups: int = 0
 
 
@@ -120,6 +125,35 @@ class Sweeper:
         )
         return True
 
+    async def withdraw_offer(self, rec: SessionRecord, now: float) -> bool:
+        """Withdraw the offer freezing stale session ``rec`` if its package was never
+        stored; False when there is nothing to withdraw or another keeper moved first."""
+        host = self._host
+        store = host.store
+        state = restore_state(await store.load(rec.session_id), host.sealer)
+        pid = state.pending_handoff
+        if state.status != "offered" or pid is None or await store.package_get(pid) is not None:
+            return False  # an offer with a package is the acceptor's (or reclaim's) to end
+        try:
+            epoch = await store.claim(rec.session_id, state.epoch, host.owner, now + host.lease_ttl)
+        except (StaleEpochError, SessionNotFound):
+            return False
+        withdrawn = ev.HandoffReclaimed(seq=state.seq + 1, at=now, package_id=pid, epoch=epoch)
+        batch = Batch(
+            session_id=rec.session_id,
+            epoch=epoch,
+            first_seq=withdrawn.seq,
+            events=[ev.encode_event(withdrawn)],
+            agent=state.agent,
+            status="active",
+        )
+        (error,) = await store.append([batch])
+        await store.release_lease(rec.session_id, host.owner)
+        if error is not None:  # it recorded more since our read: not ours to withdraw
+            return False
+        host.emit("handoff.reclaimed", rec.session_id, package_id=pid, epoch=epoch, withdrawn=True)
+        return True
+
     async def _pages(self, **filters: object) -> list[SessionRecord]:
         return await self._host.store.list_sessions(limit=_PAGE, **filters)  # type: ignore[arg-type]
 
@@ -135,6 +169,9 @@ class Sweeper:
 
         seen: set[tuple[str, int]] = set()
         for rec in await self._pages(statuses=["active", "offered"], lease_before=now):
+            if rec.status == "offered" and await self.withdraw_offer(rec, now):
+                result.withdrawn.append(rec.session_id)
+                continue  # active again and unowned: reported stale by the next pass
             key = (rec.session_id, rec.epoch)
             seen.add(key)
             result.stale.append(rec.session_id)

@@ -19,10 +19,16 @@ conditional on the epoch, and the event on nothing having been recorded since th
 offer.
 
 **A crash between the steps** (stores without ``atomic_packages`` take them one after
-another) can leave the package moved but the session still at the offer's epoch,
-frozen. It stays ownable: repeating the same accept (or reclaim) finds the package
-already in its own target status with the session still at the offer's epoch, and
-carries on with the claim; ``keeper.resume(session_id)`` takes it over in any case.
+another) can leave the package moved but the session unclaimed, or claimed without
+its event, still frozen; a crash after the last step leaves the session accepted by a
+keeper that never used it. Repeating the same accept (or reclaim), in the same or
+another keeper, finishes it: it finds the package already in its own target status
+and the session as the interrupted call left it, claims it (from a dead keeper only
+once that keeper's lease lapsed), records the event if it is missing and owns the
+session. ``keeper.resume(session_id)`` takes it over in any case. An offer whose
+keeper died before its package was stored is withdrawn by the sweep (see
+:mod:`callstate.continuity.sweep`). Each step is a named kill point
+(:mod:`callstate.storage.killpoints`).
 
 **Late results** of calls still running at the offer: see :mod:`callstate.tools.late`.
 """
@@ -50,6 +56,7 @@ from ..journal.context import build_messages
 from ..journal.state import SessionState
 from ..runtime.handle import Handle
 from ..storage.base import Batch, PackageMove, PackageRow, claim_in_steps, storable_text
+from ..storage.killpoints import kill_point
 from ..tools.late import watch
 from .package import HandoffPackage, build_payload, default_summarize, trim_point
 
@@ -196,9 +203,11 @@ async def _offer(
         if carried:
             journal.package = row
         await session.wait_durable(state.seq)
+        kill_point("handoff.offer_durable")
         if not carried or journal.package is row:  # not in the batch that held the offer
             journal.package = None
             await host.store.package_put(row)
+        kill_point("handoff.package_stored")
     except BaseException:
         session.journal.package = None
         _withdraw(session, package_id)
@@ -279,32 +288,52 @@ async def _load(
     return package, row
 
 
-async def _move(host: Host, package: HandoffPackage, to_status: str) -> None:
-    """Move the package out of ``offered`` (or find an interrupted move of our own)."""
+async def _resume_point(host: Host, package: HandoffPackage, to_status: str) -> tuple[int, bool]:
+    """Where an interrupted accept (or reclaim) of ``package`` like this one stands, for
+    a package already in ``to_status``: the epoch to claim the session from, and whether
+    its event is already recorded (the call finished and its keeper died before it used
+    the session). The package moved but the session unclaimed is finished from the
+    offer's epoch; a claim without its event, or a finished call, only from a keeper
+    whose lease lapsed (or that had this keeper's owner id and has no live handle
+    here), so a live one is not fenced in the middle of its own accept.
+
+    Raises:
+        HandoffStateError: the package was moved by another call (to another status, or
+            by a keeper that still holds the session), or the session moved on.
+    """
     store = host.store
     pid, sid = package.package_id, package.session_id
-    if not await store.package_transition(pid, "offered", to_status):
-        row = await store.package_get(pid)
-        if row is None:
-            msg = f"handoff package {pid!r:.80} is unknown to the store"
-            raise HandoffStateError(msg)
-        status = row.status
-        rec = await store.get(sid)
-        interrupted = (
-            status == to_status
-            and rec is not None
-            and rec.epoch == package.epoch
-            and rec.status == "offered"
-        )
-        if not interrupted:
-            msg = f"handoff package {pid!r} was already {status}; it cannot be {to_status} again"
-            raise HandoffStateError(msg)
+    row = await store.package_get(pid)
+    if row is None:
+        msg = f"handoff package {pid!r:.80} is unknown to the store"
+        raise HandoffStateError(msg)
+    rec = await store.get(sid)
+    offer_seq = package.payload.seq
+    if row.status == to_status and rec is not None:
+        live = host.handles.get(sid)
+        ours = rec.lease_owner == host.owner and (live is None or live.error is not None)
+        lapsed = ours or rec.lease_until < host.clock.now()
+        if rec.status == "offered" and rec.seq == offer_seq:
+            if rec.epoch == package.epoch or lapsed:
+                return rec.epoch, False  # moved, and never claimed or never recorded
+        elif rec.status == "active" and rec.seq == offer_seq + 1 and lapsed:
+            after = await store.read_events(sid, offer_seq)
+            done = ev.decode_event(after[0]) if after else None
+            if (
+                isinstance(done, ev.HandoffAccepted | ev.HandoffReclaimed)
+                and done.package_id == pid
+                and done.epoch == rec.epoch
+            ):
+                return rec.epoch, True
+    status = row.status
+    msg = f"handoff package {pid!r} was already {status}; it cannot be {to_status} again"
+    raise HandoffStateError(msg)
 
 
-def _ownership_batch(package: HandoffPackage, to_status: str, now: float) -> Batch:
+def _ownership_batch(package: HandoffPackage, to_status: str, now: float, epoch: int) -> Batch:
     """The event that ends the offer (``HandoffAccepted`` or ``HandoffReclaimed``), as the
-    batch the claim appends: right after the offer, at the offer's epoch + 1."""
-    epoch, seq = package.epoch + 1, package.payload.seq + 1
+    batch the claim to ``epoch`` appends: right after the offer."""
+    seq = package.payload.seq + 1
     event: ev.Event
     if to_status == "accepted":
         event = ev.HandoffAccepted(
@@ -339,32 +368,39 @@ async def _take(
 
     The recorded event must directly follow the offer, so a session that recorded
     anything since (it cannot while frozen, so it was taken over) is refused. A package
-    no longer offered is looked at again: already moved (an error), or moved by an
-    interrupted call like this one, which then claims the session on its own.
+    no longer offered is looked at again (:func:`_resume_point`): moved by another call
+    (an error), or by an interrupted call like this one, which this one then finishes:
+    it claims the session, records the event if it is missing, and owns the session.
     """
     host = flow.host
     sid, pid = package.session_id, package.package_id
     now = host.clock.now()
     move = PackageMove(package_id=pid, from_status="offered", to_status=to_status)
     until = now + host.lease_ttl
-    then = _ownership_batch(package, to_status, now)
     store = host.store
+    recorded = True
 
-    def plain() -> Awaitable[int]:
-        return store.claim(sid, package.epoch, host.owner, until)
-
-    async def claim(move: PackageMove | None) -> int:
+    async def claim(move: PackageMove | None, start: int) -> int:
+        then = _ownership_batch(package, to_status, now, start + 1)
         if getattr(store, "atomic_packages", False):
-            return await store.claim(sid, package.epoch, host.owner, until, package=move, then=then)
+            return await store.claim(sid, start, host.owner, until, package=move, then=then)
+
+        def plain() -> Awaitable[int]:
+            return store.claim(sid, start, host.owner, until)
+
         # step by step, through the plain claim any store has (see ``Store.claim``)
         return await claim_in_steps(store, plain, move, then)
 
     try:
         try:
-            epoch = await claim(move)
+            epoch = await claim(move, package.epoch)
         except HandoffStateError:  # not offered (any more): nothing was changed
-            await _move(host, package, to_status)  # raises unless it was our own move
-            epoch = await claim(None)
+            start, finished = await _resume_point(host, package, to_status)  # or raises
+            if finished:  # only the session is left to take over
+                recorded = False
+                epoch = await store.claim(sid, start, host.owner, until)
+            else:
+                epoch = await claim(None, start)
     except StaleEpochError as exc:
         msg = (
             f"session {sid!r} is at epoch {exc.current_epoch}, no longer as offered in "
@@ -377,7 +413,9 @@ async def _take(
     except SessionNotFound as exc:
         msg = f"session {sid!r} of handoff package {pid!r} is gone"
         raise HandoffStateError(msg) from exc
-    owned = await flow.ownership.own_claimed(sid, epoch, now=now, via=via, recorded=True)
+    kill_point("handoff.claimed")
+    owned = await flow.ownership.own_claimed(sid, epoch, now=now, via=via, recorded=recorded)
+    kill_point("handoff.owned")
     watch(flow.tools)  # the takeover landed what was stored; the rest is polled for
     return owned
 

@@ -32,6 +32,7 @@ from ..errors import (
     HandoffStateError,
     SessionNotFound,
 )
+from .killpoints import kill_point
 
 __all__ = [
     "ArchiveRow",
@@ -414,7 +415,9 @@ async def claim_in_steps(
     """
     if package is not None:
         await move_package(store, package)
+        kill_point("claim.package_moved")
     epoch = await claim()
+    kill_point("claim.claimed")
     if then is not None:
         [error] = await store.append([then])
         if error is not None:
