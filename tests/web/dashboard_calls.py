@@ -6,6 +6,8 @@
   result is held and then announced, the link drops and comes back (a hold), the call
   is handed off to ``billing`` (leg 2) which runs a tool and is hung up, the caller rings
   back within the grace (leg 3, a resume) and hangs up; one follow-up then runs.
+- ``in_doubt``: a card charge is running when the worker lets go of the call; another
+  takes it over and the charge is in doubt (``unknown``: a write is never re-run).
 - three short calls: one completed, one failed, one abandoned (it expires).
 """
 
@@ -30,6 +32,7 @@ class Seeded:
     booking: str
     completed: str
     failed: str
+    in_doubt: str
     abandoned: str
 
 
@@ -52,6 +55,12 @@ def registry(
         await gate.wait()
         clock.advance(0.8)
         return {"booking_id": booking_id, "time": time, "key": ctx.idempotency_key}
+
+    @tools.tool(effect="write")
+    async def charge_card(amount: int) -> dict[str, Any]:
+        entered.set()
+        await asyncio.Event().wait()  # the worker lets go of the call while this runs
+        return {"charged": amount}
 
     @tools.tool(effect="read")
     async def lookup_invoice(invoice_id: str) -> dict[str, Any]:
@@ -163,6 +172,27 @@ async def _short(k: callstate.Keeper, clock: FakeClock, *, how: str) -> str:
     return s.id
 
 
+async def _in_doubt(rig: Rig) -> str:
+    k, clock = rig.keeper, rig.clock
+    rig.entered.clear()
+    s = await k.start(caller="+15550009999", agent="payments")
+    clock.advance(1.0)
+    s.user_said("Please pay the invoice with my card")
+    charge = asyncio.create_task(s.run_tool("charge_card", {"amount": 42}, call_id="p1"))
+    await rig.entered.wait()
+    clock.advance(1.0)
+    await s.close()  # the worker goes away mid-charge: the write is in doubt
+    await asyncio.gather(charge, return_exceptions=True)
+    clock.advance(6.0)
+    again = await k.resume(s.id, takeover=True)  # another worker takes the call over
+    clock.advance(0.5)
+    again.connection_restored()
+    say(again, clock, "I can't tell whether the payment went through; let me check.")
+    clock.advance(1.0)
+    await again.end(reason="caller_hangup")
+    return s.id
+
+
 async def seed(rig: Rig) -> Seeded:
     """Record the calls (see the module doc) through the rig's open keeper."""
     k, clock = rig.keeper, rig.clock
@@ -171,8 +201,16 @@ async def seed(rig: Rig) -> Seeded:
     booking = await _booking(rig)
     clock.advance(1200)
     failed = await _short(k, clock, how="failed")
-    clock.advance(600)
+    clock.advance(300)
+    in_doubt = await _in_doubt(rig)
+    clock.advance(300)
     abandoned = await _short(k, clock, how="abandoned")
     clock.advance(k.resume_window + 120)
     await k.sweep()
-    return Seeded(booking=booking, completed=completed, failed=failed, abandoned=abandoned)
+    return Seeded(
+        booking=booking,
+        completed=completed,
+        failed=failed,
+        in_doubt=in_doubt,
+        abandoned=abandoned,
+    )

@@ -87,15 +87,16 @@ async def test_the_pages_load_without_the_token_and_forbid_other_origins(served:
 
 
 async def test_the_call_list_has_one_row_per_call_and_never_a_caller_id(served: Served) -> None:
-    """Four calls, latest first; the booking has its three legs' outcomes; callers are
+    """Five calls, latest first; the booking has its three legs' outcomes; callers are
     named only by a tag, never by their number."""
     reply = await served.client.get("/v1/dashboard/calls", headers=AUTH)
     rows = reply.json()["calls"]
     ids = served.ids
-    assert [ids.abandoned, ids.failed, ids.booking, ids.completed] == [
+    assert [ids.abandoned, ids.in_doubt, ids.failed, ids.booking, ids.completed] == [
         r["session_id"] for r in rows
     ]
-    booking = rows[2]
+    assert (2, 1, 1) == (rows[1]["legs"], rows[1]["tools"], rows[1]["in_doubt"])
+    booking = rows[3]
     assert (3, ["superseded", "completed", "recovered"]) == (booking["legs"], booking["outcomes"])
     assert (["triage", "billing"], 3, 1, 1, 1) == (
         booking["agents"],
@@ -113,7 +114,8 @@ async def test_the_call_list_has_one_row_per_call_and_never_a_caller_id(served: 
     ("params", "expected"),
     [
         ({"outcome": "failed"}, ["failed"]),
-        ({"outcome": "superseded"}, ["booking"]),
+        ({"outcome": "superseded"}, ["in_doubt", "booking"]),
+        ({"health": "caller_never_returned"}, ["abandoned"]),
         ({"agent": "billing"}, ["booking"]),
         ({"outcome": "abandoned", "agent": "billing"}, []),
     ],
@@ -121,7 +123,7 @@ async def test_the_call_list_has_one_row_per_call_and_never_a_caller_id(served: 
 async def test_filters_narrow_the_list(
     served: Served, params: dict[str, str], expected: list[str]
 ) -> None:
-    """Outcome and agent filters match a call when any of its legs matches."""
+    """Outcome, health and agent filters match a call when any of its legs matches."""
     rows = (await served.get("/v1/dashboard/calls", **params))["calls"]
     assert [getattr(served.ids, name) for name in expected] == [r["session_id"] for r in rows]
 
@@ -140,6 +142,7 @@ async def test_a_caller_tag_and_a_session_prefix_find_the_call(served: Served) -
     ("path", "params", "field"),
     [
         ("/v1/dashboard/calls", {"outcome": "lost"}, "outcome"),
+        ("/v1/dashboard/calls", {"health": "fine"}, "health"),
         ("/v1/dashboard/calls", {"limit": "0"}, "limit"),
         ("/v1/dashboard/calls", {"since": "nan"}, "since"),
         ("/v1/dashboard/quality", {"bucket": "1"}, "bucket"),
@@ -200,20 +203,29 @@ async def test_an_unknown_call_is_404(served: Served) -> None:
     assert (404, "session_not_found") == (reply.status_code, reply.json()["error"]["code"])
 
 
-async def test_quality_counts_resumes_and_abandoned_calls_per_bucket(served: Served) -> None:
-    """Over the seeded window: six legs, one resumed, one abandoned (a 50% recovered
-    rate), three tool calls, and the resume's 26 s gap as its time to recover."""
+async def test_quality_counts_resumes_and_abandoned_calls(served: Served) -> None:
+    """Over the seeded window: eight legs, two resumed (7 s and 26 s gaps) and one
+    abandoned (a 2/3 recovered rate), one in-doubt call of four."""
+    now = served.rig.clock.now()
+    q = await served.get(
+        "/v1/dashboard/quality", since=now - 6 * 3_600, until=now, bucket=6 * 3_600
+    )
+    [b] = q["buckets"]
+    assert (8, 2, 1, 4, 1) == (b["legs"], b["resumed"], b["abandoned"], b["tools"], b["in_doubt"])
+    assert (2 / 3, 0.25) == (pytest.approx(b["recovered_rate"]), b["in_doubt_rate"])
+    assert (7.0, 26.0) == (pytest.approx(b["recover_p50_s"]), pytest.approx(b["recover_p95_s"]))
+    assert 8 == sum(b["health"].values())
+
+
+async def test_quality_lists_every_bucket_of_the_range(served: Served) -> None:
+    """Six hourly buckets over six hours, empty ones with zero counts and no rates."""
     now = served.rig.clock.now()
     q = await served.get("/v1/dashboard/quality", since=now - 6 * 3_600, until=now, bucket=3_600)
     buckets = q["buckets"]
-    assert 6 == len(buckets)
-    assert (6, 1, 1, 3) == tuple(
-        sum(b[k] for b in buckets) for k in ("legs", "resumed", "abandoned", "tools")
-    )
-    [resumed] = [b for b in buckets if b["resumed"]]
-    assert 26.0 == pytest.approx(resumed["recover_p50_s"])
-    rates = [b["recovered_rate"] for b in buckets if b["resumed"] or b["abandoned"]]
-    assert [0.5] == rates or [1.0, 0.0] == sorted(rates, reverse=True)
+    assert [now - 6 * 3_600 + i * 3_600 for i in range(6)] == [b["start"] for b in buckets]
+    assert 8 == sum(b["legs"] for b in buckets)
+    empty = [b for b in buckets if not b["legs"]]
+    assert all(b["recovered_rate"] is None and b["recover_p50_s"] is None for b in empty)
 
 
 async def test_the_openapi_doc_describes_the_dashboard_when_it_is_on(served: Served) -> None:

@@ -36,6 +36,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..archive.calls import FollowUpResult, decode_result
+from ..archive.health import HEALTH_CLASSES
 from ..archive.records import ArchiveRecord, decode_record
 from ..errors import CallstateError, ConfigError, SessionNotFound
 from ..journal import events as ev
@@ -61,6 +62,7 @@ STATIC: Final = Path(__file__).parent / "static" / "dashboard"
 _SCAN: Final = 20_000
 _MAX_BUCKETS: Final = 1_000
 _OUTCOMES: Final = frozenset({"completed", "recovered", "superseded", "abandoned", "failed"})
+_HEALTH: Final = frozenset(HEALTH_CLASSES)
 _PAGE_HEADERS: Final = [
     (
         b"content-security-policy",
@@ -192,7 +194,7 @@ class _Dashboard:
         f = CallFilter(
             outcome=_text(request, "outcome", choices=_OUTCOMES),
             agent=_text(request, "agent"),
-            health=_text(request, "health"),
+            health=_text(request, "health", choices=_HEALTH),
             caller_tag=_text(request, "caller_tag"),
             session=_text(request, "session"),
             since=_number(request, "since", low=0, high=1e11),
@@ -215,8 +217,7 @@ class _Dashboard:
             encoded = []
         if encoded:
             events = [ev.decode_event(e) for e in encoded]
-            outcomes = {r.epoch: str(r.outcome) for r in legs}
-            data = timeline(session_id, events, outcomes=outcomes, followups=followups)
+            data = timeline(session_id, events, records=legs, followups=followups)
         elif legs:  # the journal was purged; the archive keeps each leg
             data = timeline_from_records(session_id, legs, followups=followups)
         else:
@@ -282,6 +283,8 @@ def _query(name: str, kind: str, description: str) -> dict[str, Any]:
     schema: dict[str, Any] = {"type": kind}
     if name == "outcome":
         schema["enum"] = sorted(_OUTCOMES)
+    elif name == "health":
+        schema["enum"] = list(HEALTH_CLASSES)
     return {
         "name": name,
         "in": "query",

@@ -12,7 +12,7 @@ Caller ids never appear: the caller is only ever named by the archive's keyed ha
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Final
 
 from ..archive.calls import FollowUpResult
@@ -227,11 +227,15 @@ def _finish(
     *,
     source: str,
     count: int,
-    outcomes: Mapping[int, str],
+    records: Sequence[ArchiveRecord],
     followups: list[dict[str, Any]],
 ) -> dict[str, Any]:
+    archived = {r.epoch: r for r in records}
     for leg in fold.legs:
-        leg["outcome"] = outcomes.get(leg["epoch"])
+        r = archived.get(leg["epoch"])
+        leg["outcome"] = None if r is None else r.outcome
+        leg["health"] = None if r is None or r.health is None else r.health.kind
+        leg["health_cause"] = None if r is None or r.health is None else r.health.cause
     tools = list(fold.tools.values())
     times = [fold.last_at, *(f["at"] for f in followups)]
     starts = [leg["start"] for leg in fold.legs] or [min(times)]
@@ -257,13 +261,13 @@ def timeline(
     session_id: str,
     events: Sequence[ev.Event],
     *,
-    outcomes: Mapping[int, str] | None = None,
+    records: Sequence[ArchiveRecord] = (),
     followups: Iterable[FollowUpResult] = (),
 ) -> dict[str, Any]:
     """The timeline of a session's journal (every leg), as JSON-ready data.
 
-    ``outcomes`` maps a leg's epoch to its archived outcome; ``followups`` are the
-    session's stored follow-up results.
+    ``records`` are the session's archive records (each leg's outcome and health);
+    ``followups`` its stored follow-up results.
     """
     fold = _Fold()
     for e in events:
@@ -274,7 +278,7 @@ def timeline(
         session_id,
         source="journal",
         count=len(events),
-        outcomes=outcomes or {},
+        records=records,
         followups=_followups(followups),
     )
 
@@ -341,12 +345,11 @@ def timeline_from_records(
                 },
             )
         fold.last_at = max(fold.last_at, t.ended_at)
-    outcomes = {r.epoch: str(r.outcome) for r in records}
     return _finish(
         fold,
         session_id,
         source="archive",
         count=count,
-        outcomes=outcomes,
+        records=records,
         followups=_followups(followups),
     )

@@ -11,8 +11,9 @@ Recovery quality, per time bucket (by the leg's end):
   ``recovered_rate`` = resumed / (resumed + abandoned), None without either.
 - ``recover_p50_s`` / ``recover_p95_s``: the gap each resumed leg began with (seconds
   the caller was without the agent).
-- ``in_doubt``: tool calls a crash left between start and result; ``in_doubt_rate`` is
-  that over the bucket's tool calls.
+- ``tools``: tool calls, each counted once, in the latest leg whose record has it;
+  ``in_doubt``: those a crash left between start and result; ``in_doubt_rate`` is
+  in_doubt / tools.
 """
 
 from __future__ import annotations
@@ -52,14 +53,15 @@ def caller_tag(caller_hash: str | None) -> str | None:
 
 
 def _health(record: ArchiveRecord) -> str | None:
-    health = getattr(record, "health", None)  # a field newer archives carry
-    return health if isinstance(health, str) else None
+    """The record's health class (None on records written before health classes)."""
+    return None if record.health is None else record.health.kind
 
 
 def _row(session_id: str, legs: list[ArchiveRecord], tag: str | None) -> dict[str, Any]:
     legs.sort(key=lambda r: r.epoch)
     last = legs[-1]
-    calls = [c for r in legs for c in r.tools]
+    # a call a later leg resolved is in both legs' records: the latest says how it ended
+    calls = list({c.call_id: c for r in legs for c in r.tools}.values())
     return {
         "session_id": session_id,
         "caller_tag": tag,
@@ -132,6 +134,7 @@ def quality_buckets(
         dict.fromkeys(("legs", "resumed", "abandoned", "tools", "in_doubt"), 0) for _ in range(n)
     ]
     healths: list[dict[str, int]] = [{} for _ in range(n)]
+    last_leg: dict[tuple[str, str], tuple[int, int, bool]] = {}
     for r in records:
         at = r.timings.ended_at
         if not since <= at < until:
@@ -144,11 +147,16 @@ def quality_buckets(
             gaps[i].append(r.timings.gap_s)
         if r.outcome == "abandoned":
             c["abandoned"] += 1
-        c["tools"] += len(r.tools)
-        c["in_doubt"] += sum(1 for t in r.tools if t.in_doubt)
+        for t in r.tools:  # each call counts once, in the latest leg that has it
+            seen = last_leg.get((r.session_id, t.call_id))
+            if seen is None or seen[0] < r.epoch:
+                last_leg[(r.session_id, t.call_id)] = (r.epoch, i, t.in_doubt)
         health = _health(r)
         if health is not None:
             healths[i][health] = healths[i].get(health, 0) + 1
+    for _, i, in_doubt in last_leg.values():
+        counts[i]["tools"] += 1
+        counts[i]["in_doubt"] += int(in_doubt)
     out: list[dict[str, Any]] = []
     for i, c in enumerate(counts):
         drops = c["resumed"] + c["abandoned"]

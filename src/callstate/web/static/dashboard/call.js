@@ -32,7 +32,7 @@ function ledger(tools) {
 
 function facts(data) {
   const legs = data.legs
-    .map((l) => `leg ${l.epoch} ${esc(l.agent)} (${esc(l.via)}) ${badge("outcome", l.outcome)}`)
+    .map((l) => `leg ${l.epoch} ${esc(l.agent)} (${esc(l.via)}): outcome ${badge("outcome", l.outcome)}${l.health ? ", health " + badge("health", l.health) : ""}`)
     .join(" · ");
   return `<p class="facts">${data.events} events from the ${esc(data.source)} ·
     ${esc(clock(data.t0))} – ${esc(clock(data.t1))} (${esc(seconds(data.t1 - data.t0))}) · ${legs}</p>`;
@@ -44,7 +44,9 @@ export async function showCall(view, sessionId, params) {
   const data = await get(`calls/${encodeURIComponent(sessionId)}/timeline`);
   const fetched = performance.now();
   const zoom = Math.max(1, Math.min(32, Number(params.get("zoom")) || 1));
-  const width = Math.max(900, (view.clientWidth || 1200) - 8) * zoom;
+  const style = getComputedStyle(view);
+  const inner = view.clientWidth - parseFloat(style.paddingLeft) - parseFloat(style.paddingRight) - 2;
+  const width = Math.max(900, inner || 1200) * zoom;
   const { svg } = timelineSvg(data, width);
   const zooms = [1, 2, 4, 8, 16]
     .map((z) => `<a href="#/call/${encodeURIComponent(sessionId)}?zoom=${z}"${z === zoom ? ' class="on"' : ""}>${z}×</a>`)

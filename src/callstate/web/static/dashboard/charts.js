@@ -90,3 +90,24 @@ export function barChart(name, buckets, key, label, yLabel) {
   parts.push(...bars);
   return svg(name, parts);
 }
+
+/** Stacked bars per bucket: one segment per key of ``b[field]`` (e.g. health classes). */
+export function stackedBars(name, buckets, field, keys) {
+  const max = Math.max(1, ...buckets.map((b) => Object.values(b[field] || {}).reduce((a, v) => a + v, 0))) * 1.1;
+  const { x, y, iw, n, parts } = frame(buckets, max, (v) => v.toFixed(v < 10 ? 1 : 0));
+  const bw = Math.max(1, (iw / n) * 0.7);
+  parts.push(`<g class="series stacked" data-series="${esc(field)}">`);
+  buckets.forEach((b, i) => {
+    let base = 0;
+    for (const key of keys) {
+      const v = (b[field] || {})[key] || 0;
+      if (!v) continue;
+      parts.push(
+        `<rect class="bar ${esc(field)}-${esc(key)}" data-key="${esc(key)}" data-value="${v}" x="${(x(i) - bw / 2).toFixed(1)}" y="${y(base + v).toFixed(1)}" width="${bw.toFixed(1)}" height="${(y(base) - y(base + v)).toFixed(1)}"><title>${esc(key)}: ${v}</title></rect>`,
+      );
+      base += v;
+    }
+  });
+  parts.push(`</g>`);
+  return svg(name, parts);
+}

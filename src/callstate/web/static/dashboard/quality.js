@@ -2,7 +2,8 @@
 
 import { get } from "./api.js";
 import { esc, percent, seconds } from "./format.js";
-import { barChart, lineChart } from "./charts.js";
+import { HEALTH } from "./calls.js";
+import { barChart, lineChart, stackedBars } from "./charts.js";
 
 const RANGES = [["3600", "last hour", 300], ["86400", "last 24 h", 3600], ["604800", "last 7 days", 21600]];
 
@@ -39,7 +40,9 @@ export async function showQuality(view, params) {
           { key: "recover_p95_s", label: "p95", cls: "p95" },
         ],
         seconds,
-      )}</figure>
+      )}<div class="legend"><span class="key p50">— p50</span><span class="key p95">— p95</span></div></figure>
+      <figure><figcaption>Health classes of archived legs</figcaption>${stackedBars("health", b, "health", HEALTH)}
+        <div class="legend">${HEALTH.map((h) => `<span class="key"><svg width="12" height="12"><rect class="bar health-${esc(h)}" width="12" height="12"/></svg>${esc(h)}</span>`).join("")}</div></figure>
       <figure><figcaption>In-doubt tool calls</figcaption>${barChart("in_doubt", b, "in_doubt", "in doubt", (v) => v.toFixed(v < 10 ? 1 : 0))}</figure>
     </div>`;
   document.documentElement.dataset.rendered = "quality";

@@ -5,7 +5,7 @@
 
 import { esc, seconds } from "./format.js";
 
-const LABEL_W = 120;
+const LABEL_W = 190;
 const PAD_R = 16;
 const AXIS_H = 26;
 const LEG_HEAD = 20;
@@ -68,7 +68,7 @@ export function timelineSvg(data, width) {
   const innerW = Math.max(100, width - LABEL_W - PAD_R);
   const k = innerW / span;
   const x = (t) => LABEL_W + ((t ?? data.t1) - t0) * k;
-  const w = (a, b) => Math.max(2, x(b) - x(a));
+  const w = (a, b) => Math.max(3, x(b) - x(a));
   const f = (n) => n.toFixed(1);
   const legs = data.legs;
   const speech = group(data.speech, legs);
@@ -89,11 +89,12 @@ export function timelineSvg(data, width) {
     const h = LEG_HEAD + 2 * SPEECH_H + 10 + count * (TOOL_H + 3) + 6;
     const legEnd = leg.end ?? data.t1;
     parts.push(
-      `<g class="leg" data-epoch="${leg.epoch}" data-via="${esc(leg.via)}" data-agent="${esc(leg.agent)}" data-outcome="${esc(leg.outcome || "")}">`,
+      `<g class="leg" data-epoch="${leg.epoch}" data-via="${esc(leg.via)}" data-agent="${esc(leg.agent)}" data-outcome="${esc(leg.outcome || "")}" data-health="${esc(leg.health || "")}">`,
       `<rect class="leg-band" x="0" y="${y}" width="${width}" height="${h}"/>`,
       `<rect class="leg-span" x="${f(x(leg.start))}" y="${y + 2}" width="${f(w(leg.start, legEnd))}" height="${h - 4}"/>`,
       `<text class="leg-label" x="8" y="${y + 14}">leg ${leg.epoch} · ${esc(leg.agent)}</text>`,
       `<text class="leg-sub" x="8" y="${y + 28}">${esc(leg.via)}${leg.outcome ? " → " + esc(leg.outcome) : ""}</text>`,
+      leg.health ? `<text class="leg-sub health" x="8" y="${y + 42}">${esc(leg.health)}</text>` : "",
       `<text class="lane-label" x="${LABEL_W - 6}" y="${callerY + 12}">caller</text>`,
       `<text class="lane-label" x="${LABEL_W - 6}" y="${agentY + 12}">agent</text>`,
       `<text class="lane-label" x="${LABEL_W - 6}" y="${toolY + 10}">tools</text>`,
