@@ -125,6 +125,7 @@ async def main(args: argparse.Namespace) -> None:
         emit(f"{name}_p50_ms", pct(values, 50))
         emit(f"{name}_p95_ms", pct(values, 95))
     emit("total_mean_ms", statistics.fmean(s["total_ms"] for s in samples))
+    emit("svg_elements", samples[-1]["svg_elements"])
 
 
 async def _measure(
@@ -157,9 +158,12 @@ async def _measure(
             timing["load_ms"] = await page.evaluate(
                 "() => window.dashboardTiming.since_navigation_ms"
             )
-            count = await page.locator("svg.timeline rect, svg.timeline g.tool").count()
-            if count == 0:
+            elements = await page.evaluate(
+                "() => document.querySelectorAll('svg.timeline *').length"
+            )
+            if not elements:
                 raise SystemExit("the timeline drew nothing")
+            timing["svg_elements"] = elements
             if n:
                 out.append(timing)
             await page.evaluate("() => { window.dashboardTiming = null; }")

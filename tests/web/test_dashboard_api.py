@@ -4,6 +4,7 @@ off by default, the operator token, the call list and its filters, a call's time
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from callstate.web import WebOptions, create_app
 from .conftest import serving
 from .dashboard_calls import CALLER, SECRET, Rig, Seeded, seed
 
+README = Path(__file__).resolve().parents[2] / "README.md"
 TOKEN = "operator-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
 
@@ -237,3 +239,20 @@ async def test_the_openapi_doc_describes_the_dashboard_when_it_is_on(served: Ser
         "/v1/dashboard/quality",
     ] == [p for p in doc["paths"] if "dashboard" in p]
     assert "bearer" == doc["components"]["securitySchemes"]["dashboardToken"]["scheme"]
+
+
+async def test_the_readme_lines_turn_the_dashboard_on(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The README's dashboard block, run as written with a keeper, serves the page and
+    opens the data to its token."""
+    text = README.read_text()
+    section = text[text.index("**Dashboard.**") :]
+    [code] = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)[:1]
+    monkeypatch.setenv("CALLSTATE_DASHBOARD_TOKEN", TOKEN)
+    scope: dict[str, Any] = {"keeper": served.rig.keeper}
+    exec(compile(code, "README.md", "exec"), scope)
+    async with serving(scope["app"]) as client:
+        page = await client.get("/dashboard/")
+        data = await client.get("/v1/dashboard/calls", headers=AUTH)
+    assert (200, 5) == (page.status_code, len(data.json()["calls"]))

@@ -23,7 +23,7 @@ def test_bench_dashboard_prints_every_metric() -> None:
     metrics = run_bench("bench_dashboard.py", "--events", "300", "--runs", "2")
     phases = ("fetch", "render", "total", "painted", "load")
     expected = ["events", "runs"] + [f"{p}_{q}_ms" for p in phases for q in ("p50", "p95")]
-    assert [*expected, "total_mean_ms"] == list(metrics)
+    assert [*expected, "total_mean_ms", "svg_elements"] == list(metrics)
     assert "2" == metrics["runs"]
     assert 300 <= int(metrics["events"])
     assert all(float(metrics[name]) > 0 for name in expected[2:])
