@@ -130,10 +130,32 @@ class EspeakTTS(TTSService):
         yield TTSAudioRawFrame(audio, self.sample_rate, 1, context_id=context_id)
 
 
+class ReadyVAD:
+    """One Silero VAD loaded ahead, in a thread: loading its model takes longer than
+    everything else a reconnect does, so no caller waits for it."""
+
+    def __init__(self) -> None:
+        self._next: asyncio.Task[SileroVADAnalyzer] | None = None
+
+    def warm(self) -> None:
+        """Start loading the next one (call from the event loop)."""
+        if self._next is None:
+            self._next = asyncio.create_task(asyncio.to_thread(SileroVADAnalyzer))
+
+    async def take(self) -> SileroVADAnalyzer:
+        """A loaded VAD for one call; the next one starts loading."""
+        ready = self._next or asyncio.create_task(asyncio.to_thread(SileroVADAnalyzer))
+        self._next = None
+        vad = await ready
+        self.warm()
+        return vad
+
+
 def build_bot(
     session: callstate.Session,
     transport: BaseTransport,
     *,
+    vad: SileroVADAnalyzer | None = None,
     caller: Sequence[str] = CALLER,
     answers: Sequence[str] = ANSWERS,
 ) -> tuple[PipelineWorker, PipecatRecovery, ScriptedLLM]:
@@ -141,7 +163,7 @@ def build_bot(
     llm = ScriptedLLM(session, answers)
     context = seed_context(LLMContext(), session, system=SYSTEM)
     params = LLMUserAggregatorParams(
-        vad_analyzer=SileroVADAnalyzer(),
+        vad_analyzer=vad or SileroVADAnalyzer(),
         user_turn_strategies=UserTurnStrategies(
             start=[VADUserTurnStartStrategy()],
             stop=[SpeechTimeoutUserTurnStopStrategy(user_speech_timeout=0.3)],

@@ -41,7 +41,7 @@ import callstate
 from callstate.web import WebOptions, create_app
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bot import build_bot  # the example's own module, beside this file
+from bot import ReadyVAD, build_bot  # the example's own module, beside this file
 
 HERE = Path(__file__).resolve().parent
 
@@ -66,6 +66,7 @@ class WebCalls:
         self.sessions: dict[str, callstate.Session] = {}  # session id -> the live handle
         self.calls: dict[str, Call] = {}  # session id -> its running call
         self.received: dict[str, list[Any]] = {}  # session id -> every message, all legs
+        self.vad = ReadyVAD()
 
     async def take(self, how: Literal["start", "resume"], session: callstate.Session) -> None:
         """``WebOptions(on_session=...)``: keep the handle until the page's offer arrives."""
@@ -91,14 +92,16 @@ class WebCalls:
             await self._stop(old, close_session=False)
         connection = SmallWebRTCConnection()
         await connection.initialize(sdp=body["sdp"], type=body["type"])
-        call = self._start(session, connection)
+        call = self._start(session, connection, await self.vad.take())
         self.calls[session.id] = call
         return JSONResponse(connection.get_answer())
 
-    def _start(self, session: callstate.Session, connection: SmallWebRTCConnection) -> Call:
+    def _start(
+        self, session: callstate.Session, connection: SmallWebRTCConnection, vad: Any
+    ) -> Call:
         params = TransportParams(audio_in_enabled=True, audio_out_enabled=True)
         transport = SmallWebRTCTransport(connection, params)
-        worker, _, _ = build_bot(session, transport)
+        worker, _, _ = build_bot(session, transport, vad=vad)
         call = Call(session, connection, worker)
         received = self.received.setdefault(session.id, [])
 
@@ -111,9 +114,9 @@ class WebCalls:
         async def disconnected(transport: Any, client: Any) -> None:
             if self.calls.get(session.id) is call:  # the page went away: hold the call
                 del self.calls[session.id]
-                await self._stop(call, close_session=False)
                 if session.writable:
                     session.connection_lost("webrtc closed")
+                await self._stop(call, close_session=False)
 
         @transport.event_handler("on_app_message")
         async def message(transport: Any, data: Any, sender: Any) -> None:
@@ -160,6 +163,7 @@ def create_server(keeper: callstate.Keeper) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with keeper:
+            calls.vad.warm()
             yield
             await calls.close()
 
