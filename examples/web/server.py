@@ -80,20 +80,36 @@ class WebCalls:
         self.sessions[session.id] = session
 
     async def offer(self, request: Request) -> Response:
-        """``POST /offer {sdp, type, token}``: answer the page's WebRTC offer, run its bot."""
-        body = await request.json()
-        pre = await self.keeper.preflight(str(body.get("token", "")))
+        """``POST /offer {sdp, type, token}``: answer the page's WebRTC offer, run its bot.
+
+        Refused (409) unless this server holds the token's session and no connection
+        runs it yet: another tab with the same token asks callstate to take over
+        (``/callstate/v1/resume``), which hands this server the call at a new epoch.
+        """
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        fields = ("sdp", "type", "token")
+        if not isinstance(body, dict) or not all(isinstance(body.get(f), str) for f in fields):
+            return _error(
+                400, "bad_offer", "the offer must be JSON with string sdp, type and token"
+            )
+        if body["type"] != "offer":
+            return _error(400, "bad_offer", f"type must be 'offer', got {body['type']!r:.40}")
+        pre = await self.keeper.preflight(body["token"])
         session = self.sessions.get(pre.session_id or "")
         if pre.status not in ("resumable", "active") or session is None or session.closed:
-            error = {"code": pre.status, "message": pre.reason or "no call for this token here"}
-            return JSONResponse({"error": error}, status_code=409)
-        old = self.calls.pop(session.id, None)
-        if old is not None:  # a new connection for the same leg (the page reconnected)
-            await self._stop(old, close_session=False)
+            return _error(409, pre.status, pre.reason or "no call for this token here")
+        if session.id in self.calls:
+            return _error(409, "session_active", "the call is connected in another tab")
         connection = SmallWebRTCConnection()
-        await connection.initialize(sdp=body["sdp"], type=body["type"])
-        call = self._start(session, connection, await self.vad.take())
-        self.calls[session.id] = call
+        try:
+            await connection.initialize(sdp=body["sdp"], type=body["type"])
+        except ValueError as exc:  # aiortc: not an SDP offer it can answer
+            await connection.disconnect()
+            return _error(400, "bad_offer", f"the offer's sdp was refused: {exc}")
+        self.calls[session.id] = self._start(session, connection, await self.vad.take())
         return JSONResponse(connection.get_answer())
 
     def _start(
@@ -151,6 +167,10 @@ class WebCalls:
             with contextlib.suppress(callstate.CallstateError):
                 await session.close()
         self.sessions.clear()
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
 def create_server(keeper: callstate.Keeper) -> Starlette:

@@ -165,3 +165,48 @@ async def test_messages_sent_while_offline_arrive_once_in_order(tmp_path: Path) 
     assert [(1, "a1"), (2, "a2"), (3, "b1"), (4, "b2"), (5, "b3")] == [
         (m["seq"], m["data"]) for m in received
     ]
+
+
+async def test_the_offer_endpoint_refuses_bad_bodies_and_unknown_tokens(tmp_path: Path) -> None:
+    """POST /offer answers a malformed body with 400 and a token it holds no call for with 409."""
+    server, _ = load_example()
+    async with Keeper(f"sqlite:///{tmp_path}/calls.db", secret=SECRET) as keeper:
+        other = await keeper.start(caller="+15550000001")  # a call this server was not handed
+        token = other.resume_token()
+        await other.close()
+        async with serving(server.create_server(keeper)) as http:
+            bodies = [b"not json", b"[]", b'{"sdp": "v=0", "type": "offer"}']
+            bad = [await http.post("/offer", content=body) for body in bodies]
+            wrong_type = await http.post(
+                "/offer", json={"sdp": "v=0", "type": "answer", "token": token}
+            )
+            unknown = await http.post(
+                "/offer", json={"sdp": "v=0", "type": "offer", "token": token}
+            )
+            forged = await http.post("/offer", json={"sdp": "v=0", "type": "offer", "token": "x"})
+
+    assert [400, 400, 400, 400] == [r.status_code for r in [*bad, wrong_type]]
+    assert {"bad_offer"} == {r.json()["error"]["code"] for r in [*bad, wrong_type]}
+    assert (409, "resumable") == (unknown.status_code, unknown.json()["error"]["code"])
+    assert 409 == forged.status_code
+
+
+async def test_a_second_offer_for_a_connected_call_is_refused(tmp_path: Path) -> None:
+    """The same token offered again while the call is connected gets 409 session_active."""
+    async with example_call(tmp_path, speech=None) as (_, app, page, url):
+        await page.add_init_script("sessionStorage.setItem('demo.mic', 'off')")
+        await page.goto(url)
+        await page_until(page, "window.demo?.connections === 1")
+        token = await page.evaluate("JSON.parse(sessionStorage.getItem('callstate:call')).token")
+        again = await page.evaluate(
+            """async (token) => {
+                const r = await fetch("/offer", {method: "POST", body: JSON.stringify(
+                    {sdp: "v=0", type: "offer", token})});
+                return [r.status, (await r.json()).error.code];
+            }""",
+            token,
+        )
+        connected = list(app.state.calls.calls)
+
+    assert [409, "session_active"] == again
+    assert 1 == len(connected)
