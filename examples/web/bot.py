@@ -150,6 +150,12 @@ class ReadyVAD:
         self.warm()
         return vad
 
+    async def close(self) -> None:
+        """Wait for the one loading, if any (its thread cannot be cancelled)."""
+        ready, self._next = self._next, None
+        if ready is not None:
+            await ready
+
 
 def build_bot(
     session: callstate.Session,

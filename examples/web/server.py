@@ -167,6 +167,7 @@ class WebCalls:
             with contextlib.suppress(callstate.CallstateError):
                 await session.close()
         self.sessions.clear()
+        await self.vad.close()
 
 
 def _error(status: int, code: str, message: str) -> JSONResponse:
