@@ -63,12 +63,13 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
 
 
 def test_ci_runs_the_readme_test_command_with_services_required() -> None:
-    """.ci/run sets CALLSTATE_REQUIRE_SERVICES=1 and then runs exactly `bash scripts/test`."""
+    """.ci/run sets CALLSTATE_REQUIRE_SERVICES=1, runs exactly `bash scripts/test`, then
+    the 3.13 run `bash scripts/test_py313` and nothing else."""
     lines = [
         line.strip()
         for line in (ROOT / ".ci/run").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
     assert "export CALLSTATE_REQUIRE_SERVICES=1" in lines
-    assert "bash scripts/test" == lines[-1]
-    assert lines.index("export CALLSTATE_REQUIRE_SERVICES=1") < len(lines) - 1
+    assert ["bash scripts/test", "bash scripts/test_py313"] == lines[-2:]
+    assert lines.index("export CALLSTATE_REQUIRE_SERVICES=1") < len(lines) - 2
