@@ -49,6 +49,7 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
     provided = {line.split(": ", 1)[1] for line in metadata if line.startswith("Provides-Extra:")}
     assert {
         "dev",
+        "gemini",
         "livekit",
         "openai",
         "otel",
