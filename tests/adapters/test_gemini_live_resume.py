@@ -1,0 +1,145 @@
+"""Gemini Live continuity: resumption handles on a drop and on goAway, replay when the
+handle is gone, and frames the SDK cannot read."""
+# ruff: noqa: F811 - the fixtures are imported from the sibling module
+
+from __future__ import annotations
+
+from typing import Any
+
+from google import genai
+from google.genai import types
+
+import callstate
+from callstate.adapters.gemini_live import HANDLE_KEY, connect, replay_turns
+from callstate.testing.gemini_server import GeminiServer, Say
+
+from .test_gemini_live import (  # noqa: F401 - fixtures
+    CONFIG,
+    MODEL,
+    Gates,
+    assert_clean,
+    client,
+    gates,
+    keeper,
+    resumed,
+    server,
+    turn_done,
+    until,
+)
+
+
+async def a_first_turn(server: GeminiServer, live: object) -> None:
+    await server.wait_sessions(1)
+    server.queue(Say("Hello, how can I help?"))
+    await server.user_speaks("Hi there")
+    await until(live, turn_done)  # type: ignore[arg-type]
+    await until(live, new_handle)  # type: ignore[arg-type]
+
+
+def new_handle(m: Any) -> bool:
+    update = m.session_resumption_update
+    return update is not None and bool(update.new_handle)
+
+
+async def test_drop_resumes_with_the_handle_without_a_greeting(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client
+) -> None:
+    """A dropped socket reconnects with the journaled handle: same conversation, nothing
+    replayed, nothing said, and the session off hold again."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG, reconnect_delay=0) as live:
+        await a_first_turn(server, live)
+        handle = s.state.userdata[HANDLE_KEY]
+        await server.drop()
+        event = (await until(live, resumed))[-1]
+        second = await server.wait_sessions(2)
+    assert (True, 0, 1006) == (event.with_handle, event.replayed, event.close_code)
+    assert handle == second.resumed_from
+    assert [("user", "Hi there"), ("model", "Hello, how can I help?")] == [
+        (t["role"], t["text"]) for t in second.conversation
+    ]
+    assert [] == [m for m in second.received if "clientContent" in m]  # no replay, no prompt
+    assert not s.on_hold
+    assert CONFIG.context_window_compression is not None
+    assert {"slidingWindow": {"targetTokens": 10000}, "triggerTokens": 20000} == second.compression
+    assert_clean(server)
+
+
+async def test_go_away_reconnects_before_the_server_ends_the_line(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client
+) -> None:
+    """On goAway the adapter opens the next connection itself, resumed by handle, and
+    closes the old one; the server never had to cut it."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG) as live:
+        await a_first_turn(server, live)
+        await server.go_away("5s")
+        seen = await until(live, resumed)
+        second = await server.wait_sessions(2)
+        await server.wait_for(lambda: server.sessions[0].closed)
+    assert "go_away" == seen[-1].reason
+    assert any(m.go_away is not None for m in seen[:-1])
+    assert (True, s.state.userdata[HANDLE_KEY]) == (seen[-1].with_handle, second.resumed_from)
+    assert server.sessions[0].refused is None
+    assert_clean(server)
+
+
+async def test_expired_handle_falls_back_to_replaying_the_conversation(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client
+) -> None:
+    """A handle the server refuses is forgotten; the conversation is replayed as turns
+    without turnComplete, so the model continues instead of greeting."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG, reconnect_delay=0) as live:
+        await a_first_turn(server, live)
+        server.expire_handles()
+        await server.drop(1011)
+        event = (await until(live, resumed))[-1]
+        await until(live, new_handle)  # the new connection issues its own handle
+        final = server.current
+    assert (False, 1011) == (event.with_handle, event.close_code)
+    refused = [x.refused for x in server.sessions if x.refused]
+    assert 1 == len(refused) and "invalid or expired" in refused[0]
+    (content,) = [m["clientContent"] for m in final.received if "clientContent" in m]
+    assert content.get("turnComplete") is not True
+    texts = [(t["role"], t["text"]) for t in final.conversation]
+    assert [("user", "Hi there"), ("model", "Hello, how can I help?")] == texts[:2]
+    assert event.replayed == len(texts)
+    assert s.state.userdata[HANDLE_KEY] in server.handles
+
+
+async def test_malformed_frames_are_counted_and_the_call_goes_on(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client
+) -> None:
+    """Not JSON, a wrong type and an unknown message are skipped and kept in bad_frames;
+    the next turn still records."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG) as live:
+        await a_first_turn(server, live)
+        await server.send_raw("{not json")
+        await server.send_raw('{"toolCall": {"functionCalls": "x"}}')
+        await server.send_raw('{"serverContent": {"turnComplete": "soon"}}')
+        server.queue(Say("Still here."))
+        await server.user_speaks("Are you there?")
+        await until(live, turn_done)
+    assert 3 == len(live.bad_frames)
+    assert "Still here." == s.context()[-1]["content"]
+    assert 1 == len(server.sessions)
+
+
+def test_replay_keeps_the_newest_turns_inside_the_compression_window() -> None:
+    """With a sliding window of N tokens the replay drops the oldest turns, never the note."""
+    messages = [
+        {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i} " + "x" * 40}
+        for i in range(10)
+    ]
+    messages.append({"role": "system", "content": "resume note"})
+    turns = replay_turns(messages, max_tokens=40)  # about 160 characters
+    texts = [p.text for t in turns for p in t.parts or []]
+    assert "(note: resume note)" in texts[-1]
+    assert sum(len(t or "") for t in texts) <= 160
+    assert 11 == len(replay_turns(messages))  # the note is a user turn after the last answer
+    assert (
+        types.Content(role="model", parts=[types.Part(text="hi")])
+        == replay_turns([{"role": "assistant", "content": "hi"}])[0]
+    )
