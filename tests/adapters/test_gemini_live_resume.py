@@ -99,7 +99,8 @@ async def test_expired_handle_falls_back_to_replaying_the_conversation(
         final = server.current
     assert (False, 1011) == (event.with_handle, event.close_code)
     refused = [x.refused for x in server.sessions if x.refused]
-    assert 1 == len(refused) and "invalid or expired" in refused[0]
+    assert 1 == len(refused)
+    assert "invalid or expired" in refused[0]
     (content,) = [m["clientContent"] for m in final.received if "clientContent" in m]
     assert content.get("turnComplete") is not True
     texts = [(t["role"], t["text"]) for t in final.conversation]
