@@ -454,19 +454,25 @@ class GeminiLiveAdapter:
         s = self.callstate
         if s.on_hold or self.live is None or not s.writable:
             return
-        for call_id in list(s.state.owed_to_model):
-            call = s.state.calls.get(call_id)
+        state = s.state
+        for call_id in list(state.owed_to_model):
+            call = state.calls.get(call_id)
             if call is None or not call.terminal:
                 continue
             wire = call.wire_id or call_id
             output = call_output(call)
-            if wire in self._open_calls and wire not in self._cancelled:
-                del self._open_calls[wire]
-                response = function_response(call.name, wire, output)
-                await self.live.send_tool_response(function_responses=[response])
-            else:
-                self._open_calls.pop(wire, None)
-                note = f"(result of {call.name}, call {wire}: {output})"
-                turn = types.Content(role="user", parts=[types.Part(text=note)])
-                await self.live.send_client_content(turns=[turn], turn_complete=False)
+            try:
+                if wire in self._open_calls and wire not in self._cancelled:
+                    response = function_response(call.name, wire, output)
+                    await self.live.send_tool_response(function_responses=[response])
+                else:
+                    # voiced now unless held for the caller's turn or overtaken by a newer one
+                    voiced = call.delivery != "held" and state.turn <= call.turn
+                    voiced = voiced and wire not in self._cancelled
+                    note = f"(result of {call.name}, call {wire}: {output})"
+                    turn = types.Content(role="user", parts=[types.Part(text=note)])
+                    await self.live.send_client_content(turns=[turn], turn_complete=voiced)
+            except ConnectionClosed:
+                return  # the line dropped: still owed, the reconnect delivers it
+            self._open_calls.pop(wire, None)
             s.given_to_model(call_id, via=VIA)
