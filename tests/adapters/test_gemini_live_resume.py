@@ -144,3 +144,40 @@ def test_replay_keeps_the_newest_turns_inside_the_compression_window() -> None:
         types.Content(role="model", parts=[types.Part(text="hi")])
         == replay_turns([{"role": "assistant", "content": "hi"}])[0]
     )
+
+
+async def test_go_away_mid_answer_waits_for_the_turn_to_end(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client
+) -> None:
+    """A goAway while the model speaks moves the call only once that turn is complete."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG) as live:
+        await a_first_turn(server, live)
+        server.queue(Say("Eight works, shall I book it?", chunks=2, pause_after=1))
+        await server.user_speaks("What about eight?")
+        await until(live, lambda m: m.server_content is not None and m.server_content.model_turn)
+        await server.go_away("20s")
+        await until(live, lambda m: m.go_away is not None)
+        server.resume()
+        seen = await until(live, resumed)
+    assert any(turn_done(m) for m in seen if not resumed(m))
+    assert "Eight works, shall I book it?" == s.context()[-1]["content"]
+    assert 2 == len(server.sessions)
+
+
+async def test_a_resumed_session_attaches_with_its_journaled_handle(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client
+) -> None:
+    """A worker that resumes the call dials with the handle from the journal: no replay."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG) as live:
+        await a_first_turn(server, live)
+    handle = s.state.userdata[HANDLE_KEY]
+    await s.flush()
+    await s.close()
+    s2 = await keeper.resume(s.id)
+    async with connect(client, s2, model=MODEL, config=CONFIG):
+        second = await server.wait_sessions(2)
+    assert handle == second.resumed_from
+    assert [] == [m for m in second.received if "clientContent" in m]
+    assert not s2.on_hold
