@@ -11,7 +11,7 @@ from google.genai import types
 
 import callstate
 from callstate.adapters.gemini_live import HANDLE_KEY, connect, replay_turns
-from callstate.testing.gemini_server import GeminiServer, Say
+from callstate.testing.gemini_server import Call, GeminiServer, Say
 
 from .test_gemini_live import (  # noqa: F401 - fixtures
     CONFIG,
@@ -181,3 +181,26 @@ async def test_a_resumed_session_attaches_with_its_journaled_handle(
     assert handle == second.resumed_from
     assert [] == [m for m in second.received if "clientContent" in m]
     assert not s2.on_hold
+
+
+async def test_a_call_running_through_a_replayed_drop_is_voiced_on_the_new_line(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client, gates: Gates
+) -> None:
+    """The write asked before the drop finishes after it: the new connection (no valid
+    handle, so replayed) gets its result as a note that lets the model answer."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG, reconnect_delay=0) as live:
+        await a_first_turn(server, live)
+        server.queue(Call("move_booking", {"booking_id": "B1", "time": "20:00"}, id="c1"))
+        await server.user_speaks("Move B1 to eight")
+        await until(live, lambda m: m.tool_call is not None)
+        server.expire_handles()
+        await server.drop()
+        event = (await until(live, resumed))[-1]
+        server.queue(Say("Moved to eight."))
+        gates.move.set()
+        await until(live, turn_done)
+    assert (False, "Moved to eight.") == (event.with_handle, s.context()[-1]["content"])
+    assert set() == server.current.answered  # the new session never asked for c1
+    assert [] == s.owed_to_model()
+    assert ["move_booking"] == gates.runs

@@ -18,7 +18,7 @@ from typing import Any, Final
 
 from google import genai
 from google.genai import errors, types
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from ...continuity.plan import plan
 from ...session import Session
@@ -187,7 +187,7 @@ class GeminiLiveAdapter(ToolAnswers):
                     log.info("callstate: the Live API refused resumption handle (%s)", exc)
                     self.callstate.remove_userdata(HANDLE_KEY)
                     continue
-            except OSError as exc:
+            except (OSError, WebSocketException) as exc:  # refused, reset, bad handshake
                 last = exc
             else:
                 self.connections += 1
@@ -214,9 +214,12 @@ class GeminiLiveAdapter(ToolAnswers):
             if note:
                 messages.append({"role": "system", "content": note})
             turns = replay_turns(messages, max_tokens=window_tokens(self.config))
-            await self.live.send_client_content(turns=turns, turn_complete=False)
+            owed = list(state.owed_to_model)  # their outputs are in the replay
+            # the model speaks on only to voice a result the caller is still owed
+            answer = any(self._voiced(state.calls[c], c) for c in owed if c in state.calls)
+            await self.live.send_client_content(turns=turns, turn_complete=answer)
             replayed = len(turns)
-            for call_id in list(s.state.owed_to_model):  # their outputs are in the replay
+            for call_id in owed:
                 s.given_to_model(call_id, via=VIA)
         if s.on_hold:
             s.connection_restored()

@@ -17,6 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ...errors import CallstateError
 from ...journal.context import call_output
+from ...journal.state import ToolCall
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._replay import function_response
@@ -67,6 +68,11 @@ class ToolAnswers:
                     response = function_response(name, call_id, output)
                     await self.live.send_tool_response(function_responses=[response])
 
+    def _voiced(self, call: ToolCall, wire: str) -> bool:
+        """Voiced now, unless held for the caller's turn or overtaken by a newer one."""
+        turn = self.callstate.state.turn
+        return call.delivery != "held" and turn <= call.turn and wire not in self._cancelled
+
     def _landed(self, outcome: ToolOutcome) -> Any:
         return self._deliver()
 
@@ -94,9 +100,7 @@ class ToolAnswers:
                     response = function_response(call.name, wire, output)
                     await self.live.send_tool_response(function_responses=[response])
                 else:
-                    # voiced now unless held for the caller's turn or overtaken by a newer one
-                    voiced = call.delivery != "held" and state.turn <= call.turn
-                    voiced = voiced and wire not in self._cancelled
+                    voiced = self._voiced(call, wire)
                     note = f"(result of {call.name}, call {wire}: {output})"
                     turn = types.Content(role="user", parts=[types.Part(text=note)])
                     await self.live.send_client_content(turns=[turn], turn_complete=voiced)
