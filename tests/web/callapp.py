@@ -35,7 +35,7 @@ PAGE = """<!doctype html>
 <script type="module">
 import { CallstateClient } from "/callstate/callstate.js";
 const TYPES = ["resuming", "resumed", "fresh", "expired", "active", "superseded",
-  "disconnected", "offline", "online", "error", "state"];
+  "disconnected", "offline", "online", "error", "state", "token"];
 window.events = [];
 window.mount = (options = {}) => {
   const client = new CallstateClient({
@@ -138,8 +138,8 @@ class _Log:
         await self.app(scope, receive, send)
 
 
-def call_app(keeper: callstate.Keeper) -> tuple[ASGIApp, Agent]:
-    """The test server over ``keeper`` and the agent behind it."""
+def call_app(keeper: callstate.Keeper, **options: Any) -> tuple[ASGIApp, Agent]:
+    """The test server over ``keeper`` (``options`` go to ``WebOptions``) and its agent."""
     agent = Agent(keeper)
 
     async def page(request: Any) -> HTMLResponse:
@@ -147,7 +147,7 @@ def call_app(keeper: callstate.Keeper) -> tuple[ASGIApp, Agent]:
 
     app = Starlette(
         routes=[
-            Mount("/callstate", create_app(keeper, WebOptions(on_session=agent.attach))),
+            Mount("/callstate", create_app(keeper, WebOptions(on_session=agent.attach, **options))),
             WebSocketRoute("/ws", agent.link),
             Route("/{path:path}", page),
         ]

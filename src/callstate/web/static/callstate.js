@@ -208,6 +208,9 @@ export class CallstateClient extends EventTarget {
         this._setState("waiting");
         this._failures += 1;
         this._retry("network");
+      } else if (this._state !== "closed" && this._state !== "active") {
+        this._drop();
+        this._setState("idle"); // nothing open: start() may be called again
       }
       throw err;
     }
