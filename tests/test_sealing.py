@@ -136,11 +136,11 @@ def test_restore_of_a_sealed_store_equals_folding_everything(
     assert fold(events) == restore_state(loaded, sealer)
 
 
-def test_a_sealed_snapshot_is_format_3_without_the_caller() -> None:
-    """encode_snapshot with a sealer writes v3 holding no caller; decode needs the sealer."""
+def test_a_sealed_snapshot_holds_no_caller() -> None:
+    """encode_snapshot with a sealer writes v4 holding no caller; decode needs the sealer."""
     state = fold([ev.SessionStarted(seq=1, session_id="s1", agent="a", caller=NUMBER)])
     data = encode_snapshot(state, Sealer([NEW]))
-    assert 3 == msgspec.msgpack.decode(data)[0]
+    assert 4 == msgspec.msgpack.decode(data)[0]
     assert b"5550001111" not in data
     assert NUMBER == decode_state(data, Sealer([OLD, NEW])).caller
     with pytest.raises(SealError):

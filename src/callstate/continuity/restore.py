@@ -27,7 +27,7 @@ def restore_state(loaded: Loaded, sealer: Sealer | None = None) -> SessionState:
     state = SessionState()
     if loaded.snapshot is not None:
         try:
-            state = decode_state(loaded.snapshot, sealer)
+            state = decode_state(loaded.snapshot, sealer, loaded.snapshot_parts)
         except CodecError as exc:
             seq = loaded.record.snapshot_seq
             msg = f"session {sid!r}: snapshot at seq {seq} cannot be read: {exc}"

@@ -3,26 +3,45 @@
 Format 1 is JSON; format 2 carries the conversation items in MessagePack, which
 decodes faster, around the rest of the state as format 1. Format 3 (written since) is
 format 2 plus ``sealed``: with a sealer, the caller id and the personal userdata leave
-the JSON part and travel encrypted for ``"snapshot:<session id>"``. All three decode;
-events stay JSON.
+the JSON part and travel encrypted for ``"snapshot:<session id>"``. Format 4 (written
+since) is format 3 whose older conversation and tool calls travel in numbered *parts*
+beside it: every full run of ``ITEMS_PER_PART`` items (MessagePack) and of
+``CALLS_PER_PART`` calls (JSON) is one part, stored once and rewritten only when the
+fold replaced one of its entries, so a snapshot's writes stay flat however long the call
+grows. The snapshot itself (the *head*) holds the rest and how many parts it continues.
+Item part ``k`` is stored under number ``2k``, call part ``k`` under ``2k + 1``. Every
+format decodes; events stay JSON.
 """
 
 from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Final
 
 import msgspec
 
 from ..errors import CodecError, VersionError
 from ..sealing import Sealer, open_personal, seal_personal, split_personal
 from . import events as ev
-from .state import SNAPSHOT_VERSION, Item, SessionState
+from .state import SNAPSHOT_VERSION, Item, SessionState, ToolCall
 
 __all__ = [
+    "CALLS_PER_PART",
+    "ITEMS_PER_PART",
     "SNAPSHOT_VERSION",
+    "StoredParts",
     "decode_state",
+    "encode_parted",
     "encode_snapshot",
     "encode_state",
     "snapshot_context",
 ]
+
+#: Conversation items in one snapshot part (format 4).
+ITEMS_PER_PART: Final = 32
+#: Tool calls in one snapshot part (format 4).
+CALLS_PER_PART: Final = 8
 
 _state_encoder = msgspec.json.Encoder()
 _state_decoder = msgspec.json.Decoder(SessionState)
@@ -30,7 +49,7 @@ _snapshot_encoder = msgspec.msgpack.Encoder()
 
 
 class _SnapshotV2(msgspec.Struct, array_like=True):
-    """Format 2: the conversation items in MessagePack, everything else as format 1.
+    """Formats 2 to 4: the conversation items in MessagePack, everything else as format 1.
 
     Items (only str/float/bool) are the bulk of a long call and decode faster from
     MessagePack; the rest holds arbitrary app payloads and stays JSON, so a restored
@@ -38,12 +57,34 @@ class _SnapshotV2(msgspec.Struct, array_like=True):
     """
 
     v: int
-    items: list[Item]
-    rest: bytes  # the JSON snapshot of the state without its items
+    items: list[Item]  # format 4: the items after those in parts
+    rest: bytes  # the JSON snapshot of the state without its items (4: and parted calls)
     sealed: str | None = None  # format 3: caller and personal userdata, encrypted
+    item_parts: int = 0  # format 4: the first item_parts * ITEMS_PER_PART items are in parts
+    call_parts: int = 0  # format 4: the first call_parts * CALLS_PER_PART calls are in parts
 
 
 _snapshot_decoder = msgspec.msgpack.Decoder(_SnapshotV2)
+_items_decoder = msgspec.msgpack.Decoder(list[Item])
+_calls_decoder = msgspec.json.Decoder(dict[str, ToolCall])
+
+
+class StoredParts:
+    """The parts of a session's snapshot already in the store, as written.
+
+    Kept by the writer between snapshots: a part whose entries are still equal to the
+    state's is not written again. ``epoch`` is the owner's epoch that wrote them (a
+    newer owner may have written others since).
+    """
+
+    __slots__ = ("calls", "epoch", "items")
+
+    def __init__(self, epoch: int = 0) -> None:
+        self.epoch = epoch
+        #: item part k as written: the very ``Item`` objects (the fold replaces, never edits)
+        self.items: list[list[Item]] = []
+        #: call part k as written: ``(key, copy of the call)`` (the fold edits calls in place)
+        self.calls: list[list[tuple[str, ToolCall]]] = []
 
 
 class _Versioned(msgspec.Struct, array_like=True):
@@ -66,10 +107,64 @@ def snapshot_context(session_id: str) -> str:
 
 
 def encode_snapshot(state: SessionState, sealer: Sealer | None = None) -> bytes:
-    """Encode a snapshot of ``state`` in the current format (3), its caller data
-    sealed when a ``sealer`` is given."""
+    """Encode a snapshot of ``state`` in the current format (4) without parts (the head
+    holds everything), its caller data sealed when a ``sealer`` is given."""
+    return _encode_head(state, sealer, state.items, state.calls, 0, 0)
+
+
+def encode_parted(
+    state: SessionState, sealer: Sealer | None, stored: StoredParts
+) -> tuple[bytes, dict[int, bytes], StoredParts]:
+    """Encode a snapshot of ``state`` in format 4: its head, the parts to store with it
+    (those ``stored`` does not already hold as they are now) and what will then be
+    stored. Pass ``StoredParts()`` when nothing is known to be stored.
+
+    Returns:
+        ``(head, parts, stored_after)``; ``parts`` maps a part's number to its bytes.
+    """
+    if stored.epoch != state.epoch:
+        stored = StoredParts(state.epoch)
+    after = StoredParts(state.epoch)
+    out: dict[int, bytes] = {}
+    items = state.items
+    n_items = len(items) // ITEMS_PER_PART
+    for k in range(n_items):
+        part = items[k * ITEMS_PER_PART : (k + 1) * ITEMS_PER_PART]
+        if k < len(stored.items) and stored.items[k] == part:  # `is` first, then fields
+            after.items.append(stored.items[k])
+            continue
+        out[2 * k] = _snapshot_encoder.encode(part)
+        after.items.append(part)
+    calls = list(state.calls.items())
+    n_calls = len(calls) // CALLS_PER_PART
+    for k in range(n_calls):
+        entries = calls[k * CALLS_PER_PART : (k + 1) * CALLS_PER_PART]
+        if k < len(stored.calls) and stored.calls[k] == entries:
+            after.calls.append(stored.calls[k])
+            continue
+        out[2 * k + 1] = _state_encoder.encode(dict(entries))
+        after.calls.append([(key, copy.copy(call)) for key, call in entries])
+    head = _encode_head(
+        state,
+        sealer,
+        items[n_items * ITEMS_PER_PART :],
+        dict(calls[n_calls * CALLS_PER_PART :]),
+        n_items,
+        n_calls,
+    )
+    return head, out, after
+
+
+def _encode_head(
+    state: SessionState,
+    sealer: Sealer | None,
+    items: list[Item],
+    calls: dict[str, ToolCall],
+    item_parts: int,
+    call_parts: int,
+) -> bytes:
     sealed = None
-    bare = msgspec.structs.replace(state, items=[])
+    bare = msgspec.structs.replace(state, items=[], calls=calls)
     if sealer is not None:
         plain, secret = split_personal(state.userdata, state.personal)
         sealed = seal_personal(
@@ -81,9 +176,15 @@ def encode_snapshot(state: SessionState, sealer: Sealer | None = None) -> bytes:
         if sealed is not None:
             bare = msgspec.structs.replace(bare, caller=None, userdata=plain)
     rest = _state_encoder.encode(bare)
-    return _snapshot_encoder.encode(
-        _SnapshotV2(v=SNAPSHOT_VERSION, items=state.items, rest=rest, sealed=sealed)
+    head = _SnapshotV2(
+        v=SNAPSHOT_VERSION,
+        items=items,
+        rest=rest,
+        sealed=sealed,
+        item_parts=item_parts,
+        call_parts=call_parts,
     )
+    return _snapshot_encoder.encode(head)
 
 
 def _is_msgpack(data: bytes | str) -> bool:
@@ -105,7 +206,41 @@ def _newer_snapshot(data: bytes | str, msgpack: bool) -> int | None:
     return v if v > SNAPSHOT_VERSION else None
 
 
-def _decode(data: bytes | str, msgpack: bool) -> tuple[SessionState, str | None]:
+def _part(parts: Mapping[int, bytes], number: int) -> bytes:
+    data = parts.get(number)
+    if data is None:
+        msg = f"snapshot part {number} is missing"
+        raise msgspec.DecodeError(msg)
+    return data
+
+
+def _joined(snapshot: _SnapshotV2, state: SessionState, parts: Mapping[int, bytes]) -> None:
+    """Put the entries of a format-4 snapshot's parts before those of its head."""
+    items: list[Item] = []
+    for k in range(snapshot.item_parts):
+        part = ev.decode_with(_items_decoder, _part(parts, 2 * k))
+        if len(part) != ITEMS_PER_PART:
+            msg = f"snapshot part {2 * k} holds {len(part)} items, not {ITEMS_PER_PART}"
+            raise msgspec.DecodeError(msg)
+        items += part
+    items += snapshot.items
+    state.items = items
+    if snapshot.call_parts:
+        calls: dict[str, ToolCall] = {}
+        for k in range(snapshot.call_parts):
+            part_calls = ev.decode_with(_calls_decoder, _part(parts, 2 * k + 1))
+            if len(part_calls) != CALLS_PER_PART:
+                n = len(part_calls)
+                msg = f"snapshot part {2 * k + 1} holds {n} calls, not {CALLS_PER_PART}"
+                raise msgspec.DecodeError(msg)
+            calls.update(part_calls)
+        calls.update(state.calls)
+        state.calls = calls
+
+
+def _decode(
+    data: bytes | str, msgpack: bool, parts: Mapping[int, bytes]
+) -> tuple[SessionState, str | None]:
     if not msgpack or isinstance(data, str):
         state: SessionState = ev.decode_with(_state_decoder, data)
         return state, None
@@ -114,14 +249,20 @@ def _decode(data: bytes | str, msgpack: bool) -> tuple[SessionState, str | None]
         msg = f"snapshot format version {snapshot.v} is newer than {SNAPSHOT_VERSION}"
         raise msgspec.DecodeError(msg)
     state = ev.decode_with(_state_decoder, snapshot.rest)
-    state.items = snapshot.items
+    if snapshot.item_parts or snapshot.call_parts:
+        _joined(snapshot, state, parts)
+    else:
+        state.items = snapshot.items
     return state, snapshot.sealed
 
 
-def decode_state(data: bytes | str, sealer: Sealer | None = None) -> SessionState:
-    """Decode a snapshot written by :func:`encode_snapshot` or :func:`encode_state`
-    (any format up to ``SNAPSHOT_VERSION``: 1 is JSON, 2 MessagePack around JSON, 3
-    that plus sealed caller data, opened with ``sealer``).
+def decode_state(
+    data: bytes | str, sealer: Sealer | None = None, parts: Mapping[int, bytes] | None = None
+) -> SessionState:
+    """Decode a snapshot written by :func:`encode_snapshot`, :func:`encode_parted` or
+    :func:`encode_state` (any format up to ``SNAPSHOT_VERSION``: 1 is JSON, 2
+    MessagePack around JSON, 3 that plus sealed caller data, opened with ``sealer``, 4
+    that continuing ``parts``, stored beside it).
 
     Raises:
         CodecError: the bytes are not a snapshot; the message names the field.
@@ -130,7 +271,7 @@ def decode_state(data: bytes | str, sealer: Sealer | None = None) -> SessionStat
     """
     msgpack = _is_msgpack(data)
     try:
-        state, sealed = _decode(data, msgpack)
+        state, sealed = _decode(data, msgpack, parts or {})
     except msgspec.DecodeError as exc:
         newer = _newer_snapshot(data, msgpack)
         if newer is not None:  # a newer writer changed the layout: say so, not "garbage"

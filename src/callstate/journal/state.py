@@ -30,7 +30,7 @@ __all__ = [
     "fold",
 ]
 
-SNAPSHOT_VERSION: Final = 3
+SNAPSHOT_VERSION: Final = 4
 
 CallStatus = Literal[
     "requested", "started", "succeeded", "failed", "cancelled", "in_doubt", "unknown"

@@ -18,7 +18,7 @@ import msgspec
 from ..errors import CallstateError, CodecError, StorageError
 from ..journal.events import encode_event
 from ..journal.sealed import SEALABLE, seal_event
-from ..journal.snapshot import encode_snapshot
+from ..journal.snapshot import StoredParts, encode_parted
 from ..sealing import Sealer
 from ..storage.base import Batch, PackageRow, Store
 
@@ -36,16 +36,18 @@ class Outgoing:
         pending: events recorded but not yet committed, in seq order.
         durable_seq: the highest seq known to be durable in the store.
         snapshot_seq: the seq of the newest stored snapshot.
+        parts: the parts of that snapshot known to be stored (not written again).
         waiters: ``(seq, future)`` pairs, resolved once ``durable_seq >= seq``.
         package: a handoff package to store with the batch holding its offer.
     """
 
-    __slots__ = ("durable_seq", "package", "pending", "snapshot_seq", "waiters")
+    __slots__ = ("durable_seq", "package", "parts", "pending", "snapshot_seq", "waiters")
 
     def __init__(self, durable_seq: int) -> None:
         self.pending: list[Event] = []
         self.durable_seq = durable_seq
         self.snapshot_seq = 0
+        self.parts = StoredParts()
         self.waiters: list[tuple[int, asyncio.Future[None]]] = []
         self.package: PackageRow | None = None
 
@@ -170,7 +172,9 @@ class Flusher:
                 fut.cancel()
                 journal.waiters = [(s, f) for s, f in journal.waiters if f is not fut]
 
-    def _take(self, handle: Journaled) -> Batch | None:
+    def _take(self, handle: Journaled) -> tuple[Batch, StoredParts | None] | None:
+        """The batch of ``handle``'s pending events, and the snapshot parts stored once
+        it lands (None without a snapshot)."""
         journal = handle.journal
         pending = journal.pending
         if not pending:
@@ -204,13 +208,16 @@ class Flusher:
         if self.carries_packages:
             batch.package = journal.package
         # pending always ends at state.seq, so the snapshot matches the batch's end
+        parts = None
         if state.seq - journal.snapshot_seq >= self._snapshot_every:
             try:
-                batch.snapshot = encode_snapshot(state, sealer)
+                batch.snapshot, batch.snapshot_parts, parts = encode_parted(
+                    state, sealer, journal.parts
+                )
                 batch.snapshot_seq = state.seq
             except (TypeError, ValueError, msgspec.EncodeError):
                 pass  # state changed behind the journal's back; the events still land
-        return batch
+        return batch, parts
 
     async def _run(self) -> None:
         backoff = 0.005
@@ -220,10 +227,14 @@ class Flusher:
             handles = list(self._dirty.values())
             self._dirty.clear()
             work: list[tuple[Journaled, Batch]] = []
+            parted: dict[int, StoredParts] = {}  # id(batch) -> its snapshot parts, stored
             for h in handles:
-                batch = self._take(h)
-                if batch is not None:
+                taken = self._take(h)
+                if taken is not None:
+                    batch, parts = taken
                     work.append((h, batch))
+                    if parts is not None:
+                        parted[id(batch)] = parts
                 elif h.journal.waiters:
                     h.journal.settle()
             if not work:
@@ -259,6 +270,7 @@ class Flusher:
                     journal.package = None  # stored
                 if batch.snapshot is not None:
                     journal.snapshot_seq = batch.snapshot_seq
+                    journal.parts = parted.get(id(batch), journal.parts)
                 self.events_written += len(batch.events)
                 journal.settle()
                 if journal.pending:

@@ -120,4 +120,17 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             ADD COLUMN started_until double precision;
         """,
     ),
+    (
+        # the parts a snapshot continues (format 4), each written once and replaced only
+        # when it changed, so a long call's snapshots no longer rewrite its whole history
+        5,
+        """
+        CREATE TABLE {schema}.snapshot_parts (
+            session_id text NOT NULL,
+            part bigint NOT NULL,
+            data bytea NOT NULL,
+            PRIMARY KEY (session_id, part)
+        );
+        """,
+    ),
 )

@@ -18,7 +18,8 @@ STATEMENTS: Final[dict[str, str]] = {
     # The group commit. ``ok`` is the conditional update: a batch lands only if its row
     # still has its epoch and ends right before it (or, after ``skip`` events already
     # stored by an attempt whose reply was lost, right before the rest). The events and
-    # snapshots of the sessions it matched are inserted in the same statement.
+    # snapshots (and snapshot parts) of the sessions it matched are inserted in the same
+    # statement.
     "append": """
         WITH b AS (
             SELECT * FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::int8[], %b::int8[],
@@ -45,6 +46,12 @@ STATEMENTS: Final[dict[str, str]] = {
             FROM unnest(%b::text[], %b::int8[], %b::bytea[]) AS x(session_id, seq, data)
             JOIN ok USING (session_id)
             ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq, data = excluded.data
+        ), sp AS (
+            INSERT INTO {s}.snapshot_parts (session_id, part, data)
+            SELECT p.session_id, p.part, p.data
+            FROM unnest(%b::text[], %b::int8[], %b::bytea[]) AS p(session_id, part, data)
+            JOIN ok USING (session_id)
+            ON CONFLICT (session_id, part) DO UPDATE SET data = excluded.data
         )
         SELECT session_id FROM ok
     """,
@@ -63,6 +70,9 @@ STATEMENTS: Final[dict[str, str]] = {
         ), x AS (
             INSERT INTO {{s}}.snapshots (session_id, seq, data)
             SELECT s.session_id, %s, d FROM s, unnest(%b::bytea[]) AS d
+        ), p AS (
+            INSERT INTO {{s}}.snapshot_parts (session_id, part, data)
+            SELECT s.session_id, p.part, p.data FROM s, unnest(%b::int8[], %b::bytea[]) AS p(part, data)
         )
         SELECT count(*) FROM s
     """,
@@ -73,7 +83,11 @@ STATEMENTS: Final[dict[str, str]] = {
     "load": f"""
         SELECT {_X_COLS}, sn.data,
             coalesce((SELECT array_agg(e.data ORDER BY e.seq) FROM {{s}}.events e
-                      WHERE e.session_id = x.session_id AND e.seq > coalesce(sn.seq, 0)), '{{}}')
+                      WHERE e.session_id = x.session_id AND e.seq > coalesce(sn.seq, 0)), '{{}}'),
+            (SELECT array_agg(p.part ORDER BY p.part) FROM {{s}}.snapshot_parts p
+             WHERE sn.seq IS NOT NULL AND p.session_id = x.session_id),
+            (SELECT array_agg(p.data ORDER BY p.part) FROM {{s}}.snapshot_parts p
+             WHERE sn.seq IS NOT NULL AND p.session_id = x.session_id)
         FROM {{s}}.sessions x LEFT JOIN {{s}}.snapshots sn USING (session_id)
         WHERE x.session_id = %s
     """,
@@ -109,6 +123,7 @@ STATEMENTS: Final[dict[str, str]] = {
     "purge": """
         WITH e AS (DELETE FROM {s}.events WHERE session_id = %(sid)s),
              x AS (DELETE FROM {s}.snapshots WHERE session_id = %(sid)s),
+             p AS (DELETE FROM {s}.snapshot_parts WHERE session_id = %(sid)s),
              c AS (DELETE FROM {s}.callers WHERE session_id = %(sid)s)
         DELETE FROM {s}.sessions WHERE session_id = %(sid)s
     """,

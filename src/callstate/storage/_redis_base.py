@@ -35,7 +35,7 @@ __all__ = ["LAYOUT_VERSION", "RedisBase"]
 _T = TypeVar("_T")
 
 #: Version of the key layout; ``open()`` records it in ``P:migrations``.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: P:{sid}:parts, the parts a snapshot continues
 
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SCRIPTS.items()}
 _TRANSIENT = (
@@ -170,9 +170,15 @@ class RedisBase:
     # -- keys --------------------------------------------------------------------------
 
     def _skeys(self, sid: str) -> list[str]:
-        """The session's meta, events, snapshot and callers keys (one hash tag)."""
+        """The session's meta, events, snapshot, callers and snapshot parts keys (one
+        hash tag)."""
         base = f"{self.prefix}:{{{tag(sid)}}}:"
-        return [base + "meta", base + "ev", base + "snap", base + "callers"]
+        return [base + "meta", base + "ev", base + "snap", base + "callers", base + "parts"]
+
+    def _jkeys(self, sid: str) -> list[str]:
+        """The session's meta, events, snapshot and snapshot parts keys (the journal's)."""
+        keys = self._skeys(sid)
+        return [keys[0], keys[1], keys[2], keys[4]]
 
     def _caller_key(self, caller_hash: str) -> str:
         return f"{self.prefix}:caller:{{{tag(caller_hash)}}}"

@@ -176,15 +176,18 @@ def pack_batch(b: Batch, doubt: tuple[int, int]) -> bytes:
     """The array the append script reads: see ``_redis_scripts.APPEND``."""
     head = [b.epoch, b.first_seq, b.last_seq, b.agent, b.status, fmt(b.last_interaction_at)]
     head += [b.snapshot_seq, 0 if b.snapshot is None else 1]
+    parts = [x for n, data in b.snapshot_parts.items() for x in (_msgpack(n), _mp_bytes(data))]
     return b"".join(
         (
-            b"\x9c",  # an array of 12
+            b"\x9d",  # an array of 13
             *map(_msgpack, head),
             _mp_bytes(b.snapshot or b""),
             _msgpack(doubt[0]),
             _msgpack(doubt[1]),
             _mp_array(len(b.events)),
             *map(_mp_bytes, b.events),
+            _mp_array(len(parts)),
+            *parts,
         )
     )
 

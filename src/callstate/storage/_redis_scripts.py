@@ -24,15 +24,16 @@ end
 """
 
 # Appends one batch b = {epoch, first_seq, last_seq, agent, status, last_interaction_at
-# (a string), snapshot_seq, has_snapshot, snapshot, doubt_lo, doubt_hi, {event, ...}}
-# (msgpack-decoded) to the session whose meta, events and snapshot keys are given.
+# (a string), snapshot_seq, has_snapshot, snapshot, doubt_lo, doubt_hi, {event, ...},
+# {part number, part, ...}} (msgpack-decoded) to the session whose meta, events,
+# snapshot and snapshot parts keys are given.
 # [doubt_lo, doubt_hi] is the seq range this writer may have committed without seeing
 # the reply (0, 0 when none); only there may the batch overlap the stored journal.
 # Returns 0 written, 4 already stored by an attempt whose reply was lost, 5 partly so
 # (the rest written now), or {code, stored_epoch, stored_seq} with code 1 not found,
 # 2 stale epoch, 3 seq conflict, 6 the stored meta is not numbers (tampered with).
 _APPEND_ONE = """
-local function append_one(meta, evkey, snapkey, b)
+local function append_one(meta, evkey, snapkey, partskey, b)
   local stored = redis.call('HMGET', meta, 'epoch', 'seq', 'last_interaction_at')
   if not stored[1] then return {1, 0, 0} end
   local epoch, seq, lia = tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])
@@ -67,17 +68,24 @@ local function append_one(meta, evkey, snapkey, b)
   if b[8] == 1 then
     redis.call('SET', snapkey, b[9])
     redis.call('HSET', meta, 'snapshot_seq', b[7])
+    local parts = b[13]
+    local k = 1
+    while k <= #parts do  -- in slices: unpack has a stack limit
+      local j = math.min(k + 999, #parts)
+      redis.call('HSET', partskey, unpack(parts, k, j))
+      k = j + 1
+    end
   end
   return code
 end
 """
 
-# KEYS: meta, events, snapshot of one session. ARGV: the msgpack-encoded batch.
+# KEYS: meta, events, snapshot, parts of one session. ARGV: the msgpack-encoded batch.
 APPEND: Final = (
-    _APPEND_ONE + "return append_one(KEYS[1], KEYS[2], KEYS[3], cmsgpack.unpack(ARGV[1]))"
+    _APPEND_ONE + "return append_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], cmsgpack.unpack(ARGV[1]))"
 )
 
-# KEYS: meta, events, snapshot of each session in turn. ARGV: the msgpack-encoded list
+# KEYS: meta, events, snapshot, parts of each session in turn. ARGV: the msgpack-encoded list
 # of their batches. One script for a whole group commit (keys of many slots: standalone
 # Redis only). Returns one result per batch, as ``append_one``.
 APPEND_MANY: Final = (
@@ -85,7 +93,7 @@ APPEND_MANY: Final = (
     + """
 local out = {}
 for i, b in ipairs(cmsgpack.unpack(ARGV[1])) do
-  out[i] = append_one(KEYS[3 * i - 2], KEYS[3 * i - 1], KEYS[3 * i], b)
+  out[i] = append_one(KEYS[4 * i - 3], KEYS[4 * i - 2], KEYS[4 * i - 1], KEYS[4 * i], b)
 end
 return out
 """
@@ -116,15 +124,21 @@ return 1
 """
 )
 
-# KEYS: meta, events, snapshot. Returns {meta fields..., {snapshot?}, {events...}} or {}.
+# KEYS: meta, events, snapshot, parts. Returns {meta fields..., {snapshot?}, {events...},
+# {part number, part, ...}} or {}.
 LOAD: Final = """
 local meta = redis.call('HGETALL', KEYS[1])
 if #meta == 0 then return {} end
 local from = tonumber(redis.call('HGET', KEYS[1], 'snapshot_seq') or '0')
 local snap = redis.call('GET', KEYS[3])
-local snaps = {}
-if snap then snaps[1] = snap else from = 0 end
-return {meta, snaps, redis.call('LRANGE', KEYS[2], from, -1)}
+local snaps, parts = {}, {}
+if snap then
+  snaps[1] = snap
+  parts = redis.call('HGETALL', KEYS[4])
+else
+  from = 0
+end
+return {meta, snaps, redis.call('LRANGE', KEYS[2], from, -1), parts}
 """
 
 # KEYS: meta, events. ARGV: after_seq. Returns {found, {events...}}.
@@ -164,9 +178,9 @@ end
 return 0
 """
 
-# KEYS: meta, events, snapshot, callers. Run once the caller entries are gone.
+# KEYS: meta, events, snapshot, callers, parts. Run once the caller entries are gone.
 PURGE: Final = """
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
 return 0
 """
 

@@ -127,6 +127,19 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         ALTER TABLE followups ADD COLUMN started_until REAL
         """,
     ),
+    (
+        # the parts a snapshot continues (format 4), each written once and replaced only
+        # when it changed, so a long call's snapshots no longer rewrite its whole history
+        6,
+        """
+        CREATE TABLE snapshot_parts (
+            session_id TEXT NOT NULL,
+            part INTEGER NOT NULL,
+            data BLOB NOT NULL,
+            PRIMARY KEY (session_id, part)
+        );
+        """,
+    ),
 )
 
 

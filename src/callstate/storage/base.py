@@ -88,8 +88,10 @@ class Batch(msgspec.Struct, kw_only=True):
 
     ``events[i]`` is the encoded event with ``seq == first_seq + i``. The append is
     accepted only if ``epoch`` equals the stored epoch and ``first_seq`` follows the
-    stored ``seq``. ``snapshot`` (if set) is the encoded state at ``snapshot_seq``.
-    ``package`` (if set; only for a store with ``atomic_packages``) is a handoff
+    stored ``seq``. ``snapshot`` (if set) is the encoded state at ``snapshot_seq``;
+    ``snapshot_parts`` are numbered parts it continues, stored (each replacing the part
+    of its number) with the batch: the snapshot format decides what they hold, the store
+    keeps every part until the session is purged. ``package`` (if set; only for a store with ``atomic_packages``) is a handoff
     package stored with the events, or not at all.
     """
 
@@ -102,6 +104,7 @@ class Batch(msgspec.Struct, kw_only=True):
     last_interaction_at: float = 0.0
     snapshot: bytes | None = None
     snapshot_seq: int = 0
+    snapshot_parts: dict[int, bytes] = {}
     package: PackageRow | None = None
 
     @property
@@ -110,11 +113,13 @@ class Batch(msgspec.Struct, kw_only=True):
 
 
 class Loaded(msgspec.Struct, kw_only=True):
-    """A session as stored: metadata, latest snapshot, and the events after it."""
+    """A session as stored: metadata, latest snapshot (and every stored part of a
+    snapshot, by number), and the events after it."""
 
     record: SessionRecord
     snapshot: bytes | None
     events: list[bytes]
+    snapshot_parts: dict[int, bytes] = {}
 
 
 class ArchiveRow(msgspec.Struct, kw_only=True):

@@ -40,6 +40,7 @@ class MemoryStore:
         self._claim_ids: dict[str, str] = {}  # session id -> the claim that took its epoch
         self._events: dict[str, list[bytes]] = {}  # index i holds seq i + 1
         self._snapshots: dict[str, bytes] = {}
+        self._parts: dict[str, dict[int, bytes]] = {}  # session id -> snapshot parts by number
         self._callers: dict[str, dict[str, float]] = {}
         self._archive: dict[str, ArchiveRow] = {}
         self._followups: dict[str, FollowUp] = {}
@@ -91,6 +92,8 @@ class MemoryStore:
         if batch.snapshot is not None:
             self._snapshots[batch.session_id] = batch.snapshot
             rec.snapshot_seq = batch.snapshot_seq
+        if batch.snapshot_parts:
+            self._parts.setdefault(batch.session_id, {}).update(batch.snapshot_parts)
         if batch.package is not None:
             self._packages[batch.package.package_id] = msgspec.structs.replace(batch.package)
 
@@ -132,6 +135,7 @@ class MemoryStore:
             record=msgspec.structs.replace(rec),
             snapshot=self._snapshots.get(session_id),
             events=self._events[session_id][rec.snapshot_seq :],
+            snapshot_parts=dict(self._parts.get(session_id, {})),
         )
 
     async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:
@@ -223,6 +227,7 @@ class MemoryStore:
         self._claim_ids.pop(session_id, None)
         self._events.pop(session_id, None)
         self._snapshots.pop(session_id, None)
+        self._parts.pop(session_id, None)
         for entries in self._callers.values():
             entries.pop(session_id, None)
 

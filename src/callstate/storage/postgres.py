@@ -74,6 +74,7 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
         seqs = list(range(1, first.last_seq + 1))
         snap = [first.snapshot] if first.snapshot is not None else []
         params = [*row, first.epoch, seqs, first.events, first.snapshot_seq, snap]
+        params += [list(first.snapshot_parts), list(first.snapshot_parts.values())]
 
         async def op(conn: Conn, retrying: bool) -> bool:
             cur = await conn.execute(self._sql["create"], params, binary=True)
@@ -124,6 +125,9 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
             text_array([b.session_id for b in snaps]),
             int8_array([b.snapshot_seq for b in snaps]),
             bytea_array([b.snapshot or b"" for b in snaps]),
+            text_array([b.session_id for b in snaps for _ in b.snapshot_parts]),
+            int8_array([n for b in snaps for n in b.snapshot_parts]),
+            bytea_array([d for b in snaps for d in b.snapshot_parts.values()]),
         ]
         cur = await conn.execute(self._sql["append"], params, binary=True)
         return {r[0] for r in await cur.fetchall()}
@@ -212,6 +216,7 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
             record=session_from_row(row),
             snapshot=None if row[11] is None else bytes(row[11]),
             events=[bytes(e) for e in row[12]],
+            snapshot_parts=dict(zip(row[13] or (), map(bytes, row[14] or ()), strict=True)),
         )
 
     async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:

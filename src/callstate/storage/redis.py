@@ -5,6 +5,7 @@ Key layout, for the key prefix ``P`` (no braces in it)::
     P:{sid}:meta      hash: epoch, seq, agent, status, lease, claim id, times, snapshot_seq
     P:{sid}:ev        list: the journal, index i holds seq i + 1
     P:{sid}:snap      string: the latest snapshot
+    P:{sid}:parts     hash: part number -> the parts that snapshot continues
     P:{sid}:callers   set: caller hashes the session is indexed under (for purge)
     P:sessions        set: every session id (the sweep's listing)
     P:caller:{h}      sorted set: session id -> time, per caller hash
@@ -42,7 +43,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
     raise ImportError(msg) from exc
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..errors import CallstateError, CodecError, ConflictError, StorageError
+from ..errors import CallstateError, CodecError, ConfigError, ConflictError, StorageError
 from ._redis_base import LAYOUT_VERSION
 from ._redis_codec import fmt, pack_batch, pack_batches, pairs, session_fields, session_record
 from ._redis_records import RedisRecords
@@ -81,6 +82,9 @@ class RedisStore(StepwiseClaim, RedisRecords):
     async def create(self, record: SessionRecord, first: Batch) -> None:
         refuse_packages(self.url, [first])
         sid = record.session_id
+        if first.snapshot_parts:
+            msg = f"redis store: a new session's first batch carries no snapshot parts (session {sid!r})"
+            raise ConfigError(msg)
         if first.first_seq != 1:
             msg = f"a new session's first batch starts at seq 1, not {first.first_seq}"
             raise ConflictError(msg)
@@ -112,11 +116,11 @@ class RedisStore(StepwiseClaim, RedisRecords):
             calls: list[tuple[str, Sequence[str], Sequence[Any]]]
             if self.cluster or len(batches) == 1:  # one script per session: per-slot
                 calls = [
-                    ("append", self._skeys(b.session_id)[:3], [p])
+                    ("append", self._jkeys(b.session_id), [p])
                     for b, p in zip(batches, packed, strict=True)
                 ]
             else:  # one script for the whole group commit: far less to pack and parse
-                keys = [k for b in batches for k in self._skeys(b.session_id)[:3]]
+                keys = [k for b in batches for k in self._jkeys(b.session_id)]
                 calls = [("append_many", keys, [pack_batches(packed)])]
             if self.wait_aof is not None:
                 calls.append(("!WAITAOF", [], list(self.wait_aof)))
@@ -150,14 +154,15 @@ class RedisStore(StepwiseClaim, RedisRecords):
         return out
 
     async def load(self, session_id: str) -> Loaded:
-        res = await self._script("load", "load", self._skeys(session_id)[:3])
+        res = await self._script("load", "load", self._jkeys(session_id))
         if not res:
             raise not_found(session_id)
-        meta, snaps, events = res
+        meta, snaps, events, parts = res
         return Loaded(
             record=session_record(session_id, pairs(meta)),
             snapshot=snaps[0] if snaps else None,
             events=list(events),
+            snapshot_parts={int(n): bytes(d) for n, d in pairs(parts).items()},
         )
 
     async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:

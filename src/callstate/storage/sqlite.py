@@ -87,6 +87,12 @@ class SQLiteStore(SQLiteRecords):
                 "ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq, data = excluded.data",
                 (b.session_id, b.snapshot_seq, b.snapshot),
             )
+        if b.snapshot_parts:
+            c.executemany(
+                "INSERT INTO snapshot_parts (session_id, part, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (session_id, part) DO UPDATE SET data = excluded.data",
+                [(b.session_id, n, data) for n, data in b.snapshot_parts.items()],
+            )
         c.execute(
             "UPDATE sessions SET seq = ?, agent = CASE WHEN ? = '' THEN agent ELSE ? END, "
             "status = ?, last_interaction_at = max(last_interaction_at, ?), "
@@ -154,6 +160,13 @@ class SQLiteStore(SQLiteRecords):
                     "SELECT seq, data FROM snapshots WHERE session_id = ?", (session_id,)
                 ).fetchone()
                 after = 0 if snap is None else snap[0]
+                parts = dict(
+                    c.execute(
+                        "SELECT part, data FROM snapshot_parts WHERE session_id = ?", (session_id,)
+                    ).fetchall()
+                    if snap is not None
+                    else ()
+                )
                 events = [
                     r[0]
                     for r in c.execute(
@@ -163,7 +176,8 @@ class SQLiteStore(SQLiteRecords):
                 ]
             finally:
                 c.rollback()
-            return Loaded(record=rec, snapshot=None if snap is None else snap[1], events=events)
+            snapshot = None if snap is None else snap[1]
+            return Loaded(record=rec, snapshot=snapshot, events=events, snapshot_parts=parts)
 
         return await self._run(read)
 
@@ -295,7 +309,7 @@ class SQLiteStore(SQLiteRecords):
 
     async def purge(self, session_id: str) -> None:
         def txn(c: sqlite3.Connection) -> None:
-            for table in ("sessions", "events", "snapshots", "callers"):
+            for table in ("sessions", "events", "snapshots", "snapshot_parts", "callers"):
                 c.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
 
         await self._run(lambda c: self._write(c, txn))

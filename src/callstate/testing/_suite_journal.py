@@ -271,6 +271,36 @@ class JournalSuite(Suite):
             seqs(loaded.events),
         )
 
+    async def test_snapshot_parts_are_kept_and_replaced_by_number(self, store: Store) -> None:
+        """Snapshot parts land with their batch; a part of the same number replaces the
+        stored one, the others stay, and load returns every part by number."""
+        sid = await create(store, events=1)
+        first = {0: b"part zero \x00\xff", 1: b"part one", 2: b"part two"}
+        batch = make_batch(sid, 1, 2, 2, snapshot=b"head 3", snapshot_seq=3, snapshot_parts=first)
+        assert [None] == await store.append([batch])
+        later = {1: b"part one, rewritten", 4: b"part four"}
+        batch = make_batch(sid, 1, 4, 2, snapshot=b"head 5", snapshot_seq=5, snapshot_parts=later)
+        assert [None] == await store.append([batch])
+        assert [None] == await store.append([make_batch(sid, 1, 6, 1)])
+        loaded = await store.load(sid)
+        expected = {0: first[0], 1: later[1], 2: first[2], 4: later[4]}
+        assert (b"head 5", expected, [6]) == (
+            loaded.snapshot,
+            loaded.snapshot_parts,
+            seqs(loaded.events),
+        )
+
+    async def test_a_refused_batch_stores_none_of_its_snapshot_parts(self, store: Store) -> None:
+        """A batch refused for its epoch writes neither its snapshot nor its parts."""
+        sid = await create(store, events=1)
+        kept = make_batch(sid, 1, 2, 1, snapshot=b"head", snapshot_seq=2, snapshot_parts={0: b"a"})
+        assert [None] == await store.append([kept])
+        stale = make_batch(sid, 0, 3, 1, snapshot=b"x", snapshot_seq=3, snapshot_parts={0: b"b"})
+        [error] = await store.append([stale])
+        assert isinstance(error, StaleEpochError)
+        loaded = await store.load(sid)
+        assert (b"head", {0: b"a"}) == (loaded.snapshot, loaded.snapshot_parts)
+
     async def test_read_events_after_seq(self, store: Store) -> None:
         """read_events returns the events strictly after ``after_seq``, in order."""
         sid = await create(store, events=6)

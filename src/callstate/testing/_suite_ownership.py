@@ -149,12 +149,19 @@ class OwnershipSuite(Suite):
         await store.purge("nope")
 
     async def test_purged_id_can_start_over(self, store: Store) -> None:
-        """After a purge the same id can be created again, with a fresh journal."""
+        """After a purge the same id can be created again, with a fresh journal and no
+        snapshot parts of the purged session."""
         sid = await create(store, events=4)
+        parted = make_batch(sid, 1, 5, 1, snapshot=b"h", snapshot_seq=5, snapshot_parts={0: b"p"})
+        assert [None] == await store.append([parted])
         await store.purge(sid)
         record = SessionRecord(session_id=sid, epoch=1)
         await store.create(record, Batch(session_id=sid, epoch=1, first_seq=1, events=[turn(1)]))
         assert [1] == seqs(await store.read_events(sid))
+        assert [None] == await store.append(
+            [make_batch(sid, 1, 2, 1, snapshot=b"h2", snapshot_seq=2)]
+        )
+        assert {} == (await store.load(sid)).snapshot_parts
 
     # -- caller index ----------------------------------------------------------------------
 
