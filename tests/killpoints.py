@@ -23,12 +23,15 @@ from services import drop_pg_schema, drop_redis_prefix, postgres_url, redis_url,
 
 SECRET = "killpoint-secret-0123456789abcdef"
 CALLER = "+15550104477"
+GRACE = 60.0  # seconds after a leg closes that its follow-up is due
 
 # One role, then exit 0; a kill point on the way ends it with SIGKILL instead. Every line
 # it prints is flushed at once, so the parent reads what it did before the kill.
 CHILD = """
 import asyncio, json, sys
 import callstate
+
+GRACE = %r
 
 def say(*words):
     sys.stdout.write(" ".join(words) + "\\n")
@@ -46,6 +49,7 @@ async def main(role, url, options, secret, arg):
         elif role == "acceptor":
             await keeper.accept(arg, agent="billing")
         elif role == "caller":
+            keeper.on_call_complete(lambda call: None, name="summary", grace=GRACE)
             s = await keeper.start(agent="support", caller=arg)
             say("session", s.id)
             s.user_said("open a bug about the thumbnails")
@@ -99,7 +103,7 @@ async def namespace(kind: str, tmp_path: Path) -> AsyncIterator[Backend]:
 async def run_child(tmp_path: Path, backend: Backend, role: str, arg: str, point: str) -> Died:
     """Run ``role`` in a child process armed to die at ``point``; fails unless it did."""
     script = tmp_path / "killpoint_child.py"
-    script.write_text(CHILD)
+    script.write_text(CHILD % GRACE)
     env = {**os.environ, KILL_AT_ENV: point}
     options = json.dumps(backend.options)
     proc = await asyncio.create_subprocess_exec(

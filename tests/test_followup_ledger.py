@@ -86,6 +86,25 @@ async def test_a_failing_callback_is_retried_with_backoff(url: str, clock: FakeC
     assert ["running", "failed", "retrying"] * 2 + ["running", "succeeded"] == states
 
 
+async def test_expiring_a_call_leaves_its_retrying_follow_up_as_it_was(
+    url: str, clock: FakeClock
+) -> None:
+    """The sweep expiring an ended call looks for follow-ups its close never scheduled;
+    one retrying keeps its backoff and attempt count and is not started early."""
+    flaky = _Flaky(fails=1)
+    async with callstate.Keeper(url, clock=clock, resume_window=60, sweep_every=None) as k:
+        k.on_call_complete(flaky, grace=0, name="crm", retries=3, backoff=600)
+        s = await k.start()
+        await s.end()
+        await k.sweep()
+        before = await _only(k)
+        clock.advance(61)
+        assert [s.id] == (await k.sweep()).expired
+        after = await _only(k)
+        assert [1] == flaky.attempts
+        assert ("retrying", 1, before.due_at) == (after.state, after.attempts, after.due_at)
+
+
 async def test_past_its_retries_a_follow_up_is_dead_until_retried(
     url: str, clock: FakeClock
 ) -> None:

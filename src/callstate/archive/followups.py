@@ -123,18 +123,30 @@ class FollowUps:
         self.callbacks[key] = _Callback(fn, float(grace), retries, float(backoff))
         return key
 
-    async def schedule(self, record: ArchiveRecord) -> int:
-        """Store one pending follow-up per registered callback for ``record``."""
+    async def schedule(self, record: ArchiveRecord, *, missing: bool = False) -> int:
+        """Store one pending follow-up per registered callback for ``record``; returns
+        how many. With ``missing``, only those the store has no entry for (the close
+        that archived ``record`` died before scheduling them): one already stored, run,
+        retrying or cancelled is left as it is."""
+        store = self._host.store
+        count = 0
         for name, cb in self.callbacks.items():
-            await self._host.store.followup_put(
+            followup_id = f"{record.record_id}|{name}"
+            if missing and (
+                not keeps_ledger(store)  # cannot tell: leave it
+                or await store.followup_get(followup_id) is not None
+            ):
+                continue
+            await store.followup_put(
                 FollowUp(
-                    followup_id=f"{record.record_id}|{name}",
+                    followup_id=followup_id,
                     session_id=record.session_id,
                     due_at=record.timings.closed_at + cb.grace,
                     payload=_encoder.encode(_Payload(record_id=record.record_id, name=name)),
                 )
             )
-        return len(self.callbacks)
+            count += 1
+        return count
 
     async def cancel(self, session_id: str) -> int:
         """Cancel the session's pending follow-ups (the caller reconnected)."""

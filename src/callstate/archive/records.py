@@ -320,9 +320,13 @@ def build_record(
 _TAKEOVERS: Final = (ev.SessionResumed, ev.HandoffAccepted, ev.HandoffReclaimed)
 
 
-def superseded_records(events: Iterable[ev.Event], *, before_seq: int) -> list[ArchiveRecord]:
+def superseded_records(
+    events: Iterable[ev.Event], *, before_seq: int, ended: bool = False
+) -> list[ArchiveRecord]:
     """The ``superseded`` records of every run before ``before_seq`` that a takeover
-    closed without an end. Pure: a fold of the journal.
+    closed without an end (with ``ended``, also the records of runs that ended before a
+    ring-back, closed at their end: the end's own write may have died with its
+    process). Pure: a fold of the journal.
 
     Each is built from the state just before the takeover, closed at the takeover's
     time, so any keeper rebuilding it at any later moment gets the same record.
@@ -335,6 +339,9 @@ def superseded_records(events: Iterable[ev.Event], *, before_seq: int) -> list[A
         if isinstance(e, _TAKEOVERS) and state.seq and state.status in ("active", "offered"):
             lost = e.cause if isinstance(e, ev.SessionResumed) else "handoff"
             out.append(build_record(state, outcome="superseded", closed_at=e.at, lost=lost))
+        elif isinstance(e, _TAKEOVERS) and ended and state.status == "ended":
+            closed = state.ended_at or e.at
+            out.append(build_record(state, outcome=ended_outcome(state), closed_at=closed))
         apply(state, e)
     return out
 

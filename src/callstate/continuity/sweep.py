@@ -94,8 +94,9 @@ class Sweeper:
         cause = lost_cause(
             state, lease_owner=rec.lease_owner, lease_until=rec.lease_until, now=now, resumed=False
         )
-        if state.status == "ended":
-            record = build_record(state, outcome=ended_outcome(state), closed_at=now)
+        if state.status == "ended":  # closed at its end, as the end's own write would be
+            closed = state.ended_at or now
+            record = build_record(state, outcome=ended_outcome(state), closed_at=closed)
         else:
             record = build_record(state, outcome="abandoned", closed_at=now, lost=cause)
         expired = ev.SessionExpiredEvent(seq=state.seq + 1, at=now, cause=cause)
