@@ -193,3 +193,19 @@ def test_a_bad_since_is_refused_naming_it(tmp_path: Path) -> None:
     assert 1 == result.returncode
     assert "--since" in result.stderr
     assert "'soon'" in result.stderr
+
+
+async def test_stats_reads_fleet_figures_from_every_store(db: str, tmp_path: Path) -> None:
+    """``stats --since 1h`` prints the window's legs, calls, recovered rate, legs per
+    health class and the time to recover, counted by the store."""
+    await _health_calls(db, tmp_path)
+    result = await asyncio.to_thread(_cli, "stats", "--since", "1h", "--db", db, cwd=tmp_path)
+    assert 0 == result.returncode, result.stdout + result.stderr
+    lines = [line.split() for line in result.stdout.splitlines()]
+    assert ["4", "3", "33.3%", "0.0%"] in lines
+    assert {"caller_ended": "1", "failed": "1", "recovered": "1", "superseded": "1"} == {
+        r[0]: r[1]
+        for r in lines
+        if len(r) == 2 and r[0] in ("caller_ended", "failed", "recovered", "superseded", "ok")
+    }
+    assert ["time", "to", "recover", "1"] == next(r for r in lines if r[:2] == ["time", "to"])[:4]

@@ -21,6 +21,7 @@ EXPECTED = [
     "ConfigError",
     "ConflictError",
     "Event",
+    "FleetStats",
     "FollowUpResult",
     "HandoffError",
     "HandoffFormatError",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from .archive.calls import CallRecord, FollowUpResult
+from .archive.fleet import FleetStats
 from .archive.health import Health
 from .archive.records import ArchiveRecord
 from .continuity.plan import Preflight, RecoveryPlan
@@ -54,6 +55,7 @@ __all__ = [
     "ConfigError",
     "ConflictError",
     "Event",
+    "FleetStats",
     "FollowUpResult",
     "HandoffError",
     "HandoffFormatError",

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from .archive.fleet import FleetStats, fleet_stats
 from .archive.followups import FollowUpFn, FollowUps
 from .archive.records import Archive
 from .continuity.ownership import Owned, Ownership
@@ -513,6 +514,11 @@ class Keeper:
     def stats(self) -> Stats:
         """Recovery event counts by kind, sink errors, and time-to-recover percentiles."""
         return self.observer.stats()
+
+    async def fleet_stats(self, *, since: float | None = None) -> FleetStats:
+        """Figures of every leg any worker archived since ``since`` (a time; None: all),
+        read from the store: see ``callstate.archive.fleet``."""
+        return await fleet_stats(self.store, since=since, until=self.host.clock.now())
 
     def _resumed(self, session: Session, t0: float, *, via: str, channel: str) -> None:
         plan = session.recovery

@@ -52,6 +52,7 @@ __all__ = [
     "build_record",
     "decode_record",
     "encode_record",
+    "figure_columns",
     "open_record",
     "run_facts",
     "seal_record",
@@ -351,6 +352,20 @@ def was_taken_over(state: SessionState) -> bool:
     return state.run_via not in ("", "start")
 
 
+def figure_columns(record: ArchiveRecord) -> dict[str, Any]:
+    """What the store counts of ``record`` for fleet figures (``ArchiveRow``'s columns)."""
+    h = record.health
+    recovered = h is not None and h.kind == "recovered"
+    t = record.timings
+    return {
+        "closed_at": t.closed_at,
+        "health": None if h is None else h.kind,
+        "tools": len(record.tools),
+        "in_doubt": sum(1 for c in record.tools if c.in_doubt),
+        "recover_s": t.gap_s + t.link_down_s if recovered else None,
+    }
+
+
 # -- the archive, as a keeper sees it --------------------------------------------------
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -384,6 +399,7 @@ class Archive:
             ended_at=record.timings.ended_at,
             outcome=record.outcome,
             data=encode_record(seal_record(record, self._host.sealer)),
+            **figure_columns(record),
         )
         try:
             await self._host.store.archive_insert(row)

@@ -83,6 +83,7 @@ COMMAND_MODULES: list[str] = [
     "callstate.cli.archive",
     "callstate.cli.followups",
     "callstate.cli.health",
+    "callstate.cli.stats",
     "callstate.web.serve",  # needs the web extra only when run
 ]
 

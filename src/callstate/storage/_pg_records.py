@@ -8,8 +8,9 @@ from typing import Any
 
 from ..errors import ConflictError
 from ._pg_base import Conn, PostgresBase
-from ._sql_rows import archive_from_row, followup_from_row
+from ._sql_rows import archive_from_row, archive_values, followup_from_row
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
+from .figures import UNKNOWN_HEALTH, Figures
 
 __all__ = ["PostgresRecords"]
 
@@ -60,14 +61,7 @@ class PostgresRecords(PostgresBase):
     # -- archive (insert-only) -------------------------------------------------------
 
     async def archive_insert(self, row: ArchiveRow) -> None:
-        values = [
-            row.record_id,
-            row.session_id,
-            row.caller_hash,
-            row.ended_at,
-            row.outcome,
-            row.data,
-        ]
+        values = list(archive_values(row))
         await self._insert_once(
             "archive_insert",
             values,
@@ -100,6 +94,26 @@ class PostgresRecords(PostgresBase):
         sql = self._sql["archive_list"] + " AND ".join(where) + " ORDER BY ended_at DESC LIMIT %s"
         rows = await self._fetch("archive_list", sql, [*args, max(limit, 0)])
         return [archive_from_row(r) for r in rows]
+
+    async def archive_figures(self, since: float, until: float) -> Figures:
+        window = [since, until]
+        legs: dict[str, int] = {}
+        with_tools = with_in_doubt = 0
+        for health, n, tools, in_doubt in await self._fetch(
+            "archive_figures", self._sql["archive_figures"], window
+        ):
+            legs[health or UNKNOWN_HEALTH] = n
+            with_tools += tools
+            with_in_doubt += in_doubt
+        recover = await self._fetch("archive_figures", self._sql["archive_recover"], window)
+        lag = await self._fetch("archive_figures", self._sql["followup_lag"], window)
+        return Figures(
+            legs=legs,
+            with_tools=with_tools,
+            with_in_doubt=with_in_doubt,
+            recover_s=[r[0] for r in recover],
+            followup_lag_s=[r[0] for r in lag],
+        )
 
     # -- follow-ups ------------------------------------------------------------------
 

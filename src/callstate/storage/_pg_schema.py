@@ -133,4 +133,18 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         );
         """,
     ),
+    (
+        # what fleet figures count, per archived leg, under an index on the time it
+        # closed that carries them: counting a window is an index-only scan
+        6,
+        """
+        ALTER TABLE {schema}.archive ADD COLUMN closed_at double precision,
+            ADD COLUMN health text,
+            ADD COLUMN tools integer NOT NULL DEFAULT 0,
+            ADD COLUMN in_doubt integer NOT NULL DEFAULT 0,
+            ADD COLUMN recover_s double precision;
+        CREATE INDEX archive_figures ON {schema}.archive (closed_at)
+            INCLUDE (health, tools, in_doubt, recover_s);
+        """,
+    ),
 )

@@ -12,6 +12,8 @@ from ._sql_rows import ARCHIVE_COLS, FOLLOWUP_COLS, SESSION_COLS
 
 __all__ = ["ARCHIVE_COLS", "SESSION_COLS", "STATEMENTS"]
 
+_ARCHIVE_SLOTS = ", ".join(["%s"] * len(ARCHIVE_COLS.split(",")))
+
 _X_COLS: Final = ", ".join("x." + c.strip() for c in SESSION_COLS.split(","))
 
 STATEMENTS: Final[dict[str, str]] = {
@@ -135,11 +137,24 @@ STATEMENTS: Final[dict[str, str]] = {
         "SELECT session_id, at FROM {s}.callers WHERE caller_hash = %s ORDER BY at DESC"
     ),
     "archive_insert": (
-        f"INSERT INTO {{s}}.archive ({ARCHIVE_COLS}) VALUES (%s, %s, %s, %s, %s, %s) "
+        f"INSERT INTO {{s}}.archive ({ARCHIVE_COLS}) VALUES ({_ARCHIVE_SLOTS}) "
         "ON CONFLICT (record_id) DO NOTHING RETURNING record_id"
     ),
     "archive_get": f"SELECT {ARCHIVE_COLS} FROM {{s}}.archive WHERE record_id = %s",
     "archive_list": f"SELECT {ARCHIVE_COLS} FROM {{s}}.archive WHERE ",
+    "archive_figures": (
+        "SELECT health, count(*), count(*) FILTER (WHERE tools > 0), "
+        "count(*) FILTER (WHERE in_doubt > 0) FROM {s}.archive "
+        "WHERE closed_at >= %s AND closed_at < %s GROUP BY health"
+    ),
+    "archive_recover": (
+        "SELECT recover_s FROM {s}.archive WHERE closed_at >= %s AND closed_at < %s "
+        "AND recover_s IS NOT NULL"
+    ),
+    "followup_lag": (
+        "SELECT updated_at - due_at FROM {s}.followups WHERE status = 'done' "
+        "AND due_at >= %s AND due_at < %s AND mark = 'succeeded'"
+    ),
     # a pending follow-up is replaced whole; one past pending is left as it is
     "followup_put": (
         "INSERT INTO {s}.followups (followup_id, session_id, due_at, payload, status, "

@@ -115,6 +115,13 @@ def archive_fields(row: ArchiveRow) -> list[str | bytes]:
     fields += ["ended_at", fmt(row.ended_at), "outcome", row.outcome, "data", row.data]
     if row.caller_hash is not None:
         fields += ["caller_hash", row.caller_hash]
+    if row.closed_at is not None:
+        fields += ["closed_at", fmt(row.closed_at), "tools", str(row.tools)]
+        fields += ["in_doubt", str(row.in_doubt)]
+    if row.health is not None:
+        fields += ["health", row.health]
+    if row.recover_s is not None:
+        fields += ["recover_s", fmt(row.recover_s)]
     return fields
 
 
@@ -132,6 +139,11 @@ def archive_row(row: dict[bytes, bytes]) -> ArchiveRow:
         ended_at=_read(where, row, "ended_at", float),
         outcome=_read(where, row, "outcome", str),
         data=row.get(b"data", b""),
+        closed_at=_read(where, row, "closed_at", float) if b"closed_at" in row else None,
+        health=_str(row.get(b"health")),
+        tools=_read(where, row, "tools", int, 0),
+        in_doubt=_read(where, row, "in_doubt", int, 0),
+        recover_s=_read(where, row, "recover_s", float) if b"recover_s" in row else None,
     )
 
 

@@ -15,6 +15,7 @@ from ..errors import ConflictError
 from ._redis_base import RedisBase
 from ._redis_codec import archive_fields, archive_row, fmt, followup_row, package_row, pairs
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
+from .figures import UNKNOWN_HEALTH, Figures
 
 __all__ = ["RedisRecords"]
 
@@ -47,6 +48,13 @@ class RedisRecords(RedisBase):
         keys = [a + "rec:" + row.record_id, a + "time", a + "sess:" + row.session_id]
         if row.caller_hash is not None:
             keys.append(a + "caller:" + row.caller_hash)
+        if row.closed_at is not None:  # counted by archive_figures
+            fig = a + "fig:"
+            keys.append(fig + "h:" + (row.health or UNKNOWN_HEALTH))
+            keys += [fig + "tools"] if row.tools else []
+            keys += [fig + "in_doubt"] if row.in_doubt else []
+            keys += [fig + "recover"] if row.recover_s is not None else []
+            keys.append(fig + "classes")
         fields = archive_fields(row)
         if not await self._script("archive_insert", "archive_insert", keys, *fields, flag=True):
             msg = f"archive record {row.record_id!r} already exists; archive rows are never overwritten"
@@ -78,6 +86,30 @@ class RedisRecords(RedisBase):
             "archive_list", "archive_list", [index], *args, session_id or "", caller_hash or ""
         )
         return [archive_row(pairs(r)) for r in rows]
+
+    async def archive_figures(self, since: float, until: float) -> Figures:
+        fig = self._arch + "fig:"
+        lo, hi = fmt(since), "(" + fmt(until)
+
+        async def op(_: bool) -> Figures:
+            classes = sorted(m.decode() for m in await self._client.smembers(fig + "classes"))
+            pipe = self._client.pipeline(transaction=False)
+            for name in classes:
+                pipe.zcount(fig + "h:" + name, lo, hi)
+            pipe.zcount(fig + "tools", lo, hi)
+            pipe.zcount(fig + "in_doubt", lo, hi)
+            pipe.zrangebyscore(fig + "recover", lo, hi)
+            pipe.zrangebyscore(self._fu + "lag", lo, hi)
+            *counts, tools, in_doubt, recover, lag = await pipe.execute()
+            return Figures(
+                legs={name: int(n) for name, n in zip(classes, counts, strict=True) if n},
+                with_tools=int(tools),
+                with_in_doubt=int(in_doubt),
+                recover_s=[float(m.split(b"|", 1)[0]) for m in recover],
+                followup_lag_s=[float(m.split(b"|", 1)[0]) for m in lag],
+            )
+
+        return await self._run("archive_figures", op)
 
     # -- follow-ups ------------------------------------------------------------------
 
@@ -136,7 +168,7 @@ class RedisRecords(RedisBase):
         retry_at: float | None = None,
     ) -> bool:
         fu = self._fu
-        keys = [fu + "f:" + followup_id, fu + "due", fu + "claimed"]
+        keys = [fu + "f:" + followup_id, fu + "due", fu + "claimed", fu + "lag"]
         when = "" if retry_at is None else fmt(retry_at)
         flag = "0" if error is None else "1"
         args = [owner, mark, fmt(now), when, flag, error or ""]

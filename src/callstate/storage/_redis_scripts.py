@@ -198,13 +198,30 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 2))
 """
 
-# KEYS: record, by-time, by-session, [by-caller]. ARGV: retrying, field, value, ...
-# Returns 1 inserted, 0 exists, 2 exists with these exact fields (a retried insert).
+# KEYS: record, by-time, by-session, [by-caller], then the figure keys (named
+# {archive}:fig:…): by-class, [with-tools], [with-in-doubt], [recover], classes.
+# ARGV: retrying, field, value, ... Index keys are scored by ended_at, figure keys by
+# closed_at; the recover key's members carry the seconds ("4.5|id"), the classes set
+# names every class counted. Returns 1 inserted, 0 exists, 2 exists with these exact
+# fields (a retried insert).
 ARCHIVE_INSERT: Final = (
     _INSERT_ONCE
-    + """local id = redis.call('HGET', KEYS[1], 'record_id')
-local at = redis.call('HGET', KEYS[1], 'ended_at')
-for i = 2, #KEYS do redis.call('ZADD', KEYS[i], at, id) end
+    + """local f = redis.call('HMGET', KEYS[1], 'record_id', 'ended_at', 'closed_at',
+                     'health', 'recover_s')
+local id, at, closed = f[1], f[2], f[3]
+local fig = string.sub(KEYS[2], 1, #KEYS[2] - 4) .. 'fig:'
+for i = 2, #KEYS do
+  local k = KEYS[i]
+  if string.sub(k, 1, #fig) ~= fig then
+    redis.call('ZADD', k, at, id)
+  elseif k == fig .. 'classes' then
+    redis.call('SADD', k, f[4] or 'unknown')
+  elseif k == fig .. 'recover' then
+    redis.call('ZADD', k, closed, f[5] .. '|' .. id)
+  else
+    redis.call('ZADD', k, closed, id)
+  end
+end
 return 1
 """
 )
@@ -348,6 +365,12 @@ if f[1] ~= 'claimed' then return 0 end
 redis.call('ZREM', KEYS[3], f[3])
 if ARGV[4] == '' then
   redis.call('HSET', KEYS[1], 'status', 'done')
+  if ARGV[2] == 'succeeded' and KEYS[4] then
+    -- follow-up lag for fleet figures: due -> finished, scored by when it was due
+    local due = redis.call('HGET', KEYS[1], 'due_at')
+    local lag = tonumber(ARGV[3]) - tonumber(due)
+    redis.call('ZADD', KEYS[4], due, string.format('%.17g', lag) .. '|' .. f[3])
+  end
 else
   redis.call('HSET', KEYS[1], 'status', 'pending', 'due_at', ARGV[4])
   redis.call('ZADD', KEYS[2], ARGV[4], f[3])

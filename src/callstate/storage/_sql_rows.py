@@ -12,6 +12,7 @@ __all__ = [
     "FOLLOWUP_COLS",
     "SESSION_COLS",
     "archive_from_row",
+    "archive_values",
     "followup_from_row",
     "session_from_row",
 ]
@@ -20,7 +21,10 @@ SESSION_COLS: Final = (
     "session_id, epoch, seq, agent, status, caller_hash, created_at, "
     "last_interaction_at, lease_owner, lease_until, snapshot_seq"
 )
-ARCHIVE_COLS: Final = "record_id, session_id, caller_hash, ended_at, outcome, data"
+ARCHIVE_COLS: Final = (
+    "record_id, session_id, caller_hash, ended_at, outcome, data, "
+    "closed_at, health, tools, in_doubt, recover_s"
+)
 FOLLOWUP_COLS: Final = (
     "followup_id, session_id, due_at, payload, status, claimed_by, claimed_until, "
     "mark, attempts, last_error, updated_at"
@@ -53,6 +57,28 @@ def archive_from_row(row: Sequence[Any]) -> ArchiveRow:
         ended_at=row[3],
         outcome=row[4],
         data=bytes(row[5]),
+        closed_at=row[6],
+        health=row[7],
+        tools=row[8],
+        in_doubt=row[9],
+        recover_s=row[10],
+    )
+
+
+def archive_values(row: ArchiveRow) -> tuple[Any, ...]:
+    """``row``'s values in ``ARCHIVE_COLS`` order, for an insert."""
+    return (
+        row.record_id,
+        row.session_id,
+        row.caller_hash,
+        row.ended_at,
+        row.outcome,
+        row.data,
+        row.closed_at,
+        row.health,
+        row.tools,
+        row.in_doubt,
+        row.recover_s,
     )
 
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import sqlite3
 
 from ..errors import ConflictError
+from ._sql_rows import ARCHIVE_COLS, archive_from_row, archive_values, followup_from_row
 from ._sql_rows import FOLLOWUP_COLS as _FOLLOWUP_COLS
-from ._sql_rows import archive_from_row, followup_from_row
 from ._sqlite_base import SQLiteBase
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
+from .figures import UNKNOWN_HEALTH, Figures
 
 __all__ = ["SQLiteRecords"]
+
+_ARCHIVE_SLOTS = ", ".join("?" * len(ARCHIVE_COLS.split(",")))
 
 
 class SQLiteRecords(SQLiteBase):
@@ -42,16 +45,8 @@ class SQLiteRecords(SQLiteBase):
         def txn(c: sqlite3.Connection) -> None:
             try:
                 c.execute(
-                    "INSERT INTO archive (record_id, session_id, caller_hash, ended_at, outcome, data) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        row.record_id,
-                        row.session_id,
-                        row.caller_hash,
-                        row.ended_at,
-                        row.outcome,
-                        row.data,
-                    ),
+                    f"INSERT INTO archive ({ARCHIVE_COLS}) VALUES ({_ARCHIVE_SLOTS})",
+                    archive_values(row),
                 )
             except sqlite3.IntegrityError as exc:
                 if exc.sqlite_errorname != "SQLITE_CONSTRAINT_PRIMARYKEY":
@@ -64,8 +59,7 @@ class SQLiteRecords(SQLiteBase):
     async def archive_get(self, record_id: str) -> ArchiveRow | None:
         row = await self._run(
             lambda c: c.execute(
-                "SELECT record_id, session_id, caller_hash, ended_at, outcome, data "
-                "FROM archive WHERE record_id = ?",
+                f"SELECT {ARCHIVE_COLS} FROM archive WHERE record_id = ?",
                 (record_id,),
             ).fetchone()
         )
@@ -90,11 +84,44 @@ class SQLiteRecords(SQLiteBase):
                 where.append(f"{col} {op} ?")
                 args.append(val)
         sql = (
-            "SELECT record_id, session_id, caller_hash, ended_at, outcome, data FROM archive "
+            f"SELECT {ARCHIVE_COLS} FROM archive "
             f"WHERE {' AND '.join(where)} ORDER BY ended_at DESC LIMIT ?"
         )
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [archive_from_row(r) for r in rows]
+
+    async def archive_figures(self, since: float, until: float) -> Figures:
+        def read(c: sqlite3.Connection) -> Figures:
+            window = (since, until)
+            legs: dict[str, int] = {}
+            with_tools = with_in_doubt = 0
+            for health, n, tools, in_doubt in c.execute(
+                "SELECT health, count(*), sum(tools > 0), sum(in_doubt > 0) FROM archive "
+                "WHERE closed_at >= ? AND closed_at < ? GROUP BY health",
+                window,
+            ):
+                legs[health or UNKNOWN_HEALTH] = n
+                with_tools += tools
+                with_in_doubt += in_doubt
+            recover = c.execute(
+                "SELECT recover_s FROM archive WHERE closed_at >= ? AND closed_at < ? "
+                "AND recover_s IS NOT NULL",
+                window,
+            ).fetchall()
+            lag = c.execute(
+                "SELECT updated_at - due_at FROM followups WHERE status = 'done' "
+                "AND due_at >= ? AND due_at < ? AND mark = 'succeeded'",
+                window,
+            ).fetchall()
+            return Figures(
+                legs=legs,
+                with_tools=with_tools,
+                with_in_doubt=with_in_doubt,
+                recover_s=[r[0] for r in recover],
+                followup_lag_s=[r[0] for r in lag],
+            )
+
+        return await self._run(read)
 
     # -- follow-ups ----------------------------------------------------------------------
 

@@ -140,6 +140,19 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         );
         """,
     ),
+    (
+        # what fleet figures count, per archived leg, under a covering index on the time
+        # it closed: counting a window reads the index, never a record
+        7,
+        """
+        ALTER TABLE archive ADD COLUMN closed_at REAL;
+        ALTER TABLE archive ADD COLUMN health TEXT;
+        ALTER TABLE archive ADD COLUMN tools INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE archive ADD COLUMN in_doubt INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE archive ADD COLUMN recover_s REAL;
+        CREATE INDEX archive_figures ON archive (closed_at, health, tools, in_doubt, recover_s);
+        """,
+    ),
 )
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Final, TypeGuard
 
 from .base import FollowUpLedger, FollowUpLog, Store
+from .figures import ArchiveFigures
 
-__all__ = ["is_store", "keeps_ledger", "keeps_log"]
+__all__ = ["counts_figures", "is_store", "keeps_ledger", "keeps_log"]
 
 
 def _members(protocol: type) -> frozenset[str]:
@@ -29,6 +30,7 @@ def _members(protocol: type) -> frozenset[str]:
 _STORE: Final = _members(Store)
 _LOG: Final = _members(FollowUpLog)
 _LEDGER: Final = _members(FollowUpLedger)
+_FIGURES: Final = _members(ArchiveFigures)
 
 
 def _provides(obj: object, members: frozenset[str]) -> bool:
@@ -48,3 +50,8 @@ def keeps_log(obj: object) -> TypeGuard[FollowUpLog]:
 def keeps_ledger(obj: object) -> TypeGuard[FollowUpLedger]:
     """True if ``obj`` keeps each follow-up's attempts and state (``FollowUpLedger``)."""
     return _provides(obj, _LEDGER)
+
+
+def counts_figures(obj: object) -> TypeGuard[ArchiveFigures]:
+    """True if ``obj`` counts its archive for fleet figures (``ArchiveFigures``)."""
+    return _provides(obj, _FIGURES)

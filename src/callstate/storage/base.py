@@ -131,6 +131,12 @@ class ArchiveRow(msgspec.Struct, kw_only=True):
     ended_at: float
     outcome: str
     data: bytes
+    #: what fleet figures count (``ArchiveFigures``); None / 0 on rows archived before
+    closed_at: float | None = None
+    health: str | None = None
+    tools: int = 0  # tool calls the leg made
+    in_doubt: int = 0  # of them, left in doubt by a crash
+    recover_s: float | None = None  # a recovered leg: seconds the caller was cut off
 
 
 class FollowUp(msgspec.Struct, kw_only=True):

@@ -22,6 +22,7 @@ from .base import (
     package_not_in,
     stale_claim,
 )
+from .figures import UNKNOWN_HEALTH, Figures
 
 __all__ = ["MemoryStore"]
 
@@ -270,6 +271,28 @@ class MemoryStore:
         ]
         rows.sort(key=lambda r: r.ended_at, reverse=True)
         return rows[:limit]
+
+    async def archive_figures(self, since: float, until: float) -> Figures:
+        self._check_open()
+        rows = [
+            r
+            for r in self._archive.values()
+            if r.closed_at is not None and since <= r.closed_at < until
+        ]
+        legs: dict[str, int] = {}
+        for r in rows:
+            legs[r.health or UNKNOWN_HEALTH] = legs.get(r.health or UNKNOWN_HEALTH, 0) + 1
+        return Figures(
+            legs=legs,
+            with_tools=sum(1 for r in rows if r.tools),
+            with_in_doubt=sum(1 for r in rows if r.in_doubt),
+            recover_s=[r.recover_s for r in rows if r.recover_s is not None],
+            followup_lag_s=[
+                f.updated_at - f.due_at
+                for f in self._followups.values()
+                if f.status == "done" and f.mark == "succeeded" and since <= f.due_at < until
+            ],
+        )
 
     async def followup_put(self, followup: FollowUp) -> None:
         self._check_open()

@@ -21,6 +21,7 @@ pytest and pytest-asyncio (``pip install callstate[dev]``).
 from __future__ import annotations
 
 from ._suite_base import Suite
+from ._suite_figures import FiguresSuite
 from ._suite_journal import JournalSuite
 from ._suite_ledger import LedgerSuite
 from ._suite_ownership import OwnershipSuite
@@ -31,7 +32,13 @@ __all__ = ["StoreConformance", "Suite"]
 
 
 class StoreConformance(
-    JournalSuite, OwnershipSuite, RecordsSuite, ClaimThenSuite, ResendSuite, LedgerSuite
+    JournalSuite,
+    OwnershipSuite,
+    RecordsSuite,
+    ClaimThenSuite,
+    ResendSuite,
+    LedgerSuite,
+    FiguresSuite,
 ):
     """Behaviour every ``Store`` must have. Subclasses provide the ``store`` fixture.
 
