@@ -187,6 +187,31 @@ def _points(reader: InMemoryMetricReader) -> dict[tuple[str, tuple[tuple[str, An
     return out
 
 
+async def test_a_leg_span_carries_the_health_of_its_record(
+    url: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    """When a leg's record is written its span gets callstate.health; a resumed drop's
+    second leg is recovered (the superseded first leg's record is written later, when
+    its span has ended, and names no class on it)."""
+    clock = FakeClock()
+    async with callstate.Keeper(url, secret=SECRET, clock=clock, sinks=[OtelTraces(provider)]) as k:
+        s = await k.start()
+        await s.end(reason="caller_hangup")
+        d = await k.start()
+        d.connection_lost("network switch")
+        await d.flush()
+        clock.advance(3)
+        back = await k.resume(d.resume_token())
+        await back.end(reason="resolved")
+        await k.observer.drain()
+    legs = _by_name(exporter.get_finished_spans(), "callstate.call_leg")
+    got = [
+        (leg.attributes["callstate.session.id"], leg.attributes.get("callstate.health"))  # type: ignore[index]
+        for leg in legs
+    ]
+    assert [(s.id, "caller_ended"), (d.id, None), (d.id, "recovered")] == got
+
+
 def test_every_event_kind_is_counted_and_durations_are_seconds() -> None:
     """readings() counts every kind and turns latency_ms into seconds for histograms."""
     ev = RecoveryEvent(

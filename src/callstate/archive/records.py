@@ -405,6 +405,14 @@ class Archive:
             await self._host.store.archive_insert(row)
         except ConflictError:  # already archived (a retry or a racing keeper): keep the first
             return False
+        self._host.emit(
+            "call.archived",
+            record.session_id,
+            record_id=record.record_id,
+            epoch=record.epoch,
+            outcome=record.outcome,
+            health=None if record.health is None else record.health.kind,
+        )
         return True
 
     def _open(self, data: bytes) -> ArchiveRecord:

@@ -122,6 +122,9 @@ class OtelTraces:
         elif event.kind in ("handoff.offered", "handoff.accepted"):
             self._handoff_span(event, captured)
         leg = self._legs.get(sid)
+        if leg is not None and event.kind == "call.archived":
+            self._health(leg, event)
+            return
         if leg is not None:
             fields: dict[str, Any] = {
                 f"callstate.{k}": _attr(v) for k, v in event.data.items() if v is not None
@@ -140,6 +143,16 @@ class OtelTraces:
                 leg.attributes["callstate.end.reason"] = str(event.data.get("reason", ""))
         if event.kind in _LEG_ENDS:
             self._end_leg(sid, event.at)
+
+    def _health(self, leg: _Leg, event: RecoveryEvent) -> None:
+        """The leg's record was written: its health class goes on the leg's span."""
+        if event.data.get("epoch") != leg.attributes.get("callstate.epoch"):
+            return  # an earlier leg's record (a superseded one, rebuilt later)
+        health = str(event.data.get("health") or "")
+        if leg.span is not None:
+            leg.span.set_attribute("callstate.health", health)
+        else:
+            leg.attributes["callstate.health"] = health
 
     def _leg_span(self, sid: str, *, create: bool = True) -> Span | None:
         """The leg's span: made now if a parent is known (or ``create``); None otherwise."""

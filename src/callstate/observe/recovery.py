@@ -62,6 +62,7 @@ RecoveryKind = Literal[
     "handoff.reclaimed",
     "followup.run",
     "followup.cancelled",
+    "call.archived",
 ]
 
 #: How many recent time-to-recover samples ``stats()`` keeps.
