@@ -48,6 +48,7 @@ def test_wheel_ships_py_typed_the_command_and_extras(tmp_path: Path) -> None:
     assert "Requires-Python: >=3.11" in metadata
     provided = {line.split(": ", 1)[1] for line in metadata if line.startswith("Provides-Extra:")}
     assert {
+        "agents",
         "dev",
         "gemini",
         "livekit",
