@@ -114,3 +114,13 @@ def test_bench_sinks_prints_paired_rounds_and_medians() -> None:
     assert expected == set(metrics)
     for name in expected:
         assert 0 < _number(metrics[name]), name
+
+
+def test_bench_stats_prints_every_metric() -> None:
+    """bench_stats.py seeds a tiny SQLite archive and prints its seed rate and the legs
+    and median time of each fleet_stats window."""
+    metrics = run_bench("bench_stats.py", "--stores", "sqlite", "--rows", "300", "--rounds", "1")
+    assert 300 == int(metrics["rows"])
+    assert 300 == int(metrics["sqlite_fleet_stats_all_legs"])
+    for window in ("hour", "day", "all"):
+        assert _number(metrics[f"sqlite_fleet_stats_{window}_median_ms"]) >= 0
