@@ -39,16 +39,25 @@ class Dash:
     ids: Seeded
     shots: Path
     rig: Rig
+    loaded: bool = False
     #: console errors a test expects (a refused request), by a part of their text
     allowed: list[str] = field(default_factory=list)
 
     async def open(self, route: str, *, token: bool = True) -> None:
-        """Load ``route`` (``#/...``), with the token given once in the address."""
-        await self.page.goto(
-            f"{self.base}/dashboard/#token={TOKEN}" if token else self.base + "/dashboard/"
-        )
+        """Show ``route`` (``#/...``); the first load gives the token once in the address."""
+        if not self.loaded:
+            where = f"#token={TOKEN}" if token else ""
+            await self.page.goto(f"{self.base}/dashboard/{where}")
+            await self.rendered()
+            self.loaded = True
         if route:
-            await self.page.evaluate("r => { window.location.hash = r; }", route)
+            await self.page.evaluate(
+                "r => { if (location.hash !== r) { delete document.documentElement.dataset.rendered; location.hash = r; } }",
+                route,
+            )
+            await self.rendered()
+
+    async def rendered(self) -> None:
         await self.page.wait_for_function(
             "() => document.documentElement.dataset.rendered", timeout=15_000
         )

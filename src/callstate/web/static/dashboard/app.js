@@ -24,7 +24,11 @@ function signIn(message) {
   });
 }
 
+let routing = 0; // the latest route; a slower earlier one must not draw over it
+
 async function route() {
+  const mine = ++routing;
+  const stale = () => mine !== routing;
   delete document.documentElement.dataset.rendered;
   document.getElementById("signout").hidden = !token();
   if (!token()) return signIn();
@@ -35,10 +39,11 @@ async function route() {
     a.classList.toggle("on", a.dataset.nav === page || (page === "call" && a.dataset.nav === "calls"));
   }
   try {
-    if (page === "call") await showCall(view, decodeURIComponent(path.slice("/call/".length)), params);
-    else if (page === "quality") await showQuality(view, params);
-    else await showCalls(view, params);
+    if (page === "call") await showCall(view, decodeURIComponent(path.slice("/call/".length)), params, stale);
+    else if (page === "quality") await showQuality(view, params, stale);
+    else await showCalls(view, params, stale);
   } catch (err) {
+    if (stale()) return;
     if (err instanceof Unauthorized) {
       forgetToken();
       return signIn("That token was refused: " + err.message);

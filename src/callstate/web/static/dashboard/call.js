@@ -38,10 +38,11 @@ function facts(data) {
     ${esc(clock(data.t0))} – ${esc(clock(data.t1))} (${esc(seconds(data.t1 - data.t0))}) · ${legs}</p>`;
 }
 
-export async function showCall(view, sessionId, params) {
+export async function showCall(view, sessionId, params, stale = () => false) {
   const t0 = performance.now();
   view.innerHTML = `<p class="loading">loading…</p>`;
   const data = await get(`calls/${encodeURIComponent(sessionId)}/timeline`);
+  if (stale()) return;
   const fetched = performance.now();
   const zoom = Math.max(1, Math.min(32, Number(params.get("zoom")) || 1));
   const style = getComputedStyle(view);

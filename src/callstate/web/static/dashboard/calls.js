@@ -51,7 +51,7 @@ function row(c) {
   </tr>`;
 }
 
-export async function showCalls(view, params) {
+export async function showCalls(view, params, stale = () => false) {
   const range = params.get("range");
   const query = Object.fromEntries(
     ["outcome", "health", "agent", "session", "caller_tag"].map((k) => [k, params.get(k)]),
@@ -63,9 +63,11 @@ export async function showCalls(view, params) {
     const form = new FormData(e.target);
     const next = new URLSearchParams();
     for (const [k, v] of form) if (v) next.set(k, String(v));
+    delete document.documentElement.dataset.rendered; // the list is about to change
     window.location.hash = "#/calls" + (next.size ? "?" + next : "");
   });
   const { calls } = await get("calls", query);
+  if (stale()) return;
   const table = calls.length
     ? `<div class="table-box"><table class="calls"><thead><tr>
         <th>session</th><th>caller</th><th>outcome (per leg)</th><th>health (per leg)</th><th>agents</th>

@@ -11,10 +11,11 @@ function total(buckets, key) {
   return buckets.reduce((sum, b) => sum + (b[key] || 0), 0);
 }
 
-export async function showQuality(view, params) {
+export async function showQuality(view, params, stale = () => false) {
   const range = RANGES.find((r) => r[0] === params.get("range")) || RANGES[1];
   const until = Date.now() / 1000;
   const data = await get("quality", { since: until - Number(range[0]), until, bucket: range[2] });
+  if (stale()) return;
   const b = data.buckets;
   const resumed = total(b, "resumed");
   const abandoned = total(b, "abandoned");
