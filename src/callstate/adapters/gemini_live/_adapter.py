@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from ...continuity.plan import plan
 from ...session import Session
-from ._replay import heard_text, replay_turns, window_tokens
+from .._heard import heard_text
+from ._replay import replay_turns, window_tokens
 from ._tools import VIA, ToolAnswers
 
 __all__ = ["HANDLE_KEY", "BadFrame", "GeminiLiveAdapter", "GeminiResumed"]

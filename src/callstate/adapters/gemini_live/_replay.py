@@ -13,7 +13,7 @@ from typing import Any
 
 from google.genai import types
 
-__all__ = ["CHARS_PER_TOKEN", "function_response", "heard_text", "replay_turns", "window_tokens"]
+__all__ = ["CHARS_PER_TOKEN", "function_response", "replay_turns", "window_tokens"]
 
 #: a rough token size, to keep a replay inside the sliding window it will be cut to
 CHARS_PER_TOKEN = 4
@@ -69,20 +69,3 @@ def replay_turns(
 def function_response(name: str, call_id: str, output: str) -> types.FunctionResponse:
     """The ``toolResponse`` entry for a call's recorded output (``call_output`` JSON)."""
     return types.FunctionResponse(id=call_id, name=name, response={"output": json.loads(output)})
-
-
-def heard_text(text: str, played_ms: int, total_ms: int) -> str:
-    """The part of ``text`` spoken in the first ``played_ms`` of ``total_ms`` of audio.
-
-    The transcription carries no timings, so this is proportional, cut back to a word
-    boundary: an estimate that never claims more than was played.
-    """
-    if total_ms <= 0 or played_ms <= 0 or not text:
-        return ""
-    if played_ms >= total_ms:
-        return text
-    cut = len(text) * played_ms // total_ms
-    if cut < len(text) and text[cut] != " ":
-        space = text.rfind(" ", 0, cut)
-        cut = space if space > 0 else 0
-    return text[:cut].rstrip()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["bytes_per_ms", "delta_ms", "heard_text"]
+__all__ = ["bytes_per_ms", "delta_ms"]
 
 
 def bytes_per_ms(config: dict[str, Any]) -> int:
@@ -22,20 +22,3 @@ def delta_ms(b64: str, per_ms: int) -> int:
     """Milliseconds of audio in one base64 ``response.output_audio.delta``."""
     raw = len(b64) * 3 // 4 - b64[-2:].count("=")
     return raw // per_ms
-
-
-def heard_text(text: str, played_ms: int, total_ms: int) -> str:
-    """The part of ``text`` spoken in the first ``played_ms`` of ``total_ms`` of audio.
-
-    The transcript carries no timings, so this is proportional, cut back to a word
-    boundary: an estimate that never claims more than was played.
-    """
-    if total_ms <= 0 or played_ms <= 0 or not text:
-        return ""
-    if played_ms >= total_ms:
-        return text
-    cut = len(text) * played_ms // total_ms
-    if cut < len(text) and text[cut] != " ":
-        space = text.rfind(" ", 0, cut)
-        cut = space if space > 0 else 0
-    return text[:cut].rstrip()

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 from ...continuity.plan import plan
 from ...session import Session
+from .._heard import heard_text
 from ._answers import REPLAYED
 from ._api import ResumedEvent
-from ._audio import heard_text
 from ._order import Playback
 from ._replay import cut_note, merge_config, replay, without_voice
 

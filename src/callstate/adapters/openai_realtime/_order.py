@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ...session import Session
-from ._audio import heard_text
+from .._heard import heard_text
 
 __all__ = ["Pending", "Playback", "TurnOrder"]
 
