@@ -167,3 +167,63 @@ async def test_cancelling_end_still_ends_the_call(gated: GatedStore) -> None:
         gated.release()
         await s.flush()
         assert "ended" == (await keeper.load(s.id)).status
+
+
+class AfterAppend:
+    """A real store that calls ``then()`` the moment each ``append`` has returned."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.then: Callable[[], None] = lambda: None
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.inner, name)
+        if name != "append":
+            return method
+
+        async def append(*args: Any, **kwargs: Any) -> Any:
+            result = await method(*args, **kwargs)
+            self.then()
+            return result
+
+        return append
+
+
+def _cancel_in(hops: int, task: asyncio.Future[Any], accepted: list[bool]) -> None:
+    """Cancel ``task`` after ``hops`` turns of the event loop; note whether it was accepted."""
+    loop = asyncio.get_running_loop()
+    if hops == 0:
+        accepted.append(task.cancel())
+    else:
+        loop.call_soon(_cancel_in, hops - 1, task, accepted)
+
+
+async def test_a_cancel_landing_as_the_commit_completes_is_never_swallowed(
+    tmp_path: Path,
+) -> None:
+    """A cancel accepted at any loop turn between the commit and the waiter waking ends the flush cancelled."""
+    raced = 0
+    for hops in range(16):
+        store = AfterAppend(SQLiteStore(f"sqlite:///{tmp_path}/race{hops}.db"))
+        async with callstate.Keeper(store, clock=FakeClock(), sweep_every=None) as keeper:
+            s = await keeper.start()
+            s.user_said("Could you check whether the dentist has anything on Thursday?")
+            task = asyncio.ensure_future(s.flush())
+            accepted: list[bool] = []
+            store.then = lambda: _cancel_in(hops, task, accepted)  # noqa: B023 - one per round
+            async with asyncio.timeout(LIMIT):
+                await asyncio.wait([task])
+                while not accepted:  # the cancel may come after the flush returned
+                    await asyncio.sleep(0)
+            store.then = lambda: None
+            assert [True] == accepted or [False] == accepted
+            if accepted[0]:
+                raced += 1
+                assert task.cancelled(), f"cancel accepted {hops} loop turns after the commit"
+            await s.flush()
+            stored = await keeper.load(s.id)
+            assert ["Could you check whether the dentist has anything on Thursday?"] == [
+                i.text for i in stored.items if i.kind == "user"
+            ]
+    # the first turns after the commit always find the flush still waiting
+    assert raced >= 1
