@@ -189,13 +189,15 @@ class AfterAppend:
         return append
 
 
-def _cancel_in(hops: int, task: asyncio.Future[Any], accepted: list[bool]) -> None:
+def _cancel_in(
+    hops: int, task: asyncio.Future[Any], accepted: list[bool], done: asyncio.Event
+) -> None:
     """Cancel ``task`` after ``hops`` turns of the event loop; note whether it was accepted."""
-    loop = asyncio.get_running_loop()
     if hops == 0:
         accepted.append(task.cancel())
+        done.set()
     else:
-        loop.call_soon(_cancel_in, hops - 1, task, accepted)
+        asyncio.get_running_loop().call_soon(_cancel_in, hops - 1, task, accepted, done)
 
 
 async def test_a_cancel_landing_as_the_commit_completes_is_never_swallowed(
@@ -210,11 +212,11 @@ async def test_a_cancel_landing_as_the_commit_completes_is_never_swallowed(
             s.user_said("Could you check whether the dentist has anything on Thursday?")
             task = asyncio.ensure_future(s.flush())
             accepted: list[bool] = []
-            store.then = lambda: _cancel_in(hops, task, accepted)  # noqa: B023 - one per round
+            cancelled = asyncio.Event()
+            store.then = lambda: _cancel_in(hops, task, accepted, cancelled)  # noqa: B023
             async with asyncio.timeout(LIMIT):
                 await asyncio.wait([task])
-                while not accepted:  # the cancel may come after the flush returned
-                    await asyncio.sleep(0)
+                await cancelled.wait()  # the cancel may come after the flush returned
             store.then = lambda: None
             assert [True] == accepted or [False] == accepted
             if accepted[0]:
