@@ -297,3 +297,39 @@ def test_assembling_orders_legs_and_counts_from_the_last_success(
     last = max((d for d in done if d < leg), default=0)
     assert [f"ask {e}" for e in range(last + 1, leg + 1)] == call.requests_since_last_followup
     assert sorted(d for d in done if d < leg) == [f.leg for f in call.previous_followups]
+
+
+def _cyclic() -> dict[str, Any]:
+    loop: dict[str, Any] = {"sms": "sent"}
+    loop["again"] = loop
+    return loop
+
+
+def _deep(levels: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("result", [_cyclic, lambda: _deep(5_000)], ids=["cyclic", "deep"])
+async def test_a_result_that_cannot_be_stored_as_json_is_kept_as_text(
+    stores: MakeStore, result: Callable[[], Any]
+) -> None:
+    """A callback returning a self-referencing or too-deep value still succeeds: the next
+    run sees its result as text, and the sweep raises nothing."""
+    clock, seen = FakeClock(), Seen()
+    returned = result()
+    async with callstate.Keeper(
+        stores(), secret=SECRET, clock=clock, sweep_every=None, tools=_tools()
+    ) as k:
+        k.on_call_complete(lambda call: seen(call) and returned, grace=300, name="work")
+        await _first_leg(k)
+        clock.advance(300)
+        assert 1 == (await k.sweep()).followups
+        clock.advance(100)
+        await _ring_back(k)
+        clock.advance(300)
+        assert 1 == (await k.sweep()).followups
+    (before,) = seen.calls[1].previous_followups
+    assert (True, str) == (before.ok, type(before.result))

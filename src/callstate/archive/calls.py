@@ -51,7 +51,9 @@ class FollowUpResult(msgspec.Struct, frozen=True, kw_only=True):
     """What one follow-up run did: the callback's return value, or its error.
 
     ``leg`` is the leg whose close scheduled it (the last leg it saw); ``result`` is
-    what the callback returned, as JSON data (anything else is kept as its ``str``).
+    what the callback returned, as JSON data (anything else is kept as its ``str``; a
+    value nested deeper than ``Limits().max_depth``, containing itself or over 1 MiB
+    encoded becomes a ``"<not stored: ...>"`` note naming the limit).
     """
 
     followup_id: str

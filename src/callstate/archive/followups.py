@@ -30,8 +30,9 @@ from typing import TYPE_CHECKING, Any, Final
 
 import msgspec
 
-from ..errors import CallstateError, ConfigError
+from ..errors import CallstateError, ConfigError, PayloadTooDeep, PayloadTooLarge
 from ..journal import events as ev
+from ..journal.limits import Limits, check_value
 from ..storage.abilities import keeps_ledger, keeps_log
 from ..storage.base import FollowUp, FollowUpRun
 from .calls import CallRecord, FollowUpResult, assemble_call, decode_result, encode_result
@@ -62,6 +63,8 @@ MAX_LEGS: Final = 10_000
 FollowUpFn = Callable[[CallRecord], Any]
 
 _encoder = msgspec.json.Encoder()
+#: what a follow-up result may be to be stored as JSON (the defaults a session records under)
+_RESULT_LIMITS: Final = Limits()
 
 
 class _Payload(msgspec.Struct, frozen=True, kw_only=True):
@@ -327,12 +330,19 @@ def retry_delay(attempt: int, *, retries: int, backoff: float) -> float | None:
 
 
 def _jsonable(value: Any) -> Any:
-    """``value`` as JSON data, or its ``str`` when it is not JSON-able."""
+    """``value`` as JSON data: its ``str`` when it is not JSON-able, and a note naming
+    the limit when it is too deep (or contains itself) or too large to store."""
     if value is None:
         return None
     try:
+        check_value(value, field="follow-up result", limits=_RESULT_LIMITS)
         data = msgspec.to_builtins(value)
         _encoder.encode(data)
+    except (PayloadTooDeep, PayloadTooLarge) as exc:
+        return f"<not stored: {exc}>"
     except (TypeError, ValueError, msgspec.EncodeError):
-        return str(value)
+        try:
+            return str(value)
+        except Exception:  # a broken __str__ must not fail a follow-up that succeeded
+            return f"<not stored: a {type(value).__name__} that is not JSON>"
     return data
