@@ -91,6 +91,11 @@ def turn_done(m: Any) -> bool:
     return m.server_content is not None and bool(m.server_content.turn_complete)
 
 
+def new_handle(m: Any) -> bool:
+    update = m.session_resumption_update
+    return update is not None and bool(update.new_handle)
+
+
 def resumed(m: Any) -> bool:
     return isinstance(m, GeminiResumed)
 
@@ -121,6 +126,7 @@ async def test_a_call_with_a_tool_is_recorded_and_answered_once(
         await server.wait_sessions(1)
         await server.user_speaks("Move B1 to eight please")
         await until(live, turn_done)
+        await until(live, new_handle)  # given once a resumable handle covers it
     context = roles(s)
     assert [
         ("user", "Move B1 to eight please"),
@@ -171,6 +177,7 @@ async def test_barge_in_mid_tool_keeps_the_write_and_tells_the_model(
         server.queue(Say("Your booking is moved."))
         await server.user_speaks("Did it work?")
         await until(live, turn_done)
+        await until(live, new_handle)
     call = s.state.calls["c1"]
     assert ("succeeded", "announced") == (call.status, call.delivery)
     assert {"c1"} == server.current.cancelled

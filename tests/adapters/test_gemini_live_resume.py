@@ -4,8 +4,6 @@ handle is gone, and frames the SDK cannot read."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from google import genai
 from google.genai import types
 
@@ -21,6 +19,7 @@ from .test_gemini_live import (  # noqa: F401 - fixtures
     client,
     gates,
     keeper,
+    new_handle,
     resumed,
     server,
     turn_done,
@@ -34,11 +33,6 @@ async def a_first_turn(server: GeminiServer, live: object) -> None:
     await server.user_speaks("Hi there")
     await until(live, turn_done)  # type: ignore[arg-type]
     await until(live, new_handle)  # type: ignore[arg-type]
-
-
-def new_handle(m: Any) -> bool:
-    update = m.session_resumption_update
-    return update is not None and bool(update.new_handle)
 
 
 async def test_drop_resumes_with_the_handle_without_a_greeting(
@@ -200,7 +194,38 @@ async def test_a_call_running_through_a_replayed_drop_is_voiced_on_the_new_line(
         server.queue(Say("Moved to eight."))
         gates.move.set()
         await until(live, turn_done)
+        await until(live, new_handle)
     assert (False, "Moved to eight.") == (event.with_handle, s.context()[-1]["content"])
     assert set() == server.current.answered  # the new session never asked for c1
     assert [] == s.owed_to_model()
     assert ["move_booking"] == gates.runs
+
+
+async def test_a_tool_response_lost_with_the_line_is_given_again_after_the_resume(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client, gates: Gates
+) -> None:
+    """A toolResponse the server never read (the line dropped under it) stays owed: the
+    connection resumed by the handle from before the call gets the result once, as a
+    note, and it counts as given once a handle covers it."""
+    s = await keeper.start(agent="booking")
+    async with connect(client, s, model=MODEL, config=CONFIG, reconnect_delay=0) as live:
+        await a_first_turn(server, live)
+        handle = s.state.userdata[HANDLE_KEY]
+        server.queue(Call("move_booking", {"booking_id": "B1", "time": "20:00"}, id="c1"))
+        await server.user_speaks("Move B1 to eight")
+        await until(live, lambda m: m.tool_call is not None)
+        server.lose_next("toolResponse")
+        server.queue(Say("Moved to eight."))
+        gates.move.set()
+        event = (await until(live, resumed))[-1]
+        second = await server.wait_sessions(2)
+        assert ["c1"] == [o.call_id for o in s.owed_to_model()]
+        await until(live, new_handle)
+    assert (True, handle) == (event.with_handle, second.resumed_from)
+    notes = [t["text"] for t in second.conversation if "result of move_booking" in t["text"]]
+    assert 1 == len(notes)
+    assert '"moved":true' in notes[0]
+    assert ("model", "Moved to eight.") == tuple(second.conversation[-1].values())
+    assert [] == s.owed_to_model()
+    assert ["move_booking"] == gates.runs
+    assert_clean(server)

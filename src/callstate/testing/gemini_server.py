@@ -52,7 +52,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from .gemini_script import Call, Say, Step
-from .gemini_session import GeminiSession
+from .gemini_session import GeminiSession, message_kind
 
 __all__ = ["Call", "GeminiServer", "GeminiSession", "Say"]
 
@@ -105,6 +105,7 @@ class GeminiServer:
         self.sessions: list[GeminiSession] = []
         #: resumption handle -> the conversation it resumes
         self.handles: dict[str, list[dict[str, Any]]] = {}
+        self._lose: str | None = None  # the kind of client message to lose with the line
         self.received: list[dict[str, Any]] = []
         self.gate = asyncio.Event()
         self._tick = asyncio.Event()
@@ -193,6 +194,11 @@ class GeminiServer:
         else:
             await s.ws.close(code, "dropped by test")
 
+    def lose_next(self, kind: str) -> None:
+        """The next client message of ``kind`` (``toolResponse``, ``clientContent``...)
+        is lost with the line: the connection drops (1006) before the server reads it."""
+        self._lose = kind
+
     async def send_raw(self, frame: str) -> None:
         """Send one raw text frame to the current client (malformed on purpose, say)."""
         await self.current.ws.send(frame)
@@ -209,6 +215,10 @@ class GeminiServer:
         try:
             async for raw in ws:
                 if session.closed:
+                    break
+                if self._lose is not None and message_kind(raw) == self._lose:
+                    self._lose = None
+                    await self.drop()
                     break
                 await session.handle(raw)
         except ConnectionClosed:

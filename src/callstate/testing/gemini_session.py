@@ -21,11 +21,22 @@ from websockets.exceptions import ConnectionClosed
 
 from .gemini_script import BYTES_PER_MS, Call, Say, Step, next_id, wire
 
-__all__ = ["GeminiSession", "Shared"]
+__all__ = ["GeminiSession", "Shared", "message_kind"]
 
 _KINDS = ("setup", "clientContent", "realtimeInput", "toolResponse")
 _SNAKE = {"client_content": "clientContent", "realtime_input": "realtimeInput"}
 _SNAKE["tool_response"] = "toolResponse"
+
+
+def message_kind(raw: str | bytes) -> str | None:
+    """The kind of one client message (``toolResponse``...), or None when it is not a
+    JSON object."""
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    key = next(iter(data), None) if isinstance(data, dict) else None
+    return _SNAKE.get(key, key) if isinstance(key, str) else None
 
 
 class Shared(Protocol):

@@ -23,7 +23,9 @@ a ``GeminiLiveAdapter`` with the same receive/send API (``recv``, ``async for``,
 - keeps the latest ``sessionResumptionUpdate.newHandle`` in the journal (userdata key
   ``HANDLE_KEY``) and, on a drop or at the first quiet moment after ``goAway``, dials a
   new connection with it: the server continues the conversation, nothing is replayed
-  and nothing is said. With no handle, or one the server refuses, the conversation is
+  and nothing is said. An outcome sent to the model is ``given_to_model`` only once a
+  later resumable handle covers it (the server offers none while a call is open), so
+  one lost with the line, or not yet in the state a handle resumes, is given again. With no handle, or one the server refuses, the conversation is
   replayed from the journal as ``clientContent`` turns (``turnComplete`` false: no
   greeting), with the resume note, trimmed to the ``context_window_compression``
   window (sliding window target, else trigger tokens); the configured compression goes

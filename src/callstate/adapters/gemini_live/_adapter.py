@@ -118,6 +118,8 @@ class GeminiLiveAdapter(ToolAnswers):
         """Forget what the previous connection held."""
         self._open_calls: dict[str, str] = {}  # wire id -> tool name, answerable here
         self._cancelled: set[str] = set()
+        # outcomes sent on this connection that no resumable handle covers yet
+        self._unconfirmed: list[str] = []
         self._uid: str | None = None
         self._text = ""
         self._audio_ms = 0
@@ -220,8 +222,7 @@ class GeminiLiveAdapter(ToolAnswers):
             answer = any(self._voiced(state.calls[c], c) for c in owed if c in state.calls)
             await self.live.send_client_content(turns=turns, turn_complete=answer)
             replayed = len(turns)
-            for call_id in owed:
-                s.given_to_model(call_id, via=VIA)
+            self._unconfirmed.extend(owed)
         if s.on_hold:
             s.connection_restored()
         if reason:
@@ -355,6 +356,10 @@ class GeminiLiveAdapter(ToolAnswers):
         update = msg.session_resumption_update
         fresh = update is not None and update.resumable and update.new_handle
         if update is not None and fresh and update.new_handle != self.handle:
+            # the state this handle resumes holds what was sent before it: given for good
+            for call_id in self._unconfirmed:
+                s.given_to_model(call_id, via=VIA)
+            self._unconfirmed.clear()
             s.update_userdata({HANDLE_KEY: update.new_handle})
         if msg.go_away is not None:
             self._away = True

@@ -38,6 +38,7 @@ class ToolAnswers:
     _lock: asyncio.Lock
     _open_calls: dict[str, str]  # wire id -> tool name, answerable on this connection
     _cancelled: set[str]
+    _unconfirmed: list[str]
     _closing: bool
     _asks: int
 
@@ -91,7 +92,7 @@ class ToolAnswers:
         state = s.state
         for call_id in list(state.owed_to_model):
             call = state.calls.get(call_id)
-            if call is None or not call.terminal:
+            if call is None or not call.terminal or call_id in self._unconfirmed:
                 continue
             wire = call.wire_id or call_id
             output = call_output(call)
@@ -107,4 +108,5 @@ class ToolAnswers:
             except ConnectionClosed:
                 return  # the line dropped: still owed, the reconnect delivers it
             self._open_calls.pop(wire, None)
-            s.given_to_model(call_id, via=VIA)
+            # given once a resumable handle covers it: a reply lost with the line stays owed
+            self._unconfirmed.append(call_id)
