@@ -38,7 +38,9 @@ A Realtime session cannot be resumed server-side. On a drop (any close code), on
 adapter opens a new session, re-sends the session config, replays the conversation
 from the checkpoint in order with the resume note (``recovery.plan``) and an
 instruction to keep answering by voice, answers calls that completed during the gap,
-flushes the outbox, and yields a ``ResumedEvent`` (``type == "callstate.resumed"``;
+flushes the outbox (speech held while the link was down, here or on the worker the
+call was resumed from, is asked of the model in one response, so the caller hears it
+and the conversation holds it as it plays), and yields a ``ResumedEvent`` (``type == "callstate.resumed"``;
 its ``item_ids`` map callstate item ids to the replayed items' new ids, also kept in
 ``adapter.item_ids``, and an ``item_id`` user code sends is mapped the same way). The
 old socket is closed in the background.

@@ -143,12 +143,13 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
                 recovery = self.callstate.recovery
                 note = getattr(recovery, "resume_note", "") or ""
                 await self._replay_into("resume", note=note, gap=getattr(recovery, "gap_s", 0.0))
-            elif self.config:
-                session = {"type": "realtime", **self.config}
-                await self._send_internal({"type": "session.update", "session": session})
-                self._swallow_updates += 1
-            if self.callstate.on_hold and not self._switching:  # nothing to replay: link up
-                self.callstate.connection_restored()
+            else:
+                if self.config:
+                    session = {"type": "realtime", **self.config}
+                    await self._send_internal({"type": "session.update", "session": session})
+                    self._swallow_updates += 1
+                await self._open_link()  # nothing to replay: link up, what was held goes out
+                await self._try_response()
             self._watch()
         self._timer = asyncio.get_running_loop().create_task(self._cap_timer())
         return self

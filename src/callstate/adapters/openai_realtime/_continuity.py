@@ -6,12 +6,14 @@ SDK's own re-dial, finds) an empty session and replays the conversation into it.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from ...continuity.link import HeldSpeech
 from ...continuity.plan import plan
 from ...session import Session
 from .._heard import heard_text
@@ -24,6 +26,13 @@ if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection
 
 __all__ = ["Continuity", "RestoreStats"]
+
+log = logging.getLogger("callstate.adapters.openai_realtime")
+
+#: how a response is asked to voice speech the caller missed while the link was down
+_SAY_HELD: Final = (
+    "The line dropped before the caller heard this. Say it to them now, word for word, then stop:"
+)
 
 
 @dataclass
@@ -89,6 +98,7 @@ class Continuity:
         async def _raw_send(self, event: dict[str, Any]) -> None: ...
         async def _sync_outputs(self) -> None: ...
         async def _try_response(self) -> None: ...
+        def _stamp(self, event: dict[str, Any], internal: bool) -> str: ...
 
     def _sdk_redial_then(self, user_cb: Callable[[Any], Any]) -> Callable[[Any], Any]:
         """Wrap the SDK's ``on_reconnecting``: hold the session until ``session.created``."""
@@ -193,16 +203,9 @@ class Continuity:
             item = self._state_item(cut)
             # the drop ended the utterance where the caller stopped hearing it
             s.agent_finished(cut, text=item.spoken if item is not None else "")
-        flushed: list[Any] = []
-        s.outbox.connect(flushed.append)
-        if s.on_hold:
-            s.connection_restored()
-        s.outbox.disconnect()
-        self._switching = False
-        for event in flushed:
-            await self._raw_send(event)
         if rep.needs_answer or cut is not None:
             self._want, self._want_event = self._marker, None
+        await self._open_link()
         self._resumed = ResumedEvent(
             reason=reason,
             old_session_id=old_id,
@@ -215,6 +218,38 @@ class Continuity:
         )
         await self._sync_outputs()
         await self._try_response()
+
+    async def _open_link(self) -> None:
+        """Take the session off hold and send what its outbox kept, in order.
+
+        Client events go out as they were queued. Speech held while the link was down
+        (here, or on the worker the call was resumed from) was never heard: its
+        utterances end with nothing heard, and one response asks the model to say it,
+        so what the caller hears is recorded as it plays, like any reply.
+        """
+        s = self.callstate
+        flushed: list[Any] = []
+        s.outbox.connect(flushed.append)
+        if s.on_hold:
+            s.connection_restored()
+        s.outbox.disconnect()
+        self._switching = False
+        held: list[HeldSpeech] = []
+        for entry in flushed:
+            if isinstance(entry, HeldSpeech):
+                held.append(entry)
+            elif isinstance(entry, dict) and isinstance(entry.get("type"), str):
+                await self._raw_send(entry)
+            else:
+                log.warning("callstate: an outbox entry that is no Realtime event: %r", entry)
+        for speech in held:
+            s.agent_finished(speech.utterance_id, text="")
+        text = " ".join(h.text.strip() for h in held if h.text.strip())
+        if text:
+            say = f"{_SAY_HELD} {text}"
+            event = {"type": "response.create", "response": {"instructions": say}}
+            self._stamp(event, True)
+            self._want, self._want_event = self._marker, event
 
     # -- handoff ---------------------------------------------------------------------------
 
