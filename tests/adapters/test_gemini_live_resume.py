@@ -229,3 +229,34 @@ async def test_a_tool_response_lost_with_the_line_is_given_again_after_the_resum
     assert [] == s.owed_to_model()
     assert ["move_booking"] == gates.runs
     assert_clean(server)
+
+
+async def test_speech_held_by_an_earlier_worker_is_voiced_once_the_line_is_up(
+    server: GeminiServer, keeper: callstate.Keeper, client: genai.Client
+) -> None:
+    """Agent speech recorded while the link was down, on an earlier worker, was never
+    heard: the new connection asks the model to say it in one turn, and the
+    conversation holds the words only as that reply plays. A queued ``client_content``
+    entry goes out before it, in order."""
+    held = "Your table is now booked for eight."
+    s = await keeper.start(agent="booking")
+    s.user_said("Book me a table for eight, please.")
+    s.connection_lost("worker restart")
+    note = {"turns": [{"role": "user", "parts": [{"text": "(the caller is on a mobile)"}]}]}
+    s.outbox.send({"client_content": note})
+    s.agent_started(held)
+    await s.flush()
+    s2 = await keeper.resume(s.id)
+    server.queue(Say(held))
+    async with connect(client, s2, model=MODEL, config=CONFIG, reconnect_delay=0) as live:
+        await until(live, turn_done)
+    texts = [t["text"] for t in server.sessions[0].conversation]
+    assert "(the caller is on a mobile)" in texts
+    asked = [t for t in texts if held in t and t != held]
+    assert 1 == len(asked)
+    assert texts.index("(the caller is on a mobile)") < texts.index(asked[0])
+    assert ([], False) == (s2.held_speech, s2.on_hold)
+    assert [("user", "Book me a table for eight, please."), ("assistant", held)] == [
+        (m["role"], m["content"]) for m in s2.context() if m["role"] != "system"
+    ]
+    assert_clean(server)

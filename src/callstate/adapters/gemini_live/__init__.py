@@ -30,7 +30,10 @@ a ``GeminiLiveAdapter`` with the same receive/send API (``recv``, ``async for``,
   greeting), with the resume note, trimmed to the ``context_window_compression``
   window (sliding window target, else trigger tokens); the configured compression goes
   into every setup. The session is on hold until the new connection is up
-  (``connection_lost`` / ``connection_restored``), and a ``GeminiResumed`` is yielded;
+  (``connection_lost`` / ``connection_restored``); then the outbox goes out in order
+  (``{"client_content": {...}}`` / ``{"realtime_input": {...}}`` entries as those
+  calls; speech held while the link was down is asked of the model in one turn), and
+  a ``GeminiResumed`` is yielded;
 - skips a server frame the SDK cannot build a message from (not JSON, wrong types):
   logged and kept in ``adapter.bad_frames``; the connection stays up.
 """

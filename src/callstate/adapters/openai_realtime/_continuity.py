@@ -11,12 +11,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from ...continuity.link import HeldSpeech
 from ...continuity.plan import plan
 from ...session import Session
 from .._heard import heard_text
+from .._held import voice_held
 from ._answers import REPLAYED
 from ._api import ResumedEvent
 from ._order import Playback
@@ -28,11 +29,6 @@ if TYPE_CHECKING:
 __all__ = ["Continuity", "RestoreStats"]
 
 log = logging.getLogger("callstate.adapters.openai_realtime")
-
-#: how a response is asked to voice speech the caller missed while the link was down
-_SAY_HELD: Final = (
-    "The line dropped before the caller heard this. Say it to them now, word for word, then stop:"
-)
 
 
 @dataclass
@@ -242,11 +238,8 @@ class Continuity:
                 await self._raw_send(entry)
             else:
                 log.warning("callstate: an outbox entry that is no Realtime event: %r", entry)
-        for speech in held:
-            s.agent_finished(speech.utterance_id, text="")
-        text = " ".join(h.text.strip() for h in held if h.text.strip())
-        if text:
-            say = f"{_SAY_HELD} {text}"
+        say = voice_held(s, held)
+        if say is not None:
             event = {"type": "response.create", "response": {"instructions": say}}
             self._stamp(event, True)
             self._want, self._want_event = self._marker, event
