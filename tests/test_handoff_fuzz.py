@@ -40,11 +40,10 @@ VALID = _valid()
 VALID_DOC: dict[str, Any] = json.loads(VALID)
 
 
-def _sign(payload: bytes, *, v: Any = 1, alg: Any = "HS256") -> bytes:
+def _sign(payload: bytes, *, v: Any = 2, alg: Any = "HS256") -> bytes:
     kid = key_id(SECRET)
-    mac = hmac.new(
-        SECRET, b"callstate.handoff.v1\n" + kid.encode() + b"\n" + payload, hashlib.sha256
-    )
+    domain = b"callstate.handoff.v%d\n" % (v if v in (1, 2) else 2)
+    mac = hmac.new(SECRET, domain + kid.encode() + b"\n" + payload, hashlib.sha256)
     sig = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
     head = json.dumps({"v": v, "alg": alg, "kid": kid, "sig": sig})
     return head[:-1].encode() + b',"payload":' + payload + b"}"
@@ -89,7 +88,7 @@ def signed_payloads(draw: st.DrawFn) -> bytes:
             elif isinstance(target, dict):
                 target[draw(st.text(max_size=10))] = draw(json_values)
     body = json.dumps(payload, allow_nan=True).encode()
-    return _sign(body, v=draw(st.sampled_from([1, 1, 1, 2, 0, -1, "1", None, 1.0])))
+    return _sign(body, v=draw(st.sampled_from([2, 2, 2, 1, 3, 0, -1, "2", None, 2.0])))
 
 
 @st.composite

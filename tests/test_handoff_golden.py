@@ -1,8 +1,10 @@
-"""Golden handoff packages of format version 1: they keep decoding, to the same content.
+"""Golden handoff packages of format versions 1 and 2: they keep decoding, to the same content.
 
-``tests/golden/handoff_v1_*.json`` were written once by this callstate version (signed
-with ``GOLDEN_SECRET``) and are never regenerated: a change that stops them decoding,
-or changes what they decode to, breaks packages already in flight between versions.
+``tests/golden/handoff_v1_*.json`` and ``handoff_v2_*.json`` were written once by the
+callstate version of their format (signed with ``GOLDEN_SECRET``) and are never
+regenerated: a change that stops them decoding, or changes what they decode to, breaks
+packages already in flight between versions. ``handoff_v2_owed.json`` is the basic
+package's payload with the outcomes given to and owed to the source's model set.
 """
 
 from __future__ import annotations
@@ -96,7 +98,9 @@ def test_trimmed_v1_package_decodes_to_its_content() -> None:
     assert ["c-write"] == pkg.in_flight
 
 
-@pytest.mark.parametrize("name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json"])
+@pytest.mark.parametrize(
+    "name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json", "handoff_v2_owed.json"]
+)
 def test_golden_packages_reencode_to_the_same_payload_caller_sealed(name: str) -> None:
     """Re-signing a golden (plaintext) package seals its caller; it verifies to the same payload."""
     _, pkg = _load(name)
@@ -106,9 +110,43 @@ def test_golden_packages_reencode_to_the_same_payload_caller_sealed(name: str) -
     assert pkg == HandoffPackage.from_bytes(again, secret=GOLDEN_SECRET)
 
 
-@pytest.mark.parametrize("name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json"])
+@pytest.mark.parametrize(
+    "name", ["handoff_v1_basic.json", "handoff_v1_trimmed.json", "handoff_v2_owed.json"]
+)
 def test_golden_packages_still_refuse_other_secrets(name: str) -> None:
     """A golden package does not verify with another secret."""
     data = (GOLDEN / name).read_bytes()
     with pytest.raises(callstate.HandoffFormatError, match="signature"):
         HandoffPackage.from_bytes(data, secret=b"not-the-golden-secret-0123456789")
+
+
+def test_v1_package_reads_as_every_final_outcome_given() -> None:
+    """A format 1 package owes the model nothing: each final call counts as given."""
+    _, pkg = _load("handoff_v1_basic.json")
+    assert (1, ["c-read", "c-fail", "c-held", "c-doubt"], []) == (
+        pkg.version,
+        pkg.given_to_model,
+        pkg.owed_to_model,
+    )
+    assert [] == pkg.to_state().owed_to_model
+
+
+def test_v2_package_decodes_with_what_the_model_was_given_and_is_owed() -> None:
+    """handoff_v2_owed.json: given and owed call ids, the rest as in the basic package."""
+    _, pkg = _load("handoff_v2_owed.json")
+    _, basic = _load("handoff_v1_basic.json")
+    assert (2, "pkg-golden-owed", ["c-read", "c-doubt"], ["c-held", "c-fail"]) == (
+        pkg.version,
+        pkg.package_id,
+        pkg.given_to_model,
+        pkg.owed_to_model,
+    )
+    assert ("+15551234567", basic.messages, basic.ledger) == (pkg.caller, pkg.messages, pkg.ledger)
+    assert ["c-held", "c-fail"] == pkg.to_state().owed_to_model
+
+
+def test_v2_fields_in_a_v1_envelope_are_refused() -> None:
+    """A v2 payload relabelled v=1 fails: each format has its own MAC domain."""
+    data = (GOLDEN / "handoff_v2_owed.json").read_bytes().replace(b'{"v":2,', b'{"v":1,', 1)
+    with pytest.raises(callstate.HandoffFormatError, match="signature"):
+        HandoffPackage.from_bytes(data, secret=GOLDEN_SECRET)

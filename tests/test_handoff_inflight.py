@@ -85,6 +85,7 @@ async def test_trimming_keeps_a_call_still_running(pair: Pair) -> None:
     await pair.gate.started.wait()
     s.user_said("how long will it take")
     s.user_said("hello?")
+    s.given_to_model("c0")  # else its outcome, owed to the model, is kept too
     pkg = await s.handoff(to="billing", max_items=1)
     assert "c1" == pkg.items[0]["id"]
     assert ["c1"] == pkg.in_flight
@@ -305,3 +306,30 @@ async def test_store_outage_during_offer_withdraws_it(
         offered = [e.package_id for e in s.state.recovery_log if isinstance(e, ev.HandoffOffered)]
         assert 1 == len(offered)
         assert None is await flaky.package_get(offered[0])
+
+
+async def test_package_carries_what_the_model_was_given_and_is_owed(pair: Pair) -> None:
+    """The package lists given and owed outcomes, never trims an owed one away, and the
+    target owes its model what the source did, plus a write landing after the accept."""
+    s = await _conversation(pair.a)
+    s.given_to_model("c0")
+    await s.run_tool("lookup", {"booking_id": "B2"}, call_id="cx")  # no model was given it
+    s.user_said("and move B1 please")
+    task = asyncio.create_task(s.run_tool("move_booking", {"booking_id": "B1"}, call_id="c1"))
+    await pair.gate.started.wait()
+    pkg = await s.handoff(to="billing", max_items=1)
+    assert (2, ["c0"], ["cx"], ["c1"]) == (
+        pkg.version,
+        pkg.given_to_model,
+        pkg.owed_to_model,
+        pkg.in_flight,
+    )
+    assert "cx" == pkg.items[0]["id"]  # kept: its outcome is still owed to a model
+    assert any(m.get("tool_call_id") == "cx" for m in pkg.messages)
+    assert ["cx"] == pkg.to_state().owed_to_model
+    t = await pair.b.accept(pkg.to_bytes())
+    assert ["cx"] == [o.call_id for o in t.owed_to_model()]
+    pair.gate.release.set()
+    await task
+    await pair.b.collect_late_results()
+    assert ["cx", "c1"] == [o.call_id for o in t.owed_to_model()]

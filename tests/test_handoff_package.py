@@ -72,7 +72,8 @@ def _package(**kw: Any) -> HandoffPackage:
 def _resign(envelope: dict[str, Any], payload: bytes, secret: bytes = SECRET) -> bytes:
     """Build an envelope around raw ``payload`` bytes with a valid signature."""
     kid = key_id(secret)
-    mac = hmac.new(secret, b"callstate.handoff.v1\n" + kid.encode() + b"\n" + payload, "sha256")
+    domain = b"callstate.handoff.v%d\n" % envelope.get("v", 2)
+    mac = hmac.new(secret, domain + kid.encode() + b"\n" + payload, "sha256")
     sig = base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode()
     head = {**envelope, "kid": kid, "sig": sig}
     head.pop("payload", None)
@@ -87,11 +88,11 @@ def _payload_of(data: bytes) -> dict[str, Any]:
 
 
 def test_round_trip_keeps_every_field() -> None:
-    """from_bytes(to_bytes(p)) equals p, and the wire form is signed JSON with v=1."""
+    """from_bytes(to_bytes(p)) equals p, and the wire form is signed JSON with v=2."""
     pkg = _package(reason="billing question", summary="wants a refund")
     data = pkg.to_bytes(SECRET)
     doc = json.loads(data)
-    assert (1, "HS256", key_id(SECRET)) == (doc["v"], doc["alg"], doc["kid"])
+    assert (2, "HS256", key_id(SECRET)) == (doc["v"], doc["alg"], doc["kid"])
     back = HandoffPackage.from_bytes(data, secret=SECRET)
     assert pkg == back
     assert data == back.to_bytes()
@@ -184,9 +185,9 @@ def test_wrong_secret_is_rejected_and_rotation_verifies_with_any_key() -> None:
 
 
 def test_unknown_future_version_is_named() -> None:
-    """v=2 fails with 'unsupported handoff format version 2'."""
-    data = _package().to_bytes(SECRET).replace(b'{"v":1,', b'{"v":2,', 1)
-    with pytest.raises(callstate.HandoffFormatError, match="unsupported handoff format version 2"):
+    """v=3 fails with 'unsupported handoff format version 3'."""
+    data = _package().to_bytes(SECRET).replace(b'{"v":2,', b'{"v":3,', 1)
+    with pytest.raises(callstate.HandoffFormatError, match="unsupported handoff format version 3"):
         HandoffPackage.from_bytes(data, secret=SECRET)
 
 
@@ -272,7 +273,7 @@ def test_the_envelope_may_be_laid_out_any_way() -> None:
     relaid = (
         f'{{ "sig": "{doc["sig"]}",\n "payload": '.encode()
         + body
-        + f', "kid": "{doc["kid"]}", "alg": "HS256", "v": 1 }}'.encode()
+        + f', "kid": "{doc["kid"]}", "alg": "HS256", "v": 2 }}'.encode()
     )
     back = HandoffPackage.from_bytes(relaid, secret=SECRET)
     assert pkg == back
@@ -300,7 +301,7 @@ def test_secret_mac_is_hmac_sha256_over_exact_payload_bytes() -> None:
     start = data.index(b'"payload":') + len(b'"payload":')
     body = data[start:-1]
     kid = key_id(SECRET)
-    mac = hmac.new(SECRET, b"callstate.handoff.v1\n" + kid.encode() + b"\n" + body, hashlib.sha256)
+    mac = hmac.new(SECRET, b"callstate.handoff.v2\n" + kid.encode() + b"\n" + body, hashlib.sha256)
     sig = json.loads(data)["sig"]
     assert base64.urlsafe_b64encode(mac.digest()).rstrip(b"=").decode() == sig
 

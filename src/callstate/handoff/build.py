@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -12,13 +12,19 @@ from ..journal.state import TERMINAL, Item, SessionState, ToolCall
 from .wire import PackageCall, PackageItem, PackageMessage, PackagePayload
 
 
-def trim_point(items: Sequence[Item], calls: dict[str, ToolCall], max_items: int | None) -> int:
+def trim_point(
+    items: Sequence[Item],
+    calls: dict[str, ToolCall],
+    max_items: int | None,
+    owed: Collection[str] = (),
+) -> int:
     """How many of the oldest ``items`` to replace by a summary to keep about ``max_items``.
 
     The cut never falls inside a run of consecutive tool calls (they render as one
     assistant message followed by their results), and never drops a call that is
-    still running or whose result is still owed to the caller, so a result always
-    lands next to its call. Those rules may keep more than ``max_items`` items.
+    still running, whose result is still owed to the caller, or whose outcome is still
+    owed to the model (``owed``), so a result always lands next to its call and a model
+    seeded from the package is given it. Those rules may keep more than ``max_items``.
     """
     if max_items is None or len(items) <= max_items:
         return 0
@@ -27,7 +33,9 @@ def trim_point(items: Sequence[Item], calls: dict[str, ToolCall], max_items: int
         item = items[i]
         if item.kind == "call":
             call = calls.get(item.id)
-            if call is not None and (call.status not in TERMINAL or call.delivery == "held"):
+            if call is not None and (
+                call.status not in TERMINAL or call.delivery == "held" or item.id in owed
+            ):
                 cut = i
                 break
     while 0 < cut < len(items) and items[cut].kind == "call" and items[cut - 1].kind == "call":
@@ -125,6 +133,9 @@ def build_payload(
     """
     kept = SessionState(items=state.items[trimmed:], calls=state.calls, summary=earlier)
     conversation = msgspec.convert(build_messages(kept), list[PackageMessage])
+    calls = state.calls
+    owed = [c for c in state.owed_to_model if c in calls and calls[c].status in TERMINAL]
+    given = [c.call_id for c in calls.values() if c.status in TERMINAL and c.call_id not in owed]
     return PackagePayload(
         package_id=package_id,
         session_id=state.session_id,
@@ -148,4 +159,6 @@ def build_payload(
         unspoken=state.unspoken,
         current_utterance=state.current_utterance,
         turn=state.turn,
+        given_to_model=given,
+        owed_to_model=owed,
     )

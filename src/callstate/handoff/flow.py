@@ -167,7 +167,9 @@ async def _offer(
     session.append(ev.HandoffOffered, package_id=package_id, to_agent=to, reason=reason)
     try:
         # count from the items the context still shows (an earlier handoff may have trimmed)
-        cut = state.summarized + trim_point(state.items[state.summarized :], state.calls, max_items)
+        cut = state.summarized + trim_point(
+            state.items[state.summarized :], state.calls, max_items, set(state.owed_to_model)
+        )
         earlier = state.summary
         if cut > state.summarized:
             earlier = await _summarize(state, cut, summarize or flow.summarize)

@@ -3,12 +3,13 @@
 A package carries the conversation twice over: as OpenAI-format ``messages`` (what a
 model or a framework adapter consumes) and as the structured ``items`` and tool
 ``ledger`` a ``SessionState`` is rebuilt from, plus userdata, the caller's unfinished
-utterance, the agent's unspoken rest, reason and summary. It is plain data: no
-framework types, nothing imported by name from the data.
+utterance, the agent's unspoken rest, reason and summary, and which outcomes the
+source's model was given and which it is still owed. It is plain data: no framework
+types, nothing imported by name from the data.
 
-Wire format (version 1), one JSON object::
+Wire format (version 2; version 1 still decodes), one JSON object::
 
-    {"v": 1, "alg": "HS256", "kid": "<key id>", "sig": "<base64url MAC>", "payload": {...}}
+    {"v": 2, "alg": "HS256", "kid": "<key id>", "sig": "<base64url MAC>", "payload": {...}}
 
 The MAC is HMAC-SHA256 over a domain-separation prefix, the key id and the exact bytes
 of ``payload``; it is checked (in constant time) before the payload is decoded, and the
@@ -19,7 +20,7 @@ raises :class:`~callstate.errors.HandoffFormatError` naming what failed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any
 
 import msgspec
 
@@ -62,15 +63,19 @@ class HandoffPackage:
     messages; ``ledger``, ``items`` and ``userdata`` are plain data for adapters.
     """
 
-    __slots__ = ("_data", "payload")
-
-    version: Final = HANDOFF_VERSION
+    __slots__ = ("_data", "_version", "payload")
 
     def __init__(self, payload: PackagePayload) -> None:
         self.payload = payload
         # the signed bytes of exactly this payload: set only by to_bytes(secret) and
         # from_bytes, so they always match it
         self._data: bytes | None = None
+        self._version: int = HANDOFF_VERSION
+
+    @property
+    def version(self) -> int:
+        """The wire format version of the bytes this package came from (or is signed in)."""
+        return self._version
 
     # -- identity and routing --------------------------------------------------------------
 
@@ -167,6 +172,20 @@ class HandoffPackage:
         """Ids of completed calls whose spoken delivery is still owed to the caller."""
         return [c.call_id for c in self.payload.ledger if c.delivery == "held"]
 
+    @property
+    def given_to_model(self) -> list[str]:
+        """Ids of calls whose outcome the source's model context held at the offer.
+
+        A format 1 package reads as: every final outcome was given.
+        """
+        return list(self.payload.given_to_model)
+
+    @property
+    def owed_to_model(self) -> list[str]:
+        """Ids of calls whose outcome landed but no model context had been given at the
+        offer, in landing order: the target's adapter still owes them to its model."""
+        return list(self.payload.owed_to_model)
+
     def to_dict(self) -> dict[str, Any]:
         """The whole payload as plain JSON-compatible data, as on the wire (defaults left out)."""
         return msgspec.to_builtins(self.payload)  # type: ignore[no-any-return]
@@ -198,6 +217,7 @@ class HandoffPackage:
             metadata=dict(p.metadata),
             personal=list(p.personal),
             summary=p.earlier,
+            owed_to_model=list(p.owed_to_model),
         )
 
     # -- wire format -------------------------------------------------------------------
@@ -219,6 +239,7 @@ class HandoffPackage:
             return self._data
         data = sign(self.payload, secret_list(secret)[0])
         self._data = data
+        self._version = HANDOFF_VERSION
         return data
 
     @classmethod
@@ -242,9 +263,10 @@ class HandoffPackage:
                 the message names what failed.
             HandoffError: ``secret`` is empty.
         """
-        raw, payload = verify(data, secret_list(secret), max_bytes)
+        raw, payload, version = verify(data, secret_list(secret), max_bytes)
         package = cls(payload)
         package._data = raw
+        package._version = version
         return package
 
     # -- dunder ------------------------------------------------------------------------

@@ -1,4 +1,10 @@
-"""The handoff wire format, version 1: strict structs, the signed envelope, verification.
+"""The handoff wire format: strict structs, the signed envelope, verification.
+
+Version 2 adds what the source's model was given: ``given_to_model`` and
+``owed_to_model`` list the calls whose outcome its context holds and those whose outcome
+no model context had been given yet. Version 1 packages still verify and decode, read
+as: every final outcome was given. Each version has its own MAC
+domain, so a package cannot be relabelled as the other version.
 
 Private to :mod:`callstate.handoff`. Every function that reads untrusted bytes raises
 only :class:`~callstate.errors.HandoffFormatError` (or ``HandoffError`` for an empty
@@ -21,6 +27,7 @@ from typing import Annotated, Any, Final, Literal
 import msgspec
 
 from ..errors import HandoffError, HandoffFormatError, SealError
+from ..journal.state import TERMINAL
 from ..sealing import Sealer, open_personal, seal_personal, split_personal
 
 __all__ = [
@@ -38,11 +45,14 @@ __all__ = [
     "verify",
 ]
 
-HANDOFF_VERSION: Final = 1
+HANDOFF_VERSION: Final = 2
+#: the format versions this callstate reads
+READS: Final = (1, 2)
 #: ``from_bytes`` refuses larger packages unless told otherwise (4 MiB).
 DEFAULT_MAX_BYTES: Final = 4 * 1024 * 1024
 _ALG: Final = "HS256"
-_DOMAIN: Final = b"callstate.handoff.v1\n"  # keeps handoff MACs apart from resume tokens
+# keep handoff MACs apart from resume tokens, and each format version from the others
+_DOMAINS: Final = {1: b"callstate.handoff.v1\n", 2: b"callstate.handoff.v2\n"}
 _B64URL: Final = re.compile(r"[A-Za-z0-9_-]*")
 
 _NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -126,7 +136,7 @@ class PackageCall(_Strict):
 
 
 class PackagePayload(_Strict):
-    """The signed content of a package, version 1."""
+    """The signed content of a package (version 2; version 1 lacks the last two fields)."""
 
     package_id: _NonEmpty
     session_id: _NonEmpty
@@ -151,6 +161,10 @@ class PackagePayload(_Strict):
     turn: int = 0
     personal: list[str] = []  # userdata keys that are personal (sealed on the wire)
     sealed: str | None = None  # on the wire: caller and personal userdata, encrypted
+    #: calls whose outcome the source's model context holds (format 2)
+    given_to_model: list[str] = []
+    #: calls whose outcome landed but no model context had been given yet (format 2)
+    owed_to_model: list[str] = []
 
 
 class _Head(msgspec.Struct):
@@ -167,7 +181,7 @@ class _Envelope(msgspec.Struct, forbid_unknown_fields=True):
 
 # the envelope exactly as ``sign`` writes it, up to the payload
 _SIGNED_HEAD: Final = re.compile(
-    rb'\{"v":1,"alg":"HS256","kid":"([0-9a-f]{12})","sig":"([A-Za-z0-9_-]{43})","payload":'
+    rb'\{"v":([12]),"alg":"HS256","kid":"([0-9a-f]{12})","sig":"([A-Za-z0-9_-]{43})","payload":'
 )
 
 payload_encoder = msgspec.json.Encoder(order="deterministic")
@@ -181,8 +195,9 @@ def key_id(secret: bytes) -> str:
     return hashlib.sha256(b"callstate.kid\n" + secret).hexdigest()[:12]
 
 
-def mac(secret: bytes, kid: str, payload: bytes) -> bytes:
-    return hmac.new(secret, _DOMAIN + kid.encode() + b"\n" + payload, hashlib.sha256).digest()
+def mac(secret: bytes, kid: str, payload: bytes, version: int = HANDOFF_VERSION) -> bytes:
+    domain = _DOMAINS[version]
+    return hmac.new(secret, domain + kid.encode() + b"\n" + payload, hashlib.sha256).digest()
 
 
 def b64(raw: bytes) -> str:
@@ -230,8 +245,9 @@ def decode_envelope(data: bytes) -> _Envelope:
         raise fail("missing format version `v`")
     if type(head.v) is not int:
         raise fail(f"format version `v` must be an integer, got {head.v!r:.40}")
-    if head.v != HANDOFF_VERSION:
-        msg = f"unsupported handoff format version {head.v} at `v` (this callstate reads {HANDOFF_VERSION})"
+    if head.v not in READS:
+        reads = " and ".join(map(str, READS))
+        msg = f"unsupported handoff format version {head.v} at `v` (this callstate reads {reads})"
         raise HandoffFormatError(msg)
     try:
         envelope = _envelope_decoder.decode(data)
@@ -257,8 +273,12 @@ def decode_sig(text: str) -> bytes:
     return sig
 
 
-def decode_payload(body: bytes) -> PackagePayload:
-    """The payload, decoded strictly and cross-checked (only after the MAC verified)."""
+def decode_payload(body: bytes, version: int = HANDOFF_VERSION) -> PackagePayload:
+    """The payload, decoded strictly and cross-checked (only after the MAC verified).
+
+    A format 1 payload comes back as format 2 reads it: every final outcome given to
+    the model, none owed.
+    """
     try:
         payload = _payload_decoder.decode(body)
     except ValueError as exc:  # msgspec.DecodeError, or bad UTF-8 in a key
@@ -266,6 +286,13 @@ def decode_payload(body: bytes) -> PackagePayload:
         raise fail(detail) from None
     except RecursionError:
         raise fail("`$.payload` is nested too deeply") from None
+    if version == 1:
+        for name in ("given_to_model", "owed_to_model"):
+            if getattr(payload, name):
+                raise fail(f"`$.payload.{name}` is not a field of format 1")
+        check_payload(payload)
+        given = [c.call_id for c in payload.ledger if c.status in TERMINAL]
+        return msgspec.structs.replace(payload, given_to_model=given)
     check_payload(payload)
     return payload
 
@@ -289,6 +316,22 @@ def check_payload(p: PackagePayload) -> None:
         if m.content is None and m.tool_calls is None:
             where = f"$.payload.conversation[{i}]"
             raise fail(f"`{where}.content` is null on a {role!r} message without tool calls")
+    _check_model_lists(p, {c.call_id: c.status for c in p.ledger})
+
+
+def _check_model_lists(p: PackagePayload, status: dict[str, str]) -> None:
+    """``given_to_model`` and ``owed_to_model`` name final calls of the ledger, once each."""
+    seen: set[str] = set()
+    for name in ("given_to_model", "owed_to_model"):
+        for i, call_id in enumerate(getattr(p, name)):
+            where = f"$.payload.{name}[{i}]"
+            if call_id in seen:
+                raise fail(f"call {call_id!r:.60} at `{where}` is listed twice")
+            seen.add(call_id)
+            if call_id not in status:
+                raise fail(f"call {call_id!r:.60} at `{where}` is not in the ledger")
+            if status[call_id] not in TERMINAL:
+                raise fail(f"call {call_id!r:.60} at `{where}` has no outcome yet")
 
 
 def _check_message(i: int, m: PackageMessage) -> None:
@@ -343,36 +386,37 @@ def sign(payload: PackagePayload, key: bytes) -> bytes:
     and the exact body."""
     kid = key_id(key)
     body = payload_encoder.encode(seal_payload(payload, Sealer([key])))
-    sig = b64(mac(key, kid, body))
+    sig = b64(mac(key, kid, body, HANDOFF_VERSION))
     head = f'{{"v":{HANDOFF_VERSION},"alg":"{_ALG}","kid":"{kid}","sig":"{sig}","payload":'
     return head.encode() + body + b"}"
 
 
-def _verify_as_signed(data: bytes, keys: list[bytes]) -> bytes | None:
-    """The payload of ``data`` laid out exactly as ``sign`` writes it and signed by one of
-    ``keys``, found without parsing the envelope; otherwise None (:func:`verify` then
-    parses it and says what is wrong)."""
+def _verify_as_signed(data: bytes, keys: list[bytes]) -> tuple[int, bytes] | None:
+    """The format version and payload of ``data`` laid out exactly as ``sign`` writes it
+    and signed by one of ``keys``, found without parsing the envelope; otherwise None
+    (:func:`verify` then parses it and says what is wrong)."""
     head = _SIGNED_HEAD.match(data)
     if head is None or not data.endswith(b"}"):
         return None
-    kid = head[1].decode()
+    version = int(head[1])
+    kid = head[2].decode()
     body = data[head.end() : -1]
     try:
-        sig = unb64(head[2].decode())
+        sig = unb64(head[3].decode())
     except ValueError:  # not canonical: verify() says so
         return None
     ok = False
     for key in keys:  # every key, so timing does not reveal which matched
-        ok |= key_id(key) == kid and hmac.compare_digest(mac(key, kid, body), sig)
-    return body if ok else None
+        ok |= key_id(key) == kid and hmac.compare_digest(mac(key, kid, body, version), sig)
+    return (version, body) if ok else None
 
 
 def verify(
     data: bytes | bytearray | memoryview | str, keys: list[bytes], max_bytes: int
-) -> tuple[bytes, PackagePayload]:
+) -> tuple[bytes, PackagePayload, int]:
     """Check size, envelope and MAC (constant time), then decode the payload strictly.
 
-    Returns the input as bytes and the payload.
+    Returns the input as bytes, the payload and its format version.
 
     Raises:
         HandoffFormatError: what failed, by name.
@@ -391,7 +435,8 @@ def verify(
         raise fail(f"not UTF-8 JSON (bad byte at offset {exc.start})") from None
     signed = _verify_as_signed(data, keys)
     if signed is not None:
-        return data, open_payload(decode_payload(signed), keys)
+        version, body = signed
+        return data, open_payload(decode_payload(body, version), keys), version
     envelope = decode_envelope(data)
     body = bytes(envelope.payload)
     candidates = [k for k in keys if key_id(k) == envelope.kid] or keys
@@ -399,10 +444,10 @@ def verify(
     # compare against every candidate so timing does not reveal which key matched
     ok = False
     for key in candidates:
-        ok |= hmac.compare_digest(mac(key, envelope.kid, body), sig)
+        ok |= hmac.compare_digest(mac(key, envelope.kid, body, envelope.v), sig)
     if not ok:
         raise fail(
             f"`signature` does not verify for key id {envelope.kid!r:.40} "
             "(tampered, or signed with another secret)"
         )
-    return data, open_payload(decode_payload(body), keys)
+    return data, open_payload(decode_payload(body, envelope.v), keys), envelope.v
