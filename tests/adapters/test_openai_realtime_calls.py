@@ -94,3 +94,29 @@ async def test_bad_arguments_and_unknown_names_are_journaled_and_answered(
     ]
     assert [calls[c].error for c in ("c1", "c2", "c3")] == [a["error"] for a in answers]
     assert_clean(server)
+
+
+async def test_a_call_asked_again_with_the_same_arguments_gets_an_output_for_each_ask(
+    server: RealtimeServer, keeper: callstate.Keeper, client: AsyncOpenAI, gates: Gates
+) -> None:
+    """A server that reuses ``call_0`` with the same arguments in a later response gets
+    the recorded result again under it (one output per function_call item, the tool run
+    once) and an answer, instead of a call left waiting."""
+    s = await keeper.start(agent="booking")
+    server.queue(
+        Call("check_availability", '{"date": "2024-05-01"}', call_id="call_0"), Say("Yes.")
+    )
+    server.queue(
+        Call("check_availability", '{"date": "2024-05-01"}', call_id="call_0"), Say("Still yes.")
+    )
+    async with connect(client, s, model=MODEL, config=CONFIG) as conn:
+        await server.user_speaks("Is May first free?")
+        await recv_until(conn, of_type("response.output_audio_transcript.done"))
+        await server.user_speaks("Sure about the first?")
+        await recv_until(conn, of_type("response.output_audio_transcript.done"))
+    assert ["check_availability"] == gates.runs
+    sent = [json.loads(e["item"]["output"])["result"] for e in outputs(server.received, "call_0")]
+    assert [{"date": "2024-05-01", "free": True}] * 2 == sent
+    assert "Still yes." == s.context()[-1]["content"]
+    assert ["call_0"] == [c for c in s.state.calls if c.startswith("call_0")]
+    assert_clean(server)

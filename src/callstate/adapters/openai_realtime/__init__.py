@@ -14,9 +14,11 @@ On the way through it:
   → ``agent_started``; transcript deltas → ``agent_progress``; the next caller item →
   ``agent_finished``) and function calls;
 - runs each ``response.function_call_arguments.done`` through the guard
-  (``Session.run_tool``) and answers every ``call_id`` exactly once per Realtime
-  session with a ``function_call_output`` (``context.call_output`` of the recorded
-  outcome), whenever it lands — also for calls re-run or landed by the keeper;
+  (``Session.run_tool``) and answers each function call item exactly once per
+  Realtime session with a ``function_call_output`` (``context.call_output`` of the
+  recorded outcome), whenever it lands — also for calls re-run or landed by the keeper;
+  a reused ``call_id`` gets an output per item (its own call for new arguments, the
+  recorded outcome again for the same ones);
 - truncates interrupted assistant audio (``conversation.item.truncate`` from user code,
   or automatically on ``input_audio_buffer.speech_started`` when ``playback`` names the
   item playing and its played position) clamped to the audio received, and records the

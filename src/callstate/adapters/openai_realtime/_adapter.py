@@ -128,6 +128,9 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
         self._unfinished: list[str] = []
         self._streaming: set[str] = set()  # assistant items whose output is not done yet
         self._failed: set[str] = set()
+        self._resolved: set[str] = set()
+        self._again: dict[str, int] = {}
+        self._repeated: set[str] = set()
         self._groups: dict[str, set[str]] = {}
         self._responded: set[str] = set()
         self.item_ids = {}

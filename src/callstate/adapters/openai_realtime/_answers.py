@@ -47,6 +47,9 @@ class Answers:
     _calls: set[str]
     _answered: set[str]
     _failed: set[str]  # answered by the adapter itself: nothing could be recorded
+    _resolved: set[str]  # journal call ids a function_call item of this session asked for
+    _again: dict[str, int]  # call id -> outputs owed to items that asked for it again
+    _repeated: set[str]  # call ids answered again, whose response should now speak
     _groups: dict[str, set[str]]  # response id -> its call ids
     _responded: set[str]  # response ids whose response.done arrived
     _switching: bool
@@ -112,6 +115,11 @@ class Answers:
 
     def _resolve(self, ask: str, call_id: str) -> None:
         """The call a placeholder stood for is known: its response now waits on that."""
+        if call_id in self._resolved:
+            # the model asked again under an id it used, with the same arguments: the
+            # guard gives the recorded outcome, and this item needs its own output
+            self._again[call_id] = self._again.get(call_id, 0) + 1
+        self._resolved.add(call_id)
         self._calls.add(call_id)
         for calls in self._groups.values():
             if ask in calls:
@@ -160,6 +168,20 @@ class Answers:
             }
             await self._send_internal({"type": "conversation.item.create", "item": item})
             self._given(call_id)
+        for call_id, count in list(self._again.items()):
+            call = state.calls.get(call_id)
+            if call_id not in self._answered or call is None or not call.terminal:
+                continue  # the first output goes first
+            del self._again[call_id]
+            self._repeated.add(call_id)
+            wire = call.wire_id or call_id
+            item = {
+                "type": "function_call_output",
+                "call_id": wire,
+                "output": function_output(call),
+            }
+            for _ in range(count):
+                await self._send_internal({"type": "conversation.item.create", "item": item})
         await self._release_groups()
 
     async def _release_groups(self) -> None:
@@ -167,14 +189,20 @@ class Answers:
         state = self.callstate.state
         speak = False
         for rid, calls in list(self._groups.items()):
-            if rid not in self._responded or not calls <= self._answered:
+            if (
+                rid not in self._responded
+                or not calls <= self._answered
+                or calls & self._again.keys()
+            ):
                 continue
             del self._groups[rid]
             for call_id in calls:
                 call = state.calls.get(call_id)
                 # a held result waits for the caller's turn; a newer turn supersedes the call
                 voiced = call is not None and call.delivery != "held" and state.turn <= call.turn
-                speak = speak or voiced or call_id in self._failed
+                again = call_id in self._repeated  # asked again: the model waits on it now
+                self._repeated.discard(call_id)
+                speak = speak or voiced or again or call_id in self._failed
         if speak:
             self._want = self._marker
             await self._try_response()

@@ -59,6 +59,7 @@ class Continuity:
     _rt_started: float
     _calls: set[str]
     _answered: set[str]
+    _resolved: set[str]
     _texts: dict[str, str]
     _audio: dict[str, int]
     _replayed: set[str]
@@ -181,6 +182,7 @@ class Continuity:
         self._reset_realtime()
         rep = replay(s.state, config=self.config, note=note, prefix=f"cs{self._rt}i")
         self._calls, self._answered = set(rep.calls), set(rep.answered)
+        self._resolved = set(rep.answered)  # a call still running resolves when it lands
         self._groups, self._responded = {REPLAYED: rep.calls - rep.answered}, {REPLAYED}
         self.item_ids = dict(rep.ids)
         self._replayed = set(rep.item_ids)
