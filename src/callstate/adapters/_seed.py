@@ -21,7 +21,9 @@ __all__ = ["Source", "context_messages"]
 Source = Session | RecoveryPlan | HandoffPackage | Sequence[Mapping[str, Any]]
 
 
-def context_messages(source: Source, *, system: str | None = None) -> list[dict[str, Any]]:
+def context_messages(
+    source: Source, *, system: str | None = None, session: Session | None = None
+) -> list[dict[str, Any]]:
     """OpenAI-format messages to start a framework's context from.
 
     Args:
@@ -29,6 +31,11 @@ def context_messages(source: Source, *, system: str | None = None) -> list[dict[
             context), a ``RecoveryPlan``, a ``HandoffPackage`` from any framework, or
             plain OpenAI-format messages.
         system: the agent's system prompt, placed first.
+        session: with a ``HandoffPackage``, the session accepted from it: the outcomes
+            the package's conversation carries (given to the source's model, or still
+            owed to it) are recorded as given to this session's model, so an adapter
+            attached to it does not deliver them again. Outcomes that landed after the
+            offer stay owed and are delivered on attach.
 
     Returns:
         The conversation as the caller heard it, with the resume (or handoff) note
@@ -37,7 +44,8 @@ def context_messages(source: Source, *, system: str | None = None) -> list[dict[
         the model (``session.given_to_model``): seed the framework's context with them.
 
     Raises:
-        ConfigError: ``source`` is none of those, or a message has no string ``role``.
+        ConfigError: ``source`` is none of those, a message has no string ``role``, or
+            ``session`` is not the package's session.
     """
     if isinstance(source, Session):
         if isinstance(source.recovery, RecoveryPlan):
@@ -53,7 +61,10 @@ def context_messages(source: Source, *, system: str | None = None) -> list[dict[
         return source.context(system=system)
     if isinstance(source, HandoffPackage):
         # the same planner a resume uses, over the package alone: no store needed
-        return plan(source.to_state(), gap_s=0.0, via="handoff").context(system=system)
+        messages = plan(source.to_state(), gap_s=0.0, via="handoff").context(system=system)
+        if session is not None:
+            _given_from(source, session)
+        return messages
     if isinstance(source, Sequence) and not isinstance(source, str | bytes):
         head = [{"role": "system", "content": system}] if system else []
         out = head + [dict(m) for m in source]
@@ -67,3 +78,17 @@ def context_messages(source: Source, *, system: str | None = None) -> list[dict[
         "pass a Session, RecoveryPlan, HandoffPackage or messages"
     )
     raise ConfigError(msg)
+
+
+def _given_from(package: HandoffPackage, session: Session) -> None:
+    """Record as given to ``session``'s model what a context seeded from ``package`` holds."""
+    if session.id != package.session_id:
+        msg = (
+            f"session {session.id!r} is not the session of handoff package "
+            f"{package.package_id!r} ({package.session_id!r})"
+        )
+        raise ConfigError(msg)
+    kept = {i.id for i in package.payload.items if i.kind == "call"}
+    for call_id in (*package.owed_to_model, *package.given_to_model):
+        if call_id in kept and call_id in session.state.calls:
+            session.given_to_model(call_id, via="seed")

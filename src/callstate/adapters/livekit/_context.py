@@ -39,11 +39,14 @@ def _text(content: Any) -> str:
     return "" if content is None else str(content)
 
 
-def chat_context(source: Source, *, system: str | None = None) -> llm.ChatContext:
+def chat_context(
+    source: Source, *, system: str | None = None, session: Session | None = None
+) -> llm.ChatContext:
     """A LiveKit ``ChatContext`` holding :func:`context_messages` of ``source``.
 
     Assistant ``tool_calls`` become ``FunctionCall`` items and ``tool`` messages
-    ``FunctionCallOutput`` items, in order, whatever tools the agent has.
+    ``FunctionCallOutput`` items, in order, whatever tools the agent has. ``session``:
+    the session accepted from a ``HandoffPackage`` source (see :func:`context_messages`).
 
     Raises:
         ConfigError: ``source`` cannot be read, or a message is malformed (the message
@@ -52,7 +55,7 @@ def chat_context(source: Source, *, system: str | None = None) -> llm.ChatContex
     ctx = llm.ChatContext.empty()
     names: dict[str, str] = {}
     base = time.time()
-    for i, m in enumerate(context_messages(source, system=system)):
+    for i, m in enumerate(context_messages(source, system=system, session=session)):
         at = base + i * 1e-6  # strictly increasing: LiveKit orders items by creation time
         role = m.get("role")
         if role in ("system", "developer", "user"):
@@ -95,11 +98,16 @@ def chat_context(source: Source, *, system: str | None = None) -> llm.ChatContex
     return ctx
 
 
-async def seed_agent(agent: Agent, source: Source) -> Agent:
+async def seed_agent(agent: Agent, source: Source, *, session: Session | None = None) -> Agent:
     """Give ``agent`` the conversation of ``source`` before it starts (calls included).
+
+    ``session``: the session accepted from a ``HandoffPackage`` source, whose outcomes
+    in the seeded context are then recorded as given (see :func:`context_messages`).
 
     Returns:
         ``agent``, for chaining into ``AgentSession.start``.
     """
-    await agent.update_chat_ctx(chat_context(source), exclude_invalid_function_calls=False)
+    await agent.update_chat_ctx(
+        chat_context(source, session=session), exclude_invalid_function_calls=False
+    )
     return agent

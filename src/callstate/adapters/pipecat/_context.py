@@ -6,20 +6,28 @@ from typing import Any
 
 from pipecat.processors.aggregators.llm_context import LLMContext
 
+from ...session import Session
 from .._seed import Source, context_messages
 
 __all__ = ["context_messages", "seed_context"]
 
 
 def seed_context(
-    context: LLMContext | None, source: Source, *, system: str | None = None
+    context: LLMContext | None,
+    source: Source,
+    *,
+    system: str | None = None,
+    session: Session | None = None,
 ) -> LLMContext:
     """Replace the messages of ``context`` (or a new one) with :func:`context_messages`.
+
+    ``session``: the session accepted from a ``HandoffPackage`` source (see
+    :func:`context_messages`).
 
     Returns:
         The seeded context, ready for ``LLMContextAggregatorPair(context)``.
     """
-    messages: list[Any] = context_messages(source, system=system)
+    messages: list[Any] = context_messages(source, system=system, session=session)
     if context is None:
         return LLMContext(messages)
     context.set_messages(messages)
