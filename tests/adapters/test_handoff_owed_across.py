@@ -8,10 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from livekit.agents import AgentSession
 
-from callstate import Keeper
+from callstate import ConfigError, Keeper
 from callstate.adapters.livekit import attach, restore, seed_agent
+from callstate.adapters.pipecat import seed_context
 from callstate.testing import FakeClock
 
 from . import test_livekit_harness as lkh
@@ -133,3 +135,30 @@ async def test_seeding_from_the_package_records_its_outcomes_as_given(tmp_path: 
         )
         await lk.aclose()
         await rec.wait_idle()
+
+
+async def test_a_pipecat_context_seeded_from_the_package_holds_the_owed_write_as_given(
+    tmp_path: Path,
+) -> None:
+    """seed_context(pkg, session=t) puts the owed write in the context and records it
+    given; the package of another session is refused, naming both."""
+    url = f"sqlite:///{tmp_path}/calls.db"
+    clock = FakeClock()
+    tools = Tools()
+    async with (
+        Keeper(url, tools=tools.registry, secret=SECRET, clock=clock) as a,
+        Keeper(url, tools=tools.registry, secret=SECRET, clock=clock) as b,
+    ):
+        s, w2 = await _source(a, tools)
+        pkg = await s.handoff(to="billing")
+        t = await b.accept(pkg.to_bytes())
+        other = await b.start(agent="billing")
+        with pytest.raises(ConfigError, match=repr(other.id)):
+            seed_context(None, pkg, session=other)
+        assert ["w1"] == [o.call_id for o in t.owed_to_model()]
+        ctx = seed_context(None, pkg, session=t)
+        [w1] = [m for m in ctx.get_messages() if m.get("tool_call_id") == "w1"]
+        assert '"status":"succeeded"' in str(w1["content"])
+        assert [] == t.owed_to_model()
+        tools.release["move_booking"].set()
+        await w2
