@@ -137,7 +137,7 @@ async def test_a_reload_mid_sentence_resumes_the_call_where_it_was_cut(tmp_path:
 
 
 async def test_messages_sent_while_offline_arrive_once_in_order(tmp_path: Path) -> None:
-    """Notes sent while the network is down (CDP emulation) reach the bot once, in order."""
+    """Notes sent (default encode) while the network is down reach the bot once, in order."""
     async with example_call(tmp_path, speech=None) as (_, app, page, url):
         calls = app.state.calls
         await page.add_init_script("sessionStorage.setItem('demo.mic', 'off')")
@@ -165,6 +165,7 @@ async def test_messages_sent_while_offline_arrive_once_in_order(tmp_path: Path) 
     assert [(1, "a1"), (2, "a2"), (3, "b1"), (4, "b2"), (5, "b3")] == [
         (m["seq"], m["data"]) for m in received
     ]
+    assert {"callstate"} == {m["type"] for m in received}
 
 
 async def test_the_offer_endpoint_refuses_bad_bodies_and_unknown_tokens(tmp_path: Path) -> None:

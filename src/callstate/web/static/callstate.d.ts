@@ -49,7 +49,7 @@ export interface ClientOptions {
   takeover?: boolean;
   /** Prefix of the storage keys (several widgets on one origin). Default "callstate". */
   namespace?: string;
-  /** How a numbered message goes on the wire; default `JSON.stringify({seq, data})`. */
+  /** How a numbered message goes on the wire; default `JSON.stringify({type: "callstate", seq, data})` (Pipecat's SmallWebRTC wants a `type`). */
   encode?(seq: number, data: unknown): string | ArrayBuffer | Blob | ArrayBufferView;
   /** Refresh the token when this fraction of its life has passed (default 0.8). */
   refreshAt?: number;

@@ -76,7 +76,8 @@ function newId() {
   return `p-${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
 }
 
-const defaultEncode = (seq, data) => JSON.stringify({ seq, data });
+// Pipecat's SmallWebRTC drops a data-channel message that is not a JSON object with a "type"
+const defaultEncode = (seq, data) => JSON.stringify({ type: "callstate", seq, data });
 
 export class CallstateClient extends EventTarget {
   /**
