@@ -177,3 +177,38 @@ async def test_a_call_finished_by_another_process_lands_in_the_new_pipeline(
     notes = system_notes(bot_b.llm.seen[1])
     assert any('"moved":true' in n and "has finished" in n for n in notes)
     assert any("Tell them now what was done" in n for n in notes)
+
+
+async def test_speech_held_before_a_crash_is_said_once_the_new_pipeline_is_up(
+    tmp_path: Path,
+) -> None:
+    """Speech held while the line was down is voiced once by the resumed pipeline."""
+    tools = Tools()
+    url = f"sqlite:///{tmp_path}/calls.db"
+    clock = FakeClock()
+    first = Keeper(url, tools=tools.registry, secret=SECRET, clock=clock)
+    await first.open()
+    s = await first.start(caller="+15551234567", agent="booker")
+    s.user_said("is my table booked?")
+    s.connection_lost("network switch")
+    held = s.agent_started("Yes, your table for two is booked at eight.")
+    await s.flush()
+    await first.close()
+
+    second = Keeper(url, tools=tools.registry, secret=SECRET, clock=clock)
+    await second.open()
+    s2 = await second.resume(s.id)
+    replies = [Reply("Yes, your table for two is booked at eight.")]
+    async with Bot(s2, replies, context=seed_context(None, s2, system=SYSTEM)) as bot:
+        await bot.until(lambda: len(bot.released(TTSTextFrame)) >= 1)
+        await bot.until(lambda: s2.state.items[-1].done)
+    await second.close()
+
+    assert 1 == len(bot.llm.seen)
+    asked = system_notes(bot.llm.seen[0])[-1]
+    assert "Yes, your table for two is booked at eight." in asked
+    assert [] == s2.held_speech
+    assert [] == list(s2.state.outbox)
+    spoken = {i.id: i.spoken for i in s2.state.items if i.kind == "assistant"}
+    assert "" == spoken[held]  # never heard where it was first said
+    assert "Yes, your table for two is booked at eight." == s2.context()[-1]["content"]

@@ -8,11 +8,12 @@ caller does hear is recorded as that reply plays, like any other.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from ..continuity.link import HeldSpeech
 from ..session import Session
 
-__all__ = ["voice_held"]
+__all__ = ["open_link", "voice_held"]
 
 #: how a model is asked to say what the caller missed
 _SAY_HELD = (
@@ -27,3 +28,21 @@ def voice_held(session: Session, held: Sequence[HeldSpeech]) -> str | None:
         session.agent_finished(speech.utterance_id, text="")
     text = " ".join(h.text.strip() for h in held if h.text.strip())
     return f"{_SAY_HELD} {text}" if text else None
+
+
+def open_link(session: Session) -> tuple[list[Any], str | None]:
+    """Take ``session`` off hold with its outbox flushed here: the messages it kept, in
+    order, and the instruction that asks the model to say the held speech (or None).
+
+    Held speech recorded on another worker (a resumed call) is in the outbox too, so a
+    new pipeline or ``AgentSession`` voices it once its link is up, and only then.
+    """
+    flushed: list[Any] = []
+    session.outbox.connect(flushed.append)
+    try:
+        if session.on_hold and session.writable:
+            session.connection_restored()
+    finally:
+        session.outbox.disconnect()
+    held = [e for e in flushed if isinstance(e, HeldSpeech)]
+    return [e for e in flushed if not isinstance(e, HeldSpeech)], voice_held(session, held)

@@ -60,6 +60,7 @@ from ...journal.context import call_output
 from ...journal.state import ToolCall
 from ...session import Session
 from ...tools.registry import ToolOutcome
+from .._held import open_link
 from ._frames import CallstateProcessor
 from ._speech import Speech
 
@@ -197,6 +198,7 @@ class PipecatRecovery:
         self._writer: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._fenced_said = False
+        self._say: str | None = None  # held speech to ask of the model once attached
         sp = self.speech
         self.llm_out = dispatch(
             [
@@ -266,9 +268,11 @@ class PipecatRecovery:
         return False
 
     def _started(self, frame: Frame) -> None:
-        """The pipeline started: its transport is open, so the session leaves hold."""
-        if self.session.on_hold and self.session.writable:
-            self.session.connection_restored()
+        """The pipeline started: its transport is open, so the session leaves hold; the
+        speech it held (here or on the worker the call was resumed from) is said next."""
+        kept, self._say = open_link(self.session)
+        for entry in kept:
+            log.warning("callstate: an outbox entry the pipeline cannot send: %r", entry)
         self._find_neighbours(frame)
 
     def _find_neighbours(self, _frame: Frame) -> None:
@@ -388,6 +392,9 @@ class PipecatRecovery:
             return
         self._known |= {c.call_id for c in self.session.state.in_flight}
         self._unsubscribe = self.session.on_outcome(self._outcome_landed, owed=True)
+        say, self._say = self._say, None
+        if say is not None:  # the caller never heard it: the model says it, as it plays
+            self.processor.create_task(self.processor.append(say, run_llm=True), "callstate-held")
 
     async def detach_outcomes(self) -> None:
         """Stop delivering outcomes (the pipeline ended); what is left stays owed."""
