@@ -3,6 +3,7 @@ call, and the agent does not greet the caller a second time."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from livekit.agents import AgentSession, llm
@@ -113,3 +114,34 @@ async def test_an_agent_taking_over_a_handed_off_call_does_enter() -> None:
         assert "Hi, I'm the booking desk." in [i.text for i in accepted.state.items]
         await lk.aclose()
         await rec.wait_idle()
+
+
+async def test_speech_held_while_the_line_was_down_is_said_after_restore() -> None:
+    """Speech held before a resume is said once by the restored agent, heard as it plays."""
+    tools = Tools()
+    said = "Yes, your table for two is booked at eight."
+    async with Keeper("memory://", tools=tools.registry, secret=SECRET, clock=FakeClock()) as k:
+        s = await k.start(caller="+15551234567", agent="booker")
+        s.user_said("is my table booked?")
+        s.connection_lost("network switch")
+        held = s.agent_started(said)
+        await s.flush()
+        resumed = await k.resume(s.id)
+        model = ScriptedLLM([Reply([said])])
+        lk, agent, rec = await restore(resumed, {"booker": lambda: Booker(tools)}, llm=model)
+        lk.output.transcription = GatedOutput()
+        replied = asyncio.Event()
+        lk.on(
+            "conversation_item_added",
+            lambda ev: ev.item.role == "assistant" and replied.set(),
+        )
+        await lk.start(agent)
+        async with asyncio.timeout(10):
+            await replied.wait()
+        await lk.aclose()
+        await rec.wait_idle()
+    assert 1 == len(model.seen)
+    assert [] == list(resumed.state.outbox)
+    spoken = {i.id: i.spoken for i in resumed.state.items if i.kind == "assistant"}
+    assert "" == spoken[held]  # never heard where it was first said
+    assert said == spoken[resumed.state.items[-1].id]

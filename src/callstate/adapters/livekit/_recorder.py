@@ -63,6 +63,7 @@ from ._hooks import (
     wrap_llm_node,
     write_notes,
 )
+from ._link import link_up
 from ._owed import OwedOutcomes
 from ._plain import PlainCalls, handoff_needs_secret
 from ._playout import Playout
@@ -475,7 +476,7 @@ class LiveKitRecovery:
         hold (once; a later drop is the app's ``connection_lost`` to report)."""
         if not self._linked:
             self._linked = True
-            self._rec(lambda: self.session.on_hold and self.session.connection_restored())
+            self._rec(lambda: link_up(self.agent_session, self.session))
 
     def _on_close(self, ev: CloseEvent) -> None:
         self._sync_userdata()
