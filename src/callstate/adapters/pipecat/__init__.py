@@ -37,6 +37,13 @@ What this relies on, as read in pipecat-ai 1.14.0:
   and broadcasts ``LLMContextUserTurnFrame`` with each user turn it writes.
 - ``LLMContext`` messages are OpenAI-format dicts. ``interruptible`` is not a
   constructor argument of ``LLMMessagesAppendFrame``: it is set on the frame.
+- A realtime LLM (``OpenAIRealtimeLLMService``, ``GeminiLiveLLMService``: its
+  ``LLMServiceMetadataFrame`` says ``is_realtime_service``) keeps the conversation on
+  the provider's server and sends only what it processes itself: OpenAI's answers a
+  ``FunctionCallCancelFrame`` with a ``"CANCELLED"`` output, Gemini's ignores
+  ``toolCallCancellation`` and would send a refused tool response. There the outcome of
+  a call overtaken by a barge-in goes into the LLM as an ``LLMMessagesAppendFrame``
+  note, and so do the delivery notes once the caller's turn ends.
 - ``PipelineWorker`` / ``WorkerRunner`` replace the deprecated ``PipelineTask`` /
   ``PipelineRunner``.
 """

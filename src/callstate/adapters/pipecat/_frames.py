@@ -34,6 +34,7 @@ from pipecat.frames.frames import (
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMMessagesAppendFrame,
+    LLMServiceMetadataFrame,
     LLMTextFrame,
     StartFrame,
 )
@@ -54,6 +55,9 @@ class Recovery(Protocol):
     @property
     def session(self) -> Any: ...
 
+    @property
+    def realtime(self) -> bool: ...
+
     def llm_out(self, processor: FrameProcessor, frame: Frame) -> None: ...
 
     def attach(self) -> None: ...
@@ -63,6 +67,8 @@ class Recovery(Protocol):
     def delivered(self, call_id: str) -> None: ...
 
     def late_result(self, call_id: str, run: asyncio.Future[ToolOutcome]) -> tuple[Any, bool]: ...
+
+    def late_note(self, call_id: str, payload: Any, *, held: bool) -> str: ...
 
 
 __all__ = ["CallstateProcessor"]
@@ -85,6 +91,7 @@ _HANDLED: tuple[type[Frame], ...] = (
     FunctionCallsStartedFrame,
     LLMFullResponseStartFrame,
     LLMFullResponseEndFrame,
+    LLMServiceMetadataFrame,
     LLMTextFrame,
 )
 
@@ -176,10 +183,17 @@ class CallstateProcessor(FrameProcessor):
         await self.push_frame(frame, direction)
 
     async def append(self, note: str, *, run_llm: bool) -> None:
-        """Write a system note into the context, safe from interruptions."""
+        """Write a system note into the context, safe from interruptions.
+
+        A realtime LLM keeps the conversation on its server and takes in only what it
+        processes itself, so there the note goes into the LLM, which sends it on.
+        """
         frame = LLMMessagesAppendFrame([{"role": "system", "content": note}], run_llm=run_llm)
         frame.interruptible = False
-        await self.push_frame(frame, _DOWN)
+        if self._recovery.realtime:
+            await self._recovery.llm.queue_frame(frame, _DOWN)
+        else:
+            await self.push_frame(frame, _DOWN)
 
     # -- calls Pipecat cancelled ------------------------------------------------------------
 
@@ -218,6 +232,13 @@ class CallstateProcessor(FrameProcessor):
             return
         self._announced.discard(call_id)
         payload, run_llm = self._recovery.late_result(call_id, d.run)
+        if self._recovery.realtime:
+            # the provider settled the call on the wire (OpenAI sent "CANCELLED", Gemini
+            # cancelled it itself): the real outcome reaches the model as a note
+            note = self._recovery.late_note(call_id, payload, held=not run_llm)
+            await self.append(note, run_llm=run_llm)
+            self._recovery.delivered(call_id)
+            return
         frame = FunctionCallResultFrame(
             function_name=d.name,
             tool_call_id=call_id,

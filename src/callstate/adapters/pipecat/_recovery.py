@@ -43,6 +43,7 @@ from pipecat.frames.frames import (
     LLMContextUserTurnFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
+    LLMServiceMetadataFrame,
     LLMTextFrame,
     OutputAudioRawFrame,
     StartFrame,
@@ -199,6 +200,9 @@ class PipecatRecovery:
         self._unsubscribe: Callable[[], None] | None = None
         self._fenced_said = False
         self._say: str | None = None  # held speech to ask of the model once attached
+        #: the LLM is a realtime (speech-to-speech) service: its conversation lives on
+        #: the provider's server, so notes and late outcomes go into the LLM itself
+        self.realtime = False
         sp = self.speech
         self.llm_out = dispatch(
             [
@@ -206,10 +210,12 @@ class PipecatRecovery:
                 (LLMFullResponseStartFrame, sp.response_started),
                 (FunctionCallsStartedFrame, sp.calls_started),
                 (LLMFullResponseEndFrame, sp.response_generated),
+                (LLMServiceMetadataFrame, self._metadata),
             ],
             self.live,
         )
-        self._register(functions, set(async_functions))
+        self._async_functions = set(async_functions)
+        self._register(functions, self._async_functions)
         llm.add_event_handler(
             "on_before_process_frame",
             dispatch(
@@ -266,6 +272,10 @@ class PipecatRecovery:
                 self.session.error,
             )
         return False
+
+    def _metadata(self, frame: LLMServiceMetadataFrame) -> None:
+        if frame.is_realtime_service:
+            self.realtime = True
 
     def _started(self, frame: Frame) -> None:
         """The pipeline started: its transport is open, so the session leaves hold; the
@@ -343,12 +353,29 @@ class PipecatRecovery:
             self.processor.forget(call_id)
             self._known.add(outcome.call_id)  # ``id#n`` when the model reused the id
             held = self._held(outcome.call_id)
+            if self._cancelled_on_wire(outcome.call_id, tool):
+                note = self.late_note(call_id, result_payload(outcome), held=held)
+                await self.processor.append(note, run_llm=not held)
+                self.delivered(call_id)
+                return
             props = FunctionCallResultProperties(run_llm=False) if held else None
             await params.result_callback(result_payload(outcome), properties=props)
             self.delivered(call_id)
 
         handle.__name__ = f"callstate_{name or 'unknown'}"
         return handle
+
+    def _cancelled_on_wire(self, call_id: str, tool: str) -> bool:
+        """A realtime provider dropped the call on a barge-in while Pipecat kept waiting
+        for it (Gemini's ``toolCallCancellation``, which Pipecat does not act on): a
+        result sent as the call's response would be refused, so it goes in as a note."""
+        call = self.session.state.calls.get(call_id)
+        return (
+            self.realtime
+            and tool not in self._async_functions
+            and call is not None
+            and call.overtaken
+        )
 
     def _held(self, call_id: str) -> bool:
         """True while the result's spoken delivery waits for the caller (or was dropped):
@@ -368,6 +395,16 @@ class PipecatRecovery:
         outcome = run.result()
         self._known.add(outcome.call_id)
         return result_payload(outcome), not self._held(outcome.call_id)
+
+    def late_note(self, call_id: str, payload: Any, *, held: bool) -> str:
+        """The note giving a realtime model the outcome of a call it saw cancelled."""
+        call = self.session.state.calls.get(call_id)
+        name = call.name if call is not None else "a tool"
+        what = f"{name} (call {call_id}) went on after the caller interrupted and has finished"
+        result = json.dumps(payload, ensure_ascii=False, sort_keys=True, default=str)
+        if held:
+            return f"{what}: {result}. The caller is still talking; tell them once they finish."
+        return f"{what}: {result}. The caller has not heard this yet; tell them."
 
     def _call_ended(self, call_id: str) -> None:
         self.speech.call_ended(call_id)
@@ -441,6 +478,12 @@ class PipecatRecovery:
             if call.call_id in self._noted or call.call_id not in self._known:
                 continue
             note = _note(call)
-            if note is not None:
-                self._noted.add(call.call_id)
+            if note is None:
+                continue
+            self._noted.add(call.call_id)
+            if self.realtime:  # the provider has the conversation: the LLM sends it on
+                speak = call.delivery != "discarded"
+                write = self.processor.append(note, run_llm=speak)
+                self.processor.create_task(write, f"callstate-note-{call.call_id}")
+            else:
                 context.add_message({"role": "system", "content": note})
