@@ -61,6 +61,7 @@ async def test_a_reused_call_id_gets_its_own_output_under_that_id(
         s.state.calls["call_0#2"].wire_id,
         s.state.calls["call_0#2"].args["date"],
     )
+    assert [] == server.current.left_unanswered
     assert_clean(server)
 
 
@@ -119,4 +120,5 @@ async def test_a_call_asked_again_with_the_same_arguments_gets_an_output_for_eac
     assert [{"date": "2024-05-01", "free": True}] * 2 == sent
     assert "Still yes." == s.context()[-1]["content"]
     assert ["call_0"] == [c for c in s.state.calls if c.startswith("call_0")]
+    assert ([], 2) == (server.current.left_unanswered, len(server.current.responses))
     assert_clean(server)

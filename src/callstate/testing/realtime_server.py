@@ -9,6 +9,7 @@ real session keeps, answering with the documented ``error`` shapes:
 - ``invalid_tool_call_id``: a ``function_call_output`` for a call id this session never saw,
   or one more than the function calls under that id (a scripted ``Call`` may reuse an
   id, as some OpenAI-compatible servers do: each call under it gets one output);
+  ``ServerSession.left_unanswered`` names every function call still waiting for one;
 - ``conversation_already_has_active_response``: ``response.create`` while one is active;
 - ``invalid_value`` on ``audio_end_ms``: truncating past the audio sent for the item;
 - ``cannot_update_voice``: a ``session.update`` changing the voice once assistant audio

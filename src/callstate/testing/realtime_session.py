@@ -103,6 +103,12 @@ class ServerSession:
         """Input transcription is on (``audio.input.transcription``): transcripts are sent."""
         return bool(((self.config.get("audio") or {}).get("input") or {}).get("transcription"))
 
+    @property
+    def left_unanswered(self) -> list[str]:
+        """Call ids with a ``function_call`` item still waiting for its output (the model
+        waits on it): one entry per item, so a reused id left once shows once."""
+        return sorted(c for c, n in self.unanswered.items() for _ in range(n))
+
     def stop(self) -> None:
         """Cancel the response being played, if any (the connection closed or dropped)."""
         if self._task is not None:
