@@ -126,23 +126,29 @@ async def test_a_rerun_landing_before_the_agent_starts_is_in_its_context(
         await rec.wait_idle()
 
 
-async def test_a_rerun_landing_after_the_agent_started_reaches_the_next_turn(
+async def test_a_rerun_landing_on_a_quiet_line_is_voiced_at_once(
     tmp_path: Path,
 ) -> None:
-    """Landed while the call goes on: the next turn's context has it, with a note."""
+    """Landed while nobody talks: one reply is asked for with it, without a caller's turn."""
     async with resumed_mid_call(tmp_path) as r:
-        replies = [Reply(["Still working on it."]), Reply(["It's moved to eight."])]
+        replies = [
+            Reply(["Still working on it."]),
+            Reply(["It's moved to eight."]),
+            Reply(["You're welcome."]),
+        ]
         lk, rec, model = await run_restored(r, lambda: Booker(r.tools), replies)
         await lk.run(user_input="hello?")
         assert ["running"] == [o["status"] for o in c1_outputs(model.seen[0])]
         await landed(r)
-        await until(lambda: [] == r.session.owed_to_model())
-        await lk.run(user_input="and now?")
+        await until(lambda: 2 == len(model.seen))  # nobody spoke: the result prompted it
         [out] = c1_outputs(model.seen[1])
         assert ("succeeded", MOVED) == (out["status"], out["result"])
+        assert "user" != model.seen[1][-1].get("role")  # no caller turn asked for it
         assert any("move_booking (call c1)" in t for t in system_texts(model.seen[1]))
+        assert [] == r.session.owed_to_model()
         assert not any('"status":"running"' in o for o in history_outputs(lk))
         await lk.run(user_input="thanks")  # told once
+        assert 3 == len(model.seen)
         assert not any("move_booking (call c1)" in t for t in system_texts(model.seen[2]))
         await lk.aclose()
         await rec.wait_idle()

@@ -13,9 +13,11 @@ context was built (before or during ``restore()``) is not missed.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable
+from typing import Any
 
-from livekit.agents import llm
+from livekit.agents import AgentSession, llm
 
 from ...journal.context import call_output
 from ...journal.state import ToolCall
@@ -23,7 +25,7 @@ from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._hooks import call_items
 
-__all__ = ["OwedOutcomes", "landed_note"]
+__all__ = ["OwedOutcomes", "landed_note", "reply_if_idle"]
 
 _VIA = "livekit"
 
@@ -52,6 +54,15 @@ def _put(call: ToolCall, contexts: Iterable[llm.ChatContext]) -> None:
             ctx.insert(call_items(call))
 
 
+def reply_if_idle(agent_session: AgentSession[Any]) -> None:
+    """Ask for a reply when nobody is talking and none is on its way; otherwise the
+    turn under way (or the caller's, once it ends) brings the model its notes."""
+    if agent_session.agent_state != "listening" or agent_session.user_state == "speaking":
+        return
+    if agent_session.current_speech is None:
+        agent_session.generate_reply()
+
+
 class OwedOutcomes:
     """Delivers the outcomes nobody here ran into LiveKit's contexts.
 
@@ -60,6 +71,8 @@ class OwedOutcomes:
         contexts: returns the contexts LiveKit keeps (the current agent's, the history).
         own: whether a call ran in one of this ``AgentSession``'s tools (LiveKit gives
             the model its output itself).
+        reply: asks for a reply if the line is idle, so an outcome landing on a quiet
+            line is heard without waiting for the caller's next turn.
     """
 
     def __init__(
@@ -67,10 +80,13 @@ class OwedOutcomes:
         session: Callable[[], Session],
         contexts: Callable[[], list[llm.ChatContext]],
         own: Callable[[str], bool],
+        reply: Callable[[], None] | None = None,
     ) -> None:
         self._session = session
         self._contexts = contexts
         self._own = own
+        self._reply = reply
+        self._asking = False  # a reply is asked for at the end of this loop turn
         self._untold: list[str] = []  # landed here, to tell the model on its next turn
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -94,7 +110,20 @@ class OwedOutcomes:
             _put(call, self._contexts())
             if call.delivery is None:  # a held one is told by the reconciler's note
                 self._untold.append(call.call_id)
+                self._ask()
         session.given_to_model(call.call_id, via=_VIA)
+
+    def _ask(self) -> None:
+        """One reply for every outcome landing in this loop turn."""
+        if self._reply is None or self._asking:
+            return
+        self._asking = True
+        asyncio.get_running_loop().call_soon(self._asked)
+
+    def _asked(self) -> None:
+        self._asking = False
+        if self._untold and self._reply is not None:
+            self._reply()
 
     def write_notes(self, chat_ctx: llm.ChatContext) -> None:
         """Before the model runs: the outcomes that landed since its last turn, once."""

@@ -64,7 +64,7 @@ from ._hooks import (
     write_notes,
 )
 from ._link import link_up
-from ._owed import OwedOutcomes
+from ._owed import OwedOutcomes, reply_if_idle
 from ._plain import PlainCalls, handoff_needs_secret
 from ._playout import Playout
 from ._refused import journal_refused
@@ -123,6 +123,7 @@ class LiveKitRecovery:
             lambda: self.session,
             self._live_contexts,
             lambda call_id: call_id in self._ran or self._plain.recorded(call_id),
+            lambda: reply_if_idle(self.agent_session),
         )
         self._owed.follow(session)
         self._playout = Playout(self._cut_heard)  # with audio, heard is what played
