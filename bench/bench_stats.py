@@ -4,8 +4,9 @@ For each engine, seeds ``--rows`` archive rows (realistic records: a six-turn ph
 call with a tool call, spread over ``--days`` days, health classes in production-like
 shares), then times ``fleet_stats`` for the last hour, the last day and all time.
 SQLite and PostgreSQL are seeded in bulk with the exact columns the store writes
-(``archive_values``); Redis through ``archive_insert`` itself, so its figure sets are
-the store's own.
+(``archive_values``), SQLite's hourly rollup by the store's own ``roll_up``; Redis
+through ``archive_insert`` itself, so its figure sets are the store's own. Then the
+cost of one ``archive_insert`` through the store is timed (200 more rows).
 
     python bench/bench_stats.py                       # sqlite, redis, postgres
     python bench/bench_stats.py --stores sqlite --rows 100000
@@ -34,6 +35,7 @@ from callstate.archive.records import build_record, encode_record, figure_column
 from callstate.journal import events as ev
 from callstate.journal.state import fold
 from callstate.storage._sql_rows import ARCHIVE_COLS, archive_values
+from callstate.storage._sqlite_rollup import roll_up
 from callstate.storage.base import ArchiveRow, Store
 
 SHARES = {
@@ -122,6 +124,8 @@ async def seed(url: str, store: Store, data: list[ArchiveRow]) -> None:
                 f"INSERT INTO archive ({ARCHIVE_COLS}) VALUES ({slots})",
                 (archive_values(r) for r in data),
             )
+            for r in data:  # what archive_insert does in its transaction
+                roll_up(conn, r)
         conn.close()
     elif url.startswith("postgresql"):
         import psycopg
@@ -153,6 +157,12 @@ async def bench(name: str, url: str, data: list[ArchiveRow], rounds: int) -> Non
                 samples.append((time.perf_counter() - t) * 1000)
             emit(f"{name}_fleet_stats_{label}_legs", stats.legs)
             emit(f"{name}_fleet_stats_{label}_median_ms", statistics.median(samples))
+        # the cost of one archive insert through the store (rollup included)
+        extra = [msgspec.structs.replace(r, record_id=f"{r.record_id}+") for r in data[:200]]
+        t0 = time.perf_counter()
+        for r in extra:
+            await store.archive_insert(r)
+        emit(f"{name}_archive_insert_us", (time.perf_counter() - t0) / len(extra) * 1e6)
     finally:
         await store.close()
 

@@ -17,8 +17,16 @@ from ..errors import ConfigError
 from ..storage import Store
 from ..storage.abilities import counts_figures
 from ..storage.figures import Figures
+from ..storage.histogram import LogHistogram
 
-__all__ = ["FleetStats", "Percentiles", "fleet_stats", "from_figures", "percentiles"]
+__all__ = [
+    "FleetStats",
+    "Percentiles",
+    "fleet_stats",
+    "from_figures",
+    "histogram_percentiles",
+    "percentiles",
+]
 
 
 class Percentiles(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,6 +75,19 @@ def percentiles(samples: Sequence[float]) -> Percentiles | None:
     )
 
 
+def histogram_percentiles(hist: LogHistogram) -> Percentiles | None:
+    """The nearest-rank percentiles a ``LogHistogram`` gives (within its stated error)."""
+    if not hist.count:
+        return None
+    return Percentiles(
+        count=hist.count,
+        p50=hist.quantile(0.5),
+        p90=hist.quantile(0.9),
+        p99=hist.quantile(0.99),
+        max=hist.max,
+    )
+
+
 def _share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
@@ -83,7 +104,9 @@ def from_figures(figures: Figures, *, since: float, until: float) -> FleetStats:
         health=dict(sorted(figures.legs.items())),
         recovered_rate=_share(figures.legs.get("recovered", 0), calls),
         in_doubt_rate=_share(figures.with_in_doubt, figures.with_tools),
-        time_to_recover=percentiles(figures.recover_s),
+        time_to_recover=percentiles(figures.recover_s)
+        if figures.recover is None
+        else histogram_percentiles(figures.recover),
         followup_lag=percentiles(figures.followup_lag_s),
     )
 

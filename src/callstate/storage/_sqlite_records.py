@@ -8,8 +8,9 @@ from ..errors import ConflictError
 from ._sql_rows import ARCHIVE_COLS, archive_from_row, archive_values, followup_from_row
 from ._sql_rows import FOLLOWUP_COLS as _FOLLOWUP_COLS
 from ._sqlite_base import SQLiteBase
+from ._sqlite_rollup import read_figures, roll_up
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
-from .figures import UNKNOWN_HEALTH, Figures
+from .figures import Figures
 
 __all__ = ["SQLiteRecords"]
 
@@ -53,8 +54,9 @@ class SQLiteRecords(SQLiteBase):
                     raise  # a NULL or other bad value: a StorageError, not a clash
                 msg = f"archive record {row.record_id!r} already exists; archive rows are never overwritten"
                 raise ConflictError(msg) from exc
+            roll_up(c, row)  # in the same transaction: the rollup never misses a leg
 
-        await self._run(txn)
+        await self._run(lambda c: self._write(c, txn))
 
     async def archive_get(self, record_id: str) -> ArchiveRow | None:
         row = await self._run(
@@ -91,37 +93,7 @@ class SQLiteRecords(SQLiteBase):
         return [archive_from_row(r) for r in rows]
 
     async def archive_figures(self, since: float, until: float) -> Figures:
-        def read(c: sqlite3.Connection) -> Figures:
-            window = (since, until)
-            legs: dict[str, int] = {}
-            with_tools = with_in_doubt = 0
-            for health, n, tools, in_doubt in c.execute(
-                "SELECT health, count(*), sum(tools > 0), sum(in_doubt > 0) FROM archive "
-                "WHERE closed_at >= ? AND closed_at < ? GROUP BY health",
-                window,
-            ):
-                legs[health or UNKNOWN_HEALTH] = n
-                with_tools += tools
-                with_in_doubt += in_doubt
-            recover = c.execute(
-                "SELECT recover_s FROM archive WHERE closed_at >= ? AND closed_at < ? "
-                "AND recover_s IS NOT NULL",
-                window,
-            ).fetchall()
-            lag = c.execute(
-                "SELECT updated_at - due_at FROM followups WHERE status = 'done' "
-                "AND due_at >= ? AND due_at < ? AND mark = 'succeeded'",
-                window,
-            ).fetchall()
-            return Figures(
-                legs=legs,
-                with_tools=with_tools,
-                with_in_doubt=with_in_doubt,
-                recover_s=[r[0] for r in recover],
-                followup_lag_s=[r[0] for r in lag],
-            )
-
-        return await self._run(read)
+        return await self._run(lambda c: read_figures(c, since, until))
 
     # -- follow-ups ----------------------------------------------------------------------
 

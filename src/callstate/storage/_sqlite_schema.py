@@ -7,6 +7,7 @@ import time
 from typing import Final
 
 from ..errors import StorageError
+from .histogram import bucket_of
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -153,7 +154,59 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         CREATE INDEX archive_figures ON archive (closed_at, health, tools, in_doubt, recover_s);
         """,
     ),
+    (
+        # fleet figures rolled up per hour of closed_at, kept in the archive insert's
+        # transaction: a window reads its whole hours here and only its two edges raw;
+        # the rows already archived are rolled up now
+        8,
+        """
+        CREATE TABLE archive_rollup (
+            hour INTEGER NOT NULL,
+            health TEXT NOT NULL,
+            legs INTEGER NOT NULL,
+            tools INTEGER NOT NULL,
+            in_doubt INTEGER NOT NULL,
+            PRIMARY KEY (hour, health)
+        );
+        CREATE TABLE archive_recover_rollup (
+            hour INTEGER NOT NULL,
+            bin INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            worst REAL NOT NULL,
+            PRIMARY KEY (hour, bin)
+        );
+        INSERT INTO archive_rollup
+            SELECT callstate_hour(closed_at), coalesce(health, 'unknown'), count(*),
+                sum(tools > 0), sum(in_doubt > 0)
+            FROM archive WHERE closed_at IS NOT NULL GROUP BY 1, 2;
+        INSERT INTO archive_recover_rollup
+            SELECT callstate_hour(closed_at), callstate_bin(recover_s), count(*), max(recover_s)
+            FROM archive WHERE closed_at IS NOT NULL AND recover_s IS NOT NULL GROUP BY 1, 2;
+        """,
+    ),
 )
+
+#: the rollup's time bucket, in seconds of ``closed_at``
+ROLLUP_S = 3600
+#: the ``archive_recover_rollup.bin`` of samples counted as zero
+ZERO_BIN = -(2**31)
+
+
+def hour_of(closed_at: float) -> int:
+    """The rollup bucket of a ``closed_at`` (the same in Python and in the migration)."""
+    return int(closed_at // ROLLUP_S)
+
+
+def bin_of(seconds: float) -> int:
+    """The ``archive_recover_rollup.bin`` a time-to-recover sample is counted in."""
+    b = bucket_of(seconds)
+    return ZERO_BIN if b is None else b
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    """The functions migration 8 rolls existing rows up with."""
+    conn.create_function("callstate_hour", 1, hour_of, deterministic=True)
+    conn.create_function("callstate_bin", 1, bin_of, deterministic=True)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -162,6 +215,7 @@ def migrate(conn: sqlite3.Connection) -> None:
     Raises:
         StorageError: the database was migrated by a newer callstate.
     """
+    register_functions(conn)
     conn.execute(
         "CREATE TABLE IF NOT EXISTS callstate_migrations "
         "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"

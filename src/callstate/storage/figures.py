@@ -13,6 +13,8 @@ from typing import Protocol, runtime_checkable
 
 import msgspec
 
+from .histogram import LogHistogram
+
 __all__ = ["ArchiveFigures", "Figures", "UNKNOWN_HEALTH"]
 
 #: the class a leg archived before health classes is counted under
@@ -28,6 +30,8 @@ class Figures(msgspec.Struct, kw_only=True):
         with_tools: legs that made at least one tool call.
         with_in_doubt: legs with a tool call a crash left in doubt.
         recover_s: for each recovered leg, the seconds the caller was cut off.
+        recover: the same seconds as a ``LogHistogram`` instead, from a store that rolls
+            them up (percentiles within its stated error); None: use ``recover_s``.
         followup_lag_s: for each follow-up that succeeded, due in the window, the seconds
             from when it was due to when it finished.
     """
@@ -36,6 +40,7 @@ class Figures(msgspec.Struct, kw_only=True):
     with_tools: int = 0
     with_in_doubt: int = 0
     recover_s: list[float] = []
+    recover: LogHistogram | None = None
     followup_lag_s: list[float] = []
 
 
