@@ -66,6 +66,7 @@ class WebCalls:
         self.sessions: dict[str, callstate.Session] = {}  # session id -> the live handle
         self.calls: dict[str, Call] = {}  # session id -> its running call
         self.received: dict[str, list[Any]] = {}  # session id -> every message, all legs
+        self.recorded: dict[str, int] = {}  # session id -> the highest message number kept
         self.vad = ReadyVAD()
 
     async def take(self, how: Literal["start", "resume"], session: callstate.Session) -> None:
@@ -136,6 +137,16 @@ class WebCalls:
 
         @transport.event_handler("on_app_message")
         async def message(transport: Any, data: Any, sender: Any) -> None:
+            seq = data.get("seq") if isinstance(data, dict) else None
+            if isinstance(seq, int) and data.get("type") == "callstate":
+                last = self.recorded.get(session.id, 0)
+                if seq == last + 1:  # the next one; a repeat (or one past a gap) is dropped
+                    self.recorded[session.id] = last = seq
+                    call.received.append(data)
+                    received.append(data)
+                # every number up to `last` is kept: the page forgets those, resends the rest
+                connection.send_app_message({"type": "callstate-ack", "seq": last})
+                return
             call.received.append(data)
             received.append(data)
 

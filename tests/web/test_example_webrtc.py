@@ -168,6 +168,34 @@ async def test_messages_sent_while_offline_arrive_once_in_order(tmp_path: Path) 
     assert {"callstate"} == {m["type"] for m in received}
 
 
+async def test_a_note_sent_as_the_connection_dies_arrives_once_after_the_reconnect(
+    tmp_path: Path,
+) -> None:
+    """A note sent just before the connection dies unannounced goes again and arrives once."""
+    async with example_call(tmp_path, speech=None) as (_, app, page, url):
+        calls = app.state.calls
+        await page.add_init_script("sessionStorage.setItem('demo.mic', 'off')")
+        await page.goto(url)
+        sid = (await page_until(page, "window.demo?.session"))["session_id"]
+        await page_until(page, "window.demo.connections === 1")
+        await page.evaluate("demo.send('a1')")
+        await until(lambda: 1 == len(calls.received.get(sid, [])))
+        await page_until(page, "demo.unacked() === 0")
+        # the link goes silent: b1 "goes out" into nothing; the close is seen 300 ms later
+        await page.evaluate("demo.kill(); demo.send('b1')")
+        await page_until(page, "window.demo.events.some(e => e.type === 'resuming')")
+        await page.evaluate("demo.send('c1')")
+        await page_until(page, "window.demo.connections === 2")
+        await until(lambda: 3 <= len(calls.received[sid]))
+        await page_until(page, "demo.unacked() === 0 && demo.pending() === 0")
+        await page.evaluate("demo.send('d1')")
+        await until(lambda: 4 <= len(calls.received[sid]))
+        await asyncio.sleep(0.5)  # anything sent twice would have arrived by now
+        received = list(calls.received[sid])
+
+    assert [(1, "a1"), (2, "b1"), (3, "c1"), (4, "d1")] == [(m["seq"], m["data"]) for m in received]
+
+
 async def test_the_offer_endpoint_refuses_bad_bodies_and_unknown_tokens(tmp_path: Path) -> None:
     """POST /offer answers a malformed body with 400 and a token it holds no call for with 409."""
     server, _ = load_example()

@@ -51,6 +51,17 @@ export interface ClientOptions {
   namespace?: string;
   /** How a numbered message goes on the wire; default `JSON.stringify({type: "callstate", seq, data})` (Pipecat's SmallWebRTC wants a `type`). */
   encode?(seq: number, data: unknown): string | ArrayBuffer | Blob | ArrayBufferView;
+  /**
+   * The receiver acknowledges what it has recorded (default false): a sent message is kept
+   * until an ack covers its number and goes again over the next transport, so one sent as
+   * the link silently died still arrives. The receiver drops a number it has already kept.
+   */
+  acked?: boolean;
+  /**
+   * The highest number a transport message acknowledges, or null for any other message
+   * (those are `message` events). Default: `{"type": "callstate-ack", "seq": n}` as JSON.
+   */
+  readAck?(data: unknown): number | null;
   /** Refresh the token when this fraction of its life has passed (default 0.8). */
   refreshAt?: number;
   /** Reconnect backoff, first and longest wait in ms (default [250, 5000]). */
@@ -117,6 +128,8 @@ export declare class CallstateClient extends EventTarget {
   readonly token: string | null;
   /** messages waiting for the transport */
   readonly pending: number;
+  /** Messages sent but not yet acknowledged (0 unless `acked`). */
+  readonly unacked: number;
   readonly caller: string;
   timings: Timings | null;
   /** Preflight, then resume or start fresh, then connect. Null when nothing was opened. */

@@ -79,6 +79,17 @@ function newId() {
 // Pipecat's SmallWebRTC drops a data-channel message that is not a JSON object with a "type"
 const defaultEncode = (seq, data) => JSON.stringify({ type: "callstate", seq, data });
 
+// `{"type": "callstate-ack", "seq": n}` from the receiver: it has recorded every message up to n
+const defaultAck = (data) => {
+  if (typeof data !== "string" || !data.includes("callstate-ack")) return null;
+  try {
+    const m = JSON.parse(data);
+    return m?.type === "callstate-ack" && Number.isInteger(m.seq) ? m.seq : null;
+  } catch {
+    return null;
+  }
+};
+
 export class CallstateClient extends EventTarget {
   /**
    * @param {object} options see callstate.d.ts (ClientOptions)
@@ -95,6 +106,9 @@ export class CallstateClient extends EventTarget {
     this._agent = options.agent ?? null;
     this._takeover = options.takeover === true;
     this._encode = options.encode ?? defaultEncode;
+    this._acked = options.acked ?? false;
+    this._readAck = options.readAck ?? defaultAck;
+    this._sentUpTo = 0; // the highest number sent over the current transport
     this._fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
     this._refreshAt = options.refreshAt ?? 0.8;
     this._retryMs = options.retryMs ?? [250, 5000];
@@ -126,7 +140,9 @@ export class CallstateClient extends EventTarget {
   get epoch() { return this._call?.epoch ?? null; }
   get token() { return this._call?.token ?? null; }
   /** messages waiting for the transport */
-  get pending() { return this._queue.length; }
+  get pending() { return this._queue.filter(([seq]) => seq > this._sentUpTo).length; }
+  /** messages sent but not yet acknowledged (always 0 unless `acked`) */
+  get unacked() { return this._queue.length - this.pending; }
   /** the caller id this browser uses for every tab (localStorage) */
   get caller() {
     if (this._callerGiven) return this._callerGiven;
@@ -300,6 +316,7 @@ export class CallstateClient extends EventTarget {
     if (this._agent) body.agent = this._agent;
     const answer = await this._timed("start_ms", () => this._post("v1/start", body));
     this._queue = [];
+    this._sentUpTo = 0;
     this._call = null;
     await this._adopt(answer);
     this._emit("fresh", { ...this._info(answer), reason: why, timings: this.timings });
@@ -347,9 +364,14 @@ export class CallstateClient extends EventTarget {
       for (const off of offs) off();
     }
     if (this._transport !== transport) return; // dropped while opening
+    this._sentUpTo = 0; // what the old transport carried but nobody acknowledged goes again
     this._transportOffs = [
       listen(transport, "close", () => this._lost(transport)),
-      listen(transport, "message", (ev) => this._emit("message", { data: ev.data })),
+      listen(transport, "message", (ev) => {
+        const acked = this._acked ? this._readAck(ev.data) : null;
+        if (acked === null) this._emit("message", { data: ev.data });
+        else this._ack(acked);
+      }),
     ];
     this._setState(navigator.onLine ? "open" : "waiting");
     this._flush();
@@ -406,16 +428,26 @@ export class CallstateClient extends EventTarget {
 
   _flush() {
     const transport = this._transport;
-    while (this._queue.length > 0 && isOpen(transport) && navigator.onLine && this._state === "open") {
-      const [seq, data] = this._queue[0];
+    for (const [seq, data] of [...this._queue]) {
+      if (!(isOpen(transport) && navigator.onLine && this._state === "open")) break;
+      if (seq <= this._sentUpTo) continue;
       try {
         transport.send(this._encode(seq, data));
       } catch {
         break; // stays first in line
       }
-      this._queue.shift();
+      this._sentUpTo = seq;
+      // unacknowledged messages stay, to go again over the next transport
+      if (!this._acked) this._queue.shift();
     }
     this._write(sessionStorage, "outbox", this._queue);
+  }
+
+  // the receiver has recorded every message up to `seq`
+  _ack(seq) {
+    const before = this._queue.length;
+    this._queue = this._queue.filter(([n]) => n > seq);
+    if (this._queue.length !== before) this._write(sessionStorage, "outbox", this._queue);
   }
 
   // -- the window ------------------------------------------------------------------
@@ -612,6 +644,7 @@ export class CallstateClient extends EventTarget {
   _forget() {
     this._call = null;
     this._queue = [];
+    this._sentUpTo = 0;
     sessionStorage.removeItem(this._key("call"));
     sessionStorage.removeItem(this._key("outbox"));
   }
