@@ -3,6 +3,7 @@ lands: before ``restore()``, while it seeds the agent, or once the call goes on.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -152,3 +153,32 @@ async def test_a_rerun_landing_on_a_quiet_line_is_voiced_at_once(
         assert not any("move_booking (call c1)" in t for t in system_texts(model.seen[2]))
         await lk.aclose()
         await rec.wait_idle()
+
+
+async def test_outcomes_landing_together_on_a_quiet_line_ask_for_one_reply() -> None:
+    """Two outcomes of calls run outside LiveKit landing at once bring one reply, not two."""
+    tools = Tools()
+    async with Keeper("memory://", tools=tools.registry, secret=SECRET, clock=FakeClock()) as k:
+        s = await k.start(agent="booker")
+        model = ScriptedLLM([Reply(["Hello."]), Reply(["Monday and Tuesday are free."])])
+        lk: AgentSession[Any] = AgentSession(llm=model)
+        lk.output.transcription = GatedOutput()
+        rec = attach(lk, s, end_on_close=False)
+        await lk.start(Booker(tools))
+        await lk.run(user_input="hi")
+        runs = [
+            asyncio.ensure_future(s.run_tool("check_availability", {"date": d}, call_id=d))
+            for d in ("mon", "tue")
+        ]
+        await until(lambda: 2 == tools.ran.count("check_availability"))
+        tools.release["check_availability"].set()
+        await asyncio.gather(*runs)
+        await until(lambda: 2 == len(model.seen))
+        await until(lambda: lk.agent_state == "listening" and lk.current_speech is None)
+        await lk.aclose()
+        await rec.wait_idle()
+    assert 2 == len(model.seen)
+    assert {"mon", "tue"} <= {o["call_id"] for o in items_of(model.seen[1], "function_call_output")}
+    notes = system_texts(model.seen[1])
+    assert 1 == sum("(call mon)" in t for t in notes)
+    assert 1 == sum("(call tue)" in t for t in notes)
