@@ -91,7 +91,7 @@ def build_bot(
     key = os.environ.get("OPENAI_API_KEY", "")
     stt = stt or OpenAISTTService(api_key=key)
     llm = llm or OpenAILLMService(api_key=key, settings=OpenAILLMService.Settings(model="gpt-4.1"))
-    tts = tts or OpenAITTSService(api_key=key, voice="alloy")
+    tts = tts or OpenAITTSService(api_key=key, settings=OpenAITTSService.Settings(voice="alloy"))
     # the conversation so far (with a note on what happened) when the session resumed
     context = seed_context(LLMContext(tools=SCHEMA), session, system=SYSTEM)
     params = user_params or LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())

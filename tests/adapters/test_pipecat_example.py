@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -16,6 +17,7 @@ from pipecat.transports.base_transport import BaseTransport
 from pipecat.turns.user_start import ExternalUserTurnStartStrategy
 from pipecat.turns.user_stop import ExternalUserTurnStopStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.utils import deprecation
 from pipecat.workers.runner import WorkerRunner
 
 from callstate import Keeper
@@ -123,3 +125,18 @@ def test_readme_pipecat_example_defines_the_bot() -> None:
     assert {"move_booking"} == set(namespace["tools"].names())
     assert ["move_booking"] == [t.name for t in namespace["SCHEMA"].standard_tools]
     assert asyncio.iscoroutinefunction(namespace["run_bot"])
+
+
+async def test_example_default_services_use_no_deprecated_arguments(
+    monkeypatch: Any,
+) -> None:
+    """The example's default STT, LLM and TTS are built with Pipecat 1.14's settings API."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    example = load_example()
+    async with Keeper("memory://", tools=example.tools, clock=FakeClock()) as keeper:
+        session = await keeper.start(agent="bookings")
+        deprecation._warned_sites.clear()  # Pipecat warns once per call site per process
+        with warnings.catch_warnings(record=True) as seen:
+            _worker, _recovery = example.build_bot(session, OfflineTransport())
+    assert [] == [str(w.message) for w in seen if issubclass(w.category, DeprecationWarning)]
+    assert {"move_booking", "check_availability"} <= set(example.tools.names())
