@@ -242,3 +242,49 @@ async def test_an_unencodable_snapshot_is_skipped_not_fatal() -> None:
         assert ["lands anyway"] == await _texts(store, s.id)
         assert ["the flusher is still alive"] == await _texts(store, other.id)
         assert (await store.load(s.id)).snapshot is None
+
+
+async def test_a_read_outcome_rides_the_next_commit(faulty: FaultyStore) -> None:
+    """A read tool turn commits twice: the intent, then its outcome with the rest of the turn."""
+    import callstate
+
+    tools = callstate.ToolRegistry()
+
+    @tools.tool(effect="read")
+    async def look_up(ref: str) -> dict[str, str]:
+        return {"ref": ref, "status": "confirmed"}
+
+    async with Keeper(faulty, tools=tools, clock=FakeClock()) as keeper:
+        s = await keeper.start(agent="triage")
+        await s.flush()
+        faulty.appends.clear()
+        out = await s.run_tool("look_up", {"ref": "B-1"}, call_id="c1")
+        u = s.agent_started("Your booking B-1 is confirmed.")
+        s.agent_finished(u)
+        await s.flush()
+        assert "succeeded" == out.status
+        assert 2 == len(faulty.appends)
+        stored = [decode_event(raw) for raw in await faulty.read_events(s.id)]
+        assert "tool.succeeded" in [type(e).__struct_config__.tag for e in stored]
+
+
+async def test_a_lone_read_outcome_lands_without_another_commit(faulty: FaultyStore) -> None:
+    """A read outcome nothing else follows is still committed on its own, soon after."""
+    import callstate
+
+    tools = callstate.ToolRegistry()
+
+    @tools.tool(effect="read")
+    async def look_up(ref: str) -> str:
+        return ref
+
+    async with Keeper(faulty, tools=tools, clock=FakeClock()) as keeper:
+        s = await keeper.start(agent="triage")
+        await s.run_tool("look_up", {"ref": "B-2"}, call_id="c1")
+        faulty.entered.clear()
+        async with asyncio.timeout(10):  # no flush asked for: the linger wakes the flusher
+            await faulty.entered.wait()
+        appended = len(faulty.appends)
+        await s.flush()  # waits for that append; nothing is left for another
+        assert appended == len(faulty.appends)
+        assert s.state.seq == s.durable_seq

@@ -102,6 +102,7 @@ class Flusher:
         timeout: float = 10.0,
         sealer: Sealer | None = None,
         on_commit: Callable[[float], None] | None = None,
+        linger: float = 0.05,
     ) -> None:
         self._store = store
         #: seals caller data in events and snapshots on their way to the store
@@ -111,6 +112,9 @@ class Flusher:
         #: a handle's ``journal.package`` rides with its next batch, in the same transaction
         self.carries_packages = bool(getattr(store, "atomic_packages", False))
         self._snapshot_every = snapshot_every
+        #: the longest a lazily marked event waits for another commit to ride with
+        self._linger = linger
+        self._linger_timer: asyncio.TimerHandle | None = None
         self._timeout = timeout
         self._dirty: dict[int, Journaled] = {}
         self._wake = asyncio.Event()
@@ -131,6 +135,9 @@ class Flusher:
             )
 
     async def stop(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -142,6 +149,17 @@ class Flusher:
         self._dirty[id(handle)] = handle
         if not self._wake.is_set():
             self._wake.set()
+
+    def mark_lazy(self, handle: Journaled) -> None:
+        """Note queued events that need not be durable at once: they ride the next
+        commit any session asks for, or go on their own after ``linger`` seconds."""
+        self._dirty[id(handle)] = handle
+        if self._linger_timer is None and not self._wake.is_set():
+            self._linger_timer = asyncio.get_running_loop().call_later(self._linger, self._lingered)
+
+    def _lingered(self) -> None:
+        self._linger_timer = None
+        self._wake.set()
 
     async def wait_durable(self, handle: Journaled, seq: int) -> None:
         """Return once ``handle``'s events up to ``seq`` are durable.

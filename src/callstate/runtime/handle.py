@@ -9,7 +9,8 @@ it for the group-commit flusher: synchronous, no I/O.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import CallstateError, SessionClosed, SessionFrozen
@@ -57,6 +58,8 @@ class Handle:
         self._error: CallstateError | None = None
         self._closed = False
         self._fenced = asyncio.Event()
+        #: > 0 while recorded events may wait for the next commit (see ``lazily``)
+        self._lazy = 0
         #: called with each event right after it is folded (see ``watch``)
         self._watchers: list[Callable[[ev.Event], None]] = []
 
@@ -146,11 +149,24 @@ class Handle:
         ev.check_recorded(event)  # type: ignore[arg-type]
         apply(self.state, event)  # type: ignore[arg-type]
         self.journal.pending.append(event)  # type: ignore[arg-type]
-        self._flusher.mark(self)
+        if self._lazy:
+            self._flusher.mark_lazy(self)
+        else:
+            self._flusher.mark(self)
         if self._watchers:
             for watcher in tuple(self._watchers):
                 watcher(event)  # type: ignore[arg-type]
         return event
+
+    @contextlib.contextmanager
+    def lazily(self) -> Iterator[None]:
+        """Events recorded inside need not be durable at once: they ride the next commit
+        (another event's, a ``flush``) instead of waking the flusher for themselves."""
+        self._lazy += 1
+        try:
+            yield
+        finally:
+            self._lazy -= 1
 
     def watch(self, watcher: Callable[[ev.Event], None]) -> Callable[[], None]:
         """Call ``watcher(event)`` with every event this handle records, right after it

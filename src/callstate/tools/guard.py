@@ -12,7 +12,7 @@ Every tool call runs through :func:`run_tool`:
 3. The terminal event is recorded on the handle that started the call, even after a
    barge-in (then its spoken delivery is held); when that handle may no longer record,
    the outcome is passed on (see ``late``). A write's outcome is flushed before it is
-   returned: the agent speaks about it next.
+   returned: the agent speaks about it next. A read's rides the next commit.
 
 A call's task lives in ``ToolRuns.running`` keyed by (session id, call id) until its
 outcome has landed; a repeated call id awaits it instead of running the tool twice.
@@ -359,14 +359,19 @@ async def _land(tools: ToolRuns, session: Handle, call_id: str, end: Terminal) -
         return outcome(call)
     if not session.writable:
         return await hand_over(tools, session, call, end)
-    record_terminal(session, call, end)
     held = "landed after a barge-in" if call.overtaken else None
+    if call.effect != "write":
+        # nothing needs a read's outcome durable before it returns: it rides the next commit
+        with session.lazily():
+            record_terminal(session, call, end)
+            after_terminal(tools, session, call, held_reason=held)
+        return outcome(call)
+    record_terminal(session, call, end)
     after_terminal(tools, session, call, held_reason=held)
-    if call.effect == "write":
-        try:
-            await session.flush()  # the agent speaks about a write next: make it durable
-        except CallstateError:
-            if session.error is not None:  # fenced: the recorded event was dropped
-                return await hand_over(tools, session, call, end)
-            # the store is down: the outcome stays queued and is written when it is back
+    try:
+        await session.flush()  # the agent speaks about a write next: make it durable
+    except CallstateError:
+        if session.error is not None:  # fenced: the recorded event was dropped
+            return await hand_over(tools, session, call, end)
+        # the store is down: the outcome stays queued and is written when it is back
     return outcome(call)
