@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 from pipecat.frames.frames import EndFrame, Frame, LLMFullResponseEndFrame
 from pipecat.processors.aggregators.llm_response_universal import LLMUserAggregatorParams
 from pipecat.processors.frame_processor import FrameProcessor
@@ -21,6 +22,7 @@ from pipecat.utils import deprecation
 from pipecat.workers.runner import WorkerRunner
 
 from callstate import Keeper
+from callstate.errors import ConfigError
 from callstate.testing import FakeClock
 
 from .test_pipecat_harness import PacedOutput, Playback, Reply, ScriptedLLM, ToneTTS, UserSource
@@ -140,3 +142,17 @@ async def test_example_default_services_use_no_deprecated_arguments(
             _worker, _recovery = example.build_bot(session, OfflineTransport())
     assert [] == [str(w.message) for w in seen if issubclass(w.category, DeprecationWarning)]
     assert {"move_booking", "check_availability"} <= set(example.tools.names())
+
+
+async def test_readme_pipecat_keeper_needs_the_secret_it_says() -> None:
+    """As the Pipecat section says: a caller id needs a keeper secret, which also signs the token."""
+    example = load_example()
+    async with Keeper("memory://", tools=example.tools, clock=FakeClock()) as plain:
+        with pytest.raises(ConfigError):
+            await plain.start(caller="+15551234567")
+    secret = b"pipecat-example-secret-32-bytes!"
+    async with Keeper("memory://", secret=secret, tools=example.tools, clock=FakeClock()) as k:
+        session = await k.start(caller="+15551234567")
+        token = session.resume_token()
+        await session.close()
+        assert session.id == (await k.resume(token)).id
