@@ -1,4 +1,4 @@
-"""The SQLite fleet-figure rollup: any window equals the raw scan; migration 8 rolls up."""
+"""The SQLite fleet-figure rollup: any window equals the raw scan; migrations 8 and 9 roll up."""
 
 from __future__ import annotations
 
@@ -17,19 +17,21 @@ from callstate.storage.memory import MemoryStore
 from callstate.storage.sqlite import MIGRATIONS, SQLiteStore
 
 HOUR = 3600.0
+DAY = 24 * HOUR
 HEALTH = st.sampled_from([None, "clean", "recovered", "superseded", "degraded"])
 
 
 @st.composite
 def archive_rows(draw: st.DrawFn) -> list[ArchiveRow]:
-    """Legs closed over a few hours, some exactly on an hour's edge."""
+    """Legs closed over a few hours or days, some exactly on an hour's edge."""
     n = draw(st.integers(min_value=0, max_value=40))
     rows = []
     for i in range(n):
         at = draw(
             st.one_of(
                 st.floats(min_value=0.0, max_value=5 * HOUR),
-                st.integers(min_value=0, max_value=5).map(lambda h: h * HOUR),
+                st.floats(min_value=0.0, max_value=3 * DAY),
+                st.integers(min_value=0, max_value=72).map(lambda h: h * HOUR),
             )
         )
         recover = draw(st.one_of(st.none(), st.floats(min_value=0.0, max_value=600.0)))
@@ -95,7 +97,8 @@ async def _compare(path: Path, rows: list[ArchiveRow], windows: list[tuple[float
 
 edges = st.one_of(
     st.floats(min_value=-HOUR, max_value=7 * HOUR),
-    st.integers(min_value=-1, max_value=7).map(lambda h: h * HOUR),
+    st.floats(min_value=-HOUR, max_value=4 * DAY),
+    st.integers(min_value=-1, max_value=80).map(lambda h: h * HOUR),
 )
 
 
@@ -111,8 +114,9 @@ def test_any_window_equals_the_raw_scan(
         asyncio.run(_compare(Path(tmp) / "cs.db", rows, spans))
 
 
-def test_migration_8_rolls_up_rows_already_archived(tmp_path: Path) -> None:
-    """Rows archived at schema 7 are counted by the rollup after migration 8."""
+def test_migrations_8_and_9_roll_up_rows_already_archived(tmp_path: Path) -> None:
+    """Rows archived at schema 7 are counted by the hourly and daily rollups after
+    migrations 8 and 9."""
     path = tmp_path / "cs.db"
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute(
@@ -154,8 +158,8 @@ def test_migration_8_rolls_up_rows_already_archived(tmp_path: Path) -> None:
                 figures.recover.zeros,
                 figures.recover.max,
             )
-            rolled = conn2.execute("SELECT sum(legs) FROM archive_rollup").fetchone()
-            assert (4,) == rolled
+            for table in ("archive_rollup", "archive_rollup_day"):
+                assert (4,) == conn2.execute(f"SELECT sum(legs) FROM {table}").fetchone()
         finally:
             await store.close()
 

@@ -1,8 +1,10 @@
-"""The SQLite store's fleet-figure rollup: per hour of ``closed_at`` (migration 8).
+"""The SQLite store's fleet-figure rollup: per hour (migration 8) and per day
+(migration 9) of ``closed_at``.
 
 ``roll_up`` runs in the archive insert's transaction; ``read_figures`` reads a window's
-whole hours from the rollup and only its two partial edge hours from the archive, so a
-window costs its hours, not its records. Follow-up lag is still read from the ledger (a
+whole days, then the whole hours at its ends, from the rollup and only its two partial
+edge hours from the archive, so a window costs at most its days plus 2 x 23 hours plus
+two hours of records, not its records. Follow-up lag is still read from the ledger (a
 follow-up's lag is known only once it finishes, and the ledger is small next to the
 archive).
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import math
 import sqlite3
 
-from ._sqlite_schema import ROLLUP_S, ZERO_BIN, bin_of, hour_of
+from ._sqlite_schema import DAY_HOURS, ROLLUP_S, ZERO_BIN, bin_of, hour_of
 from .base import ArchiveRow
 from .figures import UNKNOWN_HEALTH, Figures
 from .histogram import LogHistogram
@@ -21,22 +23,31 @@ __all__ = ["read_figures", "roll_up"]
 
 
 def roll_up(c: sqlite3.Connection, row: ArchiveRow) -> None:
-    """Count one archived leg in its hour (inside the insert's transaction)."""
+    """Count one archived leg in its hour and its day (inside the insert's transaction)."""
     if row.closed_at is None:
         return  # not counted by fleet figures
     hour = hour_of(row.closed_at)
-    c.execute(
-        "INSERT INTO archive_rollup VALUES (?, ?, 1, ?, ?) ON CONFLICT (hour, health) DO "
-        "UPDATE SET legs = legs + 1, tools = tools + excluded.tools, "
-        "in_doubt = in_doubt + excluded.in_doubt",
-        (hour, row.health or UNKNOWN_HEALTH, int(row.tools > 0), int(row.in_doubt > 0)),
-    )
-    if row.recover_s is not None:
+    legs = (row.health or UNKNOWN_HEALTH, int(row.tools > 0), int(row.in_doubt > 0))
+    for table, key, at in (
+        ("archive_rollup", "hour", hour),
+        ("archive_rollup_day", "day", hour // DAY_HOURS),
+    ):
         c.execute(
-            "INSERT INTO archive_recover_rollup VALUES (?, ?, 1, ?) ON CONFLICT (hour, bin) "
-            "DO UPDATE SET n = n + 1, worst = max(worst, excluded.worst)",
-            (hour, bin_of(row.recover_s), row.recover_s),
+            f"INSERT INTO {table} VALUES (?, ?, 1, ?, ?) ON CONFLICT ({key}, health) DO "
+            "UPDATE SET legs = legs + 1, tools = tools + excluded.tools, "
+            "in_doubt = in_doubt + excluded.in_doubt",
+            (at, *legs),
         )
+    if row.recover_s is not None:
+        for table, key, at in (
+            ("archive_recover_rollup", "hour", hour),
+            ("archive_recover_rollup_day", "day", hour // DAY_HOURS),
+        ):
+            c.execute(
+                f"INSERT INTO {table} VALUES (?, ?, 1, ?) ON CONFLICT ({key}, bin) "
+                "DO UPDATE SET n = n + 1, worst = max(worst, excluded.worst)",
+                (at, bin_of(row.recover_s), row.recover_s),
+            )
 
 
 def _raw(c: sqlite3.Connection, since: float, until: float, acc: _Acc) -> None:
@@ -72,27 +83,41 @@ class _Acc:
         self.worst = max(self.worst, worst)
 
 
+def _rolled(c: sqlite3.Connection, level: str, key: str, lo: int, hi: int, acc: _Acc) -> None:
+    if lo >= hi:
+        return
+    for health, n, tools, in_doubt in c.execute(
+        f"SELECT health, sum(legs), sum(tools), sum(in_doubt) FROM archive_rollup{level} "
+        f"WHERE {key} >= ? AND {key} < ? GROUP BY health",
+        (lo, hi),
+    ):
+        acc.add(health, n, tools, in_doubt)
+    for b, n, worst in c.execute(
+        f"SELECT bin, sum(n), max(worst) FROM archive_recover_rollup{level} "
+        f"WHERE {key} >= ? AND {key} < ? GROUP BY bin",
+        (lo, hi),
+    ):
+        acc.sample(b, n, worst)
+
+
 def read_figures(c: sqlite3.Connection, since: float, until: float) -> Figures:
     """The figures of ``[since, until)``: whole hours rolled up, the edges read raw."""
     acc = _Acc()
     lo, hi = math.ceil(since / ROLLUP_S), math.floor(until / ROLLUP_S)
+    lo += lo * ROLLUP_S < since  # the division rounded: keep whole hours inside the window
+    hi -= hi * ROLLUP_S > until
     if lo >= hi:
         _raw(c, since, until, acc)
     else:
         _raw(c, since, lo * ROLLUP_S, acc)
         _raw(c, hi * ROLLUP_S, until, acc)
-        for health, n, tools, in_doubt in c.execute(
-            "SELECT health, sum(legs), sum(tools), sum(in_doubt) FROM archive_rollup "
-            "WHERE hour >= ? AND hour < ? GROUP BY health",
-            (lo, hi),
-        ):
-            acc.add(health, n, tools, in_doubt)
-        for b, n, worst in c.execute(
-            "SELECT bin, sum(n), max(worst) FROM archive_recover_rollup "
-            "WHERE hour >= ? AND hour < ? GROUP BY bin",
-            (lo, hi),
-        ):
-            acc.sample(b, n, worst)
+        dlo, dhi = -(-lo // DAY_HOURS), hi // DAY_HOURS
+        if dlo >= dhi:
+            _rolled(c, "", "hour", lo, hi, acc)
+        else:
+            _rolled(c, "", "hour", lo, dlo * DAY_HOURS, acc)
+            _rolled(c, "", "hour", dhi * DAY_HOURS, hi, acc)
+            _rolled(c, "_day", "day", dlo, dhi, acc)
     lag = c.execute(
         "SELECT updated_at - due_at FROM followups WHERE status = 'done' "
         "AND due_at >= ? AND due_at < ? AND mark = 'succeeded'",

@@ -184,7 +184,37 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             FROM archive WHERE closed_at IS NOT NULL AND recover_s IS NOT NULL GROUP BY 1, 2;
         """,
     ),
+    (
+        # a day level over the hourly rollup, so a long window reads its whole days, not
+        # every hour's histogram; filled from the hours already rolled up
+        9,
+        """
+        CREATE TABLE archive_rollup_day (
+            day INTEGER NOT NULL,
+            health TEXT NOT NULL,
+            legs INTEGER NOT NULL,
+            tools INTEGER NOT NULL,
+            in_doubt INTEGER NOT NULL,
+            PRIMARY KEY (day, health)
+        );
+        CREATE TABLE archive_recover_rollup_day (
+            day INTEGER NOT NULL,
+            bin INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            worst REAL NOT NULL,
+            PRIMARY KEY (day, bin)
+        );
+        INSERT INTO archive_rollup_day
+            SELECT hour / 24, health, sum(legs), sum(tools), sum(in_doubt)
+            FROM archive_rollup GROUP BY 1, 2;
+        INSERT INTO archive_recover_rollup_day
+            SELECT hour / 24, bin, sum(n), max(worst) FROM archive_recover_rollup GROUP BY 1, 2;
+        """,
+    ),
 )
+
+#: hours per day-level bucket
+DAY_HOURS = 24
 
 #: the rollup's time bucket, in seconds of ``closed_at``
 ROLLUP_S = 3600
