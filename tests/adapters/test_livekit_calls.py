@@ -54,6 +54,27 @@ async def test_a_reused_call_id_with_new_arguments_runs_and_answers_its_own_resu
         assert "c1" == call.cs.state.calls["c1#2"].wire_id
 
 
+async def test_a_reused_call_id_with_the_same_arguments_is_answered_again() -> None:
+    """``c1`` asked again with the same date in a new turn: not run again, LiveKit answered."""
+    replies = [
+        Reply([], [("c1", "check_availability", {"date": "mon"})]),
+        Reply(["Free."]),
+        Reply([], [("c1", "check_availability", {"date": "mon"})]),
+        Reply(["Still free."]),
+    ]
+    async with Call(replies) as call:
+        call.tools.release["check_availability"].set()
+        await call.lk.run(user_input="is monday free")
+        await call.lk.run(user_input="sure about monday?")
+        assert ["check_availability"] == call.tools.ran
+        outputs = items_of(call.llm.seen[3], "function_call_output")
+        assert ["c1", "c1"] == [o["call_id"] for o in outputs]
+        assert [{"date": "mon", "free": ["19:00", "20:00"]}] * 2 == [
+            json.loads(o["output"])["result"] for o in outputs
+        ]
+        assert "Still free." == call.cs.context()[-1]["content"]
+
+
 async def test_unknown_names_and_non_object_arguments_are_journaled_failed() -> None:
     """Calls LiveKit answers itself (no such tool, a list for arguments) are journaled failed."""
     replies = [

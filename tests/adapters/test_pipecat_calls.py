@@ -81,3 +81,26 @@ async def test_a_reused_call_id_runs_and_is_answered_with_its_own_result() -> No
     }
     assert {"c1": "19:00", "c1#2": "21:00"} == journaled
     assert "c1" == s.state.calls["c1#2"].wire_id
+
+
+async def test_a_reused_call_id_with_the_same_arguments_is_answered_again() -> None:
+    """``c1`` asked again with the same time in a new turn: not run again, Pipecat still answered."""
+    tools = Tools()
+    tools.release["check_availability"].set()
+    async with Keeper("memory://", tools=tools.registry, clock=FakeClock()) as keeper:
+        s = await keeper.start()
+        replies = [
+            Reply("Checking.", calls=[("c1", "check_availability", {"time": "19:00"})]),
+            Reply("Seven is free."),
+            Reply("Checking again.", calls=[("c1", "check_availability", {"time": "19:00"})]),
+            Reply("Still free."),
+        ]
+        async with Bot(s, replies) as bot:
+            await bot.user.say("is seven free")
+            await bot.until(lambda: len(bot.llm.seen) == 2)
+            await bot.user.say("sure about seven?")
+            await bot.until(lambda: len(bot.llm.seen) == 4)
+            answers = [m["content"] for m in tool_messages(bot.llm.seen[3], "c1")]
+    assert ["check_availability"] == tools.ran
+    assert [{"time": "19:00", "available": True}] * 2 == [json.loads(a) for a in answers]
+    assert "Still free." == s.context()[-1]["content"]
