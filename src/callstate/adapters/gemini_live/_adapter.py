@@ -20,11 +20,10 @@ from google import genai
 from google.genai import errors, types
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from ...continuity.link import HeldSpeech
 from ...continuity.plan import plan
 from ...session import Session
 from .._heard import heard_text
-from .._held import voice_held
+from .._held import open_link
 from ._replay import replay_turns, window_tokens
 from ._tools import VIA, ToolAnswers
 
@@ -246,23 +245,14 @@ class GeminiLiveAdapter(ToolAnswers):
         the worker the call was resumed from) was never heard: the model is asked to say
         it, in one turn.
         """
-        s = self.callstate
-        flushed: list[Any] = []
-        s.outbox.connect(flushed.append)
-        if s.on_hold:
-            s.connection_restored()
-        s.outbox.disconnect()
-        held: list[HeldSpeech] = []
-        for entry in flushed:
-            if isinstance(entry, HeldSpeech):
-                held.append(entry)
-            elif isinstance(entry, dict) and len(entry) == 1 and "client_content" in entry:
+        kept, say = open_link(self.callstate)
+        for entry in kept:
+            if isinstance(entry, dict) and len(entry) == 1 and "client_content" in entry:
                 await self.live.send_client_content(**entry["client_content"])
             elif isinstance(entry, dict) and len(entry) == 1 and "realtime_input" in entry:
                 await self.live.send_realtime_input(**entry["realtime_input"])
             else:
                 log.warning("callstate: an outbox entry that is no Live API call: %r", entry)
-        say = voice_held(s, held)
         if say is not None:
             turn = types.Content(role="user", parts=[types.Part(text=say)])
             await self.live.send_client_content(turns=[turn], turn_complete=True)

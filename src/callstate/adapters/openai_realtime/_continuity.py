@@ -13,11 +13,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ...continuity.link import HeldSpeech
 from ...continuity.plan import plan
 from ...session import Session
 from .._heard import heard_text
-from .._held import voice_held
+from .._held import open_link
 from ._answers import REPLAYED
 from ._api import ResumedEvent
 from ._order import Playback
@@ -225,22 +224,13 @@ class Continuity:
         utterances end with nothing heard, and one response asks the model to say it,
         so what the caller hears is recorded as it plays, like any reply.
         """
-        s = self.callstate
-        flushed: list[Any] = []
-        s.outbox.connect(flushed.append)
-        if s.on_hold:
-            s.connection_restored()
-        s.outbox.disconnect()
+        kept, say = open_link(self.callstate)
         self._switching = False
-        held: list[HeldSpeech] = []
-        for entry in flushed:
-            if isinstance(entry, HeldSpeech):
-                held.append(entry)
-            elif isinstance(entry, dict) and isinstance(entry.get("type"), str):
+        for entry in kept:
+            if isinstance(entry, dict) and isinstance(entry.get("type"), str):
                 await self._raw_send(entry)
             else:
                 log.warning("callstate: an outbox entry that is no Realtime event: %r", entry)
-        say = voice_held(s, held)
         if say is not None:
             event = {"type": "response.create", "response": {"instructions": say}}
             self._stamp(event, True)
