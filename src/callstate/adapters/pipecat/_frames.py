@@ -43,6 +43,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor, F
 from ...observe import parents
 from ...observe.parents import Parent
 from ...tools.registry import ToolOutcome
+from ._notes import note_message
 from ._tracing import trace_parent
 
 
@@ -188,7 +189,9 @@ class CallstateProcessor(FrameProcessor):
         A realtime LLM keeps the conversation on its server and takes in only what it
         processes itself, so there the note goes into the LLM, which sends it on.
         """
-        frame = LLMMessagesAppendFrame([{"role": "system", "content": note}], run_llm=run_llm)
+        # a realtime service keeps the turns on its server: its context may hold nothing yet
+        message = note_message(note, first=self._recovery.realtime)
+        frame = LLMMessagesAppendFrame([message], run_llm=run_llm)
         frame.interruptible = False
         if self._recovery.realtime:
             await self._recovery.llm.queue_frame(frame, _DOWN)
