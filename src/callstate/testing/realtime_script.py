@@ -120,18 +120,24 @@ async def play(
     send: Any,
     on_audio: Any,
     gate: asyncio.Event,
+    metadata: dict[str, str] | None = None,
 ) -> Streamed:
     """Stream ``step`` as one response through ``send`` (an async callable taking a model).
 
     ``on_audio(item_id, ms)`` is told about every audio chunk sent, so the server knows
-    how much audio each item has. Cancellation stops the stream where it is.
+    how much audio each item has. Cancellation stops the stream where it is. ``metadata``
+    (the ``response.create`` request's) is echoed in ``response.created``, as the API does.
     """
     await send(
         ResponseCreatedEvent(
             type="response.created",
             event_id=next_id("event"),
             response=RealtimeResponse(
-                id=response_id, object="realtime.response", status="in_progress", output=[]
+                id=response_id,
+                object="realtime.response",
+                status="in_progress",
+                output=[],
+                metadata=metadata,
             ),
         )
     )

@@ -133,6 +133,8 @@ class ServerSession:
             self.streaming = None
         elif kind == "error":
             self.errors.append(data["error"])
+        elif kind in ("conversation.item.added", "conversation.item.done"):
+            event = self._placed(event, data)
         if self.closed:
             return
         try:
@@ -140,6 +142,15 @@ class ServerSession:
         except ConnectionClosed:
             self.closed = True
         self.server.notify()
+
+    def _placed(self, event: BaseModel, data: dict[str, Any]) -> BaseModel:
+        """A response's item names the item before it (``previous_item_id``), as the API does."""
+        ids = [i["id"] for i in self.items]
+        item_id = data["item"].get("id")
+        if data.get("previous_item_id") is not None or item_id not in ids:
+            return event
+        at = ids.index(item_id)
+        return event.model_copy(update={"previous_item_id": ids[at - 1] if at else None})
 
     async def reject(
         self, code: str, message: str, param: str | None, event_id: str | None
@@ -288,6 +299,8 @@ class ServerSession:
                 "invalid_value", f"Item with id '{data['item_id']}' not found.", "item_id"
             )
         self.items.remove(item)
+        if item.get("type") == "function_call_output":  # its call waits for an output again
+            self.unanswered[item["call_id"]] = self.unanswered.get(item["call_id"], 0) + 1
         await self.send(
             ConversationItemDeletedEvent(
                 type="conversation.item.deleted", event_id=next_id("event"), item_id=item["id"]
@@ -305,7 +318,7 @@ class ServerSession:
             )
             raise _Reject("conversation_already_has_active_response", msg, None)
         self.responses.append(data)
-        self.start_response()
+        self.start_response((data.get("response") or {}).get("metadata"))
 
     async def _on_response_cancel(self, data: dict[str, Any]) -> None:
         if self.active is None:
@@ -339,14 +352,15 @@ class ServerSession:
 
     # -- server-side turns ---------------------------------------------------------------
 
-    def start_response(self) -> None:
-        """Play the next scripted step as a response (a default short answer if none)."""
+    def start_response(self, metadata: dict[str, str] | None = None) -> None:
+        """Play the next scripted step as a response (a default short answer if none);
+        ``metadata`` is the request's, echoed back."""
         step: Step = self.server.script.popleft() if self.server.script else Say("Okay.", 200, 1)
         rid = self.active = next_id("resp")
 
         async def run() -> None:
             try:
-                await play(step, rid, self.send, self._on_audio, self.server.gate)
+                await play(step, rid, self.send, self._on_audio, self.server.gate, metadata)
             finally:
                 if self.active == rid:
                     self.active = None

@@ -11,6 +11,7 @@ from livekit.agents import AgentSession
 from ...errors import ConfigError
 from ...session import Session
 from ._context import AgentFactory
+from ._realtime import RealtimeContext
 from ._recorder import LiveKitRecovery
 
 __all__ = ["attach", "recovery_for"]
@@ -52,5 +53,7 @@ def attach(
         The :class:`LiveKitRecovery` recording it; tools from ``guarded_tools`` find it.
     """
     recovery = LiveKitRecovery(agent_session, session, agents=agents, end_on_close=end_on_close)
+    # with a RealtimeModel the provider keeps the conversation: callstate's notes go there
+    RealtimeContext(agent_session, recovery.write_notes)
     _ATTACHED[agent_session] = recovery
     return recovery

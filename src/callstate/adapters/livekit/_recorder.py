@@ -349,9 +349,10 @@ class LiveKitRecovery:
         users = [m for m in users if m.role == "user"]
         if users:
             self._user(users[-1])  # LiveKit emits it only once this reply is scheduled
-        self._rec(lambda: self._write_notes(chat_ctx))
+        self._rec(lambda: self.write_notes(chat_ctx))
 
-    def _write_notes(self, chat_ctx: llm.ChatContext) -> None:
+    def write_notes(self, chat_ctx: llm.ChatContext) -> None:
+        """Write into ``chat_ctx`` what the model must be told before it answers next."""
         write_notes(self.session.state, self._noted, chat_ctx, self._contexts())
         self._owed.write_notes(chat_ctx)
 

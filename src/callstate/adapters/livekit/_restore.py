@@ -11,6 +11,7 @@ from ...errors import ConfigError
 from ...session import Session
 from ._attach import attach
 from ._context import AgentFactory, chat_context
+from ._realtime import seed_for
 from ._recorder import LiveKitRecovery
 
 __all__ = ["restore"]
@@ -77,7 +78,8 @@ async def restore(
     if not (on_enter if on_enter is not None else _enters(session)):
         _skip_on_enter(agent)
     seeded = chat_context(session)
-    await agent.update_chat_ctx(seeded, exclude_invalid_function_calls=False)
+    model = session_options.get("llm")  # a realtime model may take no system notes
+    await agent.update_chat_ctx(seed_for(seeded, model), exclude_invalid_function_calls=False)
     data = dict(session.state.userdata)
     lk: AgentSession[Any] = AgentSession(
         userdata=userdata(data) if userdata is not None else data, **session_options
