@@ -1,0 +1,184 @@
+"""A call hands off across frameworks: it starts on one path and a second keeper accepts
+it on another. For each pair the package goes in, the target's context is seeded from it,
+and the ledger is carried: the write the model asked for before the handoff ran once, on
+the source, is not run again by the target, and its real result is in the target model's
+context (not owed, not lost)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from google import genai
+from openai import AsyncOpenAI
+
+from callstate import Keeper, Session
+from callstate.adapters import gemini_live, openai_realtime
+from callstate.adapters.livekit import restore
+from callstate.adapters.pipecat import seed_context
+from callstate.testing import FakeClock
+from callstate.testing import gemini_server as gl
+from callstate.testing import realtime_server as rt
+
+from . import test_livekit_harness as lkh
+from .pipecat_realtime_bot import RealtimeBot, openai_llm
+from .test_gemini_live import CONFIG as GEMINI_CONFIG
+from .test_gemini_live import MODEL as GEMINI_MODEL
+from .test_gemini_live import turn_done
+from .test_gemini_live import until as gemini_until
+from .test_openai_realtime import CONFIG as OPENAI_CONFIG
+from .test_openai_realtime import MODEL as OPENAI_MODEL
+from .test_openai_realtime import TRANSCRIBED, of_type
+from .test_openai_realtime import until as openai_until
+from .test_pipecat_harness import Bot, Reply
+from .test_pipecat_realtime_openai import caller_says, greeted
+
+SECRET = b"handoff-matrix-secret-key-000001"
+BOOKING = {"booking_id": "B1", "time": "20:00"}
+MOVED = {"booking_id": "B1", "time": "20:00", "moved": True}
+ASK = "Move B1 to eight please"
+
+
+class Pair:
+    """Two keepers on one store, each with its own tools: the source's and the target's."""
+
+    def __init__(self) -> None:
+        self.src, self.dst = lkh.Tools(), lkh.Tools()
+        for tools in (self.src, self.dst):
+            for gate in tools.release.values():
+                gate.set()
+        self.a: Keeper
+        self.b: Keeper
+
+
+@asynccontextmanager
+async def pair(tmp_path: Path) -> AsyncIterator[Pair]:
+    p = Pair()
+    url, clock = f"sqlite:///{tmp_path}/calls.db", FakeClock()
+    async with (
+        Keeper(url, tools=p.src.registry, secret=SECRET, clock=clock) as p.a,
+        Keeper(url, tools=p.dst.registry, secret=SECRET, clock=clock) as p.b,
+    ):
+        yield p
+
+
+async def hand_over(p: Pair, s: Session) -> tuple[Any, Session]:
+    """The source offers the call to ``billing``; the other keeper accepts the bytes."""
+    pkg = await s.handoff(to="billing")
+    t = await p.b.accept(pkg.to_bytes())
+    assert (s.id, "billing", []) == (t.id, t.state.agent, pkg.in_flight)
+    return pkg, t
+
+
+def carried(p: Pair, t: Session) -> None:
+    """The write ran once, on the source; the target holds it succeeded and owes nothing."""
+    c1 = t.state.calls["c1"]
+    assert (["move_booking"], [], "succeeded", 1, MOVED) == (
+        p.src.ran,
+        p.dst.ran,
+        c1.status,
+        c1.attempts,
+        c1.result,
+    )
+    assert [] == t.owed_to_model()
+
+
+async def livekit_target(p: Pair, t: Session) -> list[dict[str, Any]]:
+    """LiveKit cascaded on the accepted session: ``restore`` seeds the agent; the caller
+    speaks once; returns the context the target model was given."""
+    model = lkh.ScriptedLLM([lkh.Reply(["It is at eight now."])])
+    lk, agent, rec = await restore(t, {"billing": lambda: lkh.Booker(p.dst)}, llm=model)
+    lk.output.transcription = lkh.GatedOutput()
+    try:
+        await lk.start(agent)
+        await lk.run(user_input="is it really moved?")
+    finally:
+        await lk.aclose()
+        await rec.wait_idle()
+    return model.seen[0]
+
+
+def livekit_has_the_result(seen: list[dict[str, Any]]) -> None:
+    """The call and its real output are in the LiveKit model's context, once each."""
+    asked = [c["call_id"] for c in lkh.items_of(seen, "function_call")]
+    answers = [
+        json.loads(o["output"]) for o in lkh.items_of(seen, "function_call_output")
+        if o["call_id"] == "c1"
+    ]  # fmt: skip
+    assert (["c1"], ["succeeded"], [MOVED]) == (
+        asked,
+        [a["status"] for a in answers],
+        [a["result"] for a in answers],
+    )
+
+
+async def test_pipecat_realtime_openai_to_livekit_cascaded(tmp_path: Path) -> None:
+    """Pipecat with OpenAIRealtimeLLMService moves the booking, then hands off: LiveKit's
+    model gets the call and its result from the package; nothing runs again."""
+    async with pair(tmp_path) as p, rt.RealtimeServer(session=TRANSCRIBED) as server:
+        s = await p.a.start(caller="+15551234567", agent="booking")
+        async with RealtimeBot(s, openai_llm(server.url)) as bot:
+            await greeted(bot, server)
+            server.queue(rt.Call("move_booking", json.dumps(BOOKING), call_id="c1"))
+            server.queue(rt.Say("Done, it is at eight."))
+            await caller_says(bot, server, ASK)
+            await bot.until(lambda: "eight." in bot.heard())
+        _, t = await hand_over(p, s)
+        seen = await livekit_target(p, t)
+        livekit_has_the_result(seen)
+        carried(p, t)
+        assert ASK in json.dumps(seen)
+
+
+async def test_gemini_live_to_pipecat_cascaded(tmp_path: Path) -> None:
+    """The raw Gemini Live adapter moves the booking, then hands off: a Pipecat pipeline
+    seeded from the accepted session gives its model the call and its result."""
+    async with pair(tmp_path) as p, gl.GeminiServer() as server:
+        s = await p.a.start(caller="+15551234567", agent="booking")
+        client = genai.Client(api_key="test", http_options=server.http_options())
+        server.queue(gl.Call("move_booking", BOOKING, id="c1"), gl.Say("Done, it is at eight."))
+        async with gemini_live.connect(client, s, model=GEMINI_MODEL, config=GEMINI_CONFIG) as live:
+            await server.wait_sessions(1)
+            await server.user_speaks(ASK)
+            await gemini_until(live, turn_done)
+        _, t = await hand_over(p, s)
+        context = seed_context(None, t)
+        async with Bot(t, [Reply("It is at eight now.")], context=context) as bot:
+            await bot.user.say("is it really moved?")
+            await bot.until(lambda: len(bot.llm.seen) == 1)
+        seen = bot.llm.seen[0]
+        asked = [c["id"] for m in seen for c in m.get("tool_calls") or []]
+        answers = [json.loads(m["content"]) for m in seen if m.get("tool_call_id") == "c1"]
+        assert (["c1"], ["succeeded"], [MOVED]) == (
+            asked,
+            [a["status"] for a in answers],
+            [a["result"] for a in answers],
+        )
+        assert ASK in json.dumps(seen)
+        carried(p, t)
+
+
+async def test_openai_realtime_to_livekit_cascaded(tmp_path: Path) -> None:
+    """The raw OpenAI Realtime adapter moves the booking, then hands off: LiveKit's model
+    gets the call and its result from the package; nothing runs again."""
+    async with (
+        pair(tmp_path) as p,
+        rt.RealtimeServer(session=TRANSCRIBED) as server,
+        AsyncOpenAI(api_key="sk-test", websocket_base_url=server.url) as client,
+    ):
+        s = await p.a.start(caller="+15551234567", agent="booking")
+        server.queue(rt.Call("move_booking", json.dumps(BOOKING), call_id="c1"))
+        server.queue(rt.Say("Done, it is at eight."))
+        async with openai_realtime.connect(
+            client, s, model=OPENAI_MODEL, config=OPENAI_CONFIG
+        ) as conn:
+            await server.user_speaks(ASK)
+            await openai_until(conn, of_type("response.output_audio_transcript.done"))
+        _, t = await hand_over(p, s)
+        seen = await livekit_target(p, t)
+        livekit_has_the_result(seen)
+        carried(p, t)
+        assert ASK in json.dumps(seen)
