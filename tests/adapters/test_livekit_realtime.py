@@ -4,6 +4,7 @@ heard text of a cut reply, and ``restore()`` rebuilding the server's conversatio
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -173,3 +174,26 @@ async def test_restore_rebuilds_the_realtime_conversation() -> None:
         await lk.aclose()
         await rec.wait_idle()
         await model.aclose()
+
+
+async def test_an_outcome_owed_on_a_quiet_line_reaches_the_realtime_conversation() -> None:
+    """A call run outside LiveKit lands while nobody talks: call, output and note go in."""
+    async with RealtimeServer() as server, RtCall(server) as call:
+        server.queue(Say("Hello"))
+        await call.lk.run(user_input="hi")
+        server.queue(Say("Monday is free"))
+        run = asyncio.ensure_future(
+            call.cs.run_tool("check_availability", {"date": "mon"}, call_id="mon")
+        )
+        call.tools.release["check_availability"].set()
+        await run
+        await until(lambda: ("assistant", "Monday is free") in conversation(server.current))
+        talk = conversation(server.current)
+        kinds = [k for k, _ in talk]
+        assert ["user", "assistant", "function_call", "function_call_output"] == kinds[:4]
+        assert "succeeded" == json.loads(talk[3][1])["status"]
+        [note] = [t for k, t in talk if k == "system"]
+        assert "check_availability (call mon) has finished" in note
+        assert ("assistant", "Monday is free") == talk[-1]
+        assert [] == call.cs.owed_to_model()
+        assert [] == server.current.errors
