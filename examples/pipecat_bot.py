@@ -90,10 +90,12 @@ def build_bot(
     """The pipeline for ``session``: a new call starts fresh, a resumed one continues."""
     key = os.environ.get("OPENAI_API_KEY", "")
     stt = stt or OpenAISTTService(api_key=key)
-    llm = llm or OpenAILLMService(api_key=key, settings=OpenAILLMService.Settings(model="gpt-4.1"))
+    # the prompt goes on the service (first in the context it is deprecated since Pipecat 1.9)
+    settings = OpenAILLMService.Settings(model="gpt-4.1", system_instruction=SYSTEM)
+    llm = llm or OpenAILLMService(api_key=key, settings=settings)
     tts = tts or OpenAITTSService(api_key=key, settings=OpenAITTSService.Settings(voice="alloy"))
     # the conversation so far (with a note on what happened) when the session resumed
-    context = seed_context(LLMContext(tools=SCHEMA), session, system=SYSTEM)
+    context = seed_context(LLMContext(tools=SCHEMA), session)
     params = user_params or LLMUserAggregatorParams(vad_analyzer=SileroVADAnalyzer())
     aggregators = LLMContextAggregatorPair(context, user_params=params)
     recovery = PipecatRecovery(session, llm)  # callstate: the tools run through the guard

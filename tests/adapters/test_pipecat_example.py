@@ -109,7 +109,7 @@ async def test_example_bot_moves_a_booking_through_the_guard() -> None:
     assert "20:00" == example.BOOKINGS["B1"]["time"]
     assert "succeeded" == session.state.calls["c1"].status
     seen = llm.seen[1]
-    assert example.SYSTEM == seen[0]["content"]
+    assert ["user", "assistant"] == [m["role"] for m in seen[:2]]  # the prompt is on the LLM
     tool = [m for m in seen if m.get("tool_call_id") == "c1"]
     assert [json.dumps({"booking_id": "B1", "time": "20:00", "people": 2})] == [
         m["content"] for m in tool
@@ -156,3 +156,29 @@ async def test_readme_pipecat_keeper_needs_the_secret_it_says() -> None:
         token = session.resume_token()
         await session.close()
         assert session.id == (await k.resume(token)).id
+
+
+async def test_the_default_llm_takes_the_prompt_and_no_context_system_message(
+    monkeypatch: Any,
+) -> None:
+    """The default OpenAI LLM has the prompt as its system instruction, and the contexts the
+    example builds (a new call, one handed over before anything was said) reach its
+    adapter with no system message first, which Pipecat deprecates (conftest fails on it)."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    example = load_example()
+    async with Keeper("memory://", secret=b"pipecat-example-secret-32-bytes!",
+                      tools=example.tools, clock=FakeClock()) as keeper:  # fmt: skip
+        fresh = await keeper.start(caller="+15551234567", agent="bookings")
+        early = await keeper.start(caller="+15557654321", agent="front")
+        handed = await keeper.accept((await early.handoff(to="bookings")).to_bytes())
+        firsts = []
+        for session in (fresh, handed):
+            _worker, recovery = example.build_bot(session, OfflineTransport())
+            llm = recovery.llm
+            context = llm.previous.context  # the user aggregator's
+            params = await llm.get_llm_adapter().get_llm_invocation_params(
+                context, convert_developer_to_user=False
+            )
+            firsts.append([m["role"] for m in params["messages"]][:1])
+    assert example.SYSTEM == llm.settings.system_instruction
+    assert [[], ["developer"]] == firsts
