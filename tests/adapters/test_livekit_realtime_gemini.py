@@ -158,3 +158,21 @@ async def test_restore_rebuilds_the_gemini_conversation_with_the_resume_note() -
         assert ("model", "Anything else?") == talk[-1]
         await lk.aclose()
         await rec.wait_idle()
+
+
+async def test_an_outcome_owed_on_a_quiet_line_is_told_to_gemini() -> None:
+    """A call run outside LiveKit lands on a quiet line: Gemini gets it as a note and answers."""
+    async with GeminiServer() as server, GeminiCall(server) as call:
+        server.queue(Say("Hello"))
+        await call.lk.run(user_input="hi")
+        await until(lambda: call.cs.state.items[-1].text == "Hello")
+        server.queue(Say("Monday is free"))
+        call.tools.release["check_availability"].set()
+        await call.cs.run_tool("check_availability", {"date": "mon"}, call_id="mon")
+        await until(lambda: call.cs.state.items[-1].text == "Monday is free")
+        told = notes(server.current.conversation)
+        assert 2 == len(told)  # the call with its outcome, and that it has finished
+        assert told[0].startswith('check_availability (call mon) ran earlier with {"date":')
+        assert "check_availability (call mon) has finished" in told[1]
+        assert 1 == len(server.sessions)  # no toolResponse for a call it never asked
+        assert [] == call.cs.owed_to_model()

@@ -48,17 +48,24 @@ def seed_for(ctx: llm.ChatContext, model: Any) -> llm.ChatContext:
     earlier function calls with their outcomes as marked user turns."""
     if model is None or keeps_system_turns(model):
         return ctx
-    out = llm.ChatContext.empty()
-    calls: dict[str, llm.FunctionCall] = {}
-    for item in ctx.items:
-        if isinstance(item, llm.FunctionCall):
-            calls[item.call_id] = item
-        elif isinstance(item, llm.FunctionCallOutput):
-            out.items.append(_call_note(calls.get(item.call_id), item))
-        else:
-            out.items.append(item.model_copy(deep=True))
+    out = llm.ChatContext([i.model_copy(deep=True) for i in ctx.items])
+    _calls_as_notes(out, keep=set())
     system_as_user(out)
     return out
+
+
+def _calls_as_notes(ctx: llm.ChatContext, *, keep: set[str]) -> None:
+    """Each function call and output of ``ctx`` whose id is not in ``keep`` becomes a note."""
+    calls: dict[str, llm.FunctionCall] = {}
+    items: list[llm.ChatItem] = []
+    for item in ctx.items:
+        if item.id in keep or not isinstance(item, llm.FunctionCall | llm.FunctionCallOutput):
+            items.append(item)
+        elif isinstance(item, llm.FunctionCall):
+            calls[item.call_id] = item
+        else:
+            items.append(_call_note(calls.get(item.call_id), item))
+    ctx.items[:] = items
 
 
 def _call_note(call: llm.FunctionCall | None, output: llm.FunctionCallOutput) -> llm.ChatMessage:
@@ -191,7 +198,8 @@ class RealtimeContext:
         _renew_changed_outputs(remote, ctx)
         if keeps_system_turns(rt):
             self._keep_heard(ctx)
-        else:
+        else:  # a call Gemini did not ask for cannot be answered: it goes as a note
+            _calls_as_notes(ctx, keep={i.id for i in remote.items})
             self._note_heard(ctx)
             system_as_user(ctx)
         if ctx.to_dict(exclude_timestamp=True) != before:
