@@ -311,7 +311,31 @@ def _spawn(args: argparse.Namespace, url: str, work: Path, n: int) -> subprocess
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+async def _report_stalls(after: float) -> None:
+    """Every ``after`` seconds, print each pending task's stack to stderr (a hung run says where)."""
+    while True:
+        await asyncio.sleep(after)
+        print(f"--- still running after another {after:.0f}s; pending tasks:", file=sys.stderr)
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.print_stack(file=sys.stderr)
+
+
+def _phase(name: str, started: float) -> None:
+    print(f"phase {name} at {time.monotonic() - started:.1f}s", file=sys.stderr, flush=True)
+
+
 async def supervise(args: argparse.Namespace) -> int:
+    stalls = asyncio.create_task(_report_stalls(args.stall_report)) if args.stall_report else None
+    try:
+        return await _supervise(args)
+    finally:
+        if stalls is not None:
+            stalls.cancel()
+
+
+async def _supervise(args: argparse.Namespace) -> int:
+    began = time.monotonic()
     url = _scoped(args.store)
     work = Path(tempfile.mkdtemp(prefix="callstate-chaos-"))
     rng = random.Random(args.seed)
@@ -361,8 +385,11 @@ async def supervise(args: argparse.Namespace) -> int:
             w.wait()
         if proxy is not None:
             await proxy.stop()
+    _phase("settle", began)
     ids = await settle(url, work)
+    _phase("check", began)
     counts = await check(url, work, ids)
+    _phase("done", began)
     counts = {"worker_kills": kills, "store_restarts": restarts, **counts}
     if not args.keep:
         await _drop_scope(url)
@@ -395,6 +422,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--turns", type=int, default=6, help="turns per call")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--keep", action="store_true", help="keep the run's keys or schema")
+    p.add_argument(
+        "--stall-report",
+        type=float,
+        default=0.0,
+        help="print the pending tasks' stacks to stderr every this many seconds (0: never)",
+    )
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--work", help=argparse.SUPPRESS)
     p.add_argument("--who", help=argparse.SUPPRESS)

@@ -25,13 +25,18 @@ pytestmark = pytest.mark.slow
 
 
 def _run(*args: str) -> dict[str, str]:
-    result = subprocess.run(
-        [sys.executable, str(CHAOS), "--duration", "8", "--kill-every", "1.2", *args],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    cmd = [sys.executable, str(CHAOS), "--duration", "8", "--kill-every", "1.2"]
+    try:
+        result = subprocess.run(
+            [*cmd, "--stall-report", "60", *args],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:  # say where it hung: the script's task stacks
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr
+        pytest.fail(f"chaos run hung; its stderr:\n{err}")
     assert 0 == result.returncode, result.stdout + result.stderr
     out = dict(line.split(" ", 1) for line in result.stdout.splitlines() if " " in line)
     assert "held" == out["invariants"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import zlib
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
@@ -324,3 +325,31 @@ async def test_every_write_ends_the_same_when_one_reply_is_lost(
     assert expected == await run(store, sid)
     if lost == 0:  # every write has a first round trip: its reply was the one lost
         assert 1 == proxy.dropped
+
+
+async def test_a_cancel_arriving_amid_lost_replies_is_never_swallowed(
+    faulty: tuple[Store, FaultProxy],
+) -> None:
+    """Tasks looping store calls through resets and lost replies all end cancelled when cancelled."""
+    store, proxy = faulty
+    proxy.faults_on = True
+    rng = random.Random(11)
+    hung = 0
+    for _ in range(150):
+
+        async def calls() -> None:
+            while True:  # what a sweeper or a worker does: a failing store is not the end
+                with contextlib.suppress(callstate.CallstateError):
+                    await store.list_sessions(statuses=["active"], limit=20)
+
+        task = asyncio.create_task(calls())
+        await asyncio.sleep(rng.uniform(0, 0.03))
+        task.cancel()
+        done, _ = await asyncio.wait([task], timeout=5.0)  # a safety net, not a timing
+        if not done:
+            hung += 1
+            task.cancel()  # once more, so the next round starts clean
+            await asyncio.wait([task], timeout=5.0)
+        else:
+            assert task.cancelled()
+    assert 0 == hung

@@ -57,21 +57,28 @@ class Retrying:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.retry_for
         delay, attempt = 0.01, 0
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         while True:
             try:
                 try:
                     # an attempt may not outlive the deadline (a hung server must not hang us)
                     async with asyncio.timeout(max(deadline - loop.time(), 0.05)):
-                        return await op(attempt > 0)
+                        result = await op(attempt > 0)
+                    _raise_if_cancelled(task, cancels, None)
+                    return result
                 except self.transient as exc:
                     last: BaseException = exc
+                    _raise_if_cancelled(task, cancels, exc)
                     if self.recover is not None:
                         await self.recover(exc)
             except self.transient as exc:
                 last = exc
             except self.fatal as exc:
+                _raise_if_cancelled(task, cancels, exc)
                 msg = f"{self.label}: {what} failed: {exc}"
                 raise StorageError(msg) from exc
+            _raise_if_cancelled(task, cancels, last)
             now = loop.time()
             if now >= deadline:
                 msg = f"{self.label}: {what} still failing after {self.retry_for:.1f}s: {last!r}"
@@ -80,6 +87,20 @@ class Retrying:
             self.retries += 1
             await asyncio.sleep(min(delay, deadline - now))
             delay = min(delay * 2, 0.25)
+
+
+def _raise_if_cancelled(
+    task: asyncio.Task[object] | None, before: int, exc: BaseException | None
+) -> None:
+    """Raise ``CancelledError`` if the task was cancelled during the attempt.
+
+    A driver that is handling a socket error when the cancellation arrives can raise its
+    own error instead (redis-py turns it into ``ConnectionError``), or retry on its own
+    and return: either way the cancellation would be lost, and a task told to stop
+    would run on.
+    """
+    if task is not None and task.cancelling() > before:
+        raise asyncio.CancelledError from exc
 
 
 class InDoubt:

@@ -14,6 +14,7 @@ server or the machine.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 try:
@@ -201,8 +202,8 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
 
         try:
             results = await self._run("append", op)
-        except StorageError:
-            self._in_doubt.gave_up(batches)  # any attempt may have landed
+        except (StorageError, asyncio.CancelledError):  # any attempt may have landed
+            self._in_doubt.gave_up(batches)
             raise
         self._in_doubt.settled(batches)
         return results

@@ -33,6 +33,7 @@ group commit; ``require_aof`` refuses a server without AOF.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -134,8 +135,8 @@ class RedisStore(StepwiseClaim, RedisRecords):
 
         try:
             results = await self._run("append", op)
-        except StorageError:
-            self._in_doubt.gave_up(batches)  # any attempt may have landed
+        except (StorageError, asyncio.CancelledError):  # any attempt may have landed
+            self._in_doubt.gave_up(batches)
             raise
         self._in_doubt.settled(batches)
         out: list[CallstateError | None] = []
