@@ -35,7 +35,13 @@ a ``GeminiLiveAdapter`` with the same receive/send API (``recv``, ``async for``,
   calls; speech held while the link was down is asked of the model in one turn), and
   a ``GeminiResumed`` is yielded;
 - skips a server frame the SDK cannot build a message from (not JSON, wrong types):
-  logged and kept in ``adapter.bad_frames``; the connection stays up.
+  logged and kept in ``adapter.bad_frames``; the connection stays up;
+- once another keeper takes the call over (the handle is fenced: ``session.fenced``,
+  ``session.wait_fenced()``, one ``session.fenced`` recovery event), stops recording
+  and giving outcomes, closes the Live connection, and ``recv()`` returns one
+  ``FencedEvent`` (``type == "callstate.fenced"``), also on a quiet line; ``async for``
+  ends after it, later ``recv()`` calls raise the fencing ``StaleEpochError`` and sends
+  are dropped.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from typing import TYPE_CHECKING, Any
 
+from .._fenced import FencedEvent
 from ._adapter import HANDLE_KEY, BadFrame, GeminiLiveAdapter, GeminiResumed, Playback
 from ._replay import replay_turns
 
@@ -58,6 +65,7 @@ if TYPE_CHECKING:
 __all__ = [
     "HANDLE_KEY",
     "BadFrame",
+    "FencedEvent",
     "GeminiLiveAdapter",
     "GeminiResumed",
     "Playback",

@@ -21,7 +21,9 @@ from google.genai import errors, types
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
 from ...continuity.plan import plan
+from ...errors import CallstateError
 from ...session import Session
+from .._fenced import Fence
 from .._heard import heard_text
 from .._held import open_link
 from ._replay import replay_turns, window_tokens
@@ -113,6 +115,7 @@ class GeminiLiveAdapter(ToolAnswers):
         self._closing = False
         self._away = False
         self._asks = 0
+        self._fence = Fence(lambda: self.callstate, log, self._fenced_stop)
         self._reset()
 
     def _reset(self) -> None:
@@ -139,6 +142,7 @@ class GeminiLiveAdapter(ToolAnswers):
         async with self._lock:
             await self._open()
         self._unsubscribe = self.callstate.on_outcome(self._landed, owed=True)
+        self._fence.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -147,6 +151,7 @@ class GeminiLiveAdapter(ToolAnswers):
     async def close(self) -> None:
         """Let running tools record their outcomes, then close the connection."""
         self._closing = True
+        self._fence.cancel()
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
@@ -156,6 +161,16 @@ class GeminiLiveAdapter(ToolAnswers):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._stack.aclose(), _CLOSE_WAIT)
             self._stack = None
+
+    async def _fenced_stop(self) -> None:
+        """The call was taken over: stop giving outcomes, close the connection (a reader
+        waiting on it wakes and yields the ``FencedEvent``)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        old, self._stack = self._stack, None
+        if old is not None:
+            self._spawn(self._let_go(old))
 
     async def _connect(self, handle: str | None) -> tuple[contextlib.AsyncExitStack, Any]:
         base = self.config.session_resumption or types.SessionResumptionConfig()
@@ -278,14 +293,18 @@ class GeminiLiveAdapter(ToolAnswers):
     # -- sending -----------------------------------------------------------------------
 
     async def send_client_content(self, **kwargs: Any) -> None:
-        """``AsyncSession.send_client_content`` on the current connection."""
+        """``AsyncSession.send_client_content`` on the current connection (dropped once
+        the session was fenced: the call goes on where the newer owner holds it)."""
         async with self._lock:
-            await self.live.send_client_content(**kwargs)
+            if not self._fence.fenced:
+                await self.live.send_client_content(**kwargs)
 
     async def send_realtime_input(self, **kwargs: Any) -> None:
-        """``AsyncSession.send_realtime_input`` on the current connection."""
+        """``AsyncSession.send_realtime_input`` on the current connection (dropped once
+        the session was fenced)."""
         async with self._lock:
-            await self.live.send_realtime_input(**kwargs)
+            if not self._fence.fenced:
+                await self.live.send_realtime_input(**kwargs)
 
     # -- receiving ---------------------------------------------------------------------
 
@@ -297,17 +316,34 @@ class GeminiLiveAdapter(ToolAnswers):
             return await self.recv()
         except ConnectionError as exc:
             raise StopAsyncIteration from exc
+        except CallstateError as exc:
+            if self._fence.said:  # the FencedEvent was the last one
+                raise StopAsyncIteration from exc
+            raise
 
     async def recv(self) -> Any:
-        """The next ``types.LiveServerMessage``, or a ``GeminiResumed`` after a reconnect.
+        """The next ``types.LiveServerMessage``, a ``GeminiResumed`` after a reconnect, or,
+        once another keeper took the call over, one ``FencedEvent``.
 
         A frame the SDK cannot build a message from is skipped (logged, kept in
         ``bad_frames``); the connection stays up.
 
         Raises:
             ConnectionError: the adapter is closed, or no new connection could be opened.
+            StaleEpochError: (the error that fenced the session) after the ``FencedEvent``;
+                the iterator ends there instead.
         """
+        if not self._fence.fenced:
+            try:
+                return await self._next()
+            except CallstateError:
+                if not self._fence.fenced:
+                    raise
+        return await self._fence.event()
+
+    async def _next(self) -> Any:
         while True:
+            self._fence.check()
             if self._ready:
                 return self._ready.popleft()
             if self._away and self._uid is None and not self._closing:
@@ -328,6 +364,7 @@ class GeminiLiveAdapter(ToolAnswers):
             except errors.APIError as exc:
                 if it is not self._iter:
                     continue  # an old connection, closed after a reconnect
+                self._fence.check()  # closed because the call was taken over
                 if _closed(exc) and not self._closing:
                     await self._reconnect("drop", close_code=exc.code)
                     continue

@@ -47,6 +47,13 @@ its ``item_ids`` map callstate item ids to the replayed items' new ids, also kep
 ``adapter.item_ids``, and an ``item_id`` user code sends is mapped the same way). The
 old socket is closed in the background.
 
+When another keeper takes the call over (the handle is fenced: ``session.fenced``,
+``session.wait_fenced()``, one ``session.fenced`` recovery event), the adapter stops
+recording, answering and rolling over, closes the Realtime socket, and ``recv()``
+returns one ``FencedEvent`` (``type == "callstate.fenced"``), also on a quiet line;
+``async for`` ends after it, later ``recv()`` calls raise the fencing
+``StaleEpochError`` and sends are dropped.
+
 Hooks used: ``AsyncOpenAI.realtime.connect(model=..., **options).enter()``, the
 connection's async iterator (which honours ``on_reconnecting``), ``send_raw(json)`` and
 ``close()``; ``openai.types.realtime`` server event models; callstate's
@@ -69,6 +76,7 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 
 from typing import TYPE_CHECKING, Any
 
+from .._fenced import FencedEvent
 from ._adapter import RealtimeAdapter
 from ._api import ResumedEvent
 from ._continuity import RestoreStats
@@ -83,6 +91,7 @@ if TYPE_CHECKING:
 __all__ = [
     "VOICE_NOTE",
     "BadFrame",
+    "FencedEvent",
     "RealtimeAdapter",
     "Replay",
     "RestoreStats",

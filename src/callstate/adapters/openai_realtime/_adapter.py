@@ -8,7 +8,6 @@ docstring for what it does with each).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict, deque
@@ -18,7 +17,9 @@ from openai import WebSocketConnectionClosedError
 from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 
+from ...errors import CallstateError
 from ...session import Session
+from .._fenced import Fence
 from ._answers import Answers
 from ._api import Namespaces
 from ._audio import bytes_per_ms, delta_ms
@@ -107,6 +108,7 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
         self._want_event: dict[str, Any] | None = None  # the user's own, when it was theirs
         self._events: Any = None  # the SDK's event iterator (it re-dials when asked to)
         self._asks = 0  # calls handed to the guard, to name each one's placeholder
+        self._fence = Fence(lambda: self.callstate, log, self._fenced_stop)
         self._reset_realtime()
 
     def _reset_realtime(self) -> None:
@@ -155,6 +157,7 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
                 await self._try_response()
             self._watch()
         self._timer = asyncio.get_running_loop().create_task(self._cap_timer())
+        self._fence.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -163,33 +166,39 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
     async def close(self) -> None:
         """Let running tools record their outcomes, then close the websocket."""
         self._closing = True
+        self._fence.cancel()
         self._unwatch()
         if self._timer is not None:
             self._timer.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._release_all()
+        if not self._fence.fenced:  # a fenced session records nothing more
+            self._release_all()
         if self.connection is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.connection.close(), _CLOSE_WAIT)
+            await _close(self.connection)
         if self._closers:
             await asyncio.gather(*self._closers, return_exceptions=True)
+
+    async def _fenced_stop(self) -> None:
+        """The call was taken over: stop answering and rolling over, close the socket
+        (a reader waiting on it wakes and yields the ``FencedEvent``)."""
+        self._unwatch()
+        if self._timer is not None and self._timer is not asyncio.current_task():
+            self._timer.cancel()
+        if self.connection is not None:
+            self._let_go(self.connection)
 
     def _let_go(self, old: AsyncRealtimeConnection) -> None:
         """Close a replaced socket in the background: a restore never waits on it."""
 
-        async def close() -> None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.close(), _CLOSE_WAIT)
-
-        task = asyncio.get_running_loop().create_task(close())
+        task = asyncio.get_running_loop().create_task(_close(old))
         self._closers.add(task)
         task.add_done_callback(self._closers.discard)
 
     async def _cap_timer(self) -> None:
         """Roll over before the session cap even when no server event arrives."""
         clock = self.callstate.keeper.clock
-        while not self._closing:
+        while not (self._closing or self._fence.fenced):
             due = self._rt_started + self.max_session_s - self.rollover_margin_s - clock.now()
             if due > 0:
                 await asyncio.sleep(min(due, _TICK))
@@ -199,6 +208,8 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
                     if not self._closing:
                         await self._maybe_rollover()
             except Exception:  # the reader meets the same trouble and restores from there
+                if self._fence.fenced:
+                    return  # taken over: the reader says so, once
                 log.exception("callstate could not roll the Realtime session over")
             await asyncio.sleep(_TICK)  # not a quiet moment yet: look again
 
@@ -236,14 +247,33 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
             return await self.recv()
         except ConnectionClosed as exc:
             raise StopAsyncIteration from exc
+        except CallstateError as exc:
+            if self._fence.said:  # the FencedEvent was the last one
+                raise StopAsyncIteration from exc
+            raise
 
     async def recv(self) -> Any:
-        """The next server event (an ``openai.types.realtime`` model) or a ``ResumedEvent``.
+        """The next server event (an ``openai.types.realtime`` model), a ``ResumedEvent``,
+        or, once another keeper took the call over, one ``FencedEvent``.
 
         A frame that is not a usable event is skipped (logged, kept in ``bad_frames``);
         the connection stays up.
+
+        Raises:
+            StaleEpochError: (the error that fenced the session) after the ``FencedEvent``;
+                the iterator ends there instead.
         """
+        if not self._fence.fenced:
+            try:
+                return await self._next()
+            except CallstateError:
+                if not self._fence.fenced:
+                    raise
+        return await self._fence.event()
+
+    async def _next(self) -> Any:
         while True:
+            self._fence.check()
             if self._ready:
                 return self._ready.popleft()
             async with self._lock:
@@ -260,6 +290,7 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
                 async with self._lock:
                     if events is not self._events:
                         continue  # an old socket, closed after a restore moved on
+                    self._fence.check()  # closed because the call was taken over
                     if self._closing:
                         raise ConnectionClosed(None, None) from exc
                     await self._restore("drop", close_code=self._close_code(exc))
@@ -422,6 +453,17 @@ class RealtimeAdapter(Continuity, Answers, TurnOrder, Sending):
         if eid is not None and eid == self._pending_create:
             self._pending_create = None
         return ev
+
+
+async def _close(conn: AsyncRealtimeConnection) -> None:
+    """Close a socket politely, else drop it: when nobody reads it any more (a fenced
+    call) websockets pauses the transport and never sees the server's close frame."""
+    try:
+        await asyncio.wait_for(conn.close(), _CLOSE_WAIT)
+    except Exception:  # timed out or already broken: nothing more to say on it
+        transport = getattr(getattr(conn, "_connection", None), "transport", None)
+        if transport is not None:
+            transport.abort()
 
 
 def _is_caller_audio(item: Any) -> bool:

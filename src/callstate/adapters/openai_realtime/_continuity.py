@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ...continuity.plan import plan
 from ...session import Session
+from .._fenced import Fence
 from .._heard import heard_text
 from .._held import open_link
 from ._answers import REPLAYED
@@ -53,6 +54,7 @@ class Continuity:
     max_session_s: float
     rollover_margin_s: float
     _ready: deque[Any]
+    _fence: Fence
     _switching: bool
     _rt: int
     _rt_started: float
@@ -260,9 +262,10 @@ class Continuity:
         """
         self._release_all()
         self._finish_open()  # the old handle freezes with the offer
-        package = await self.callstate.handoff(to=to, reason=reason, summary=summary)
-        accepted = await self.callstate.keeper.accept(package)
-        self.callstate = accepted
+        with self._fence.moving():  # accepting fences the old handle: no takeover
+            package = await self.callstate.handoff(to=to, reason=reason, summary=summary)
+            accepted = await self.callstate.keeper.accept(package)
+            self.callstate = accepted
         self._watch()  # the accepted handle is where outcomes land from now on
         if config:
             self.config = merge_config(self.config, config)

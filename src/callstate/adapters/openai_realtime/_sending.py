@@ -88,7 +88,11 @@ class Sending:
         The adapter stamps an ``event_id``, keeps ``session.update`` for resumes,
         records user text turns, answers each ``call_id`` once, clamps truncation to the
         audio received and holds ``response.create`` while a response is active.
+        Once the session was fenced (the ``FencedEvent``) events are dropped: the call
+        goes on where the newer owner holds it.
         """
+        if self.callstate.fenced:
+            return
         event = dict(event)
         self._stamp(event, False)
         t = event.get("type")
