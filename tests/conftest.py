@@ -57,16 +57,38 @@ def _failing_on_pipecat_deprecations() -> Generator[None, Any, Any]:
 
 def _report(shown: list[warnings.WarningMessage]) -> None:
     """Pass on what is not a Pipecat deprecation; fail on what is."""
+    msg = _passed_on(shown)
+    if msg:
+        raise pytest.fail.Exception(msg, pytrace=False)
+
+
+def _passed_on(shown: list[warnings.WarningMessage]) -> str:
+    """Re-emit what is not a Pipecat deprecation; return the failure message for the rest."""
     deprecated = [w for w in shown if _pipecat_deprecation(w)]
     with warnings.catch_warnings():
         warnings.simplefilter("always")  # shown once already: pytest records it, as before
         for w in shown:
             if w not in deprecated:
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-    if deprecated:
-        lines = "\n".join(f"  {w.filename}:{w.lineno}: {w.message}" for w in deprecated)
-        msg = f"Pipecat deprecation{'s' if len(deprecated) > 1 else ''} reached:\n{lines}"
-        raise pytest.fail.Exception(msg, pytrace=False)
+    if not deprecated:
+        return ""
+    lines = "\n".join(f"  {w.filename}:{w.lineno}: {w.message}" for w in deprecated)
+    return f"Pipecat deprecation{'s' if len(deprecated) > 1 else ''} reached:\n{lines}"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector: pytest.Collector) -> Generator[None, Any, Any]:
+    """A test module whose import reaches a Pipecat deprecation fails to collect."""
+    shown: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as shown:
+            report = yield
+    finally:
+        msg = _passed_on(shown)
+    if msg and report.outcome != "failed":
+        report.outcome = "failed"
+        report.longrepr = msg
+    return report
 
 
 @pytest.hookimpl(wrapper=True)
