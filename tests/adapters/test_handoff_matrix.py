@@ -6,6 +6,7 @@ context (not owed, not lost)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -182,3 +183,40 @@ async def test_openai_realtime_to_livekit_cascaded(tmp_path: Path) -> None:
         livekit_has_the_result(seen)
         carried(p, t)
         assert ASK in json.dumps(seen)
+
+
+async def test_gemini_live_to_pipecat_with_the_write_still_running(tmp_path: Path) -> None:
+    """The handoff is offered while the Gemini call's write runs: the package carries it in
+    flight, it finishes on the source, and its result lands in the Pipecat context once,
+    without the target running it."""
+    async with pair(tmp_path) as p, gl.GeminiServer() as server:
+        p.src.release["move_booking"].clear()
+        s = await p.a.start(caller="+15551234567", agent="booking")
+        client = genai.Client(api_key="test", http_options=server.http_options())
+        server.queue(gl.Call("move_booking", BOOKING, id="c1"), gl.Say("Done, it is at eight."))
+        async with gemini_live.connect(client, s, model=GEMINI_MODEL, config=GEMINI_CONFIG) as live:
+            await server.wait_sessions(1)
+            await server.user_speaks(ASK)
+            await gemini_until(live, lambda m: m.tool_call is not None)
+            await lkh.until(lambda: ["move_booking"] == p.src.ran)
+            pkg = await s.handoff(to="billing")
+            t = await p.b.accept(pkg.to_bytes())
+            assert ["c1"] == pkg.in_flight
+            context = seed_context(None, t)
+            async with Bot(t, [Reply("It is at eight now.")], context=context) as bot:
+                p.src.release["move_booking"].set()
+                async with asyncio.timeout(10):  # the source's run ends; its result is stored
+                    while "succeeded" != t.state.calls["c1"].status:
+                        await p.b.collect_late_results()
+                        await asyncio.sleep(0.005)
+                await bot.until(lambda: [] == t.owed_to_model())
+                await bot.user.say("is it really moved?")
+                await bot.until(lambda: len(bot.llm.seen) == 1)
+        seen = bot.llm.seen[0]
+        notes = [
+            m["content"] for m in seen if m["role"] == "system" and "(call c1)" in m["content"]
+        ]
+        finished = [n for n in notes if "has finished" in n]
+        assert (1, True) == (len(finished), '"moved":true' in finished[0])
+        assert "announced" == t.state.calls["c1"].delivery  # told to the caller, once
+        carried(p, t)
