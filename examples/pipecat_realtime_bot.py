@@ -24,6 +24,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     EndFrame,
     Frame,
+    LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMRunFrame,
     TTSTextFrame,
@@ -141,6 +142,13 @@ async def call(
     pipeline = Pipeline(
         [aggregators.user(), llm, recovery.processor, speaker, aggregators.assistant()]
     )  # callstate, line 2: recovery.processor right after the LLM
+    given = asyncio.Event()  # the service holds the context: tool calls can reach it
+
+    def took(_llm: LLMService, frame: Frame) -> None:
+        if isinstance(frame, LLMContextFrame):
+            given.set()
+
+    llm.add_event_handler("on_after_process_frame", took)
     params = PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE)
     worker = PipelineWorker(pipeline, params=params, enable_rtvi=False)
     runner = WorkerRunner(handle_sigint=False)
@@ -151,6 +159,7 @@ async def call(
             await caller.wait_sessions(1)
             # hands the service the context; OpenAI's greets, Gemini's waits for the caller
             await worker.queue_frame(LLMRunFrame())
+            await given.wait()
             heard = [await speaker.replies.get()] if greets else []
             await caller.user_speaks(ASK)  # the loopback server's voice detection
             heard.append(await speaker.replies.get())
