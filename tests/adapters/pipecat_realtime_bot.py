@@ -14,9 +14,10 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from loguru import logger
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.frames.frames import EndFrame, Frame, TTSTextFrame
+from pipecat.frames.frames import EndFrame, Frame, LLMContextFrame, LLMRunFrame, TTSTextFrame
 from pipecat.pipeline.pipeline import Pipeline
 from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
@@ -94,6 +95,8 @@ class RealtimeBot:
             enable_rtvi=False,
         )
         self._run: asyncio.Task[None] | None = None
+        self.errors: list[str] = []  # what Pipecat logged at ERROR while the bot ran
+        self._sink: int | None = None
 
     async def __aenter__(self) -> RealtimeBot:
         started = asyncio.Event()
@@ -102,11 +105,24 @@ class RealtimeBot:
         async def _started(worker: Any, frame: Any) -> None:
             started.set()
 
+        self._sink = logger.add(lambda m: self.errors.append(str(m)), level="ERROR")
+        given = asyncio.Event()
+
+        def took(_llm: Any, frame: Frame) -> None:
+            if isinstance(frame, LLMContextFrame):
+                given.set()
+
+        self.llm.add_event_handler("on_after_process_frame", took)
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(self.worker)
         self._run = asyncio.create_task(runner.run())
         async with asyncio.timeout(10):
             await started.wait()
+            if not type(self.llm).__name__.startswith("OpenAI"):
+                # as an app does on connect: Gemini's service takes the context (an empty
+                # one starts no response), so the model's calls have one to go into
+                await self.worker.queue_frame(LLMRunFrame())
+                await given.wait()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -120,6 +136,9 @@ class RealtimeBot:
         async with asyncio.timeout(10):
             await self._run
         self._run = None
+        if self._sink is not None:
+            logger.remove(self._sink)
+        assert [] == self.errors, "the pipeline logged errors"
 
     async def until(self, check: Callable[[], bool], *, within: float = 10.0) -> None:
         """Wait until ``check()`` holds: re-checked after every frame push and every 5 ms."""
