@@ -116,3 +116,53 @@ async def test_a_caller_speaking_after_the_takeover_gets_no_error_per_frame(
     assert seq == s.state.seq
     assert sent == len(server.sessions[0].received)
     assert 1 == a.observer.counts["session.fenced"]
+
+
+async def test_after_a_handoff_here_the_fence_watches_the_accepted_session(
+    server: RealtimeServer,
+    client: AsyncOpenAI,
+    keepers: tuple[callstate.Keeper, callstate.Keeper],
+) -> None:
+    """A handoff in this process fences the old handle without a FencedEvent; a later
+    takeover of the accepted one by another keeper gives one, for epoch 2."""
+    a, b = keepers
+    s = await a.start(agent="booker")
+    async with connect(client, s, model=MODEL, config=CONFIG) as conn:
+        accepted = await conn.handoff(to="billing", config={"instructions": "You are billing."})
+        handed = await until(conn, lambda e: e.type == "callstate.resumed")
+        await accepted.flush()
+        await b.resume(accepted.id)
+        seen = await read_to_end(conn)
+    assert [] == fenced_events(handed)
+    assert [2] == [e.epoch for e in fenced_events(seen)]
+    assert isinstance(seen[-1], FencedEvent)
+    assert s.fenced
+    assert accepted.fenced
+
+
+def test_both_speech_to_speech_adapters_export_the_one_fenced_event() -> None:
+    """``FencedEvent`` is in each adapter's pinned public surface, one class for both."""
+    from callstate.adapters import gemini_live, openai_realtime
+
+    assert [
+        "VOICE_NOTE",
+        "BadFrame",
+        "FencedEvent",
+        "RealtimeAdapter",
+        "Replay",
+        "RestoreStats",
+        "ResumedEvent",
+        "connect",
+        "replay",
+    ] == openai_realtime.__all__
+    assert [
+        "HANDLE_KEY",
+        "BadFrame",
+        "FencedEvent",
+        "GeminiLiveAdapter",
+        "GeminiResumed",
+        "Playback",
+        "connect",
+        "replay_turns",
+    ] == gemini_live.__all__
+    assert openai_realtime.FencedEvent is gemini_live.FencedEvent
