@@ -32,7 +32,7 @@ from .test_gemini_live import turn_done
 from .test_gemini_live import until as gemini_until
 from .test_openai_realtime import CONFIG as OPENAI_CONFIG
 from .test_openai_realtime import MODEL as OPENAI_MODEL
-from .test_openai_realtime import TRANSCRIBED, of_type
+from .test_openai_realtime import TRANSCRIBED, of_type, outputs
 from .test_openai_realtime import until as openai_until
 from .test_pipecat_harness import Bot, Reply
 from .test_pipecat_realtime_openai import caller_says, greeted
@@ -219,4 +219,38 @@ async def test_gemini_live_to_pipecat_with_the_write_still_running(tmp_path: Pat
         finished = [n for n in notes if "has finished" in n]
         assert (1, True) == (len(finished), '"moved":true' in finished[0])
         assert "announced" == t.state.calls["c1"].delivery  # told to the caller, once
+        carried(p, t)
+
+
+async def test_pipecat_cascaded_to_openai_realtime(tmp_path: Path) -> None:
+    """A cascaded Pipecat call moves the booking, then hands off to the raw OpenAI Realtime
+    adapter: the new Realtime session is given the call and its real output before the
+    model speaks, and the model goes on without running it again."""
+    async with (
+        pair(tmp_path) as p,
+        rt.RealtimeServer(session=TRANSCRIBED) as server,
+        AsyncOpenAI(api_key="sk-test", websocket_base_url=server.url) as client,
+    ):
+        s = await p.a.start(caller="+15551234567", agent="booking")
+        replies = [Reply("One moment.", calls=[("c1", "move_booking", BOOKING)]), Reply("Done.")]
+        async with Bot(s, replies) as bot:
+            await bot.user.say(ASK)
+            await bot.until(lambda: len(bot.llm.seen) == 2)
+        _, t = await hand_over(p, s)
+        server.queue(rt.Say("Yes, it is at eight."))
+        async with openai_realtime.connect(
+            client, t, model=OPENAI_MODEL, config=OPENAI_CONFIG
+        ) as conn:
+            await server.user_speaks("is it really moved?")
+            await openai_until(conn, of_type("response.output_audio_transcript.done"))
+        items = [e["item"] for e in server.received if e["type"] == "conversation.item.create"]
+        asked = [i["call_id"] for i in items if i["type"] == "function_call"]
+        answers = [json.loads(o["item"]["output"]) for o in outputs(server.received, "c1")]
+        assert (["c1"], ["succeeded"], [MOVED]) == (
+            asked,
+            [a["status"] for a in answers],
+            [a["result"] for a in answers],
+        )
+        assert ASK in json.dumps(items)
+        assert [] == [x.errors for x in server.sessions if x.errors]
         carried(p, t)
