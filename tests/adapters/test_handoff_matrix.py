@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from google import genai
+from livekit.agents import AgentSession
 from openai import AsyncOpenAI
 
 from callstate import Keeper, Session
 from callstate.adapters import gemini_live, openai_realtime
-from callstate.adapters.livekit import restore
+from callstate.adapters.livekit import attach, restore
 from callstate.adapters.pipecat import seed_context
 from callstate.testing import FakeClock
 from callstate.testing import gemini_server as gl
@@ -253,4 +254,36 @@ async def test_pipecat_cascaded_to_openai_realtime(tmp_path: Path) -> None:
         )
         assert ASK in json.dumps(items)
         assert [] == [x.errors for x in server.sessions if x.errors]
+        carried(p, t)
+
+
+async def test_livekit_cascaded_to_gemini_live(tmp_path: Path) -> None:
+    """A LiveKit call moves the booking, then hands off to the raw Gemini Live adapter: the
+    new Live session is given the call and its real result as it replays the conversation
+    (no handle to resume from), and the model goes on without running it again."""
+    async with pair(tmp_path) as p, gl.GeminiServer() as server:
+        s = await p.a.start(caller="+15551234567", agent="booking")
+        model = lkh.ScriptedLLM(
+            [lkh.Reply(["One moment."], [("c1", "move_booking", BOOKING)]), lkh.Reply(["Done."])]
+        )
+        lk: AgentSession[Any] = AgentSession(llm=model)
+        lk.output.transcription = lkh.GatedOutput()
+        rec = attach(lk, s, end_on_close=False)  # the call goes on elsewhere
+        try:
+            await lk.start(lkh.Booker(p.src))
+            await lk.run(user_input=ASK)
+        finally:
+            await lk.aclose()
+            await rec.wait_idle()
+        _, t = await hand_over(p, s)
+        client = genai.Client(api_key="test", http_options=server.http_options())
+        server.queue(gl.Say("Yes, it is at eight."))
+        async with gemini_live.connect(client, t, model=GEMINI_MODEL, config=GEMINI_CONFIG) as live:
+            await server.wait_sessions(1)
+            await server.user_speaks("is it really moved?")
+            await gemini_until(live, turn_done)
+        said = "\n".join(turn["text"] for turn in server.current.conversation)
+        assert 1 == said.count("(result of call c1:")
+        assert '"moved":true' in said.split("(result of call c1:", 1)[1]
+        assert (ASK in said, []) == (True, [x.refused for x in server.sessions if x.refused])
         carried(p, t)
