@@ -11,6 +11,12 @@ session, ICE, DTLS, SCTP) until its data channel is open.
 
     python bench/bench_web.py
     python bench/bench_web.py --reloads 100
+    python bench/bench_web.py --split   # callstate's endpoints in a process of their own
+
+With ``--split`` (the recommended deployment) ``callstate serve`` runs the endpoints in
+its own process over the same store, the page calls them there (CORS), and the example's
+process runs only the page, the offer and the bots (``server_ours`` is then not timed:
+the middleware sees only this process).
 
 Times come from the page (``performance.now()``, 0 at the reload's navigation start)
 and from the server (each endpoint's handling time). Every metric is ``name value``:
@@ -30,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import socket
 import sys
 import tempfile
@@ -94,9 +101,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def serve(app: ASGIApp) -> tuple[str, Callable[[], Awaitable[None]]]:
-    """Serve ``app`` on a loopback port; returns its URL and a coroutine that stops it."""
-    port = free_port()
+async def serve(app: ASGIApp, port: int) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """Serve ``app`` on loopback ``port``; returns its URL and a coroutine that stops it."""
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
@@ -111,10 +117,33 @@ async def serve(app: ASGIApp) -> tuple[str, Callable[[], Awaitable[None]]]:
     return f"http://127.0.0.1:{port}/", stop
 
 
-async def run(reloads: int, store: str) -> None:
+async def service(store: str, origin: str) -> tuple[str, Callable[[], Awaitable[None]]]:
+    """``callstate serve`` in a process of its own; returns its URL and its stop."""
+    port = free_port()
+    env = {**os.environ, "CALLSTATE_SECRET": SECRET.decode()}
+    args = ["-m", "callstate", "serve", "--db", store, "--port", str(port), "--cors", origin]
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *args, env=env, stdout=asyncio.subprocess.PIPE
+    )
+    assert proc.stdout is not None
+    await proc.stdout.readline()  # "callstate web on ...": listening
+
+    async def stop() -> None:
+        proc.terminate()
+        await proc.wait()
+
+    return f"http://127.0.0.1:{port}/", stop
+
+
+async def run(reloads: int, store: str, *, split: bool = False) -> None:
     keeper = callstate.Keeper(store, secret=SECRET)
-    timed = ServerTimes(create_server(keeper))
-    url, stop = await serve(timed)
+    port = free_port()
+    stop_service: Callable[[], Awaitable[None]] | None = None
+    base: str | None = None
+    if split:
+        base, stop_service = await service(store, f"http://127.0.0.1:{port}")
+    timed = ServerTimes(create_server(keeper, callstate_url=base))
+    url, stop = await serve(timed, port)
     rows: list[dict[str, float]] = []
     try:
         async with async_playwright() as pw:
@@ -133,20 +162,21 @@ async def run(reloads: int, store: str) -> None:
             await browser.close()
     finally:
         await stop()
+        if stop_service is not None:
+            await stop_service()
     rows = rows[1:]
     server = {path: samples[1:] for path, samples in timed.ms.items()}
     figures: dict[str, list[float]] = {
         "ours": [r["preflight_ms"] + r["resume_ms"] for r in rows],
         "preflight": [r["preflight_ms"] for r in rows],
         "resume": [r["resume_ms"] for r in rows],
-        "server_ours": [
-            a + b
-            for a, b in zip(
-                server["/callstate/v1/preflight"], server["/callstate/v1/resume"], strict=True
-            )
-        ],
-        "server_preflight": server["/callstate/v1/preflight"],
-        "server_resume": server["/callstate/v1/resume"],
+    }
+    if not split:
+        pairs = zip(server["/callstate/v1/preflight"], server["/callstate/v1/resume"], strict=True)
+        figures["server_ours"] = [a + b for a, b in pairs]
+        figures["server_preflight"] = server["/callstate/v1/preflight"]
+        figures["server_resume"] = server["/callstate/v1/resume"]
+    figures |= {
         "transport": [r["open"] - r["connect"] for r in rows],
         "mic": [r["mic"] - r["connect"] for r in rows],
         "gather": [r["offer"] - r["mic"] for r in rows],
@@ -156,6 +186,7 @@ async def run(reloads: int, store: str) -> None:
         "page": [r["at_ms"] for r in rows],
         "reconnect": [r["open"] for r in rows],
     }
+    emit("callstate", "own process" if split else "in the example's process")
     emit("reloads", len(rows))
     emit("epochs", f"{int(rows[0]['epoch'])}..{int(rows[-1]['epoch'])}")
     for name, samples in figures.items():
@@ -166,12 +197,15 @@ async def run(reloads: int, store: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--reloads", type=int, default=30)
+    parser.add_argument(
+        "--split", action="store_true", help="serve callstate's endpoints from their own process"
+    )
     parser.add_argument("--store", default=None, help="store URL (default: SQLite in a temp dir)")
     args = parser.parse_args()
     logger.remove()  # Pipecat logs every frame; only the metric lines go to stdout
     with tempfile.TemporaryDirectory() as tmp:
         store = args.store or f"sqlite:///{tmp}/bench.db"
-        asyncio.run(run(args.reloads, store))
+        asyncio.run(run(args.reloads, store, split=args.split))
 
 
 if __name__ == "__main__":

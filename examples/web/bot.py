@@ -83,7 +83,7 @@ class ScriptedLLM(LLMService):
         self.answers = list(answers)
         plan = session.recovery
         self.opening = GREETING
-        if plan is not None or session.state.items:  # a call under way: never greet again
+        if session.state.items:  # a call under way: never greet again
             unspoken = plan.unspoken if plan is not None else ""
             self.opening = RESUMED.format(unspoken=unspoken) if unspoken else BACK
         self.inferences = 0

@@ -21,8 +21,9 @@ import asyncio
 import contextlib
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,8 +35,8 @@ from pipecat.transports.smallwebrtc.transport import SmallWebRTCTransport
 from pipecat.workers.runner import WorkerRunner
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 import callstate
 from callstate.web import WebOptions, create_app
@@ -61,8 +62,11 @@ class Call:
 class WebCalls:
     """The sessions the callstate app handed over, and the bot running each one."""
 
-    def __init__(self, keeper: callstate.Keeper) -> None:
+    def __init__(self, keeper: callstate.Keeper, *, by_id: bool = False) -> None:
         self.keeper = keeper
+        #: the callstate endpoints run in another process: take each session by id
+        self.by_id = by_id
+        self.stopping: set[asyncio.Task[None]] = set()  # bots stopping in the background
         self.sessions: dict[str, callstate.Session] = {}  # session id -> the live handle
         self.calls: dict[str, Call] = {}  # session id -> its running call
         self.received: dict[str, list[Any]] = {}  # session id -> every message, all legs
@@ -70,15 +74,51 @@ class WebCalls:
         self.vad = ReadyVAD()
 
     async def take(self, how: Literal["start", "resume"], session: callstate.Session) -> None:
-        """``WebOptions(on_session=...)``: keep the handle until the page's offer arrives."""
+        """``WebOptions(on_session=...)``: keep the handle until the page's offer arrives.
+
+        Never waits for an older connection's bot: its session is fenced by this resume
+        already, so its pipeline stops in the background, after the page has its answer.
+        """
         old = self.calls.pop(session.id, None)
         if old is not None:  # this page took the call from an older connection: stop it
-            await self._stop(old)
+            self._background(self._stop(old))
         previous = self.sessions.pop(session.id, None)
-        if previous is not None and previous is not session:
-            with contextlib.suppress(callstate.CallstateError):
-                await previous.close()
+        if previous not in (None, session) and (old is None or previous is not old.session):
+            self._background(self._release(previous))
         self.sessions[session.id] = session
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.stopping.add(task)
+        task.add_done_callback(self.stopping.discard)
+
+    @staticmethod
+    async def _release(session: callstate.Session) -> None:
+        with contextlib.suppress(callstate.CallstateError):
+            await session.close()
+
+    async def _claim(self, pre: callstate.Preflight) -> callstate.Session | None:
+        """The session this offer is for, taken by id if callstate runs elsewhere.
+
+        With ``--callstate-url`` the callstate service resumed the call (epoch+1, the
+        page's new token) and let go of it; this process, which runs the bot, takes it
+        over by session id (trusted server code) unless it still holds that epoch.
+        """
+        sid = pre.session_id or ""
+        held = self.sessions.get(sid)
+        if not self.by_id:
+            return held
+        if held is not None and not held.closed and held.state.epoch >= (pre.epoch or 0):
+            return held  # nobody resumed it since this process took it
+        old = self.calls.pop(sid, None)
+        if old is not None:  # the service handed the call to a newer page: stop the old bot
+            self._background(self._stop(old))
+        elif held is not None:
+            self._background(self._release(held))
+        self.sessions.pop(sid, None)
+        session = await self.keeper.resume(sid)
+        self.sessions[sid] = session
+        return session
 
     async def offer(self, request: Request) -> Response:
         """``POST /offer {sdp, type, token}``: answer the page's WebRTC offer, run its bot.
@@ -99,8 +139,8 @@ class WebCalls:
         if body["type"] != "offer":
             return _error(400, "bad_offer", f"type must be 'offer', got {body['type']!r:.40}")
         pre = await self.keeper.preflight(body["token"])
-        session = self.sessions.get(pre.session_id or "")
-        if pre.status not in ("resumable", "active") or session is None or session.closed:
+        session = await self._claim(pre) if pre.status in ("resumable", "active") else None
+        if session is None or session.closed:
             return _error(409, pre.status, pre.reason or "no call for this token here")
         if session.id in self.calls:
             return _error(409, "session_active", "the call is connected in another tab")
@@ -171,6 +211,7 @@ class WebCalls:
 
     async def close(self) -> None:
         """Stop every bot and let go of every session (each stays resumable)."""
+        await asyncio.gather(*self.stopping)
         for call in list(self.calls.values()):
             await self._stop(call)
         self.calls.clear()
@@ -185,12 +226,21 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse({"error": {"code": code, "message": message}}, status_code=status)
 
 
-def create_server(keeper: callstate.Keeper) -> Starlette:
-    """The example's app: the page, the callstate endpoints, and the WebRTC offer."""
-    calls = WebCalls(keeper)
+def create_server(keeper: callstate.Keeper, *, callstate_url: str | None = None) -> Starlette:
+    """The example's app: the page, the callstate endpoints, and the WebRTC offer.
+
+    With ``callstate_url`` (the recommended deployment) the endpoints are not served
+    here: ``callstate serve`` runs them in a process of their own, over the same store,
+    so a preflight or a resume never waits behind a bot's audio; the page calls them
+    there (allow this server's origin with ``--cors``).
+    """
+    calls = WebCalls(keeper, by_id=callstate_url is not None)
+    html = (HERE / "index.html").read_text()
+    if callstate_url is not None:
+        html = html.replace('content="/callstate/"', f'content="{escape(callstate_url)}"', 1)
 
     async def page(request: Request) -> Response:
-        return FileResponse(HERE / "index.html", headers={"cache-control": "no-store"})
+        return HTMLResponse(html, headers={"cache-control": "no-store"})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -199,14 +249,10 @@ def create_server(keeper: callstate.Keeper) -> Starlette:
             yield
             await calls.close()
 
-    app = Starlette(
-        routes=[
-            Route("/", page),
-            Route("/offer", calls.offer, methods=["POST"]),
-            Mount("/callstate", create_app(keeper, WebOptions(on_session=calls.take))),
-        ],
-        lifespan=lifespan,
-    )
+    routes: list[BaseRoute] = [Route("/", page), Route("/offer", calls.offer, methods=["POST"])]
+    if callstate_url is None:  # one process: the endpoints hand this server each session
+        routes.append(Mount("/callstate", create_app(keeper, WebOptions(on_session=calls.take))))
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.calls = calls
     return app
 
@@ -218,10 +264,17 @@ def main() -> None:
     parser.add_argument("--db", default="sqlite:///calls.db", help="callstate store URL")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument(
+        "--callstate-url",
+        default=None,
+        help="where `callstate serve` runs the endpoints (default: served here, at /callstate/)",
+    )
     args = parser.parse_args()
     secret = os.environ.get("CALLSTATE_SECRET", "change me: 32 bytes or more of secret!!")
     keeper = callstate.Keeper(args.db, secret=secret.encode())
-    uvicorn.run(create_server(keeper), host=args.host, port=args.port)
+    uvicorn.run(
+        create_server(keeper, callstate_url=args.callstate_url), host=args.host, port=args.port
+    )
 
 
 if __name__ == "__main__":

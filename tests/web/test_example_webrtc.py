@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from playwright.async_api import async_playwright
 
 from callstate import Keeper, decode_event
 from callstate.journal import events as ev
+from callstate.web import WebOptions, create_app
 
 from .conftest import serving
 
@@ -60,24 +61,31 @@ def caller_audio(path: Path, text: str) -> Path:
 
 @asynccontextmanager
 async def example_call(
-    tmp_path: Path, *, speech: str | None
+    tmp_path: Path, *, speech: str | None, split: bool = False
 ) -> AsyncIterator[tuple[Keeper, Any, Any, str]]:
     """The example served over a SQLite store, and a Chromium page; yields (keeper, app,
-    page, url)."""
+    page, url). With ``split`` the callstate endpoints are a service of their own (their
+    own keeper over the same store, on another port), as ``--callstate-url`` runs it."""
     server, _ = load_example()
-    keeper = Keeper(f"sqlite:///{tmp_path}/calls.db", secret=SECRET)
-    app = server.create_server(keeper)
+    store = f"sqlite:///{tmp_path}/calls.db"
+    keeper = Keeper(store, secret=SECRET)
     args = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
     if speech is not None:
         wav = caller_audio(tmp_path / "caller.wav", speech)
         args.append(f"--use-file-for-fake-audio-capture={wav}%noloop")
-    async with serving(app) as http, async_playwright() as pw:
-        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            page = await browser.new_page()
-            yield keeper, app, page, str(http.base_url)
-        finally:
-            await browser.close()
+    async with AsyncExitStack() as stack:
+        url = None
+        if split:
+            service = create_app(Keeper(store, secret=SECRET), WebOptions(cors_origins=["*"]))
+            url = f"{(await stack.enter_async_context(serving(service))).base_url}/"
+        app = server.create_server(keeper, callstate_url=url)
+        async with serving(app) as http, async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=args)
+            try:
+                page = await browser.new_page()
+                yield keeper, app, page, str(http.base_url)
+            finally:
+                await browser.close()
 
 
 async def until(check: Callable[[], Any], *, within: float = 30.0) -> None:
@@ -134,6 +142,42 @@ async def test_a_reload_mid_sentence_resumes_the_call_where_it_was_cut(tmp_path:
     assert answer == texts[1]  # generated whole, cut off after "Of course."
     assert bot.RESUMED.format(unspoken=rest) == texts[2]  # ... and the bot did not greet again
     assert 1 == texts.count(bot.GREETING)
+
+
+async def test_with_callstate_in_its_own_process_a_reload_resumes_the_bot(
+    tmp_path: Path,
+) -> None:
+    """With the endpoints a service of their own, a reload mid-sentence resumes there
+    (the page's token: epoch 3), the bot's process takes it by id (epoch 4: it took the
+    new call at 2, one past the service's start) and
+    continues the cut-off sentence without greeting; the example serves no endpoint."""
+    _, bot = load_example()
+    async with example_call(tmp_path, speech=bot.CALLER[0], split=True) as (_, app, page, url):
+        calls = app.state.calls
+        await page.goto(url)
+        sid = (await page_until(page, "window.demo?.session"))["session_id"]
+        await page_until(page, "window.demo.connections === 1")
+        await until(
+            lambda: (
+                [i.spoken for i in calls.sessions[sid].state.items if i.kind == "assistant"]
+                == [bot.GREETING, "Of course."]
+            )
+        )
+        await page.uncheck("#mic")
+        await page.reload()
+        await page_until(page, "window.demo?.connections === 1")
+        back = await page.evaluate("window.demo.session")
+        resumed = calls.sessions[sid]
+        await until(lambda: sum(i.kind == "assistant" for i in resumed.state.items) == 3)
+        here = await page.evaluate("fetch('/callstate/callstate.js').then(r => r.status)")
+
+    rest = bot.ANSWERS[0].removeprefix("Of course.").strip()
+    assert (sid, 3, 4) == (back["session_id"], back["epoch"], resumed.state.epoch)
+    assert resumed.recovery is not None
+    assert rest == resumed.recovery.unspoken
+    texts = [i.text for i in resumed.state.items if i.kind == "assistant"]
+    assert [bot.GREETING, bot.ANSWERS[0], bot.RESUMED.format(unspoken=rest)] == texts
+    assert 404 == here
 
 
 async def test_messages_sent_while_offline_arrive_once_in_order(tmp_path: Path) -> None:
