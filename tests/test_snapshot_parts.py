@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
@@ -133,6 +134,55 @@ def test_a_missing_or_short_part_is_a_codec_error() -> None:
     short = msgspec.msgpack.encode(msgspec.msgpack.decode(parts[0])[:-1])
     with pytest.raises(CodecError, match="snapshot part 0 holds"):
         decode_state(head, None, {**parts, 0: short})
+
+
+def _long_call() -> SessionState:
+    """A state of 400 tool calls with dict arguments and results, and 1,600 items."""
+    events: list[ev.Event] = [ev.SessionStarted(session_id="s", agent="a")]
+    for i in range(400):
+        events.append(ev.UserTurn(text=f"move booking {i} to eight tonight, please"))
+        events.append(ev.AgentStarted(utterance_id=f"u{i}", text="Sure, one moment."))
+        events.append(ev.AgentFinished(utterance_id=f"u{i}"))
+        events.append(ev.ToolRequested(call_id=f"c{i}", name="move", args={"id": f"B-{i}"}))
+        events.append(ev.ToolSucceeded(call_id=f"c{i}", result={"id": f"B-{i}", "at": [8, 0]}))
+    return fold(_numbered(events))
+
+
+def test_decoding_a_long_snapshot_runs_the_collector_at_most_once() -> None:
+    """The thousands of containers a long call's snapshot decodes to set off at most one
+    run of the cyclic collector (the one deferred to the end), and it is on afterwards."""
+    state = _long_call()
+    head, parts, _ = encode_parted(state, None, StoredParts())
+    runs: list[str] = []
+
+    def count(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            runs.append(phase)
+
+    gc.callbacks.append(count)
+    try:
+        assert 0 == len(runs)
+        decoded = decode_state(head, None, parts)
+        during = len(runs)
+        gc.collect()
+    finally:
+        gc.callbacks.remove(count)
+    assert (True, state) == (during <= 1, decoded), during
+    assert [True, during + 1] == [gc.isenabled(), len(runs)]
+
+
+def test_a_failed_decode_turns_the_collector_back_on_and_leaves_it_off_if_it_was() -> None:
+    """A snapshot that does not decode leaves the collector on; one off stays off."""
+    head, parts, _ = encode_parted(_long_call(), None, StoredParts())
+    with pytest.raises(CodecError, match="snapshot part 0 is missing"):
+        decode_state(head, None, {k: v for k, v in parts.items() if k != 0})
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        decode_state(head, None, parts)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
 
 
 class _Counting(MemoryStore):
