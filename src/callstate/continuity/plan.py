@@ -34,7 +34,7 @@ from typing import Any, Final, Literal
 import msgspec
 
 from ..journal.context import build_messages, conversation_of
-from ..journal.state import SessionState
+from ..journal.state import TERMINAL, SessionState, ToolCall
 from ..tools.reconcile import InDoubtDecision
 from ..tools.registry import ToolOutcome
 
@@ -176,13 +176,28 @@ def _unspoken(state: SessionState) -> tuple[str, bool]:
     return state.unspoken, False
 
 
-def _in_doubt(state: SessionState, decisions: Iterable[InDoubtDecision]) -> list[InDoubtCall]:
+def _open_and_held(state: SessionState) -> tuple[list[ToolCall], list[ToolCall]]:
+    """The calls without a final outcome and those whose spoken delivery is held, in
+    one walk over the calls (``state.in_flight`` and ``state.owed`` each walk them all)."""
+    running: list[ToolCall] = []
+    held: list[ToolCall] = []
+    for c in state.calls.values():
+        if c.status not in TERMINAL:
+            running.append(c)
+        if c.delivery == "held":
+            held.append(c)
+    return running, held
+
+
+def _in_doubt(
+    state: SessionState, decisions: Iterable[InDoubtDecision], running: list[ToolCall]
+) -> list[InDoubtCall]:
     seen: dict[str, Resolution] = {}
     for d in decisions:
         if d.call_id in state.calls:
             seen[d.call_id] = d.action
     if not seen:  # nothing resolved them: every call still open is in doubt
-        for call in state.in_flight:
+        for call in running:
             seen[call.call_id] = call.resolution or "unresolved"
     out = []
     for call_id, resolution in seen.items():
@@ -287,7 +302,8 @@ def plan(
             the takeover). When empty, every call still open counts as unresolved.
     """
     unspoken, cut_by_drop = _unspoken(state)
-    in_doubt = _in_doubt(state, resolutions)
+    running, held_calls = _open_and_held(state)
+    in_doubt = _in_doubt(state, resolutions, running)
     owed = [
         OwedResult(
             call_id=c.call_id,
@@ -298,7 +314,7 @@ def plan(
             error=c.error,
             action="announce" if c.effect == "write" else "deliver",
         )
-        for c in state.owed
+        for c in held_calls
     ]
     held = [h.text for h in state.outbox if h.utterance_id is not None]
     note = resume_note(
@@ -324,11 +340,11 @@ def plan(
         userdata=dict(state.userdata),
         resume_note=note,
         owed_to_model=[
-            ToolOutcome.from_call(state.calls[cid])
-            for cid in state.owed_to_model
-            if cid in state.calls and state.calls[cid].terminal
+            ToolOutcome.from_call(c)
+            for c in map(state.calls.get, state.owed_to_model)
+            if c is not None and c.status in TERMINAL
         ],
-        running=[c.call_id for c in state.in_flight],
+        running=[c.call_id for c in running],
         held_speech=held,
     )
     recovery.__dict__["_conversation"] = conversation_of(state)  # for ``messages``

@@ -10,7 +10,6 @@ tell the caller, or to let it go).
 
 from __future__ import annotations
 
-import copy
 from typing import Any, Final
 
 import msgspec
@@ -108,6 +107,10 @@ def build_messages(state: SessionState, *, system: str | None = None) -> list[di
     return messages
 
 
+#: a shallow copy of a struct (replace with no changes), half the cost of ``copy.copy``
+_copy: Final = msgspec.structs.replace
+
+
 def conversation_of(state: SessionState) -> SessionState:
     """What :func:`build_messages` reads of ``state``, kept as it stands now.
 
@@ -118,6 +121,6 @@ def conversation_of(state: SessionState) -> SessionState:
     """
     return SessionState(
         items=state.items[state.summarized :],
-        calls={call_id: copy.copy(call) for call_id, call in state.calls.items()},
+        calls={call_id: _copy(call) for call_id, call in state.calls.items()},
         summary=state.summary,
     )
