@@ -107,7 +107,9 @@ def from_figures(figures: Figures, *, since: float, until: float) -> FleetStats:
         time_to_recover=percentiles(figures.recover_s)
         if figures.recover is None
         else histogram_percentiles(figures.recover),
-        followup_lag=percentiles(figures.followup_lag_s),
+        followup_lag=percentiles(figures.followup_lag_s)
+        if figures.followup_lag is None
+        else histogram_percentiles(figures.followup_lag),
     )
 
 

@@ -10,7 +10,8 @@ from ..errors import ConflictError
 from ._pg_base import Conn, PostgresBase
 from ._sql_rows import archive_from_row, archive_values, followup_from_row
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
-from .figures import UNKNOWN_HEALTH, Figures
+from .figures import Figures
+from .rollup import Tally, plan, window_sql
 
 __all__ = ["PostgresRecords"]
 
@@ -96,24 +97,8 @@ class PostgresRecords(PostgresBase):
         return [archive_from_row(r) for r in rows]
 
     async def archive_figures(self, since: float, until: float) -> Figures:
-        window = [since, until]
-        legs: dict[str, int] = {}
-        with_tools = with_in_doubt = 0
-        for health, n, tools, in_doubt in await self._fetch(
-            "archive_figures", self._sql["archive_figures"], window
-        ):
-            legs[health or UNKNOWN_HEALTH] = n
-            with_tools += tools
-            with_in_doubt += in_doubt
-        recover = await self._fetch("archive_figures", self._sql["archive_recover"], window)
-        lag = await self._fetch("archive_figures", self._sql["followup_lag"], window)
-        return Figures(
-            legs=legs,
-            with_tools=with_tools,
-            with_in_doubt=with_in_doubt,
-            recover_s=[r[0] for r in recover],
-            followup_lag_s=[r[0] for r in lag],
-        )
+        sql, args = window_sql(plan(since, until), self._s + ".", "%s")
+        return Tally().take(await self._fetch("archive_figures", sql, args)).figures()
 
     # -- follow-ups ------------------------------------------------------------------
 

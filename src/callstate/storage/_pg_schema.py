@@ -4,7 +4,103 @@ from __future__ import annotations
 
 from typing import Final
 
+from .rollup import DAY_HOURS, ROLLUP_S, SQL_BIN
+
 __all__ = ["MIGRATIONS"]
+
+_TOTALS = "r.legs + 1, tools = r.tools + excluded.tools, in_doubt = r.in_doubt + excluded.in_doubt"
+_SAMPLE = "r.n + 1, worst = greatest(r.worst, excluded.worst)"
+
+
+def _tables(name: str, key: str, cols: str) -> str:
+    return "\n".join(
+        f"CREATE TABLE {{schema}}.{name}{level} ({k} bigint NOT NULL, {cols}, PRIMARY KEY ({k}, {key}));"
+        for level, k in (("", "hour"), ("_day", "day"))
+    )
+
+
+def _upserts(name: str, key: str, values: str, first: str, rest: str) -> str:
+    return "\n".join(
+        f"INSERT INTO {{schema}}.{name}{level} AS r VALUES ({at}, {values}) "
+        f"ON CONFLICT ({k}, {key}) DO UPDATE SET {first} = {rest};"
+        for level, k, at in (("", "hour", "h"), ("_day", "day", f"h / {DAY_HOURS}"))
+    )
+
+
+_LEGS = (
+    "health text NOT NULL, legs bigint NOT NULL, tools bigint NOT NULL, in_doubt bigint NOT NULL"
+)
+_BINS = "bin integer NOT NULL, n bigint NOT NULL, worst double precision NOT NULL"
+_LEG = "coalesce(NEW.health, 'unknown'), 1, (NEW.tools > 0)::int, (NEW.in_doubt > 0)::int"
+_RECOVER = "{schema}.callstate_bin(NEW.recover_s), 1, NEW.recover_s"
+_LAG = "{schema}.callstate_bin(lag), 1, lag"
+
+# fleet figures rolled up per hour and day, kept by triggers in the writing statement's
+# transaction (whatever writes the row, this callstate or an older one); the rows
+# already there are rolled up under a lock that holds writers off until it commits
+_ROLLUP: Final = f"""
+        LOCK TABLE {{schema}}.archive, {{schema}}.followups IN SHARE ROW EXCLUSIVE MODE;
+        {_tables("archive_rollup", "health", _LEGS)}
+        {_tables("archive_recover_rollup", "bin", _BINS)}
+        {_tables("followup_lag_rollup", "bin", _BINS)}
+        CREATE FUNCTION {{schema}}.callstate_hour(t double precision) RETURNS bigint
+            LANGUAGE sql IMMUTABLE AS $$
+            SELECT CASE WHEN h * {ROLLUP_S} > t THEN h - 1
+                        WHEN (h + 1) * {ROLLUP_S} <= t THEN h + 1 ELSE h END
+            FROM (SELECT floor(t / {ROLLUP_S})::bigint AS h) x $$;
+        CREATE FUNCTION {{schema}}.callstate_bin(s double precision) RETURNS integer
+            LANGUAGE sql IMMUTABLE AS $$ SELECT {SQL_BIN.format(s="s")} $$;
+        CREATE FUNCTION {{schema}}.archive_roll_up() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE h bigint;
+        BEGIN
+            IF NEW.closed_at IS NULL THEN RETURN NULL; END IF;
+            h := {{schema}}.callstate_hour(NEW.closed_at);
+            {_upserts("archive_rollup", "health", _LEG, "legs", _TOTALS)}
+            IF NEW.recover_s IS NOT NULL THEN
+                {_upserts("archive_recover_rollup", "bin", _RECOVER, "n", _SAMPLE)}
+            END IF;
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER archive_roll_up AFTER INSERT ON {{schema}}.archive
+            FOR EACH ROW EXECUTE FUNCTION {{schema}}.archive_roll_up();
+        CREATE FUNCTION {{schema}}.followup_roll_up() RETURNS trigger LANGUAGE plpgsql AS $$
+        DECLARE h bigint; lag double precision;
+        BEGIN
+            h := {{schema}}.callstate_hour(NEW.due_at);
+            lag := NEW.updated_at - NEW.due_at;
+            {_upserts("followup_lag_rollup", "bin", _LAG, "n", _SAMPLE)}
+            RETURN NULL;
+        END $$;
+        CREATE TRIGGER followup_roll_up AFTER UPDATE ON {{schema}}.followups
+            FOR EACH ROW WHEN (NEW.status = 'done' AND NEW.mark = 'succeeded'
+                AND NOT (OLD.status = 'done' AND OLD.mark = 'succeeded'))
+            EXECUTE FUNCTION {{schema}}.followup_roll_up();
+        CREATE TRIGGER followup_roll_up_new AFTER INSERT ON {{schema}}.followups
+            FOR EACH ROW WHEN (NEW.status = 'done' AND NEW.mark = 'succeeded')
+            EXECUTE FUNCTION {{schema}}.followup_roll_up();
+        INSERT INTO {{schema}}.archive_rollup
+            SELECT {{schema}}.callstate_hour(closed_at), coalesce(health, 'unknown'), count(*),
+                count(*) FILTER (WHERE tools > 0), count(*) FILTER (WHERE in_doubt > 0)
+            FROM {{schema}}.archive WHERE closed_at IS NOT NULL GROUP BY 1, 2;
+        INSERT INTO {{schema}}.archive_recover_rollup
+            SELECT {{schema}}.callstate_hour(closed_at), {{schema}}.callstate_bin(recover_s),
+                count(*), max(recover_s)
+            FROM {{schema}}.archive WHERE closed_at IS NOT NULL AND recover_s IS NOT NULL
+            GROUP BY 1, 2;
+        INSERT INTO {{schema}}.followup_lag_rollup
+            SELECT {{schema}}.callstate_hour(due_at), {{schema}}.callstate_bin(updated_at - due_at),
+                count(*), max(updated_at - due_at)
+            FROM {{schema}}.followups WHERE status = 'done' AND mark = 'succeeded' GROUP BY 1, 2;
+        INSERT INTO {{schema}}.archive_rollup_day
+            SELECT hour / {DAY_HOURS}, health, sum(legs), sum(tools), sum(in_doubt)
+            FROM {{schema}}.archive_rollup GROUP BY 1, 2;
+        INSERT INTO {{schema}}.archive_recover_rollup_day
+            SELECT hour / {DAY_HOURS}, bin, sum(n), max(worst)
+            FROM {{schema}}.archive_recover_rollup GROUP BY 1, 2;
+        INSERT INTO {{schema}}.followup_lag_rollup_day
+            SELECT hour / {DAY_HOURS}, bin, sum(n), max(worst)
+            FROM {{schema}}.followup_lag_rollup GROUP BY 1, 2;
+"""
 
 #: Each runs once, in order, in one transaction, under an advisory lock per schema.
 MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
@@ -147,4 +243,5 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             INCLUDE (health, tools, in_doubt, recover_s);
         """,
     ),
+    (7, _ROLLUP),
 )

@@ -142,19 +142,6 @@ STATEMENTS: Final[dict[str, str]] = {
     ),
     "archive_get": f"SELECT {ARCHIVE_COLS} FROM {{s}}.archive WHERE record_id = %s",
     "archive_list": f"SELECT {ARCHIVE_COLS} FROM {{s}}.archive WHERE ",
-    "archive_figures": (
-        "SELECT health, count(*), count(*) FILTER (WHERE tools > 0), "
-        "count(*) FILTER (WHERE in_doubt > 0) FROM {s}.archive "
-        "WHERE closed_at >= %s AND closed_at < %s GROUP BY health"
-    ),
-    "archive_recover": (
-        "SELECT recover_s FROM {s}.archive WHERE closed_at >= %s AND closed_at < %s "
-        "AND recover_s IS NOT NULL"
-    ),
-    "followup_lag": (
-        "SELECT updated_at - due_at FROM {s}.followups WHERE status = 'done' "
-        "AND due_at >= %s AND due_at < %s AND mark = 'succeeded'"
-    ),
     # a pending follow-up is replaced whole; one past pending is left as it is
     "followup_put": (
         "INSERT INTO {s}.followups (followup_id, session_id, due_at, payload, status, "

@@ -8,7 +8,7 @@ from ..errors import ConflictError
 from ._sql_rows import ARCHIVE_COLS, archive_from_row, archive_values, followup_from_row
 from ._sql_rows import FOLLOWUP_COLS as _FOLLOWUP_COLS
 from ._sqlite_base import SQLiteBase
-from ._sqlite_rollup import read_figures, roll_up
+from ._sqlite_rollup import read_figures, roll_up, roll_up_lag
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
 from .figures import Figures
 
@@ -194,17 +194,19 @@ class SQLiteRecords(SQLiteBase):
         retry_at: float | None = None,
     ) -> bool:
         status = "done" if retry_at is None else "pending"
-        count = await self._run(
-            lambda c: (
-                c.execute(
-                    "UPDATE followups SET status = ?, due_at = COALESCE(?, due_at), mark = ?, "
-                    "last_error = ?, updated_at = ? "
-                    "WHERE followup_id = ? AND status = 'claimed' AND claimed_by = ?",
-                    (status, retry_at, mark, error, now, followup_id, owner),
-                ).rowcount
-            )
-        )
-        return bool(count)
+
+        def txn(c: sqlite3.Connection) -> bool:
+            row = c.execute(
+                "UPDATE followups SET status = ?, due_at = COALESCE(?, due_at), mark = ?, "
+                "last_error = ?, updated_at = ? "
+                "WHERE followup_id = ? AND status = 'claimed' AND claimed_by = ? RETURNING due_at",
+                (status, retry_at, mark, error, now, followup_id, owner),
+            ).fetchone()
+            if row is not None and status == "done" and mark == "succeeded":
+                roll_up_lag(c, row[0], now)  # in the same transaction as the settle
+            return row is not None
+
+        return await self._run(lambda c: self._write(c, txn))
 
     async def followup_get(self, followup_id: str) -> FollowUp | None:
         rows = await self._run(

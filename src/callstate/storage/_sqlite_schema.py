@@ -7,7 +7,7 @@ import time
 from typing import Final
 
 from ..errors import StorageError
-from .histogram import bucket_of
+from .rollup import bin_of, hour_of
 
 __all__ = ["MIGRATIONS", "migrate"]
 
@@ -211,30 +211,38 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             SELECT hour / 24, bin, sum(n), max(worst) FROM archive_recover_rollup GROUP BY 1, 2;
         """,
     ),
+    (
+        # follow-up lag rolled up per hour and day it was due, kept in the settle's
+        # transaction; the follow-ups already succeeded are rolled up now
+        10,
+        """
+        CREATE TABLE followup_lag_rollup (
+            hour INTEGER NOT NULL,
+            bin INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            worst REAL NOT NULL,
+            PRIMARY KEY (hour, bin)
+        );
+        CREATE TABLE followup_lag_rollup_day (
+            day INTEGER NOT NULL,
+            bin INTEGER NOT NULL,
+            n INTEGER NOT NULL,
+            worst REAL NOT NULL,
+            PRIMARY KEY (day, bin)
+        );
+        INSERT INTO followup_lag_rollup
+            SELECT callstate_hour(due_at), callstate_bin(updated_at - due_at), count(*),
+                max(updated_at - due_at)
+            FROM followups WHERE status = 'done' AND mark = 'succeeded' GROUP BY 1, 2;
+        INSERT INTO followup_lag_rollup_day
+            SELECT hour / 24, bin, sum(n), max(worst) FROM followup_lag_rollup GROUP BY 1, 2;
+        """,
+    ),
 )
-
-#: hours per day-level bucket
-DAY_HOURS = 24
-
-#: the rollup's time bucket, in seconds of ``closed_at``
-ROLLUP_S = 3600
-#: the ``archive_recover_rollup.bin`` of samples counted as zero
-ZERO_BIN = -(2**31)
-
-
-def hour_of(closed_at: float) -> int:
-    """The rollup bucket of a ``closed_at`` (the same in Python and in the migration)."""
-    return int(closed_at // ROLLUP_S)
-
-
-def bin_of(seconds: float) -> int:
-    """The ``archive_recover_rollup.bin`` a time-to-recover sample is counted in."""
-    b = bucket_of(seconds)
-    return ZERO_BIN if b is None else b
 
 
 def register_functions(conn: sqlite3.Connection) -> None:
-    """The functions migration 8 rolls existing rows up with."""
+    """The functions migrations 8 and 10 roll existing rows up with."""
     conn.create_function("callstate_hour", 1, hour_of, deterministic=True)
     conn.create_function("callstate_bin", 1, bin_of, deterministic=True)
 

@@ -2,8 +2,8 @@
 
 A store with it answers, for a window of ``closed_at`` times, how many archived legs
 fell in each health class and the raw samples the fleet figures are computed from,
-from an index or rollup rather than by reading records: the SQL stores keep a covering
-index on ``closed_at``, Redis sorted sets scored by it. Every shipped store has it.
+from a rollup rather than by reading records: every shipped store but the memory one
+rolls legs up per hour and day (``storage.rollup``). Every shipped store has it.
 Records archived before this ability (no ``closed_at``) are not counted.
 """
 
@@ -34,6 +34,8 @@ class Figures(msgspec.Struct, kw_only=True):
             them up (percentiles within its stated error); None: use ``recover_s``.
         followup_lag_s: for each follow-up that succeeded, due in the window, the seconds
             from when it was due to when it finished.
+        followup_lag: the same seconds as a ``LogHistogram``, from a store that rolls them
+            up; None: use ``followup_lag_s``.
     """
 
     legs: dict[str, int] = {}
@@ -42,6 +44,7 @@ class Figures(msgspec.Struct, kw_only=True):
     recover_s: list[float] = []
     recover: LogHistogram | None = None
     followup_lag_s: list[float] = []
+    followup_lag: LogHistogram | None = None
 
 
 @runtime_checkable
