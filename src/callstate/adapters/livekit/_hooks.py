@@ -15,13 +15,14 @@ import json
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from livekit.agents import Agent, llm
+from livekit.agents import Agent, AgentSession, llm
 from livekit.agents.voice import io
 from livekit.agents.voice.agent_activity import _SpeechHandleContextVar
 from livekit.agents.voice.speech_handle import SpeechHandle
 
 from ...journal.context import call_output
 from ...journal.state import SessionState, ToolCall
+from ...session import Session
 
 __all__ = [
     "Tap",
@@ -29,10 +30,14 @@ __all__ = [
     "current_speech",
     "delivery_note",
     "drop_item",
+    "heard_of",
     "held_in_reply",
+    "keep_heard",
     "plain_userdata",
+    "record_userdata",
     "replace_held_outputs",
     "stop_held_reply",
+    "userdata_changes",
     "userdata_diff",
     "wrap_llm_node",
     "write_notes",
@@ -98,6 +103,30 @@ def userdata_diff(
     return changed, [k for k in before if k not in data]
 
 
+def userdata_changes(
+    agent_session: AgentSession[Any], seen: dict[str, Any] | None, stored: Mapping[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any], list[str]] | None:
+    """LiveKit's userdata if it changed since ``seen`` (else None): ``(data, changed,
+    gone)``, against ``stored`` (the session's) when nothing was seen yet."""
+    try:
+        value = agent_session.userdata
+    except ValueError:  # no userdata set
+        return None
+    data = plain_userdata(value)
+    if data is None or data == seen:
+        return None
+    changed, gone = userdata_diff(seen if seen is not None else stored, data)
+    return dict(data), changed, gone
+
+
+def record_userdata(session: Session, changed: dict[str, Any], gone: list[str]) -> None:
+    """Record what ``userdata_changes`` found."""
+    if changed:
+        session.update_userdata(changed)
+    if gone:
+        session.remove_userdata(*gone)
+
+
 def call_items(call: ToolCall) -> list[llm.ChatItem]:
     """A callstate call as LiveKit's function call and output items."""
     args = json.dumps(call.args, separators=(",", ":"), default=str)
@@ -116,6 +145,24 @@ def drop_item(item: llm.ChatItem, contexts: Iterable[llm.ChatContext]) -> None:
     """Remove ``item`` itself (not an equal one) from each of ``contexts``."""
     for ctx in contexts:
         ctx.items[:] = [i for i in ctx.items if i is not item]
+
+
+def heard_of(state: SessionState, uid: str | None) -> str:
+    """What the caller heard of utterance ``uid``, as recorded."""
+    item = next((i for i in reversed(state.items) if i.id == uid), None)
+    return item.text if item is not None else ""
+
+
+def keep_heard(msg: llm.ChatMessage, heard: str, contexts: Iterable[llm.ChatContext]) -> None:
+    """Make LiveKit's stored message of a cut reply hold only what the caller heard.
+
+    Text-only, LiveKit stores the chunk being handed to the output at the barge-in
+    as said; callstate knows what the output took. Nothing heard: no message.
+    """
+    if heard:
+        msg.content = [heard]  # one object, shared by the agent's context and history
+    else:
+        drop_item(msg, contexts)
 
 
 def replace_held_outputs(call: ToolCall, contexts: Iterable[llm.ChatContext]) -> None:

@@ -8,7 +8,7 @@ Hooks (livekit-agents 1.8), each recording in the order LiveKit acts:
   ``user_input_transcribed`` (interim transcripts), ``speech_created`` (each speech
   handle, watched for its interruption), ``function_tools_executed`` and
   ``tool_execution_updated`` (plain function tool calls, see ``_plain.py``, and deferred
-  replies), ``agent_state_changed`` and ``close``;
+  replies), ``agent_state_changed``, ``user_state_changed`` and ``close``;
 - a ``TextOutput`` placed first in ``session.output.transcription``: what reaches the
   output is what the caller heard (text arrives there as it is released; with audio
   and TTS-aligned transcripts, as it plays);
@@ -49,22 +49,24 @@ from livekit.agents.voice.events import (
 )
 from livekit.agents.voice.speech_handle import SpeechHandle
 
-from ...errors import CallstateError
+from ...errors import CallstateError, StaleEpochError
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from ._context import AgentFactory, chat_context, handoff_messages
+from ._fence import Fence, FencedCallback
 from ._hooks import (
     Tap,
     current_speech,
-    drop_item,
-    plain_userdata,
+    heard_of,
+    keep_heard,
+    record_userdata,
     stop_held_reply,
-    userdata_diff,
+    userdata_changes,
     wrap_llm_node,
     write_notes,
 )
 from ._link import link_up
-from ._owed import OwedOutcomes, reply_if_idle
+from ._owed import OwedOutcomes
 from ._plain import PlainCalls, handoff_needs_secret
 from ._playout import Playout
 from ._refused import journal_refused
@@ -80,8 +82,9 @@ class LiveKitRecovery:
     Attributes:
         session: the callstate session currently recorded into (a new handle after a
             handoff is accepted).
-        errors: callstate errors raised while recording (a fenced or frozen handle),
-            kept here instead of breaking LiveKit's event loop.
+        errors: callstate errors raised while recording (a frozen handle), kept here
+            instead of breaking LiveKit's event loop. Once the session is fenced (another
+            worker took the call) nothing more is recorded: ``on_fenced`` says so, once.
     """
 
     def __init__(
@@ -105,7 +108,10 @@ class LiveKitRecovery:
         self._speech: str | None = None  # the speech handle that utterance belongs to
         self._ahead: dict[str, str] = {}  # speech id -> text generated before it plays
         self._known: set[str] = set()  # chat item ids already recorded (or seeded)
-        self._noted = {c.call_id for c in session.state.calls.values() if c.delivery}
+        # results whose decided delivery the model was told (a held one is told later)
+        self._noted = {
+            c.call_id for c in session.state.calls.values() if c.delivery not in (None, "held")
+        }
         self._wrapped: weakref.WeakSet[Agent] = weakref.WeakSet()
         self._ready: asyncio.Future[None] | None = None  # a handoff being accepted
         self._deferred: list[Callable[[], Any]] = []
@@ -123,9 +129,12 @@ class LiveKitRecovery:
             lambda: self.session,
             self._live_contexts,
             lambda call_id: call_id in self._ran or self._plain.recorded(call_id),
-            lambda: reply_if_idle(self.agent_session),
+            agent_session,
+            self._noted,
         )
         self._owed.follow(session)
+        self._fence = Fence(lambda: self.session, self._moving, self._owed.stop)
+        self._fence.follow()
         self._playout = Playout(self._cut_heard)  # with audio, heard is what played
         hooks: list[tuple[EventTypes, Callable[[Any], None]]] = [
             ("conversation_item_added", self._on_item),
@@ -134,6 +143,7 @@ class LiveKitRecovery:
             ("function_tools_executed", self._on_tools_executed),
             ("tool_execution_updated", self._on_tool_update),
             ("agent_state_changed", self._on_state),
+            ("user_state_changed", lambda _ev: self._owed.state_changed()),
             ("close", self._on_close),
         ]
         for event, handler in hooks:
@@ -156,10 +166,23 @@ class LiveKitRecovery:
     ) -> ToolOutcome:
         """Run a registered tool through the guard on the current callstate session."""
         await self._wait_ready()
+        msg = "another worker took this call over; this agent session must stop"
         self._ran.add(call_id)  # LiveKit gives the model this call's output
-        return await self.session.run_tool(name, args, call_id=call_id, offered=offered)
+        try:
+            if not self._fence.check():
+                return await self.session.run_tool(name, args, call_id=call_id, offered=offered)
+        except StaleEpochError:
+            self._fence.check()  # learnt just now: said once
+        raise llm.ToolError(msg)  # LiveKit answers the model with it, once per call
+
+    def on_fenced(self, callback: FencedCallback) -> Callable[[], None]:
+        """``callback(session, error)`` once fenced (close the AgentSession); unsubscribes."""
+        return self._fence.on_fenced(callback)
 
     # -- plumbing --------------------------------------------------------------------------
+
+    def _moving(self) -> bool:
+        return self._ready is not None and not self._ready.done()
 
     async def _wait_ready(self) -> None:
         if self._ready is not None:
@@ -167,11 +190,15 @@ class LiveKitRecovery:
 
     def _rec(self, fn: Callable[[], Any]) -> None:
         """Record now, or once a pending handoff is accepted; keep errors, never raise."""
-        if self._ready is not None and not self._ready.done():
+        if self._moving():
             self._deferred.append(fn)
             return
+        if self._fence.check():
+            return  # taken over: said once, nothing more is recorded
         try:
             fn()
+        except StaleEpochError:
+            self._fence.check()  # learnt just now: say so once
         except CallstateError as exc:
             log.warning("callstate could not record: %s", exc)
             self.errors.append(exc)
@@ -261,10 +288,10 @@ class LiveKitRecovery:
         text = (msg.text_content or "").strip()
         if self._cut and (speech is None or speech == self._speech):
             self._playout.settle(text)  # LiveKit stores it after playback stopped
-            heard = self._said(self._uid)
+            heard = heard_of(self.session.state, self._uid)
             self._reset()  # recorded at the barge-in, with what had reached the output
             if heard != text:
-                self._keep_heard(msg, heard)
+                keep_heard(msg, heard, self._contexts())
         elif self._uid is not None or text:
             uid = self._start(speech)
             if msg.interrupted:
@@ -275,26 +302,10 @@ class LiveKitRecovery:
         if self._uid is None and self._ahead:  # generated while this one played: next
             self._start(next(iter(self._ahead)))
 
-    def _said(self, uid: str | None) -> str:
-        """What the caller heard of utterance ``uid``, as recorded."""
-        item = next((i for i in reversed(self.session.state.items) if i.id == uid), None)
-        return item.text if item is not None else ""
-
     def _contexts(self) -> list[llm.ChatContext]:
         """LiveKit's stored contexts: each agent's (what its next turn starts from) and
         the session's history (the app's record of the call)."""
         return [*(a._chat_ctx for a in self._wrapped), self.agent_session.history]
-
-    def _keep_heard(self, msg: llm.ChatMessage, heard: str) -> None:
-        """Make LiveKit's stored message of a cut reply hold only what the caller heard.
-
-        Text-only, LiveKit stores the chunk being handed to the output at the barge-in
-        as said; callstate knows what the output took. Nothing heard: no message.
-        """
-        if heard:
-            msg.content = [heard]  # one object, shared by the agent's context and history
-        else:
-            drop_item(msg, self._contexts())
 
     def _on_interrupt(self, speech_id: str) -> None:
         """LiveKit took a barge-in: truncate to what was heard, overtake running calls."""
@@ -384,6 +395,7 @@ class LiveKitRecovery:
             pkg = await self.session.handoff(to=target, reason="livekit agent handoff")
             self.session = await self.session.keeper.accept(pkg.to_bytes())
             self._owed.follow(self.session)
+            self._fence.follow()
         except CallstateError as exc:
             log.warning("callstate handoff to %r failed: %s", target, exc)
             self.errors.append(exc)
@@ -397,24 +409,10 @@ class LiveKitRecovery:
     # -- userdata --------------------------------------------------------------------------
 
     def _sync_userdata(self) -> None:
-        try:
-            value = self.agent_session.userdata
-        except ValueError:  # no userdata set
-            return
-        data = plain_userdata(value)
-        if data is None or data == self._userdata:
-            return
-        before = self._userdata if self._userdata is not None else self.session.state.userdata
-        changed, gone = userdata_diff(before, data)
-        self._userdata = dict(data)
-
-        def record() -> None:
-            if changed:
-                self.session.update_userdata(changed)
-            if gone:
-                self.session.remove_userdata(*gone)
-
-        self._rec(record)
+        found = userdata_changes(self.agent_session, self._userdata, self.session.state.userdata)
+        if found is not None:
+            self._userdata, changed, gone = found
+            self._rec(lambda: record_userdata(self.session, changed, gone))
 
     # -- session events --------------------------------------------------------------------
 
@@ -472,6 +470,7 @@ class LiveKitRecovery:
     def _on_state(self, ev: AgentStateChangedEvent) -> None:
         self._link_up()
         self._sync_userdata()
+        self._owed.state_changed()
 
     def _link_up(self) -> None:
         """The agent session is running: its room link is open, so the session leaves
@@ -479,11 +478,13 @@ class LiveKitRecovery:
         if not self._linked:
             self._linked = True
             self._rec(lambda: link_up(self.agent_session, self.session))
+            self._rec(self._owed.voice_held)  # results held for the caller, never heard
 
     def _on_close(self, ev: CloseEvent) -> None:
         self._sync_userdata()
         self._owed.stop()
-        if self._end_on_close:
+        self._fence.stop()
+        if self._end_on_close and not self._fence.check():
             self._spawn(self._end(str(ev.reason.value)))
 
     async def _end(self, reason: str) -> None:
