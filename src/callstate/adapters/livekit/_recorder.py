@@ -108,8 +108,7 @@ class LiveKitRecovery:
         self._speech: str | None = None  # the speech handle that utterance belongs to
         self._ahead: dict[str, str] = {}  # speech id -> text generated before it plays
         self._known: set[str] = set()  # chat item ids already recorded (or seeded)
-        # results whose decided delivery the model was told (a held one is told later)
-        self._noted = {
+        self._noted = {  # decided deliveries the model was told (a held one: later)
             c.call_id for c in session.state.calls.values() if c.delivery not in (None, "held")
         }
         self._wrapped: weakref.WeakSet[Agent] = weakref.WeakSet()
