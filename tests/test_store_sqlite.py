@@ -323,3 +323,26 @@ async def test_sessions_written_before_migration_3_claim_with_claim_ids(tmp_path
             await s.claim("old", 4, "w3", 9.0, claim_id="c2")
     finally:
         await s.close()
+
+
+async def test_group_commit_is_one_update_and_one_insert(store: SQLiteStore) -> None:
+    """A group commit of several sessions runs one guarded UPDATE and one INSERT between
+    BEGIN and COMMIT (no per-session SELECT or savepoint) and lands every batch."""
+    for sid in "abc":
+        await _session(store, sid, events=1)
+    conn = store._conn
+    assert conn is not None
+    sql: list[str] = []
+    conn.set_trace_callback(sql.append)  # an executemany traces each of its rows
+    try:
+        results = await store.append(
+            [Batch(session_id=sid, epoch=1, first_seq=2, events=[_turn(2)]) for sid in "abc"]
+        )
+    finally:
+        conn.set_trace_callback(None)
+    assert [None, None, None] == results
+    verbs = [s.split()[0] for s in sql]
+    runs = [v for i, v in enumerate(verbs) if i == 0 or v != verbs[i - 1]]
+    assert ["BEGIN", "UPDATE", "INSERT", "COMMIT"] == runs
+    for sid in "abc":
+        assert [_turn(1), _turn(2)] == await store.read_events(sid)

@@ -81,18 +81,7 @@ class SQLiteStore(SQLiteRecords):
             "INSERT INTO events (session_id, seq, epoch, data) VALUES (?, ?, ?, ?)",
             [(b.session_id, b.first_seq + i, b.epoch, data) for i, data in enumerate(b.events)],
         )
-        if b.snapshot is not None:
-            c.execute(
-                "INSERT INTO snapshots (session_id, seq, data) VALUES (?, ?, ?) "
-                "ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq, data = excluded.data",
-                (b.session_id, b.snapshot_seq, b.snapshot),
-            )
-        if b.snapshot_parts:
-            c.executemany(
-                "INSERT INTO snapshot_parts (session_id, part, data) VALUES (?, ?, ?) "
-                "ON CONFLICT (session_id, part) DO UPDATE SET data = excluded.data",
-                [(b.session_id, n, data) for n, data in b.snapshot_parts.items()],
-            )
+        cls._put_snapshot(c, b)
         c.execute(
             "UPDATE sessions SET seq = ?, agent = CASE WHEN ? = '' THEN agent ELSE ? END, "
             "status = ?, last_interaction_at = max(last_interaction_at, ?), "
@@ -108,6 +97,22 @@ class SQLiteStore(SQLiteRecords):
                 b.session_id,
             ),
         )
+
+    @staticmethod
+    def _put_snapshot(c: sqlite3.Connection, b: Batch) -> None:
+        """Store the batch's snapshot and snapshot parts, if it carries any."""
+        if b.snapshot is not None:
+            c.execute(
+                "INSERT INTO snapshots (session_id, seq, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (session_id) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+                (b.session_id, b.snapshot_seq, b.snapshot),
+            )
+        if b.snapshot_parts:
+            c.executemany(
+                "INSERT INTO snapshot_parts (session_id, part, data) VALUES (?, ?, ?) "
+                "ON CONFLICT (session_id, part) DO UPDATE SET data = excluded.data",
+                [(b.session_id, n, data) for n, data in b.snapshot_parts.items()],
+            )
 
     @classmethod
     def _append_isolated(cls, c: sqlite3.Connection, b: Batch) -> CallstateError | None:
@@ -126,11 +131,71 @@ class SQLiteStore(SQLiteRecords):
         c.execute("RELEASE batch")
         return error
 
+    @staticmethod
+    def _append_fast(c: sqlite3.Connection, batches: Sequence[Batch]) -> bool:
+        """Append every batch in two statements: one guarded ``UPDATE`` of the sessions
+        (each row only at the batch's epoch and preceding seq), one ``INSERT`` of all the
+        events. False when a batch is refused, a row clashes or a package rides along:
+        the caller rolls back and appends batch by batch, each error named.
+        """
+        if any(b.package is not None for b in batches):
+            return False
+        cur = c.executemany(
+            "UPDATE sessions SET seq = ?, agent = CASE WHEN ? = '' THEN agent ELSE ? END, "
+            "status = ?, last_interaction_at = max(last_interaction_at, ?), "
+            "snapshot_seq = CASE WHEN ? > 0 THEN ? ELSE snapshot_seq END "
+            "WHERE session_id = ? AND epoch = ? AND seq = ?",
+            [
+                (
+                    b.last_seq,
+                    b.agent,
+                    b.agent,
+                    b.status,
+                    b.last_interaction_at,
+                    b.snapshot_seq if b.snapshot is not None else 0,
+                    b.snapshot_seq,
+                    b.session_id,
+                    b.epoch,
+                    b.first_seq - 1,
+                )
+                for b in batches
+            ],
+        )
+        if cur.rowcount != len(batches):
+            return False
+        try:
+            c.executemany(
+                "INSERT INTO events (session_id, seq, epoch, data) VALUES (?, ?, ?, ?)",
+                [
+                    (b.session_id, b.first_seq + i, b.epoch, data)
+                    for b in batches
+                    for i, data in enumerate(b.events)
+                ],
+            )
+        except sqlite3.IntegrityError:
+            return False
+        for b in batches:
+            SQLiteStore._put_snapshot(c, b)
+        return True
+
     async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
         if not batches:
             return []
 
         def txn(c: sqlite3.Connection) -> list[CallstateError | None]:
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                if self._append_fast(c, batches):
+                    c.commit()
+                    return [None] * len(batches)
+                c.rollback()  # nothing of it stays; now batch by batch, naming each refusal
+                return self._write(c, careful)
+            except BaseException:
+                if c.in_transaction:
+                    c.rollback()
+                raise
+
+        def careful(c: sqlite3.Connection) -> list[CallstateError | None]:
             results: list[CallstateError | None] = []
             for b in batches:
                 row = c.execute(
@@ -144,7 +209,7 @@ class SQLiteStore(SQLiteRecords):
                 results.append(error)
             return results
 
-        return await self._run(lambda c: self._write(c, txn))
+        return await self._run(txn)
 
     async def load(self, session_id: str) -> Loaded:
         def read(c: sqlite3.Connection) -> Loaded:
