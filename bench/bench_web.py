@@ -186,7 +186,7 @@ async def run(reloads: int, store: str, *, split: bool = False) -> None:
         "page": [r["at_ms"] for r in rows],
         "reconnect": [r["open"] for r in rows],
     }
-    emit("callstate", "own process" if split else "in the example's process")
+    emit("endpoints", "split" if split else "shared")
     emit("reloads", len(rows))
     emit("epochs", f"{int(rows[0]['epoch'])}..{int(rows[-1]['epoch'])}")
     for name, samples in figures.items():

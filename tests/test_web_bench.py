@@ -38,11 +38,12 @@ def test_bench_web_prints_every_metric_for_each_reload(tmp_path: Path) -> None:
     metrics = run_bench(
         "bench_web.py", "--reloads", "3", "--store", f"sqlite:///{tmp_path}/bench.db"
     )
-    expected = {"reloads", "epochs"} | {
+    expected = {"endpoints", "reloads", "epochs"} | {
         f"{name}_{p}_ms" for name in FIGURES for p in ("p50", "p95")
     }
     assert expected == set(metrics)
+    assert "shared" == metrics["endpoints"]  # callstate's endpoints in the example's process
     assert "3" == metrics["reloads"]
     assert "3..5" == metrics["epochs"]  # start at 1, the warm-up resume at 2, then 3 reloads
-    for name in expected - {"reloads", "epochs"}:
+    for name in expected - {"endpoints", "reloads", "epochs"}:
         assert 0 <= float(metrics[name]), name
