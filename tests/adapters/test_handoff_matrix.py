@@ -13,12 +13,13 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from agents.realtime import RealtimeAgent
 from google import genai
 from livekit.agents import AgentSession
 from openai import AsyncOpenAI
 
 from callstate import Keeper, Session
-from callstate.adapters import gemini_live, openai_realtime
+from callstate.adapters import gemini_live, openai_agents, openai_realtime
 from callstate.adapters.livekit import attach, restore
 from callstate.adapters.pipecat import seed_context
 from callstate.testing import FakeClock
@@ -31,6 +32,7 @@ from .test_gemini_live import CONFIG as GEMINI_CONFIG
 from .test_gemini_live import MODEL as GEMINI_MODEL
 from .test_gemini_live import turn_done
 from .test_gemini_live import until as gemini_until
+from .test_openai_agents import move_booking as sdk_move_booking
 from .test_openai_realtime import CONFIG as OPENAI_CONFIG
 from .test_openai_realtime import MODEL as OPENAI_MODEL
 from .test_openai_realtime import TRANSCRIBED, of_type, outputs
@@ -115,6 +117,21 @@ def livekit_has_the_result(seen: list[dict[str, Any]]) -> None:
         [a["status"] for a in answers],
         [a["result"] for a in answers],
     )
+
+
+def realtime_has_the_result(server: rt.RealtimeServer, received: list[dict[str, Any]]) -> None:
+    """The Realtime target was given the caller's ask, the call and its real output once,
+    and the server refused nothing."""
+    items = [e["item"] for e in received if e["type"] == "conversation.item.create"]
+    asked = [i["call_id"] for i in items if i["type"] == "function_call"]
+    answers = [json.loads(o["item"]["output"]) for o in outputs(received, "c1")]
+    assert (["c1"], ["succeeded"], [MOVED]) == (
+        asked,
+        [a["status"] for a in answers],
+        [a["result"] for a in answers],
+    )
+    assert ASK in json.dumps(items)
+    assert [] == [x.errors for x in server.sessions if x.errors]
 
 
 async def test_pipecat_realtime_openai_to_livekit_cascaded(tmp_path: Path) -> None:
@@ -244,16 +261,35 @@ async def test_pipecat_cascaded_to_openai_realtime(tmp_path: Path) -> None:
         ) as conn:
             await server.user_speaks("is it really moved?")
             await openai_until(conn, of_type("response.output_audio_transcript.done"))
-        items = [e["item"] for e in server.received if e["type"] == "conversation.item.create"]
-        asked = [i["call_id"] for i in items if i["type"] == "function_call"]
-        answers = [json.loads(o["item"]["output"]) for o in outputs(server.received, "c1")]
-        assert (["c1"], ["succeeded"], [MOVED]) == (
-            asked,
-            [a["status"] for a in answers],
-            [a["result"] for a in answers],
-        )
-        assert ASK in json.dumps(items)
-        assert [] == [x.errors for x in server.sessions if x.errors]
+        realtime_has_the_result(server, server.received)
+        carried(p, t)
+
+
+async def test_openai_agents_sdk_to_openai_realtime(tmp_path: Path) -> None:
+    """An Agents SDK call moves the booking through the guard, then hands off to the raw
+    OpenAI Realtime adapter: the new Realtime session is given the call and its real
+    output, and the model goes on without running it again."""
+    async with pair(tmp_path) as p, rt.RealtimeServer(session=TRANSCRIBED) as server:
+        s = await p.a.start(caller="+15551234567", agent="booking")
+        agent = RealtimeAgent(name="booking", tools=[sdk_move_booking])
+        server.queue(rt.Call("move_booking", json.dumps(BOOKING), call_id="c1"), rt.Say("Done."))
+        model_config = {"url": f"{server.url}/realtime?model=gpt-realtime", "api_key": "sk-test"}
+        async with openai_agents.record(agent, s, model_config=model_config) as call:
+            first = server.current
+            await server.wait_for(
+                lambda: any(e["type"] == "session.update" for e in first.received)
+            )
+            await server.user_speaks(ASK)
+            await server.wait_for(lambda: first.active is None and bool(first.audio_ms))
+        _, t = await hand_over(p, call.session)
+        server.queue(rt.Say("Yes, it is at eight."))
+        async with (
+            AsyncOpenAI(api_key="sk-test", websocket_base_url=server.url) as client,
+            openai_realtime.connect(client, t, model=OPENAI_MODEL, config=OPENAI_CONFIG) as conn,
+        ):
+            await server.user_speaks("is it really moved?")
+            await openai_until(conn, of_type("response.output_audio_transcript.done"))
+        realtime_has_the_result(server, server.sessions[1].received)
         carried(p, t)
 
 

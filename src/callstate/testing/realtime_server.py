@@ -21,8 +21,9 @@ Caller transcripts come only when the session has ``audio.input.transcription`` 
 a client secret does), and may be held back until ``transcribe()``: transcription runs
 beside the response in the API. A barge-in's ``speech_started`` names the item its
 commit will create. Each connection is a new, empty session (the API has no server-side
-resume). Tests script answers with ``Say``/``Call``/``Calls`` (parallel calls in one
-response) steps, make the caller speak or barge in, drop the socket with any close
+resume). ``conversation.item.retrieve`` gets ``conversation.item.retrieved`` (a
+truncated item without its transcript: the API drops the unheard text). Tests script
+answers with ``Say``/``Call``/``Calls`` (parallel calls in one response) steps, make the caller speak or barge in, drop the socket with any close
 code, send raw frames (``send_raw``) and send ``session_expired``::
 
     async with RealtimeServer() as server:

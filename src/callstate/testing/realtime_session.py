@@ -25,6 +25,9 @@ from openai.types.realtime import (
     RealtimeSessionCreateRequest,
     SessionUpdatedEvent,
 )
+from openai.types.realtime.conversation_item import ConversationItem
+from openai.types.realtime.realtime_server_event import ConversationItemRetrieved
+from pydantic import TypeAdapter
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -308,7 +311,20 @@ class ServerSession:
         )
 
     async def _on_conversation_item_retrieve(self, data: dict[str, Any]) -> None:
-        raise _Reject("invalid_value", "conversation.item.retrieve is not scripted here.", "type")
+        item = self.item(data["item_id"])
+        if item is None:
+            msg = f"Item with id '{data['item_id']}' not found."
+            raise _Reject("invalid_value", msg, "item_id")
+        if item["id"] in self.truncated:  # truncation drops the unheard transcript
+            parts = [{**p, "transcript": ""} for p in item.get("content", [])]
+            item = {**item, "content": parts}
+        await self.send(
+            ConversationItemRetrieved(
+                type="conversation.item.retrieved",
+                event_id=next_id("event"),
+                item=TypeAdapter(ConversationItem).validate_python(item),
+            )
+        )
 
     async def _on_response_create(self, data: dict[str, Any]) -> None:
         if self.active is not None:

@@ -1,16 +1,49 @@
-"""OpenAI Agents SDK adapter: a ``RealtimeAgent``'s tools run through the callstate guard.
+"""OpenAI Agents SDK adapter: a ``RealtimeSession`` recorded into callstate and kept alive.
 
-``guard_agent(agent, session)`` returns a copy of the ``RealtimeAgent`` whose function
-tools (and those of every agent it hands off to) call ``Session.run_tool`` with the
-model's raw JSON arguments and the model's call id, so each call is journaled before it
-runs, deduplicated, and answered with ``context.call_output`` of its recorded outcome
-(failed, with the reason, for arguments the tool cannot take). The ``RealtimeSession``
-sends that output back over its own Realtime connection as usual.
+``record(agent, session, model_config=...)`` returns a ``RecordedCall``; use it as
+``async with record(...) as call`` and read ``async for event in call`` (the SDK's own
+``RealtimeSessionEvent`` objects). ``call.realtime`` is the current ``RealtimeSession``
+(``send_audio``, ``send_message``...), ``call.session`` the current callstate session.
+On the way through it:
 
-Hooks used: ``agents.RealtimeAgent.clone(tools=..., handoffs=...)``,
+- records the caller's turns (``conversation.item.input_audio_transcription.completed``
+  → ``user_said``) and the agent's utterances (assistant items → ``agent_started``,
+  their transcript → ``agent_progress``, the caller's next turn → ``agent_finished``);
+- runs the agent's tools through the guard (``guard_agent``: ``Session.run_tool``);
+- on a barge-in (``input_audio_buffer.speech_started``) records ``Session.interrupt``
+  with what the caller heard at the played position: the ``playback_tracker`` of
+  ``model_config`` (``RealtimePlaybackTracker``) or, without one, wall-clock time since
+  the item's first audio, as the SDK estimates it. The SDK's own
+  ``conversation.item.truncate`` is used when it sends one; when it sends none (the
+  tracker had not started playing the item) the adapter sends it, so the server drops
+  the unheard transcript;
+- records a handoff between realtime agents as a callstate handoff (``Session.handoff``
+  + ``Keeper.accept``: epoch+1, ``call.session`` is the accepted handle) and gives the
+  target agent the handoff note and ``CONTINUE_NOTE`` (no greeting, no goodbye) in its
+  instructions; once assistant audio played, a ``session.update`` does not resend the
+  voice (the API refuses the whole update with ``cannot_update_voice``);
+- when the connection drops or the server says ``session_expired`` (the 60-minute cap),
+  puts the session on hold, opens a new ``RealtimeSession`` with the current agent and
+  replays the conversation into it (``openai_realtime.replay``: the heard conversation,
+  then the resume note), asking for an answer when the agent owes one.
+
+``guard_agent(agent, session)`` alone returns a copy of the ``RealtimeAgent`` whose
+function tools (and those of every agent it hands off to) call ``Session.run_tool``
+with the model's raw JSON arguments and the model's call id, so each call is journaled
+before it runs, deduplicated, and answered with ``context.call_output`` of its recorded
+outcome (failed, with the reason, for arguments the tool cannot take).
+
+Audio lengths assume the session's output format (pcm16 at 24 kHz unless the server's
+``session.updated`` names G.711).
+
+Hooks used: ``agents.RealtimeAgent.clone(tools=..., handoffs=..., instructions=...)``,
 ``agents.FunctionTool`` (``on_invoke_tool(ToolContext, str)``; ``ToolContext.tool_call_id``),
-``agents.Handoff.on_invoke_handoff``; callstate's ``Session.run_tool`` and
-``journal.context.call_output``.
+``agents.Handoff.on_invoke_handoff`` and ``realtime_handoff``, ``RealtimeRunner(agent,
+model=...)``, a subclass of ``OpenAIRealtimeWebSocketModel`` (its ``connect``, ``close``,
+``_handle_ws_event`` and ``_send_raw_message``), ``RealtimeModelSendRawMessage`` through
+``model.send_event``; callstate's ``Session.user_said/agent_started/agent_progress/
+agent_finished``, ``interrupt``, ``run_tool``, ``handoff`` + ``Keeper.accept``,
+``connection_lost/connection_restored``, ``recovery.plan``, ``context.call_output``.
 """
 
 from __future__ import annotations
@@ -24,6 +57,27 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     )
     raise ImportError(msg) from exc
 
+from typing import TYPE_CHECKING, Any
+
+from ._call import CONTINUE_NOTE, RecordedCall, continuing
 from ._tools import guard_agent, guard_tool
 
-__all__ = ["guard_agent", "guard_tool"]
+if TYPE_CHECKING:
+    from agents.realtime import RealtimeAgent
+
+    from ...session import Session
+
+__all__ = ["CONTINUE_NOTE", "RecordedCall", "continuing", "guard_agent", "guard_tool", "record"]
+
+
+def record(agent: RealtimeAgent[Any], session: Session, **options: Any) -> RecordedCall:
+    """A ``RecordedCall`` to use as ``async with record(agent, session, ...) as call``.
+
+    Args:
+        agent: the starting ``RealtimeAgent`` (its tools and handoffs are guarded).
+        session: the callstate session the call records into.
+        **options: ``model_config`` (the SDK's ``RealtimeModelConfig``: ``url``,
+            ``api_key``, ``playback_tracker``, ``initial_model_settings``...),
+            ``run_config``, ``context`` and ``reconnect_attempts``.
+    """
+    return RecordedCall(agent, session, **options)
