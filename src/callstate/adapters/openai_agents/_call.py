@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from agents.realtime import (
     RealtimeAgent,
@@ -15,11 +14,11 @@ from agents.realtime import (
     RealtimeSessionEvent,
 )
 from agents.realtime.model_inputs import RealtimeModelSendRawMessage
-from agents.run_context import RunContextWrapper
 from websockets.exceptions import ConnectionClosed
 
 from ...continuity.plan import plan
 from ..openai_realtime._replay import cut_note, replay
+from ._handoff import CONTINUE_NOTE, continuing, take_handoff
 from ._model import RecordingModel
 from ._recorder import Recorder
 from ._tools import guard_agent
@@ -28,29 +27,6 @@ if TYPE_CHECKING:
     from ...session import Session
 
 __all__ = ["CONTINUE_NOTE", "RecordedCall", "continuing"]
-
-#: Added to the instructions of an agent taking a call over: the call goes on, it does not start.
-CONTINUE_NOTE: Final = (
-    "You are continuing a call already under way: do not greet the caller, do not "
-    "introduce the call again and do not say goodbye; carry on from the last turn."
-)
-
-
-def continuing(agent: RealtimeAgent[Any], note: str) -> RealtimeAgent[Any]:
-    """A copy of ``agent`` whose instructions end with ``note`` and ``CONTINUE_NOTE``."""
-    extra = f"{note} {CONTINUE_NOTE}".strip()
-    base = agent.instructions
-    if base is None or isinstance(base, str):
-        text = f"{base}\n\n{extra}" if base else extra
-        return agent.clone(instructions=text)
-    prompt = base
-
-    async def instructions(ctx: RunContextWrapper[Any], who: RealtimeAgent[Any]) -> str:
-        got = prompt(ctx, who)
-        text = await got if inspect.isawaitable(got) else got
-        return f"{text}\n\n{extra}" if text else extra
-
-    return agent.clone(instructions=instructions)
 
 
 class RecordedCall:
@@ -160,10 +136,5 @@ class RecordedCall:
     async def _handoff(self, target: RealtimeAgent[Any]) -> RealtimeAgent[Any]:
         """The model handed the call to ``target``: offer and accept it in callstate."""
         self.recorder.finish_open()
-        source = self.session
-        package = await source.handoff(to=target.name, reason=f"handoff to {target.name}")
-        accepted = await source.keeper.accept(package)
-        self.session = accepted
-        note = getattr(accepted.recovery, "resume_note", "") or ""
-        self.agent = continuing(target, note)
+        self.session, self.agent = await take_handoff(self.session, target)
         return self.agent

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
-from agents import FunctionTool
+from agents import Agent, FunctionTool, handoff
+from agents.agent import AgentBase
 from agents.handoffs import Handoff
 from agents.realtime import RealtimeAgent, realtime_handoff
 from agents.run_context import RunContextWrapper
@@ -22,8 +23,10 @@ __all__ = ["OnHandoff", "SessionSource", "guard_agent", "guard_tool"]
 #: The callstate session a guarded tool runs in, or a callable naming the current one
 #: (a recorded call's session changes with every handoff).
 SessionSource: TypeAlias = "Session | Callable[[], Session]"
-#: Called with the target agent when the model takes a handoff; returns the agent to run.
-OnHandoff: TypeAlias = Callable[[RealtimeAgent[Any]], Awaitable[RealtimeAgent[Any]]]
+#: Called with the target agent (a ``RealtimeAgent`` or a plain ``Agent``) when the model
+#: takes a handoff; returns the agent to run.
+OnHandoff: TypeAlias = Callable[[Any], Awaitable[Any]]
+_A = TypeVar("_A", RealtimeAgent[Any], Agent[Any])
 
 
 def _current(source: SessionSource) -> Session:
@@ -46,16 +49,17 @@ def guard_tool(tool: FunctionTool, session: SessionSource) -> FunctionTool:
 
 
 def guard_agent(
-    agent: RealtimeAgent[Any],
+    agent: _A,
     session: SessionSource,
     *,
     on_handoff: OnHandoff | None = None,
-    _seen: dict[int, RealtimeAgent[Any]] | None = None,
-) -> RealtimeAgent[Any]:
+    _seen: dict[int, Any] | None = None,
+) -> _A:
     """A copy of ``agent`` whose function tools, and its handoff targets', are guarded.
 
+    ``agent`` is a ``RealtimeAgent`` or a plain ``Agent`` (the voice pipeline's).
     ``on_handoff`` (optional) runs when the model hands the call to another agent; the
-    agent it returns is the one the ``RealtimeSession`` switches to.
+    agent it returns is the one the ``RealtimeSession`` (or the run) switches to.
     """
     seen = {} if _seen is None else _seen
     if id(agent) in seen:
@@ -68,23 +72,30 @@ def guard_agent(
 
 
 def _guard_handoff(
-    target: RealtimeAgent[Any] | Handoff[Any, Any],
+    target: AgentBase[Any] | Handoff[Any, Any],
     session: SessionSource,
     on_handoff: OnHandoff | None,
-    seen: dict[int, RealtimeAgent[Any]],
-) -> RealtimeAgent[Any] | Handoff[Any, Any]:
+    seen: dict[int, Any],
+) -> Any:
     if isinstance(target, RealtimeAgent):
         guarded = guard_agent(target, session, on_handoff=on_handoff, _seen=seen)
         if on_handoff is None:
             return guarded
-        target = realtime_handoff(guarded)
-    if on_handoff is None:
+        made: Handoff[Any, Any] = realtime_handoff(guarded)
+    elif isinstance(target, Agent):
+        plain = guard_agent(target, session, on_handoff=on_handoff, _seen=seen)
+        if on_handoff is None:
+            return plain
+        made = handoff(plain)
+    elif isinstance(target, Handoff) and on_handoff is not None:
+        made = target
+    else:
         return target
-    invoke = target.on_invoke_handoff
+    invoke = made.on_invoke_handoff
     hook = on_handoff
 
     async def handed(ctx: RunContextWrapper[Any], raw: str) -> Any:
         agent = await invoke(ctx, raw)
-        return await hook(agent) if isinstance(agent, RealtimeAgent) else agent
+        return await hook(agent) if isinstance(agent, AgentBase) else agent
 
-    return dataclasses.replace(target, on_invoke_handoff=handed)
+    return dataclasses.replace(made, on_invoke_handoff=handed)
