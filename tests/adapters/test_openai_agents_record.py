@@ -203,9 +203,11 @@ def test_the_adapters_public_surface_is_pinned() -> None:
     expected = [
         "CONTINUE_NOTE",
         "RecordedCall",
+        "RecordedWorkflow",
         "continuing",
         "guard_agent",
         "guard_tool",
         "record",
+        "record_workflow",
     ]
     assert expected == adapter.__all__

@@ -33,6 +33,14 @@ with the model's raw JSON arguments and the model's call id, so each call is jou
 before it runs, deduplicated, and answered with ``context.call_output`` of its recorded
 outcome (failed, with the reason, for arguments the tool cannot take).
 
+``record_workflow(agent, session)`` does the same for the SDK's voice pipeline
+(``agents.voice.VoicePipeline``, STT → ``Agent`` → TTS): it returns a ``RecordedWorkflow``
+(a ``VoiceWorkflowBase``) that records each caller turn and reply, guards the agent's
+tools, records handoffs between plain ``Agent`` objects as callstate handoffs, gives the
+model callstate's context each turn (a resumed session continues), and cuts a reply
+where the app stopped playing it (``workflow.interrupt(played_ms=...)``, with the
+result read through ``workflow.stream(result)``).
+
 Audio lengths assume the session's output format (pcm16 at 24 kHz unless the server's
 ``session.updated`` names G.711).
 
@@ -50,6 +58,7 @@ from __future__ import annotations
 
 try:
     import agents.realtime  # noqa: F401
+    import agents.voice  # noqa: F401  (numpy: the SDK's `voice` extra)
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     msg = (
         "callstate.adapters.openai_agents needs the OpenAI Agents SDK: "
@@ -61,13 +70,23 @@ from typing import TYPE_CHECKING, Any
 
 from ._call import CONTINUE_NOTE, RecordedCall, continuing
 from ._tools import guard_agent, guard_tool
+from ._voice import RecordedWorkflow, record_workflow
 
 if TYPE_CHECKING:
     from agents.realtime import RealtimeAgent
 
     from ...session import Session
 
-__all__ = ["CONTINUE_NOTE", "RecordedCall", "continuing", "guard_agent", "guard_tool", "record"]
+__all__ = [
+    "CONTINUE_NOTE",
+    "RecordedCall",
+    "RecordedWorkflow",
+    "continuing",
+    "guard_agent",
+    "guard_tool",
+    "record",
+    "record_workflow",
+]
 
 
 def record(agent: RealtimeAgent[Any], session: Session, **options: Any) -> RecordedCall:
