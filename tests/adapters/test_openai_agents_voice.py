@@ -168,12 +168,37 @@ async def test_an_interruption_keeps_only_what_the_caller_heard(
     assert "On Friday." == await heard_until(events, "turn_ended")
     await audio.add_audio(None)
     await heard_until(events, "session_ended")
+    workflow.finish_open()
     assert [heard_part] == messages_of(server, 1, "assistant")
     cut, answer = (i for i in s.state.items if i.kind == "assistant")
     assert (True, heard_part) == (cut.interrupted, cut.spoken)
     assert "and I sent a text to confirm it." == cut.unspoken
     assert (True, False, "On Friday.") == (answer.done, answer.interrupted, answer.spoken)
     assert [] == server.errors
+
+
+async def test_an_interruption_by_bytes_and_one_past_the_end(
+    server: ChatServer, keeper: callstate.Keeper
+) -> None:
+    """``played_bytes`` of pcm16 cut a reply as ``played_ms`` does; a stop after a reply's
+    last sample finishes it whole; a reply not yet played when the app stops is unheard."""
+    s = await keeper.start(agent="booking")
+    server.queue(Reply("Fine."), Reply(REPLY), Reply("Noted."))
+    workflow = record_workflow(agents_for(server), s, run_config=NO_TRACE)
+    await one_turn(workflow, "Hello.")
+    assert "Fine." == workflow.interrupt(played_ms=60_000)
+    await one_turn(workflow, "When is it?")
+    assert "Your booking B1" == workflow.interrupt(played_bytes=480 * len("Your booking B1"))
+    result = await pipeline(workflow).run(AudioInput(buffer=speech("Thanks.")))
+    events = workflow.stream(result)
+    await anext(events)  # turn_started: the reply is under way, none of its audio read
+    assert "" == workflow.interrupt(played_ms=0)
+    await heard_until(events, "session_ended")
+    workflow.finish_open()
+    fine, cut, unheard = (i for i in s.state.items if i.kind == "assistant")
+    assert (True, False, "Fine.") == (fine.done, fine.interrupted, fine.spoken)
+    assert (True, "Your booking B1") == (cut.interrupted, cut.spoken)
+    assert (True, "", "Noted.") == (unheard.interrupted, unheard.spoken, unheard.unspoken)
 
 
 async def test_a_resumed_session_seeds_the_agents_history(
@@ -185,6 +210,7 @@ async def test_a_resumed_session_seeds_the_agents_history(
     server.queue(Reply(REPLY))
     first = record_workflow(agents_for(server), s, run_config=NO_TRACE)
     await one_turn(first, "When is my booking?")
+    first.finish_open()  # the app played the reply out, then the line dropped
     await s.flush()
     resumed = await keeper.resume(s.id)
     server.queue(Reply("As I said, eight tonight."))

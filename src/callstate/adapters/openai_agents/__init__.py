@@ -57,7 +57,7 @@ agent_finished``, ``interrupt``, ``run_tool``, ``handoff`` + ``Keeper.accept``,
 from __future__ import annotations
 
 try:
-    import agents.realtime  # noqa: F401
+    import agents.realtime
     import agents.voice  # noqa: F401  (numpy: the SDK's `voice` extra)
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     msg = (

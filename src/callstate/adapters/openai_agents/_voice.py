@@ -172,15 +172,14 @@ class RecordedWorkflow(VoiceWorkflowBase):
 
     async def stream(self, result: StreamedAudioResult) -> AsyncIterator[VoiceStreamEvent]:
         """``result.stream()``'s events, with the audio of each reply counted (``interrupt``
-        needs it) and every reply finished when the pipeline's session ends."""
+        needs it). The stream runs ahead of playback: a reply stays open after its
+        turn ends, until the caller's next turn, ``interrupt`` or ``finish_open``."""
         async for event in result.stream():
             if event.type == "voice_stream_event_lifecycle":
                 if event.event == "turn_started":
                     self._turns += 1
                 elif event.event == "turn_ended" and self._playing() is not None:
                     self._replies[self._turns - 1].streamed = True
-                elif event.event == "session_ended":
-                    self.finish_open()
             elif event.type == "voice_stream_event_audio" and event.data is not None:
                 reply = self._playing()
                 if reply is not None:
@@ -209,12 +208,19 @@ class RecordedWorkflow(VoiceWorkflowBase):
                 that is not a non-negative int.
         """
         ms = self._played_ms(played_ms, played_bytes)
-        reply = self._playing() if self._turns else None
+        reply = self._playing() or next((r for r in reversed(self._replies) if r.open), None)
         if reply is None:
-            reply = next((r for r in reversed(self._replies) if r.open), None)
-        for earlier in self._replies[: self._replies.index(reply) if reply else None]:
+            return ""
+        at = self._replies.index(reply)
+        for earlier in self._replies[:at]:
             self._finish(earlier)
-        if reply is None or not reply.open:
+        for later in self._replies[at + 1 :]:  # not played at all
+            self._cut(later, 0)
+        return self._cut(reply, ms)
+
+    def _cut(self, reply: _Reply, ms: int) -> str:
+        """``reply`` stopped playing at ``ms``: finished if that is its end, else cut there."""
+        if not reply.open:
             return ""
         reply.open = False
         total = reply.samples * 1000 // self.sample_rate
@@ -247,7 +253,8 @@ class RecordedWorkflow(VoiceWorkflowBase):
             reply.session.agent_finished(reply.utterance_id, text=reply.text)
 
     def finish_open(self) -> None:
-        """Every reply not cut played to the end (the caller's next turn came)."""
+        """Every reply not cut played to the end: the caller's next turn came, or the app
+        says its playback is done (call it when the call ends)."""
         for reply in self._replies:
             self._finish(reply)
 
