@@ -5,8 +5,6 @@ the adapter needs its extra and delivers what is owed when it attaches."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 from google import genai
@@ -17,6 +15,7 @@ import callstate
 from callstate.adapters.gemini_live import connect
 from callstate.testing.gemini_server import Call, GeminiServer, Say
 
+from .extras import import_error
 from .test_gemini_live import (  # noqa: F401 - fixtures
     CONFIG,
     MODEL,
@@ -120,12 +119,5 @@ async def test_an_outcome_owed_on_attach_reaches_the_model(
 
 def test_missing_extra_names_the_install_command() -> None:
     """Without google-genai the adapter's ImportError says `pip install callstate[gemini]`."""
-    code = (
-        "import sys; sys.modules['google.genai'] = None\n"
-        "try:\n    import callstate.adapters.gemini_live\n"
-        "except ImportError as e:\n    print(e)\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    ).stdout
+    out = import_error("callstate.adapters.gemini_live", "google.genai")
     assert "pip install callstate[gemini]" in out

@@ -29,6 +29,7 @@ from callstate.testing import FakeClock
 from callstate.testing.chat_server import Calls, ChatServer, FunctionCall, Reply
 from callstate.testing.voice_models import ScriptedSTT, ScriptedTTS, silence, speech, text_of
 
+from .extras import import_error
 from .test_openai_agents import move_booking
 from .test_openai_realtime import Gates, make_tools
 
@@ -259,3 +260,9 @@ async def test_interrupt_names_a_bad_played_position(
         workflow.interrupt(played_ms=1, played_bytes=2)
     with pytest.raises(callstate.ConfigError, match=r"sample_rate .* got 0"):
         record_workflow(agents_for(server), s, sample_rate=0)
+
+
+def test_without_the_sdks_voice_group_the_import_names_the_extra() -> None:
+    """Without numpy (the SDK's ``voice`` group) the adapter says `pip install callstate[agents]`."""
+    out = import_error("callstate.adapters.openai_agents", "numpy")
+    assert "pip install callstate[agents]" in out
