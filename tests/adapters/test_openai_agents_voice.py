@@ -7,6 +7,7 @@ through the SDK's real ``OpenAIChatCompletionsModel`` and ``AsyncOpenAI``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -175,6 +176,43 @@ async def test_an_interruption_keeps_only_what_the_caller_heard(
     assert (True, heard_part) == (cut.interrupted, cut.spoken)
     assert "and I sent a text to confirm it." == cut.unspoken
     assert (True, False, "On Friday.") == (answer.done, answer.interrupted, answer.spoken)
+    assert [] == server.errors
+
+
+async def test_a_barge_in_over_a_running_write_overtakes_it_and_the_model_gets_its_outcome(
+    server: ChatServer, keeper: callstate.Keeper, gates: Gates
+) -> None:
+    """The app stops playback while the write runs: the call is overtaken, still runs once,
+    the reply voicing it goes unheard, and the next turn's model gets the outcome."""
+    gates.move.clear()
+    s = await keeper.start(agent="booking")
+    server.queue(Calls(FunctionCall("move_booking", '{"booking_id": "B1", "time": "20:00"}', "c1")))
+    server.queue(Reply("Done, B1 is at eight."), Reply("Yes, B1 is at eight."))
+    workflow = record_workflow(agents_for(server), s, run_config=NO_TRACE)
+    audio = StreamedAudioInput()
+    events = workflow.stream(await pipeline(workflow).run(audio))
+    await audio.add_audio(np.concatenate([speech("Move B1 to eight."), silence(100)]))
+    async with asyncio.timeout(5):
+        while not gates.runs:  # noqa: ASYNC110 - the write starts inside the pipeline
+            await asyncio.sleep(0)
+    assert "" == workflow.interrupt(played_ms=0)
+    assert s.state.calls["c1"].overtaken
+    gates.move.set()
+    await heard_until(events, "turn_ended")  # streamed, but the app plays none of it
+    await audio.add_audio(np.concatenate([speech("Did it work?"), silence(100)]))
+    await heard_until(events, "turn_ended")
+    await audio.add_audio(None)
+    await heard_until(events, "session_ended")
+    c1 = s.state.calls["c1"]
+    assert (["move_booking"], "succeeded", 1) == (gates.runs, c1.status, c1.attempts)
+    assert [call_output(c1)] == messages_of(server, 2, "tool")
+    assert [None] == messages_of(server, 2, "assistant")  # the call; no unheard reply
+    unheard = next(i for i in s.state.items if i.kind == "assistant")
+    assert (True, "", "Done, B1 is at eight.") == (
+        unheard.interrupted,
+        unheard.spoken,
+        unheard.unspoken,
+    )
     assert [] == server.errors
 
 

@@ -120,6 +120,9 @@ class RecordedWorkflow(VoiceWorkflowBase):
         self._replies: list[_Reply] = []  # every reply, in the order the pipeline speaks them
         self._turns = 0  # the pipeline's turns ``stream`` has seen start
         self._seeded = False
+        self._running = False  # a turn's run is under way
+        self._stopped = False  # the app stopped playback during the turn under way
+        self._reply: _Reply | None = None  # the reply of the turn under way, once it speaks
 
     def _messages(self, said: str) -> list[dict[str, Any]]:
         """Callstate's context for the model; on a resumed session's first turn, the
@@ -145,18 +148,22 @@ class RecordedWorkflow(VoiceWorkflowBase):
         result = Runner.run_streamed(
             self.agent, items, context=self.context, run_config=self.run_config
         )
-        reply: _Reply | None = None
+        self._running, self._stopped, self._reply = True, False, None
         try:
             async for delta in VoiceWorkflowHelper.stream_text_from(result):
-                if reply is None or reply.session is not self.session:
-                    reply = self._start_reply(reply)
-                if reply.open:
-                    reply.text += delta
+                if self._reply is None or self._reply.session is not self.session:
+                    self._reply = self._start_reply(self._reply)
+                if self._reply.open:
+                    self._reply.text += delta
                 yield delta
         finally:
+            self._running = False
             if not result.is_complete:
                 result.cancel()
-            if reply is not None and reply.open:
+            reply = self._reply
+            if reply is not None and reply.open and self._stopped:
+                self._cut(reply, 0)  # it began after the app stopped this turn's playback
+            elif reply is not None and reply.open:
                 reply.session.agent_progress(reply.utterance_id, spoken_text="", text=reply.text)
         self.agent = result.last_agent
 
@@ -198,7 +205,10 @@ class RecordedWorkflow(VoiceWorkflowBase):
         Give where playback stopped in the reply's audio as ``played_ms``, or as
         ``played_bytes`` of its pcm16. Replies before it played to the end. The reply is
         cut at that position (``Session.interrupt`` with ``heard_text``), so the next
-        turn's model sees only what was heard.
+        turn's model sees only what was heard. Stopped while the turn is still running
+        (a tool call under way, say), the calls in flight are overtaken (their outcomes
+        reach the model, their delivery is held) and what the turn says after it goes
+        unheard.
 
         Returns:
             What the caller heard of the reply ("" when no reply is playing).
@@ -208,15 +218,20 @@ class RecordedWorkflow(VoiceWorkflowBase):
                 that is not a non-negative int.
         """
         ms = self._played_ms(played_ms, played_bytes)
+        heard = ""
         reply = self._playing() or next((r for r in reversed(self._replies) if r.open), None)
-        if reply is None:
-            return ""
-        at = self._replies.index(reply)
-        for earlier in self._replies[:at]:
-            self._finish(earlier)
-        for later in self._replies[at + 1 :]:  # not played at all
-            self._cut(later, 0)
-        return self._cut(reply, ms)
+        if reply is not None:
+            at = self._replies.index(reply)
+            for earlier in self._replies[:at]:
+                self._finish(earlier)
+            for later in self._replies[at + 1 :]:  # not played at all
+                self._cut(later, 0)
+            heard = self._cut(reply, ms)
+        if self._running:
+            self._stopped = True  # what this turn still says goes unheard
+            if self._reply is None and self.session.state.in_flight:
+                self.session.interrupt(heard_text="")  # a barge-in over a tool call
+        return heard
 
     def _cut(self, reply: _Reply, ms: int) -> str:
         """``reply`` stopped playing at ``ms``: finished if that is its end, else cut there."""
