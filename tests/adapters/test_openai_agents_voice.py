@@ -261,7 +261,10 @@ async def test_a_resumed_session_seeds_the_agents_history(
     assert [REPLY] == messages_of(server, 1, "assistant")
     assert resumed.recovery is not None
     assert resumed.recovery.resume_note == messages[3]["content"]
-    assert 2 == resumed.state.epoch
+    workflow.finish_open()
+    last = resumed.state.items[-1]
+    assert (2, False) == (resumed.state.epoch, resumed.on_hold)
+    assert ("assistant", "As I said, eight tonight.", True) == (last.kind, last.text, last.done)
     assert [] == server.errors
 
 

@@ -8,7 +8,8 @@ comes); the agent's function tools run through the guard; a handoff between agen
 a callstate handoff (``take_handoff``: epoch+1, the target told to continue). The
 model's input each turn is callstate's context (``Session.context``), so a reply the
 caller cut off is what the caller heard, and a resumed session starts from the
-recovered conversation with its resume note instead of from nothing.
+recovered conversation with its resume note instead of from nothing (its first
+caller turn takes it off hold: the pipeline's link is up).
 
 The pipeline is turn based and has no barge-in of its own: the app stops playback.
 Read the result through ``workflow.stream(result)`` (the SDK's own events, with the
@@ -141,6 +142,8 @@ class RecordedWorkflow(VoiceWorkflowBase):
     async def run(self, transcription: str) -> AsyncIterator[str]:
         """One caller turn: recorded, answered by the agent, the reply recorded as said."""
         self.finish_open()
+        if self.session.on_hold:  # a caller turn came through the pipeline: the link is up
+            self.session.connection_restored()
         text = transcription.strip()
         if text:
             self.session.user_said(text)
