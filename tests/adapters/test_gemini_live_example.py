@@ -2,25 +2,16 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
+
+from .examples_run import printed
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_example_survives_the_drop_and_voices_the_result() -> None:
     """The example resumes by handle after the drop and the model voices the tool result."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run(
-        [sys.executable, "-W", "error", str(ROOT / "examples" / "gemini_live_agent.py")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        env=env,
-    ).stdout.splitlines()
+    out = printed("gemini_live_agent.py")
     assert "resumed (drop), with handle: True" == out[0]
     assert "user | Please move booking B1 to eight tonight." == out[1]
     assert out[3].startswith('tool | {"status":"succeeded"')

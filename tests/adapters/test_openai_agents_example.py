@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parents[2]
+from .examples_run import printed
 
 
 def test_example_call_survives_the_barge_in_the_handoff_and_the_drop() -> None:
     """The tool runs once, the cut answer keeps what was heard, billing carries on at
     epoch 2 after one reconnect, and the caller's last question gets its answer."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    out = subprocess.run(
-        [sys.executable, "-W", "error", str(ROOT / "examples" / "openai_agents_realtime.py")],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=120,
-        env=env,
-    ).stdout.splitlines()
+    out = printed("openai_agents_realtime.py")
     assert [
         "handoff: booking -> billing",
         "move_booking succeeded {'booking_id': 'B1', 'time': '20:00', 'moved': True},"
