@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from agents import Agent, OpenAIChatCompletionsModel, RunConfig
+from agents import Agent, OpenAIChatCompletionsModel, RunConfig, function_tool, handoff
 from agents.voice import (
     AudioInput,
     StreamedAudioInput,
@@ -146,6 +146,38 @@ async def test_a_handoff_between_agents_is_a_callstate_handoff_and_the_target_co
     assert ["I want a refund.", "Thanks, when?"] == users
     with pytest.raises(callstate.CallstateError):
         await s.run_tool("check_availability", {"date": "today"}, call_id="late")
+    assert [] == server.errors
+
+
+@function_tool
+async def refund(amount: int) -> str:
+    """Refund an amount (its body never runs: callstate's registered tool does)."""
+    raise AssertionError("the unguarded body ran")
+
+
+async def test_a_handoff_given_as_the_sdks_handoff_guards_the_targets_tools(
+    server: ChatServer, keeper: callstate.Keeper, gates: Gates
+) -> None:
+    """With ``handoff(billing)`` (the SDK's own ``Handoff``, its hook kept), the call is
+    still a callstate handoff and billing's refund runs through the guard, once."""
+    hooked: list[str] = []
+    billing = Agent(name="billing", tools=[refund], model=agents_for(server).model)
+    transfer = handoff(billing, on_handoff=lambda ctx: hooked.append("billing"))
+    booking = Agent(name="booking", handoffs=[transfer], model=billing.model)
+    s = await keeper.start(agent="booking")
+    server.queue(Calls(FunctionCall("transfer_to_billing", "{}", "h1")))
+    server.queue(Calls(FunctionCall("refund", '{"amount": 12}', "r1")), Reply("Refunded."))
+    workflow = record_workflow(booking, s, run_config=NO_TRACE)
+    assert "Refunded." == await one_turn(workflow, "Refund me twelve dollars.")
+    accepted = workflow.session
+    r1 = accepted.state.calls["r1"]
+    assert (["billing"], ["refund"]) == (hooked, gates.runs)
+    assert (2, "billing", "succeeded", 1) == (
+        accepted.state.epoch,
+        accepted.state.agent,
+        r1.status,
+        r1.attempts,
+    )
     assert [] == server.errors
 
 

@@ -57,7 +57,9 @@ def guard_agent(
 ) -> _A:
     """A copy of ``agent`` whose function tools, and its handoff targets', are guarded.
 
-    ``agent`` is a ``RealtimeAgent`` or a plain ``Agent`` (the voice pipeline's).
+    ``agent`` is a ``RealtimeAgent`` or a plain ``Agent`` (the voice pipeline's). A
+    handoff given as an SDK ``Handoff`` (``handoff(agent, ...)``) keeps its own hooks
+    and filters; the agent it hands to is guarded when the model takes it.
     ``on_handoff`` (optional) runs when the model hands the call to another agent; the
     agent it returns is the one the ``RealtimeSession`` (or the run) switches to.
     """
@@ -66,7 +68,7 @@ def guard_agent(
         return seen[id(agent)]
     tools = [guard_tool(t, session) if isinstance(t, FunctionTool) else t for t in agent.tools]
     copy = agent.clone(tools=tools)
-    seen[id(agent)] = copy
+    seen[id(agent)] = seen[id(copy)] = copy  # guarding a guarded copy is that copy
     copy.handoffs = [_guard_handoff(h, session, on_handoff, seen) for h in agent.handoffs]
     return copy
 
@@ -87,15 +89,16 @@ def _guard_handoff(
         if on_handoff is None:
             return plain
         made = handoff(plain)
-    elif isinstance(target, Handoff) and on_handoff is not None:
-        made = target
+    elif isinstance(target, Handoff):
+        made = target  # the app's own handoff(): the agent it yields is guarded on invoke
     else:
         return target
     invoke = made.on_invoke_handoff
-    hook = on_handoff
 
     async def handed(ctx: RunContextWrapper[Any], raw: str) -> Any:
-        agent = await invoke(ctx, raw)
-        return await hook(agent) if isinstance(agent, AgentBase) else agent
+        agent: Any = await invoke(ctx, raw)
+        if isinstance(agent, RealtimeAgent | Agent):
+            agent = guard_agent(agent, session, on_handoff=on_handoff, _seen=seen)  # type: ignore[type-var]
+        return agent if on_handoff is None else await on_handoff(agent)
 
     return dataclasses.replace(made, on_invoke_handoff=handed)
