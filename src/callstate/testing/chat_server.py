@@ -9,8 +9,8 @@ talk to it. A request is refused with the API's ``400`` error shape, and kept in
 ``ChatServer.errors``, when:
 
 - its body is not a JSON object, names an unknown parameter, has no ``model``, does not
-  stream, or a message has an unknown role or field (``invalid_json``,
-  ``unknown_parameter``, ``invalid_value``);
+  stream, a message has an unknown role or field, or a tool is not a named function or
+  is offered twice (``invalid_json``, ``unknown_parameter``, ``invalid_value``);
 - a ``tool`` message answers a call id no earlier assistant message of the request
   made, or answers it twice, or an assistant message's ``tool_calls`` are not all
   answered before the next message (``invalid_tool_call_id``, ``tool_calls_unanswered``);
@@ -134,6 +134,22 @@ def _check_messages(messages: Any) -> None:
         raise RequestError("tool_calls_unanswered", msg, "messages")
 
 
+def _check_tools(tools: Any) -> None:
+    if not isinstance(tools, list):
+        raise RequestError("invalid_value", "`tools` must be an array", "tools")
+    names: set[str] = set()
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str) or not name or tool.get("type") != "function":
+            msg = f"tools[{i}] must be a function with a name"
+            raise RequestError("invalid_value", msg, f"tools[{i}]")
+        if name in names:
+            msg = f"tools[{i}].function.name {name!r} is offered twice"
+            raise RequestError("invalid_value", msg, f"tools[{i}].function.name")
+        names.add(name)
+
+
 def check_request(body: Any, issued: set[str]) -> None:
     """Raise ``RequestError`` for a body the API (or this server's strict rules) refuses."""
     if not isinstance(body, dict):
@@ -146,6 +162,7 @@ def check_request(body: Any, issued: set[str]) -> None:
     if body.get("stream") is not True:
         raise RequestError("invalid_value", "this server only streams: `stream` must be true")
     _check_messages(body.get("messages"))
+    _check_tools(body.get("tools", []))
     got = {m.get("tool_call_id") for m in body["messages"] if m.get("role") == "tool"}
     missing = sorted(issued - got)
     if missing:
