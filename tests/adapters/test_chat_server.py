@@ -115,14 +115,17 @@ async def test_unknown_parameters_fields_and_a_missing_script_are_refused(
     assert "script_exhausted" == await refused(server, [user])
 
 
-async def test_tools_that_are_not_named_functions_or_offered_twice_are_refused(
+async def test_malformed_tools_and_tool_calls_are_refused(
     server: ChatServer,
 ) -> None:
-    """A tool without a function name, or a function offered twice, gets a 400."""
+    """A tool without a function name, a function offered twice, or a tool call that is
+    not an object gets a 400."""
     user = {"role": "user", "content": "hi"}
     assert "invalid_value" == await refused(server, [user], tools=[{"type": "function"}])
     assert "invalid_value" == await refused(server, [user], tools=TOOLS + TOOLS)
     assert "offered twice" in server.errors[-1]["message"]
+    bad_call = [{"role": "assistant", "tool_calls": ["c1"]}]
+    assert "invalid_value" == await refused(server, bad_call)
 
 
 async def test_a_request_that_does_not_stream_or_has_no_token_is_refused(

@@ -276,7 +276,10 @@ class ChatServer:
         except ValueError:
             return self._refuse(RequestError("invalid_json", "the body is not JSON"))
         try:
-            check_request(parsed, self._issued)
+            try:
+                check_request(parsed, self._issued)
+            except (AttributeError, TypeError) as exc:  # a part that is not the right shape
+                raise RequestError("invalid_value", f"malformed request: {exc}") from exc
             step = self._next(parsed)
         except RequestError as exc:
             return self._refuse(exc)
