@@ -338,7 +338,11 @@ async def test_postgres_hung_append_raises_storage_error_after_retry_for(
 ) -> None:
     """An append stuck behind a lock past retry_for raises StorageError; later it lands once."""
     url, schema = pg_schema
-    store = PostgresStore(url, schema=schema, retry_for=0.3)
+    direct = PostgresStore(url, schema=schema)  # migrate first: the short retry_for is for the lock
+    await direct.open()
+    await direct.close()
+    # long enough for a connect on a loaded machine, short against the lock held for good
+    store = PostgresStore(url, schema=schema, retry_for=2.0)
     await store.open()
     try:
         sid = "stuck"
@@ -350,7 +354,7 @@ async def test_postgres_hung_append_raises_storage_error_after_retry_for(
         async with await psycopg.AsyncConnection.connect(url) as blocker:
             query = f'SELECT 1 FROM "{schema}".sessions WHERE session_id = %s FOR UPDATE'
             await blocker.execute(query.encode(), [sid])
-            with pytest.raises(StorageError, match=r"still failing after 0\.3s"):
+            with pytest.raises(StorageError, match=r"still failing after 2\.0s"):
                 await store.append([batch])
             await blocker.rollback()
         assert [None] == await store.append([batch])
