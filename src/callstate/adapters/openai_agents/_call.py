@@ -17,7 +17,7 @@ from agents.realtime.model_inputs import RealtimeModelSendRawMessage
 from websockets.exceptions import ConnectionClosed
 
 from ...continuity.plan import plan
-from ..openai_realtime._replay import cut_note, replay
+from .._replay import cut_note, replay
 from ._handoff import CONTINUE_NOTE, continuing, take_handoff
 from ._model import RecordingModel
 from ._recorder import Recorder

@@ -77,11 +77,11 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
 from typing import TYPE_CHECKING, Any
 
 from .._fenced import FencedEvent
+from .._replay import VOICE_NOTE, Replay, replay
 from ._adapter import RealtimeAdapter
 from ._api import ResumedEvent
 from ._continuity import RestoreStats
 from ._frames import BadFrame
-from ._replay import VOICE_NOTE, Replay, replay
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final
 from ...errors import CallstateError
 from ...session import Session
 from ...tools.registry import ToolOutcome
-from ._replay import function_output
+from .._replay import function_output
 
 __all__ = ["Answers"]
 

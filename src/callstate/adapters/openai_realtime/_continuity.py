@@ -18,10 +18,10 @@ from ...session import Session
 from .._fenced import Fence
 from .._heard import heard_text
 from .._held import open_link
+from .._replay import cut_note, merge_config, replay, without_voice
 from ._answers import REPLAYED
 from ._api import ResumedEvent
 from ._order import Playback
-from ._replay import cut_note, merge_config, replay, without_voice
 
 if TYPE_CHECKING:
     from openai.resources.realtime.realtime import AsyncRealtimeConnection

@@ -11,7 +11,7 @@ from openai.resources.realtime.realtime import AsyncRealtimeConnection
 from websockets.exceptions import ConnectionClosed
 
 from ...session import Session
-from ._replay import merge_config
+from .._replay import merge_config
 
 __all__ = ["Sending"]
 

@@ -1,5 +1,7 @@
-"""Rebuilding a conversation in a fresh Realtime session (pure: no I/O).
+"""Rebuilding a conversation in a fresh OpenAI Realtime session (pure: no I/O).
 
+Shared by every adapter that speaks the Realtime protocol: the raw connection
+(``openai_realtime``), the Agents SDK's and Pipecat's ``OpenAIRealtimeLLMService``.
 A Realtime session cannot be resumed server-side, so a new one is filled from the
 checkpoint: ``session.update`` with the agent's config, then one
 ``conversation.item.create`` per item, in order. User turns become ``input_text``
@@ -17,8 +19,8 @@ from typing import Any, Final
 
 import msgspec
 
-from ...journal.context import call_output
-from ...journal.state import SessionState, ToolCall
+from ..journal.context import call_output
+from ..journal.state import SessionState, ToolCall
 
 __all__ = [
     "VOICE_NOTE",
