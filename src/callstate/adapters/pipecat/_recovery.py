@@ -57,12 +57,11 @@ from pipecat.services.llm_service import FunctionCallParams, LLMService
 from pipecat.transports.base_output import BaseOutputTransport
 
 from ...errors import ConfigError, SessionClosed, StaleEpochError
-from ...journal.context import call_output
-from ...journal.state import ToolCall
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from .._held import open_link
 from ._frames import CallstateProcessor
+from ._notes import delivery_note, landed_note
 from ._speech import Speech
 
 __all__ = ["PipecatRecovery", "result_payload"]
@@ -115,37 +114,6 @@ def result_payload(outcome: ToolOutcome) -> Any:
     if outcome.error:
         payload["error"] = outcome.error
     return payload
-
-
-def _note(call: ToolCall) -> str | None:
-    """A system note for the model about a result whose spoken delivery was decided."""
-    what = f"{call.name} (call {call.call_id})"
-    if call.delivery == "announced":
-        return (
-            f"The caller interrupted while {what} ran and has not heard how it ended. "
-            f"Tell them now what was done: {call_output(call)}"
-        )
-    if call.delivery == "delivered":
-        return (
-            f"The caller has not heard the result of {what} yet; give it to them now: "
-            f"{call_output(call)}"
-        )
-    if call.delivery == "discarded":
-        return (
-            f"The caller moved on while {what} ran; do not bring up its result unless "
-            "they ask for it."
-        )
-    return None
-
-
-def _landed_note(call: ToolCall) -> str:
-    """A system note for a call this pipeline did not start, whose outcome just landed."""
-    what = f"{call.name} (call {call.call_id}), started before this pipeline took the call,"
-    if call.delivery == "held":
-        return f"{what} has finished: {call_output(call)}"
-    return (
-        f"{what} has finished: {call_output(call)}. The caller has not heard this yet; tell them."
-    )
 
 
 class PipecatRecovery:
@@ -458,7 +426,7 @@ class PipecatRecovery:
             if call is None or not owed or call_id in self._own or not self.live():
                 continue
             self._known.add(call_id)
-            await self.processor.append(_landed_note(call), run_llm=call.delivery != "held")
+            await self.processor.append(landed_note(call), run_llm=call.delivery != "held")
             self.session.given_to_model(call_id, via=_VIA)
 
     # -- the caller and the model ------------------------------------------------------------
@@ -477,7 +445,7 @@ class PipecatRecovery:
         for call in self.session.state.calls.values():
             if call.call_id in self._noted or call.call_id not in self._known:
                 continue
-            note = _note(call)
+            note = delivery_note(call)
             if note is None:
                 continue
             self._noted.add(call.call_id)
