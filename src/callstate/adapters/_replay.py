@@ -14,6 +14,7 @@ to keep answering by voice.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -103,6 +104,7 @@ def replay(
     config: dict[str, Any] | None,
     note: str,
     prefix: str,
+    answered_later: Collection[str] = (),
 ) -> Replay:
     """The events that restore ``state``'s conversation into an empty Realtime session.
 
@@ -111,6 +113,10 @@ def replay(
         config: the agent's session config (the ``session`` of ``session.update``).
         note: the resume note for the model (``VOICE_NOTE`` is added to it).
         prefix: a short prefix for the replayed item ids (unique per Realtime session).
+        answered_later: call ids whose output the client sends itself once the replay is
+            in (a handler still delivering its result): each is replayed as an open
+            ``function_call`` even when the checkpoint has its outcome, so the new
+            session gets exactly one output for it.
     """
     out = Replay()
     if config:
@@ -151,7 +157,7 @@ def replay(
             )
             out.calls.add(call.call_id)
             last = "running"
-            if call.terminal:
+            if call.terminal and call.call_id not in answered_later:
                 last = "call"
                 add(
                     {

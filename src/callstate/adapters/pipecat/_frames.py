@@ -71,6 +71,8 @@ class Recovery(Protocol):
 
     def late_note(self, call_id: str, payload: Any, *, held: bool) -> str: ...
 
+    async def settled(self) -> None: ...
+
 
 __all__ = ["CallstateProcessor"]
 
@@ -189,6 +191,8 @@ class CallstateProcessor(FrameProcessor):
         A realtime LLM keeps the conversation on its server and takes in only what it
         processes itself, so there the note goes into the LLM, which sends it on.
         """
+        if self._recovery.realtime:
+            await self._recovery.settled()  # a redial under way: it goes into the new session
         # a realtime service keeps the turns on its server: its context may hold nothing yet
         message = note_message(note, first=self._recovery.realtime)
         frame = LLMMessagesAppendFrame([message], run_llm=run_llm)
@@ -217,6 +221,10 @@ class CallstateProcessor(FrameProcessor):
             d.announced = True
             if d.run.done():
                 await self._deliver(call_id)
+
+    def detached(self, call_id: str) -> bool:
+        """True while this processor, not the call's handler, delivers its outcome."""
+        return call_id in self._detached
 
     def forget(self, call_id: str) -> None:
         """The call ended with Pipecat still waiting for it: nothing to deliver here."""

@@ -47,6 +47,7 @@ from pipecat.frames.frames import (
     LLMTextFrame,
     OutputAudioRawFrame,
     StartFrame,
+    TranscriptionFrame,
     TTSStoppedFrame,
     TTSTextFrame,
 )
@@ -62,6 +63,7 @@ from ...tools.registry import ToolOutcome
 from .._held import open_link
 from ._frames import CallstateProcessor
 from ._notes import delivery_note, landed_note
+from ._redial import redial_for
 from ._speech import Speech
 
 __all__ = ["PipecatRecovery", "result_payload"]
@@ -182,6 +184,8 @@ class PipecatRecovery:
             ],
             self.live,
         )
+        #: reopens Pipecat's OpenAI Realtime connection after a drop or the cap
+        self.redial = redial_for(self, llm)
         self._async_functions = set(async_functions)
         self._register(functions, self._async_functions)
         llm.add_event_handler(
@@ -196,6 +200,11 @@ class PipecatRecovery:
                 self.live,
             ),
         )
+        if self.redial is not None:  # OpenAI Realtime: its transcript is the caller's turn,
+            # in the server's order (the aggregator writes it once the reply has begun)
+            llm.add_event_handler(
+                "on_before_push_frame", dispatch([(TranscriptionFrame, self._said)], self.live)
+            )
         if user_aggregator is not None:
             self._tap(user_aggregator)
         if output is not None:
@@ -312,6 +321,7 @@ class PipecatRecovery:
             )
             try:
                 outcome = await asyncio.shield(run)
+                await self.settled()  # a redial under way: answer in the new session
             except asyncio.CancelledError:
                 # Pipecat gave up on the call (a barge-in, its timeout) but the guard did
                 # not: the processor delivers the outcome when the call ends
@@ -377,6 +387,21 @@ class PipecatRecovery:
     def _call_ended(self, call_id: str) -> None:
         self.speech.call_ended(call_id)
 
+    async def settled(self) -> None:
+        """Return once the LLM's connection is up (at once unless a redial is under way)."""
+        if self.redial is not None:
+            await self.redial.settled()
+
+    def running_here(self) -> list[str]:
+        """Calls whose handler in this pipeline will answer them on the wire."""
+        return [c for c in self._own if not self.processor.detached(c)]
+
+    def say(self, instruction: str) -> None:
+        """Have the model say something now (speech the caller never heard)."""
+        self.processor.create_task(
+            self.processor.append(instruction, run_llm=True), "callstate-say"
+        )
+
     def delivered(self, call_id: str) -> None:
         """The call's outcome is in the context now: no longer owed to the model."""
         self._own.discard(call_id)
@@ -399,7 +424,7 @@ class PipecatRecovery:
         self._unsubscribe = self.session.on_outcome(self._outcome_landed, owed=True)
         say, self._say = self._say, None
         if say is not None:  # the caller never heard it: the model says it, as it plays
-            self.processor.create_task(self.processor.append(say, run_llm=True), "callstate-held")
+            self.say(say)
 
     async def detach_outcomes(self) -> None:
         """Stop delivering outcomes (the pipeline ended); what is left stays owed."""
@@ -432,6 +457,10 @@ class PipecatRecovery:
     # -- the caller and the model ------------------------------------------------------------
 
     def _user_turn(self, frame: LLMContextUserTurnFrame) -> None:
+        if frame.text.strip() and self.redial is None:
+            self.session.user_said(frame.text)
+
+    def _said(self, frame: TranscriptionFrame) -> None:
         if frame.text.strip():
             self.session.user_said(frame.text)
 

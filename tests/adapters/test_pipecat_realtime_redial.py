@@ -1,0 +1,157 @@
+"""Pipecat's ``OpenAIRealtimeLLMService`` losing its socket or hitting the 60-minute cap:
+the Pipecat adapter reopens it and replays the conversation from the journal, against
+the strict loopback Realtime server."""
+# ruff: noqa: F811 - the fixtures are imported from the sibling module
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from pipecat.frames.frames import LLMFullResponseEndFrame
+
+import callstate
+from callstate.adapters._replay import VOICE_NOTE
+from callstate.testing import FakeClock
+from callstate.testing.realtime_server import Call, RealtimeServer, Say
+
+from .pipecat_realtime_bot import RealtimeBot, openai_llm
+from .test_openai_realtime_resume import replayed as items
+from .test_pipecat_realtime_openai import (  # noqa: F401 - fixtures
+    MOVE,
+    Gate,
+    assert_clean,
+    caller_says,
+    gate,
+    greeted,
+    outputs,
+    server,
+)
+
+
+@pytest.fixture
+def seen() -> list[callstate.RecoveryEvent]:
+    return []
+
+
+@pytest.fixture
+async def keeper(gate: Gate, seen: list[Any]) -> AsyncIterator[callstate.Keeper]:
+    tools = callstate.ToolRegistry()
+
+    @tools.tool(effect="write")  # not idempotent: it must never run twice
+    async def move_booking(booking_id: str, time: str) -> dict[str, Any]:
+        gate.runs += 1
+        await gate.open.wait()
+        return {"booking_id": booking_id, "time": time, "moved": True}
+
+    async with callstate.Keeper(
+        "memory://",
+        secret=b"0123456789abcdef0123456789abcdef",
+        tools=tools,
+        clock=FakeClock(),
+        sinks=[seen.append],
+    ) as k:
+        yield k
+
+
+def replayed(server: RealtimeServer, n: int) -> bool:
+    """The ``n``-th session has received the whole replay (its closing system note)."""
+    if len(server.sessions) < n:
+        return False
+    got = items(server.sessions[n - 1].received)
+    return any(i[:2] == ("message", "system") and i[2].endswith(VOICE_NOTE) for i in got)
+
+
+def kinds(seen: list[Any]) -> list[str]:
+    return [e.kind for e in seen if e.kind.startswith("link.")]
+
+
+async def a_first_turn(bot: RealtimeBot, server: RealtimeServer) -> None:
+    """Greeting, then one exchange that plays out."""
+    await greeted(bot, server)
+    server.queue(Say("Sure, which booking?"))
+    await caller_says(bot, server, "I want to move a booking")
+    await bot.until(lambda: len(bot.released(LLMFullResponseEndFrame)) == 2)
+
+
+async def the_call_goes_on(
+    bot: RealtimeBot, server: RealtimeServer, s: callstate.Session, seen: list[Any], code: int
+) -> None:
+    """After the old socket ended: a new session gets the conversation as it was heard, in
+    order, says nothing on its own (no greeting) and answers the next turn."""
+    await bot.until(lambda: replayed(server, 2))
+    second = server.sessions[1]
+    got = items(second.received)
+    assert [
+        ("message", "assistant", "Hello, how can I help?"),
+        ("message", "user", "I want to move a booking"),
+        ("message", "assistant", "Sure, which booking?"),
+    ] == got[:3]
+    assert 4 == len(got)
+    assert [] == second.responses  # nothing asked of the model: it owes no answer
+    server.queue(Say("B1 is now at eight."))
+    await caller_says(bot, server, "B1, to eight please")
+    await bot.until(lambda: "eight." in bot.heard())
+    assert "B1 is now at eight." == s.context()[-1]["content"]
+    assert 1 == bot.heard().count("Hello, how can I help?")
+    await bot.until(lambda: kinds(seen) == ["link.lost", "link.restored"])
+    assert (False, 2) == (s.on_hold, len(server.sessions))
+    assert code == server.sessions[0].ws.close_code
+
+
+async def test_a_dropped_socket_is_reopened_with_the_conversation_replayed(
+    server: RealtimeServer, keeper: callstate.Keeper, seen: list[Any]
+) -> None:
+    """The server drops the socket between turns: a new session, the heard conversation
+    replayed into it, the link loss and restore journaled, and the call goes on."""
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await a_first_turn(bot, server)
+        await server.drop()  # TCP abort: the client sees 1006
+        await the_call_goes_on(bot, server, s, seen, 1006)
+    assert_clean(server)
+
+
+async def test_session_expired_is_reopened_with_the_conversation_replayed(
+    server: RealtimeServer, keeper: callstate.Keeper, seen: list[Any]
+) -> None:
+    """The 60-minute cap (``session_expired``, then a close): the same, and no error is
+    pushed or logged for it."""
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await a_first_turn(bot, server)
+        await server.expire()
+        await the_call_goes_on(bot, server, s, seen, 1000)
+    assert ["session_expired"] == [e["code"] for e in server.sessions[0].errors]
+    assert ([], []) == (server.sessions[1].errors, server.malformed)  # nothing refused
+
+
+async def test_a_write_running_across_the_drop_runs_once_and_is_answered_once(
+    server: RealtimeServer, keeper: callstate.Keeper, gate: Gate
+) -> None:
+    """A non-idempotent write is running when the socket drops: it is never run again,
+    the new session gets its call replayed open, then exactly one output once it ends."""
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await greeted(bot, server)
+        server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
+        await caller_says(bot, server, "Move B1 to eight please")
+        await bot.until(lambda: gate.runs == 1)
+        await server.drop(code=1011)
+        await bot.until(lambda: replayed(server, 2))
+        gate.open.set()
+        await bot.until(lambda: "eight." in bot.heard())
+    first, second = server.sessions
+    assert ("function_call", "c1") in items(second.received)
+    assert ([], [("function_call_output", "c1")]) == (
+        [i for i in items(first.received) if i[0] == "function_call_output"],
+        [i for i in items(second.received) if i[0] == "function_call_output"],
+    )
+    assert {"booking_id": "B1", "time": "20:00", "moved": True} == json.loads(outputs(server)[0][1])
+    call = s.state.calls["c1"]
+    assert ("succeeded", 1) == (call.status, gate.runs)
+    assert [] == s.owed_to_model()
+    assert [] == second.left_unanswered
+    assert_clean(server)
