@@ -18,7 +18,8 @@ talks to it (the SDK always dials ``wss`` when it has an API key). The rules it 
 - with ``sessionResumption`` in the setup, each finished turn brings a
   ``sessionResumptionUpdate`` with a ``newHandle`` (``resumable: false`` while a call is
   open); a setup carrying a handle continues that conversation, an unknown or expired
-  handle is refused (1008);
+  handle is refused (1008); ``GeminiServer(issue_handles=False)`` sends no update at
+  all (a connection that drops before the first one has no handle to resume with);
 - transcripts come only when the setup asks for ``inputAudioTranscription`` /
   ``outputAudioTranscription``.
 
@@ -100,7 +101,10 @@ def _tls() -> tuple[ssl.SSLContext, ssl.SSLContext]:
 class GeminiServer:
     """The loopback server: one ``GeminiSession`` per websocket connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, issue_handles: bool = True) -> None:
+        """``issue_handles=False``: no ``sessionResumptionUpdate`` is ever sent, as on a
+        connection that drops before the server's first one."""
+        self.issue_handles = issue_handles
         self.script: deque[Step] = deque()
         self.sessions: list[GeminiSession] = []
         #: resumption handle -> the conversation it resumes

@@ -44,6 +44,7 @@ class Shared(Protocol):
 
     script: deque[Step]
     handles: dict[str, list[dict[str, Any]]]
+    issue_handles: bool
     received: list[dict[str, Any]]
     gate: asyncio.Event
 
@@ -80,6 +81,11 @@ class GeminiSession:
 
     def _on(self, key: str) -> bool:
         return self.setup is not None and key in self.setup
+
+    @property
+    def _resumable(self) -> bool:
+        """The setup asked for session resumption and the server issues handles."""
+        return self._on("sessionResumption") and self.server.issue_handles
 
     @property
     def compression(self) -> dict[str, Any] | None:
@@ -292,7 +298,7 @@ class GeminiSession:
             types.LiveServerMessage(tool_call=types.LiveServerToolCall(function_calls=[fc]))
         )
         self.conversation.append({"role": "model", "text": f"{step.name}({json.dumps(step.args)})"})
-        if self._on("sessionResumption"):  # not resumable while a call is open
+        if self._resumable:  # not resumable while a call is open
             update = types.LiveServerSessionResumptionUpdate(resumable=False)
             await self.send(types.LiveServerMessage(session_resumption_update=update))
         self.server.notify()
@@ -300,7 +306,7 @@ class GeminiSession:
 
     async def _offer_handle(self) -> None:
         """A fresh resumption handle for the conversation so far (when the setup asked)."""
-        if not self._on("sessionResumption") or self.pending:
+        if not self._resumable or self.pending:
             return
         handle = next_id("handle")
         self.server.handles[handle] = [dict(t) for t in self.conversation]
