@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pipecat.frames.frames import (
@@ -57,10 +57,11 @@ from pipecat.processors.frame_processor import FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams, LLMService
 from pipecat.transports.base_output import BaseOutputTransport
 
-from ...errors import ConfigError, SessionClosed, StaleEpochError
+from ...errors import ConfigError
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from .._held import open_link
+from ._dispatch import dispatch
 from ._frames import CallstateProcessor
 from ._notes import delivery_note, landed_note
 from ._redial import redial_for
@@ -72,41 +73,6 @@ _HOPS = 32  # how far from the LLM to look for the user aggregator and the outpu
 _VIA = "pipecat"
 
 log = logging.getLogger("callstate.adapters.pipecat")
-
-Handler = Callable[[Any], None]
-
-
-def dispatch(
-    table: Sequence[tuple[type[Frame], Handler]], live: Callable[[], bool]
-) -> Callable[[object, Frame], None]:
-    """An event handler calling the handler for a frame's class, found once per class.
-
-    Event handlers run for every frame that passes a processor (audio included), so
-    each costs one dict lookup for the frames it does not care about. It is a plain
-    function: Pipecat inspects every handler it calls, and a function is quickest.
-    Once ``live()`` is false (the session was fenced: another owner has the call) it
-    records nothing more and the frame goes on untouched. Other errors reach Pipecat,
-    which logs them.
-    """
-    cache: dict[type, Handler | None] = {}
-
-    def handle(_processor: object, frame: Frame) -> None:
-        cls = type(frame)
-        try:
-            handler = cache[cls]
-        except KeyError:
-            handler = cache[cls] = next((h for t, h in table if issubclass(cls, t)), None)
-        if handler is not None and live():
-            try:
-                handler(frame)
-            except SessionClosed:
-                return  # handed over or closed: this pipeline has nothing more to record
-            except StaleEpochError:
-                live()  # fenced meanwhile: say so once, then stop recording
-                return
-
-    return handle
-
 
 def result_payload(outcome: ToolOutcome) -> Any:
     """What Pipecat writes into the context for an outcome: the result, or its status."""
