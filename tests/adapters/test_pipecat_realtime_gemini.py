@@ -1,57 +1,27 @@
 """The Pipecat adapter with Pipecat's ``GeminiLiveLLMService``, against the strict
 loopback Gemini Live server (``callstate.testing.gemini_server``, TLS on 127.0.0.1)."""
+# ruff: noqa: F811 - the fixtures are imported from the sibling module
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
 
 import pytest
 from pipecat.frames.frames import LLMFullResponseEndFrame
 
 import callstate
-from callstate.testing import FakeClock
 from callstate.testing.gemini_server import Call, GeminiServer, Say
 
 from .pipecat_realtime_bot import RealtimeBot, gemini_llm
+from .test_pipecat_realtime_openai import Gate, gate, idempotent, keeper, seen  # noqa: F401
 
 MOVE = {"booking_id": "B1", "time": "20:00"}
-
-
-class Gate:
-    """Holds ``move_booking`` until the test lets it finish."""
-
-    def __init__(self) -> None:
-        self.open = asyncio.Event()
-        self.runs = 0
-
-
-@pytest.fixture
-def gate() -> Gate:
-    return Gate()
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[GeminiServer]:
     async with GeminiServer() as srv:
         yield srv
-
-
-@pytest.fixture
-async def keeper(gate: Gate) -> AsyncIterator[callstate.Keeper]:
-    tools = callstate.ToolRegistry()
-
-    @tools.tool(effect="write", idempotent=True)
-    async def move_booking(booking_id: str, time: str) -> dict[str, Any]:
-        gate.runs += 1
-        await gate.open.wait()
-        return {"booking_id": booking_id, "time": time, "moved": True}
-
-    async with callstate.Keeper(
-        "memory://", secret=b"0123456789abcdef0123456789abcdef", tools=tools, clock=FakeClock()
-    ) as k:
-        yield k
 
 
 def bot_for(s: callstate.Session, server: GeminiServer) -> RealtimeBot:

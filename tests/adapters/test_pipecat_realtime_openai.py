@@ -42,17 +42,35 @@ async def server() -> AsyncIterator[RealtimeServer]:
 
 
 @pytest.fixture
-async def keeper(gate: Gate) -> AsyncIterator[callstate.Keeper]:
+def seen() -> list[callstate.RecoveryEvent]:
+    """The recovery events the keeper emitted."""
+    return []
+
+
+@pytest.fixture
+def idempotent() -> bool:
+    """Whether ``move_booking`` may be re-run with its idempotency key."""
+    return True
+
+
+@pytest.fixture
+async def keeper(
+    gate: Gate, seen: list[callstate.RecoveryEvent], idempotent: bool
+) -> AsyncIterator[callstate.Keeper]:
     tools = callstate.ToolRegistry()
 
-    @tools.tool(effect="write", idempotent=True)
+    @tools.tool(effect="write", idempotent=idempotent)
     async def move_booking(booking_id: str, time: str) -> dict[str, Any]:
         gate.runs += 1
         await gate.open.wait()
         return {"booking_id": booking_id, "time": time, "moved": True}
 
     async with callstate.Keeper(
-        "memory://", secret=b"0123456789abcdef0123456789abcdef", tools=tools, clock=FakeClock()
+        "memory://",
+        secret=b"0123456789abcdef0123456789abcdef",
+        tools=tools,
+        clock=FakeClock(),
+        sinks=[seen.append],
     ) as k:
         yield k
 

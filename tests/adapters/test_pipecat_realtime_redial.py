@@ -6,7 +6,6 @@ the strict loopback Realtime server."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,7 +13,6 @@ from pipecat.frames.frames import LLMFullResponseEndFrame
 
 import callstate
 from callstate.adapters._replay import VOICE_NOTE
-from callstate.testing import FakeClock
 from callstate.testing.realtime_server import Call, RealtimeServer, Say
 
 from .pipecat_realtime_bot import RealtimeBot, openai_llm
@@ -26,34 +24,17 @@ from .test_pipecat_realtime_openai import (  # noqa: F401 - fixtures
     caller_says,
     gate,
     greeted,
+    keeper,
     outputs,
+    seen,
     server,
 )
 
 
 @pytest.fixture
-def seen() -> list[callstate.RecoveryEvent]:
-    return []
-
-
-@pytest.fixture
-async def keeper(gate: Gate, seen: list[Any]) -> AsyncIterator[callstate.Keeper]:
-    tools = callstate.ToolRegistry()
-
-    @tools.tool(effect="write")  # not idempotent: it must never run twice
-    async def move_booking(booking_id: str, time: str) -> dict[str, Any]:
-        gate.runs += 1
-        await gate.open.wait()
-        return {"booking_id": booking_id, "time": time, "moved": True}
-
-    async with callstate.Keeper(
-        "memory://",
-        secret=b"0123456789abcdef0123456789abcdef",
-        tools=tools,
-        clock=FakeClock(),
-        sinks=[seen.append],
-    ) as k:
-        yield k
+def idempotent() -> bool:
+    """``move_booking`` is a plain write here: it must never run twice."""
+    return False
 
 
 def replayed(server: RealtimeServer, n: int) -> bool:
