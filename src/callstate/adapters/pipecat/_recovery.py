@@ -61,6 +61,7 @@ from ...errors import ConfigError
 from ...session import Session
 from ...tools.registry import ToolOutcome
 from .._held import open_link
+from ._caller import CallerWords
 from ._dispatch import dispatch
 from ._frames import CallstateProcessor
 from ._notes import delivery_note, landed_note
@@ -73,6 +74,7 @@ _HOPS = 32  # how far from the LLM to look for the user aggregator and the outpu
 _VIA = "pipecat"
 
 log = logging.getLogger("callstate.adapters.pipecat")
+
 
 def result_payload(outcome: ToolOutcome) -> Any:
     """What Pipecat writes into the context for an outcome: the result, or its status."""
@@ -143,7 +145,7 @@ class PipecatRecovery:
         self.llm_out = dispatch(
             [
                 (LLMTextFrame, sp.generated),
-                (LLMFullResponseStartFrame, sp.response_started),
+                (LLMFullResponseStartFrame, self._response_started),
                 (FunctionCallsStartedFrame, sp.calls_started),
                 (LLMFullResponseEndFrame, sp.response_generated),
                 (LLMServiceMetadataFrame, self._metadata),
@@ -166,11 +168,11 @@ class PipecatRecovery:
                 self.live,
             ),
         )
-        if self.redial is not None:  # OpenAI Realtime: its transcript is the caller's turn,
-            # in the server's order (the aggregator writes it once the reply has begun)
-            llm.add_event_handler(
-                "on_before_push_frame", dispatch([(TranscriptionFrame, self._said)], self.live)
-            )
+        whole = self.redial is not None and self.redial.whole_transcripts
+        self.caller = CallerWords(session, whole=whole)
+        llm.add_event_handler(
+            "on_before_push_frame", dispatch([(TranscriptionFrame, self._said)], self.live)
+        )
         if user_aggregator is not None:
             self._tap(user_aggregator)
         if output is not None:
@@ -193,7 +195,7 @@ class PipecatRecovery:
                         (OutputAudioRawFrame, sp.played_audio),
                         (TTSTextFrame, sp.played_text),
                         (LLMFullResponseStartFrame, sp.playing_started),
-                        (LLMFullResponseEndFrame, sp.playing_ended),
+                        (LLMFullResponseEndFrame, self._played_out),
                         (TTSStoppedFrame, sp.speech_stopped),
                         (InterruptionFrame, lambda f: sp.barge_in(f, at_output=True)),
                     ],
@@ -352,6 +354,11 @@ class PipecatRecovery:
 
     def _call_ended(self, call_id: str) -> None:
         self.speech.call_ended(call_id)
+        self._changed()
+
+    def _changed(self, _frame: object = None) -> None:
+        if self.redial is not None:
+            self.redial.changed()
 
     async def settled(self) -> None:
         """Return once the LLM's connection is up (at once unless a redial is under way)."""
@@ -361,6 +368,10 @@ class PipecatRecovery:
     def running_here(self) -> list[str]:
         """Calls whose handler in this pipeline will answer them on the wire."""
         return [c for c in self._own if not self.processor.detached(c)]
+
+    def quiet(self) -> bool:
+        """Nothing is being said and no call of this pipeline runs: a moment to move."""
+        return not self.speech.speaking and not self.running_here()
 
     def say(self, instruction: str) -> None:
         """Have the model say something now (speech the caller never heard)."""
@@ -423,12 +434,22 @@ class PipecatRecovery:
     # -- the caller and the model ------------------------------------------------------------
 
     def _user_turn(self, frame: LLMContextUserTurnFrame) -> None:
-        if frame.text.strip() and self.redial is None:
+        if self.realtime:  # the service's own transcript is the turn (see _caller.py)
+            self.caller.turn_ended()
+        elif frame.text.strip():
             self.session.user_said(frame.text)
 
     def _said(self, frame: TranscriptionFrame) -> None:
-        if frame.text.strip():
-            self.session.user_said(frame.text)
+        if self.realtime:
+            self.caller.transcribed(frame)
+
+    def _played_out(self, frame: LLMFullResponseEndFrame) -> None:
+        self.speech.playing_ended(frame)
+        self._changed()
+
+    def _response_started(self, frame: LLMFullResponseStartFrame) -> None:
+        self.caller.turn_ended()
+        self.speech.response_started(frame)
 
     def _interim(self, frame: InterimTranscriptionFrame) -> None:
         if frame.text.strip():

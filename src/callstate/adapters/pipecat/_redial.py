@@ -34,6 +34,8 @@ from ...continuity.plan import plan
 from ...session import Session
 from .._held import open_link
 from .._replay import replay
+from ._redial_gemini import GeminiRedial
+from ._redial_gemini import _Seam as _GeminiSeam
 
 __all__ = ["Redial", "redial_for"]
 
@@ -150,6 +152,9 @@ class _Seam:
 class Redial:
     """Carries the call into a new Realtime session each time the old one ends."""
 
+    #: the service's transcript of the caller is one ``TranscriptionFrame`` per turn
+    whole_transcripts = True
+
     def __init__(self, host: Host, seam: _Seam) -> None:
         self.host = host
         self.seam = seam
@@ -163,6 +168,9 @@ class Redial:
     async def settled(self) -> None:
         """Return once no redial is under way (at once, mostly)."""
         await self._ready.wait()
+
+    def changed(self) -> None:
+        """A reply played out or a call ended (nothing waits for it here)."""
 
     def _cap(self) -> None:
         log.info("callstate: the Realtime session hit its maximum duration; reopening it")
@@ -232,13 +240,22 @@ class Redial:
         return rep.needs_answer
 
 
-def redial_for(host: Host, llm: Any) -> Redial | None:
-    """A :class:`Redial` when ``llm`` is Pipecat's ``OpenAIRealtimeLLMService``, else None."""
+def redial_for(host: Any, llm: Any) -> Redial | GeminiRedial | None:
+    """What carries the call across reconnects of ``llm``: a :class:`Redial` for Pipecat's
+    ``OpenAIRealtimeLLMService``, a ``GeminiRedial`` for its ``GeminiLiveLLMService``,
+    None for any other service."""
     try:
         from pipecat.services.openai.realtime import events
         from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
     except ImportError:  # pragma: no cover - Pipecat installed without its OpenAI extra
+        pass
+    else:
+        if isinstance(llm, OpenAIRealtimeLLMService):
+            return Redial(host, _Seam(llm, events))
+    try:
+        from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
+    except ImportError:  # pragma: no cover - Pipecat installed without its Google extra
         return None
-    if not isinstance(llm, OpenAIRealtimeLLMService):
-        return None
-    return Redial(host, _Seam(llm, events))
+    if isinstance(llm, GeminiLiveLLMService):
+        return GeminiRedial(host, _GeminiSeam(llm))
+    return None

@@ -69,6 +69,11 @@ class Speech:
         self._open: dict[str, _Utterance] = {}  # uid -> response with calls still open
         self._seen: deque[int] = deque(maxlen=_SEEN_FRAMES)
 
+    @property
+    def speaking(self) -> bool:
+        """A response is being generated or played."""
+        return self._playing is not None or (self._utt is not None and not self._utt.closed)
+
     # -- from the LLM ------------------------------------------------------------------
 
     def response_started(self, frame: LLMFullResponseStartFrame) -> None:
