@@ -43,6 +43,8 @@ log = logging.getLogger("callstate.adapters.pipecat")
 
 #: seconds to wait before each attempt to reopen the connection
 _ATTEMPTS = (0.0, 0.5, 2.0)
+#: how long the new session may take to acknowledge the replay before the link opens anyway
+_ACK_S = 5.0
 
 
 class Host(Protocol):
@@ -163,7 +165,10 @@ class Redial:
         self._ready = asyncio.Event()
         self._ready.set()
         self._task: asyncio.Task[None] | None = None
+        self._last: str | None = None  # the replayed item whose conversation.item.added
+        self._acked = asyncio.Event()  # says the new session holds the whole replay
         seam.wrap(self._ended, self._cap)
+        seam.llm.add_event_handler("on_conversation_item_created", self._item_created)
 
     async def settled(self) -> None:
         """Return once no redial is under way (at once, mostly)."""
@@ -171,6 +176,10 @@ class Redial:
 
     def changed(self) -> None:
         """A reply played out or a call ended (nothing waits for it here)."""
+
+    def _item_created(self, _llm: object, item_id: str, _item: object) -> None:
+        if item_id == self._last:
+            self._acked.set()
 
     def _cap(self) -> None:
         log.info("callstate: the Realtime session hit its maximum duration; reopening it")
@@ -231,9 +240,16 @@ class Redial:
         rep = replay(
             state, config=None, note=note, prefix=f"cs{self.redials}i", answered_later=later
         )
+        self._last = rep.item_ids[-1] if rep.item_ids else None
+        self._acked.clear()
         for event in rep.events:
             await self.seam.create(event["item"])
         self.seam.set_up(rep.calls - rep.answered, rep.answered)
+        try:  # the link is open once the new session holds the conversation
+            async with asyncio.timeout(_ACK_S):
+                await self._acked.wait()
+        except TimeoutError:
+            log.warning("callstate: the new Realtime session did not acknowledge the replay")
         for call_id in sorted(rep.answered):
             if call_id in state.owed_to_model:
                 self.host.delivered(call_id)
