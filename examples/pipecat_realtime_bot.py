@@ -7,6 +7,11 @@ says it is done::
 
     python examples/pipecat_realtime_bot.py --provider openai    # or --provider gemini
 
+With ``--drop`` the line then goes: OpenAI's server ends the session at its 60-minute
+cap (``session_expired``), Gemini's drops the socket; the call carries on in a new
+session with the conversation (the caller's next question is answered in context, no
+greeting), and the link loss and restore are recovery events.
+
 For a real call drop the loopback server: give the service your API key (no
 ``base_url`` / ``http_options``) and put ``transport.input()`` first and
 ``transport.output()`` in place of ``Speaker``.
@@ -24,6 +29,7 @@ from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.frames.frames import (
     EndFrame,
     Frame,
+    InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMRunFrame,
@@ -48,6 +54,8 @@ SECRET = b"use-32-random-bytes-in-production"  # signs tokens, encrypts caller i
 HELLO = "Hello, how can I help?"
 ASK = "Please move booking B1 to eight tonight."
 DONE = "Done: your booking is now at eight."
+AGAIN = "Sorry, the line went. What time is it now?"
+STILL = "It is at eight tonight, as we said."
 RATE = 24_000
 
 tools = callstate.ToolRegistry()
@@ -78,6 +86,7 @@ class Speaker(BaseOutputTransport):
     def __init__(self) -> None:
         super().__init__(TransportParams(audio_out_enabled=True, audio_out_sample_rate=RATE))
         self.replies: asyncio.Queue[str] = asyncio.Queue()
+        self.interrupted = asyncio.Event()  # an InterruptionFrame went by
         self._words: list[str] = []
 
     async def start(self, frame: Any) -> None:
@@ -93,6 +102,8 @@ class Speaker(BaseOutputTransport):
         await super().push_frame(frame, direction)
         if isinstance(frame, TTSTextFrame):  # released as its audio plays
             self._words.append(frame.text)
+        elif isinstance(frame, InterruptionFrame):
+            self.interrupted.set()
         elif isinstance(frame, LLMFullResponseEndFrame) and self._words:
             self.replies.put_nowait("".join(self._words).strip())
             self._words = []
@@ -129,9 +140,12 @@ async def call(
     caller: Any,
     *,
     greets: bool,
+    restored: asyncio.Event | None = None,
 ) -> list[str]:
     """One call: the bot greets (if ``greets``), the caller asks, the model moves the
     booking and says so; then the pipeline ends (``EndFrame``: the service hangs up).
+    With ``restored``, the server first ends the connection and the caller asks again
+    once the link is back (``restored`` is set on ``link.restored``).
 
     Returns:
         The replies, as the caller heard them.
@@ -163,6 +177,9 @@ async def call(
             heard = [await speaker.replies.get()] if greets else []
             await caller.user_speaks(ASK)  # the loopback server's voice detection
             heard.append(await speaker.replies.get())
+            if restored is not None:
+                await ask_again(caller, speaker, restored)
+                heard.append(await speaker.replies.get())
             return heard
     finally:
         await worker.queue_frame(EndFrame())
@@ -174,7 +191,23 @@ async def call(
             await running
 
 
-async def main(provider: str) -> None:
+async def ask_again(caller: Any, speaker: Speaker, restored: asyncio.Event) -> None:
+    """The connection ends (OpenAI: its 60-minute cap, ``session_expired`` then a close;
+    Gemini: a dropped socket); once the link is back the caller asks again."""
+    if isinstance(caller, realtime_server.RealtimeServer):
+        await caller.expire()
+        await restored.wait()  # the new session holds the conversation
+        speaker.interrupted.clear()
+        await caller.barge_in()  # the caller starts talking: the bot stops (and hears it)
+        await speaker.interrupted.wait()
+        await caller.current.speech_done(AGAIN, respond=True)
+    else:
+        await caller.drop()
+        await restored.wait()
+        await caller.user_speaks(AGAIN)
+
+
+async def main(provider: str, *, drop: bool = False) -> None:
     move = {"booking_id": "B1", "time": "20:00"}
     server: Any
     if provider == "openai":
@@ -186,22 +219,49 @@ async def main(provider: str) -> None:
         server = gemini_server.GeminiServer()
         gl = gemini_server
         script = [gl.Call("move_booking", move), gl.Say(DONE)]
-    async with server, callstate.Keeper("memory://", secret=SECRET, tools=tools) as keeper:
+    link: list[str] = []  # link.lost / link.restored, as the keeper emits them
+    restored = asyncio.Event()
+
+    def on_event(event: callstate.RecoveryEvent) -> None:
+        if event.kind.startswith("link."):
+            link.append(event.kind)
+            if event.kind == "link.restored":
+                restored.set()
+
+    keeper = callstate.Keeper("memory://", secret=SECRET, tools=tools, sinks=[on_event])
+    async with server, keeper:
         session = await keeper.start(caller="+15551234567", agent="booking")
         if provider == "openai":  # the OpenAI service takes the tools from the context
             llm, context = openai_llm(server), LLMContext(tools=SCHEMA)
         else:
             llm, context = gemini_llm(server), LLMContext()
-        server.queue(*script)
-        for reply in await call(session, llm, context, server, greets=provider == "openai"):
+        server.queue(*script, *([server_say(provider, STILL)] if drop else []))
+        heard = await call(
+            session,
+            llm,
+            context,
+            server,
+            greets=provider == "openai",
+            restored=restored if drop else None,
+        )
+        for reply in heard:
             print(f"{provider} said | {reply}")
+        if drop:
+            print(f"link | {', '.join(link)}")
         for c in session.state.calls.values():
             print(f"call | {c.name} {c.status}, attempts: {c.attempts}")
         print(f"owed to the model | {len(session.owed_to_model())}")
         await session.close()
 
 
+def server_say(provider: str, text: str) -> Any:
+    """A scripted model turn saying ``text`` on the provider's loopback server."""
+    return (realtime_server if provider == "openai" else gemini_server).Say(text)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--provider", choices=["openai", "gemini"], default="openai")
-    asyncio.run(main(parser.parse_args().provider))
+    parser.add_argument("--drop", action="store_true", help="end the connection mid-call")
+    args = parser.parse_args()
+    asyncio.run(main(args.provider, drop=args.drop))

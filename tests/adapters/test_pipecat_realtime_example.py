@@ -19,11 +19,11 @@ ALLOWED = [
 ]
 
 
-def run(provider: str) -> subprocess.CompletedProcess[str]:
+def run(provider: str, *more: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     flags = ["-W", "error", *(f for w in ALLOWED for f in ("-W", w))]
     return subprocess.run(
-        [sys.executable, *flags, str(EXAMPLE), "--provider", provider],
+        [sys.executable, *flags, str(EXAMPLE), "--provider", provider, *more],
         capture_output=True,
         text=True,
         check=False,
@@ -53,6 +53,25 @@ def test_the_example_moves_the_booking_once_and_ends(provider: str, said: list[s
     assert [] == [line for line in done.stderr.splitlines() if any(b in line for b in bad)]
 
 
+@pytest.mark.parametrize(
+    ("provider", "greeting"), [("openai", ["Hello, how can I help?"]), ("gemini", [])]
+)
+def test_the_example_carries_the_call_across_the_drop(provider: str, greeting: list[str]) -> None:
+    """``--drop``: OpenAI's cap or Gemini's dropped socket ends the connection after the
+    booking; the caller's next question is answered in the new session (no new greeting),
+    the link loss and restore are emitted, and the write still ran once."""
+    done = run(provider, "--drop")
+    assert (0, "") == (done.returncode, done.stderr if done.returncode else "")
+    said = [*greeting, "Done: your booking is now at eight.", "It is at eight tonight, as we said."]
+    assert [
+        *(f"{provider} said | {s}" for s in said),
+        "link | link.lost, link.restored",
+        "call | move_booking succeeded, attempts: 1",
+        "owed to the model | 0",
+    ] == done.stdout.splitlines()
+    assert [] == [line for line in done.stderr.splitlines() if "| ERROR " in line]
+
+
 def test_the_readme_shows_the_example() -> None:
     """README's Pipecat section points at the realtime example and names both services."""
     readme = (ROOT / "README.md").read_text()
@@ -60,3 +79,4 @@ def test_the_readme_shows_the_example() -> None:
     part = section[section.index("**Speech-to-speech services**") :]
     assert "examples/pipecat_realtime_bot.py" in part
     assert "--provider gemini" in part
+    assert "--drop" in part
