@@ -136,3 +136,34 @@ async def test_a_write_running_across_the_drop_runs_once_and_is_answered_once(
     assert [] == s.owed_to_model()
     assert [] == second.left_unanswered
     assert_clean(server)
+
+
+async def test_a_drop_mid_reply_replays_only_what_was_heard(
+    server: RealtimeServer, keeper: callstate.Keeper
+) -> None:
+    """The socket drops while a reply streams: the new session gets the words the caller
+    had heard of it, not the unheard rest, and the call goes on."""
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await greeted(bot, server)
+        server.queue(Say("Sure, let me look at that booking for you", chunks=3, pause_after=2))
+        bot.playback.pause_after(1)  # the speaker plays the first words only
+        played = bot.playback.texts_released + 1
+        await caller_says(bot, server, "Move B1 to eight please")
+        await bot.until(lambda: "that" in bot.generated() and bot.playback.texts_released == played)
+        await server.drop()
+        await bot.until(lambda: replayed(server, 2))
+        got = items(server.sessions[1].received)
+        bot.playback.resume()
+        server.queue(Say("B1 is now at eight."))
+        await caller_says(bot, server, "B1, to eight please")
+        await bot.until(lambda: "eight." in bot.heard())
+    assert [
+        ("message", "assistant", "Hello, how can I help?"),
+        ("message", "user", "Move B1 to eight please"),
+        ("message", "assistant", "Sure, let me"),
+    ] == got[:3]
+    assert "while you were saying “look at that”" in got[3][2]  # the unheard rest, as a note
+    assert 4 == len(got)
+    assert [] == server.sessions[1].responses
+    assert_clean(server)
