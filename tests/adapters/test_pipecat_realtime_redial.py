@@ -167,3 +167,29 @@ async def test_a_drop_mid_reply_replays_only_what_was_heard(
     assert 4 == len(got)
     assert [] == server.sessions[1].responses
     assert_clean(server)
+
+
+async def test_near_the_cap_the_call_rolls_over_at_a_quiet_moment(
+    server: RealtimeServer, keeper: callstate.Keeper, seen: list[Any]
+) -> None:
+    """Past ``max_session_s - rollover_margin_s`` the next reply that plays out moves the
+    call to a new session, replayed, before the server's cap: the link is never down."""
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await greeted(bot, server)
+        keeper.clock.advance(3400.0)  # type: ignore[attr-defined]  # a FakeClock
+        assert 1 == len(server.sessions)
+        server.queue(Say("Sure, which booking?"))
+        await caller_says(bot, server, "I want to move a booking")
+        await bot.until(lambda: replayed(server, 2))
+        assert [
+            ("message", "assistant", "Hello, how can I help?"),
+            ("message", "user", "I want to move a booking"),
+            ("message", "assistant", "Sure, which booking?"),
+        ] == items(server.sessions[1].received)[:3]
+        server.queue(Say("B1 is now at eight."))
+        await caller_says(bot, server, "B1, to eight please")
+        await bot.until(lambda: "eight." in bot.heard())
+    assert ([], 1000) == (kinds(seen), server.sessions[0].ws.close_code)
+    assert [] == server.sessions[1].responses
+    assert_clean(server)

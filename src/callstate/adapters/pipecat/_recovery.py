@@ -108,6 +108,10 @@ class PipecatRecovery:
             (default: the first one upstream of ``llm`` when the pipeline starts).
         output: the output transport whose playback to record (default: the first
             ``BaseOutputTransport`` downstream of ``llm`` when the pipeline starts).
+        max_session_s, rollover_margin_s: with ``OpenAIRealtimeLLMService``, the
+            provider's cap on one Realtime session, and how long before it the call
+            moves to a new session at a quiet moment (``session_expired`` is handled
+            whenever it comes).
 
     Raises:
         ConfigError: a name in ``functions`` or ``async_functions`` is not a tool in the
@@ -123,6 +127,8 @@ class PipecatRecovery:
         async_functions: Iterable[str] = (),
         user_aggregator: LLMUserAggregator | None = None,
         output: BaseOutputTransport | None = None,
+        max_session_s: float = 3600.0,
+        rollover_margin_s: float = 300.0,
     ) -> None:
         self.session = session
         self.llm = llm
@@ -153,7 +159,7 @@ class PipecatRecovery:
             self.live,
         )
         #: reopens Pipecat's OpenAI Realtime connection after a drop or the cap
-        self.redial = redial_for(self, llm)
+        self.redial = redial_for(self, llm, cap_s=(max_session_s, rollover_margin_s))
         self._async_functions = set(async_functions)
         self._register(functions, self._async_functions)
         llm.add_event_handler(

@@ -15,7 +15,9 @@ loss and restore are journaled and emitted), and a response is asked for only wh
 agent owes the caller one: no greeting is said again. A call still running in a
 handler of this pipeline is replayed as an open ``function_call``; its handler waits
 for the replay (:meth:`Redial.settled`) and then answers it, once, in the new session;
-the tool itself is never run again.
+the tool itself is never run again. Near the cap (``max_session_s -
+rollover_margin_s``) the same move is made at the first quiet moment, before the
+server ends the session: a rollover, with the link never down.
 
 The service has no public hook for any of this, so what is touched of its private side
 is all in :class:`_Seam`, each with the reason. Read in pipecat-ai 1.14.0.
@@ -58,6 +60,8 @@ class Host(Protocol):
     def running_here(self) -> Collection[str]: ...
 
     def delivered(self, call_id: str) -> None: ...
+
+    def quiet(self) -> bool: ...
 
     def say(self, instruction: str) -> None: ...
 
@@ -157,10 +161,13 @@ class Redial:
     #: the service's transcript of the caller is one ``TranscriptionFrame`` per turn
     whole_transcripts = True
 
-    def __init__(self, host: Host, seam: _Seam) -> None:
+    def __init__(self, host: Host, seam: _Seam, *, cap_s: tuple[float, float]) -> None:
+        """``cap_s``: the provider's cap on one session, and how long before it to move."""
         self.host = host
         self.seam = seam
+        self.cap_s = cap_s
         self.redials = 0  # connections reopened so far
+        self._opened_at = host.session.keeper.clock.now()
         self._expired = False
         self._ready = asyncio.Event()
         self._ready.set()
@@ -175,7 +182,15 @@ class Redial:
         await self._ready.wait()
 
     def changed(self) -> None:
-        """A reply played out or a call ended (nothing waits for it here)."""
+        """A reply played out or a call ended: near the cap, a quiet moment to move to a
+        new session before the server ends this one (a rollover)."""
+        cap, margin = self.cap_s
+        age = self.host.session.keeper.clock.now() - self._opened_at
+        if age < cap - margin or not self._ready.is_set() or not self.host.live():
+            return
+        if self.host.quiet():
+            self._ready.clear()
+            self._task = self.seam.llm.create_task(self._redial("rollover", None), "callstate-roll")
 
     def _item_created(self, _llm: object, item_id: str, _item: object) -> None:
         if item_id == self._last:
@@ -197,7 +212,7 @@ class Redial:
     async def _redial(self, reason: str, code: int | None) -> None:
         s = self.host.session
         try:
-            if s.writable and not s.on_hold:
+            if reason != "rollover" and s.writable and not s.on_hold:
                 s.connection_lost(f"{reason} (close code {code})" if code else reason)
             if self.seam.forget_response():
                 await self._end_response()
@@ -210,6 +225,7 @@ class Redial:
                 log.warning("callstate: could not reopen the Realtime session; the call is on hold")
                 return
             self.redials += 1
+            self._opened_at = s.keeper.clock.now()
             needs_answer = await self._replay(s)
         finally:
             self._ready.set()
@@ -256,10 +272,12 @@ class Redial:
         return rep.needs_answer
 
 
-def redial_for(host: Any, llm: Any) -> Redial | GeminiRedial | None:
+def redial_for(
+    host: Any, llm: Any, *, cap_s: tuple[float, float] = (3600.0, 300.0)
+) -> Redial | GeminiRedial | None:
     """What carries the call across reconnects of ``llm``: a :class:`Redial` for Pipecat's
-    ``OpenAIRealtimeLLMService``, a ``GeminiRedial`` for its ``GeminiLiveLLMService``,
-    None for any other service."""
+    ``OpenAIRealtimeLLMService`` (``cap_s``: see :class:`Redial`), a ``GeminiRedial``
+    for its ``GeminiLiveLLMService``, None for any other service."""
     try:
         from pipecat.services.openai.realtime import events
         from pipecat.services.openai.realtime.llm import OpenAIRealtimeLLMService
@@ -267,7 +285,7 @@ def redial_for(host: Any, llm: Any) -> Redial | GeminiRedial | None:
         pass
     else:
         if isinstance(llm, OpenAIRealtimeLLMService):
-            return Redial(host, _Seam(llm, events))
+            return Redial(host, _Seam(llm, events), cap_s=cap_s)
     try:
         from pipecat.services.google.gemini_live.llm import GeminiLiveLLMService
     except ImportError:  # pragma: no cover - Pipecat installed without its Google extra
