@@ -10,10 +10,10 @@ from typing import Any
 from pipecat.frames.frames import LLMFullResponseEndFrame
 
 import callstate
-from callstate.testing.gemini_server import GeminiServer, Say
+from callstate.testing.gemini_server import Call, GeminiServer, Say
 
 from .pipecat_realtime_bot import RealtimeBot
-from .test_pipecat_realtime_gemini import assert_clean, bot_for, caller_says, server  # noqa: F401
+from .test_pipecat_realtime_gemini import MOVE, assert_clean, bot_for, caller_says, server  # noqa: F401
 from .test_pipecat_realtime_openai import Gate, gate, idempotent, keeper, seen  # noqa: F401
 
 
@@ -87,3 +87,34 @@ async def test_go_away_moves_the_call_to_a_new_connection_with_the_handle(
     assert 1 == bot.recovery.redial.moves
     assert "B1 is now at eight." == s.context()[-1]["content"]
     assert_clean(server)
+
+
+async def test_a_drop_with_no_handle_after_a_call_reseeds_it_with_its_outcome(
+    keeper: callstate.Keeper, gate: Gate
+) -> None:
+    """A guarded call ran before the drop: the re-seeded conversation carries the call and
+    its outcome once (it is not run again), and the strict server takes the seed."""
+    gate.open.set()
+    async with GeminiServer(issue_handles=False) as server:
+        s = await keeper.start(agent="booking")
+        server.queue(Call("move_booking", MOVE, id="c1"), Say("Done, it is at eight."))
+        async with bot_for(s, server) as bot:
+            await caller_says(bot, server, "Move B1 to eight please.")
+            await bot.until(lambda: "eight." in bot.heard())
+            await server.drop()
+            second = await server.wait_sessions(2)
+            await server.wait_for(lambda: any("greet" in t["text"] for t in second.conversation))
+            seeded = [(t["role"], t["text"][:24]) for t in second.conversation]
+            assert [
+                ("user", "Move B1 to eight please."),
+                ("model", "[Called function move_bo"),
+                ("user", "[Function move_booking r"),
+                ("model", "Done, it is at eight."),
+            ] == seeded[:4]
+            assert 5 == len(seeded)  # and the resume note: each turn once
+            server.queue(Say("Anything else?"))
+            await server.user_speaks("Thanks.")
+            await bot.until(lambda: "else?" in bot.heard())
+        assert (1, "succeeded") == (gate.runs, s.state.calls["c1"].status)
+        assert [] == s.owed_to_model()
+        assert_clean(server)

@@ -278,6 +278,7 @@ class PipecatRecovery:
             if not self.live():
                 return  # another owner has the call: this pipeline must not run tools
             tool = name if name is not None else params.function_name
+            self.caller.turn_ended()  # what the caller said comes before the model's call
             self._known.add(call_id)
             self._own.add(call_id)
             raw = params.arguments

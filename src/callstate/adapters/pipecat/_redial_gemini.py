@@ -70,7 +70,10 @@ class _Seam:
     - ``_handle_server_message`` is wrapped: ``go_away`` is read from it, as the
       service does not act on it;
     - ``_session_resumption_handle`` and ``_context`` say whether the service will
-      resume or re-seed, and from which context.
+      resume or re-seed, and from which context;
+    - ``_process_completed_function_calls(send_new_results=False)`` after the
+      reconnect: the service's ``_disconnect`` forgets which results it sent, and would
+      send every one in the context again as a ``toolResponse`` the new session refuses.
     """
 
     def __init__(self, llm: Any) -> None:
@@ -92,6 +95,8 @@ class _Seam:
         async def reconnect_with_callstate() -> None:
             reconnecting()
             await reconnect()
+            if llm._context is not None:  # the new session answers none of the old calls
+                await llm._process_completed_function_calls(send_new_results=False)
 
         async def session_ready_then(session: Any) -> None:
             await session_ready(session)
