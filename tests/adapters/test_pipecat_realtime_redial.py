@@ -193,3 +193,32 @@ async def test_near_the_cap_the_call_rolls_over_at_a_quiet_moment(
     assert ([], 1000) == (kinds(seen), server.sessions[0].ws.close_code)
     assert [] == server.sessions[1].responses
     assert_clean(server)
+
+
+async def test_a_call_finished_before_the_drop_is_replayed_with_its_output_once(
+    server: RealtimeServer, keeper: callstate.Keeper, gate: Gate
+) -> None:
+    """A write that ended before the drop: the new session gets its call and output once,
+    in order, from the replay; Pipecat sends no second output for it later."""
+    gate.open.set()
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await greeted(bot, server)
+        server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
+        await caller_says(bot, server, "Move B1 to eight please")
+        await bot.until(lambda: "eight." in bot.heard())
+        await server.drop()
+        await bot.until(lambda: replayed(server, 2))
+        server.queue(Say("Anything else?"))
+        await caller_says(bot, server, "Thanks")
+        await bot.until(lambda: "else?" in bot.heard())
+    assert [
+        ("message", "assistant", "Hello, how can I help?"),
+        ("message", "user", "Move B1 to eight please"),
+        ("function_call", "c1"),
+        ("function_call_output", "c1"),
+        ("message", "assistant", "Done, it is at eight."),
+    ] == items(server.sessions[1].received)[:5]
+    assert 1 == [i[0] for i in items(server.sessions[1].received)].count("function_call_output")
+    assert ("succeeded", 1) == (s.state.calls["c1"].status, gate.runs)
+    assert_clean(server)
