@@ -222,3 +222,27 @@ async def test_a_call_finished_before_the_drop_is_replayed_with_its_output_once(
     assert 1 == [i[0] for i in items(server.sessions[1].received)].count("function_call_output")
     assert ("succeeded", 1) == (s.state.calls["c1"].status, gate.runs)
     assert_clean(server)
+
+
+async def test_a_write_ending_while_the_line_is_down_is_answered_once_after_it(
+    server: RealtimeServer, keeper: callstate.Keeper, gate: Gate
+) -> None:
+    """The write ends while the connection is down: the new session gets the call and its
+    output once, the old one none, and the write ran once."""
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await greeted(bot, server)
+        server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
+        await caller_says(bot, server, "Move B1 to eight please")
+        await bot.until(lambda: gate.runs == 1)
+        await server.drop()
+        gate.open.set()  # before the new session is even dialled
+        await bot.until(lambda: "eight." in bot.heard())
+    first, second = server.sessions
+    assert [] == [i for i in items(first.received) if i[0] == "function_call_output"]
+    assert [("function_call", "c1"), ("function_call_output", "c1")] == [
+        i for i in items(second.received) if i[0].startswith("function")
+    ]
+    assert ("succeeded", 1) == (s.state.calls["c1"].status, gate.runs)
+    assert [] == s.owed_to_model()
+    assert_clean(server)
