@@ -16,6 +16,10 @@ one ``FrameProcessor`` right after the LLM.
 No observer: a Pipecat observer is handed every frame at every processor (through a
 queue and a task of its own), which cost more than all the rest put together.
 ``_recovery.py``, ``_speech.py`` and ``_frames.py`` say which frames each one records.
+The exception: a realtime service's reconnects, for which Pipecat has no public hook;
+``_redial.py`` (``OpenAIRealtimeLLMService``: drop, ``session_expired``, rollover) and
+``_redial_gemini.py`` (``GeminiLiveLLMService``: re-seed without a handle, ``goAway``)
+keep every use of those services' private side, each with the reason.
 
 What this relies on, as read in pipecat-ai 1.14.0:
 
