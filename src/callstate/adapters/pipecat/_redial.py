@@ -74,7 +74,10 @@ class _Seam:
     - ``_handle_evt_error`` is wrapped: ``session_expired`` is the cap, which this
       module handles, not an error for Pipecat to log and push;
     - ``_disconnecting``: a loop ended by Pipecat's own disconnect (stop, reset) is
-      not a drop;
+      not a drop; ``_websocket`` (the socket the loop read, for its close code, and
+      whether a reconnect worked);
+    - ``_context``: ``reset_conversation()`` needs one; before the first context frame
+      ``_disconnect`` then ``_connect`` is the whole reset;
     - after the replay, ``_llm_needs_conversation_setup`` is cleared (else the
       service's next response would send its own context as one more copy),
       ``_messages_added_manually`` names the replayed items (else a replayed assistant
