@@ -246,3 +246,27 @@ async def test_a_write_ending_while_the_line_is_down_is_answered_once_after_it(
     assert ("succeeded", 1) == (s.state.calls["c1"].status, gate.runs)
     assert [] == s.owed_to_model()
     assert_clean(server)
+
+
+async def test_a_second_drop_while_reopening_is_redialled_too(
+    server: RealtimeServer, keeper: callstate.Keeper, seen: list[Any]
+) -> None:
+    """The new socket drops as soon as it opens: the adapter redials once more, and the
+    third session gets the whole conversation."""
+    s = await keeper.start(agent="booking")
+    async with RealtimeBot(s, openai_llm(server.url)) as bot:
+        await a_first_turn(bot, server)
+        await server.drop()
+        await server.wait_sessions(2)
+        await server.drop()
+        await bot.until(lambda: replayed(server, 3))
+        server.queue(Say("B1 is now at eight."))
+        await caller_says(bot, server, "B1, to eight please")
+        await bot.until(lambda: "eight." in bot.heard())
+    assert [
+        ("message", "assistant", "Hello, how can I help?"),
+        ("message", "user", "I want to move a booking"),
+        ("message", "assistant", "Sure, which booking?"),
+    ] == items(server.sessions[2].received)[:3]
+    assert (3, False) == (len(server.sessions), s.on_hold)
+    assert_clean(server)

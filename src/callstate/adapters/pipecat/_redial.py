@@ -26,6 +26,7 @@ is all in :class:`_Seam`, each with the reason. Read in pipecat-ai 1.14.0.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
@@ -75,7 +76,8 @@ class _Seam:
       module handles, not an error for Pipecat to log and push;
     - ``_disconnecting``: a loop ended by Pipecat's own disconnect (stop, reset) is
       not a drop; ``_websocket`` (the socket the loop read, for its close code, and
-      whether a reconnect worked);
+      whether a reconnect worked; the replay is sent on it directly, so a socket that
+      dies meanwhile ends the replay instead of pushing an error per item);
     - ``_context``: ``reset_conversation()`` needs one; before the first context frame
       ``_disconnect`` then ``_connect`` is the whole reset;
     - after the replay, ``_llm_needs_conversation_setup`` is cleared (else the
@@ -143,10 +145,19 @@ class _Seam:
             await self.llm._disconnect()
             await self.llm._connect()
 
-    async def create(self, item: dict[str, Any]) -> None:
+    async def create(self, item: dict[str, Any]) -> bool:
+        """Send one replayed item; False when the socket is gone (a drop meanwhile)."""
         model = self.events.ConversationItem.model_validate(item)
         self.llm._messages_added_manually[model.id] = True
-        await self.llm.send_client_event(self.events.ConversationItemCreateEvent(item=model))
+        event = self.events.ConversationItemCreateEvent(item=model)
+        ws = self.llm._websocket
+        if ws is None:
+            return False
+        try:  # as ``send_client_event`` does, without an error pushed for a dead socket
+            await ws.send(json.dumps(event.model_dump(exclude_none=True)))
+        except ConnectionClosed:
+            return False
+        return True
 
     def set_up(self, open_calls: Collection[str], answered: Collection[str]) -> None:
         llm = self.llm
@@ -172,11 +183,13 @@ class Redial:
         self.redials = 0  # connections reopened so far
         self._opened_at = host.session.keeper.clock.now()
         self._expired = False
+        self._again: tuple[str, int | None] | None = None  # a drop during a redial
         self._ready = asyncio.Event()
         self._ready.set()
         self._task: asyncio.Task[None] | None = None
         self._last: str | None = None  # the replayed item whose conversation.item.added
         self._acked = asyncio.Event()  # says the new session holds the whole replay
+        self._wake = asyncio.Event()  # the replay was acknowledged, or the socket ended
         seam.wrap(self._ended, self._cap)
         seam.llm.add_event_handler("on_conversation_item_created", self._item_created)
 
@@ -192,12 +205,12 @@ class Redial:
         if age < cap - margin or not self._ready.is_set() or not self.host.live():
             return
         if self.host.quiet():
-            self._ready.clear()
-            self._task = self.seam.llm.create_task(self._redial("rollover", None), "callstate-roll")
+            self._start("rollover", None)
 
     def _item_created(self, _llm: object, item_id: str, _item: object) -> None:
         if item_id == self._last:
             self._acked.set()
+            self._wake.set()
 
     def _cap(self) -> None:
         log.info("callstate: the Realtime session hit its maximum duration; reopening it")
@@ -209,10 +222,25 @@ class Redial:
             return  # another owner has the call
         reason = "session_expired" if self._expired else "drop"
         self._expired = False
+        if self._task is not None and not self._task.done():
+            self._again = (reason, code)  # the new socket ended too: once this one is done
+            self._wake.set()
+            return
+        self._start(reason, code)
+
+    def _start(self, reason: str, code: int | None) -> None:
         self._ready.clear()
         self._task = self.seam.llm.create_task(self._redial(reason, code), "callstate-redial")
 
     async def _redial(self, reason: str, code: int | None) -> None:
+        try:
+            await self._redial_once(reason, code)
+        finally:
+            again, self._again = self._again, None
+            if again is not None:
+                self._start(*again)
+
+    async def _redial_once(self, reason: str, code: int | None) -> None:
         s = self.host.session
         try:
             if reason != "rollover" and s.writable and not s.on_hold:
@@ -262,11 +290,14 @@ class Redial:
         self._last = rep.item_ids[-1] if rep.item_ids else None
         self._acked.clear()
         for event in rep.events:
-            await self.seam.create(event["item"])
+            if self._again is not None or not await self.seam.create(event["item"]):
+                return False  # this socket ended too: the next redial replays it all
         self.seam.set_up(rep.calls - rep.answered, rep.answered)
         try:  # the link is open once the new session holds the conversation
             async with asyncio.timeout(_ACK_S):
-                await self._acked.wait()
+                while not self._acked.is_set() and self._again is None:
+                    await self._wake.wait()
+                    self._wake.clear()
         except TimeoutError:
             log.warning("callstate: the new Realtime session did not acknowledge the replay")
         for call_id in sorted(rep.answered):
