@@ -37,6 +37,14 @@ def idempotent() -> bool:
     return False
 
 
+#: the greeting and the first exchange, as a_first_turn plays them
+FIRST_TURN = [
+    ("message", "assistant", "Hello, how can I help?"),
+    ("message", "user", "I want to move a booking"),
+    ("message", "assistant", "Sure, which booking?"),
+]
+
+
 def replayed(server: RealtimeServer, n: int) -> bool:
     """The ``n``-th session has received the whole replay (its closing system note)."""
     if len(server.sessions) < n:
@@ -65,11 +73,7 @@ async def the_call_goes_on(
     await bot.until(lambda: replayed(server, 2))
     second = server.sessions[1]
     got = items(second.received)
-    assert [
-        ("message", "assistant", "Hello, how can I help?"),
-        ("message", "user", "I want to move a booking"),
-        ("message", "assistant", "Sure, which booking?"),
-    ] == got[:3]
+    assert FIRST_TURN == got[:3]
     assert 4 == len(got)
     assert [] == second.responses  # nothing asked of the model: it owes no answer
     server.queue(Say("B1 is now at eight."))
@@ -182,11 +186,7 @@ async def test_near_the_cap_the_call_rolls_over_at_a_quiet_moment(
         server.queue(Say("Sure, which booking?"))
         await caller_says(bot, server, "I want to move a booking")
         await bot.until(lambda: replayed(server, 2))
-        assert [
-            ("message", "assistant", "Hello, how can I help?"),
-            ("message", "user", "I want to move a booking"),
-            ("message", "assistant", "Sure, which booking?"),
-        ] == items(server.sessions[1].received)[:3]
+        assert FIRST_TURN == items(server.sessions[1].received)[:3]
         server.queue(Say("B1 is now at eight."))
         await caller_says(bot, server, "B1, to eight please")
         await bot.until(lambda: "eight." in bot.heard())
@@ -263,10 +263,6 @@ async def test_a_second_drop_while_reopening_is_redialled_too(
         server.queue(Say("B1 is now at eight."))
         await caller_says(bot, server, "B1, to eight please")
         await bot.until(lambda: "eight." in bot.heard())
-    assert [
-        ("message", "assistant", "Hello, how can I help?"),
-        ("message", "user", "I want to move a booking"),
-        ("message", "assistant", "Sure, which booking?"),
-    ] == items(server.sessions[2].received)[:3]
+    assert FIRST_TURN == items(server.sessions[2].received)[:3]
     assert (3, False) == (len(server.sessions), s.on_hold)
     assert_clean(server)
