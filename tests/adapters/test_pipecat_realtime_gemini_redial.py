@@ -118,3 +118,24 @@ async def test_a_drop_with_no_handle_after_a_call_reseeds_it_with_its_outcome(
         assert (1, "succeeded") == (gate.runs, s.state.calls["c1"].status)
         assert [] == s.owed_to_model()
         assert_clean(server)
+
+
+async def test_go_away_mid_reply_waits_until_the_reply_has_played(
+    server: GeminiServer, keeper: callstate.Keeper
+) -> None:
+    """``goAway`` while the model speaks: the call moves only once the reply has played out,
+    so the caller hears it whole."""
+    s = await keeper.start(agent="booking")
+    server.queue(Say("Sure, let me look at that booking for you", chunks=3, pause_after=2))
+    async with bot_for(s, server) as bot:
+        await caller_says(bot, server, "Move B1 to eight please.")
+        await bot.until(lambda: "that" in bot.generated())
+        await server.go_away("30s")
+        await bot.until(lambda: bot.recovery.redial.moves == 1)
+        assert 1 == len(server.sessions)  # not while the reply is being said
+        server.resume()
+        second = await server.wait_sessions(2)
+        assert "booking for you" in bot.heard()
+        assert second.resumed_from is not None
+    assert [] == [i for i in s.state.items if i.interrupted]
+    assert_clean(server)
