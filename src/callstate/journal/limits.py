@@ -24,6 +24,7 @@ __all__ = [
     "DEFAULT_MAX_TEXT_BYTES",
     "MAX_DEPTH_CEILING",
     "Limits",
+    "admit",
     "check_limits",
     "check_value",
 ]
@@ -237,3 +238,61 @@ def check_limits(event: ev.Event, limits: Limits) -> None:
         return
     for field, value in _payloads(event):
         check_value(value, field=field, limits=limits)
+
+
+#: Per speech event type, its required text fields and its optional one: what
+#: :func:`admit` checks in one pass.
+_SPEECH: Final[dict[type, tuple[tuple[str, ...], str | None]]] = {
+    ev.UserPartial: (("text",), None),
+    ev.UserTurn: (("text",), None),
+    ev.AgentStarted: (("utterance_id", "text"), None),
+    ev.AgentProgress: (("utterance_id", "spoken_text"), "text"),
+    ev.AgentFinished: (("utterance_id",), "text"),
+    ev.Interrupted: (("heard_text", "unspoken_text"), "utterance_id"),
+}
+
+
+def _barge_ok(event: ev.Interrupted) -> bool:
+    """A barge-in's fields besides its texts have their exact, encodable types."""
+    end, overtaken = event.audio_end_ms, event.overtaken
+    if end is not None and type(end) is not int:  # JSON carries an int of any size
+        return False
+    return type(overtaken) is list and (
+        not overtaken or all(type(c) is str and c.isascii() for c in overtaken)
+    )
+
+
+def admit(event: ev.Event, limits: Limits) -> None:
+    """Refuse an event that :func:`check_limits` or ``events.check_recorded`` refuses.
+
+    The hot path's check: a speech event whose texts are ASCII ``str`` within
+    ``limits.max_text_bytes`` (and whose ``seq``, ``at`` and ``v`` have their exact
+    types) passes both in one pass; anything else goes through both, which name the
+    field that failed.
+
+    Raises:
+        PayloadTooDeep, PayloadTooLarge, CodecError: as those two checks.
+    """
+    texts = _SPEECH.get(type(event))
+    if (
+        texts is not None
+        and type(event.seq) is int
+        and type(event.at) is float
+        and type(event.v) is int
+        and event.at - event.at == 0.0  # JSON has no NaN or inf
+    ):
+        cap = limits.max_text_bytes
+        required, optional = texts
+        for name in required:
+            value = getattr(event, name)
+            if type(value) is not str or len(value) > cap or not value.isascii():
+                break
+        else:
+            if optional is None:
+                return
+            value = getattr(event, optional)
+            plain = value is None or (type(value) is str and len(value) <= cap and value.isascii())
+            if plain and (type(event) is not ev.Interrupted or _barge_ok(event)):
+                return
+    check_limits(event, limits)
+    ev.check_recorded(event)

@@ -12,7 +12,7 @@ Snapshots of a state (a cache of the fold) are encoded in ``callstate.snapshot``
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, cast
 
 import msgspec
 
@@ -220,17 +220,20 @@ _RUN_STARTS: Final = (
 # isinstance against a msgspec struct class costs ~0.15 us a class; the hot path's events
 # (speech, tools) skip _track's checks with one set lookup of their exact type instead
 _TRACKED: Final = frozenset({*_LOGGED, ev.SessionEnded, *_RUN_STARTS})
+_LOGGED_TYPES: Final = frozenset(_LOGGED)
+_RUN_START_TYPES: Final = frozenset(_RUN_STARTS)
 
 
 def _track(state: SessionState, event: ev.Event) -> None:
     """Archive book-keeping: the recovery log and where the current run began."""
-    if type(event) not in _TRACKED:
+    kind = type(event)  # event classes are never subclassed: exact types suffice
+    if kind not in _TRACKED:
         return
-    if isinstance(event, _LOGGED):
+    if kind in _LOGGED_TYPES:
         state.recovery_log.append(event)
-    if isinstance(event, ev.SessionEnded):
-        state.end_failed = event.failed
-    elif isinstance(event, _RUN_STARTS):
+    if kind is ev.SessionEnded:
+        state.end_failed = cast("ev.SessionEnded", event).failed
+    elif kind in _RUN_START_TYPES and isinstance(event, _RUN_STARTS):
         state.run_seq = event.seq
         state.run_items = len(state.items)
         state.run_started_at = event.at
@@ -260,7 +263,8 @@ def _user_turn(state: SessionState, event: ev.UserTurn) -> None:
     state.items.append(Item(kind="user", text=event.text, at=event.at, done=True))
     state.partial = ""
     state.turn += 1
-    _interaction(state, event.at)
+    if event.at > state.last_interaction_at:  # _interaction, inlined (as below)
+        state.last_interaction_at = event.at
 
 
 def _agent_started(state: SessionState, event: ev.AgentStarted) -> None:
@@ -268,7 +272,8 @@ def _agent_started(state: SessionState, event: ev.AgentStarted) -> None:
     state.items.append(Item(kind="assistant", id=uid, text=event.text, at=event.at))
     state.current_utterance = uid
     state.unspoken = ""
-    _interaction(state, event.at)
+    if event.at > state.last_interaction_at:
+        state.last_interaction_at = event.at
 
 
 def _agent_progress(state: SessionState, event: ev.AgentProgress) -> None:
@@ -277,7 +282,8 @@ def _agent_progress(state: SessionState, event: ev.AgentProgress) -> None:
         item = state.items[i]
         text = item.text if event.text is None else event.text
         state.items[i] = _replace(item, spoken=event.spoken_text, text=text)
-    _interaction(state, event.at)
+    if event.at > state.last_interaction_at:
+        state.last_interaction_at = event.at
 
 
 def _agent_finished(state: SessionState, event: ev.AgentFinished) -> None:
@@ -289,7 +295,8 @@ def _agent_finished(state: SessionState, event: ev.AgentFinished) -> None:
         state.items[i] = _replace(item, text=text, spoken=text, done=True)
     if state.current_utterance == uid:
         state.current_utterance = None
-    _interaction(state, event.at)
+    if event.at > state.last_interaction_at:
+        state.last_interaction_at = event.at
 
 
 # the hot path's speech events, by exact type: one dict lookup instead of walking the

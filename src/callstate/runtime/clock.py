@@ -17,5 +17,6 @@ class Clock(Protocol):
 class SystemClock:
     """The real wall clock."""
 
-    def now(self) -> float:
-        return time.time()
+    #: ``time.time`` itself, not a method wrapping it: every recorded event reads the
+    #: clock, and a Python frame per read is a tenth of a speech call
+    now = staticmethod(time.time)

@@ -118,6 +118,7 @@ class Flusher:
         self._timeout = timeout
         self._dirty: dict[int, Journaled] = {}
         self._wake = asyncio.Event()
+        self._awake = False  # mirrors ``_wake.is_set()``; set only through ``_kick``
         self._task: asyncio.Task[None] | None = None
         self._last_error: BaseException | None = None
         self.rounds = 0
@@ -147,19 +148,24 @@ class Flusher:
     def mark(self, handle: Journaled) -> None:
         """Note that ``handle`` has queued events (hot path: no I/O, no awaits)."""
         self._dirty[id(handle)] = handle
-        if not self._wake.is_set():
-            self._wake.set()
+        if not self._awake:  # a flag, not ``_wake.is_set()``: no call on the hot path
+            self._kick()
+
+    def _kick(self) -> None:
+        """Wake the flusher's loop."""
+        self._awake = True
+        self._wake.set()
 
     def mark_lazy(self, handle: Journaled) -> None:
         """Note queued events that need not be durable at once: they ride the next
         commit any session asks for, or go on their own after ``linger`` seconds."""
         self._dirty[id(handle)] = handle
-        if self._linger_timer is None and not self._wake.is_set():
+        if self._linger_timer is None and not self._awake:
             self._linger_timer = asyncio.get_running_loop().call_later(self._linger, self._lingered)
 
     def _lingered(self) -> None:
         self._linger_timer = None
-        self._wake.set()
+        self._kick()
 
     async def wait_durable(self, handle: Journaled, seq: int) -> None:
         """Return once ``handle``'s events up to ``seq`` are durable.
@@ -242,6 +248,7 @@ class Flusher:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._awake = False
             handles = list(self._dirty.values())
             self._dirty.clear()
             work: list[tuple[Journaled, Batch]] = []
@@ -270,7 +277,7 @@ class Flusher:
                     self._dirty[id(h)] = h
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
-                self._wake.set()
+                self._kick()
                 continue
             backoff = 0.005
             self._last_error = None
@@ -293,4 +300,4 @@ class Flusher:
                 journal.settle()
                 if journal.pending:
                     self._dirty[id(h)] = h
-                    self._wake.set()
+                    self._kick()

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from ..errors import CallstateError, SessionClosed, SessionFrozen
 from ..journal import events as ev
-from ..journal.limits import Limits, check_limits
+from ..journal.limits import Limits, admit
 from ..journal.state import SessionState, apply
 from .flusher import Flusher, Outgoing
 
@@ -145,8 +145,7 @@ class Handle:
     def _queue(self, event: _E) -> _E:
         # refuse ill-typed, too deep or too large values here: once journaled they
         # would make the session unloadable
-        check_limits(event, self.limits)  # type: ignore[arg-type]
-        ev.check_recorded(event)  # type: ignore[arg-type]
+        admit(event, self.limits)  # type: ignore[arg-type]
         apply(self.state, event)  # type: ignore[arg-type]
         self.journal.pending.append(event)  # type: ignore[arg-type]
         if self._lazy:

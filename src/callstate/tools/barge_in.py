@@ -35,9 +35,10 @@ def interrupt(
     uid = utterance_id if utterance_id is not None else state.current_utterance
     item = None
     if uid is not None:
-        item = next(
-            (i for i in reversed(state.items) if i.kind == "assistant" and i.id == uid), None
-        )
+        for candidate in reversed(state.items):
+            if candidate.id == uid and candidate.kind == "assistant":
+                item = candidate
+                break
     if item is not None and item.done:
         item, uid = None, None  # it had played out: nothing of it to truncate
     heard = heard_text if heard_text is not None else (item.spoken if item is not None else "")
