@@ -157,6 +157,53 @@ async def test_outage_raises_after_the_timeout_and_events_land_on_recovery(
         assert [] == s.journal.waiters
 
 
+async def test_flushes_share_one_timer_for_their_timeouts(faulty: FaultyStore) -> None:
+    """Fifty flushes arm at most one timer among them: one watchdog times every wait out."""
+    async with Keeper(faulty, clock=FakeClock(), flush_timeout=30) as keeper:
+        s = await keeper.start()
+        await s.flush()
+        loop = asyncio.get_running_loop()
+        armed: list[float] = []
+        call_at = loop.call_at
+
+        def counting(when: float, *args: Any, **kwargs: Any) -> asyncio.TimerHandle:
+            armed.append(when)
+            return call_at(when, *args, **kwargs)
+
+        loop.call_at = counting  # type: ignore[method-assign]
+        try:
+            for i in range(50):
+                s.user_said(f"turn {i}")
+                await s.flush()
+        finally:
+            del loop.call_at
+        assert 1 >= len(armed)
+        assert [f"turn {i}" for i in range(50)] == await _texts(faulty, s.id)
+
+
+async def test_a_wait_times_out_while_later_ones_still_wait(faulty: FaultyStore) -> None:
+    """During an outage each flush gives up on its own deadline, the earliest first."""
+    async with Keeper(faulty, clock=FakeClock(), flush_timeout=0.2) as keeper:
+        a, b = await keeper.start(), await keeper.start()
+        faulty.failing = True
+        a.user_said("first")
+        first = asyncio.ensure_future(a.flush())
+        await asyncio.sleep(0.1)
+        b.user_said("second")
+        second = asyncio.ensure_future(b.flush())
+        with pytest.raises(StorageError, match="not durable"):
+            await first
+        assert not second.done()
+        with pytest.raises(StorageError, match="not durable") as exc:
+            await second
+        assert b.id in str(exc.value)
+        assert isinstance(exc.value.__cause__, StorageError)
+        faulty.failing = False
+        await a.flush()
+        await b.flush()
+        assert ["second"] == await _texts(faulty, b.id)
+
+
 async def test_transient_failures_are_retried(faulty: FaultyStore) -> None:
     """A few failed appends are retried; flush returns once the events are durable."""
     async with Keeper(faulty, clock=FakeClock()) as keeper:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -116,6 +117,9 @@ class Flusher:
         self._linger = linger
         self._linger_timer: asyncio.TimerHandle | None = None
         self._timeout = timeout
+        #: (deadline, future, handle, seq) of each wait, in the order they began
+        self._deadlines: deque[tuple[float, asyncio.Future[None], Journaled, int]] = deque()
+        self._watchdog: asyncio.TimerHandle | None = None
         self._dirty: dict[int, Journaled] = {}
         self._wake = asyncio.Event()
         self._awake = False  # mirrors ``_wake.is_set()``; set only through ``_kick``
@@ -178,23 +182,58 @@ class Flusher:
         if self._task is None:
             msg = "the keeper is not running; use `async with keeper:` or `await keeper.open()`"
             raise StorageError(msg)
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         journal.waiters.append((seq, fut))
+        self._watch(loop, fut, handle, seq)
         self.mark(handle)
         try:
-            async with asyncio.timeout(self._timeout):
-                await fut
-        except TimeoutError:
+            await fut
+        finally:
+            if not fut.done():
+                fut.cancel()
+            if fut.cancelled():  # this wait was cancelled; the events stay queued
+                journal.waiters = [(s, f) for s, f in journal.waiters if f is not fut]
+
+    def _watch(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        fut: asyncio.Future[None],
+        handle: Journaled,
+        seq: int,
+    ) -> None:
+        """Give ``fut`` up after ``timeout`` seconds. One timer serves every wait (they
+        all wait as long, so they expire in the order they began): a wait costs a deque
+        append, not a timer armed and cancelled per flush."""
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][1].done():  # settled waits, oldest first
+            deadlines.popleft()
+        deadlines.append((loop.time() + self._timeout, fut, handle, seq))
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(deadlines[0][0], self._expire, loop)
+
+    def _expire(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Fail the waits whose time is up (their events stay queued); re-arm the timer."""
+        self._watchdog = None
+        deadlines, now = self._deadlines, loop.time()
+        while deadlines:
+            deadline, fut, handle, seq = deadlines[0]
+            if not fut.done() and deadline > now:
+                self._watchdog = loop.call_at(deadline, self._expire, loop)
+                return
+            deadlines.popleft()
+            if fut.done():
+                continue
             # the events stay queued and land when the store recovers; only this wait ends
             msg = (
                 f"session {handle.id!r}: events up to seq {seq} not durable after "
                 f"{self._timeout:.1f}s; the store is failing ({self._last_error!r})"
             )
-            raise StorageError(msg) from self._last_error
-        finally:
-            if not fut.done():
-                fut.cancel()
-                journal.waiters = [(s, f) for s, f in journal.waiters if f is not fut]
+            error = StorageError(msg)
+            error.__cause__ = self._last_error
+            fut.set_exception(error)
+            journal = handle.journal
+            journal.waiters = [(s, f) for s, f in journal.waiters if f is not fut]
 
     def _take(self, handle: Journaled) -> tuple[Batch, StoredParts | None] | None:
         """The batch of ``handle``'s pending events, and the snapshot parts stored once
