@@ -21,6 +21,7 @@ from callstate import (
 )
 from callstate.journal.events import UserTurn, decode_event
 from callstate.keeper import restore_state
+from callstate.storage.abilities import Landed
 from callstate.storage.base import Batch, Store
 from callstate.testing import FakeClock
 
@@ -60,12 +61,55 @@ async def _texts(store: Store, session_id: str) -> list[str]:
     return [e.text for e in events if isinstance(e, UserTurn)]
 
 
-@pytest.fixture
-async def faulty(tmp_path: Path) -> FaultyStore:
-    """A FaultyStore around a real SQLite file (the keeper opens and closes it)."""
+class FaultySoonStore(FaultyStore):
+    """A FaultyStore that answers by callback too (``AppendsSoon``): the flusher then
+    runs its rounds as callbacks, the way it does with the SQLite store's thread."""
+
+    append = FaultyStore.append  # the class defining append defines append_soon too
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self.soon = 0  # append_soon calls
+        self._running: set[asyncio.Task[None]] = set()
+
+    def append_soon(self, batches: Sequence[Batch], landed: Landed) -> None:
+        self.soon += 1
+
+        async def run() -> None:
+            try:
+                results = await self.append(batches)
+            except Exception as exc:  # handed to the flusher, as the store thread does
+                landed(False, exc)
+            else:
+                landed(True, results)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+
+@pytest.fixture(params=["task", "callback"])
+async def faulty(tmp_path: Path, request: pytest.FixtureRequest) -> FaultyStore:
+    """A FaultyStore around a real SQLite file (the keeper opens and closes it), with
+    the flusher awaiting appends in its task or taking answers by callback."""
     from callstate.storage.sqlite import SQLiteStore
 
-    return FaultyStore(SQLiteStore(f"sqlite:///{tmp_path}/cs.db"))
+    inner = SQLiteStore(f"sqlite:///{tmp_path}/cs.db")
+    return FaultyStore(inner) if request.param == "task" else FaultySoonStore(inner)
+
+
+async def test_a_store_answering_by_callback_gets_every_round_that_way(tmp_path: Path) -> None:
+    """With a store whose own class has append_soon, every round goes through it."""
+    from callstate.storage.sqlite import SQLiteStore
+
+    store = FaultySoonStore(SQLiteStore(f"sqlite:///{tmp_path}/cs.db"))
+    async with Keeper(store, clock=FakeClock()) as keeper:
+        s = await keeper.start()
+        for i in range(5):
+            s.user_said(f"turn {i}")
+            await s.flush()
+        assert len(store.appends) == store.soon >= 5
+        assert [f"turn {i}" for i in range(5)] == await _texts(store, s.id)
 
 
 async def test_one_append_carries_every_dirty_session(faulty: FaultyStore) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import callstate
-from callstate.storage.abilities import is_store, keeps_ledger, keeps_log
+from callstate.storage.abilities import appends_soon, is_store, keeps_ledger, keeps_log
 from callstate.storage.sqlite import SQLiteStore
 from callstate.testing import FakeClock
 
@@ -83,3 +83,37 @@ async def test_a_keeper_on_a_forwarding_wrapper_keeps_the_follow_up_ledger(
         (f,) = await proxy.followup_list()
         assert ([s.id], "succeeded") == (ran, f.state)
     assert {"followup_start", "followup_settle"} <= set(proxy.calls)
+
+
+def test_appends_soon_only_where_the_append_in_use_is_the_stores_own(tmp_path: Path) -> None:
+    """The callback append is used for the SQLite store itself, never past a wrapper or
+    subclass that changes append (its fault injection or counting would be skipped)."""
+
+    class Counting(SQLiteStore):
+        async def append(self, batches: Any) -> Any:
+            return await super().append(batches)
+
+    class Sub(SQLiteStore):
+        pass
+
+    url = f"sqlite:///{tmp_path}/cs.db"
+    patched = SQLiteStore(url)
+    patched.append = Counting(url).append  # type: ignore[method-assign]
+    own, sub = SQLiteStore(url), Sub(url)
+    assert (own.append_soon, sub.append_soon) == (appends_soon(own), appends_soon(sub))
+    refused = [Forwarding(own), Counting(url), patched, callstate.MemoryStore(), Partial()]
+    assert [None] * 5 == [appends_soon(store) for store in refused]
+
+
+async def test_a_keeper_on_a_forwarding_wrapper_flushes_through_its_append(
+    tmp_path: Path,
+) -> None:
+    """Every durable turn through a forwarding wrapper calls the wrapper's append."""
+    proxy = Forwarding(SQLiteStore(f"sqlite:///{tmp_path}/cs.db"))
+    async with callstate.Keeper(proxy, clock=FakeClock(), sweep_every=None) as k:  # type: ignore[arg-type]
+        s = await k.start()
+        proxy.calls.clear()
+        for i in range(3):
+            s.user_said(f"turn {i}")
+            await s.flush()
+    assert (3, 0) == (proxy.calls.count("append"), proxy.calls.count("append_soon"))

@@ -1,8 +1,13 @@
-"""The group-commit flusher: one background task commits queued events of all sessions.
+"""The group-commit flusher: commits queued events of all sessions together.
 
-Each live handle keeps its unflushed events in an :class:`Outgoing` queue; the flusher
+Each live handle keeps its unflushed events in an ``Outgoing`` queue; the flusher
 drains every marked queue into one ``Store.append`` call, settles the waiters of what
 became durable, and fences a handle whose batch the store refused.
+
+With a coroutine store one background task runs the rounds. A store that appends on
+a thread of its own and answers by callback (``AppendsSoon``: SQLite) needs no task: a
+``flush`` starts the round itself, and the thread's answer settles the waiters
+directly, so a durable turn is one hop to the thread and one back.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import msgspec
 
@@ -21,56 +26,17 @@ from ..journal.events import encode_event
 from ..journal.sealed import SEALABLE, seal_event
 from ..journal.snapshot import StoredParts, encode_parted
 from ..sealing import Sealer
-from ..storage.base import Batch, PackageRow, Store
+from ..storage.abilities import appends_soon
+from ..storage.base import Batch, Store
 
 if TYPE_CHECKING:
-    from ..journal.events import Event
     from ..journal.state import SessionState
+    from .outgoing import Outgoing
 
-__all__ = ["Flusher", "Journaled", "Outgoing"]
+__all__ = ["Flusher", "Journaled"]
 
-
-class Outgoing:
-    """One handle's events not yet durable, and who waits for them.
-
-    Attributes:
-        pending: events recorded but not yet committed, in seq order.
-        durable_seq: the highest seq known to be durable in the store.
-        snapshot_seq: the seq of the newest stored snapshot.
-        parts: the parts of that snapshot known to be stored (not written again).
-        waiters: ``(seq, future)`` pairs, resolved once ``durable_seq >= seq``.
-        package: a handoff package to store with the batch holding its offer.
-    """
-
-    __slots__ = ("durable_seq", "package", "parts", "pending", "snapshot_seq", "waiters")
-
-    def __init__(self, durable_seq: int) -> None:
-        self.pending: list[Event] = []
-        self.durable_seq = durable_seq
-        self.snapshot_seq = 0
-        self.parts = StoredParts()
-        self.waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self.package: PackageRow | None = None
-
-    def settle(self) -> None:
-        """Resolve every waiter whose seq is now durable."""
-        still = []
-        for seq, fut in self.waiters:
-            if fut.done():
-                continue
-            if self.durable_seq >= seq:
-                fut.set_result(None)
-            else:
-                still.append((seq, fut))
-        self.waiters = still
-
-    def fail(self, error: CallstateError) -> None:
-        """Drop what is queued and give ``error`` to every waiter (the handle is fenced)."""
-        self.pending.clear()
-        for _, fut in self.waiters:
-            if not fut.done():
-                fut.set_exception(error)
-        self.waiters.clear()
+_FIRST_BACKOFF: Final = 0.005  # seconds before retrying a failed round, doubling
+_LAST_BACKOFF: Final = 1.0
 
 
 class Journaled(Protocol):
@@ -122,8 +88,16 @@ class Flusher:
         self._watchdog: asyncio.TimerHandle | None = None
         self._dirty: dict[int, Journaled] = {}
         self._wake = asyncio.Event()
-        self._awake = False  # mirrors ``_wake.is_set()``; set only through ``_kick``
+        #: a wake is on its way (the event is set, a pump is scheduled, or the round in
+        #: flight pumps when it ends): a mark need not send another
+        self._awake = False
         self._task: asyncio.Task[None] | None = None
+        self._running = False
+        #: a store whose appends run on its own thread and answer by callback
+        self._soon = appends_soon(store)
+        self._in_flight = False  # a direct store's round is under way
+        self._retry: asyncio.TimerHandle | None = None  # a direct store's next try
+        self._backoff = _FIRST_BACKOFF
         self._last_error: BaseException | None = None
         self.rounds = 0
         self.events_written = 0
@@ -131,18 +105,27 @@ class Flusher:
     @property
     def running(self) -> bool:
         """True between ``start`` and ``stop``."""
-        return self._task is not None
+        return self._running
 
     def start(self) -> None:
-        if self._task is None:
+        if self._running:
+            return
+        self._running = True
+        if self._soon is None:  # a coroutine store: one task runs the rounds
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="callstate-flusher"
             )
+        else:  # a direct store: what was marked before the start goes now
+            self._awake = False
+            if self._dirty:
+                self._kick()
 
     async def stop(self) -> None:
-        if self._linger_timer is not None:
-            self._linger_timer.cancel()
-            self._linger_timer = None
+        self._running = False
+        for timer in (self._linger_timer, self._retry):
+            if timer is not None:
+                timer.cancel()
+        self._linger_timer = self._retry = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -156,9 +139,12 @@ class Flusher:
             self._kick()
 
     def _kick(self) -> None:
-        """Wake the flusher's loop."""
+        """Wake the flusher's loop (a direct store: start a round on the loop's next turn)."""
         self._awake = True
-        self._wake.set()
+        if self._soon is None:
+            self._wake.set()
+        elif not self._in_flight and self._retry is None:  # else the round's end pumps
+            asyncio.get_running_loop().call_soon(self._pump)
 
     def mark_lazy(self, handle: Journaled) -> None:
         """Note queued events that need not be durable at once: they ride the next
@@ -179,14 +165,19 @@ class Flusher:
         journal = handle.journal
         if journal.durable_seq >= seq:
             return
-        if self._task is None:
+        if not self._running:
             msg = "the keeper is not running; use `async with keeper:` or `await keeper.open()`"
             raise StorageError(msg)
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         journal.waiters.append((seq, fut))
         self._watch(loop, fut, handle, seq)
-        self.mark(handle)
+        if self._soon is None:
+            self.mark(handle)
+        else:  # start the round here: no turn of the loop to wake a flusher first
+            self._dirty[id(handle)] = handle
+            self._awake = True  # if a round is in flight, its end starts the next
+            self._pump()
         try:
             await fut
         finally:
@@ -282,61 +273,133 @@ class Flusher:
                 pass  # state changed behind the journal's back; the events still land
         return batch, parts
 
+    def _collect(self) -> tuple[list[tuple[Journaled, Batch]], dict[int, StoredParts]]:
+        """Take every dirty handle's batch; settle the waiters of those with none.
+
+        Returns the (handle, batch) pairs and, by ``id(batch)``, the snapshot parts
+        stored once each batch lands.
+        """
+        handles = list(self._dirty.values())
+        self._dirty.clear()
+        work: list[tuple[Journaled, Batch]] = []
+        parted: dict[int, StoredParts] = {}
+        for h in handles:
+            taken = self._take(h)
+            if taken is not None:
+                batch, parts = taken
+                work.append((h, batch))
+                if parts is not None:
+                    parted[id(batch)] = parts
+            elif h.journal.waiters:
+                h.journal.settle()
+        return work, parted
+
+    def _refused(self, work: list[tuple[Journaled, Batch]], exc: BaseException) -> None:
+        """The store failed the round: keep everything queued for the next try."""
+        self._last_error = exc
+        for h, _ in work:
+            self._dirty[id(h)] = h
+
+    def _landed(
+        self,
+        work: list[tuple[Journaled, Batch]],
+        parted: dict[int, StoredParts],
+        results: list[CallstateError | None],
+        t0: float,
+    ) -> bool:
+        """The round is durable: settle its waiters, fence refused handles, and queue
+        again the handles that recorded more meanwhile (then True)."""
+        more = False
+        self._last_error = None
+        self.rounds += 1
+        if self.on_commit is not None:
+            self.on_commit(time.perf_counter() - t0)
+        for (h, batch), error in zip(work, results, strict=True):
+            if error is not None:
+                h.fence(error)
+                continue
+            journal = h.journal
+            del journal.pending[: len(batch.events)]
+            journal.durable_seq = batch.last_seq
+            if batch.package is not None and journal.package is batch.package:
+                journal.package = None  # stored
+            if batch.snapshot is not None:
+                journal.snapshot_seq = batch.snapshot_seq
+                journal.parts = parted.get(id(batch), journal.parts)
+            self.events_written += len(batch.events)
+            journal.settle()
+            if journal.pending:
+                self._dirty[id(h)] = h
+                more = True
+        return more
+
+    @staticmethod
+    def _miscounted(results: list[CallstateError | None], work: list[Any]) -> StorageError | None:
+        if len(results) == len(work):
+            return None
+        msg = f"store returned {len(results)} results for {len(work)} batches"
+        return StorageError(msg)
+
     async def _run(self) -> None:
-        backoff = 0.005
+        """The rounds of a coroutine store: one task, one ``append`` at a time."""
+        backoff = _FIRST_BACKOFF
         while True:
             await self._wake.wait()
             self._wake.clear()
             self._awake = False
-            handles = list(self._dirty.values())
-            self._dirty.clear()
-            work: list[tuple[Journaled, Batch]] = []
-            parted: dict[int, StoredParts] = {}  # id(batch) -> its snapshot parts, stored
-            for h in handles:
-                taken = self._take(h)
-                if taken is not None:
-                    batch, parts = taken
-                    work.append((h, batch))
-                    if parts is not None:
-                        parted[id(batch)] = parts
-                elif h.journal.waiters:
-                    h.journal.settle()
+            work, parted = self._collect()
             if not work:
                 continue
             t0 = time.perf_counter()
             try:
                 results = await self._store.append([b for _, b in work])
-                if len(results) != len(work):
-                    msg = f"store returned {len(results)} results for {len(work)} batches"
-                    raise StorageError(msg)
+                miscounted = self._miscounted(results, work)
+                if miscounted is not None:
+                    raise miscounted
             except Exception as exc:  # the store is down: keep everything queued
                 # any failure, typed or not, must not kill the one task all sessions share
-                self._last_error = exc
-                for h, _ in work:
-                    self._dirty[id(h)] = h
+                self._refused(work, exc)
                 await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 1.0)
+                backoff = min(backoff * 2, _LAST_BACKOFF)
                 self._kick()
                 continue
-            backoff = 0.005
-            self._last_error = None
-            self.rounds += 1
-            if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - t0)
-            for (h, batch), error in zip(work, results, strict=True):
-                if error is not None:
-                    h.fence(error)
-                    continue
-                journal = h.journal
-                del journal.pending[: len(batch.events)]
-                journal.durable_seq = batch.last_seq
-                if batch.package is not None and journal.package is batch.package:
-                    journal.package = None  # stored
-                if batch.snapshot is not None:
-                    journal.snapshot_seq = batch.snapshot_seq
-                    journal.parts = parted.get(id(batch), journal.parts)
-                self.events_written += len(batch.events)
-                journal.settle()
-                if journal.pending:
-                    self._dirty[id(h)] = h
-                    self._kick()
+            backoff = _FIRST_BACKOFF
+            if self._landed(work, parted, results, t0):
+                self._kick()
+
+    # -- a direct store: rounds as callbacks, no task ----------------------------------
+
+    def _pump(self) -> None:
+        """Start a round of a direct store unless one is in flight or backing off (its
+        end starts the next if anything asked meanwhile). The store's thread answers
+        through a callback on the loop: no task to wake, none to resume."""
+        soon = self._soon
+        if soon is None or self._in_flight or self._retry is not None or not self._running:
+            return
+        self._awake = False
+        work, parted = self._collect()
+        if not work:
+            return
+        self._in_flight = True
+        t0 = time.perf_counter()
+
+        def done(ok: bool, value: Any) -> None:
+            self._in_flight = False
+            error = value if not ok else self._miscounted(value, work)
+            if error is not None:  # the store is down: keep everything queued
+                self._refused(work, error)
+                self._retry = asyncio.get_running_loop().call_later(self._backoff, self._retried)
+                self._backoff = min(self._backoff * 2, _LAST_BACKOFF)
+                return
+            self._backoff = _FIRST_BACKOFF
+            if self._landed(work, parted, value, t0) or self._awake:
+                self._pump()
+
+        try:
+            soon([b for _, b in work], done)
+        except Exception as exc:  # e.g. the store is closed: like a failed round
+            done(False, exc)
+
+    def _retried(self) -> None:
+        self._retry = None
+        self._pump()

@@ -17,7 +17,8 @@ from ..errors import CallstateError, SessionClosed, SessionFrozen
 from ..journal import events as ev
 from ..journal.limits import Limits, admit
 from ..journal.state import SessionState, apply
-from .flusher import Flusher, Outgoing
+from .flusher import Flusher
+from .outgoing import Outgoing
 
 if TYPE_CHECKING:
     from ..observe.recovery import Observer, RecoveryKind

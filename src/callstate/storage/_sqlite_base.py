@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ..errors import ConfigError, StorageError
 from ._options import check_seconds, check_text
@@ -54,6 +54,18 @@ class SQLiteBase:
     # -- plumbing ----------------------------------------------------------------------
 
     async def _run(self, fn: Callable[[sqlite3.Connection], _T]) -> _T:
+        worker, call = self._job(fn)
+        return await worker.submit(call)
+
+    def _run_then(
+        self, fn: Callable[[sqlite3.Connection], Any], then: Callable[[bool, Any], None]
+    ) -> None:
+        """Like :meth:`_run`, answering ``then(ok, value)`` on the loop instead."""
+        worker, call = self._job(fn)
+        worker.submit_then(call, then)
+
+    def _job(self, fn: Callable[[sqlite3.Connection], _T]) -> tuple[Worker, Callable[[], _T]]:
+        """The worker, and ``fn`` on the connection with sqlite errors mapped."""
         if self._worker is None or self._conn is None:
             msg = f"store {self.url!r} is not open; call `await store.open()` first"
             raise StorageError(msg)
@@ -68,7 +80,7 @@ class SQLiteBase:
                 msg = f"sqlite store {self.path!r}: {exc}"
                 raise StorageError(msg) from exc
 
-        return await self._worker.submit(call)
+        return self._worker, call
 
     @staticmethod
     def _write(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:

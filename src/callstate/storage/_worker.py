@@ -12,13 +12,20 @@ import asyncio
 import contextlib
 import threading
 from collections.abc import Callable
+from functools import partial
 from queue import SimpleQueue
 from typing import Any, TypeVar
 
 __all__ = ["Worker"]
 
 _T = TypeVar("_T")
-_Job = tuple[Callable[[], Any], "asyncio.Future[Any]", asyncio.AbstractEventLoop]
+#: (job, what to call on the loop with ``(ok, value)``, the loop, the future it settles)
+_Job = tuple[
+    Callable[[], Any],
+    Callable[..., None],
+    asyncio.AbstractEventLoop,
+    "asyncio.Future[Any] | None",
+]
 
 
 def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
@@ -46,22 +53,27 @@ class Worker:
         """
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[_T] = loop.create_future()
-        self._jobs.put((fn, fut, loop))
+        self._jobs.put((fn, partial(_resolve, fut), loop, fut))
         return fut
+
+    def submit_then(self, fn: Callable[[], _T], then: Callable[[bool, Any], None]) -> None:
+        """Queue ``fn``; once it ran, call ``then(True, result)`` or ``then(False,
+        exception)`` on the running loop (one ``call_soon_threadsafe``, no future)."""
+        self._jobs.put((fn, then, asyncio.get_running_loop(), None))
 
     def _main(self) -> None:
         while (job := self._jobs.get()) is not None:
-            fn, fut, loop = job
+            fn, then, loop, fut = job
             del job
-            if fut.cancelled():
+            if fut is not None and fut.cancelled():
                 continue
             try:
                 outcome = (True, fn())
             except BaseException as exc:  # handed to the awaiting task, never lost here
                 outcome = (False, exc)
             with contextlib.suppress(RuntimeError):  # the loop closed while the job ran
-                loop.call_soon_threadsafe(_resolve, fut, *outcome)
-            del fn, fut, loop, outcome
+                loop.call_soon_threadsafe(then, *outcome)
+            del fn, then, loop, fut, outcome
 
     def stop(self) -> None:
         """Let the thread finish the queued jobs and exit (does not wait for it)."""

@@ -8,12 +8,35 @@ refused on the next. These checks look members up with ``getattr`` on every vers
 
 from __future__ import annotations
 
-from typing import Final, TypeGuard
+from collections.abc import Callable, Sequence
+from typing import Any, Final, Protocol, TypeGuard
 
-from .base import FollowUpLedger, FollowUpLog, Store
+from .base import Batch, FollowUpLedger, FollowUpLog, Store
 from .figures import ArchiveFigures
 
-__all__ = ["counts_figures", "is_store", "keeps_ledger", "keeps_log"]
+__all__ = [
+    "AppendsSoon",
+    "Landed",
+    "appends_soon",
+    "counts_figures",
+    "is_store",
+    "keeps_ledger",
+    "keeps_log",
+]
+
+#: ``landed(ok, value)``: the results of an append (``ok``) or the exception it raised.
+Landed = Callable[[bool, Any], None]
+
+
+class AppendsSoon(Protocol):
+    """A store whose ``append`` runs on a thread of its own and can answer by callback.
+
+    ``append_soon(batches, landed)`` queues the same work as ``await append(batches)``
+    and returns at once; ``landed`` is called on the event loop with what ``append``
+    would have returned or raised. The group commit then needs no task of its own.
+    """
+
+    def append_soon(self, batches: Sequence[Batch], landed: Landed) -> None: ...
 
 
 def _members(protocol: type) -> frozenset[str]:
@@ -55,3 +78,21 @@ def keeps_ledger(obj: object) -> TypeGuard[FollowUpLedger]:
 def counts_figures(obj: object) -> TypeGuard[ArchiveFigures]:
     """True if ``obj`` counts its archive for fleet figures (``ArchiveFigures``)."""
     return _provides(obj, _FIGURES)
+
+
+def appends_soon(store: object) -> Callable[[Sequence[Batch], Landed], None] | None:
+    """``store.append_soon`` when it is the store's own way to append, else None.
+
+    Only when the class that defines the ``append`` in use also defines
+    ``append_soon``: a wrapper or subclass that changes ``append`` (fault injection,
+    instrumentation, forwarding through ``__getattr__``) keeps its ``append`` called.
+    """
+    if "append" in getattr(store, "__dict__", {}):
+        return None
+    for cls in type(store).__mro__:
+        if "append" in vars(cls):
+            if "append_soon" not in vars(cls):
+                return None
+            soon: Callable[[Sequence[Batch], Landed], None] = store.append_soon  # type: ignore[attr-defined]
+            return soon
+    return None

@@ -7,13 +7,15 @@ take the lock up front (``BEGIN IMMEDIATE``) and wait up to ``busy_timeout``.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..errors import CallstateError, ConflictError
 from ._sql_rows import SESSION_COLS, session_from_row
 from ._sqlite_records import SQLiteRecords
 from ._sqlite_schema import MIGRATIONS
+from .abilities import Landed
 from .base import (
     Batch,
     Loaded,
@@ -181,6 +183,19 @@ class SQLiteStore(SQLiteRecords):
     async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
         if not batches:
             return []
+        return await self._run(self._appending(batches))
+
+    def append_soon(self, batches: Sequence[Batch], landed: Landed) -> None:
+        """``append`` answering by callback (``AppendsSoon``): the group commit's way in."""
+        if not batches:
+            asyncio.get_running_loop().call_soon(landed, True, [])
+            return
+        self._run_then(self._appending(batches), landed)
+
+    def _appending(
+        self, batches: Sequence[Batch]
+    ) -> Callable[[sqlite3.Connection], list[CallstateError | None]]:
+        """The transaction appending ``batches``, to run on the store's thread."""
 
         def txn(c: sqlite3.Connection) -> list[CallstateError | None]:
             c.execute("BEGIN IMMEDIATE")
@@ -209,7 +224,7 @@ class SQLiteStore(SQLiteRecords):
                 results.append(error)
             return results
 
-        return await self._run(txn)
+        return txn
 
     async def load(self, session_id: str) -> Loaded:
         def read(c: sqlite3.Connection) -> Loaded:
