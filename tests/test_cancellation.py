@@ -9,14 +9,16 @@ the session can be resumed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import callstate
-from callstate.storage.base import Store
+from callstate.errors import CallstateError
+from callstate.storage.abilities import Landed
+from callstate.storage.base import Batch, Store
 from callstate.storage.sqlite import SQLiteStore
 from callstate.testing import FakeClock
 
@@ -52,10 +54,38 @@ class GatedStore:
         self.gate.set()
 
 
-@pytest.fixture
-def gated(tmp_path: Path) -> GatedStore:
-    """A gated store around a real SQLite file (the keeper opens and closes it)."""
-    return GatedStore(SQLiteStore(f"sqlite:///{tmp_path}/cs.db"))
+class GatedSoonStore(GatedStore):
+    """A GatedStore that answers appends by callback too (``AppendsSoon``), as the SQLite
+    store's thread does: the flusher then starts rounds from the flush itself."""
+
+    def __init__(self, inner: Store) -> None:
+        super().__init__(inner)
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def append(self, batches: Sequence[Batch]) -> list[CallstateError | None]:
+        result: list[CallstateError | None] = await self.__getattr__("append")(batches)
+        return result
+
+    def append_soon(self, batches: Sequence[Batch], landed: Landed) -> None:
+        async def run() -> None:
+            try:
+                results = await self.append(batches)
+            except Exception as exc:  # handed to the flusher, as the store thread does
+                landed(False, exc)
+            else:
+                landed(True, results)
+
+        task = asyncio.get_running_loop().create_task(run())
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+
+
+@pytest.fixture(params=["task", "callback"])
+def gated(tmp_path: Path, request: pytest.FixtureRequest) -> GatedStore:
+    """A gated store around a real SQLite file (the keeper opens and closes it), with
+    the flusher awaiting appends in its task or taking answers by callback."""
+    inner = SQLiteStore(f"sqlite:///{tmp_path}/cs.db")
+    return GatedStore(inner) if request.param == "task" else GatedSoonStore(inner)
 
 
 async def _cancel_while_held(gated: GatedStore, start: Callable[[], Any]) -> None:
