@@ -97,6 +97,7 @@ class Flusher:
         self._soon = appends_soon(store)
         self._in_flight = False  # a direct store's round is under way
         self._retry: asyncio.TimerHandle | None = None  # a direct store's next try
+        self._pump_soon: asyncio.Handle | None = None  # a direct store's scheduled pump
         self._backoff = _FIRST_BACKOFF
         self._last_error: BaseException | None = None
         self.rounds = 0
@@ -144,7 +145,7 @@ class Flusher:
         if self._soon is None:
             self._wake.set()
         elif not self._in_flight and self._retry is None:  # else the round's end pumps
-            asyncio.get_running_loop().call_soon(self._pump)
+            self._pump_soon = asyncio.get_running_loop().call_soon(self._pump)
 
     def mark_lazy(self, handle: Journaled) -> None:
         """Note queued events that need not be durable at once: they ride the next
@@ -373,6 +374,9 @@ class Flusher:
         """Start a round of a direct store unless one is in flight or backing off (its
         end starts the next if anything asked meanwhile). The store's thread answers
         through a callback on the loop: no task to wake, none to resume."""
+        if self._pump_soon is not None:  # this pump does its work: the loop skips that one
+            self._pump_soon.cancel()  # (between a flush's submit and the loop's wait for
+            self._pump_soon = None  # the thread, where every step delays the thread)
         soon = self._soon
         if soon is None or self._in_flight or self._retry is not None or not self._running:
             return
