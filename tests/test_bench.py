@@ -124,3 +124,10 @@ def test_bench_stats_prints_every_metric() -> None:
     assert 300 == int(metrics["sqlite_fleet_stats_all_legs"])
     for window in ("hour", "day", "all"):
         assert _number(metrics[f"sqlite_fleet_stats_{window}_median_ms"]) >= 0
+
+
+@pytest.mark.parametrize("what", ["record", "durable"])
+def test_instructions_runs_its_fixed_workload(what: str) -> None:
+    """instructions.py runs the hot-path or durable-turn workload and says how many turns."""
+    metrics = run_bench("instructions.py", "--what", what, "--turns", "20")
+    assert {f"{what}_turns": "20"} == metrics

@@ -1,0 +1,80 @@
+"""A fixed workload to count instructions with callgrind: repeatable whatever the load.
+
+Wall-clock figures on a shared machine move with its load; instruction counts do not.
+Run this under ``valgrind --tool=callgrind`` at two sizes and take the difference over
+the extra turns, so start-up and imports cancel out::
+
+    for n in 500 1500; do
+      valgrind --tool=callgrind --callgrind-out-file=cg.$n python bench/instructions.py --turns $n
+    done   # instructions per turn = (Collected at 1500 - at 500) / 1000
+
+``--what record`` (the hot path): per turn ``user_said`` (~80 characters),
+``agent_started`` (~200), ``agent_progress``, ``agent_finished`` and a barge-in every
+10th turn, on ``memory://``, with the queue drained by hand so nothing but recording
+runs. ``--what durable`` (a durable turn): ``user_said``, ``agent_started``,
+``agent_finished`` and ``await flush()`` on a SQLite file (``synchronous=FULL``), the
+store's thread included, as ``bench/peers``' callstate system does. The text is the
+peers call's (``bench/peers/workload.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+
+from workload import make_call
+
+import callstate
+
+
+async def record(turns: int) -> None:
+    """Only the hot path: every recorded event is dropped from the queue by hand."""
+    call = make_call(300)
+    async with callstate.Keeper("memory://") as keeper:
+        s = await keeper.start(agent="bench")
+        journal = s.journal
+        for i in range(turns):
+            t = call[i % len(call)]
+            s.user_said(t.user)
+            u = s.agent_started(t.reply)
+            s.agent_progress(u, spoken_text=t.reply[: len(t.reply) // 2])
+            s.agent_finished(u)
+            if i % 10 == 9:
+                s.interrupt(heard_text="")
+            journal.pending.clear()
+        journal.durable_seq = s.state.seq
+        await s.close()
+
+
+async def durable(turns: int) -> None:
+    """Durable turns on a SQLite file, each flushed before the next."""
+    call = make_call(300)
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{tmp}/instructions.db"
+        async with callstate.Keeper(url, secret=b"bench-instructions-secret-32byte") as keeper:
+            s = await keeper.start(agent="bench", caller="+15550001111")
+            for i in range(turns):
+                t = call[i % len(call)]
+                s.user_said(t.user)
+                u = s.agent_started(t.reply)
+                s.agent_finished(u)
+                await s.flush()
+            await s.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--what", choices=("record", "durable"), default="record")
+    parser.add_argument("--turns", type=int, default=500)
+    args = parser.parse_args()
+    asyncio.run(record(args.turns) if args.what == "record" else durable(args.turns))
+    print(f"{args.what}_turns {args.turns}")
+
+
+if __name__ == "__main__":
+    main()
