@@ -35,7 +35,7 @@ __all__ = ["LAYOUT_VERSION", "RedisBase"]
 _T = TypeVar("_T")
 
 #: Version of the key layout; ``open()`` records it in ``P:migrations``.
-LAYOUT_VERSION = 2  # 2: P:{sid}:parts, the parts a snapshot continues
+LAYOUT_VERSION = 3  # 2: P:{sid}:parts, the parts a snapshot continues; 3: the rollup
 
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SCRIPTS.items()}
 _TRANSIENT = (
@@ -228,15 +228,22 @@ class RedisBase:
                 raise ConfigError(msg)
         for src in SCRIPTS.values():
             await c.script_load(src)
-        key = f"{self.prefix}:migrations"
-        await c.hsetnx(key, str(LAYOUT_VERSION), fmt(time.time()))
-        newest = max(int(v) for v in await c.hkeys(key))
+        versions = {int(v) for v in await c.hkeys(f"{self.prefix}:migrations")}
+        newest = max(versions, default=LAYOUT_VERSION)
         if newest > LAYOUT_VERSION:
             msg = (
                 f"redis key layout version {newest} under prefix {self.prefix!r} is newer "
                 f"than this callstate supports ({LAYOUT_VERSION}); upgrade callstate"
             )
             raise StorageError(msg)
+        if LAYOUT_VERSION not in versions:
+            await self._migrate(bool(versions))
+
+    async def _migrate(self, existing: bool) -> None:
+        """Bring the prefix to ``LAYOUT_VERSION`` (``existing``: an older layout wrote it)."""
+        await self._client.hsetnx(
+            f"{self.prefix}:migrations", str(LAYOUT_VERSION), fmt(time.time())
+        )
 
     async def close(self) -> None:
         client, self._client = self._client, None

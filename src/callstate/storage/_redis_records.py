@@ -12,16 +12,17 @@ import uuid
 from typing import Any
 
 from ..errors import ConflictError
-from ._redis_base import RedisBase
 from ._redis_codec import archive_fields, archive_row, fmt, followup_row, package_row, pairs
+from ._redis_rollup import RedisRollup
 from .base import ArchiveRow, FollowUp, FollowUpRun, PackageRow
-from .figures import UNKNOWN_HEALTH, Figures
+from .figures import UNKNOWN_HEALTH
 
 __all__ = ["RedisRecords"]
 
 
-class RedisRecords(RedisBase):
-    """Caller index, insert-only archive, follow-ups and handoff packages in Redis."""
+class RedisRecords(RedisRollup):
+    """Caller index, insert-only archive, follow-ups and handoff packages in Redis (fleet
+    figures: ``RedisRollup``)."""
 
     # -- caller index --------------------------------------------------------------------
 
@@ -86,30 +87,6 @@ class RedisRecords(RedisBase):
             "archive_list", "archive_list", [index], *args, session_id or "", caller_hash or ""
         )
         return [archive_row(pairs(r)) for r in rows]
-
-    async def archive_figures(self, since: float, until: float) -> Figures:
-        fig = self._arch + "fig:"
-        lo, hi = fmt(since), "(" + fmt(until)
-
-        async def op(_: bool) -> Figures:
-            classes = sorted(m.decode() for m in await self._client.smembers(fig + "classes"))
-            pipe = self._client.pipeline(transaction=False)
-            for name in classes:
-                pipe.zcount(fig + "h:" + name, lo, hi)
-            pipe.zcount(fig + "tools", lo, hi)
-            pipe.zcount(fig + "in_doubt", lo, hi)
-            pipe.zrangebyscore(fig + "recover", lo, hi)
-            pipe.zrangebyscore(self._fu + "lag", lo, hi)
-            *counts, tools, in_doubt, recover, lag = await pipe.execute()
-            return Figures(
-                legs={name: int(n) for name, n in zip(classes, counts, strict=True) if n},
-                with_tools=int(tools),
-                with_in_doubt=int(in_doubt),
-                recover_s=[float(m.split(b"|", 1)[0]) for m in recover],
-                followup_lag_s=[float(m.split(b"|", 1)[0]) for m in lag],
-            )
-
-        return await self._run("archive_figures", op)
 
     # -- follow-ups ------------------------------------------------------------------
 

@@ -9,7 +9,9 @@ Key layout, for the key prefix ``P`` (no braces in it)::
     P:{sid}:callers   set: caller hashes the session is indexed under (for purge)
     P:sessions        set: every session id (the sweep's listing)
     P:caller:{h}      sorted set: session id -> time, per caller hash
-    P:{archive}:...   records (hash per record, insert-only) and their time/session/caller indexes
+    P:{archive}:...   records (hash per record, insert-only) and their time/session/caller indexes;
+                      ``fig:`` sorted sets by closed_at and the ``roll:`` hourly/daily rollup
+                      of fleet figures (``_redis_rollup``; follow-up lag's under {followups})
     P:{followups}:... follow-ups (hash per job) with due/claimed indexes and per-session sets;
                       ``runs:{sid}`` hashes what each of the session's follow-ups did
     P:pkg:{id}        hash: one handoff package
