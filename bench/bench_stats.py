@@ -4,9 +4,13 @@ For each engine, seeds ``--rows`` archive rows (realistic records: a six-turn ph
 call with a tool call, spread over ``--days`` days, health classes in production-like
 shares), then times ``fleet_stats`` for the last hour, the last day and all time.
 SQLite and PostgreSQL are seeded in bulk with the exact columns the store writes
-(``archive_values``), SQLite's hourly rollup by the store's own ``roll_up``; Redis
-through ``archive_insert`` itself, so its figure sets are the store's own. Then the
-cost of one ``archive_insert`` through the store is timed (200 more rows).
+(``archive_values``), SQLite's hourly and daily rollup by the store's own ``roll_up``,
+PostgreSQL's by its own triggers (they fire on ``COPY``, run in 20,000-row
+statements); Redis through
+``archive_insert`` itself, so its figure sets and rollup are the store's own. On Redis
+each read is paired, in the same round, with what key layout 2 read for the same window
+before the rollup (every figure sorted set's entries in it: ``redis_raw_ms``). Then
+the cost of one ``archive_insert`` through the store is timed (200 more rows).
 
     python bench/bench_stats.py                       # sqlite, redis, postgres
     python bench/bench_stats.py --stores sqlite --rows 100000
@@ -25,11 +29,12 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from callstate import open_store
-from callstate.archive.fleet import fleet_stats
+from callstate.archive.fleet import fleet_stats, from_figures
 from callstate.archive.health import Health
 from callstate.archive.records import build_record, encode_record, figure_columns
 from callstate.journal import events as ev
@@ -37,6 +42,7 @@ from callstate.journal.state import fold
 from callstate.storage._sql_rows import ARCHIVE_COLS, archive_values
 from callstate.storage._sqlite_rollup import roll_up
 from callstate.storage.base import ArchiveRow, Store
+from callstate.storage.figures import Figures
 
 SHARES = {
     "ok": 0.40,
@@ -48,6 +54,10 @@ SHARES = {
     "worker_lost": 0.02,
 }
 NOW = time.time()
+#: rows per PostgreSQL COPY (``--pg-copy-rows``): its rollup triggers update the same few
+#: rollup rows over and over, and one transaction of 1,000,000 rows had not finished
+#: after 13 minutes
+PG_COPY_ROWS = 20_000
 
 
 def emit(name: str, value: float | int) -> None:
@@ -115,7 +125,7 @@ def rows(n: int, days: float) -> list[ArchiveRow]:
     return out
 
 
-async def seed(url: str, store: Store, data: list[ArchiveRow]) -> None:
+async def seed(url: str, store: Store, data: list[ArchiveRow], copy_rows: int) -> None:
     if url.startswith("sqlite"):
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         slots = ", ".join("?" * len(ARCHIVE_COLS.split(",")))
@@ -133,30 +143,70 @@ async def seed(url: str, store: Store, data: list[ArchiveRow]) -> None:
         base, schema = url.split("?schema=")
         async with await psycopg.AsyncConnection.connect(base, autocommit=True) as conn:
             sql = f'COPY "{schema}".archive ({ARCHIVE_COLS}) FROM STDIN'
-            async with conn.cursor() as cur, cur.copy(sql) as copy:
-                for r in data:
-                    await copy.write_row(archive_values(r))
+            for i in range(0, len(data), copy_rows):  # each COPY its own transaction
+                async with conn.cursor() as cur, cur.copy(sql) as copy:
+                    for r in data[i : i + copy_rows]:
+                        await copy.write_row(archive_values(r))
             await conn.execute(f'VACUUM ANALYZE "{schema}".archive')
     else:
         for i in range(0, len(data), 2000):
             await asyncio.gather(*(store.archive_insert(r) for r in data[i : i + 2000]))
 
 
-async def bench(name: str, url: str, data: list[ArchiveRow], rounds: int) -> None:
+async def redis_raw_scan(client: Any, prefix: str, since: float, until: float) -> int:
+    """What key layout 2 read for a window, before the rollup: each figure sorted set's
+    entries in it (counts per class, tools, in doubt; the recover and lag samples), and
+    the fleet figures from them. Returns the legs counted."""
+    fig, lo, hi = f"{prefix}:{{archive}}:fig:", repr(since), "(" + repr(until)
+    classes = sorted(m.decode() for m in await client.smembers(fig + "classes"))
+    pipe = client.pipeline(transaction=False)
+    for c in classes:
+        pipe.zcount(fig + "h:" + c, lo, hi)
+    pipe.zcount(fig + "tools", lo, hi)
+    pipe.zcount(fig + "in_doubt", lo, hi)
+    pipe.zrangebyscore(fig + "recover", lo, hi)
+    pipe.zrangebyscore(f"{prefix}:{{followups}}:lag", lo, hi)
+    *counts, tools, in_doubt, recover, lag = await pipe.execute()
+    figures = Figures(
+        legs={c: int(n) for c, n in zip(classes, counts, strict=True) if n},
+        with_tools=int(tools),
+        with_in_doubt=int(in_doubt),
+        recover_s=[float(m.split(b"|", 1)[0]) for m in recover],
+        followup_lag_s=[float(m.split(b"|", 1)[0]) for m in lag],
+    )
+    return from_figures(figures, since=since, until=until).legs  # exact percentiles, as then
+
+
+async def bench(
+    name: str, url: str, data: list[ArchiveRow], rounds: int, copy_rows: int = PG_COPY_ROWS
+) -> None:
     store = open_store(url)
     await store.open()
+    raw_client: Any = None
+    if "?prefix=" in url:
+        import redis.asyncio as aioredis
+
+        base, prefix = url.split("?prefix=")
+        raw_client = aioredis.Redis.from_url(base)
     try:
         t0 = time.perf_counter()
-        await seed(url, store, data)
+        await seed(url, store, data, copy_rows)
         emit(f"{name}_seed_rows_per_s", len(data) / (time.perf_counter() - t0))
         for label, since in (("hour", NOW - 3600), ("day", NOW - 86400), ("all", None)):
-            samples = []
+            samples, raw = [], []
             for _ in range(rounds):
                 t = time.perf_counter()
                 stats = await fleet_stats(store, since=since, until=NOW + 1)
                 samples.append((time.perf_counter() - t) * 1000)
+                if raw_client is not None:
+                    t = time.perf_counter()
+                    legs = await redis_raw_scan(raw_client, prefix, since or 0.0, NOW + 1)
+                    raw.append((time.perf_counter() - t) * 1000)
+                    assert legs == stats.legs, (legs, stats.legs)
             emit(f"{name}_fleet_stats_{label}_legs", stats.legs)
             emit(f"{name}_fleet_stats_{label}_median_ms", statistics.median(samples))
+            if raw:
+                emit(f"redis_raw_{label}_median_ms", statistics.median(raw))
         # the cost of one archive insert through the store (rollup included)
         extra = [msgspec.structs.replace(r, record_id=f"{r.record_id}+") for r in data[:200]]
         t0 = time.perf_counter()
@@ -165,6 +215,8 @@ async def bench(name: str, url: str, data: list[ArchiveRow], rounds: int) -> Non
         emit(f"{name}_archive_insert_us", (time.perf_counter() - t0) / len(extra) * 1e6)
     finally:
         await store.close()
+        if raw_client is not None:
+            await raw_client.aclose()
 
 
 async def cleanup(url: str) -> None:
@@ -193,6 +245,7 @@ async def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--redis", default="redis://127.0.0.1:6379/0")
     p.add_argument("--postgres", default="postgresql://127.0.0.1/test")
+    p.add_argument("--pg-copy-rows", type=int, default=PG_COPY_ROWS)
     args = p.parse_args()
     data = rows(args.rows, args.days)
     emit("rows", len(data))
@@ -205,7 +258,7 @@ async def main() -> None:
         }
         for name in args.stores.split(","):
             try:
-                await bench(name, urls[name], data, args.rounds)
+                await bench(name, urls[name], data, args.rounds, args.pg_copy_rows)
             finally:
                 await cleanup(urls[name])
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchrun import run_bench
+from services import postgres_url, redis_url
 
 
 def _number(text: str) -> float:
@@ -124,6 +125,23 @@ def test_bench_stats_prints_every_metric() -> None:
     assert 300 == int(metrics["sqlite_fleet_stats_all_legs"])
     for window in ("hour", "day", "all"):
         assert _number(metrics[f"sqlite_fleet_stats_{window}_median_ms"]) >= 0
+
+
+def test_bench_stats_runs_on_redis_and_postgres() -> None:
+    """bench_stats.py seeds Redis and PostgreSQL (COPY in more than one statement) and
+    prints each window's legs and time, and on Redis layout 2's read of the same window
+    beside it (the bench checks both count the same legs)."""
+    metrics = run_bench(
+        "bench_stats.py",
+        *("--stores", "redis,postgres", "--rows", "1200", "--days", "2", "--rounds", "1"),
+        *("--pg-copy-rows", "500"),
+        *("--redis", redis_url(), "--postgres", postgres_url()),
+    )
+    for store in ("redis", "postgres"):
+        assert 1200 == int(metrics[f"{store}_fleet_stats_all_legs"])
+        assert _number(metrics[f"{store}_archive_insert_us"]) > 0
+    for window in ("hour", "day", "all"):
+        assert _number(metrics[f"redis_raw_{window}_median_ms"]) >= 0
 
 
 @pytest.mark.parametrize("what", ["record", "durable"])
