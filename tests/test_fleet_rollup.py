@@ -407,3 +407,42 @@ async def test_postgres_migration_7_rolls_up_rows_already_archived() -> None:
             await memory.close()
     finally:
         await drop_pg_schema(base, schema)
+
+
+async def test_redis_backfill_that_lost_its_lock_records_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A backfill whose lock lapsed and was taken by another opener raises StorageError
+    naming the prefix, and the prefix stays at layout 2 (the other opener finishes it)."""
+    import redis.asyncio as aioredis
+
+    from callstate.errors import StorageError
+    from callstate.storage._redis_rollup import RedisRollup
+
+    base, prefix = redis_url(), unique("rolllock")
+    url = f"{base}?prefix={prefix}"
+    store = open_store(url)
+    await store.open()
+    try:
+        for r in _legs(10 * DAY, 3):
+            await store.archive_insert(r)
+    finally:
+        await store.close()
+    await _as_layout_2(base, prefix)
+    backfill = RedisRollup._backfill
+    client = aioredis.Redis.from_url(base)
+
+    async def lapsing(self: RedisRollup, lock: str, token: str) -> None:
+        await backfill(self, lock, token)
+        await client.set(lock, "another opener")  # our lock lapsed; someone took it
+
+    monkeypatch.setattr(RedisRollup, "_backfill", lapsing)
+    late = open_store(url)
+    try:
+        with pytest.raises(StorageError, match=f"{prefix}.*lost its lock"):
+            await late.open()
+        assert {b"1", b"2"} == set(await client.hkeys(f"{prefix}:migrations"))
+    finally:
+        await late.close()
+        await client.aclose()
+        await drop_redis_prefix(base, prefix)

@@ -141,11 +141,15 @@ class RedisRollup(RedisBase):
                 return
             await asyncio.sleep(0.05)  # another opener is backfilling: wait for it
         await self._backfill(lock, token)
+        await self._renew(lock, token)
+        await c.hset(f"{self.prefix}:migrations", str(LAYOUT_VERSION), fmt(time.time()))
+        await self._script("migrate", "lock", [lock], token, "")
+
+    async def _renew(self, lock: str, token: str) -> None:
+        """Keep the backfill's lock; raise if it lapsed (another opener may hold it now)."""
         if not await self._script("migrate", "lock", [lock], token, str(_LOCK_MS)):
             msg = f"redis prefix {self.prefix!r}: the rollup backfill lost its lock; open again"
             raise StorageError(msg)
-        await c.hset(f"{self.prefix}:migrations", str(LAYOUT_VERSION), fmt(time.time()))
-        await self._script("migrate", "lock", [lock], token, "")
 
     async def _migrated(self) -> bool:
         return bool(await self._client.hexists(f"{self.prefix}:migrations", str(LAYOUT_VERSION)))
@@ -180,7 +184,7 @@ class RedisRollup(RedisBase):
                 pipe.hset(f"{index}:{n}", mapping=counts.mapping())
                 pipe.zadd(index, {str(n): n})
             await pipe.execute()
-            await self._script("migrate", "lock", [lock], token, str(_LOCK_MS))
+            await self._renew(lock, token)
 
     async def _chunks(self, key: str, lock: str, token: str) -> Any:
         """A sorted set's ``(member, score)`` pairs, in chunks, renewing the lock."""
@@ -188,7 +192,7 @@ class RedisRollup(RedisBase):
         while rows := await self._client.zrange(key, start, start + _CHUNK - 1, withscores=True):
             yield rows
             start += len(rows)
-            await self._script("migrate", "lock", [lock], token, str(_LOCK_MS))
+            await self._renew(lock, token)
 
     async def _clear_rollup(self) -> None:
         """Delete whatever a backfill that did not finish wrote."""

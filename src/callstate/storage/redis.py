@@ -16,6 +16,7 @@ Key layout, for the key prefix ``P`` (no braces in it)::
                       ``runs:{sid}`` hashes what each of the session's follow-ups did
     P:pkg:{id}        hash: one handoff package
     P:migrations      hash: applied layout versions
+    P:migrations:lock string: held by the opener running a layout migration (backfill)
 
 ``{sid}`` is the session id as a hash tag (behind a ``%``, with ``%``, ``{`` and ``}``
 percent-escaped so any id makes a valid tag). Everything about one session shares it,
