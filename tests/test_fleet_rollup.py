@@ -409,6 +409,20 @@ async def test_postgres_migration_7_rolls_up_rows_already_archived() -> None:
         await drop_pg_schema(base, schema)
 
 
+async def _layout_2_prefix(kind: str, legs: int) -> tuple[str, str]:
+    """A fresh prefix holding ``legs`` legs as layout 2 left them: (server url, prefix)."""
+    base, prefix = redis_url(), unique(kind)
+    store = open_store(f"{base}?prefix={prefix}")
+    await store.open()
+    try:
+        for r in _legs(10 * DAY, legs):
+            await store.archive_insert(r)
+    finally:
+        await store.close()
+    await _as_layout_2(base, prefix)
+    return base, prefix
+
+
 async def test_redis_backfill_that_lost_its_lock_records_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -419,16 +433,8 @@ async def test_redis_backfill_that_lost_its_lock_records_nothing(
     from callstate.errors import StorageError
     from callstate.storage._redis_rollup import RedisRollup
 
-    base, prefix = redis_url(), unique("rolllock")
+    base, prefix = await _layout_2_prefix("rolllock", 3)
     url = f"{base}?prefix={prefix}"
-    store = open_store(url)
-    await store.open()
-    try:
-        for r in _legs(10 * DAY, 3):
-            await store.archive_insert(r)
-    finally:
-        await store.close()
-    await _as_layout_2(base, prefix)
     backfill = RedisRollup._backfill
     client = aioredis.Redis.from_url(base)
 
@@ -445,4 +451,29 @@ async def test_redis_backfill_that_lost_its_lock_records_nothing(
     finally:
         await late.close()
         await client.aclose()
+        await drop_redis_prefix(base, prefix)
+
+
+async def test_redis_backfill_may_outlast_retry_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backfill that takes longer than the store's retry_for still opens the store
+    (each of its steps is retried on its own, the whole is not one bounded operation)."""
+    from callstate.storage._redis_rollup import RedisRollup
+    from callstate.storage.redis import RedisStore
+
+    base, prefix = await _layout_2_prefix("rollslow", 4)
+    backfill = RedisRollup._backfill
+
+    async def slow(self: RedisRollup, lock: str, token: str) -> None:
+        await asyncio.sleep(0.6)  # three times retry_for
+        await backfill(self, lock, token)
+
+    monkeypatch.setattr(RedisRollup, "_backfill", slow)
+    late = RedisStore(base, prefix=prefix, retry_for=0.2)
+    try:
+        await late.open()
+        assert 3 == await late.schema_version()
+        figures = await late.archive_figures(9 * DAY, 11 * DAY)
+        assert 4 == sum(figures.legs.values())
+    finally:
+        await late.close()
         await drop_redis_prefix(base, prefix)

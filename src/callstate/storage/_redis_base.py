@@ -209,12 +209,15 @@ class RedisBase:
             )
             self._client = aioredis.Redis.from_pool(pool)
         try:
-            await self._run("open", self._setup)
+            versions = await self._run("open", self._setup)
+            if LAYOUT_VERSION not in versions:  # may take long: each step retried on its own
+                await self._migrate(bool(versions))
         except BaseException:
             await self.close()
             raise
 
-    async def _setup(self, _: bool) -> None:
+    async def _setup(self, _: bool) -> set[int]:
+        """Check the server and load the scripts; returns the prefix's layout versions."""
         c = self._client
         if self.wait_aof is not None:
             version = str((await c.info("server"))["redis_version"])
@@ -236,14 +239,12 @@ class RedisBase:
                 f"than this callstate supports ({LAYOUT_VERSION}); upgrade callstate"
             )
             raise StorageError(msg)
-        if LAYOUT_VERSION not in versions:
-            await self._migrate(bool(versions))
+        return versions
 
     async def _migrate(self, existing: bool) -> None:
         """Bring the prefix to ``LAYOUT_VERSION`` (``existing``: an older layout wrote it)."""
-        await self._client.hsetnx(
-            f"{self.prefix}:migrations", str(LAYOUT_VERSION), fmt(time.time())
-        )
+        key, now = f"{self.prefix}:migrations", fmt(time.time())
+        await self._run("migrate", lambda _: self._client.hsetnx(key, str(LAYOUT_VERSION), now))
 
     async def close(self) -> None:
         client, self._client = self._client, None

@@ -127,13 +127,12 @@ class RedisRollup(RedisBase):
         if not existing:  # a fresh prefix: nothing archived to roll up
             await super()._migrate(existing)
             return
-        c, lock, token = self._client, f"{self.prefix}:migrations:lock", self.client_name
+        lock, token = f"{self.prefix}:migrations:lock", self.client_name
         while True:
             if await self._migrated():
                 return
-            if (
-                await c.set(lock, token, nx=True, px=_LOCK_MS)
-                or await c.get(lock) == token.encode()
+            if await self._do("set", lock, token, nx=True, px=_LOCK_MS) or (
+                await self._do("get", lock) == token.encode()
             ):
                 if not await self._migrated():  # the holder before us may just have finished
                     break
@@ -142,8 +141,18 @@ class RedisRollup(RedisBase):
             await asyncio.sleep(0.05)  # another opener is backfilling: wait for it
         await self._backfill(lock, token)
         await self._renew(lock, token)
-        await c.hset(f"{self.prefix}:migrations", str(LAYOUT_VERSION), fmt(time.time()))
+        key, now = f"{self.prefix}:migrations", fmt(time.time())
+        await self._do("hset", key, str(LAYOUT_VERSION), now)
         await self._script("migrate", "lock", [lock], token, "")
+
+    async def _do(self, command: str, *args: Any, **options: Any) -> Any:
+        """One idempotent command of the migration (``client.<command>``), retried on its own."""
+        return await self._run(
+            "migrate", lambda _: getattr(self._client, command)(*args, **options)
+        )
+
+    async def _do_pipeline(self, calls: Sequence[tuple[str, Sequence[str], Sequence[Any]]]) -> None:
+        await self._run("migrate", lambda _: self._pipeline(calls))
 
     async def _renew(self, lock: str, token: str) -> None:
         """Keep the backfill's lock; raise if it lapsed (another opener may hold it now)."""
@@ -152,13 +161,14 @@ class RedisRollup(RedisBase):
             raise StorageError(msg)
 
     async def _migrated(self) -> bool:
-        return bool(await self._client.hexists(f"{self.prefix}:migrations", str(LAYOUT_VERSION)))
+        key = f"{self.prefix}:migrations"
+        return bool(await self._do("hexists", key, str(LAYOUT_VERSION)))
 
     async def _backfill(self, lock: str, token: str) -> None:
         """Rebuild both rollups from the figure sorted sets (whole, so a rerun is exact)."""
         fig, arch, fu = self._arch + "fig:", self._arch + "roll:", self._fu + "roll:"
         hours = dict[tuple[str, int], _Counts]()  # (rollup prefix, hour) -> counts
-        classes = [m.decode() for m in await self._client.smembers(fig + "classes")]
+        classes = [m.decode() for m in await self._do("smembers", fig + "classes")]
         sets = [(fig + "h:" + c, "n:" + c) for c in classes]
         for key, field in [*sets, (fig + "tools", "tools"), (fig + "in_doubt", "in_doubt")]:
             async for members in self._chunks(key, lock, token):
@@ -179,17 +189,17 @@ class RedisRollup(RedisBase):
             for (base, n), c in d.items()
         ]
         for i in range(0, len(items), 1000):
-            pipe = self._client.pipeline(transaction=False)
+            calls: list[tuple[str, Sequence[str], Sequence[Any]]] = []
             for index, n, counts in items[i : i + 1000]:
-                pipe.hset(f"{index}:{n}", mapping=counts.mapping())
-                pipe.zadd(index, {str(n): n})
-            await pipe.execute()
+                fields = [v for kv in counts.mapping().items() for v in kv]
+                calls += [("!HSET", [f"{index}:{n}"], fields), ("!ZADD", [index], [n, str(n)])]
+            await self._do_pipeline(calls)
             await self._renew(lock, token)
 
     async def _chunks(self, key: str, lock: str, token: str) -> Any:
         """A sorted set's ``(member, score)`` pairs, in chunks, renewing the lock."""
         start = 0
-        while rows := await self._client.zrange(key, start, start + _CHUNK - 1, withscores=True):
+        while rows := await self._do("zrange", key, start, start + _CHUNK - 1, withscores=True):
             yield rows
             start += len(rows)
             await self._renew(lock, token)
@@ -198,7 +208,9 @@ class RedisRollup(RedisBase):
         """Delete whatever a backfill that did not finish wrote."""
         for base in (self._arch + "roll:", self._fu + "roll:"):
             for lvl in ("h", "d"):
-                ids = [m.decode() for m in await self._client.zrange(base + lvl, 0, -1)]
+                index = base + lvl
+                ids = [m.decode() for m in await self._do("zrange", index, 0, -1)]
                 for i in range(0, len(ids), 1000):
-                    await self._client.delete(*(f"{base}{lvl}:{n}" for n in ids[i : i + 1000]))
-                await self._client.delete(base + lvl)
+                    keys = [f"{index}:{n}" for n in ids[i : i + 1000]]
+                    await self._do("delete", *keys)
+                await self._do("delete", index)
