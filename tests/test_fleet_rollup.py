@@ -282,9 +282,10 @@ def _legs(at: float, n: int) -> list[ArchiveRow]:
 
 
 async def _as_layout_2(url: str, prefix: str, *, rollup_left: bool = False) -> None:
-    """Make the prefix what layout 2 left: every key as now but no rollup, at version 2
-    (layout 2's archive insert and settle wrote exactly layout 3's keys minus ``roll:``);
-    ``rollup_left``: the rollup stays, as a backfill that died before its end left it."""
+    """Make the prefix what layout 2 left: every key as now but no rollup and no follow-up
+    index, at version 2 (layout 2's archive insert, follow-up put and settle wrote exactly
+    layout 3's keys minus ``roll:`` and ``ids``); ``rollup_left``: the rollup stays, as a
+    backfill that died before its end left it."""
     import redis.asyncio as aioredis
 
     client = aioredis.Redis.from_url(url)
@@ -293,7 +294,7 @@ async def _as_layout_2(url: str, prefix: str, *, rollup_left: bool = False) -> N
             keys = [k async for k in client.scan_iter(match=f"{prefix}:{{{tag}}}:roll:*")]
             if keys and not rollup_left:
                 await client.delete(*keys)
-        await client.delete(f"{prefix}:migrations")
+        await client.delete(f"{prefix}:migrations", f"{prefix}:{{followups}}:ids")
         await client.hset(f"{prefix}:migrations", mapping={"1": "0", "2": "0"})
     finally:
         await client.aclose()
@@ -301,7 +302,8 @@ async def _as_layout_2(url: str, prefix: str, *, rollup_left: bool = False) -> N
 
 async def test_redis_layout_3_rolls_up_what_layout_2_archived() -> None:
     """Legs and follow-up lags archived under layout 2 are counted by the rollup once
-    five stores open the prefix at once, and once only when a backfill is run again."""
+    five stores open the prefix at once, and once only when a backfill is run again; the
+    follow-ups layout 2 wrote are listed from the new index."""
     base, prefix = redis_url(), unique("rollmig")
     url = f"{base}?prefix={prefix}"
     memory, old = MemoryStore("memory://"), open_store(url)
@@ -329,6 +331,8 @@ async def test_redis_layout_3_rolls_up_what_layout_2_archived() -> None:
                 assert figures.followup_lag is not None
                 _assert_same(exact, from_figures(figures, since=9 * DAY, until=14 * DAY))
                 assert 130 == sum(exact.health.values())
+                listed = await stores[1].followup_list()
+                assert ["f0", "f1", "f2"] == sorted(f.followup_id for f in listed)
             finally:
                 for s in stores:
                     await s.close()

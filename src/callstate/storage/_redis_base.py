@@ -35,7 +35,8 @@ __all__ = ["LAYOUT_VERSION", "RedisBase"]
 _T = TypeVar("_T")
 
 #: Version of the key layout; ``open()`` records it in ``P:migrations``.
-LAYOUT_VERSION = 3  # 2: P:{sid}:parts, the parts a snapshot continues; 3: the rollup
+LAYOUT_VERSION = 3  # 2: P:{sid}:parts, the parts a snapshot continues; 3: the rollup,
+# and P:{followups}:ids, every follow-up's id
 
 _SHAS = {name: hashlib.sha1(src.encode()).hexdigest() for name, src in SCRIPTS.items()}
 _TRANSIENT = (

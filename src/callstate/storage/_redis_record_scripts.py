@@ -115,9 +115,9 @@ end
 return out
 """
 
-# KEYS: followup, due index, claimed index, session set. ARGV: session-set key prefix,
-# field, value, ... Replaces a pending follow-up whole. Returns 1 stored, 0 kept (it is
-# no longer pending).
+# KEYS: followup, due index, claimed index, session set, every follow-up's id. ARGV:
+# session-set key prefix, field, value, ... Replaces a pending follow-up whole. Returns 1
+# stored, 0 kept (it is no longer pending).
 FOLLOWUP_PUT: Final = """
 local status = redis.call('HGET', KEYS[1], 'status')
 if status and status ~= 'pending' then return 0 end
@@ -128,6 +128,7 @@ local f = redis.call('HMGET', KEYS[1], 'followup_id', 'session_id', 'status', 'd
                      'claimed_until')
 if old and old ~= f[2] then redis.call('SREM', ARGV[1] .. old, f[1]) end
 redis.call('SADD', KEYS[4], f[1])
+redis.call('SADD', KEYS[5], f[1])
 redis.call('ZREM', KEYS[2], f[1])
 redis.call('ZREM', KEYS[3], f[1])
 if f[3] == 'pending' then

@@ -98,6 +98,7 @@ class RedisRecords(RedisRollup):
         if f.claimed_by is not None:
             fields += ["claimed_by", f.claimed_by]
         keys = [fu + "f:" + f.followup_id, fu + "due", fu + "claimed", fu + "sess:" + f.session_id]
+        keys.append(fu + "ids")
         await self._script("followup_put", "followup_put", keys, fu + "sess:", *fields)
 
     async def followup_cancel(self, session_id: str) -> int:
@@ -157,12 +158,11 @@ class RedisRecords(RedisRollup):
         return followup_row(await self._hash("followup_get", self._fu + "f:" + followup_id))
 
     async def followup_list(self, limit: int = 100) -> list[FollowUp]:
-        async def op(_: bool) -> list[bytes]:
-            return [k async for k in self._client.scan_iter(match=self._fu + "f:*", count=500)]
-
+        # the prefix's own index, never a SCAN of the server's whole keyspace
+        ids = await self._run("followup_list", lambda _: self._client.smembers(self._fu + "ids"))
         out = []
-        for key in await self._run("followup_list", op):
-            f = followup_row(await self._hash("followup_list", key.decode()))
+        for fid in ids:
+            f = followup_row(await self._hash("followup_list", self._fu + "f:" + fid.decode()))
             if f is not None:
                 out.append(f)
         out.sort(key=lambda f: f.due_at, reverse=True)

@@ -121,7 +121,7 @@ class RedisRollup(RedisBase):
 
         return await self._run("archive_figures", op)
 
-    # -- layout 3: the backfill --------------------------------------------------------
+    # -- layout 3: the backfill (the rollup, and the follow-up index) -------------------
 
     async def _migrate(self, existing: bool) -> None:
         if not existing:  # a fresh prefix: nothing archived to roll up
@@ -140,6 +140,7 @@ class RedisRollup(RedisBase):
                 return
             await asyncio.sleep(0.05)  # another opener is backfilling: wait for it
         await self._backfill(lock, token)
+        await self._index_followups(lock, token)
         await self._renew(lock, token)
         key, now = f"{self.prefix}:migrations", fmt(time.time())
         await self._do("hset", key, str(LAYOUT_VERSION), now)
@@ -194,6 +195,20 @@ class RedisRollup(RedisBase):
                 fields = [v for kv in counts.mapping().items() for v in kv]
                 calls += [("!HSET", [f"{index}:{n}"], fields), ("!ZADD", [index], [n, str(n)])]
             await self._do_pipeline(calls)
+            await self._renew(lock, token)
+
+    async def _index_followups(self, lock: str, token: str) -> None:
+        """Index every follow-up an older layout wrote (``followup_list`` reads the index,
+        not a SCAN of the server's keyspace); SADD makes a rerun harmless."""
+        key, start = self._fu + "ids", len(self._fu + "f:")
+
+        async def scan(_: bool) -> list[str]:
+            keys = self._client.scan_iter(match=self._fu + "f:*", count=1000)
+            return [k.decode()[start:] async for k in keys]
+
+        ids = await self._run("migrate", scan)
+        for i in range(0, len(ids), 1000):
+            await self._do("sadd", key, *ids[i : i + 1000])
             await self._renew(lock, token)
 
     async def _chunks(self, key: str, lock: str, token: str) -> Any:
