@@ -5,9 +5,9 @@ espeak-ng)::
 
     python examples/web/server.py --db sqlite:///calls.db
 
-The page (``index.html``) uses ``/callstate/callstate.js``: it runs preflight, then
-resumes the tab's call or starts one, and only then opens the WebRTC connection with
-``POST /offer``. The callstate app hands each session it started or resumed to
+The page (``index.html``) uses ``/callstate/callstate.js``: it resumes the tab's call
+(a resume only where preflight would allow it) or starts one, and only then opens the
+WebRTC connection with ``POST /offer``. The callstate app hands each session it started or resumed to
 ``WebCalls.take``; the offer that follows (carrying the call's token) runs the scripted
 bot of ``bot.py`` for that session over Pipecat's SmallWebRTC transport. When the page
 reloads, the connection closes (the session goes on hold, still resumable), the new page

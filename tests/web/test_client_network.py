@@ -68,8 +68,8 @@ async def test_messages_sent_offline_wait_and_arrive_once_in_order(
 async def test_a_transport_lost_during_the_gap_reconnects_then_flushes_in_order(
     served_app: ServeApp, keeper: callstate.Keeper, context: BrowserContext, page: Page
 ) -> None:
-    """When the link dies while offline, coming back runs preflight and resume
-    (epoch+1) and the queued messages go out over the new transport, once, in order."""
+    """When the link dies while offline, coming back resumes (epoch+1, one request) and
+    the queued messages go out over the new transport, once, in order."""
     agent, sid = await _call(served_app, keeper, page)
     await _send(page, 1)
     await _arrived(page, agent, 1)
@@ -86,7 +86,6 @@ async def test_a_transport_lost_during_the_gap_reconnects_then_flushes_in_order(
     assert [(sid, n, {"n": n}) for n in range(1, 5)] == agent.received
     assert (sid, 2) == (resumed["sessionId"], resumed["epoch"])
     assert [
-        "http /callstate/v1/preflight",
         "http /callstate/v1/resume",
         "websocket /ws",
     ] == agent.seen("http /callstate/v1/", "websocket")

@@ -46,7 +46,8 @@ async def open_call(
 async def test_a_first_visit_starts_fresh_then_a_reload_resumes_the_same_session(
     served_app: ServeApp, keeper: callstate.Keeper, page: Page, tmp_path: Path
 ) -> None:
-    """Reload resumes the tab's call at epoch+1: preflight, resume, then the transport."""
+    """Reload resumes the tab's call at epoch+1 in one request (the resume is the check),
+    then the transport."""
     _, agent, fresh = await open_call(served_app, keeper, page)
     assert ("new", 1) == (fresh["reason"], fresh["epoch"])
     agent.requests.clear()
@@ -56,7 +57,6 @@ async def test_a_first_visit_starts_fresh_then_a_reload_resumes_the_same_session
     assert (fresh["sessionId"], 2) == (resumed["sessionId"], resumed["epoch"])
     assert 2 == (await keeper.load(fresh["sessionId"])).epoch
     assert [
-        "http /callstate/v1/preflight",
         "http /callstate/v1/resume",
         "websocket /ws",
     ] == agent.seen("http /callstate/v1/", "websocket")
@@ -67,9 +67,10 @@ async def test_a_first_visit_starts_fresh_then_a_reload_resumes_the_same_session
 async def test_a_duplicated_tab_is_told_the_call_is_active_and_may_take_it_over(
     served_app: ServeApp, keeper: callstate.Keeper, page: Page
 ) -> None:
-    """A copy of the tab (same sessionStorage) gets `active`, not the call; takeover()
-    moves the call to it and the first tab hears `superseded`."""
+    """A copy of the tab (same sessionStorage) gets `active` from its one resume request,
+    not the call; takeover() moves the call to it and the first tab hears `superseded`."""
     _, agent, fresh = await open_call(served_app, keeper, page)
+    agent.requests.clear()
     async with page.expect_popup() as opened:
         await page.evaluate(
             "window.open(location.href)"
@@ -79,6 +80,7 @@ async def test_a_duplicated_tab_is_told_the_call_is_active_and_may_take_it_over(
     assert (fresh["sessionId"], "session_active") == (active["sessionId"], active["code"])
     assert 1 == (await keeper.load(fresh["sessionId"])).epoch
     assert [] == await events(twin, "resuming", 0)
+    assert ["http /callstate/v1/resume"] == agent.seen("http /callstate/v1/", "websocket")
     await twin.evaluate("window.client.takeover()")
     (resumed,) = await events(twin, "resumed")
     (superseded,) = await events(page, "superseded")
@@ -104,7 +106,8 @@ async def test_a_caller_id_is_shared_across_tabs_and_a_token_is_not(
 async def test_an_expired_call_is_reported_and_a_fresh_one_starts(
     served_app: ServeApp, tmp_path: Path, page: Page
 ) -> None:
-    """Past the resume window a reload gets `expired`, then `fresh` with a new session."""
+    """Past the resume window a reload's resume is refused with preflight's `expired`:
+    the page gets `expired`, then `fresh` with a new session."""
     clock = FakeClock()
     keeper = callstate.Keeper(
         f"sqlite:///{tmp_path}/cs.db", secret=SECRET, clock=clock, resume_window=60
@@ -113,25 +116,27 @@ async def test_an_expired_call_is_reported_and_a_fresh_one_starts(
         _, agent, fresh = await open_call(served_app, keeper, page)
         await agent.close()
         clock.advance(120)
+        agent.requests.clear()
         await page.reload()
         (expired,) = await events(page, "expired")
         (again,) = await events(page, "fresh")
+        seen = agent.seen("http /callstate/v1/", "websocket")
         await agent.close()
+    assert ["http /callstate/v1/resume", "http /callstate/v1/start", "websocket /ws"] == seen
     assert fresh["sessionId"] == expired["sessionId"]
     assert ("expired", 1) == (again["reason"], again["epoch"])
     assert fresh["sessionId"] != again["sessionId"]
 
 
-async def test_a_route_change_runs_preflight_before_any_connection(
+async def test_a_route_change_checks_the_call_before_any_connection(
     served_app: ServeApp, keeper: callstate.Keeper, page: Page
 ) -> None:
-    """A widget remounted by a route change asks preflight, then resumes, then connects."""
+    """A widget remounted by a route change resumes (the check) before it connects."""
     _, agent, fresh = await open_call(served_app, keeper, page)
     agent.requests.clear()
     await page.evaluate("window.remount('/billing')")
     (resumed,) = await events(page, "resumed")
     assert [
-        "http /callstate/v1/preflight",
         "http /callstate/v1/resume",
         "websocket /ws",
     ] == agent.seen("http /callstate/v1/", "websocket")

@@ -166,6 +166,48 @@ async def test_a_second_tab_gets_session_active_unless_it_takes_over(url: str) -
     assert (200, 2) == (taken.status_code, taken.json()["epoch"])
 
 
+async def test_a_refused_resume_carries_the_preflight_answer_and_takes_nothing(
+    url: str,
+) -> None:
+    """A refused /v1/resume carries what /v1/preflight answers for the same token
+    (active, superseded, invalid, ended), and the session's epoch does not move."""
+    live: list[callstate.Session] = []
+    keeper = callstate.Keeper(url, secret=SECRET)
+    app = create_app(keeper, WebOptions(on_session=lambda how, s: live.append(s)))
+    answers: list[tuple[int, str, dict[str, Any], dict[str, Any], int]] = []
+    async with serving(app) as client:
+
+        async def refuse(token: str) -> None:
+            reply = await client.post("/v1/resume", json={"token": token})
+            pre = (await client.post("/v1/preflight", json={"token": token})).json()
+            epoch = (await keeper.load(live[0].id)).epoch
+            body = reply.json()
+            answers.append(
+                (reply.status_code, body["error"]["code"], body["preflight"], pre, epoch)
+            )
+
+        first = await _start(client)  # its link is up: live in this tab
+        await refuse(first["token"])
+        second = (
+            await client.post("/v1/resume", json={"token": first["token"], "takeover": True})
+        ).json()
+        await refuse(first["token"])
+        await refuse(
+            second["token"][:-3]
+            + ("A" if second["token"][-3] != "A" else "B")
+            + second["token"][-2:]
+        )
+        await live[-1].end(reason="caller_hangup")
+        await refuse(second["token"])
+    assert [
+        (409, "session_active", "active", 1),
+        (409, "token_superseded", "superseded", 2),
+        (401, "token_invalid", "invalid", 2),
+        (410, "call_ended", "ended", 2),
+    ] == [(status, code, got["status"], epoch) for status, code, got, _, epoch in answers]
+    assert [pre for *_, pre, _ in answers] == [got for *_, got, _, _ in answers]
+
+
 async def test_cors_allows_only_the_configured_origins(url: str) -> None:
     """A configured origin gets the CORS headers on a preflight request; another does not."""
     keeper = callstate.Keeper(url, secret=SECRET)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import (
     CallEnded,
+    CallstateError,
     ConfigError,
     SessionActive,
     SessionExpired,
@@ -40,6 +41,7 @@ __all__ = [
     "fresh_token",
     "preflight",
     "refresh_token",
+    "refusal",
     "session_token",
 ]
 
@@ -172,28 +174,43 @@ async def check_claims(
             raise SessionActive(msg, session_id=sid)
 
 
+def refusal(exc: Exception) -> Preflight | None:
+    """The ``Preflight`` answer for what ``resume`` refused with ``exc`` (None when
+    ``exc`` is no such refusal, e.g. a storage error or a lost race for the claim).
+
+    The same mapping ``preflight`` answers with, so a client that tries ``resume``
+    first reads the refusal exactly as it would have read a preflight.
+    """
+    if isinstance(exc, CallEnded):
+        return Preflight(status="ended", session_id=exc.session_id, reason=str(exc))
+    if isinstance(exc, TokenSuperseded):
+        return Preflight(
+            status="superseded", session_id=exc.session_id, epoch=exc.epoch, reason=str(exc)
+        )
+    if isinstance(exc, SessionActive):
+        return Preflight(status="active", session_id=exc.session_id, reason=str(exc))
+    if isinstance(exc, TokenError):
+        return Preflight(status="invalid", reason=str(exc))
+    if isinstance(exc, SessionExpired):
+        return Preflight(status="expired", session_id=exc.session_id, reason=str(exc))
+    if isinstance(exc, SessionNotFound):
+        return Preflight(status="unknown", session_id=exc.session_id, reason=str(exc))
+    return None
+
+
 async def preflight(
     host: Host, token_or_id: str, *, caller: str | None = None, after_end: bool = False
 ) -> Preflight:
     """Whether ``token_or_id`` can be resumed now; never takes ownership, never raises
     for bad input (the answer says ``invalid``, ``ended``, ``superseded`` or
-    ``active`` and why)."""
+    ``active`` and why: see :func:`refusal`)."""
     try:
         rec, claims = await check_resumable(host, token_or_id, caller=caller, after_end=after_end)
-    except CallEnded as exc:
-        return Preflight(status="ended", session_id=exc.session_id, reason=str(exc))
-    except TokenSuperseded as exc:
-        return Preflight(
-            status="superseded", session_id=exc.session_id, epoch=exc.epoch, reason=str(exc)
-        )
-    except SessionActive as exc:
-        return Preflight(status="active", session_id=exc.session_id, reason=str(exc))
-    except TokenError as exc:
-        return Preflight(status="invalid", reason=str(exc))
-    except SessionExpired as exc:
-        return Preflight(status="expired", session_id=exc.session_id, reason=str(exc))
-    except SessionNotFound as exc:
-        return Preflight(status="unknown", session_id=exc.session_id, reason=str(exc))
+    except CallstateError as exc:
+        answer = refusal(exc)
+        if answer is None:  # not a refusal (a storage error...): the caller hears it
+            raise
+        return answer
     expires_at = rec.last_interaction_at + host.resume_window
     if claims is not None:
         expires_at = min(expires_at, claims.expires_at)

@@ -4,7 +4,9 @@ Endpoints (all ``POST``, JSON in and out, under ``/v1``):
 
 - ``/v1/preflight`` ``{"token"}`` → the ``Preflight`` answer; never takes ownership.
 - ``/v1/start`` ``{"caller"?, "agent"?}`` → a new session and its first token.
-- ``/v1/resume`` ``{"token", "takeover"?}`` → the session at epoch+1 and a fresh token.
+- ``/v1/resume`` ``{"token", "takeover"?}`` → the session at epoch+1 and a fresh token;
+  a refusal also carries the ``preflight`` answer (``{"error": ..., "preflight": ...}``),
+  so a page resumes in one round trip and still decides as preflight would have told it.
 - ``/v1/token/refresh`` ``{"token"}`` → a fresh token for the same session and epoch.
 
 ``GET /v1/openapi.json`` describes them. ``GET /callstate.js`` is the browser client (an
@@ -39,6 +41,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 
 import msgspec
 
+from ..continuity.plan import Preflight
+from ..continuity.resume import refusal
 from ..continuity.tokens import verify_token
 from ..errors import (
     CallEnded,
@@ -114,9 +118,12 @@ def _status(exc: CallstateError) -> int:
     return next((status for cls, status in _STATUS if isinstance(exc, cls)), 400)
 
 
-def error_response(exc: CallstateError) -> JSONResponse:
-    """``{"error": {"code", "message"}}`` with the status that fits the error."""
-    body = {"error": {"code": exc.code, "message": str(exc)}}
+def error_response(exc: CallstateError, preflight: Preflight | None = None) -> JSONResponse:
+    """``{"error": {"code", "message"}}`` with the status that fits the error, and the
+    ``preflight`` answer beside it when one is given."""
+    body: dict[str, Any] = {"error": {"code": exc.code, "message": str(exc)}}
+    if preflight is not None:
+        body["preflight"] = msgspec.to_builtins(preflight)
     return JSONResponse(body, status_code=_status(exc))
 
 
@@ -186,7 +193,14 @@ class _Api:
     async def resume(self, request: Request) -> Response:
         body = await read_body(request, ResumeBody, max_bytes=self.options.max_body_bytes)
         keeper = await self.ready()
-        session = await keeper.resume(body.token, takeover=body.takeover)
+        try:
+            session = await keeper.resume(body.token, takeover=body.takeover)
+        except CallstateError as exc:
+            # what preflight would have said: the page decides on it without asking again
+            pre = refusal(exc)
+            if pre is None:
+                raise
+            return error_response(exc, pre)
         answer = self._answer(session, session.resume_token(ttl=self.options.token_ttl))
         await self._hand_over("resume", session)
         return _json(answer)

@@ -7,24 +7,19 @@ from typing import Any
 __all__ = ["openapi_document"]
 
 _TOKEN = {"type": "string", "maxLength": 2048, "description": "a resume token (cs1.…)"}
-_ERROR = {
+_ERROR_FIELDS = {
     "type": "object",
-    "required": ["error"],
+    "required": ["code", "message"],
     "properties": {
-        "error": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {
-                    "type": "string",
-                    "description": "stable: token_invalid, token_superseded, call_ended, "
-                    "session_active, session_expired, session_not_found, bad_request, …",
-                },
-                "message": {"type": "string"},
-            },
-        }
+        "code": {
+            "type": "string",
+            "description": "stable: token_invalid, token_superseded, call_ended, "
+            "session_active, session_expired, session_not_found, bad_request, …",
+        },
+        "message": {"type": "string"},
     },
 }
+_ERROR = {"type": "object", "required": ["error"], "properties": {"error": _ERROR_FIELDS}}
 _SESSION = {
     "type": "object",
     "required": ["session_id", "epoch", "agent", "token", "resumed"],
@@ -61,6 +56,14 @@ _PREFLIGHT = {
     },
 }
 
+#: a refused resume: the error, and what preflight would have answered for the token
+#: (absent only when it is no refusal, e.g. `stale_epoch`: another owner won the claim)
+_REFUSAL = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": _ERROR_FIELDS, "preflight": _PREFLIGHT},
+}
+
 
 def _body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
     schema = {
@@ -72,14 +75,17 @@ def _body(props: dict[str, Any], required: list[str]) -> dict[str, Any]:
     return {"required": True, "content": {"application/json": {"schema": schema}}}
 
 
-def _answers(ok: int, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
+def _answers(
+    ok: int, schema: dict[str, Any], *errors: int, refusal: dict[str, Any] = _ERROR
+) -> dict[str, Any]:
     out: dict[str, Any] = {
         str(ok): {"description": "ok", "content": {"application/json": {"schema": schema}}}
     }
     for status in (400, 413, 415, *errors):
+        shape = refusal if status in errors else _ERROR
         out[str(status)] = {
             "description": "error",
-            "content": {"application/json": {"schema": _ERROR}},
+            "content": {"application/json": {"schema": shape}},
         }
     return out
 
@@ -109,9 +115,11 @@ def openapi_document(extra: dict[str, Any] | None = None) -> dict[str, Any]:
                 _answers(201, _SESSION, 404),
             ),
             "/v1/resume": _post(
-                "Resume the session at epoch+1; answers a fresh token.",
+                "Resume the session at epoch+1; answers a fresh token. Takes the session "
+                "only where preflight would answer resumable (or active, with takeover); "
+                "a refusal carries that preflight answer.",
                 _body({**token, "takeover": {"type": "boolean"}}, ["token"]),
-                _answers(200, _SESSION, 401, 404, 409, 410),
+                _answers(200, _SESSION, 401, 404, 409, 410, refusal=_REFUSAL),
             ),
             "/v1/token/refresh": _post(
                 "A fresh token for the same session and epoch.",

@@ -9,6 +9,19 @@ export declare class CallstateError extends Error {
   readonly code: string;
   /** the HTTP status, 0 when no answer came */
   readonly status: number;
+  /** on a refused resume: the preflight answer (why not; `active`, `expired`...) */
+  readonly preflight?: Preflight;
+}
+
+/** `/v1/preflight`'s answer, also carried by a refused `/v1/resume`. */
+export interface Preflight {
+  status: "resumable" | "expired" | "unknown" | "invalid" | "ended" | "superseded" | "active";
+  session_id: string | null;
+  agent: string | null;
+  epoch: number | null;
+  /** unix seconds */
+  expires_at: number | null;
+  reason: string;
 }
 
 /** What `connect` is given: the session the transport must join. */
@@ -37,7 +50,7 @@ export interface Transport {
 }
 
 export interface ClientOptions {
-  /** Open the transport for a session (called after preflight and resume or start). */
+  /** Open the transport for a session (called once resume or start answered). */
   connect(session: SessionInfo): Transport | Promise<Transport>;
   /** Where the app is mounted; default: where callstate.js was served from. */
   baseUrl?: string;
@@ -85,7 +98,9 @@ export type ClientState =
 export interface Timings {
   reason: string;
   at_ms: number;
+  /** only on a route change with the transport open (it checks, takes nothing) */
   preflight_ms?: number;
+  /** the resume, which is also the check: a refusal carries the preflight answer */
   resume_ms?: number;
   start_ms?: number;
   connect_ms?: number;
@@ -93,7 +108,7 @@ export interface Timings {
 }
 
 export interface CallstateEventMap {
-  /** About to resume (`reason`: load, route, network, takeover). */
+  /** Resumed at a new epoch; the transport opens next (`reason`: load, route, network, takeover). */
   resuming: CustomEvent<{ sessionId: string; reason: string }>;
   /** Resumed at a new epoch and the transport is open. */
   resumed: CustomEvent<SessionInfo & { timings: Timings }>;
@@ -132,7 +147,7 @@ export declare class CallstateClient extends EventTarget {
   readonly unacked: number;
   readonly caller: string;
   timings: Timings | null;
-  /** Preflight, then resume or start fresh, then connect. Null when nothing was opened. */
+  /** Resume (checked as preflight would) or start fresh, then connect. Null when nothing was opened. */
   start(options?: { fresh?: boolean }): Promise<SessionInfo | null>;
   /** Take the call from the tab that holds it. */
   takeover(): Promise<SessionInfo | null>;

@@ -3,8 +3,10 @@
 //
 // One CallstateClient per call widget. It keeps the call's resume token per tab
 // (sessionStorage) and the caller id across tabs (localStorage); on start and on every
-// route change it asks /v1/preflight BEFORE opening any connection, then resumes
-// (/v1/resume, epoch+1) or starts fresh (/v1/start), then opens the page's transport.
+// route change it checks the call BEFORE opening any connection: /v1/resume (epoch+1)
+// takes it only where /v1/preflight would have said so, and otherwise refuses with the
+// preflight answer, on which the client decides (starts fresh, reports `active`...);
+// one round trip instead of two. Then it opens the page's transport.
 // Outgoing messages are numbered; during a gap (offline, a network switch, a dropped
 // transport) they wait in a queue kept in sessionStorage and go out in order, once,
 // when the transport is open again. Tokens are refreshed before they expire.
@@ -248,25 +250,45 @@ export class CallstateClient extends EventTarget {
     const call = this._call;
     if (call?.token) {
       this._setState("checking");
-      const pre = await this._timed("preflight_ms", () => this._post("v1/preflight", { token: call.token }));
+      // one round trip: the resume takes the call only where preflight would have said
+      // so (resumable, or live elsewhere and ours to take over), else it refuses with
+      // the preflight answer, and the page decides on that as it would have
       const ours = takeover || this._takeover || this._reloaded || heldHere.has(call.sessionId);
-      if (pre.status === "resumable" || (pre.status === "active" && ours)) {
-        return this._resume(reason, ours, t0);
-      }
-      if (pre.status === "active") {
-        this._setState("active");
-        this._emit("active", { sessionId: call.sessionId, code: "session_active", reason: pre.reason });
-        return null;
-      }
-      const gone = this._gone(pre.status, pre.reason, reason);
-      if (gone === null) return null;
-      why = gone;
+      const got = await this._claim(reason, ours, t0);
+      if (got.done) return got.info;
+      why = got.why;
     }
     if (!fresh) {
       this._setState("idle");
       return null;
     }
     return this._fresh(why, t0);
+  }
+
+  // resume the call, or read why not from the preflight answer the refusal carries:
+  // {done, info} (resumed, or null: stop) or {why} (start fresh because of why)
+  async _claim(reason, takeover, t0) {
+    const call = this._call;
+    let answer;
+    try {
+      answer = await this._timed("resume_ms", () =>
+        this._post("v1/resume", { token: call.token, takeover }),
+      );
+    } catch (err) {
+      const pre = err.preflight;
+      if (!pre?.status || pre.status === "resumable") throw err; // no refusal: a failure
+      if (pre.status === "active") {
+        this._setState("active");
+        this._emit("active", { sessionId: call.sessionId, code: "session_active", reason: pre.reason });
+        return { done: true, info: null };
+      }
+      const why = this._gone(pre.status, pre.reason, reason);
+      return why === null ? { done: true, info: null } : { why };
+    }
+    this._emit("resuming", { sessionId: call.sessionId, reason });
+    await this._adopt(answer);
+    this._emit("resumed", { ...this._info(answer), timings: this.timings });
+    return { done: true, info: this._info(answer) };
   }
 
   // a call that cannot be resumed: tell the page; null means stop, else why we start fresh
@@ -284,30 +306,6 @@ export class CallstateClient extends EventTarget {
     heldHere.delete(sessionId);
     this._forget();
     return status;
-  }
-
-  async _resume(reason, takeover, t0) {
-    const call = this._call;
-    this._emit("resuming", { sessionId: call.sessionId, reason });
-    let answer;
-    try {
-      answer = await this._timed("resume_ms", () =>
-        this._post("v1/resume", { token: call.token, takeover }),
-      );
-    } catch (err) {
-      const status = { session_active: "active", token_superseded: "superseded", call_ended: "ended", session_expired: "expired", session_not_found: "unknown" }[err.code];
-      if (status === "active") {
-        this._setState("active");
-        this._emit("active", { sessionId: call.sessionId, code: err.code, reason: err.message });
-        return null;
-      }
-      if (!status) throw err;
-      const why = this._gone(status, err.message, reason);
-      return why === null ? null : this._fresh(why, t0);
-    }
-    await this._adopt(answer);
-    this._emit("resumed", { ...this._info(answer), timings: this.timings });
-    return this._info(answer);
   }
 
   async _fresh(why, t0) {
@@ -498,20 +496,24 @@ export class CallstateClient extends EventTarget {
     }
   }
 
-  // on a route change: is the call still this tab's? preflight first, reconnect if needed
+  // on a route change: is the call still this tab's? preflight when the link is open
+  // (it only checks), else reconnect with a resume that is its own check
   async _check() {
     const call = this._call;
     if (!call?.token) return null;
     const t0 = now();
     this.timings = { reason: "route", at_ms: t0 };
-    const pre = await this._timed("preflight_ms", () => this._post("v1/preflight", { token: call.token }));
-    if (pre.status === "resumable" || pre.status === "active") {
-      if (isOpen(this._transport)) return this._info({ session_id: call.sessionId, epoch: call.epoch, token: call.token, resumed: true });
-      return this._resume("route", true, t0);
+    if (isOpen(this._transport)) {
+      const pre = await this._timed("preflight_ms", () => this._post("v1/preflight", { token: call.token }));
+      if (pre.status === "resumable" || pre.status === "active") {
+        return this._info({ session_id: call.sessionId, epoch: call.epoch, token: call.token, resumed: true });
+      }
+      this._drop();
+      const why = this._gone(pre.status, pre.reason, "route");
+      return why === null ? null : this._fresh(why, t0);
     }
-    this._drop();
-    const why = this._gone(pre.status, pre.reason, "route");
-    return why === null ? null : this._fresh(why, t0);
+    const got = await this._claim("route", true, t0);
+    return got.done ? got.info : this._fresh(got.why, t0);
   }
 
   _online() {
@@ -584,7 +586,9 @@ export class CallstateClient extends EventTarget {
     }
     if (!reply.ok) {
       const error = answer?.error ?? {};
-      throw new CallstateError(error.code ?? "http", error.message ?? `POST ${path}: HTTP ${reply.status}`, reply.status);
+      const failed = new CallstateError(error.code ?? "http", error.message ?? `POST ${path}: HTTP ${reply.status}`, reply.status);
+      if (answer?.preflight) failed.preflight = answer.preflight; // a resume's refusal: why not
+      throw failed;
     }
     return answer;
   }
