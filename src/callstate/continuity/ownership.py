@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ConflictError
 from ..journal import events as ev
 from ..journal.limits import check_limits
 from ..journal.sealed import seal_event
@@ -155,18 +155,67 @@ class Ownership(Generic[H]):
         ownership (``channel``: how the new owner came, see ``SessionResumed``).
 
         ``previous`` is the session's record as read before the claim: its lease tells
-        why the old owner lost it (``SessionResumed.cause``).
+        why the old owner lost it (``SessionResumed.cause``). Given it, a store with
+        ``atomic_packages`` claims and journals ``SessionResumed`` in one transaction
+        (see :meth:`_claim_recorded`); any other takes them one after the other.
 
         Raises:
             StaleEpochError: the session is no longer at ``expected_epoch``.
         """
         host = self._host
         now = host.clock.now()
+        one_step = getattr(host.store, "atomic_packages", False)
+        if one_step and previous is not None and previous.epoch == expected_epoch:
+            owned = await self._claim_recorded(previous, now=now, via=via, channel=channel)
+            if owned is not None:
+                return owned
         # claim before loading: once claimed, the old owner can append nothing more
         epoch = await host.store.claim(session_id, expected_epoch, host.owner, now + host.lease_ttl)
         return await self.own_claimed(
             session_id, epoch, now=now, via=via, channel=channel, previous=previous
         )
+
+    async def _claim_recorded(
+        self, previous: SessionRecord, *, now: float, via: str, channel: str
+    ) -> Owned[H] | None:
+        """Claim the session and journal its ``SessionResumed`` in one store transaction:
+        one durable commit instead of two, the same fencing.
+
+        The event is built from the state as loaded before the claim, and the claim
+        carries it as the batch right after that state's last seq: if the old owner
+        recorded anything since the load, the store refuses the whole claim (nothing
+        changes) and None sends the caller the step-by-step way. Once claimed, the
+        state is that load plus the event, so it is not loaded again.
+        """
+        host = self._host
+        sid = previous.session_id
+        loaded = await host.store.load(sid)
+        if loaded.record.epoch != previous.epoch:
+            return None  # taken meanwhile: the plain claim raises what fits
+        state = restore_state(loaded, host.sealer)
+        epoch = previous.epoch + 1
+        gap = max(0.0, now - state.last_interaction_at)
+        fields = self._resumed(
+            state, epoch, now=now, gap=gap, via=via, channel=channel, previous=previous
+        )
+        event = ev.SessionResumed(seq=state.seq + 1, at=now, **fields)
+        apply(state, event)
+        batch = Batch(
+            session_id=sid,
+            epoch=epoch,
+            first_seq=event.seq,
+            events=[ev.encode_event(event)],  # nothing in it is sealed
+            agent=state.agent,
+            status=state.status,
+            last_interaction_at=state.last_interaction_at,
+        )
+        try:
+            await host.store.claim(
+                sid, previous.epoch, host.owner, now + host.lease_ttl, then=batch
+            )
+        except ConflictError:
+            return None  # the old owner recorded more after the load; nothing was claimed
+        return await self._own(state, loaded.record.snapshot_seq, epoch, gap=gap, via=via)
 
     async def own_claimed(
         self,
@@ -186,31 +235,67 @@ class Ownership(Generic[H]):
         host = self._host
         loaded = await host.store.load(session_id)
         state = restore_state(loaded, host.sealer)
+        gap = max(0.0, now - state.last_interaction_at)
+        fields = None
+        if not recorded:
+            fields = self._resumed(
+                state, epoch, now=now, gap=gap, via=via, channel=channel, previous=previous
+            )
+        return await self._own(
+            state, loaded.record.snapshot_seq, epoch, gap=gap, via=via, record=fields
+        )
+
+    def _resumed(
+        self,
+        state: SessionState,
+        epoch: int,
+        *,
+        now: float,
+        gap: float,
+        via: str,
+        channel: str,
+        previous: SessionRecord | None,
+    ) -> dict[str, Any]:
+        """The fields of the ``SessionResumed`` a takeover of ``state`` records."""
+        cause = ""
+        if previous is not None:
+            cause = lost_cause(
+                state,
+                lease_owner=previous.lease_owner,
+                lease_until=previous.lease_until,
+                now=now,
+                resumed=True,
+            )
+        return {
+            "epoch": epoch,
+            "gap_s": gap,
+            "via": via,
+            "owner": self._host.owner,
+            "channel": channel,
+            "cause": cause,
+        }
+
+    async def _own(
+        self,
+        state: SessionState,
+        snapshot_seq: int,
+        epoch: int,
+        *,
+        gap: float,
+        via: str,
+        record: dict[str, Any] | None = None,
+    ) -> Owned[H]:
+        """Make the live handle of a claimed ``state`` (recording ``SessionResumed`` with
+        ``record``'s fields, if given), then resolve in-doubt calls and plan the recovery."""
+        host = self._host
+        session_id = state.session_id
         old = host.handles.get(session_id)
         if old is not None:
             old.fence(fenced_error(session_id, old.state.epoch, epoch))
         session = self._make(state)
-        session.journal.snapshot_seq = loaded.record.snapshot_seq
-        gap = max(0.0, now - state.last_interaction_at)
-        if not recorded:
-            cause = ""
-            if previous is not None:
-                cause = lost_cause(
-                    state,
-                    lease_owner=previous.lease_owner,
-                    lease_until=previous.lease_until,
-                    now=now,
-                    resumed=True,
-                )
-            session.append(
-                ev.SessionResumed,
-                epoch=epoch,
-                gap_s=gap,
-                via=via,
-                owner=host.owner,
-                channel=channel,
-                cause=cause,
-            )
+        session.journal.snapshot_seq = snapshot_seq
+        if record is not None:
+            session.append(ev.SessionResumed, **record)
         host.adopt(session)
         await session.flush()
         if session.state.in_flight:

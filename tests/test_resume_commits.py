@@ -1,0 +1,104 @@
+"""A resume on a store that claims atomically (SQLite): the claim carries
+``session.resumed`` in its transaction, one durable commit instead of two, and a write
+the old owner lands between the resume's read and its claim refuses that claim whole."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import callstate
+from callstate.journal import events as ev
+from callstate.storage import Store, open_store
+
+SECRET = b"s" * 32
+
+
+class Counted:
+    """The real store, with the name of every call it is given (nothing else changes);
+    ``before_claim`` runs once, just before the next claim reaches the store."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.calls: list[str] = []
+        self.before_claim: Callable[[], Awaitable[None]] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.inner, name)
+        if not inspect.iscoroutinefunction(attr):
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            if name == "claim" and self.before_claim is not None:
+                hook, self.before_claim = self.before_claim, None
+                await hook()
+            return await attr(*args, **kwargs)
+
+        return call
+
+    def writes(self) -> list[str]:
+        return [c for c in self.calls if c in ("claim", "append")]
+
+
+async def _dropped(keeper: callstate.Keeper) -> callstate.Session:
+    s = await keeper.start(caller="+15551234567", agent="triage")
+    s.user_said("I'd like to move my booking")
+    s.connection_lost("page reload")
+    await s.flush()
+    return s
+
+
+async def test_a_resume_writes_once_the_claim_carrying_session_resumed(tmp_path: Path) -> None:
+    """One store write per resume on SQLite; the journal and the live state are as
+    the two-step resume left them (session.resumed right after, cause, channel)."""
+    store = Counted(open_store(f"sqlite:///{tmp_path}/cs.db"))
+    async with callstate.Keeper(store, secret=SECRET) as keeper:  # type: ignore[arg-type]
+        s = await _dropped(keeper)
+        seq = s.state.seq
+        store.calls.clear()
+        resumed = await keeper.resume(s.resume_token())
+        writes = store.writes()
+        last = ev.decode_event((await store.inner.read_events(s.id))[-1])
+        stored = await keeper.load(s.id)
+    assert ["claim"] == writes
+    assert isinstance(last, ev.SessionResumed)
+    assert (seq + 1, 2, "link_lost", "token", "resume") == (
+        last.seq,
+        last.epoch,
+        last.cause,
+        last.channel,
+        last.via,
+    )
+    assert stored == resumed.state
+    assert (True, 2) == (resumed.state.on_hold, resumed.state.token_epoch)
+
+
+async def test_a_write_landing_before_the_claim_is_kept_and_the_resume_follows_it(
+    tmp_path: Path,
+) -> None:
+    """The old owner records once more between the resume's read and its claim: the
+    one-step claim is refused with nothing changed, and the resume claims, then appends
+    session.resumed after that write."""
+    url = f"sqlite:///{tmp_path}/cs.db"
+    store = Counted(open_store(url))
+    async with (
+        callstate.Keeper(url, secret=SECRET) as first,
+        callstate.Keeper(store, secret=SECRET) as keeper,  # type: ignore[arg-type]
+    ):
+        old = await _dropped(first)
+
+        async def late() -> None:
+            old.user_partial("and one more thing")
+            await old.flush()
+
+        store.before_claim = late
+        store.calls.clear()
+        resumed = await keeper.resume(old.resume_token())
+        writes = store.writes()
+        stored = await keeper.load(old.id)
+    assert ["claim", "claim", "append"] == writes
+    assert ("and one more thing", 2) == (resumed.state.partial, resumed.state.epoch)
+    assert stored == resumed.state
