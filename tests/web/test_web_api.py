@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import callstate
-from callstate.storage import Store
+from callstate.storage import Store, open_store
 from callstate.testing import FakeClock
 from callstate.web import WebOptions, create_app
 from services import drop_pg_schema, drop_redis_prefix, postgres_url, redis_url, unique
@@ -206,6 +207,50 @@ async def test_a_refused_resume_carries_the_preflight_answer_and_takes_nothing(
         (410, "call_ended", "ended", 2),
     ] == [(status, code, got["status"], epoch) for status, code, got, _, epoch in answers]
     assert [pre for *_, pre, _ in answers] == [got for *_, got, _, _ in answers]
+
+
+class _HeldRelease:
+    """The real store, whose lease releases wait while ``go`` is clear."""
+
+    def __init__(self, inner: Store) -> None:
+        self.inner = inner
+        self.go = asyncio.Event()
+        self.go.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def release_lease(self, session_id: str, owner: str) -> None:
+        await self.go.wait()
+        await self.inner.release_lease(session_id, owner)
+
+
+async def test_the_answer_does_not_wait_for_releasing_a_session_nobody_here_drives(
+    url: str,
+) -> None:
+    """Without on_session, a resume answers while its lease release is still pending
+    (the release lands once the store lets it); a start answers after its release."""
+    store = _HeldRelease(open_store(url))
+    keeper = callstate.Keeper(store, secret=SECRET)  # type: ignore[arg-type]
+    app = create_app(keeper)
+    async with serving(app) as client:
+        first = await _start(client)
+        started = await keeper.store.get(first["session_id"])
+        store.go.clear()
+        try:  # a resume that waited for its release would never answer
+            async with asyncio.timeout(10):
+                reply = await client.post("/v1/resume", json={"token": first["token"]})
+        finally:
+            held = (await keeper.store.get(first["session_id"])).lease_owner  # type: ignore[union-attr]
+            store.go.set()
+        await asyncio.gather(*app.state.callstate.letting_go)
+        after = await keeper.store.get(first["session_id"])
+    assert (None, 200, keeper.owner, None) == (
+        started and started.lease_owner,
+        reply.status_code,
+        held,
+        after and after.lease_owner,
+    )
 
 
 async def test_cors_allows_only_the_configured_origins(url: str) -> None:

@@ -15,8 +15,9 @@ with the error class's stable ``code`` and a fitting HTTP status.
 
 Who drives a session the app took? ``WebOptions(on_session=...)`` is handed each
 started or resumed ``Session`` (e.g. to attach a Pipecat pipeline in this process).
-Without it, the app releases the session right after issuing the token, so the worker
-that runs the agent takes it over by session id (trusted server code).
+Without it, the app releases the session once the token is issued (a resumed one
+beside its answer, not before it), so the worker that runs the agent takes it over by
+session id (trusted server code).
 """
 
 from __future__ import annotations
@@ -139,6 +140,7 @@ class _Api:
         self.options = options
         self._opening = asyncio.Lock()
         self.opened_here = False
+        self.letting_go: set[asyncio.Task[None]] = set()
 
     async def ready(self) -> Keeper:
         async with self._opening:
@@ -149,12 +151,29 @@ class _Api:
 
     async def _hand_over(self, how: Literal["start", "resume"], session: Session) -> None:
         hook = self.options.on_session
-        if hook is None:
-            await session.close()  # the agent's worker takes it over by session id
+        if hook is None:  # the agent's worker takes it over by session id
+            if how == "resume":
+                self._let_go(session)
+            else:  # live with its link up: released before anyone can ask about it
+                await session.close()
             return
         result = hook(how, session)
         if asyncio.iscoroutine(result):
             await result
+
+    def _let_go(self, session: Session) -> None:
+        """Close a resumed session nobody here drives while its answer goes out: the
+        page needs the token, not the lease's release (the worker's claim by id fences
+        this handle either way), so that commit is no part of the answer's time. It is
+        on hold until its transport opens, so no one is told it is live meanwhile."""
+        task = asyncio.get_running_loop().create_task(session.close())
+        self.letting_go.add(task)
+        task.add_done_callback(self._let_gone)
+
+    def _let_gone(self, task: asyncio.Task[None]) -> None:
+        self.letting_go.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("callstate.web: releasing a session failed", exc_info=task.exception())
 
     def _expires_in(self, token: str) -> float:
         """Seconds the token stays valid, by the server's clock (the client refreshes
@@ -270,6 +289,7 @@ def create_app(keeper: Keeper, options: WebOptions | None = None) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await asyncio.gather(*api.letting_go, return_exceptions=True)
         if api.opened_here:
             await keeper.close()
 
