@@ -63,6 +63,8 @@ TIMED = {"/callstate/v1/preflight", "/callstate/v1/resume", "/offer"}
 
 #: the page's figures for the reload it just made, once it is back on the call
 READ_PAGE = """() => {
+  const demo = window.demo;  // undefined until the page's module has imported callstate.js
+  if (!demo) return null;
   const back = demo.events.find((e) => e.type === "resumed");
   const t = demo.timings;
   if (!back || t.open === undefined) return null;
