@@ -102,3 +102,24 @@ async def test_a_write_landing_before_the_claim_is_kept_and_the_resume_follows_i
     assert ["claim", "claim", "append"] == writes
     assert ("and one more thing", 2) == (resumed.state.partial, resumed.state.epoch)
     assert stored == resumed.state
+
+
+async def test_a_resume_whose_checks_read_the_session_builds_its_claim_on_that_read(
+    tmp_path: Path,
+) -> None:
+    """A page's token from before the agent's worker took the call by id: the checks
+    load the session (is the token superseded?) and the claim needs no load of its own."""
+    store = Counted(open_store(f"sqlite:///{tmp_path}/cs.db"))
+    async with callstate.Keeper(store, secret=SECRET) as keeper:  # type: ignore[arg-type]
+        s = await _dropped(keeper)
+        token = s.resume_token()
+        worker = await keeper.resume(s.id)  # the agent's worker, by id: epoch 2
+        worker.connection_lost("page reload")
+        await worker.flush()
+        store.calls.clear()
+        resumed = await keeper.resume(token, takeover=True)
+        reads = [c for c in store.calls if c in ("get", "load", "claim", "append")]
+        stored = await keeper.load(s.id)
+    assert ["get", "load", "claim"] == reads
+    assert (3, 3) == (resumed.state.epoch, resumed.state.token_epoch)
+    assert stored == resumed.state

@@ -22,6 +22,7 @@ from .continuity.ownership import Owned, Ownership
 from .continuity.plan import Preflight
 from .continuity.restore import restore_state
 from .continuity.resume import (
+    Stored,
     check_resumable,
     find_caller_session,
     fresh_token,
@@ -416,7 +417,7 @@ class Keeper:
             StaleEpochError: another owner took the session at the same moment.
         """
         t0 = time.perf_counter()
-        rec, claims = await check_resumable(
+        rec, claims, stored = await check_resumable(
             self.host,
             token_or_id,
             caller=caller,
@@ -427,7 +428,7 @@ class Keeper:
         if expected_epoch is not None and expected_epoch != rec.epoch:
             raise stale_claim(rec.session_id, expected_epoch, rec.epoch)
         channel = "token" if claims else "id"
-        session = await self._take_over(rec, via=via, channel=channel)
+        session = await self._take_over(rec, via=via, channel=channel, stored=stored)
         session.token = fresh_token(
             self.host, session, bind=claims.caller_bound if claims else True
         )
@@ -531,10 +532,13 @@ class Keeper:
             epoch=session.state.epoch,
         )
 
-    async def _take_over(self, rec: SessionRecord, *, via: str, channel: str) -> Session:
-        """Claim ``rec`` at epoch+1, restore it and record the new ownership."""
+    async def _take_over(
+        self, rec: SessionRecord, *, via: str, channel: str, stored: Stored | None = None
+    ) -> Session:
+        """Claim ``rec`` at epoch+1, restore it and record the new ownership (``stored``:
+        the session as the checks loaded it, if they did)."""
         owned = await self._ownership.take_over(
-            rec.session_id, rec.epoch, via=via, channel=channel, previous=rec
+            rec.session_id, rec.epoch, via=via, channel=channel, previous=rec, stored=stored
         )
         return _adopted(owned)
 

@@ -24,7 +24,7 @@ from ..tools.late import collect
 from ..tools.lifecycle import recover_in_doubt
 from .causes import lost_cause
 from .restore import fenced_error, restore_state
-from .resume import continue_run
+from .resume import Stored, continue_run
 
 if TYPE_CHECKING:
     from ..archive.followups import FollowUps
@@ -150,6 +150,7 @@ class Ownership(Generic[H]):
         via: str,
         channel: str = "",
         previous: SessionRecord | None = None,
+        stored: Stored | None = None,
     ) -> Owned[H]:
         """Claim the session at ``expected_epoch`` + 1, restore it and record the new
         ownership (``channel``: how the new owner came, see ``SessionResumed``).
@@ -157,7 +158,8 @@ class Ownership(Generic[H]):
         ``previous`` is the session's record as read before the claim: its lease tells
         why the old owner lost it (``SessionResumed.cause``). Given it, a store with
         ``atomic_packages`` claims and journals ``SessionResumed`` in one transaction
-        (see :meth:`_claim_recorded`); any other takes them one after the other.
+        (see :meth:`_claim_recorded`; ``stored``: the session as already loaded before
+        the claim, if it was); any other takes them one after the other.
 
         Raises:
             StaleEpochError: the session is no longer at ``expected_epoch``.
@@ -166,7 +168,7 @@ class Ownership(Generic[H]):
         now = host.clock.now()
         one_step = getattr(host.store, "atomic_packages", False)
         if one_step and previous is not None and previous.epoch == expected_epoch:
-            owned = await self._claim_recorded(previous, now=now, via=via, channel=channel)
+            owned = await self._claim_recorded(previous, stored, now=now, via=via, channel=channel)
             if owned is not None:
                 return owned
         # claim before loading: once claimed, the old owner can append nothing more
@@ -176,7 +178,7 @@ class Ownership(Generic[H]):
         )
 
     async def _claim_recorded(
-        self, previous: SessionRecord, *, now: float, via: str, channel: str
+        self, previous: SessionRecord, stored: Stored | None, *, now: float, via: str, channel: str
     ) -> Owned[H] | None:
         """Claim the session and journal its ``SessionResumed`` in one store transaction:
         one durable commit instead of two, the same fencing.
@@ -189,10 +191,12 @@ class Ownership(Generic[H]):
         """
         host = self._host
         sid = previous.session_id
-        loaded = await host.store.load(sid)
-        if loaded.record.epoch != previous.epoch:
+        if stored is None:
+            loaded = await host.store.load(sid)
+            stored = Stored(loaded.record, restore_state(loaded, host.sealer))
+        if stored.record.epoch != previous.epoch:
             return None  # taken meanwhile: the plain claim raises what fits
-        state = restore_state(loaded, host.sealer)
+        state = stored.state  # handed over: folded on here, never read as before again
         epoch = previous.epoch + 1
         gap = max(0.0, now - state.last_interaction_at)
         fields = self._resumed(
@@ -215,7 +219,7 @@ class Ownership(Generic[H]):
             )
         except ConflictError:
             return None  # the old owner recorded more after the load; nothing was claimed
-        return await self._own(state, loaded.record.snapshot_seq, epoch, gap=gap, via=via)
+        return await self._own(state, stored.record.snapshot_seq, epoch, gap=gap, via=via)
 
     async def own_claimed(
         self,

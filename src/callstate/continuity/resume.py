@@ -6,7 +6,7 @@ checked against the journal; never taking ownership).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..errors import (
     CallEnded,
@@ -43,7 +43,15 @@ __all__ = [
     "refresh_token",
     "refusal",
     "session_token",
+    "Stored",
 ]
+
+
+class Stored(NamedTuple):
+    """A session as one load read it: the record then, and the state folded from it."""
+
+    record: SessionRecord
+    state: SessionState
 
 
 async def _was_archived(host: Host, session_id: str) -> bool:
@@ -58,8 +66,9 @@ async def check_resumable(
     expire: Sweeper | None = None,
     takeover: bool = False,
     after_end: bool = False,
-) -> tuple[SessionRecord, TokenClaims | None]:
-    """The stored record ``token_or_id`` may resume now, after every check.
+) -> tuple[SessionRecord, TokenClaims | None, Stored | None]:
+    """The stored record ``token_or_id`` may resume now, after every check, its token's
+    claims, and the session as loaded for the checks (None when they needed no load).
 
     With ``expire`` (a sweeper) a session found past its window is expired on the spot.
     A token is also checked against the session's owner (see :func:`check_claims`);
@@ -109,13 +118,17 @@ async def check_resumable(
             await expire.expire_session(rec, now)
         msg = f"session {sid!r} expired: last interaction {now - rec.last_interaction_at:.0f}s ago, window {host.resume_window:.0f}s"
         raise SessionExpired(msg, session_id=sid)
+    stored = None
     if claims is not None:
-        await check_claims(host, rec, claims, now=now, takeover=takeover, after_end=after_end)
-    return rec, claims
+        stored = await check_claims(
+            host, rec, claims, now=now, takeover=takeover, after_end=after_end
+        )
+    return rec, claims, stored
 
 
-async def _load(host: Host, session_id: str) -> SessionState:
-    return restore_state(await host.store.load(session_id), host.sealer)
+async def _load(host: Host, session_id: str) -> Stored:
+    loaded = await host.store.load(session_id)
+    return Stored(loaded.record, restore_state(loaded, host.sealer))
 
 
 async def check_claims(
@@ -126,8 +139,9 @@ async def check_claims(
     now: float,
     takeover: bool = False,
     after_end: bool = False,
-) -> None:
-    """Refuse a verified token that would take the call from a newer or live owner.
+) -> Stored | None:
+    """Refuse a verified token that would take the call from a newer or live owner;
+    returns the session as loaded for that, if it was.
 
     A token resumes its session only when:
 
@@ -153,25 +167,26 @@ async def check_claims(
             "(Keeper(resume_after_end=True) allows it)"
         )
         raise CallEnded(msg, session_id=sid)
-    state: SessionState | None = None
+    stored: Stored | None = None
     if claims.epoch < rec.epoch:
-        state = await _load(host, sid)
-        if state.token_epoch > claims.epoch:
+        stored = await _load(host, sid)
+        if stored.state.token_epoch > claims.epoch:
             msg = (
                 f"resume token `epoch` {claims.epoch} of session {sid!r} is superseded: "
                 f"a handoff or another client's resume took the call at epoch "
-                f"{state.token_epoch}; resume with the token that resume handed out"
+                f"{stored.state.token_epoch}; resume with the token that resume handed out"
             )
             raise TokenSuperseded(msg, session_id=sid, epoch=claims.epoch, current_epoch=rec.epoch)
     live = rec.lease_owner is not None and rec.lease_until > now
     if live and not takeover and rec.status in ("active", "offered"):
-        state = state or await _load(host, sid)
-        if not state.on_hold:
+        stored = stored or await _load(host, sid)
+        if not stored.state.on_hold:
             msg = (
                 f"session {sid!r} is active in another tab: its owner holds a live lease "
                 "and its link is up; resume(token, takeover=True) takes it over"
             )
             raise SessionActive(msg, session_id=sid)
+    return stored
 
 
 def refusal(exc: Exception) -> Preflight | None:
@@ -205,7 +220,9 @@ async def preflight(
     for bad input (the answer says ``invalid``, ``ended``, ``superseded`` or
     ``active`` and why: see :func:`refusal`)."""
     try:
-        rec, claims = await check_resumable(host, token_or_id, caller=caller, after_end=after_end)
+        rec, claims, _ = await check_resumable(
+            host, token_or_id, caller=caller, after_end=after_end
+        )
     except CallstateError as exc:
         answer = refusal(exc)
         if answer is None:  # not a refusal (a storage error...): the caller hears it
@@ -291,11 +308,11 @@ async def refresh_token(
     if not (isinstance(token, str) and is_token(token)):
         msg = "a token refresh takes a resume token (cs1.…), not a session id"
         raise TokenError(msg)
-    _, claims = await check_resumable(host, token, takeover=True, after_end=after_end)
+    _, claims, _ = await check_resumable(host, token, takeover=True, after_end=after_end)
     if claims is None:  # a token always has claims; kept for the type checker
         msg = "resume token did not verify"
         raise TokenError(msg)
-    caller = (await _load(host, claims.session_id)).caller if claims.caller_bound else None
+    caller = (await _load(host, claims.session_id)).state.caller if claims.caller_bound else None
     return _issue(host, claims.session_id, claims.epoch, caller, ttl)
 
 
