@@ -140,6 +140,25 @@ async def test_a_tampered_token_changes_nothing_stored(url: str) -> None:
     )
 
 
+async def test_a_session_id_is_no_token_to_the_web_endpoints(url: str) -> None:
+    """A bare session id (trusted server code's key) is `invalid` to preflight and a
+    401 to resume over HTTP, and the session stays at epoch 1."""
+    keeper = callstate.Keeper(url, secret=SECRET)
+    async with serving(create_app(keeper)) as client:
+        first = await _start(client)
+        sid = first["session_id"]
+        pre = (await client.post("/v1/preflight", json={"token": sid})).json()
+        reply = await client.post("/v1/resume", json={"token": sid, "takeover": True})
+        state = await keeper.load(sid)
+    assert ("invalid", 401, "token_invalid", "invalid", 1) == (
+        pre["status"],
+        reply.status_code,
+        reply.json()["error"]["code"],
+        reply.json()["preflight"]["status"],
+        state.epoch,
+    )
+
+
 async def test_on_session_is_handed_each_session_and_keeps_it(url: str) -> None:
     """With on_session the app hands over the live session instead of releasing it."""
     seen: list[tuple[str, callstate.Session]] = []

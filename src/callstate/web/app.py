@@ -44,7 +44,7 @@ import msgspec
 
 from ..continuity.plan import Preflight
 from ..continuity.resume import refusal
-from ..continuity.tokens import verify_token
+from ..continuity.tokens import is_token, verify_token
 from ..errors import (
     CallEnded,
     CallstateError,
@@ -128,6 +128,19 @@ def error_response(exc: CallstateError, preflight: Preflight | None = None) -> J
     return JSONResponse(body, status_code=_status(exc))
 
 
+def _token_only(value: str) -> str:
+    """``value`` if it is a resume token: ``Keeper`` also takes a bare session id, which
+    is for trusted server code; from a browser it would resume a call unsigned.
+
+    Raises:
+        TokenError: ``value`` is not a resume token.
+    """
+    if not is_token(value):
+        msg = f"`token` must be a resume token (cs1.…), got {value[:12]!r}…; a session id resumes only from server code"
+        raise TokenError(msg)
+    return value
+
+
 def _json(data: Any, status: int = 200) -> Response:
     return Response(msgspec.json.encode(data), status_code=status, media_type="application/json")
 
@@ -195,7 +208,11 @@ class _Api:
 
     async def preflight(self, request: Request) -> Response:
         body = await read_body(request, TokenBody, max_bytes=self.options.max_body_bytes)
-        pre = await (await self.ready()).preflight(body.token)
+        try:
+            token = _token_only(body.token)
+        except TokenError as exc:
+            return _json(msgspec.to_builtins(Preflight(status="invalid", reason=str(exc))))
+        pre = await (await self.ready()).preflight(token)
         return _json(msgspec.to_builtins(pre))
 
     async def start(self, request: Request) -> Response:
@@ -213,7 +230,7 @@ class _Api:
         body = await read_body(request, ResumeBody, max_bytes=self.options.max_body_bytes)
         keeper = await self.ready()
         try:
-            session = await keeper.resume(body.token, takeover=body.takeover)
+            session = await keeper.resume(_token_only(body.token), takeover=body.takeover)
         except CallstateError as exc:
             # what preflight would have said: the page decides on it without asking again
             pre = refusal(exc)
