@@ -346,3 +346,29 @@ async def test_group_commit_is_one_update_and_one_insert(store: SQLiteStore) -> 
     assert ["BEGIN", "UPDATE", "INSERT", "COMMIT"] == runs
     for sid in "abc":
         assert [_turn(1), _turn(2)] == await store.read_events(sid)
+
+
+async def test_cancelling_no_follow_ups_takes_no_write_lock(tmp_path: Path) -> None:
+    """While another process holds the write lock, cancelling the follow-ups of a
+    session with none pending answers 0 at once (every resume asks); one with a pending
+    follow-up waits for the lock as before, and cancels it once the lock is free."""
+    store = SQLiteStore(f"sqlite:///{tmp_path}/cs.db", busy_timeout=0.2)
+    await store.open()
+    other = _raw(store)
+    try:
+        await _session(store, "s1")
+        await _session(store, "s2")
+        other.execute(
+            "INSERT INTO followups (followup_id, session_id, due_at, payload, status) "
+            "VALUES ('f1', 's1', 0, x'00', 'pending')"
+        )
+        other.execute("BEGIN IMMEDIATE")  # another process mid-commit
+        nothing = await store.followup_cancel("s2")
+        with pytest.raises(StorageError, match="locked"):
+            await store.followup_cancel("s1")
+        other.rollback()
+        cancelled = await store.followup_cancel("s1")
+    finally:
+        other.close()
+        await store.close()
+    assert (0, 1) == (nothing, cancelled)

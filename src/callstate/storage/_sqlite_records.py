@@ -118,14 +118,21 @@ class SQLiteRecords(SQLiteBase):
         )
 
     async def followup_cancel(self, session_id: str) -> int:
-        return await self._run(
-            lambda c: (
-                c.execute(
-                    "UPDATE followups SET status = 'cancelled' WHERE session_id = ? AND status = 'pending'",
-                    (session_id,),
-                ).rowcount
-            )
-        )
+        def cancel(c: sqlite3.Connection) -> int:
+            # every resume asks, and most have nothing pending: a read takes no write
+            # lock, so it never waits behind another process's commit for nothing
+            pending = c.execute(
+                "SELECT 1 FROM followups WHERE session_id = ? AND status = 'pending' LIMIT 1",
+                (session_id,),
+            ).fetchone()
+            if pending is None:
+                return 0
+            return c.execute(
+                "UPDATE followups SET status = 'cancelled' WHERE session_id = ? AND status = 'pending'",
+                (session_id,),
+            ).rowcount
+
+        return await self._run(cancel)
 
     async def followup_claim(
         self, now: float, owner: str, claim_for: float, limit: int = 10
