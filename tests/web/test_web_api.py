@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 
 import callstate
+from callstate.continuity.plan import PreflightStatus
 from callstate.storage import Store, open_store
 from callstate.testing import FakeClock
 from callstate.web import WebOptions, create_app
@@ -270,6 +271,21 @@ async def test_the_answer_does_not_wait_for_releasing_a_session_nobody_here_driv
         held,
         after and after.lease_owner,
     )
+
+
+async def test_the_openapi_doc_shows_the_preflight_answer_in_a_resume_refusal(url: str) -> None:
+    """/v1/openapi.json documents `preflight` beside `error` in /v1/resume's 4xx
+    answers, with every status a Preflight can have."""
+    keeper = callstate.Keeper(url, secret=SECRET)
+    async with serving(create_app(keeper)) as client:
+        doc = (await client.get("/v1/openapi.json")).json()
+    answers = doc["paths"]["/v1/resume"]["post"]["responses"]
+    shapes = [answers[s]["content"]["application/json"]["schema"] for s in ("401", "409", "410")]
+    statuses = [
+        shape["properties"]["preflight"]["properties"]["status"]["enum"] for shape in shapes
+    ]
+    assert [sorted(get_args(PreflightStatus))] * 3 == [sorted(s) for s in statuses]
+    assert "preflight" not in answers["400"]["content"]["application/json"]["schema"]["properties"]
 
 
 async def test_cors_allows_only_the_configured_origins(url: str) -> None:
