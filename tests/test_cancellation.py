@@ -150,8 +150,13 @@ async def test_cancelling_run_tool_leaves_the_write_to_finish_and_record(
         assert "succeeded" == stored.calls["c1"].status
 
 
-async def test_cancelling_resume_leaves_the_session_resumable(gated: GatedStore) -> None:
-    """A resume cancelled while it records the new ownership ends cancelled; a later resume works."""
+@pytest.mark.parametrize("held", ["claim", "append"])
+async def test_cancelling_resume_leaves_the_session_resumable(gated: GatedStore, held: str) -> None:
+    """A resume cancelled while it records the new ownership ends cancelled; a later
+    resume works: inside the one commit that claims and journals ``session.resumed``
+    (SQLite), and between the claim and that append (a store without atomic claims)."""
+    if held == "append":
+        gated.atomic_packages = False  # as PostgreSQL and Redis: claim, then append
     clock = FakeClock()
     async with callstate.Keeper(gated, clock=clock, secret=SECRET, sweep_every=None) as a:
         s = await a.start(caller="+15551234567")
@@ -160,7 +165,7 @@ async def test_cancelling_resume_leaves_the_session_resumable(gated: GatedStore)
         token = s.resume_token()
         await s.close()
         async with callstate.Keeper(gated, clock=clock, secret=SECRET, sweep_every=None) as b:
-            gated.hold = {"append"}
+            gated.hold = {held}
             await _cancel_while_held(gated, lambda: b.resume(token))
             gated.release()
         async with callstate.Keeper(gated, clock=clock, secret=SECRET, sweep_every=None) as c:
