@@ -13,8 +13,10 @@ the extra turns, so start-up and imports cancel out::
 10th turn, on ``memory://``, with the queue drained by hand so nothing but recording
 runs. ``--what durable`` (a durable turn): ``user_said``, ``agent_started``,
 ``agent_finished`` and ``await flush()`` on a SQLite file (``synchronous=FULL``), the
-store's thread included, as ``bench/peers``' callstate system does. The text is the
-peers call's (``bench/peers/workload.py``).
+store's thread included, as ``bench/peers``' callstate system does; ``--store URL``
+runs it on another store instead (``postgresql://…?schema=…``, ``redis://…?prefix=…``:
+the client's side only, the server's instructions are another process's). The text is
+the peers call's (``bench/peers/workload.py``).
 """
 
 from __future__ import annotations
@@ -51,11 +53,11 @@ async def record(turns: int) -> None:
         await s.close()
 
 
-async def durable(turns: int) -> None:
-    """Durable turns on a SQLite file, each flushed before the next."""
+async def durable(turns: int, store: str | None) -> None:
+    """Durable turns on a SQLite file (or ``store``), each flushed before the next."""
     call = make_call(300)
     with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/instructions.db"
+        url = store or f"sqlite:///{tmp}/instructions.db"
         async with callstate.Keeper(url, secret=b"bench-instructions-secret-32byte") as keeper:
             s = await keeper.start(agent="bench", caller="+15550001111")
             for i in range(turns):
@@ -71,8 +73,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--what", choices=("record", "durable"), default="record")
     parser.add_argument("--turns", type=int, default=500)
+    parser.add_argument("--store", help="a store URL for --what durable (default: a SQLite file)")
     args = parser.parse_args()
-    asyncio.run(record(args.turns) if args.what == "record" else durable(args.turns))
+    work = record(args.turns) if args.what == "record" else durable(args.turns, args.store)
+    asyncio.run(work)
     print(f"{args.what}_turns {args.turns}")
 
 
