@@ -1,5 +1,10 @@
 """Session events: frozen, tagged msgspec structs and their one codec.
 
+The structs live by family (``session_events``, ``speech_events``, ``tool_events``,
+``link_events``, on ``event_base``); this module joins them in the ``Event`` union,
+decodes them with one union decoder and checks what is recorded. Every name stays
+importable from here.
+
 Every change to a session is one of these, appended to the session's journal with a
 gap-free ``seq``. Schema rules: new fields get defaults, a field's type never
 changes, a removed tag stays decodable. Every encoded event carries ``v``, the
@@ -8,11 +13,50 @@ format version it was written with.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Final
 
 import msgspec
 
 from ..errors import CodecError, VersionError
+from .event_base import FORMAT_VERSION, SEALED_VERSION, Delivery, Effect, EventBase, OnInterrupt
+from .link_events import (
+    LinkLost,
+    LinkRestored,
+    OutboxDropped,
+    OutboxQueued,
+    OutboxSent,
+    UserdataPatch,
+)
+from .session_events import (
+    HandoffAccepted,
+    HandoffOffered,
+    HandoffReclaimed,
+    SessionEnded,
+    SessionExpiredEvent,
+    SessionResumed,
+    SessionStarted,
+)
+from .speech_events import (
+    AgentFinished,
+    AgentProgress,
+    AgentStarted,
+    Interrupted,
+    UserPartial,
+    UserTurn,
+)
+from .tool_events import (
+    ToolCancelled,
+    ToolContextDelivered,
+    ToolDeduplicated,
+    ToolDelivery,
+    ToolFailed,
+    ToolInDoubt,
+    ToolProgress,
+    ToolRequested,
+    ToolStarted,
+    ToolSucceeded,
+)
+from .versioned import decode_versioned, decode_with, newer_version
 
 __all__ = [
     "EVENT_TYPES",
@@ -21,6 +65,8 @@ __all__ = [
     "AgentFinished",
     "AgentProgress",
     "AgentStarted",
+    "Delivery",
+    "Effect",
     "Event",
     "HandoffAccepted",
     "HandoffOffered",
@@ -30,6 +76,7 @@ __all__ = [
     "LinkRestored",
     "OutboxDropped",
     "OutboxQueued",
+    "OnInterrupt",
     "OutboxSent",
     "SessionEnded",
     "SessionExpiredEvent",
@@ -51,242 +98,13 @@ __all__ = [
     "check_event",
     "check_recorded",
     "decode_event",
+    "decode_versioned",
     "decode_with",
     "decode_events",
     "encode_event",
     "encode_events",
     "newer_version",
 ]
-
-FORMAT_VERSION: Final = 1
-#: The version of an event holding sealed caller data (``sealed``): a reader older than
-#: sealing would drop the caller silently, so it must refuse the event instead.
-SEALED_VERSION: Final = 2
-
-Effect = Literal["read", "write"]
-OnInterrupt = Literal["complete", "cancel"]
-Delivery = Literal["held", "delivered", "discarded", "announced", "compensated"]
-
-
-class _Base(
-    msgspec.Struct, frozen=True, kw_only=True, tag_field="type", forbid_unknown_fields=False
-):
-    """Fields every event has: ``seq`` in the journal, wall-clock ``at``, format ``v``."""
-
-    seq: int = 0
-    at: float = 0.0
-    v: int = FORMAT_VERSION
-
-
-# -- session lifecycle -------------------------------------------------------------
-
-
-class SessionStarted(_Base, frozen=True, tag="session.started"):
-    session_id: str
-    agent: str
-    caller: str | None = None
-    epoch: int = 1
-    userdata: dict[str, Any] = {}
-    metadata: dict[str, Any] = {}
-    personal: list[str] = []  # userdata keys that are personal (sealed at rest)
-    sealed: str | None = None  # as stored: caller and personal userdata, encrypted
-
-
-class SessionResumed(_Base, frozen=True, tag="session.resumed"):
-    epoch: int
-    gap_s: float = 0.0
-    via: Literal["resume", "takeover", "handoff"] = "resume"
-    owner: str = ""
-    # how the new owner came: "token" (a client: older tokens are superseded), "id"
-    # (trusted server code) or "caller" (a ring-back); "" before this was recorded
-    channel: str = ""
-    # why the previous owner lost the session: "lease_expired" (its worker stopped
-    # heartbeating), "released" (it let go without ending), "link_lost" (the caller's
-    # link was down), "taken_over" (taken from a live owner), "ended" (a ring-back
-    # after the end); "" before this was recorded
-    cause: str = ""
-
-
-class SessionEnded(_Base, frozen=True, tag="session.ended"):
-    reason: str = "ended"
-    failed: bool = False  # the call ended in failure (archive outcome `failed`)
-
-
-class SessionExpiredEvent(_Base, frozen=True, tag="session.expired"):
-    reason: str = "resume window passed"
-    # why nobody resumed it: "lease_expired" (its owner's lease had lapsed: a lost
-    # worker), "link_lost" (the caller's link was down), "idle" (the owner was live, the
-    # caller silent), "ended" (it had ended); "" before this was recorded
-    cause: str = ""
-
-
-# -- user and agent speech ------------------------------------------------------------
-
-
-class UserPartial(_Base, frozen=True, tag="user.partial"):
-    text: str
-
-
-class UserTurn(_Base, frozen=True, tag="user.turn"):
-    text: str
-
-
-class AgentStarted(_Base, frozen=True, tag="agent.started"):
-    utterance_id: str
-    text: str = ""
-
-
-class AgentProgress(_Base, frozen=True, tag="agent.progress"):
-    utterance_id: str
-    spoken_text: str
-    text: str | None = None  # the utterance's full text when it grew while streaming
-
-
-class AgentFinished(_Base, frozen=True, tag="agent.finished"):
-    utterance_id: str
-    text: str | None = None  # final full text, when it differs from what started
-
-
-class Interrupted(_Base, frozen=True, tag="agent.interrupted"):
-    utterance_id: str | None = None
-    heard_text: str = ""
-    unspoken_text: str = ""
-    audio_end_ms: int | None = None
-    overtaken: list[str] = []  # call ids in flight when the caller barged in
-
-
-# -- tool calls ------------------------------------------------------------------------
-
-
-class ToolRequested(_Base, frozen=True, tag="tool.requested"):
-    call_id: str
-    name: str
-    args: dict[str, Any] = {}
-    effect: Effect = "read"
-    idempotent: bool = False
-    on_interrupt: OnInterrupt = "complete"
-    compensate: str | None = None
-    timeout_s: float | None = None
-    utterance_id: str | None = None  # the generation that asked for the call
-    turn: int = 0  # user turns seen when the call was requested
-    compensates: str | None = None  # the call this one undoes (a compensating call)
-    wire_id: str | None = None  # the framework's id for it, when it reused an earlier one
-
-
-class ToolStarted(_Base, frozen=True, tag="tool.started"):
-    call_id: str
-    attempt: int = 1
-    idempotency_key: str = ""
-
-
-class ToolProgress(_Base, frozen=True, tag="tool.progress"):
-    call_id: str
-    data: dict[str, Any] = {}
-
-
-class ToolSucceeded(_Base, frozen=True, tag="tool.succeeded"):
-    call_id: str
-    result: Any = None
-
-
-class ToolFailed(_Base, frozen=True, tag="tool.failed"):
-    call_id: str
-    error: str
-    error_type: str = ""
-
-
-class ToolCancelled(_Base, frozen=True, tag="tool.cancelled"):
-    call_id: str
-    reason: str = ""
-
-
-class ToolInDoubt(_Base, frozen=True, tag="tool.in_doubt"):
-    call_id: str
-    resolution: Literal["rerun", "unknown"] = "unknown"
-
-
-class ToolDeduplicated(_Base, frozen=True, tag="tool.deduplicated"):
-    """A repeat of an earlier call's intent (same tool, same arguments, same user turn):
-    it did not run; it ends with the outcome of ``duplicate_of``, copied here."""
-
-    call_id: str
-    duplicate_of: str
-    status: Literal["succeeded", "failed", "cancelled", "unknown"] = "unknown"
-    result: Any = None
-    error: str | None = None
-    error_type: str = ""
-
-
-class ToolDelivery(_Base, frozen=True, tag="tool.delivery"):
-    call_id: str
-    decision: Delivery
-    reason: str = ""
-
-
-class ToolContextDelivered(_Base, frozen=True, tag="tool.context_delivered"):
-    """An adapter put the call's outcome into its model's context: no longer owed to it."""
-
-    call_id: str
-    via: str = ""  # who gave it (an adapter's name), for the record
-
-
-# -- app state, link, handoff ----------------------------------------------------------
-
-
-class UserdataPatch(_Base, frozen=True, tag="userdata.patch"):
-    set: dict[str, Any] = {}
-    unset: list[str] = []
-    sealed: str | None = None  # as stored: the personal keys of ``set``, encrypted
-
-
-class LinkLost(_Base, frozen=True, tag="link.lost"):
-    reason: str = ""
-
-
-class LinkRestored(_Base, frozen=True, tag="link.restored"):
-    gap_s: float = 0.0
-    flushed: int = 0
-    dropped: int = 0
-
-
-class OutboxDropped(_Base, frozen=True, tag="link.outbox_dropped"):
-    count: int = 1
-
-
-class OutboxQueued(_Base, frozen=True, tag="link.outbox_queued"):
-    """A message (or agent speech) held back while the link is down."""
-
-    message: Any = None
-    utterance_id: str | None = None  # held agent speech: queued again = its text updated
-    text: str = ""  # the held speech's text
-    dropped: int = 0  # the oldest held entries dropped first to make room
-
-
-class OutboxSent(_Base, frozen=True, tag="link.outbox_sent"):
-    """The oldest ``count`` held entries went out once the link was back."""
-
-    count: int = 0
-
-
-class HandoffOffered(_Base, frozen=True, tag="handoff.offered"):
-    package_id: str
-    to_agent: str
-    reason: str = ""
-
-
-class HandoffAccepted(_Base, frozen=True, tag="handoff.accepted"):
-    package_id: str
-    agent: str
-    epoch: int
-    from_agent: str = ""
-    trimmed: int = 0  # the session's first N items are summarized in the target's context
-    summary: str = ""  # the summary standing in for them
-
-
-class HandoffReclaimed(_Base, frozen=True, tag="handoff.reclaimed"):
-    package_id: str
-    epoch: int
-
 
 Event = (
     SessionStarted
@@ -320,70 +138,14 @@ Event = (
     | ToolDeduplicated
 )
 
+#: Every event's base (``handle.py`` bounds a type variable by it).
+_Base = EventBase
+
 EVENT_TYPES: Final[tuple[type[Event], ...]] = Event.__args__
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(Event)
 _list_decoder = msgspec.json.Decoder(list[Event])
-
-
-class _Versioned(msgspec.Struct):
-    """Just the ``v`` of a record, to tell "newer format" from "garbage"."""
-
-    v: int = FORMAT_VERSION
-
-
-_probe = msgspec.json.Decoder(_Versioned | list[_Versioned])
-
-
-def decode_with(decoder: Any, data: bytes | str) -> Any:
-    """``decoder.decode(data)``, failing only with ``msgspec.DecodeError``.
-
-    msgspec raises ``UnicodeEncodeError`` for a str holding a lone surrogate and
-    ``RecursionError`` for input nested deeper than the interpreter's stack; both are
-    input that does not decode, and say so the same way.
-    """
-    try:
-        return decoder.decode(data)
-    except UnicodeEncodeError as exc:
-        msg = f"input is not UTF-8 text: a lone surrogate at position {exc.start}"
-        raise msgspec.DecodeError(msg) from exc
-    except RecursionError as exc:
-        msg = "input is nested too deeply to decode"
-        raise msgspec.DecodeError(msg) from exc
-
-
-def newer_version(data: bytes | str, current: int) -> int | None:
-    """The ``v`` of a record (or the highest in a list) if it is newer than ``current``."""
-    try:
-        probe = decode_with(_probe, data)
-    except msgspec.DecodeError:
-        return None
-    versions = [p.v for p in probe] if isinstance(probe, list) else [probe.v]
-    newest = max(versions, default=current)
-    return newest if newest > current else None
-
-
-def decode_versioned(decoder: Any, data: bytes | str, *, version: int, what: str) -> Any:
-    """Decode one stored JSON record of format ``version`` (an archive record, a
-    follow-up result), with errors that name ``what``.
-
-    Raises:
-        VersionError: the record was written by a newer format version.
-        CodecError: the bytes are not such a record; the message names the field.
-    """
-    newer = newer_version(data, version)
-    if newer is not None:
-        msg = (
-            f"{what} format version {newer} at `$.v` is newer than {version}; "
-            "upgrade callstate to read it"
-        )
-        raise VersionError(msg)
-    try:
-        return decode_with(decoder, data)
-    except msgspec.DecodeError as exc:
-        msg = f"undecodable {what}: {exc}"
-        raise CodecError(msg) from exc
 
 
 def _field_value(event: Event, message: str) -> str:
