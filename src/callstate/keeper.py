@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from collections.abc import Sequence
 from types import TracebackType
@@ -18,17 +17,10 @@ from typing import TYPE_CHECKING, Any, Self
 from .archive.fleet import FleetStats, fleet_stats
 from .archive.followups import FollowUpFn, FollowUps
 from .archive.records import Archive
+from .continuity.entry import Entry
 from .continuity.ownership import Owned, Ownership
 from .continuity.plan import Preflight
 from .continuity.restore import restore_state
-from .continuity.resume import (
-    Stored,
-    check_resumable,
-    find_caller_session,
-    fresh_token,
-    preflight,
-    refresh_token,
-)
 from .continuity.sweep import Sweeper, SweepResult
 from .errors import ConfigError
 from .handoff.flow import HandoffFlow
@@ -44,14 +36,13 @@ from .sealing import Sealer
 from .session import Session, SessionServices
 from .storage import open_store
 from .storage.abilities import is_store
-from .storage.base import Store, not_found, stale_claim, storable_text
+from .storage.base import Store
 from .tools.late import collect_all
 from .tools.runs import ToolRuns
 
 if TYPE_CHECKING:
     from .handoff.flow import Summarize
     from .handoff.package import HandoffPackage
-    from .storage.base import SessionRecord
     from .tools.registry import ToolRegistry
 
 __all__ = ["Keeper", "restore_state"]
@@ -136,10 +127,6 @@ class Keeper:
         if not (isinstance(store, str) or is_store(store)):
             msg = f"store must be a store URL or a Store, got {type(store).__name__}"
             raise ConfigError(msg)
-        if not isinstance(resume_after_end, bool):
-            msg = f"resume_after_end must be a bool, got {resume_after_end!r}"
-            raise ConfigError(msg)
-        self._resume_after_end = resume_after_end
         secrets = parse_secrets(secret)
         sealer = Sealer(secrets) if secrets else None
         opened: Store = open_store(store) if isinstance(store, str) else store
@@ -178,6 +165,9 @@ class Keeper:
         self._sweeper = Sweeper(host, self.archive, self.followups)
         self._ownership: Ownership[Session] = Ownership(
             host, self._tools, self.followups, self._new_session
+        )
+        self._entry: Entry[Session] = Entry(
+            host, self._ownership, self._sweeper, after_end=resume_after_end
         )
         self._handoffs: HandoffFlow[Session] = HandoffFlow(
             host,
@@ -261,7 +251,7 @@ class Keeper:
     @property
     def resume_after_end(self) -> bool:
         """Whether a resume token resumes a call that ended."""
-        return self._resume_after_end
+        return self._entry.after_end
 
     @property
     def handoff_timeout(self) -> float:
@@ -304,7 +294,7 @@ class Keeper:
         host.observer.start()
         host.spawn(self._ownership.heartbeat(), name="callstate-heartbeat")
         if self.sweep_every > 0:
-            host.spawn(self._sweep_loop(), name="callstate-sweeper")
+            host.spawn(self._sweeper.loop(self.sweep_every), name="callstate-sweeper")
         self._open = True
 
     async def close(self) -> None:
@@ -363,7 +353,7 @@ class Keeper:
             ConfigError: a caller or personal data without a ``secret`` to encrypt it
                 with (and no ``plaintext_callers=True``).
         """
-        session = await self._ownership.create(
+        return await self._ownership.create(
             agent=agent,
             caller=caller,
             session_id=session_id,
@@ -371,8 +361,6 @@ class Keeper:
             metadata=metadata,
             personal=personal,
         )
-        session.emit("session.started")
-        return session
 
     async def load(self, session_id: str) -> SessionState:
         """Read a session's state as stored, without taking ownership.
@@ -380,9 +368,7 @@ class Keeper:
         Raises:
             SessionNotFound: no such session.
         """
-        if not storable_text(session_id):  # no store holds such an id
-            raise not_found(session_id)
-        return restore_state(await self.store.load(session_id), self.host.sealer)
+        return await self._entry.load(session_id)
 
     async def resume(
         self,
@@ -416,37 +402,21 @@ class Keeper:
             SessionNotFound: no such session.
             StaleEpochError: another owner took the session at the same moment.
         """
-        t0 = time.perf_counter()
-        rec, claims, stored = await check_resumable(
-            self.host,
-            token_or_id,
-            caller=caller,
-            expire=self._sweeper,
-            takeover=takeover,
-            after_end=self._resume_after_end,
+        owned = await self._entry.resume(
+            token_or_id, caller=caller, via=via, expected_epoch=expected_epoch, takeover=takeover
         )
-        if expected_epoch is not None and expected_epoch != rec.epoch:
-            raise stale_claim(rec.session_id, expected_epoch, rec.epoch)
-        channel = "token" if claims else "id"
-        session = await self._take_over(rec, via=via, channel=channel, stored=stored)
-        session.token = fresh_token(
-            self.host, session, bind=claims.caller_bound if claims else True
-        )
-        self._resumed(session, t0, via=via, channel=channel)
-        return session
+        return _adopted(owned)
 
     async def preflight(self, token_or_id: str, *, caller: str | None = None) -> Preflight:
         """Check a token (or session id) without taking ownership; never raises for
         what ``resume`` refuses: a ``Preflight`` with ``status`` and the reason."""
-        return await preflight(
-            self.host, token_or_id, caller=caller, after_end=self._resume_after_end
-        )
+        return await self._entry.preflight(token_or_id, caller=caller)
 
     async def refresh_token(self, token: str, *, ttl: float | None = None) -> str:
         """A fresh resume token for the session and epoch ``token`` names (new expiry,
         same caller binding); takes nothing. Raises what ``resume`` would refuse with,
         except ``SessionActive``."""
-        return await refresh_token(self.host, token, ttl=ttl, after_end=self._resume_after_end)
+        return await self._entry.refresh_token(token, ttl=ttl)
 
     async def resume_caller(self, caller: str) -> Session | None:
         """Resume the caller's most recently active resumable session, or return None.
@@ -454,14 +424,8 @@ class Keeper:
         For phone calls (the index holds keyed hashes, never the caller id): a ring-back
         continues a call that ended within the window, whatever ``resume_after_end`` says.
         """
-        t0 = time.perf_counter()
-        rec = await find_caller_session(self.host, caller)
-        if rec is None:
-            return None
-        session = await self._take_over(rec, via="resume", channel="caller")
-        session.token = fresh_token(self.host, session)
-        self._resumed(session, t0, via="resume", channel="caller")
-        return session
+        owned = await self._entry.resume_caller(caller)
+        return None if owned is None else _adopted(owned)
 
     async def sweep(self) -> SweepResult:
         """Report stale sessions, expire and purge old ones, run due follow-ups.
@@ -521,27 +485,6 @@ class Keeper:
         read from the store: see ``callstate.archive.fleet``."""
         return await fleet_stats(self.store, since=since, until=self.host.clock.now())
 
-    def _resumed(self, session: Session, t0: float, *, via: str, channel: str) -> None:
-        plan = session.recovery
-        session.emit(
-            "session.resumed",
-            latency_ms=(time.perf_counter() - t0) * 1000.0,
-            gap_s=plan.gap_s if plan is not None else None,
-            via=via,
-            channel=channel,
-            epoch=session.state.epoch,
-        )
-
-    async def _take_over(
-        self, rec: SessionRecord, *, via: str, channel: str, stored: Stored | None = None
-    ) -> Session:
-        """Claim ``rec`` at epoch+1, restore it and record the new ownership (``stored``:
-        the session as the checks loaded it, if they did)."""
-        owned = await self._ownership.take_over(
-            rec.session_id, rec.epoch, via=via, channel=channel, previous=rec, stored=stored
-        )
-        return _adopted(owned)
-
     def live(self) -> list[Session]:
         """Sessions this keeper currently owns."""
         return [s for s in self.host.handles.values() if isinstance(s, Session)]
@@ -569,9 +512,7 @@ class Keeper:
             HandoffStateError: unknown package, already accepted or reclaimed, the
                 session moved on since the offer, or ``agent`` is not the target.
         """
-        session = _adopted(await self._handoffs.accept(package, agent=agent))
-        session.token = fresh_token(self.host, session)
-        return session
+        return _adopted(await self._handoffs.accept(package, agent=agent))
 
     async def reclaim(
         self,
@@ -597,18 +538,12 @@ class Keeper:
         """
         return await collect_all(self._tools)
 
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_every)
-            try:
-                await self.sweep()
-            except Exception:  # a failing store must not kill the sweeper
-                self._sweeper.errors += 1
-
 
 def _adopted(owned: Owned[Session]) -> Session:
-    """The handle of a session just taken over, with its recovery plan attached."""
+    """The handle of a session just taken over, with its recovery plan and token attached."""
     session = owned.handle
     session.in_doubt = owned.in_doubt
     session.recovery = owned.plan
+    if owned.token is not None:  # a resume or an accepted handoff issued one
+        session.token = owned.token
     return session

@@ -46,6 +46,8 @@ class Owned(Generic[H]):
     plan: RecoveryPlan
     #: how each call a crash left without an outcome was resolved (step 1)
     in_doubt: list[InDoubtDecision]
+    #: a fresh resume token for its epoch (set by a resume or an accepted handoff)
+    token: str | None = None
 
 
 class Ownership(Generic[H]):
@@ -80,7 +82,8 @@ class Ownership(Generic[H]):
         metadata: dict[str, Any] | None,
         personal: dict[str, Any] | None = None,
     ) -> H:
-        """Create a session at epoch 1, durable with its first event, owned here.
+        """Create a session at epoch 1, durable with its first event, owned here, and
+        report it (``session.started``).
 
         ``personal`` joins the userdata, its keys (and the keeper's) sealed at rest.
         """
@@ -140,6 +143,7 @@ class Ownership(Generic[H]):
         host.adopt(session)
         if caller_hash is not None:
             await host.store.index_caller(caller_hash, sid, state.started_at)
+        session.emit("session.started")
         return session
 
     async def take_over(

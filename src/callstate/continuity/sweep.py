@@ -22,6 +22,7 @@ awaited directly. One pass:
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -65,6 +66,16 @@ class Sweeper:
         self._stale_reported: set[tuple[str, int]] = set()
         #: passes the background sweeper could not finish (a failing store)
         self.errors = 0
+
+    async def loop(self, every: float) -> None:
+        """Run a pass every ``every`` seconds, for ever; a failed pass is counted in
+        ``errors`` (a failing store must not kill the sweeper)."""
+        while True:
+            await asyncio.sleep(every)
+            try:
+                await self.run()
+            except Exception:
+                self.errors += 1
 
     async def expire_session(self, rec: SessionRecord, now: float) -> bool:
         """Expire one session past its window; False when it was not this keeper's to do.

@@ -35,12 +35,14 @@ keeper died before its package was stored is withdrawn by the sweep (see
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from ..continuity.ownership import Owned, Ownership
+from ..continuity.resume import fresh_token
 from ..errors import (
     ConfigError,
     ConflictError,
@@ -121,8 +123,10 @@ class HandoffFlow(Generic[H]):
         )
 
     async def accept(self, ref: _Ref, *, agent: str | None = None) -> Owned[H]:
-        """Accept a package exactly once: the target owns the session at ``epoch + 1``."""
-        return await _accept(self, ref, agent=agent)
+        """Accept a package exactly once: the target owns the session at ``epoch + 1``,
+        with a fresh resume token for it."""
+        owned = await _accept(self, ref, agent=agent)
+        return dataclasses.replace(owned, token=fresh_token(self.host, owned.handle))
 
     async def reclaim(self, ref: _Ref, *, handoff_timeout: float | None = None) -> Owned[H]:
         """Take back a package nobody accepted in time (the source, at epoch+1)."""
