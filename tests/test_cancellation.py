@@ -21,6 +21,7 @@ from callstate.storage.abilities import Landed
 from callstate.storage.base import Batch, Store
 from callstate.storage.sqlite import SQLiteStore
 from callstate.testing import FakeClock
+from soon import answer_soon
 
 SECRET = b"cancellation-test-secret-0123456789"
 #: a safety net only: a task that swallowed its cancellation would hang here forever
@@ -67,17 +68,7 @@ class GatedSoonStore(GatedStore):
         return result
 
     def append_soon(self, batches: Sequence[Batch], landed: Landed) -> None:
-        async def run() -> None:
-            try:
-                results = await self.append(batches)
-            except Exception as exc:  # handed to the flusher, as the store thread does
-                landed(False, exc)
-            else:
-                landed(True, results)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        answer_soon(self.append, batches, landed, self._running)
 
 
 @pytest.fixture(params=["task", "callback"])

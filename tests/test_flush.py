@@ -24,6 +24,7 @@ from callstate.keeper import restore_state
 from callstate.storage.abilities import Landed
 from callstate.storage.base import Batch, Store
 from callstate.testing import FakeClock
+from soon import answer_soon
 
 
 class FaultyStore:
@@ -74,18 +75,7 @@ class FaultySoonStore(FaultyStore):
 
     def append_soon(self, batches: Sequence[Batch], landed: Landed) -> None:
         self.soon += 1
-
-        async def run() -> None:
-            try:
-                results = await self.append(batches)
-            except Exception as exc:  # handed to the flusher, as the store thread does
-                landed(False, exc)
-            else:
-                landed(True, results)
-
-        task = asyncio.get_running_loop().create_task(run())
-        self._running.add(task)
-        task.add_done_callback(self._running.discard)
+        answer_soon(self.append, batches, landed, self._running)
 
 
 @pytest.fixture(params=["task", "callback"])
