@@ -91,6 +91,16 @@ async def caller_says(bot: RealtimeBot, server: RealtimeServer, text: str) -> No
     await server.current.speech_done(text, respond=True)
 
 
+async def reply_half_played(bot: RealtimeBot, server: RealtimeServer) -> None:
+    """The caller asks; the reply streams two of its three parts and stops there, and
+    the speaker has played its first words only."""
+    server.queue(Say("Sure, let me look at that booking for you", chunks=3, pause_after=2))
+    bot.playback.pause_after(1)
+    played = bot.playback.texts_released + 1
+    await caller_says(bot, server, "Move B1 to eight please")
+    await bot.until(lambda: "that" in bot.generated() and bot.playback.texts_released == played)
+
+
 def outputs(server: RealtimeServer) -> list[tuple[str, str]]:
     """Every function_call_output the client sent: (call id, output)."""
     return [
@@ -142,11 +152,7 @@ async def test_barge_in_keeps_only_what_was_heard(
     s = await keeper.start(agent="booking")
     async with RealtimeBot(s, openai_llm(server.url)) as bot:
         await greeted(bot, server)
-        server.queue(Say("Sure, let me look at that booking for you", chunks=3, pause_after=2))
-        bot.playback.pause_after(1)  # the speaker plays the first words only
-        played = bot.playback.texts_released + 1
-        await caller_says(bot, server, "Move B1 to eight please")
-        await bot.until(lambda: "that" in bot.generated() and bot.playback.texts_released == played)
+        await reply_half_played(bot, server)
         await caller_says(bot, server, "Wait, actually")
         await bot.until(lambda: any(i.interrupted for i in s.state.items))
     reply = next(i for i in s.state.items if i.interrupted)

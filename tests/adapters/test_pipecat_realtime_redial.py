@@ -26,6 +26,7 @@ from .test_pipecat_realtime_openai import (  # noqa: F401 - fixtures
     greeted,
     keeper,
     outputs,
+    reply_half_played,
     seen,
     server,
 )
@@ -150,11 +151,7 @@ async def test_a_drop_mid_reply_replays_only_what_was_heard(
     s = await keeper.start(agent="booking")
     async with RealtimeBot(s, openai_llm(server.url)) as bot:
         await greeted(bot, server)
-        server.queue(Say("Sure, let me look at that booking for you", chunks=3, pause_after=2))
-        bot.playback.pause_after(1)  # the speaker plays the first words only
-        played = bot.playback.texts_released + 1
-        await caller_says(bot, server, "Move B1 to eight please")
-        await bot.until(lambda: "that" in bot.generated() and bot.playback.texts_released == played)
+        await reply_half_played(bot, server)
         await server.drop()
         await bot.until(lambda: replayed(server, 2))
         got = items(server.sessions[1].received)
