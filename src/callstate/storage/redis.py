@@ -12,7 +12,8 @@ Key layout, for the key prefix ``P`` (no braces in it)::
     P:{archive}:...   records (hash per record, insert-only) and their time/session/caller indexes;
                       ``fig:`` sorted sets by closed_at and the ``roll:`` hourly/daily rollup
                       of fleet figures (``_redis_rollup``; follow-up lag's under {followups})
-    P:{followups}:... follow-ups (hash per job) with due/claimed indexes and per-session sets;
+    P:{followups}:... follow-ups (hash per job) with due/claimed indexes, per-session sets
+                      and the set of every follow-up's id (``ids``, read by followup_list);
                       ``runs:{sid}`` hashes what each of the session's follow-ups did
     P:pkg:{id}        hash: one handoff package
     P:migrations      hash: applied layout versions
