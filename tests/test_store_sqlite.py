@@ -12,6 +12,7 @@ import pytest
 from callstate import ConfigError, ConflictError, StaleEpochError, StorageError, open_store
 from callstate.journal.events import UserTurn, encode_event
 from callstate.storage.base import ArchiveRow, Batch, SessionRecord
+from callstate.storage._sqlite_schema import register_functions
 from callstate.storage.sqlite import MIGRATIONS, SQLiteStore
 from callstate.testing.conformance import StoreConformance
 
@@ -372,3 +373,95 @@ async def test_cancelling_no_follow_ups_takes_no_write_lock(tmp_path: Path) -> N
         other.close()
         await store.close()
     assert (0, 1) == (nothing, cancelled)
+
+
+async def test_a_commit_within_the_minute_rewrites_no_index_page(tmp_path: Path) -> None:
+    """Appends whose last interaction stays within one minute write about two WAL pages
+    each (the events and the session row), not a third for an index of the exact time."""
+    path = tmp_path / "cs.db"
+    s = SQLiteStore(f"sqlite:///{path}")
+    await s.open()
+    try:
+        first = Batch(session_id="s", epoch=1, first_seq=1, events=[_turn(1)])
+        await s.create(SessionRecord(session_id="s", epoch=1, last_interaction_at=600.0), first)
+        wal = tmp_path / "cs.db-wal"
+        before = wal.stat().st_size
+        n = 60
+        for seq in range(2, n + 2):
+            at = 600.0 + seq / 10  # 600.2 .. 606.1: minute 10 throughout
+            batch = Batch(
+                session_id="s", epoch=1, first_seq=seq, events=[_turn(seq)], last_interaction_at=at
+            )
+            assert [None] == await s.append([batch])
+        frames = (wal.stat().st_size - before) / (4096 + 24)
+        assert [] == await s.list_sessions(interaction_before=606.0)
+        assert ["s"] == [r.session_id for r in await s.list_sessions(interaction_before=606.2)]
+    finally:
+        await s.close()
+    assert frames <= 2.5 * n
+
+
+async def test_the_interaction_minute_follows_the_last_interaction(tmp_path: Path) -> None:
+    """A session's indexed minute moves with its last interaction, so a sweep's cutoff
+    finds it only once it has been quiet that long, and the newest come first."""
+    s = SQLiteStore(f"sqlite:///{tmp_path}/cs.db")
+    await s.open()
+    try:
+        for sid, at in (("a", 100.0), ("b", 130.0)):
+            first = Batch(session_id=sid, epoch=1, first_seq=1, events=[_turn(1)])
+            await s.create(SessionRecord(session_id=sid, epoch=1, last_interaction_at=at), first)
+        later = Batch(session_id="a", epoch=1, first_seq=2, events=[_turn(2)], last_interaction_at=725.5)
+        assert [None] == await s.append([later])
+
+        async def ids(before: float) -> list[str]:
+            return [r.session_id for r in await s.list_sessions(interaction_before=before)]
+
+        assert ["b"] == await ids(700.0)
+        assert ["b"] == await ids(725.5)
+        assert ["a", "b"] == await ids(725.6)
+        assert ["a", "b"] == await ids(float("inf"))
+    finally:
+        await s.close()
+    conn = sqlite3.connect(tmp_path / "cs.db")
+    minutes = dict(conn.execute("SELECT session_id, interaction_minute FROM sessions").fetchall())
+    conn.close()
+    assert {"a": 12, "b": 2} == minutes
+
+
+async def test_sessions_written_before_migration_11_are_found_by_their_minute(
+    tmp_path: Path,
+) -> None:
+    """A file at schema 10 migrates: its sessions get the minute of their last
+    interaction, and a cutoff still finds exactly the quiet ones, newest first."""
+    path = tmp_path / "cs.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    register_functions(conn)
+    conn.execute(
+        "CREATE TABLE callstate_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    for version, script in MIGRATIONS[:10]:
+        for stmt in script.split(";\n"):
+            if stmt.strip():
+                conn.execute(stmt)
+        conn.execute("INSERT INTO callstate_migrations VALUES (?, 0)", (version,))
+    for sid, at in (("old", 100.0), ("newer", 7000.0)):
+        conn.execute(
+            "INSERT INTO sessions (session_id, epoch, seq, agent, status, created_at, "
+            "last_interaction_at) VALUES (?, 1, 0, 'triage', 'active', 1.0, ?)",
+            (sid, at),
+        )
+    conn.close()
+    s = SQLiteStore(f"sqlite:///{path}")
+    await s.open()
+    try:
+        assert 11 == await s.schema_version()
+        quiet = await s.list_sessions(statuses=["active"], interaction_before=150.0)
+        assert ["old"] == [r.session_id for r in quiet]
+        every = await s.list_sessions(interaction_before=7000.5)
+        assert ["newer", "old"] == [r.session_id for r in every]
+    finally:
+        await s.close()
+    conn = sqlite3.connect(path)
+    minutes = dict(conn.execute("SELECT session_id, interaction_minute FROM sessions").fetchall())
+    conn.close()
+    assert {"old": 1, "newer": 116} == minutes

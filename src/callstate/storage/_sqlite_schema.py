@@ -238,6 +238,20 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
             SELECT hour / 24, bin, sum(n), max(worst) FROM followup_lag_rollup GROUP BY 1, 2;
         """,
     ),
+    (
+        # sessions found by the minute of their last interaction, not its exact time: a
+        # turn's commit then rewrites no index page unless the minute turned (the
+        # exact time stays in its column, unindexed, and filters within the minute)
+        11,
+        """
+        ALTER TABLE sessions ADD COLUMN interaction_minute INTEGER NOT NULL DEFAULT 0;
+        UPDATE sessions SET interaction_minute = CAST(last_interaction_at / 60 AS INTEGER);
+        DROP INDEX sessions_interaction;
+        CREATE INDEX sessions_interaction_minute ON sessions (interaction_minute);
+        CREATE TRIGGER sessions_minute_on_insert AFTER INSERT ON sessions BEGIN UPDATE sessions SET interaction_minute = CAST(new.last_interaction_at / 60 AS INTEGER) WHERE session_id = new.session_id; END;
+        CREATE TRIGGER sessions_minute_on_update AFTER UPDATE OF last_interaction_at ON sessions WHEN CAST(new.last_interaction_at / 60 AS INTEGER) <> old.interaction_minute BEGIN UPDATE sessions SET interaction_minute = CAST(new.last_interaction_at / 60 AS INTEGER) WHERE session_id = new.session_id; END;
+        """,
+    ),
 )
 
 

@@ -302,11 +302,15 @@ class SQLiteStore(SQLiteRecords):
             where.append("lease_until < ?")
             args.append(lease_before)
         if interaction_before is not None:
+            # the index holds the minute (migration 11); the exact time filters within it
+            if abs(interaction_before) < 2**52:  # inf and nan leave the index unused
+                where.append("interaction_minute <= ?")
+                args.append(int(interaction_before / 60))
             where.append("last_interaction_at < ?")
             args.append(interaction_before)
         sql = (
             f"SELECT {SESSION_COLS} FROM sessions WHERE {' AND '.join(where)} "
-            "ORDER BY last_interaction_at DESC LIMIT ?"
+            "ORDER BY interaction_minute DESC, last_interaction_at DESC LIMIT ?"
         )
         rows = await self._run(lambda c: c.execute(sql, (*args, limit)).fetchall())
         return [session_from_row(r) for r in rows]
