@@ -248,3 +248,80 @@ async def test_sessions_and_follow_ups_written_at_schema_1_claim_and_cancel_afte
             await store.close()
     finally:
         await drop_pg_schema(url, schema)
+
+
+async def test_sessions_written_before_migration_8_are_found_by_their_minute() -> None:
+    """A schema at version 7 migrates: its sessions get the minute of their last
+    interaction, and a cutoff still finds exactly the quiet ones, newest first."""
+    url, schema = postgres_url(), unique("mig7")
+    s = f'"{schema}"'
+    try:
+        await _sql(url, f"CREATE SCHEMA {s}")
+        await _sql(
+            url,
+            f"CREATE TABLE {s}.callstate_migrations "
+            "(version integer PRIMARY KEY, applied_at double precision NOT NULL)",
+        )
+        for version, script in MIGRATIONS[:7]:
+            await _sql(url, script.replace("{schema}", s))
+            await _sql(url, f"INSERT INTO {s}.callstate_migrations VALUES ({version}, 0)")
+        for sid, at in (("old", 100.0), ("newer", 7000.0)):
+            await _sql(
+                url,
+                f"INSERT INTO {s}.sessions (session_id, epoch, seq, agent, status, created_at, "
+                "last_interaction_at) VALUES (%s, 1, 0, 'triage', 'active', 1.0, %s)",
+                (sid, at),
+            )
+        store = PostgresStore(url, schema=schema)
+        await store.open()
+        try:
+            assert 8 == await store.schema_version()
+            quiet = await store.list_sessions(statuses=["active"], interaction_before=150.0)
+            assert ["old"] == [r.session_id for r in quiet]
+            every = await store.list_sessions(interaction_before=7000.5)
+            assert ["newer", "old"] == [r.session_id for r in every]
+            assert ["newer", "old"] == [r.session_id for r in await store.list_sessions()]
+        finally:
+            await store.close()
+        rows = await _sql(url, f"SELECT session_id, interaction_minute FROM {s}.sessions")
+        assert {"old": 1, "newer": 116} == dict(rows)
+    finally:
+        await drop_pg_schema(url, schema)
+
+
+async def test_a_turn_within_the_minute_is_a_heap_only_update() -> None:
+    """Appends whose last interaction stays within one minute change no indexed column of
+    the session row, so PostgreSQL updates it in place (HOT), adding no index entries."""
+    url, schema = postgres_url(), unique("hot")
+    store = PostgresStore(url, schema=schema)
+    await store.open()
+    n = 40
+    try:
+        first = Batch(session_id="s", epoch=1, first_seq=1, events=[b'{"n":1}'])
+        await store.create(SessionRecord(session_id="s", epoch=1, last_interaction_at=600.0), first)
+        for seq in range(2, n + 2):
+            batch = Batch(
+                session_id="s",
+                epoch=1,
+                first_seq=seq,
+                events=[b'{"n":%d}' % seq],
+                last_interaction_at=600.0 + seq / 10,  # minute 10 throughout
+            )
+            assert [None] == await store.append([batch])
+        await store.close()  # its connections end, and with them their statistics are in
+        updated = hot = 0
+        for _ in range(100):
+            rows = await _sql(
+                url,
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                "WHERE schemaname = %s AND relname = 'sessions'",
+                (schema,),
+            )
+            updated, hot = rows[0] if rows else (0, 0)
+            if updated >= n:
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await drop_pg_schema(url, schema)
+    assert n <= updated
+    assert hot >= updated * 3 // 4

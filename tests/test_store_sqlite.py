@@ -11,8 +11,8 @@ import pytest
 
 from callstate import ConfigError, ConflictError, StaleEpochError, StorageError, open_store
 from callstate.journal.events import UserTurn, encode_event
-from callstate.storage.base import ArchiveRow, Batch, SessionRecord
 from callstate.storage._sqlite_schema import register_functions
+from callstate.storage.base import ArchiveRow, Batch, SessionRecord
 from callstate.storage.sqlite import MIGRATIONS, SQLiteStore
 from callstate.testing.conformance import StoreConformance
 
@@ -410,7 +410,9 @@ async def test_the_interaction_minute_follows_the_last_interaction(tmp_path: Pat
         for sid, at in (("a", 100.0), ("b", 130.0)):
             first = Batch(session_id=sid, epoch=1, first_seq=1, events=[_turn(1)])
             await s.create(SessionRecord(session_id=sid, epoch=1, last_interaction_at=at), first)
-        later = Batch(session_id="a", epoch=1, first_seq=2, events=[_turn(2)], last_interaction_at=725.5)
+        later = Batch(
+            session_id="a", epoch=1, first_seq=2, events=[_turn(2)], last_interaction_at=725.5
+        )
         assert [None] == await s.append([later])
 
         async def ids(before: float) -> list[str]:

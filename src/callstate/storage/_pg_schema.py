@@ -244,4 +244,16 @@ MIGRATIONS: Final[tuple[tuple[int, str], ...]] = (
         """,
     ),
     (7, _ROLLUP),
+    (
+        # sessions found by the minute of their last interaction, not its exact time: a
+        # turn's update then changes no indexed column (until the minute turns), so it is
+        # a heap-only (HOT) update that adds no index entries and leaves no index bloat
+        8,
+        """
+        ALTER TABLE {schema}.sessions ADD COLUMN interaction_minute bigint
+            GENERATED ALWAYS AS (trunc(last_interaction_at / 60)::bigint) STORED;
+        DROP INDEX {schema}.sessions_interaction;
+        CREATE INDEX sessions_interaction_minute ON {schema}.sessions (interaction_minute);
+        """,
+    ),
 )

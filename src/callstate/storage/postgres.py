@@ -239,16 +239,20 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
         limit: int = 1000,
     ) -> list[SessionRecord]:
         where, args = ["true"], []
+        minute = None  # the index holds the minute (migration 8); the exact time filters within it
+        if interaction_before is not None and abs(interaction_before) < 2**52:
+            minute = int(interaction_before / 60)
         for cond, value in (
             ("status = ANY(%s)", None if statuses is None else list(statuses)),
             ("lease_until < %s", lease_before),
+            ("interaction_minute <= %s", minute),
             ("last_interaction_at < %s", interaction_before),
         ):
             if value is not None:
                 where.append(cond)
                 args.append(value)
         sql = self._sql["list_sessions"] + " AND ".join(where)
-        sql += " ORDER BY last_interaction_at DESC LIMIT %s"
+        sql += " ORDER BY interaction_minute DESC, last_interaction_at DESC LIMIT %s"
         return [
             session_from_row(r)
             for r in await self._fetch("list_sessions", sql, [*args, max(limit, 0)])
