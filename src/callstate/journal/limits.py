@@ -105,6 +105,40 @@ def _parts(item: Any) -> tuple[list[Any], int]:
     return list(_of(children, _CONTAINERS)), size
 
 
+#: Containers a quick check visits before leaving the value to :func:`_walk`.
+_QUICK_CONTAINERS: Final = 64
+
+
+def _quick(item: dict[Any, Any] | list[Any], depth: int, limits: Limits, left: list[int]) -> int:
+    """The size :func:`_walk` finds for ``item`` (a lower bound of its encoding), or -1
+    when this cannot tell at once: deeper than the limit (a cycle is), over the byte cap,
+    more than ``left`` containers, or holding a tuple, set or container subclass.
+
+    A tool's arguments and result, a userdata value: a few small dicts and lists, for
+    which the general walk's bookkeeping costs more than the walk itself. Whatever it
+    cannot vouch for, the walk decides (and names), so the answer is the walk's.
+    """
+    left[0] -= 1
+    if left[0] < 0 or depth > limits.max_depth:
+        return -1
+    children = item.values() if type(item) is dict else item
+    size = 2 + len(children)
+    for child in children:
+        kind = type(child)
+        if kind is str or kind is bytes:
+            size += len(child)
+        elif kind is dict or kind is list:
+            inner = _quick(child, depth + 1, limits, left)
+            if inner < 0:
+                return -1
+            size += inner
+        elif isinstance(child, str | bytes):
+            size += len(child)
+        elif isinstance(child, _CONTAINERS):
+            return -1
+    return size if size <= limits.max_payload_bytes else -1
+
+
 def _walk(value: object, field: str, limits: Limits) -> None:
     """Refuse nesting over the limit or a value that contains itself, and values whose
     encoding cannot fit the byte cap, without recursion and without encoding them.
@@ -162,7 +196,9 @@ def check_value(value: object, *, field: str, limits: Limits) -> None:
         check_text(value, field=field, limits=limits, cap=limits.max_payload_bytes)
         return
     if isinstance(value, _CONTAINERS):
-        _walk(value, field, limits)
+        kind = type(value)
+        if not (kind is dict or kind is list) or _quick(value, 1, limits, [_QUICK_CONTAINERS]) < 0:  # type: ignore[arg-type]
+            _walk(value, field, limits)
     try:
         size = len(_json.encode(value))
     except RecursionError as exc:  # within a max_depth set above what the stack holds
