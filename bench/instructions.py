@@ -15,8 +15,10 @@ runs. ``--what durable`` (a durable turn): ``user_said``, ``agent_started``,
 ``agent_finished`` and ``await flush()`` on a SQLite file (``synchronous=FULL``), the
 store's thread included, as ``bench/peers``' callstate system does; ``--store URL``
 runs it on another store instead (``postgresql://…?schema=…``, ``redis://…?prefix=…``:
-the client's side only, the server's instructions are another process's). The text is
-the peers call's (``bench/peers/workload.py``).
+the client's side only, the server's instructions are another process's). ``--what
+tool`` (a durable write tool call): ``run_tool`` of the peers call's booking tool, its
+intent and its outcome each durable before it returns. The text is the peers call's
+(``bench/peers/workload.py``).
 """
 
 from __future__ import annotations
@@ -69,13 +71,42 @@ async def durable(turns: int, store: str | None) -> None:
             await s.close()
 
 
+async def tool(turns: int, store: str | None) -> None:
+    """Durable write tool calls on a SQLite file (or ``store``): ``run_tool`` of the
+    peers call's booking tool, its intent and its outcome each made durable."""
+    call = [t for t in make_call(max(4 * turns, 300)) if t.tool_result is not None]
+    results: dict[str, object] = {}
+    tools = callstate.ToolRegistry()
+
+    @tools.tool(effect="write", idempotent=True)
+    async def move_booking(booking_id: str, time: str, party_size: int) -> object:
+        return results[f"{booking_id}/{time}/{party_size}"]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = store or f"sqlite:///{tmp}/instructions.db"
+        secret = b"bench-instructions-secret-32byte"
+        async with callstate.Keeper(url, secret=secret, tools=tools) as keeper:
+            s = await keeper.start(agent="bench", caller="+15550001111")
+            for i in range(turns):
+                t = call[i % len(call)]
+                args = dict(t.tool_args or {})
+                results[f"{args['booking_id']}/{args['time']}/{args['party_size']}"] = t.tool_result
+                await s.run_tool("move_booking", args, call_id=f"call_{i}")
+            await s.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--what", choices=("record", "durable"), default="record")
+    parser.add_argument("--what", choices=("record", "durable", "tool"), default="record")
     parser.add_argument("--turns", type=int, default=500)
     parser.add_argument("--store", help="a store URL for --what durable (default: a SQLite file)")
     args = parser.parse_args()
-    work = record(args.turns) if args.what == "record" else durable(args.turns, args.store)
+    if args.what == "record":
+        work = record(args.turns)
+    elif args.what == "durable":
+        work = durable(args.turns, args.store)
+    else:
+        work = tool(args.turns, args.store)
     asyncio.run(work)
     print(f"{args.what}_turns {args.turns}")
 

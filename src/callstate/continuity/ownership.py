@@ -17,6 +17,7 @@ from ..errors import ConfigError, ConflictError
 from ..journal import events as ev
 from ..journal.limits import check_limits
 from ..journal.sealed import seal_event
+from ..journal.snapshot import StoredParts
 from ..journal.state import SessionState, apply
 from ..runtime.handle import Handle
 from ..storage.base import Batch, SessionRecord, storable_text
@@ -197,7 +198,8 @@ class Ownership(Generic[H]):
         sid = previous.session_id
         if stored is None:
             loaded = await host.store.load(sid)
-            stored = Stored(loaded.record, restore_state(loaded, host.sealer))
+            parts = StoredParts()
+            stored = Stored(loaded.record, restore_state(loaded, host.sealer, parts), parts)
         if stored.record.epoch != previous.epoch:
             return None  # taken meanwhile: the plain claim raises what fits
         state = stored.state  # handed over: folded on here, never read as before again
@@ -223,7 +225,9 @@ class Ownership(Generic[H]):
             )
         except ConflictError:
             return None  # the old owner recorded more after the load; nothing was claimed
-        return await self._own(state, stored.record.snapshot_seq, epoch, gap=gap, via=via)
+        return await self._own(
+            state, stored.record.snapshot_seq, epoch, gap=gap, via=via, parts=stored.parts
+        )
 
     async def own_claimed(
         self,
@@ -242,7 +246,8 @@ class Ownership(Generic[H]):
         """
         host = self._host
         loaded = await host.store.load(session_id)
-        state = restore_state(loaded, host.sealer)
+        parts = StoredParts()
+        state = restore_state(loaded, host.sealer, parts)
         gap = max(0.0, now - state.last_interaction_at)
         fields = None
         if not recorded:
@@ -250,7 +255,7 @@ class Ownership(Generic[H]):
                 state, epoch, now=now, gap=gap, via=via, channel=channel, previous=previous
             )
         return await self._own(
-            state, loaded.record.snapshot_seq, epoch, gap=gap, via=via, record=fields
+            state, loaded.record.snapshot_seq, epoch, gap=gap, via=via, record=fields, parts=parts
         )
 
     def _resumed(
@@ -292,9 +297,15 @@ class Ownership(Generic[H]):
         gap: float,
         via: str,
         record: dict[str, Any] | None = None,
+        parts: StoredParts | None = None,
     ) -> Owned[H]:
         """Make the live handle of a claimed ``state`` (recording ``SessionResumed`` with
-        ``record``'s fields, if given), then resolve in-doubt calls and plan the recovery."""
+        ``record``'s fields, if given), then resolve in-doubt calls and plan the recovery.
+
+        ``parts`` are the snapshot parts the load that built ``state`` read: nobody but
+        this owner writes at ``epoch``, so they are what is stored, and its next
+        snapshot writes only the parts that changed since.
+        """
         host = self._host
         session_id = state.session_id
         old = host.handles.get(session_id)
@@ -302,6 +313,9 @@ class Ownership(Generic[H]):
             old.fence(fenced_error(session_id, old.state.epoch, epoch))
         session = self._make(state)
         session.journal.snapshot_seq = snapshot_seq
+        if parts is not None:
+            parts.epoch = epoch
+            session.journal.parts = parts
         if record is not None:
             session.append(ev.SessionResumed, **record)
         host.adopt(session)

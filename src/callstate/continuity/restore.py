@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import CodecError, StaleEpochError
 from ..journal.events import decode_event
 from ..journal.sealed import open_event
-from ..journal.snapshot import decode_state
+from ..journal.snapshot import StoredParts, decode_state
 from ..journal.state import SessionState, apply
 from ..sealing import Sealer
 from ..storage.base import Loaded
@@ -13,9 +13,12 @@ from ..storage.base import Loaded
 __all__ = ["fenced_error", "restore_state"]
 
 
-def restore_state(loaded: Loaded, sealer: Sealer | None = None) -> SessionState:
+def restore_state(
+    loaded: Loaded, sealer: Sealer | None = None, stored: StoredParts | None = None
+) -> SessionState:
     """Rebuild a session's state from its snapshot and the events after it, opening
-    sealed caller data with ``sealer``.
+    sealed caller data with ``sealer``; ``stored`` (empty), when given, is filled with
+    the snapshot parts as read, before the events (see ``decode_state``).
 
     Raises:
         CodecError: the snapshot or an event does not decode, or the journal skips a
@@ -27,7 +30,7 @@ def restore_state(loaded: Loaded, sealer: Sealer | None = None) -> SessionState:
     state = SessionState()
     if loaded.snapshot is not None:
         try:
-            state = decode_state(loaded.snapshot, sealer, loaded.snapshot_parts)
+            state = decode_state(loaded.snapshot, sealer, loaded.snapshot_parts, stored)
         except CodecError as exc:
             seq = loaded.record.snapshot_seq
             msg = f"session {sid!r}: snapshot at seq {seq} cannot be read: {exc}"

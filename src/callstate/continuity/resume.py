@@ -18,6 +18,7 @@ from ..errors import (
     TokenError,
     TokenSuperseded,
 )
+from ..journal.snapshot import StoredParts
 from ..storage.base import not_found, storable_text
 from .plan import Preflight, plan
 from .restore import restore_state
@@ -48,10 +49,12 @@ __all__ = [
 
 
 class Stored(NamedTuple):
-    """A session as one load read it: the record then, and the state folded from it."""
+    """A session as one load read it: the record then, the state folded from it, and
+    the snapshot parts it read (what an owner taking over from this load has stored)."""
 
     record: SessionRecord
     state: SessionState
+    parts: StoredParts | None = None
 
 
 async def _was_archived(host: Host, session_id: str) -> bool:
@@ -128,7 +131,8 @@ async def check_resumable(
 
 async def _load(host: Host, session_id: str) -> Stored:
     loaded = await host.store.load(session_id)
-    return Stored(loaded.record, restore_state(loaded, host.sealer))
+    parts = StoredParts()
+    return Stored(loaded.record, restore_state(loaded, host.sealer, parts), parts)
 
 
 async def check_claims(

@@ -216,8 +216,14 @@ def _part(parts: Mapping[int, bytes], number: int) -> bytes:
     return data
 
 
-def _joined(snapshot: _SnapshotV2, state: SessionState, parts: Mapping[int, bytes]) -> None:
-    """Put the entries of a format-4 snapshot's parts before those of its head."""
+def _joined(
+    snapshot: _SnapshotV2,
+    state: SessionState,
+    parts: Mapping[int, bytes],
+    stored: StoredParts | None,
+) -> None:
+    """Put the entries of a format-4 snapshot's parts before those of its head (and
+    into ``stored``, as read, when given)."""
     items: list[Item] = []
     for k in range(snapshot.item_parts):
         part = ev.decode_with(_items_decoder, _part(parts, 2 * k))
@@ -225,6 +231,8 @@ def _joined(snapshot: _SnapshotV2, state: SessionState, parts: Mapping[int, byte
             msg = f"snapshot part {2 * k} holds {len(part)} items, not {ITEMS_PER_PART}"
             raise msgspec.DecodeError(msg)
         items += part
+        if stored is not None:
+            stored.items.append(part)
     items += snapshot.items
     state.items = items
     if snapshot.call_parts:
@@ -236,6 +244,8 @@ def _joined(snapshot: _SnapshotV2, state: SessionState, parts: Mapping[int, byte
                 msg = f"snapshot part {2 * k + 1} holds {n} calls, not {CALLS_PER_PART}"
                 raise msgspec.DecodeError(msg)
             calls.update(part_calls)
+            if stored is not None:
+                stored.calls.append([(key, copy.copy(call)) for key, call in part_calls.items()])
         calls.update(state.calls)
         state.calls = calls
 
@@ -261,7 +271,7 @@ def _gc_paused() -> Iterator[None]:
 
 
 def _decode(
-    data: bytes | str, msgpack: bool, parts: Mapping[int, bytes]
+    data: bytes | str, msgpack: bool, parts: Mapping[int, bytes], stored: StoredParts | None
 ) -> tuple[SessionState, str | None]:
     if not msgpack or isinstance(data, str):
         state: SessionState = ev.decode_with(_state_decoder, data)
@@ -272,19 +282,26 @@ def _decode(
         raise msgspec.DecodeError(msg)
     state = ev.decode_with(_state_decoder, snapshot.rest)
     if snapshot.item_parts or snapshot.call_parts:
-        _joined(snapshot, state, parts)
+        _joined(snapshot, state, parts, stored)
     else:
         state.items = snapshot.items
     return state, snapshot.sealed
 
 
 def decode_state(
-    data: bytes | str, sealer: Sealer | None = None, parts: Mapping[int, bytes] | None = None
+    data: bytes | str,
+    sealer: Sealer | None = None,
+    parts: Mapping[int, bytes] | None = None,
+    stored: StoredParts | None = None,
 ) -> SessionState:
     """Decode a snapshot written by :func:`encode_snapshot`, :func:`encode_parted` or
     :func:`encode_state` (any format up to ``SNAPSHOT_VERSION``: 1 is JSON, 2
     MessagePack around JSON, 3 that plus sealed caller data, opened with ``sealer``, 4
     that continuing ``parts``, stored beside it).
+
+    ``stored``, when given (empty), is filled with the parts as read: an owner that
+    goes on from this state passes it to :func:`encode_parted` (at its epoch), so its
+    next snapshot writes only the parts that changed since, not the whole call again.
 
     Raises:
         CodecError: the bytes are not a snapshot; the message names the field.
@@ -294,7 +311,7 @@ def decode_state(
     msgpack = _is_msgpack(data)
     try:
         with _gc_paused():
-            state, sealed = _decode(data, msgpack, parts or {})
+            state, sealed = _decode(data, msgpack, parts or {}, stored)
     except msgspec.DecodeError as exc:
         newer = _newer_snapshot(data, msgpack)
         if newer is not None:  # a newer writer changed the layout: say so, not "garbage"
