@@ -144,8 +144,8 @@ def test_bench_stats_runs_on_redis_and_postgres() -> None:
         assert _number(metrics[f"redis_raw_{window}_median_ms"]) >= 0
 
 
-@pytest.mark.parametrize("what", ["record", "durable"])
+@pytest.mark.parametrize("what", ["record", "durable", "tool"])
 def test_instructions_runs_its_fixed_workload(what: str) -> None:
-    """instructions.py runs the hot-path or durable-turn workload and says how many turns."""
+    """instructions.py runs the hot-path, durable-turn or tool-call workload and says how many."""
     metrics = run_bench("instructions.py", "--what", what, "--turns", "20")
     assert {f"{what}_turns": "20"} == metrics
