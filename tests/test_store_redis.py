@@ -281,3 +281,42 @@ async def test_corrupt_stored_field_raises_codec_error_naming_it(redis_store: Re
         assert [b"e1", b"e2"] == await redis_store.read_events("s1")
     finally:
         await client.aclose()
+
+
+async def test_an_append_sets_the_session_meta_in_one_command() -> None:
+    """A turn's append writes its events and one HSET of the meta fields that changed
+    (not one per field, each a command in the append-only file), and the meta reads
+    back as before: seq, status, agent and last interaction."""
+    with private_redis(appendonly=False) as server:
+        store = RedisStore(server.url)
+        await store.open()
+        client = aioredis.from_url(server.url)
+        try:
+            first = Batch(session_id="s", epoch=1, first_seq=1, events=[b'{"n":1}'], agent="a")
+            await store.create(SessionRecord(session_id="s", epoch=1, agent="a"), first)
+            await client.config_resetstat()
+            n = 20
+            for seq in range(2, n + 2):
+                batch = Batch(
+                    session_id="s",
+                    epoch=1,
+                    first_seq=seq,
+                    events=[b'{"n":%d}' % seq],
+                    agent="a",
+                    status="active",
+                    last_interaction_at=100.0 + seq,
+                )
+                assert [None] == await store.append([batch])
+            stats = await client.info("commandstats")
+            rec = await store.get("s")
+        finally:
+            await client.aclose()
+            await store.close()
+    assert n == stats["cmdstat_hset"]["calls"]
+    assert rec is not None
+    assert (n + 1, "active", "a", 100.0 + n + 1) == (
+        rec.seq,
+        rec.status,
+        rec.agent,
+        rec.last_interaction_at,
+    )

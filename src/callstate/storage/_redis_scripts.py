@@ -37,7 +37,7 @@ end
 # 2 stale epoch, 3 seq conflict, 6 the stored meta is not numbers (tampered with).
 _APPEND_ONE = """
 local function append_one(meta, evkey, snapkey, partskey, b)
-  local stored = redis.call('HMGET', meta, 'epoch', 'seq', 'last_interaction_at')
+  local stored = redis.call('HMGET', meta, 'epoch', 'seq', 'last_interaction_at', 'status', 'agent')
   if not stored[1] then return {1, 0, 0} end
   local epoch, seq, lia = tonumber(stored[1]), tonumber(stored[2]), tonumber(stored[3])
   if not (epoch and seq and lia) then return {6, 0, 0} end
@@ -63,14 +63,17 @@ local function append_one(meta, evkey, snapkey, partskey, b)
     redis.call('RPUSH', evkey, unpack(events, i, j))
     i = j + 1
   end
-  redis.call('HSET', meta, 'seq', last, 'status', b[5])
-  if b[4] ~= '' then redis.call('HSET', meta, 'agent', b[4]) end
+  -- one HSET of the fields that change: one command in the append-only file, not four
+  local set = {'seq', last}
+  if b[5] ~= stored[4] then set[#set + 1] = 'status'; set[#set + 1] = b[5] end
+  if b[4] ~= '' and b[4] ~= stored[5] then set[#set + 1] = 'agent'; set[#set + 1] = b[4] end
   if tonumber(b[6]) > lia then
-    redis.call('HSET', meta, 'last_interaction_at', b[6])
+    set[#set + 1] = 'last_interaction_at'; set[#set + 1] = b[6]
   end
+  if b[8] == 1 then set[#set + 1] = 'snapshot_seq'; set[#set + 1] = b[7] end
+  redis.call('HSET', meta, unpack(set))
   if b[8] == 1 then
     redis.call('SET', snapkey, b[9])
-    redis.call('HSET', meta, 'snapshot_seq', b[7])
     local parts = b[13]
     local k = 1
     while k <= #parts do  -- in slices: unpack has a stack limit
