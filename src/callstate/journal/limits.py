@@ -109,7 +109,7 @@ def _parts(item: Any) -> tuple[list[Any], int]:
 _QUICK_CONTAINERS: Final = 64
 
 
-def _quick(item: dict[Any, Any] | list[Any], depth: int, limits: Limits, left: list[int]) -> int:
+def _quick(item: Any, depth: int, limits: Limits, left: list[int]) -> int:
     """The size :func:`_walk` finds for ``item`` (a lower bound of its encoding), or -1
     when this cannot tell at once: deeper than the limit (a cycle is), over the byte cap,
     more than ``left`` containers, or holding a tuple, set or container subclass.
@@ -196,8 +196,8 @@ def check_value(value: object, *, field: str, limits: Limits) -> None:
         check_text(value, field=field, limits=limits, cap=limits.max_payload_bytes)
         return
     if isinstance(value, _CONTAINERS):
-        kind = type(value)
-        if not (kind is dict or kind is list) or _quick(value, 1, limits, [_QUICK_CONTAINERS]) < 0:  # type: ignore[arg-type]
+        plain = type(value) is dict or type(value) is list
+        if not plain or _quick(value, 1, limits, [_QUICK_CONTAINERS]) < 0:
             _walk(value, field, limits)
     try:
         size = len(_json.encode(value))
