@@ -302,3 +302,47 @@ async def test_a_result_outliving_its_handle_lands_on_the_new_one(rig: Rig) -> N
     assert ("succeeded", "held") == (s2.state.calls["c1"].status, s2.state.calls["c1"].delivery)
     await s2.flush()
     assert "succeeded" == (await rig.keeper.load(s.id)).calls["c1"].status
+
+
+async def test_a_turn_of_a_long_call_walks_its_calls_only_while_something_is_held(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 60 settled calls and nothing held, caller turns stop looking for held
+    results after one look; a result held after a later barge-in is still found and
+    delivered at the caller's next turn."""
+    from callstate.journal.session_state import SessionState
+
+    looks: list[int] = []
+    owed = SessionState.owed
+
+    def counted(state: SessionState) -> Any:
+        looks.append(len(state.calls))
+        return owed.fget(state)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(SessionState, "owed", property(counted))
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    @rig.tools.tool
+    async def opening_hours(day: int) -> str:
+        if day < 0:
+            entered.set()
+            await gate.wait()
+        return "9 to 5"
+
+    s = await rig.keeper.start()
+    for day in range(60):
+        await s.run_tool("opening_hours", {"day": day}, call_id=f"c{day}")
+    for turn in range(20):
+        s.user_said(f"turn {turn}")
+    assert [60] == looks  # one look finds nothing held; the next 19 turns skip it
+    task = asyncio.create_task(s.run_tool("opening_hours", {"day": -1}, call_id="late"))
+    await entered.wait()
+    s.interrupt()
+    gate.set()
+    assert "held" == (await task).delivery
+    s.user_said("okay, go on")
+    assert "delivered" == s.state.calls["late"].delivery
+    s.user_said("thanks")
+    s.user_said("bye")
+    assert 3 == len(looks)  # the held one's turn, then one look that finds none
+    await s.close()

@@ -114,7 +114,7 @@ class Session(Handle):
         """Record a final user turn; results held since a barge-in are then reconciled."""
         seq, at = self.state.seq + 1, self.clock.now()
         self.add(ev.UserTurn(seq=seq, at=at, text=text))
-        if self.state.calls and self.state.owed:  # no calls, nothing held: skip the walk
+        if self.may_hold():  # nothing held since the last walk: no walk over the calls
             reconcile_held(self._services.tools, self)
 
     def agent_started(self, text: str = "", *, utterance_id: str | None = None) -> str:

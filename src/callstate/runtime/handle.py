@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Handle"]
 
+#: the event that may hold a result for the caller (``Handle.may_hold``)
+_DELIVERY = ev.ToolDelivery
+
 _E = TypeVar("_E", bound="ev._Base")
 
 
@@ -63,6 +66,8 @@ class Handle:
         self._lazy = 0
         #: called with each event right after it is folded (see ``watch``)
         self._watchers: list[Callable[[ev.Event], None]] = []
+        #: False once a walk found no held result and none was held since (see ``may_hold``)
+        self._maybe_held = True
 
     # -- identity and status -----------------------------------------------------------
 
@@ -148,6 +153,8 @@ class Handle:
         # would make the session unloadable
         admit(event, self.limits)  # type: ignore[arg-type]
         apply(self.state, event)  # type: ignore[arg-type]
+        if type(event) is _DELIVERY and cast(ev.ToolDelivery, event).decision == "held":
+            self._maybe_held = True
         self.journal.pending.append(event)  # type: ignore[arg-type]
         if self._lazy:
             self._flusher.mark_lazy(self)
@@ -157,6 +164,14 @@ class Handle:
             for watcher in tuple(self._watchers):
                 watcher(event)  # type: ignore[arg-type]
         return event
+
+    def may_hold(self) -> bool:
+        """False when no call's spoken delivery can be held for the caller: the calls
+        were walked and none was, and nothing was held since (the state changes only
+        through this handle). A turn of a long call then skips walking every call."""
+        if self._maybe_held and not (self.state.calls and self.state.owed):
+            self._maybe_held = False
+        return self._maybe_held
 
     @contextlib.contextmanager
     def lazily(self) -> Iterator[None]:
