@@ -346,3 +346,44 @@ async def test_a_turn_of_a_long_call_walks_its_calls_only_while_something_is_hel
     s.user_said("bye")
     assert 3 == len(looks)  # the held one's turn, then one look that finds none
     await s.close()
+
+
+async def test_a_barge_in_of_a_long_call_walks_its_calls_only_while_one_may_run(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 60 settled calls, barge-ins stop looking for calls to overtake after one
+    look; a call started later is still found and overtaken by the next barge-in."""
+    from callstate.journal.session_state import SessionState
+
+    looks: list[int] = []
+    in_flight = SessionState.in_flight
+
+    def counted(state: SessionState) -> Any:
+        looks.append(len(state.calls))
+        return in_flight.fget(state)  # type: ignore[attr-defined]
+
+    monkeypatch.setattr(SessionState, "in_flight", property(counted))
+    gate, entered = asyncio.Event(), asyncio.Event()
+
+    @rig.tools.tool
+    async def opening_hours(day: int) -> str:
+        if day < 0:
+            entered.set()
+            await gate.wait()
+        return "9 to 5"
+
+    s = await rig.keeper.start()
+    for day in range(60):
+        await s.run_tool("opening_hours", {"day": day}, call_id=f"c{day}")
+    looks.clear()
+    for turn in range(10):
+        s.agent_started(f"Here is answer {turn}, which goes on for a while.")
+        assert [] == s.interrupt(heard_text="Here is")
+    assert [60] == looks  # one look finds every call settled; the next 9 skip it
+    task = asyncio.create_task(s.run_tool("opening_hours", {"day": -1}, call_id="late"))
+    await entered.wait()
+    s.agent_started("One moment while I check.")
+    assert ["late"] == s.interrupt(heard_text="One")
+    gate.set()
+    assert (await task).overtaken
+    await s.close()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Final, TypeVar, cast
 
 from ..errors import CallstateError, SessionClosed, SessionFrozen
 from ..journal import events as ev
@@ -28,6 +28,9 @@ __all__ = ["Handle"]
 
 #: the event that may hold a result for the caller (``Handle.may_hold``)
 _DELIVERY = ev.ToolDelivery
+#: the events that may leave a call without its final outcome (``Handle.may_run``)
+_OPENING: Final = frozenset({ev.ToolRequested, ev.ToolStarted, ev.ToolInDoubt, ev.ToolDeduplicated})
+_NOTED: Final = _OPENING | {_DELIVERY}
 
 _E = TypeVar("_E", bound="ev._Base")
 
@@ -68,6 +71,8 @@ class Handle:
         self._watchers: list[Callable[[ev.Event], None]] = []
         #: False once a walk found no held result and none was held since (see ``may_hold``)
         self._maybe_held = True
+        #: False once a walk found every call settled and none opened since (``may_run``)
+        self._maybe_open = True
 
     # -- identity and status -----------------------------------------------------------
 
@@ -153,8 +158,12 @@ class Handle:
         # would make the session unloadable
         admit(event, self.limits)  # type: ignore[arg-type]
         apply(self.state, event)  # type: ignore[arg-type]
-        if type(event) is _DELIVERY and cast(ev.ToolDelivery, event).decision == "held":
-            self._maybe_held = True
+        kind = type(event)
+        if kind in _NOTED:
+            if kind is not _DELIVERY:
+                self._maybe_open = True
+            elif cast(ev.ToolDelivery, event).decision == "held":
+                self._maybe_held = True
         self.journal.pending.append(event)  # type: ignore[arg-type]
         if self._lazy:
             self._flusher.mark_lazy(self)
@@ -172,6 +181,14 @@ class Handle:
         if self._maybe_held and not (self.state.calls and self.state.owed):
             self._maybe_held = False
         return self._maybe_held
+
+    def may_run(self) -> bool:
+        """False when every call has its final outcome: the calls were walked and all
+        had, and no event that opens a call was recorded since. A barge-in in a long
+        call then skips walking every call for those it overtakes."""
+        if self._maybe_open and not self.state.in_flight:
+            self._maybe_open = False
+        return self._maybe_open
 
     @contextlib.contextmanager
     def lazily(self) -> Iterator[None]:

@@ -43,7 +43,7 @@ def interrupt(
         item, uid = None, None  # it had played out: nothing of it to truncate
     heard = heard_text if heard_text is not None else (item.spoken if item is not None else "")
     unspoken = split_heard(item.text, heard) if item is not None else ""
-    overtaken = [c.call_id for c in state.in_flight]
+    overtaken = [c.call_id for c in state.in_flight] if session.may_run() else []
     session.record(
         ev.Interrupted,
         utterance_id=uid,
