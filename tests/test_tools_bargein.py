@@ -304,22 +304,27 @@ async def test_a_result_outliving_its_handle_lands_on_the_new_one(rig: Rig) -> N
     assert "succeeded" == (await rig.keeper.load(s.id)).calls["c1"].status
 
 
-async def test_a_turn_of_a_long_call_walks_its_calls_only_while_something_is_held(
-    rig: Rig, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """With 60 settled calls and nothing held, caller turns stop looking for held
-    results after one look; a result held after a later barge-in is still found and
-    delivered at the caller's next turn."""
+def _count_walks(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Count each evaluation of ``SessionState.<name>`` (a walk over every call): the
+    returned list gets the number of calls walked, once per look."""
     from callstate.journal.session_state import SessionState
 
     looks: list[int] = []
-    owed = SessionState.owed
+    walk = getattr(SessionState, name)
 
     def counted(state: SessionState) -> Any:
         looks.append(len(state.calls))
-        return owed.fget(state)  # type: ignore[attr-defined]
+        return walk.fget(state)
 
-    monkeypatch.setattr(SessionState, "owed", property(counted))
+    monkeypatch.setattr(SessionState, name, property(counted))
+    return looks
+
+
+async def _long_call(
+    rig: Rig, calls: int
+) -> tuple[callstate.Session, asyncio.Event, asyncio.Event]:
+    """A session with ``calls`` settled read calls, and the gate (with its "entered"
+    signal) that holds a later call of a negative ``day`` in flight."""
     gate, entered = asyncio.Event(), asyncio.Event()
 
     @rig.tools.tool
@@ -330,8 +335,19 @@ async def test_a_turn_of_a_long_call_walks_its_calls_only_while_something_is_hel
         return "9 to 5"
 
     s = await rig.keeper.start()
-    for day in range(60):
+    for day in range(calls):
         await s.run_tool("opening_hours", {"day": day}, call_id=f"c{day}")
+    return s, gate, entered
+
+
+async def test_a_turn_of_a_long_call_walks_its_calls_only_while_something_is_held(
+    rig: Rig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With 60 settled calls and nothing held, caller turns stop looking for held
+    results after one look; a result held after a later barge-in is still found and
+    delivered at the caller's next turn."""
+    looks = _count_walks(monkeypatch, "owed")
+    s, gate, entered = await _long_call(rig, 60)
     for turn in range(20):
         s.user_said(f"turn {turn}")
     assert [60] == looks  # one look finds nothing held; the next 19 turns skip it
@@ -353,28 +369,8 @@ async def test_a_barge_in_of_a_long_call_walks_its_calls_only_while_one_may_run(
 ) -> None:
     """With 60 settled calls, barge-ins stop looking for calls to overtake after one
     look; a call started later is still found and overtaken by the next barge-in."""
-    from callstate.journal.session_state import SessionState
-
-    looks: list[int] = []
-    in_flight = SessionState.in_flight
-
-    def counted(state: SessionState) -> Any:
-        looks.append(len(state.calls))
-        return in_flight.fget(state)  # type: ignore[attr-defined]
-
-    monkeypatch.setattr(SessionState, "in_flight", property(counted))
-    gate, entered = asyncio.Event(), asyncio.Event()
-
-    @rig.tools.tool
-    async def opening_hours(day: int) -> str:
-        if day < 0:
-            entered.set()
-            await gate.wait()
-        return "9 to 5"
-
-    s = await rig.keeper.start()
-    for day in range(60):
-        await s.run_tool("opening_hours", {"day": day}, call_id=f"c{day}")
+    looks = _count_walks(monkeypatch, "in_flight")
+    s, gate, entered = await _long_call(rig, 60)
     looks.clear()
     for turn in range(10):
         s.agent_started(f"Here is answer {turn}, which goes on for a while.")
