@@ -15,6 +15,7 @@ from callstate import ConfigError, StorageError
 from callstate.storage.base import ArchiveRow, Batch, SessionRecord
 from callstate.storage.postgres import MIGRATIONS, PostgresStore
 from callstate.testing import FakeClock
+from callstate.testing._suite_base import make_batch
 from callstate.testing.conformance import StoreConformance
 from services import drop_pg_schema, postgres_url, unique
 
@@ -299,14 +300,8 @@ async def test_a_turn_within_the_minute_is_a_heap_only_update() -> None:
     try:
         first = Batch(session_id="s", epoch=1, first_seq=1, events=[b'{"n":1}'])
         await store.create(SessionRecord(session_id="s", epoch=1, last_interaction_at=600.0), first)
-        for seq in range(2, n + 2):
-            batch = Batch(
-                session_id="s",
-                epoch=1,
-                first_seq=seq,
-                events=[b'{"n":%d}' % seq],
-                last_interaction_at=600.0 + seq / 10,  # minute 10 throughout
-            )
+        for seq in range(2, n + 2):  # minute 10 throughout
+            batch = make_batch("s", 1, seq, 1, last_interaction_at=600.0 + seq / 10)
             assert [None] == await store.append([batch])
         await store.close()  # its connections end, and with them their statistics are in
         updated = hot = 0

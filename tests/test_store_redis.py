@@ -17,6 +17,7 @@ from callstate.journal.events import UserTurn
 from callstate.storage.base import ArchiveRow, Batch, FollowUp, PackageRow, SessionRecord
 from callstate.storage.redis import RedisStore
 from callstate.testing import FakeClock
+from callstate.testing._suite_base import make_batch
 from callstate.testing.conformance import StoreConformance
 from services import PrivateRedis, drop_redis_prefix, private_redis, redis_url, unique
 
@@ -297,15 +298,7 @@ async def test_an_append_sets_the_session_meta_in_one_command() -> None:
             await client.config_resetstat()
             n = 20
             for seq in range(2, n + 2):
-                batch = Batch(
-                    session_id="s",
-                    epoch=1,
-                    first_seq=seq,
-                    events=[b'{"n":%d}' % seq],
-                    agent="a",
-                    status="active",
-                    last_interaction_at=100.0 + seq,
-                )
+                batch = make_batch("s", 1, seq, 1, agent="a", last_interaction_at=100.0 + seq)
                 assert [None] == await store.append([batch])
             stats = await client.info("commandstats")
             rec = await store.get("s")

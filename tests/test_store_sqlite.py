@@ -14,6 +14,7 @@ from callstate.journal.events import UserTurn, encode_event
 from callstate.storage._sqlite_schema import register_functions
 from callstate.storage.base import ArchiveRow, Batch, SessionRecord
 from callstate.storage.sqlite import MIGRATIONS, SQLiteStore
+from callstate.testing._suite_base import make_batch
 from callstate.testing.conformance import StoreConformance
 
 
@@ -387,11 +388,8 @@ async def test_a_commit_within_the_minute_rewrites_no_index_page(tmp_path: Path)
         wal = tmp_path / "cs.db-wal"
         before = wal.stat().st_size
         n = 60
-        for seq in range(2, n + 2):
-            at = 600.0 + seq / 10  # 600.2 .. 606.1: minute 10 throughout
-            batch = Batch(
-                session_id="s", epoch=1, first_seq=seq, events=[_turn(seq)], last_interaction_at=at
-            )
+        for seq in range(2, n + 2):  # 600.2 .. 606.1: minute 10 throughout
+            batch = make_batch("s", 1, seq, 1, last_interaction_at=600.0 + seq / 10)
             assert [None] == await s.append([batch])
         frames = (wal.stat().st_size - before) / (4096 + 24)
         assert [] == await s.list_sessions(interaction_before=606.0)
