@@ -194,7 +194,8 @@ async def test_proxy_stops_by_itself_after_its_lifetime() -> None:
     """After ``lifetime`` seconds the proxy stops listening and resets its connections."""
     proxy = FaultProxy(_port(redis_url(), 6379), lifetime=0.5)  # room for open() under load
     await proxy.start()
-    store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", prefix=unique("life"), retry_for=0.3)
+    prefix = unique("life")
+    store = RedisStore(f"redis://127.0.0.1:{proxy.port}/0", prefix=prefix, retry_for=0.3)
     await store.open()
     try:
         for _ in range(1000):
@@ -207,6 +208,7 @@ async def test_proxy_stops_by_itself_after_its_lifetime() -> None:
     finally:
         await store.close()
         await proxy.stop()
+        await drop_redis_prefix(redis_url(), prefix)  # what open() wrote through the proxy
 
 
 # -- every write, with the reply of one of its round trips lost ------------------------
