@@ -91,6 +91,14 @@ async def caller_says(bot: RealtimeBot, server: RealtimeServer, text: str) -> No
     await server.current.speech_done(text, respond=True)
 
 
+async def greeted_then_asked_to_move(bot: RealtimeBot, server: RealtimeServer) -> None:
+    """After the greeting the caller asks to move B1 to eight: the model calls
+    ``move_booking`` (call ``c1``), then says it is done."""
+    await greeted(bot, server)
+    server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
+    await caller_says(bot, server, "Move B1 to eight please")
+
+
 async def reply_half_played(bot: RealtimeBot, server: RealtimeServer) -> None:
     """The caller asks; the reply streams two of its three parts and stops there, and
     the speaker has played its first words only."""
@@ -132,9 +140,7 @@ async def test_a_turn_with_a_guarded_write(
     gate.open.set()
     s = await keeper.start(agent="booking")
     async with RealtimeBot(s, openai_llm(server.url)) as bot:
-        await greeted(bot, server)
-        server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
-        await caller_says(bot, server, "Move B1 to eight please")
+        await greeted_then_asked_to_move(bot, server)
         await bot.until(lambda: "eight." in bot.heard())
     call = s.state.calls["c1"]
     assert ("succeeded", 1) == (call.status, gate.runs)

@@ -13,7 +13,7 @@ from pipecat.frames.frames import LLMFullResponseEndFrame
 
 import callstate
 from callstate.adapters._replay import VOICE_NOTE
-from callstate.testing.realtime_server import Call, RealtimeServer, Say
+from callstate.testing.realtime_server import RealtimeServer, Say
 
 from .pipecat_realtime_bot import RealtimeBot, openai_llm
 from .test_openai_realtime_resume import replayed as items
@@ -24,6 +24,7 @@ from .test_pipecat_realtime_openai import (  # noqa: F401 - fixtures
     caller_says,
     gate,
     greeted,
+    greeted_then_asked_to_move,
     keeper,
     outputs,
     reply_half_played,
@@ -121,9 +122,7 @@ async def test_a_write_running_across_the_drop_runs_once_and_is_answered_once(
     the new session gets its call replayed open, then exactly one output once it ends."""
     s = await keeper.start(agent="booking")
     async with RealtimeBot(s, openai_llm(server.url)) as bot:
-        await greeted(bot, server)
-        server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
-        await caller_says(bot, server, "Move B1 to eight please")
+        await greeted_then_asked_to_move(bot, server)
         await bot.until(lambda: gate.runs == 1)
         await server.drop(code=1011)
         await bot.until(lambda: replayed(server, 2))
@@ -200,9 +199,7 @@ async def test_a_call_finished_before_the_drop_is_replayed_with_its_output_once(
     gate.open.set()
     s = await keeper.start(agent="booking")
     async with RealtimeBot(s, openai_llm(server.url)) as bot:
-        await greeted(bot, server)
-        server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
-        await caller_says(bot, server, "Move B1 to eight please")
+        await greeted_then_asked_to_move(bot, server)
         await bot.until(lambda: "eight." in bot.heard())
         await server.drop()
         await bot.until(lambda: replayed(server, 2))
@@ -228,9 +225,7 @@ async def test_a_write_ending_while_the_line_is_down_is_answered_once_after_it(
     output once, the old one none, and the write ran once."""
     s = await keeper.start(agent="booking")
     async with RealtimeBot(s, openai_llm(server.url)) as bot:
-        await greeted(bot, server)
-        server.queue(Call("move_booking", MOVE, call_id="c1"), Say("Done, it is at eight."))
-        await caller_says(bot, server, "Move B1 to eight please")
+        await greeted_then_asked_to_move(bot, server)
         await bot.until(lambda: gate.runs == 1)
         await server.drop()
         gate.open.set()  # before the new session is even dialled
