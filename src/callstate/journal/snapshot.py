@@ -15,7 +15,6 @@ format decodes; events stay JSON.
 
 from __future__ import annotations
 
-import copy
 import gc
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -48,6 +47,8 @@ CALLS_PER_PART: Final = 8
 _state_encoder = msgspec.json.Encoder()
 _state_decoder = msgspec.json.Decoder(SessionState)
 _snapshot_encoder = msgspec.msgpack.Encoder()
+#: a shallow copy of a call (replace with no changes), half the cost of ``copy.copy``
+_copy: Final = msgspec.structs.replace
 
 
 class _SnapshotV2(msgspec.Struct, array_like=True):
@@ -145,7 +146,7 @@ def encode_parted(
             after.calls.append(stored.calls[k])
             continue
         out[2 * k + 1] = _state_encoder.encode(dict(entries))
-        after.calls.append([(key, copy.copy(call)) for key, call in entries])
+        after.calls.append([(key, _copy(call)) for key, call in entries])
     head = _encode_head(
         state,
         sealer,
@@ -245,7 +246,7 @@ def _joined(
                 raise msgspec.DecodeError(msg)
             calls.update(part_calls)
             if stored is not None:
-                stored.calls.append([(key, copy.copy(call)) for key, call in part_calls.items()])
+                stored.calls.append([(key, _copy(call)) for key, call in part_calls.items()])
         calls.update(state.calls)
         state.calls = calls
 

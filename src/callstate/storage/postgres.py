@@ -209,15 +209,15 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
         return results
 
     async def load(self, session_id: str) -> Loaded:
-        rows = await self._fetch("load", self._sql["load"], [session_id])
-        if not rows:
+        rows = await self._fetch("load", self._sql["load"], [session_id, session_id])
+        head = next((r for r in rows if r[0] is None), None)
+        if head is None:
             raise not_found(session_id)
-        row = rows[0]
         return Loaded(
-            record=session_from_row(row),
-            snapshot=None if row[11] is None else bytes(row[11]),
-            events=[bytes(e) for e in row[12]],
-            snapshot_parts=dict(zip(row[13] or (), map(bytes, row[14] or ()), strict=True)),
+            record=session_from_row(head[1:]),
+            snapshot=None if head[12] is None else bytes(head[12]),
+            events=[bytes(e) for e in head[13]],
+            snapshot_parts={r[0]: bytes(r[12]) for r in rows if r[0] is not None},
         )
 
     async def read_events(self, session_id: str, after_seq: int = 0) -> list[bytes]:
