@@ -313,3 +313,42 @@ async def test_an_append_sets_the_session_meta_in_one_command() -> None:
         rec.agent,
         rec.last_interaction_at,
     )
+
+
+@pytest.mark.parametrize(("snapshot_at", "events"), [(0, 40), (30, 120), (0, 300), (20, 400)])
+async def test_a_load_reads_in_one_transaction_or_a_long_tail_by_script(
+    snapshot_at: int, events: int
+) -> None:
+    """A load reads the session, its snapshot, its parts and the events after it in one
+    MULTI/EXEC when that tail fits the read (no script, whose copy of the parts into Lua
+    costs more than the read); a longer tail goes to the load script; both give the same."""
+    with private_redis(appendonly=False) as server:
+        store = RedisStore(server.url)
+        await store.open()
+        client = aioredis.from_url(server.url)
+        try:
+            first = make_batch("s", 1, 1, 1, agent="a")
+            await store.create(SessionRecord(session_id="s", epoch=1, agent="a"), first)
+            seq = 2
+            while seq <= events:
+                n = min(50, events - seq + 1)
+                batch = make_batch("s", 1, seq, n, agent="a")
+                if snapshot_at and seq <= snapshot_at < seq + n:
+                    batch.snapshot, batch.snapshot_seq = b"head", snapshot_at
+                    batch.snapshot_parts = {0: b"p0", 1: b"p1"}
+                assert [None] == await store.append([batch])
+                seq += n
+            await client.config_resetstat()
+            loaded = await store.load("s")
+            stats = await client.info("commandstats")
+            by_script = await store._load_by_script("s")
+        finally:
+            await client.aclose()
+            await store.close()
+    tail = events - snapshot_at
+    assert (0 if tail <= 256 else 1) == stats.get("cmdstat_evalsha", {}).get("calls", 0)
+    assert by_script == loaded
+    assert (events, snapshot_at) == (loaded.record.seq, loaded.record.snapshot_seq)
+    assert [make_batch("s", 1, snapshot_at + 1, tail).events] == [loaded.events]
+    expected = ({0: b"p0", 1: b"p1"}, b"head") if snapshot_at else ({}, None)
+    assert expected == (loaded.snapshot_parts, loaded.snapshot)
