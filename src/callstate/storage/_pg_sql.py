@@ -16,13 +16,9 @@ _ARCHIVE_SLOTS = ", ".join(["%s"] * len(ARCHIVE_COLS.split(",")))
 
 _X_COLS: Final = ", ".join("x." + c.strip() for c in SESSION_COLS.split(","))
 
-STATEMENTS: Final[dict[str, str]] = {
-    # The group commit. ``ok`` is the conditional update: a batch lands only if its row
-    # still has its epoch and ends right before it (or, after ``skip`` events already
-    # stored by an attempt whose reply was lost, right before the rest). The events and
-    # snapshots (and snapshot parts) of the sessions it matched are inserted in the same
-    # statement.
-    "append": """
+# the group commit's statement: the conditional update and the events (``_APPEND``),
+# then, when a batch carries a snapshot, the snapshot and its parts (``_SNAPSHOTS``)
+_APPEND: Final = """
         WITH b AS (
             SELECT * FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::int8[], %b::int8[],
                                  %b::text[], %b::text[], %b::float8[], %b::int8[])
@@ -42,7 +38,8 @@ STATEMENTS: Final[dict[str, str]] = {
             FROM unnest(%b::text[], %b::int8[], %b::int8[], %b::bytea[])
                 AS e(session_id, seq, epoch, data)
             JOIN ok USING (session_id)
-        ), sn AS (
+"""
+_SNAPSHOTS: Final = """        ), sn AS (
             INSERT INTO {s}.snapshots (session_id, seq, data)
             SELECT x.session_id, x.seq, x.data
             FROM unnest(%b::text[], %b::int8[], %b::bytea[]) AS x(session_id, seq, data)
@@ -54,9 +51,20 @@ STATEMENTS: Final[dict[str, str]] = {
             FROM unnest(%b::text[], %b::int8[], %b::bytea[]) AS p(session_id, part, data)
             JOIN ok USING (session_id)
             ON CONFLICT (session_id, part) DO UPDATE SET data = excluded.data
-        )
+"""
+_RETURNING: Final = """        )
         SELECT session_id FROM ok
-    """,
+"""
+
+STATEMENTS: Final[dict[str, str]] = {
+    # The group commit. ``ok`` is the conditional update: a batch lands only if its row
+    # still has its epoch and ends right before it (or, after ``skip`` events already
+    # stored by an attempt whose reply was lost, right before the rest). The events and
+    # snapshots (and snapshot parts) of the sessions it matched are inserted in the same
+    # statement.
+    "append": _APPEND + _SNAPSHOTS + _RETURNING,
+    # the same without a snapshot (most appends): six parameters and two CTEs fewer
+    "append_events": _APPEND + _RETURNING,
     "append_check": "SELECT session_id, epoch, seq FROM {s}.sessions WHERE session_id = ANY(%s)",
     "stored_events": (
         "SELECT data FROM {s}.events WHERE session_id = %s AND seq BETWEEN %s AND %s ORDER BY seq"

@@ -123,14 +123,19 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
             int8_array(ev_seqs),
             int8_array(ev_epochs),
             bytea_array(ev_data),
-            text_array([b.session_id for b in snaps]),
-            int8_array([b.snapshot_seq for b in snaps]),
-            bytea_array([b.snapshot or b"" for b in snaps]),
-            text_array([b.session_id for b in snaps for _ in b.snapshot_parts]),
-            int8_array([n for b in snaps for n in b.snapshot_parts]),
-            bytea_array([d for b in snaps for d in b.snapshot_parts.values()]),
         ]
-        cur = await conn.execute(self._sql["append"], params, binary=True)
+        sql = self._sql["append_events"]
+        if snaps:
+            sql = self._sql["append"]
+            params += [
+                text_array([b.session_id for b in snaps]),
+                int8_array([b.snapshot_seq for b in snaps]),
+                bytea_array([b.snapshot or b"" for b in snaps]),
+                text_array([b.session_id for b in snaps for _ in b.snapshot_parts]),
+                int8_array([n for b in snaps for n in b.snapshot_parts]),
+                bytea_array([d for b in snaps for d in b.snapshot_parts.values()]),
+            ]
+        cur = await conn.execute(sql, params, binary=True)
         return {r[0] for r in await cur.fetchall()}
 
     async def _stored_prefix(
