@@ -28,6 +28,10 @@ same round trip but outside those scripts, and readers check every entry they li
 On a single Redis a group commit is one ``EVALSHA`` of a script that checks and appends
 every session's batch; with ``cluster=True`` it is one pipelined ``EVALSHA`` per session,
 so nothing crosses a slot. Either way: one round trip, each batch atomic.
+A load is one ``MULTI``/``EXEC`` of plain reads (meta, snapshot, parts, the journal's
+tail): a script would copy a long call's parts into Lua and out again. A tail longer
+than the read's (256 events, a call not snapshotted for that long) is read by the
+load script instead.
 
 Durability: an acknowledged append is in the primary's memory; it survives a crash only
 with ``appendonly yes`` (``appendfsync always``: fsynced before the reply; ``everysec``:
