@@ -1,19 +1,36 @@
-"""A resume on a store that claims atomically (SQLite): the claim carries
-``session.resumed`` in its transaction, one durable commit instead of two, and a write
-the old owner lands between the resume's read and its claim refuses that claim whole."""
+"""A resume on a store that claims atomically (SQLite: ``atomic_packages``; Redis:
+``atomic_claims``): the claim carries ``session.resumed`` in its transaction, one
+durable write instead of two, and a write the old owner lands between the resume's read
+and its claim refuses that claim whole."""
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import callstate
 from callstate.journal import events as ev
 from callstate.storage import Store, open_store
+from services import drop_redis_prefix, redis_url, unique
 
 SECRET = b"s" * 32
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A store URL of each engine that claims in one step (Redis: a fresh prefix)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/cs.db"
+        return
+    base, prefix = redis_url(), unique("resume")
+    try:
+        yield f"{base}?prefix={prefix}"
+    finally:
+        await drop_redis_prefix(base, prefix)
 
 
 class Counted:
@@ -51,10 +68,10 @@ async def _dropped(keeper: callstate.Keeper) -> callstate.Session:
     return s
 
 
-async def test_a_resume_writes_once_the_claim_carrying_session_resumed(tmp_path: Path) -> None:
-    """One store write per resume on SQLite; the journal and the live state are as
-    the two-step resume left them (session.resumed right after, cause, channel)."""
-    store = Counted(open_store(f"sqlite:///{tmp_path}/cs.db"))
+async def test_a_resume_writes_once_the_claim_carrying_session_resumed(url: str) -> None:
+    """One store write per resume; the journal and the live state are as the two-step
+    resume left them (session.resumed right after, cause, channel)."""
+    store = Counted(open_store(url))
     async with callstate.Keeper(store, secret=SECRET) as keeper:  # type: ignore[arg-type]
         s = await _dropped(keeper)
         seq = s.state.seq
@@ -77,12 +94,11 @@ async def test_a_resume_writes_once_the_claim_carrying_session_resumed(tmp_path:
 
 
 async def test_a_write_landing_before_the_claim_is_kept_and_the_resume_follows_it(
-    tmp_path: Path,
+    url: str,
 ) -> None:
     """The old owner records once more between the resume's read and its claim: the
     one-step claim is refused with nothing changed, and the resume claims, then appends
     session.resumed after that write."""
-    url = f"sqlite:///{tmp_path}/cs.db"
     store = Counted(open_store(url))
     async with (
         callstate.Keeper(url, secret=SECRET) as first,
@@ -105,11 +121,11 @@ async def test_a_write_landing_before_the_claim_is_kept_and_the_resume_follows_i
 
 
 async def test_a_resume_whose_checks_read_the_session_builds_its_claim_on_that_read(
-    tmp_path: Path,
+    url: str,
 ) -> None:
     """A page's token from before the agent's worker took the call by id: the checks
     load the session (is the token superseded?) and the claim needs no load of its own."""
-    store = Counted(open_store(f"sqlite:///{tmp_path}/cs.db"))
+    store = Counted(open_store(url))
     async with callstate.Keeper(store, secret=SECRET) as keeper:  # type: ignore[arg-type]
         s = await _dropped(keeper)
         token = s.resume_token()

@@ -138,6 +138,26 @@ async def test_a_stepwise_claim_survives_a_lost_reply_at_any_step(
     assert (2, "accepted", [1, 2, 3]) == (got, pkg.status, seqs(await store.read_events(sid)))
 
 
+@pytest.mark.parametrize("lost", range(3))
+async def test_a_claim_with_a_batch_alone_survives_a_lost_reply(
+    faulty: tuple[Store, FaultProxy], lost: int
+) -> None:
+    """claim(then=) without a package (Redis: one script; PostgreSQL: step by step)
+    with the reply of any one of its round trips lost: epoch 2, the batch stored once."""
+    store, proxy = faulty
+    sid = await create(store, events=2)
+    proxy.lose_reply(after=lost)
+    got = await store.claim(sid, 1, "owner-b", T0 + 60, then=make_batch(sid, 2, 3, 2))
+    proxy.faults_on = False
+    rec = await store.get(sid)
+    assert rec is not None
+    assert (2, [1, 2, 3, 4], "owner-b") == (
+        got,
+        seqs(await store.read_events(sid)),
+        rec.lease_owner,
+    )
+
+
 async def test_a_competitor_is_still_fenced_through_lost_replies(
     faulty: tuple[Store, FaultProxy],
 ) -> None:

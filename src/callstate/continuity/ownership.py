@@ -162,16 +162,18 @@ class Ownership(Generic[H]):
 
         ``previous`` is the session's record as read before the claim: its lease tells
         why the old owner lost it (``SessionResumed.cause``). Given it, a store with
-        ``atomic_packages`` claims and journals ``SessionResumed`` in one transaction
-        (see :meth:`_claim_recorded`; ``stored``: the session as already loaded before
-        the claim, if it was); any other takes them one after the other.
+        ``atomic_packages`` or ``atomic_claims`` claims and journals ``SessionResumed`` in
+        one transaction (see :meth:`_claim_recorded`; ``stored``: the session as already
+        loaded before the claim, if it was); any other takes them one after the other.
 
         Raises:
             StaleEpochError: the session is no longer at ``expected_epoch``.
         """
         host = self._host
         now = host.clock.now()
-        one_step = getattr(host.store, "atomic_packages", False)
+        one_step = getattr(host.store, "atomic_packages", False) or getattr(
+            host.store, "atomic_claims", False
+        )
         if one_step and previous is not None and previous.epoch == expected_epoch:
             owned = await self._claim_recorded(previous, stored, now=now, via=via, channel=channel)
             if owned is not None:

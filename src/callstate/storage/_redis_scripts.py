@@ -105,6 +105,39 @@ return out
 """
 )
 
+# KEYS: meta, events, snapshot, parts of one session. ARGV: expected_epoch, owner,
+# lease_until, claim_id, the msgpack-encoded batch (written at expected_epoch + 1).
+# A claim and its first batch in one step: everything is checked before anything is
+# written, so a batch that does not follow the journal leaves the session as it was.
+# Returns {0, new epoch} claimed and appended (also when this very claim, by its claim
+# id, took it before its reply was lost: its batch is then appended unless stored),
+# {1, 0} not found, {2, stored epoch} stale, {3, stored seq} the batch does not
+# follow, {6, 0} the stored meta is not numbers.
+CLAIM_THEN: Final = (
+    _APPEND_ONE
+    + """
+local f = redis.call('HMGET', KEYS[1], 'epoch', 'claim_id', 'seq', 'last_interaction_at')
+if not f[1] then return {1, 0} end
+local epoch, expected = tonumber(f[1]), tonumber(ARGV[1])
+local b = cmsgpack.unpack(ARGV[5])
+if epoch == expected + 1 and f[2] == ARGV[4] then
+  -- only this claim writes at its epoch: events in the batch's range are its own
+  b[10], b[11] = b[2], b[3]
+  local code = append_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], b)
+  if type(code) == 'table' then return {code[1], code[3]} end
+  return {0, epoch}
+end
+if epoch ~= expected then return {2, epoch} end
+local seq = tonumber(f[3])
+if not (seq and tonumber(f[4])) then return {6, 0} end
+if b[2] ~= seq + 1 then return {3, seq} end
+local new = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_until', ARGV[3], 'claim_id', ARGV[4])
+append_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], b)
+return {0, new}
+"""
+)
+
 # KEYS: meta, events, snapshot. ARGV: retrying ('1'/'0'), has_snapshot, snapshot,
 # n_fields, field, value, ..., event...
 # Returns 1 created, 0 exists, 2 exists and equals this create (a retried create).
@@ -198,6 +231,7 @@ SCRIPTS: Final[dict[str, str]] = {
     "load": LOAD,
     "read_events": READ_EVENTS,
     "claim": CLAIM,
+    "claim_then": CLAIM_THEN,
     "renew": RENEW,
     "release": RELEASE,
     "purge": PURGE,

@@ -19,6 +19,11 @@ A store whose ``atomic_packages`` attribute is true (memory, SQLite) also stores
 ``Batch.package`` in the same transaction as the batch's events; the others refuse
 such a batch, and a handoff offer stores its package with ``package_put`` after the
 offer is durable instead.
+
+A store whose ``atomic_claims`` attribute is true (Redis without ``wait_aof``) has no
+``atomic_packages`` but takes a ``claim`` with a ``then`` batch and no package in one
+step, all or nothing, as a store with ``atomic_packages`` takes any claim: a takeover
+then claims and records its ownership event in one durable write.
 """
 
 from __future__ import annotations

@@ -59,9 +59,11 @@ from ._redis_records import RedisRecords
 from .base import (
     Batch,
     Loaded,
+    PackageMove,
     SessionRecord,
     StepwiseClaim,
     check_batch,
+    new_claim_id,
     not_found,
     refuse_packages,
     stale_claim,
@@ -247,6 +249,59 @@ class RedisStore(StepwiseClaim, RedisRecords):
         ]
         rows.sort(key=lambda r: r.last_interaction_at, reverse=True)
         return rows[:limit]
+
+    @property
+    def atomic_claims(self) -> bool:
+        """True: a claim with a batch and no package is one script, the claim and its
+        batch stored together or not at all (not with ``wait_aof``, which waits after
+        each append: such a claim goes step by step)."""
+        return self.wait_aof is None
+
+    async def claim(
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
+        then: Batch | None = None,
+        claim_id: str | None = None,
+    ) -> int:
+        if (
+            package is not None
+            or then is None
+            or not self.atomic_claims
+            or (then.session_id, then.epoch) != (session_id, expected_epoch + 1)
+        ):
+            return await super().claim(
+                session_id,
+                expected_epoch,
+                owner,
+                lease_until,
+                package=package,
+                then=then,
+                claim_id=claim_id,
+            )
+        refuse_packages(self.url, [then])
+        args = [expected_epoch, owner, fmt(lease_until), new_claim_id(claim_id)]
+        code, value = await self._script(
+            "claim", "claim_then", self._jkeys(session_id), *args, pack_batch(then, (0, 0))
+        )
+        if code == 0:
+            return int(value)
+        if code == 1:
+            raise not_found(session_id)
+        if code == 2:
+            raise stale_claim(session_id, expected_epoch, int(value))
+        if code == 6:
+            msg = f"redis session {session_id!r}: stored epoch/seq/last_interaction_at are not numbers"
+            raise CodecError(msg)
+        error = check_batch(session_id, then.epoch, int(value), then)  # code 3: seq
+        if error is None:
+            msg = f"session {session_id!r}: batch raced a writer"
+            error = ConflictError(msg)
+        raise error
 
     async def _claim(
         self, session_id: str, expected_epoch: int, owner: str, lease_until: float, claim_id: str

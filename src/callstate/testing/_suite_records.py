@@ -404,3 +404,33 @@ class ClaimThenSuite(Suite):
             await _status(store, row.package_id),
         )
         assert [1, 2] == seqs(await store.read_events(sid))
+
+    async def test_claim_with_a_batch_alone_appends_it_at_the_new_epoch(self, store: Store) -> None:
+        """claim(then=...) without a package: the new epoch and lease, then the batch."""
+        sid = await create(store, events=2)
+        then = make_batch(sid, 2, 3, 2, agent="billing")
+        assert 2 == await store.claim(sid, 1, "owner-b", T0 + 60, then=then)
+        rec = await store.get(sid)
+        assert rec is not None
+        assert ([1, 2, 3, 4], 4, 2, "owner-b", "billing") == (
+            seqs(await store.read_events(sid)),
+            rec.seq,
+            rec.epoch,
+            rec.lease_owner,
+            rec.agent,
+        )
+
+    async def test_a_batch_alone_that_does_not_follow_refuses_the_claim(self, store: Store) -> None:
+        """A ``then`` batch (no package) not starting right after the stored seq raises
+        ConflictError; a store that claims in one step (``atomic_packages`` or
+        ``atomic_claims``) changes nothing, the others stop after the claim."""
+        sid = await create(store, events=2)
+        with pytest.raises(ConflictError, match="journal ends at 2"):
+            await store.claim(sid, 1, "owner-b", T0 + 60, then=make_batch(sid, 2, 4, 1))
+        rec = await store.get(sid)
+        assert rec is not None
+        one_step = getattr(store, "atomic_packages", False) or getattr(
+            store, "atomic_claims", False
+        )
+        assert ((1, "owner-a") if one_step else (2, "owner-b")) == (rec.epoch, rec.lease_owner)
+        assert [1, 2] == seqs(await store.read_events(sid))

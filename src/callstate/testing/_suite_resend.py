@@ -71,6 +71,23 @@ class ResendSuite(Suite):
             pkg.status,
         )
 
+    async def test_claim_with_a_batch_alone_sent_again_is_done_once(self, store: Store) -> None:
+        """A claim with a batch and no package, repeated with its claim id, returns the
+        same epoch and stores the batch once; another id meets the fence."""
+        sid = await create(store, events=2)
+        then = make_batch(sid, 2, 3, 2)
+        for _ in range(2):
+            assert 2 == await store.claim(sid, 1, "owner-b", T0 + 60, then=then, claim_id="c-b")
+        with pytest.raises(StaleEpochError):
+            await store.claim(sid, 1, "owner-c", T0 + 60, then=then, claim_id="c-x")
+        rec = await store.get(sid)
+        assert rec is not None
+        assert ([1, 2, 3, 4], 2, "owner-b") == (
+            seqs(await store.read_events(sid)),
+            rec.epoch,
+            rec.lease_owner,
+        )
+
     async def test_racing_claims_sent_twice_keep_one_winner(self, store: Store) -> None:
         """Racing claimers, each sending its claim twice with its own id: one wins both
         times, every other one is stale both times."""
