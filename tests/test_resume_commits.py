@@ -1,5 +1,5 @@
-"""A resume on a store that claims atomically (SQLite: ``atomic_packages``; Redis:
-``atomic_claims``): the claim carries ``session.resumed`` in its transaction, one
+"""A resume on a store that claims atomically (SQLite: ``atomic_packages``; Redis and
+PostgreSQL: ``atomic_claims``): the claim carries ``session.resumed`` in its transaction, one
 durable write instead of two, and a write the old owner lands between the resume's read
 and its claim refuses that claim whole."""
 
@@ -15,22 +15,29 @@ import pytest
 import callstate
 from callstate.journal import events as ev
 from callstate.storage import Store, open_store
-from services import drop_redis_prefix, redis_url, unique
+from services import drop_pg_schema, drop_redis_prefix, postgres_url, redis_url, unique
 
 SECRET = b"s" * 32
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "postgres"])
 async def url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A store URL of each engine that claims in one step (Redis: a fresh prefix)."""
+    """A store URL of each engine (Redis: a fresh prefix; PostgreSQL: a fresh schema)."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/cs.db"
         return
-    base, prefix = redis_url(), unique("resume")
+    if request.param == "redis":
+        base, prefix = redis_url(), unique("resume")
+        try:
+            yield f"{base}?prefix={prefix}"
+        finally:
+            await drop_redis_prefix(base, prefix)
+        return
+    base, schema = postgres_url(), unique("resume")
     try:
-        yield f"{base}?prefix={prefix}"
+        yield f"{base}?schema={schema}"
     finally:
-        await drop_redis_prefix(base, prefix)
+        await drop_pg_schema(base, schema)
 
 
 class Counted:

@@ -142,7 +142,7 @@ async def test_a_stepwise_claim_survives_a_lost_reply_at_any_step(
 async def test_a_claim_with_a_batch_alone_survives_a_lost_reply(
     faulty: tuple[Store, FaultProxy], lost: int
 ) -> None:
-    """claim(then=) without a package (Redis: one script; PostgreSQL: step by step)
+    """claim(then=) without a package (Redis: one script; PostgreSQL: one statement)
     with the reply of any one of its round trips lost: epoch 2, the batch stored once."""
     store, proxy = faulty
     sid = await create(store, events=2)

@@ -122,6 +122,26 @@ STATEMENTS: Final[dict[str, str]] = {
         SELECT (SELECT epoch FROM u), x.epoch, x.claim_id
         FROM (SELECT 1) AS one LEFT JOIN {s}.sessions x ON x.session_id = %(sid)s
     """,
+    # a claim and its first batch in one statement (``claim(then=)``): the session row
+    # takes the new epoch, lease and the batch's end only where it is at the expected
+    # epoch and seq; the events go in only if it did
+    "claim_then": """
+        WITH c AS (
+            UPDATE {s}.sessions AS s SET epoch = s.epoch + 1, lease_owner = %(owner)s,
+                lease_until = %(until)s, claim_id = %(cid)s, seq = %(last)s,
+                agent = CASE WHEN %(agent)s::text = '' THEN s.agent ELSE %(agent)s::text END,
+                status = %(status)s::text,
+                last_interaction_at = greatest(s.last_interaction_at, %(lia)s::float8)
+            WHERE s.session_id = %(sid)s AND s.epoch = %(expected)s AND s.seq = %(after)s
+            RETURNING s.epoch
+        ), ev AS (
+            INSERT INTO {s}.events (session_id, seq, epoch, data)
+            SELECT %(sid)s, e.seq, c.epoch, e.data
+            FROM c, unnest(%(seqs)b::int8[], %(data)b::bytea[]) AS e(seq, data)
+        )
+        SELECT epoch FROM c
+    """,
+    "claim_state": "SELECT epoch, claim_id, seq FROM {s}.sessions WHERE session_id = %s",
     "claimed_as": (
         "SELECT 1 FROM {s}.sessions WHERE session_id = %s AND epoch = %s AND claim_id = %s"
     ),

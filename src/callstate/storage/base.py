@@ -20,7 +20,8 @@ A store whose ``atomic_packages`` attribute is true (memory, SQLite) also stores
 such a batch, and a handoff offer stores its package with ``package_put`` after the
 offer is durable instead.
 
-A store whose ``atomic_claims`` attribute is true (Redis without ``wait_aof``) has no
+A store whose ``atomic_claims`` attribute is true (PostgreSQL; Redis without
+``wait_aof``) has no
 ``atomic_packages`` but takes a ``claim`` with a ``then`` batch and no package in one
 step, all or nothing, as a store with ``atomic_packages`` takes any claim: a takeover
 then claims and records its ownership event in one durable write.
@@ -36,6 +37,7 @@ from .checks import check_batch, not_found, refuse_packages, stale_claim, storab
 from .claims import (
     ClaimSteps,
     StepwiseClaim,
+    batch_alone,
     claim_in_steps,
     move_package,
     new_claim_id,
@@ -67,6 +69,7 @@ __all__ = [
     # the records, checks and stepwise claims live beside it; importable from here too
     "ClaimSteps",
     "StepwiseClaim",
+    "batch_alone",
     "check_batch",
     "claim_in_steps",
     "move_package",

@@ -18,6 +18,7 @@ from .rows import Batch, PackageMove, PackageRow
 __all__ = [
     "ClaimSteps",
     "StepwiseClaim",
+    "batch_alone",
     "claim_in_steps",
     "move_package",
     "new_claim_id",
@@ -55,6 +56,19 @@ async def move_package(store: ClaimSteps, move: PackageMove) -> None:
     if not await store.package_transition(move.package_id, move.from_status, move.to_status):
         row = await store.package_get(move.package_id)
         raise package_not_in(move, None if row is None else row.status)
+
+
+def batch_alone(
+    session_id: str, expected_epoch: int, package: PackageMove | None, then: Batch | None
+) -> Batch | None:
+    """``then``, when a claim carries it and no package, written at the claim's new epoch
+    for its session: what a store with ``atomic_claims`` takes in one step (None: the
+    claim goes step by step)."""
+    if package is not None or then is None:
+        return None
+    if (then.session_id, then.epoch) != (session_id, expected_epoch + 1):
+        return None
+    return then
 
 
 async def claim_in_steps(

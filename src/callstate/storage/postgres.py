@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 try:
     import psycopg  # noqa: F401  (the driver: fail early, naming the extra)
@@ -33,9 +34,12 @@ from ._sql_rows import session_from_row
 from .base import (
     Batch,
     Loaded,
+    PackageMove,
     SessionRecord,
     StepwiseClaim,
+    batch_alone,
     check_batch,
+    new_claim_id,
     not_found,
     refuse_packages,
     stale_claim,
@@ -262,6 +266,55 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
             session_from_row(r)
             for r in await self._fetch("list_sessions", sql, [*args, max(limit, 0)])
         ]
+
+    #: a claim with a batch (no package, no snapshot) is one statement: the claim and
+    #: the batch are stored together or not at all
+    atomic_claims = True
+
+    async def claim(
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        *,
+        package: PackageMove | None = None,
+        then: Batch | None = None,
+        claim_id: str | None = None,
+    ) -> int:
+        alone = batch_alone(session_id, expected_epoch, package, then)
+        if alone is None or alone.snapshot is not None or alone.package is not None:
+            return await super().claim(
+                session_id,
+                expected_epoch,
+                owner,
+                lease_until,
+                package=package,
+                then=then,
+                claim_id=claim_id,
+            )
+        cid = new_claim_id(claim_id)
+        params: dict[str, Any] = {"owner": owner, "until": lease_until, "cid": cid}
+        params |= {"sid": session_id, "expected": expected_epoch, "after": alone.first_seq - 1}
+        params |= {"last": alone.last_seq, "agent": alone.agent, "status": alone.status}
+        params |= {"lia": alone.last_interaction_at}
+        params |= {"seqs": int8_array(list(range(alone.first_seq, alone.last_seq + 1)))}
+        params |= {"data": bytea_array(alone.events)}
+        rows = await self._fetch("claim", self._sql["claim_then"], params)
+        if rows:
+            return int(rows[0][0])
+        # nothing was written; why, from a read after the statement (its own snapshot
+        # may predate the write that made it miss)
+        rows = await self._fetch("claim", self._sql["claim_state"], [session_id])
+        if not rows:
+            raise not_found(session_id)
+        epoch, stored_id, seq = rows[0]
+        if epoch == expected_epoch + 1 and stored_id == cid:
+            return int(epoch)  # this very claim, sent again after its reply was lost
+        if epoch != expected_epoch:
+            raise stale_claim(session_id, expected_epoch, int(epoch))
+        error = check_batch(session_id, alone.epoch, int(seq), alone) or _raced(alone)
+        raise error
 
     async def _claim(
         self, session_id: str, expected_epoch: int, owner: str, lease_until: float, claim_id: str

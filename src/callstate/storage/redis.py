@@ -62,6 +62,7 @@ from .base import (
     PackageMove,
     SessionRecord,
     StepwiseClaim,
+    batch_alone,
     check_batch,
     new_claim_id,
     not_found,
@@ -268,12 +269,8 @@ class RedisStore(StepwiseClaim, RedisRecords):
         then: Batch | None = None,
         claim_id: str | None = None,
     ) -> int:
-        if (
-            package is not None
-            or then is None
-            or not self.atomic_claims
-            or (then.session_id, then.epoch) != (session_id, expected_epoch + 1)
-        ):
+        alone = batch_alone(session_id, expected_epoch, package, then)
+        if alone is None or not self.atomic_claims:
             return await super().claim(
                 session_id,
                 expected_epoch,
@@ -283,10 +280,10 @@ class RedisStore(StepwiseClaim, RedisRecords):
                 then=then,
                 claim_id=claim_id,
             )
-        refuse_packages(self.url, [then])
+        refuse_packages(self.url, [alone])
         args = [expected_epoch, owner, fmt(lease_until), new_claim_id(claim_id)]
         code, value = await self._script(
-            "claim", "claim_then", self._jkeys(session_id), *args, pack_batch(then, (0, 0))
+            "claim", "claim_then", self._jkeys(session_id), *args, pack_batch(alone, (0, 0))
         )
         if code == 0:
             return int(value)
@@ -297,7 +294,7 @@ class RedisStore(StepwiseClaim, RedisRecords):
         if code == 6:
             msg = f"redis session {session_id!r}: stored epoch/seq/last_interaction_at are not numbers"
             raise CodecError(msg)
-        error = check_batch(session_id, then.epoch, int(value), then)  # code 3: seq
+        error = check_batch(session_id, alone.epoch, int(value), alone)  # code 3: seq
         if error is None:
             msg = f"session {session_id!r}: batch raced a writer"
             error = ConflictError(msg)
