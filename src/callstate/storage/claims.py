@@ -102,6 +102,8 @@ class StepwiseClaim:
 
     A whole claim sent again with its ``claim_id`` after it was done (its package moved,
     its batch stored) returns the same epoch; one interrupted between steps is finished.
+    A store that can take a claim with a batch alone in one step (``atomic_claims``)
+    overrides ``_claim_alone``.
     """
 
     async def _claim(
@@ -112,6 +114,19 @@ class StepwiseClaim:
     async def _claimed_as(self, session_id: str, epoch: int, claim_id: str) -> bool:
         """True if the session is at ``epoch``, taken by the claim ``claim_id``."""
         raise NotImplementedError
+
+    async def _claim_alone(
+        self,
+        session_id: str,
+        expected_epoch: int,
+        owner: str,
+        lease_until: float,
+        then: Batch,
+        claim_id: str,
+    ) -> int | None:
+        """Claim and append ``then`` in one step, all or nothing (the new epoch), or None
+        when this store takes such a claim step by step (this default)."""
+        return None
 
     async def claim(
         self,
@@ -125,6 +140,13 @@ class StepwiseClaim:
         claim_id: str | None = None,
     ) -> int:
         cid = new_claim_id(claim_id)
+        alone = batch_alone(session_id, expected_epoch, package, then)
+        if alone is not None:
+            epoch = await self._claim_alone(
+                session_id, expected_epoch, owner, lease_until, alone, cid
+            )
+            if epoch is not None:
+                return epoch
 
         def plain() -> Awaitable[int]:
             return self._claim(session_id, expected_epoch, owner, lease_until, cid)

@@ -34,12 +34,9 @@ from ._sql_rows import session_from_row
 from .base import (
     Batch,
     Loaded,
-    PackageMove,
     SessionRecord,
     StepwiseClaim,
-    batch_alone,
     check_batch,
-    new_claim_id,
     not_found,
     refuse_packages,
     stale_claim,
@@ -271,35 +268,23 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
     #: the batch are stored together or not at all
     atomic_claims = True
 
-    async def claim(
+    async def _claim_alone(
         self,
         session_id: str,
         expected_epoch: int,
         owner: str,
         lease_until: float,
-        *,
-        package: PackageMove | None = None,
-        then: Batch | None = None,
-        claim_id: str | None = None,
-    ) -> int:
-        alone = batch_alone(session_id, expected_epoch, package, then)
-        if alone is None or alone.snapshot is not None or alone.package is not None:
-            return await super().claim(
-                session_id,
-                expected_epoch,
-                owner,
-                lease_until,
-                package=package,
-                then=then,
-                claim_id=claim_id,
-            )
-        cid = new_claim_id(claim_id)
-        params: dict[str, Any] = {"owner": owner, "until": lease_until, "cid": cid}
-        params |= {"sid": session_id, "expected": expected_epoch, "after": alone.first_seq - 1}
-        params |= {"last": alone.last_seq, "agent": alone.agent, "status": alone.status}
-        params |= {"lia": alone.last_interaction_at}
-        params |= {"seqs": int8_array(list(range(alone.first_seq, alone.last_seq + 1)))}
-        params |= {"data": bytea_array(alone.events)}
+        then: Batch,
+        claim_id: str,
+    ) -> int | None:
+        if then.snapshot is not None or then.package is not None:
+            return None  # step by step (the statement carries no snapshot)
+        params: dict[str, Any] = {"owner": owner, "until": lease_until, "cid": claim_id}
+        params |= {"sid": session_id, "expected": expected_epoch, "after": then.first_seq - 1}
+        params |= {"last": then.last_seq, "agent": then.agent, "status": then.status}
+        params |= {"lia": then.last_interaction_at}
+        params |= {"seqs": int8_array(list(range(then.first_seq, then.last_seq + 1)))}
+        params |= {"data": bytea_array(then.events)}
         rows = await self._fetch("claim", self._sql["claim_then"], params)
         if rows:
             return int(rows[0][0])
@@ -309,11 +294,11 @@ class PostgresStore(StepwiseClaim, PostgresRecords):
         if not rows:
             raise not_found(session_id)
         epoch, stored_id, seq = rows[0]
-        if epoch == expected_epoch + 1 and stored_id == cid:
+        if epoch == expected_epoch + 1 and stored_id == claim_id:
             return int(epoch)  # this very claim, sent again after its reply was lost
         if epoch != expected_epoch:
             raise stale_claim(session_id, expected_epoch, int(epoch))
-        error = check_batch(session_id, alone.epoch, int(seq), alone) or _raced(alone)
+        error = check_batch(session_id, then.epoch, int(seq), then) or _raced(then)
         raise error
 
     async def _claim(

@@ -59,12 +59,9 @@ from ._redis_records import RedisRecords
 from .base import (
     Batch,
     Loaded,
-    PackageMove,
     SessionRecord,
     StepwiseClaim,
-    batch_alone,
     check_batch,
-    new_claim_id,
     not_found,
     refuse_packages,
     stale_claim,
@@ -258,32 +255,21 @@ class RedisStore(StepwiseClaim, RedisRecords):
         each append: such a claim goes step by step)."""
         return self.wait_aof is None
 
-    async def claim(
+    async def _claim_alone(
         self,
         session_id: str,
         expected_epoch: int,
         owner: str,
         lease_until: float,
-        *,
-        package: PackageMove | None = None,
-        then: Batch | None = None,
-        claim_id: str | None = None,
-    ) -> int:
-        alone = batch_alone(session_id, expected_epoch, package, then)
-        if alone is None or not self.atomic_claims:
-            return await super().claim(
-                session_id,
-                expected_epoch,
-                owner,
-                lease_until,
-                package=package,
-                then=then,
-                claim_id=claim_id,
-            )
-        refuse_packages(self.url, [alone])
-        args = [expected_epoch, owner, fmt(lease_until), new_claim_id(claim_id)]
+        then: Batch,
+        claim_id: str,
+    ) -> int | None:
+        if not self.atomic_claims:
+            return None
+        refuse_packages(self.url, [then])
+        args = [expected_epoch, owner, fmt(lease_until), claim_id]
         code, value = await self._script(
-            "claim", "claim_then", self._jkeys(session_id), *args, pack_batch(alone, (0, 0))
+            "claim", "claim_then", self._jkeys(session_id), *args, pack_batch(then, (0, 0))
         )
         if code == 0:
             return int(value)
@@ -294,7 +280,7 @@ class RedisStore(StepwiseClaim, RedisRecords):
         if code == 6:
             msg = f"redis session {session_id!r}: stored epoch/seq/last_interaction_at are not numbers"
             raise CodecError(msg)
-        error = check_batch(session_id, alone.epoch, int(value), alone)  # code 3: seq
+        error = check_batch(session_id, then.epoch, int(value), then)  # code 3: seq
         if error is None:
             msg = f"session {session_id!r}: batch raced a writer"
             error = ConflictError(msg)
