@@ -294,19 +294,27 @@ async def test_closed_store_names_itself(tmp_path: Path) -> None:
     assert url in str(exc.value)
 
 
+def _file_at_schema(path: Path, version: int) -> sqlite3.Connection:
+    """A database file as a release at schema ``version`` left it (its first migrations
+    applied), and a connection to it in autocommit."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    register_functions(conn)  # what the later migrations' triggers call
+    conn.execute(
+        "CREATE TABLE callstate_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    for number, script in MIGRATIONS[:version]:
+        for stmt in script.split(";\n"):
+            if stmt.strip():
+                conn.execute(stmt)
+        conn.execute("INSERT INTO callstate_migrations VALUES (?, 0)", (number,))
+    return conn
+
+
 async def test_sessions_written_before_migration_3_claim_with_claim_ids(tmp_path: Path) -> None:
     """A file at schema 2 (no claim ids) migrates; its session claims, and that claim sent
     again with its id returns the same epoch while another claimer is stale."""
     path = tmp_path / "cs.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(
-        "CREATE TABLE callstate_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    for version, script in MIGRATIONS[:2]:
-        for stmt in script.split(";\n"):
-            if stmt.strip():
-                conn.execute(stmt)
-        conn.execute("INSERT INTO callstate_migrations VALUES (?, 0)", (version,))
+    conn = _file_at_schema(path, 2)
     conn.execute(
         "INSERT INTO sessions (session_id, epoch, seq, agent, status, created_at, "
         "last_interaction_at, lease_owner, lease_until) "
@@ -434,16 +442,7 @@ async def test_sessions_written_before_migration_11_are_found_by_their_minute(
     """A file at schema 10 migrates: its sessions get the minute of their last
     interaction, and a cutoff still finds exactly the quiet ones, newest first."""
     path = tmp_path / "cs.db"
-    conn = sqlite3.connect(path, isolation_level=None)
-    register_functions(conn)
-    conn.execute(
-        "CREATE TABLE callstate_migrations (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
-    )
-    for version, script in MIGRATIONS[:10]:
-        for stmt in script.split(";\n"):
-            if stmt.strip():
-                conn.execute(stmt)
-        conn.execute("INSERT INTO callstate_migrations VALUES (?, 0)", (version,))
+    conn = _file_at_schema(path, 10)
     for sid, at in (("old", 100.0), ("newer", 7000.0)):
         conn.execute(
             "INSERT INTO sessions (session_id, epoch, seq, agent, status, created_at, "
