@@ -24,8 +24,8 @@ from ..storage.base import Batch, SessionRecord, storable_text
 from ..tools.late import collect
 from ..tools.lifecycle import recover_in_doubt
 from .causes import lost_cause
-from .restore import fenced_error, restore_state
-from .resume import Stored, continue_run
+from .restore import fenced_error
+from .resume import Stored, continue_run, load_stored
 
 if TYPE_CHECKING:
     from ..archive.followups import FollowUps
@@ -199,9 +199,7 @@ class Ownership(Generic[H]):
         host = self._host
         sid = previous.session_id
         if stored is None:
-            loaded = await host.store.load(sid)
-            parts = StoredParts()
-            stored = Stored(loaded.record, restore_state(loaded, host.sealer, parts), parts)
+            stored = await load_stored(host, sid)
         if stored.record.epoch != previous.epoch:
             return None  # taken meanwhile: the plain claim raises what fits
         state = stored.state  # handed over: folded on here, never read as before again
@@ -247,9 +245,8 @@ class Ownership(Generic[H]):
         event (``recorded``: a handoff's accept or reclaim).
         """
         host = self._host
-        loaded = await host.store.load(session_id)
-        parts = StoredParts()
-        state = restore_state(loaded, host.sealer, parts)
+        stored = await load_stored(host, session_id)
+        state = stored.state
         gap = max(0.0, now - state.last_interaction_at)
         fields = None
         if not recorded:
@@ -257,7 +254,13 @@ class Ownership(Generic[H]):
                 state, epoch, now=now, gap=gap, via=via, channel=channel, previous=previous
             )
         return await self._own(
-            state, loaded.record.snapshot_seq, epoch, gap=gap, via=via, record=fields, parts=parts
+            state,
+            stored.record.snapshot_seq,
+            epoch,
+            gap=gap,
+            via=via,
+            record=fields,
+            parts=stored.parts,
         )
 
     def _resumed(

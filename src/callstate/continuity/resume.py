@@ -40,6 +40,7 @@ __all__ = [
     "continue_run",
     "find_caller_session",
     "fresh_token",
+    "load_stored",
     "preflight",
     "refresh_token",
     "refusal",
@@ -129,7 +130,8 @@ async def check_resumable(
     return rec, claims, stored
 
 
-async def _load(host: Host, session_id: str) -> Stored:
+async def load_stored(host: Host, session_id: str) -> Stored:
+    """The session as one load reads it: its record, its state and the parts read."""
     loaded = await host.store.load(session_id)
     parts = StoredParts()
     return Stored(loaded.record, restore_state(loaded, host.sealer, parts), parts)
@@ -173,7 +175,7 @@ async def check_claims(
         raise CallEnded(msg, session_id=sid)
     stored: Stored | None = None
     if claims.epoch < rec.epoch:
-        stored = await _load(host, sid)
+        stored = await load_stored(host, sid)
         if stored.state.token_epoch > claims.epoch:
             msg = (
                 f"resume token `epoch` {claims.epoch} of session {sid!r} is superseded: "
@@ -183,7 +185,7 @@ async def check_claims(
             raise TokenSuperseded(msg, session_id=sid, epoch=claims.epoch, current_epoch=rec.epoch)
     live = rec.lease_owner is not None and rec.lease_until > now
     if live and not takeover and rec.status in ("active", "offered"):
-        stored = stored or await _load(host, sid)
+        stored = stored or await load_stored(host, sid)
         if not stored.state.on_hold:
             msg = (
                 f"session {sid!r} is active in another tab: its owner holds a live lease "
@@ -316,7 +318,9 @@ async def refresh_token(
     if claims is None:  # a token always has claims; kept for the type checker
         msg = "resume token did not verify"
         raise TokenError(msg)
-    caller = (await _load(host, claims.session_id)).state.caller if claims.caller_bound else None
+    caller = (
+        (await load_stored(host, claims.session_id)).state.caller if claims.caller_bound else None
+    )
     return _issue(host, claims.session_id, claims.epoch, caller, ttl)
 
 
